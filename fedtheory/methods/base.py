@@ -1,0 +1,159 @@
+"""What every method is: a frozen set of hyperparameters with a pure round map.
+
+A method (after optax's ``init``/``update`` pair) is a frozen dataclass of its hyperparameters
+with two functions:
+
+    init(problem, theta0) -> state          (a NamedTuple with at least ``theta``)
+    round(ctx, state)     -> (state, RoundInfo)
+
+``ctx`` (:class:`RoundContext`) carries the round's participants, their renormalised weights
+w~_i, the run's seeded generator and the oracle; a method reads data only through ``ctx.eval``.
+Methods never compute metrics: they report in :class:`RoundInfo` what the runner needs for them
+(the last local preconditioners, the local iterates, floats sent, oracle calls).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any, ClassVar, NamedTuple
+
+import numpy as np
+
+from ..errors import FedTheoryError, check
+from ..objectives import OracleOut
+
+
+class ServerState(NamedTuple):
+    theta: Any
+
+
+@dataclass(frozen=True)
+class RoundInfo:
+    """What one round did, as totals over its participants.
+
+    ``uplink``/``downlink``: floats sent (a vector counts d, a symmetric matrix d(d+1)/2);
+    ``grad_evals``/``hess_evals``: local oracle calls; ``P``: the preconditioners used in the
+    last local step (m, d, d) or None; ``theta_local``: the uploaded local iterates (m, d) or None.
+    """
+
+    uplink: int
+    downlink: int
+    grad_evals: int
+    hess_evals: int
+    P: Any = None
+    theta_local: Any = None
+
+
+@dataclass(frozen=True)
+class RoundContext:
+    """The round's participants S_t (host indices, None = all clients), their weights w~_i
+    (renormalised over S_t, on the problem's backend), the run's generator and the oracle."""
+
+    problem: Any
+    clients: np.ndarray | None
+    weights: Any
+    rng: np.random.Generator
+    oracle: Any
+
+    @property
+    def m(self) -> int:
+        return self.problem.N if self.clients is None else len(self.clients)
+
+    @property
+    def labels(self) -> np.ndarray:
+        """Client ids of the participants, for error messages."""
+        return np.arange(self.problem.N) if self.clients is None else self.clients
+
+    def eval(self, theta: Any, *, value: bool = False, grad: bool = True, hess: bool = False,
+             sub: np.ndarray | None = None) -> OracleOut:
+        """Oracle of the participants (or of the participants at positions ``sub``)."""
+        clients = self.clients
+        if sub is not None:
+            clients = self.labels[sub]
+        return self.oracle(self.problem, theta, clients, value=value, grad=grad, hess=hess,
+                           rng=self.rng)
+
+    def mix(self, x: Any) -> Any:
+        """sum_i w~_i x_i over the leading (participant) axis."""
+        return self.problem.xp.tensordot(self.weights, x, axes=1)
+
+
+class Method:
+    """Base of every method; subclasses are frozen dataclasses registered by name."""
+
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    source: ClassVar[str] = ""
+    full_participation_only: ClassVar[bool] = False
+
+    def init(self, problem: Any, theta0: Any) -> Any:
+        return ServerState(theta=theta0)
+
+    def round(self, ctx: RoundContext, state: Any) -> tuple[Any, RoundInfo]:
+        raise NotImplementedError
+
+    def params(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+METHODS: dict[str, type[Method]] = {}
+
+
+def register(cls: type[Method]) -> type[Method]:
+    METHODS[cls.name] = cls
+    return cls
+
+
+# ---- hyperparameter validation, shared by every method -----------------------------------
+def check_K(K: Any) -> None:
+    check(isinstance(K, (int, np.integer)) and not isinstance(K, bool) and K >= 1,
+          f"K must be an integer >= 1, got {K!r}")
+
+
+def check_eta(eta: Any, name: str = "eta") -> None:
+    check(isinstance(eta, (int, float)) and math.isfinite(eta) and eta > 0,
+          f"{name} must be a finite number > 0, got {eta!r}")
+
+
+def check_nonneg(x: Any, name: str) -> None:
+    check(isinstance(x, (int, float)) and math.isfinite(x) and x >= 0,
+          f"{name} must be a finite number >= 0, got {x!r}")
+
+
+def check_choice(x: Any, name: str, choices: tuple) -> None:
+    check(x in choices, f"{name} must be one of {choices}, got {x!r}")
+
+
+def _coerce(name: str, text: str, default: Any) -> Any:
+    """Parse a CLI value ``text`` to the type of the field's default."""
+    try:
+        if isinstance(default, bool):
+            low = text.lower()
+            if low not in ("true", "false", "1", "0"):
+                raise ValueError
+            return low in ("true", "1")
+        if isinstance(default, int):
+            return int(text)
+        if isinstance(default, float):
+            return float(text)
+    except ValueError:
+        raise FedTheoryError(f"parameter {name} must be a {type(default).__name__}, "
+                             f"got {text!r}") from None
+    return text
+
+
+def make_method(name: str, params: dict[str, Any] | None = None) -> Method:
+    """The method registered as ``name`` with ``params`` (strings are parsed to the field types)."""
+    check(name in METHODS, f"unknown method {name!r}; known methods: {', '.join(sorted(METHODS))}")
+    cls = METHODS[name]
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kw = {}
+    for key, value in (params or {}).items():
+        check(key in fields, f"unknown parameter {key!r} for method {name}; "
+                             f"accepted: {', '.join(fields) or 'none'}")
+        if isinstance(value, str):
+            value = _coerce(key, value, fields[key].default)
+        kw[key] = value
+    return cls(**kw)

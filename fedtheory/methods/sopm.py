@@ -1,0 +1,52 @@
+"""SOPM: simple mixing of locally preconditioned parameters (the LocalNewton family).
+
+Clients run the same K local preconditioned steps as FedPM (:mod:`._local`); the server takes
+the plain weighted average theta+ = sum w~_i theta_i^K. Under heterogeneity the local
+preconditioners differ and this average is biased: the drift floor of claims C4 and C5.
+
+``local_search=True`` is LocalNewton (Gupta et al. 2021, arXiv 2105.07320): every local step
+uses Armijo backtracking on f_i, starting at eta.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ._local import local_newton_steps
+from .base import (
+    Method,
+    RoundContext,
+    RoundInfo,
+    ServerState,
+    check_eta,
+    check_K,
+    check_nonneg,
+    register,
+)
+
+
+@register
+@dataclass(frozen=True)
+class SOPM(Method):
+    K: int = 1
+    eta: float = 1.0
+    delta: float = 0.0
+    local_search: bool = False
+
+    name = "sopm"
+    description = "local Newton steps, server averages the local iterates (LocalNewton family)"
+    source = ("LocalNewton, Gupta et al. 2021 (arXiv 2105.07320); the simple-mixing baseline "
+              "of FedPM")
+
+    def __post_init__(self) -> None:
+        check_K(self.K)
+        check_eta(self.eta)
+        check_nonneg(self.delta, "delta")
+
+    def round(self, ctx: RoundContext, state: ServerState) -> tuple[ServerState, RoundInfo]:
+        loc = local_newton_steps(ctx, state.theta, K=self.K, eta=self.eta, delta=self.delta,
+                                 line_search=self.local_search)
+        d, m = ctx.problem.d, ctx.m
+        info = RoundInfo(uplink=m * d, downlink=m * d, grad_evals=loc.grad_evals,
+                         hess_evals=loc.hess_evals, P=loc.P_last, theta_local=loc.theta)
+        return ServerState(ctx.mix(loc.theta)), info

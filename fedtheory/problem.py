@@ -1,0 +1,247 @@
+"""A federated problem: client data, weights, exact oracles and the reference solution.
+
+``FederatedProblem`` holds N clients' data padded into one array (see :mod:`fedtheory.objectives`),
+the client weights w_i (``weighting="samples"``: n_i / n, ``"uniform"``: 1 / N) and evaluates
+f_i, g_i, H_i for any subset of clients at once. Its :attr:`reference` is the solution of
+ALGORITHMS.md "Reference solution", computed once and cached.
+
+The backend travels with the arrays: a problem built from NumPy arrays computes on NumPy;
+``problem.to("cupy")`` returns the same problem with its arrays on the GPU.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from ._backend import to_numpy, xp_of
+from .errors import FedTheoryError, check
+from .linalg import spd_solve
+from .objectives import ORACLES, OracleOut
+
+WEIGHTINGS = ("samples", "uniform")
+
+
+@dataclass(frozen=True)
+class Reference:
+    """theta*, f*, ||grad f(theta*)||, mu = lambda_min(H(theta*)), L = lambda_max, L_H bound."""
+
+    theta_star: np.ndarray
+    f_star: float
+    grad_norm: float
+    mu: float
+    L: float
+    L_H: float
+    newton_iters: int
+
+    @property
+    def kappa(self) -> float:
+        return self.L / self.mu
+
+
+class FederatedProblem:
+    """N clients of an L2 logistic or ridge objective.
+
+    Parameters are the padded arrays of :mod:`fedtheory.objectives`: ``A`` (N, n_max, d),
+    ``y`` (N, n_max), ``sw`` (N, n_max) with sw_ij = 1/n_i on real rows and 0 on padding.
+    Use :meth:`from_dataset` or :meth:`from_clients` rather than this constructor.
+    """
+
+    def __init__(self, A: Any, y: Any, sw: Any, sizes: Sequence[int], *, objective: str,
+                 lam: float, weighting: str = "samples", name: str = "problem",
+                 spec: dict | None = None) -> None:
+        check(objective in ORACLES,
+              f"objective must be one of {sorted(ORACLES)}, got {objective!r}")
+        check(weighting in WEIGHTINGS, f"weighting must be one of {WEIGHTINGS}, got {weighting!r}")
+        check(isinstance(lam, (int, float)) and math.isfinite(lam) and lam >= 0,
+              f"lam must be a finite number >= 0, got {lam!r}")
+        self.A, self.y, self.sw = A, y, sw
+        self.sizes = np.asarray(sizes, dtype=np.int64)
+        self.objective, self.lam, self.weighting = objective, float(lam), weighting
+        self.name, self.spec = name, spec or {}
+        w = self.sizes / self.sizes.sum() if weighting == "samples" else np.full(self.N, 1 / self.N)
+        self.weights = xp_of(A).asarray(w)
+        self._oracle = ORACLES[objective]
+
+    # ---- construction -------------------------------------------------------------------
+    @classmethod
+    def from_clients(cls, Xs: Sequence[Any], ys: Sequence[Any], *, objective: str, lam: float,
+                     weighting: str = "samples", name: str = "problem",
+                     spec: dict | None = None) -> FederatedProblem:
+        """Build from one (X_i, y_i) per client; X_i dense or scipy.sparse, float64."""
+        check(len(Xs) == len(ys) and len(Xs) >= 1,
+              f"need one target vector per client and at least one client, got {len(Xs)} "
+              f"design matrices and {len(ys)} target vectors")
+        Xs = [np.asarray(X.toarray() if sp.issparse(X) else X, dtype=np.float64) for X in Xs]
+        ys = [np.asarray(v, dtype=np.float64).ravel() for v in ys]
+        d = Xs[0].shape[1]
+        for i, (X, v) in enumerate(zip(Xs, ys, strict=True)):
+            check(X.ndim == 2 and X.shape[1] == d,
+                  f"client {i}: design matrix must be (n_i, {d}), got shape {X.shape}")
+            check(X.shape[0] >= 1, f"client {i} is empty: every client needs at least one sample")
+            check(X.shape[0] == v.shape[0],
+                  f"client {i}: {X.shape[0]} rows but {v.shape[0]} targets")
+            check(bool(np.isfinite(X).all()), f"client {i}: the data contain NaN or inf")
+            check(bool(np.isfinite(v).all()), f"client {i}: the targets contain NaN or inf")
+            if objective == "logistic":
+                bad = v[(v != 1.0) & (v != -1.0)]
+                if bad.size:
+                    raise FedTheoryError(f"client {i}: logistic labels must be -1 or +1, "
+                                         f"got {bad[0]!r}")
+        sizes = [X.shape[0] for X in Xs]
+        N, n_max = len(Xs), max(sizes)
+        A = np.zeros((N, n_max, d))
+        y = np.zeros((N, n_max))
+        sw = np.zeros((N, n_max))
+        for i, (X, v) in enumerate(zip(Xs, ys, strict=True)):
+            A[i, : len(v)], y[i, : len(v)], sw[i, : len(v)] = X, v, 1.0 / len(v)
+        return cls(A, y, sw, sizes, objective=objective, lam=lam, weighting=weighting,
+                   name=name, spec=spec)
+
+    @classmethod
+    def from_dataset(cls, X: Any, y: Any, parts: Sequence[np.ndarray],
+                     **kw: Any) -> FederatedProblem:
+        """Build from a design matrix X (n, d), targets y (n,) and a partition of the rows."""
+        n = X.shape[0]
+        check(len(parts) <= n, f"more clients ({len(parts)}) than samples ({n})")
+        X = X.tocsr() if sp.issparse(X) else np.asarray(X, dtype=np.float64)
+        y = np.asarray(y, dtype=np.float64)
+        return cls.from_clients([X[p] for p in parts], [y[p] for p in parts], **kw)
+
+    def to(self, backend: str) -> FederatedProblem:
+        """The same problem with its arrays on ``backend`` ("numpy" or "cupy")."""
+        check(backend in ("numpy", "cupy"), f"backend must be 'numpy' or 'cupy', got {backend!r}")
+        if backend == "cupy":
+            import cupy as xp
+            move = xp.asarray
+        else:
+            move = to_numpy
+        new = object.__new__(FederatedProblem)
+        new.__dict__.update({k: v for k, v in self.__dict__.items() if k != "_H_const"})
+        arrays = (self.A, self.y, self.sw, self.weights)
+        new.A, new.y, new.sw, new.weights = (move(a) for a in arrays)
+        return new
+
+    # ---- sizes --------------------------------------------------------------------------
+    @property
+    def N(self) -> int:
+        return self.A.shape[0]
+
+    @property
+    def d(self) -> int:
+        return self.A.shape[2]
+
+    @property
+    def n(self) -> int:
+        return int(self.sizes.sum())
+
+    @property
+    def xp(self) -> Any:
+        return xp_of(self.A)
+
+    @property
+    def backend(self) -> str:
+        return "numpy" if self.xp is np else "cupy"
+
+    def __repr__(self) -> str:
+        return (f"FederatedProblem({self.name!r}, {self.objective}, N={self.N}, d={self.d}, "
+                f"n={self.n}, lam={self.lam:g}, backend={self.backend})")
+
+    # ---- oracles ------------------------------------------------------------------------
+    @cached_property
+    def _H_const(self) -> Any:
+        return ORACLES["ridge"](self.A, self.y, self.sw, self.lam, self.xp.zeros(self.d),
+                               value=False, grad=False, hess=True).H
+
+    def oracle(self, theta: Any, clients: Any = None, *, value: bool = False, grad: bool = True,
+               hess: bool = False) -> OracleOut:
+        """f_i, g_i, H_i of the given clients (all when ``clients`` is None).
+
+        ``theta`` is (d,) or (m, d) with one row per selected client. Ridge Hessians are
+        constant and served from a cache (do not modify them in place).
+        """
+        sel = slice(None) if clients is None else clients
+        A, y, sw = (self.A, self.y, self.sw) if clients is None else (
+            self.A[sel], self.y[sel], self.sw[sel])
+        const_hess = hess and self.objective == "ridge"
+        out = self._oracle(A, y, sw, self.lam, theta, value=value, grad=grad,
+                           hess=hess and not const_hess)
+        if const_hess:
+            out = out._replace(H=self._H_const[sel])
+        return out
+
+    def global_oracle(self, theta: Any, *, value: bool = True, grad: bool = True,
+                      hess: bool = False) -> OracleOut:
+        """f, g, H of the global objective sum_i w_i f_i at one point theta (d,)."""
+        o = self.oracle(theta, value=value, grad=grad, hess=hess)
+        w = self.weights
+        return OracleOut(
+            None if o.f is None else w @ o.f,
+            None if o.g is None else w @ o.g,
+            None if o.H is None else (w[:, None, None] * o.H).sum(axis=0),
+        )
+
+    def value(self, theta: Any) -> float:
+        return float(self.global_oracle(theta, grad=False).f)
+
+    # ---- reference solution -------------------------------------------------------------
+    @cached_property
+    def reference(self) -> Reference:
+        """ALGORITHMS.md "Reference solution": centralised Newton, Cholesky solves, float64.
+
+        Logistic: Newton from theta = 0 with Armijo backtracking as a safeguard (a full step
+        is taken whenever it decreases f enough, which is every step near theta*) until
+        ||grad f|| <= 1e-13 max(1, ||grad f(0)||). Ridge: the closed form, one Cholesky solve.
+        """
+        host = self if self.backend == "numpy" else self.to("numpy")
+        theta = np.zeros(host.d)
+        if host.objective == "ridge":
+            o = host.global_oracle(theta, value=False, hess=True)
+            theta = spd_solve(o.H, -o.g, what="global Hessian", hint="use lam > 0")
+            iters = 1
+        else:
+            theta, iters = _newton_solve(host, theta)
+        o = host.global_oracle(theta, hess=True)
+        ev = np.linalg.eigvalsh(o.H)
+        return Reference(theta_star=theta, f_star=float(o.f),
+                         grad_norm=float(np.linalg.norm(o.g)), mu=float(ev[0]),
+                         L=float(ev[-1]), L_H=host._hessian_lipschitz(), newton_iters=iters)
+
+    def _hessian_lipschitz(self) -> float:
+        if self.objective == "ridge":
+            return 0.0
+        norms3 = np.linalg.norm(to_numpy(self.A), axis=2) ** 3
+        per_client = (to_numpy(self.sw) * norms3).sum(axis=1)
+        return float(to_numpy(self.weights) @ per_client / (6 * math.sqrt(3)))
+
+
+def _newton_solve(problem: FederatedProblem, theta: np.ndarray, max_iter: int = 100
+                  ) -> tuple[np.ndarray, int]:
+    o = problem.global_oracle(theta, hess=True)
+    tol = 1e-13 * max(1.0, float(np.linalg.norm(o.g)))
+    best = math.inf
+    for it in range(1, max_iter + 1):
+        step = spd_solve(o.H, o.g, what="global Hessian", hint="use lam > 0")
+        slope = float(o.g @ step)
+        t = 1.0
+        while True:
+            cand = problem.global_oracle(theta - t * step, hess=True)
+            if cand.f <= o.f - 1e-4 * t * slope or t < 1e-10:
+                break
+            t *= 0.5
+        theta, o = theta - t * step, cand
+        gnorm = float(np.linalg.norm(o.g))
+        if gnorm <= tol:
+            return theta, it
+        if gnorm >= best and it > 20:
+            break
+        best = min(best, gnorm)
+    raise FedTheoryError(
+        f"reference Newton stopped at ||grad f|| = {gnorm:.3e} above the tolerance {tol:.3e} "
+        f"after {it} iterations ({problem.name}); the problem may be too ill-conditioned")

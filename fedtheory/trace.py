@@ -1,0 +1,90 @@
+"""Trace: the tidy per-round rows of one run (ALGORITHMS.md "Per-round metrics").
+
+One row per logged round with the columns of :data:`COLUMNS`; ``trace["dist_to_opt"]`` is a
+NumPy column, ``to_frame()`` a pandas DataFrame, ``to_csv(path)`` writes atomically (a temporary
+file renamed into place, so a crash never leaves a half-written file).
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+COLUMNS = (
+    "round", "dist_to_opt", "rel_dist", "subopt", "grad_norm", "participants",
+    "uplink_floats", "downlink_floats", "local_grad_evals", "local_hess_evals", "seconds",
+    "drift", "rel_drift", "hess_gap", "grad_dissimilarity", "client_drift",
+)
+
+STATUSES = ("completed", "reached_target", "diverged")
+
+
+@dataclass
+class Trace:
+    """Rows of one run plus its status ("completed", "reached_target" or "diverged") and
+    metadata (problem, method, parameters, seed, participation, reference solution)."""
+
+    rows: list[dict[str, float]] = field(default_factory=list)
+    status: str = "completed"
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, column: str) -> np.ndarray:
+        if column not in COLUMNS:
+            raise KeyError(f"unknown column {column!r}; columns: {', '.join(COLUMNS)}")
+        return np.array([r[column] for r in self.rows], dtype=float)
+
+    @property
+    def final(self) -> dict[str, float]:
+        return self.rows[-1]
+
+    def to_frame(self) -> Any:
+        import pandas as pd
+
+        df = pd.DataFrame(self.rows, columns=list(COLUMNS))
+        df["round"] = df["round"].astype(int)
+        df.attrs.update(self.meta, status=self.status)
+        return df
+
+    def to_csv(self, path: str | os.PathLike) -> Path:
+        """Write the rows to ``path`` atomically; returns the path."""
+        path = Path(path)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent or ".")
+        try:
+            with os.fdopen(fd, "w", newline="") as fh:
+                writer = csv.writer(fh)
+                writer.writerow(COLUMNS)
+                for r in self.rows:
+                    writer.writerow([_fmt(r[c]) for c in COLUMNS])
+            os.replace(tmp, path)
+        except BaseException:
+            os.unlink(tmp)
+            raise
+        return path
+
+    def table(self, columns: tuple[str, ...] = ("round", "dist_to_opt", "rel_dist", "subopt",
+                                                "grad_norm", "drift", "uplink_floats")) -> str:
+        """The rows as a fixed-width text table."""
+        head = "".join(f"{c:>14}" for c in columns)
+        lines = [head]
+        for r in self.rows:
+            lines.append("".join(
+                f"{int(r[c]):>14d}" if c == "round" else f"{r[c]:>14.4e}" for c in columns))
+        return "\n".join(lines)
+
+
+def _fmt(x: float) -> str:
+    if isinstance(x, (int, np.integer)):
+        return str(int(x))
+    if math.isnan(x):
+        return "nan"
+    return repr(float(x))
