@@ -198,16 +198,11 @@ class FederatedProblem:
         Logistic: Newton from theta = 0 with a backtracking safeguard (a step is accepted when
         it satisfies Armijo's condition or reduces ||grad f||, so every step near theta* is a
         full Newton step) until
-        ||grad f|| <= 1e-13 max(1, ||grad f(0)||). Ridge: the closed form, one Cholesky solve.
+        ||grad f|| <= 1e-13 max(1, ||grad f(0)||). Ridge: the first Newton step from 0 is the
+        closed form; further steps only refine it to the same tolerance.
         """
         host = self if self.backend == "numpy" else self.to("numpy")
-        theta = np.zeros(host.d)
-        if host.objective == "ridge":
-            o = host.global_oracle(theta, value=False, hess=True)
-            theta = spd_solve(o.H, -o.g, what="global Hessian", hint="use lam > 0")
-            iters = 1
-        else:
-            theta, iters = _newton_solve(host, theta)
+        theta, iters = _newton_solve(host, np.zeros(host.d))
         o = host.global_oracle(theta, hess=True)
         ev = np.linalg.eigvalsh(o.H)
         return Reference(theta_star=theta, f_star=float(o.f),
