@@ -26,7 +26,8 @@ def _theta_after(problem, name, params, theta0, rounds, S=None, seed=0):
     state = method.init(problem, theta0)
     rng = np.random.default_rng(seed)
     for _ in range(rounds):
-        clients = None if S in (None, problem.N) else np.sort(rng.choice(problem.N, S, replace=False))
+        clients = (None if S in (None, problem.N)
+                   else np.sort(rng.choice(problem.N, S, replace=False)))
         w = problem.weights if clients is None else problem.weights[clients]
         ctx = RoundContext(problem, clients, w / w.sum(), rng, make_oracle())
         state, _ = method.round(ctx, state)
