@@ -118,7 +118,31 @@ def build_parser() -> argparse.ArgumentParser:
 
     pr = sub.add_parser("problems", help="list the problem suite")
     pr.set_defaults(func=cmd_problems)
+
+    sw = sub.add_parser("sweep", help="run (or resume) a sweep: problems x methods x params x "
+                                      "participation x seeds, one result file per run")
+    sw.add_argument("spec", help="the sweep's TOML file (see examples/sweep_small.toml)")
+    sw.add_argument("--out", required=True, metavar="DIR", help="the results folder")
+    sw.add_argument("--jobs", type=int, default=1, help="parallel worker processes")
+    sw.set_defaults(func=lambda a: _lazy("sweep", "main_sweep")(a.spec, a.out, a.jobs))
+
+    pl = sub.add_parser("plot", help="plot a metric per round from a sweep folder, a "
+                                     "results.parquet or a trace CSV")
+    pl.add_argument("results")
+    pl.add_argument("--metric", default="dist_to_opt", help="a per-round column")
+    pl.add_argument("--by", default="label", help="group curves by this column")
+    pl.add_argument("--x", default="round", help="x axis column (e.g. uplink_floats)")
+    pl.add_argument("--out", required=True, metavar="FIG.png")
+    pl.set_defaults(func=lambda a: _lazy("plot", "main_plot")(a.results, a.metric, a.by, a.out,
+                                                               x=a.x))
     return p
+
+
+def _lazy(module: str, name: str):
+    """Import a subcommand's module only when it runs (keeps `fedtheory run` light)."""
+    import importlib
+
+    return getattr(importlib.import_module(f"fedtheory.{module}"), name)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

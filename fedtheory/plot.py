@@ -1,0 +1,462 @@
+"""Figures of traces and sweeps: error against round or communication, any metric, log-log fits.
+
+Plots only read traces (STYLE.md): ``data`` is a :class:`~fedtheory.trace.Trace`, a list of
+Traces, a dict ``{legend label: Trace or list of Traces}``, or a tidy DataFrame such as
+:func:`fedtheory.results.load` returns. Runs are grouped into curves by the column(s) ``by``
+(default ``"label"``: the method plus the parameters that differ between runs, e.g. ``fedpm
+K=2``). A curve of several runs (seeds) is drawn as the median per round with a band, min-max
+over the runs (``band="minmax"``, default) or their 10-90 % quantiles (``band="quantile"``);
+the legend says which.
+
+Every function draws on ``ax`` if given, else on a new figure of its own (a
+:class:`matplotlib.figure.Figure`, never through pyplot, so nothing accumulates in pyplot's
+global list; in Jupyter, end the cell with ``fig`` to display it), and returns ``(fig, ax)``.
+Colours are the Okabe-Ito palette (distinguishable with every common colour-vision
+deficiency), each curve also has its own marker and line style, and the legend sits to the
+right of the axes. :func:`save` writes PNG (dpi 150) or PDF atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
+from matplotlib.ticker import FuncFormatter, MaxNLocator
+
+from . import rates
+from .errors import FedTheoryError, check
+from .results import label_facets, load, make_labels, trace_frame, write_atomic
+from .trace import Trace
+
+#: Okabe & Ito (2008), yellow last: it is faint on white.
+OKABE_ITO = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000",
+             "#F0E442")
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+LINESTYLES = ("-", "--", "-.", ":")
+
+AXIS_LABELS = {
+    "round": "round $t$",
+    "dist_to_opt": r"$\|\theta^t - \theta^\star\|$",
+    "rel_dist": r"$\|\theta^t - \theta^\star\| \;/\; \max(1, \|\theta^\star\|)$",
+    "subopt": r"$f(\theta^t) - f^\star$",
+    "grad_norm": r"$\|\nabla f(\theta^t)\|$",
+    "participants": "participants per round $S$",
+    "uplink_floats": "uplink floats per client (cumulative)",
+    "downlink_floats": "downlink floats per client (cumulative)",
+    "local_grad_evals": "local gradient evaluations per client (cumulative)",
+    "local_hess_evals": "local Hessian evaluations per client (cumulative)",
+    "seconds": "wall time of the round maps (s, cumulative)",
+    "drift": r"drift $\sum_i \tilde w_i \|P_i - \bar P\|_F^2$",
+    "rel_drift": r"relative drift $\sum_i \tilde w_i \|P_i - \bar P\|_F^2 \,/\, \|\bar P\|_F^2$",
+    "hess_gap": r"Hessian gap $\sum_i \tilde w_i \|P_i - H(\theta^{t-1})\|_F^2$",
+    "grad_dissimilarity": r"$\sum_i \tilde w_i \|g_i - g\|^2$ at $\theta^{t-1}$",
+    "client_drift": r"client drift $\sum_i \tilde w_i \|\theta_i^K - \theta^t\|^2$",
+}
+ERROR_COLUMNS = ("dist_to_opt", "rel_dist")  # the columns the float floor applies to
+BANDS = ("minmax", "quantile")
+FITS = ("order", "linear")
+BOUNDS = ("quadratic", "linear")
+_MAX_MARKERS = 25  # beyond this, markers are spaced evenly along the curve
+
+
+# --------------------------------------------------------------------------- public
+
+
+def error_vs_round(data: Any, *, column: str = "dist_to_opt", by: str | Sequence[str] = "label",
+                   x: str = "round", ax: Axes | None = None, fit: str | None = None,
+                   bound: Any = None, floor: float | bool | None = None, logy: bool = True,
+                   band: str = "minmax", title: str | None = None) -> tuple[Figure, Axes]:
+    """The error ``column`` (default ||theta^t - theta*||) of every curve against ``x``.
+
+    fit: ``"order"`` fits the Q-order p of e_{t+1} = C e_t^p, ``"linear"`` the ratio q of
+        e_t = q^t e_0, to each curve (its median over runs) with :mod:`fedtheory.rates` on its
+        asymptotic window, and prints the estimate with its 95 % CI and the rounds used in the
+        legend (``p = 1.99 [1.95, 2.03], t = 2..5``).
+    bound: a theory bound drawn from each measured e_t as a bar at round t+1: ``("quadratic",
+        C)`` for e_{t+1} <= C e_t^2, ``"quadratic"`` alone for C = L_H / (2 mu) from the runs'
+        reference constants, ``("linear", q)`` for e_{t+1} <= q e_t, or a callable e_t ->
+        bound on e_{t+1}. Points of the curve below the bars obey the bound.
+    floor: a dotted horizontal line at the float floor: a number, ``False`` for none, or None
+        for 1e3 eps max(1, ||theta*||) (1e3 eps for ``rel_dist``) when the runs' ||theta*||
+        is known and the errors come within a factor 1e3 of it.
+    """
+    return _draw(data, column, by=by, x=x, ax=ax, fit=fit, bound=bound,
+                 floor=None if floor is True else floor, logy=logy, band=band, title=title)
+
+
+def metric_vs_round(data: Any, column: str, *, by: str | Sequence[str] = "label",
+                    x: str = "round", ax: Axes | None = None, logy: bool | None = None,
+                    band: str = "minmax", title: str | None = None) -> tuple[Figure, Axes]:
+    """Any trace column (``drift``, ``grad_norm``, ``uplink_floats``, ...) of every curve
+    against ``x`` (``"round"``, or e.g. ``"uplink_floats"`` to plot against communication).
+    ``logy=None`` picks a log axis when the values are positive and span more than two
+    decades. Columns that are NaN for a method (drift for Newton) leave that curve out and
+    say so in the legend."""
+    return _draw(data, column, by=by, x=x, ax=ax, fit=None, bound=None, floor=False,
+                 logy=logy, band=band, title=title)
+
+
+def loglog_fit(x: Any, y: Any, *, predicted: float | None = None, ax: Axes | None = None,
+               label: str = "measured", xlabel: str = "x", ylabel: str = "y",
+               level: float = 0.95) -> tuple[Figure, Axes]:
+    """Points (x, y) on log-log axes with the OLS line of log y on log x, the band of lines
+    whose slopes span the ``level`` CI (pivoting at the centroid, through which every OLS
+    line passes), and, if given, the ``predicted`` slope through the same centroid. The
+    legend reads ``slope 0.98 [0.93, 1.03] (95% CI)`` and whether the prediction lies in the
+    interval (see :func:`fedtheory.rates.loglog_slope`)."""
+    fit = rates.loglog_slope(x, y, predicted=predicted, level=level)
+    xs, ys = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    fig, ax = _axes(ax, figsize=(7.5, 4.5))
+    lx, ly = np.log(xs), np.log(ys)
+    cx, cy = lx.mean(), ly.mean()
+    grid = np.linspace(lx.min(), lx.max(), 100)
+    ci = f"[{fit.ci[0]:.2f}, {fit.ci[1]:.2f}]" if math.isfinite(fit.ci[0]) else "[no CI: 2 pts]"
+    ax.plot(xs, ys, "o", color=OKABE_ITO[0], ms=6, label=label, zorder=3)
+    ax.plot(np.exp(grid), np.exp(fit.intercept + fit.slope * grid), "-", color=OKABE_ITO[1],
+            lw=2, label=f"fit: slope {fit.slope:.2f} {ci} ({level:.0%} CI)")
+    if math.isfinite(fit.ci[0]):
+        lines = np.exp(cy + np.outer(fit.ci, grid - cx))
+        ax.fill_between(np.exp(grid), lines.min(axis=0), lines.max(axis=0), color=OKABE_ITO[1],
+                        alpha=0.2, lw=0, label=f"slopes in the {level:.0%} CI")
+    if predicted is not None:
+        verdict = "inside" if fit.contains() else "outside"
+        ax.plot(np.exp(grid), np.exp(cy + predicted * (grid - cx)), "--", color="black",
+                lw=1.5, label=f"predicted slope {predicted:g} ({verdict} the CI)")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    _finish(ax)
+    return fig, ax
+
+
+def save(fig: Figure, path: str | os.PathLike, *, pdf: bool = False,
+         dpi: int = 150) -> list[Path]:
+    """Write ``fig`` to ``path`` atomically (temporary file, then rename): PNG at ``dpi`` for a
+    ``.png`` path (or no suffix, which becomes ``.png``), PDF for a ``.pdf`` path; ``pdf=True``
+    also writes the PDF beside a PNG. Returns the paths written."""
+    path = Path(path)
+    if path.suffix == "":
+        path = path.with_suffix(".png")
+    check(path.suffix in (".png", ".pdf"),
+          f"figure path must end in .png or .pdf, got {str(path)!r}")
+    check(path.parent.is_dir(), f"folder {str(path.parent)!r} does not exist")
+    paths = [path] + ([path.with_suffix(".pdf")] if pdf and path.suffix == ".png" else [])
+    for p in paths:
+        fmt = p.suffix[1:]
+        write_atomic(p, lambda tmp, fmt=fmt: fig.savefig(tmp, format=fmt, dpi=dpi,
+                                                         bbox_inches="tight"))
+    return paths
+
+
+# --------------------------------------------------------------------------- data
+
+
+def tidy(data: Any) -> pd.DataFrame:
+    """``data`` (a Trace, a list of Traces, a dict label -> Trace(s), or a DataFrame) as one
+    DataFrame with a ``label`` column and a ``run`` column that tells runs apart."""
+    if isinstance(data, Trace):
+        data = [data]
+    if isinstance(data, pd.DataFrame):
+        return _tidy_frame(data)
+    if isinstance(data, Mapping):
+        pairs = [(str(k), t) for k, v in data.items()
+                 for t in (v if isinstance(v, (list, tuple)) else [v])]
+    elif isinstance(data, (list, tuple)):
+        traces = list(data)
+        check(all(isinstance(t, Trace) for t in traces),
+              "a list to plot must hold Traces only, got "
+              + ", ".join(sorted({type(t).__name__ for t in traces})))
+        labels = make_labels((t.meta.get("method", "run"), label_facets(
+            t.meta.get("params") or {}, t.meta.get("participation"), t.meta.get("oracle"),
+            t.meta.get("problem"))) for t in traces)
+        pairs = list(zip(labels, traces, strict=True))
+    else:
+        raise FedTheoryError(f"cannot plot a {type(data).__name__}: pass a Trace, a list or "
+                             f"dict of Traces, or a DataFrame")
+    check(bool(pairs), "nothing to plot: no traces given")
+    for label, t in pairs:
+        check(isinstance(t, Trace), f"the value for {label!r} must be a Trace, "
+                                    f"got {type(t).__name__}")
+    frames = [trace_frame(t, label).assign(run=i) for i, (label, t) in enumerate(pairs)]
+    return pd.concat(frames, ignore_index=True)
+
+
+def _tidy_frame(df: pd.DataFrame) -> pd.DataFrame:
+    check(len(df) > 0, "nothing to plot: the DataFrame is empty")
+    df = df.copy()
+    for key in ("method", "problem", "theta_star_norm", "mu", "L_H", "N", "d"):
+        if key not in df.columns and key in df.attrs:
+            df[key] = df.attrs[key]
+    if "label" not in df.columns:
+        if "method" in df.columns and "params" in df.columns:
+            cols = [c for c in ("method", "params", "participation", "oracle", "problem")
+                    if c in df.columns]
+            groups = df.groupby(cols, dropna=False, sort=False)
+            names = make_labels((r["method"], label_facets(
+                json.loads(r["params"]), r.get("participation"), r.get("oracle"),
+                r.get("problem"))) for r in groups.head(1)[cols].to_dict("records"))
+            df["label"] = np.asarray(names, dtype=object)[groups.ngroup().to_numpy()]
+        else:
+            df["label"] = df["method"] if "method" in df.columns else "run"
+    if "run" not in df.columns:
+        if "config_id" in df.columns:
+            df["run"] = df["config_id"]
+        else:
+            ids = [c for c in ("problem", "label", "params", "participation", "oracle", "seed")
+                   if c in df.columns]
+            df["run"] = df.groupby(ids, dropna=False, sort=False).ngroup()
+            # rows that still repeat a round within one run are different runs, in order
+            df["run"] = df["run"].astype(str) + ":" + \
+                df.groupby(["run", "round"]).cumcount().astype(str)
+    return df
+
+
+# --------------------------------------------------------------------------- drawing
+
+
+def _draw(data: Any, column: str, *, by: str | Sequence[str], x: str, ax: Axes | None,
+          fit: str | None, bound: Any, floor: float | bool | None, logy: bool | None,
+          band: str, title: str | None) -> tuple[Figure, Axes]:
+    df = tidy(data)
+    by = [by] if isinstance(by, str) else list(by)
+    for c in (column, x, *by):
+        check(c in df.columns, f"no column {c!r} to plot; columns: {', '.join(df.columns)}")
+    check(pd.api.types.is_numeric_dtype(df[column]),
+          f"column {column!r} is not numeric (dtype {df[column].dtype})")
+    check(band in BANDS, f"band must be one of {BANDS}, got {band!r}")
+    check(fit is None or fit in FITS, f"fit must be one of {FITS} or None, got {fit!r}")
+    bound_fn, bound_text = _bound(bound, df)
+
+    curves = []
+    for key, g in df.groupby(by, sort=False, dropna=False):
+        key = key if isinstance(key, tuple) else (key,)
+        name = ", ".join([str(key[0]), *(f"{b}={v}" for b, v in zip(by[1:], key[1:],
+                                                                   strict=True))])
+        curves.append((name, _aggregate(g, column, x, band)))
+    if isinstance(data, pd.DataFrame):  # no order given: "K=2" before "K=10"
+        curves.sort(key=lambda c: _natural(c[0]))
+    values = np.concatenate([c[1]["med"].to_numpy() for c in curves])
+    finite = values[np.isfinite(values)]
+    check(finite.size > 0, f"column {column!r} has no finite value in any run (methods "
+                           f"without local preconditioners report NaN drift metrics)")
+    if logy is None:
+        logy = bool((finite > 0).all() and finite.max() > 100 * finite.min())
+
+    fig, ax = _axes(ax)
+    if logy:
+        ax.set_yscale("log")
+    handles, missing, n_runs = [], [], set()
+    for i, (name, agg) in enumerate(curves):
+        if not np.isfinite(agg["med"]).any():
+            missing.append(name)
+            continue
+        k = i + i // 8  # past 8 curves, colours repeat with another marker and line style
+        style = dict(color=OKABE_ITO[i % 8], marker=MARKERS[k % 8], ls=LINESTYLES[k % 4])
+        label = name + _fit_text(agg, fit, column, floor, df)
+        med = _positive(agg["med"]) if logy else agg["med"]
+        every = None if len(agg) <= _MAX_MARKERS else 1.0 / _MAX_MARKERS
+        (line,) = ax.plot(agg["x"], med, lw=1.8, ms=5, markevery=every, label=label, **style)
+        handles.append(line)
+        if agg["n"].max() > 1:
+            n_runs.add(int(agg["n"].max()))
+            lo, hi = (_positive(agg[c]) if logy else agg[c] for c in ("lo", "hi"))
+            ax.fill_between(agg["x"], lo, hi, color=style["color"], alpha=0.18, lw=0)
+    if n_runs:
+        n = "/".join(str(v) for v in sorted(n_runs))
+        what = "min–max" if band == "minmax" else "10–90% quantiles"
+        handles.append(Patch(color="0.5", alpha=0.3,
+                             label=f"median of {n} runs; band: {what}"))
+    fl = _floor_value(floor, column, df, finite)
+    if fl is not None:
+        handles.append(ax.axhline(fl, color="0.35", ls=":", lw=1.3,
+                                  label=f"float floor {fl:.1e}"))
+    if bound_fn is not None:
+        lim, drawn = ax.get_ylim(), False
+        for i, (_, agg) in enumerate(curves):
+            e = agg["med"].to_numpy()
+            with np.errstate(all="ignore"):
+                pred = bound_fn(e[:-1])
+            ok = np.isfinite(pred) & (pred > 0) if logy else np.isfinite(pred)
+            ax.plot(agg["x"].to_numpy()[1:][ok], pred[ok], ls="none", marker="_", ms=12,
+                    mew=2, color=OKABE_ITO[i % 8], alpha=0.9, zorder=4)
+            drawn = drawn or bool(ok.any())
+        ax.set_ylim(lim)
+        if drawn:
+            handles.append(Line2D([], [], ls="none", marker="_", ms=12, mew=2, color="0.3",
+                                  label=bound_text))
+    for name in missing:
+        handles.append(Line2D([], [], ls="none", label=f"{name}: no {column} (NaN)"))
+
+    ax.set_xlabel(AXIS_LABELS.get(x, x))
+    ax.set_ylabel(AXIS_LABELS.get(column, column))
+    if x == "round":
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_title(_title(df) if title is None else title, fontsize="medium")
+    legend_title = {"order": r"order $p$: $e_{t+1} = C e_t^{\,p}$ (95% CI)",
+                    "linear": r"ratio $q$: $e_t = q^t e_0$ (95% CI)"}.get(fit)
+    _finish(ax, handles, legend_title)
+    return fig, ax
+
+
+def _natural(text: str) -> list[tuple[int, Any]]:
+    return [(1, float(part)) if i % 2 else (0, part)
+            for i, part in enumerate(re.split(r"(\d+(?:\.\d+)?)", text))]
+
+
+def _aggregate(g: pd.DataFrame, column: str, x: str, band: str) -> pd.DataFrame:
+    """Per round: median over runs, band (min-max or 10-90 %), run count, median x."""
+    table = g.groupby(["round", "run"])[column].first().unstack("run")
+    vals = table.to_numpy(dtype=float)
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rounds of NaN metrics
+        med = np.nanmedian(vals, axis=1)
+        q = (0.0, 1.0) if band == "minmax" else (0.1, 0.9)
+        lo, hi = np.nanquantile(vals, q[0], axis=1), np.nanquantile(vals, q[1], axis=1)
+    xs = table.index.to_numpy(dtype=float) if x == "round" else \
+        g.groupby("round")[x].median().reindex(table.index).to_numpy(dtype=float)
+    return pd.DataFrame({"x": xs, "med": med, "lo": lo, "hi": hi,
+                         "n": np.isfinite(vals).sum(axis=1)}, index=table.index)
+
+
+def _positive(s: pd.Series | np.ndarray) -> np.ndarray:
+    a = np.asarray(s, dtype=float)
+    return np.where(a > 0, a, np.nan)
+
+
+def _scale(df: pd.DataFrame, column: str) -> float | None:
+    """max(1, ||theta*||) of the runs for ``column``'s floor, or None when unknown."""
+    if column == "rel_dist":
+        return 1.0
+    if "theta_star_norm" not in df.columns:
+        return None
+    v = pd.to_numeric(df["theta_star_norm"], errors="coerce").dropna()
+    return float(v.max()) if len(v) else None
+
+
+def _fit_text(agg: pd.DataFrame, fit: str | None, column: str, floor: Any,
+              df: pd.DataFrame) -> str:
+    if fit is None:
+        return ""
+    e = agg["med"].to_numpy()
+    kw: dict[str, Any] = {}
+    if isinstance(floor, (int, float)) and not isinstance(floor, bool):
+        kw["floor"] = float(floor)
+    elif (scale := _scale(df, column)) is not None:
+        kw["scale"] = scale
+    try:
+        f = rates.q_order(e, **kw) if fit == "order" else rates.linear_rate(e, **kw)
+    except FedTheoryError:
+        return f"\n{fit} fit: too few rounds above the floor"
+    seg = e[f.window[0]:f.window[1]]
+    if not (np.diff(seg) < 0).all():
+        return "\nno fit: not contracting"
+    lo, hi = f.ci
+    if fit == "order":
+        est = f"p = {f.p:.2f} " + (f"[{lo:.2f}, {hi:.2f}]" if math.isfinite(hi) else "[no CI]")
+    else:
+        est = f"q = {f.q:.3g} " + (f"[{lo:.3g}, {hi:.3g}]" if math.isfinite(hi) else "[no CI]")
+    rounds = agg.index.to_numpy()
+    return f"\n{est}, t = {rounds[f.window[0]]}..{rounds[f.window[1] - 1]}"
+
+
+def _bound(bound: Any, df: pd.DataFrame) -> tuple[Callable | None, str]:
+    if bound is None:
+        return None, ""
+    if callable(bound):
+        return (lambda e: np.asarray(bound(e), dtype=float)), "theory bound on $e_{t+1}$"
+    if bound == "quadratic":
+        mu, lh = (pd.to_numeric(df[c], errors="coerce").max() if c in df.columns else math.nan
+                  for c in ("mu", "L_H"))
+        check(math.isfinite(mu) and math.isfinite(lh) and mu > 0,
+              "bound=\"quadratic\" needs the runs' mu and L_H; pass (\"quadratic\", C)")
+        bound = ("quadratic", lh / (2 * mu))
+    check(isinstance(bound, tuple) and len(bound) == 2 and bound[0] in BOUNDS
+          and isinstance(bound[1], (int, float)) and math.isfinite(bound[1]),
+          f"bound must be (\"quadratic\", C), (\"linear\", q), \"quadratic\" or a callable, "
+          f"got {bound!r}")
+    kind, c = bound[0], float(bound[1])
+    if kind == "quadratic":
+        return (lambda e: c * e**2), rf"bound $C e_t^2$, $C$ = {c:.3g}"
+    return (lambda e: c * e), rf"bound $q\, e_t$, $q$ = {c:.3g}"
+
+
+def _floor_value(floor: Any, column: str, df: pd.DataFrame,
+                 finite: np.ndarray) -> float | None:
+    if floor is False:
+        return None
+    if floor is not None:
+        check(isinstance(floor, (int, float)) and math.isfinite(floor) and floor > 0,
+              f"floor must be a number > 0, False or None, got {floor!r}")
+        return float(floor)
+    scale = _scale(df, column)
+    if column not in ERROR_COLUMNS or scale is None:
+        return None
+    fl = rates.default_floor(scale)
+    positive = finite[finite > 0]
+    # shown only where the errors come near it, so it never squeezes a curve that stalls high
+    return fl if positive.size and positive.min() < 1e3 * fl else None
+
+
+def _title(df: pd.DataFrame) -> str:
+    if "problem" not in df.columns or df["problem"].nunique(dropna=True) != 1:
+        return ""
+    title = str(df["problem"].dropna().iloc[0])
+    if {"N", "d"} <= set(df.columns) and df["N"].notna().any():
+        title += f"  (N = {int(df['N'].dropna().iloc[0])}, d = {int(df['d'].dropna().iloc[0])})"
+    return title
+
+
+def _axes(ax: Axes | None, figsize: tuple[float, float] = (8.0, 4.5)) -> tuple[Figure, Axes]:
+    if ax is not None:
+        return ax.figure, ax
+    fig = Figure(figsize=figsize, layout="constrained")
+    return fig, fig.add_subplot()
+
+
+def _finish(ax: Axes, handles: list | None = None, title: str | None = None) -> None:
+    ax.grid(True, which="major", alpha=0.3)
+    for axis, scale, (lo, hi) in ((ax.yaxis, ax.get_yscale(), ax.get_ylim()),
+                                  (ax.xaxis, ax.get_xscale(), ax.get_xlim())):
+        if scale == "log" and lo > 0 and hi / lo < 300:
+            # few decades: plain numbers (0.2, 3, 50) read better than 2 x 10^-1
+            keep = {1, 2, 3, 4, 5, 6, 7, 8, 9} if hi / lo < 10 else {1, 2, 5}
+            fmt = FuncFormatter(lambda v, _, keep=keep: f"{v:g}" if v > 0 and round(
+                v / 10 ** math.floor(math.log10(v) + 1e-9)) in keep else "")
+            axis.set_major_formatter(fmt)
+            axis.set_minor_formatter(fmt)
+    kw = dict(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0,
+              frameon=False, fontsize="small", title=title, title_fontsize="small")
+    if handles is not None:
+        ax.legend(handles=handles, **kw)
+    else:
+        ax.legend(**kw)
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def main_plot(results: str, metric: str, by: str, out: str, x: str = "round") -> int:
+    """``fedtheory plot RESULTS --metric M --by COL --out FIG.png [--x X]``: one figure of
+    ``metric`` from a sweep folder, a results.parquet or a trace CSV, written to ``out``
+    (.png, or .pdf). Error metrics get a log axis and the float floor."""
+    df = load(results)
+    if metric in ERROR_COLUMNS or metric == "subopt":
+        fig, _ = error_vs_round(df, column=metric, by=by, x=x)
+    else:
+        fig, _ = metric_vs_round(df, metric, by=by, x=x)
+    for path in save(fig, out):
+        print(f"wrote {path}")
+    return 0

@@ -1,0 +1,417 @@
+"""Sweeps: many runs from one TOML file, run in parallel, each saved the moment it finishes.
+
+A sweep spec::
+
+    name = "fedpm_vs_sopm"            # optional, for the progress bar
+    problems = ["het_quadratic"]      # suite names, or .toml paths (relative to this file)
+    rounds = 20
+    seeds = {count = 10, start = 0}   # or a list: seeds = [0, 1, 2]; default [0]
+    participation = ["all", 5]        # optional: clients per round, "all" = full participation
+    drift_metrics = true              # optional (default true)
+    backend = "numpy"                 # optional: "numpy" or "cupy"
+
+    [[methods]]
+    name = "fedpm"
+    params = {K = [1, 2, 4], eta = 1.0}   # a list is a grid: one configuration per value
+    oracle = "exact"                      # optional: a name, or {name = "minibatch", b = [8, 64]}
+
+Every key is checked: an unknown one is an error naming the key and the file. The spec expands
+into configurations, problem x method x parameter grid x oracle grid x participation x seed,
+each with a stable id: the first 16 hex digits of the SHA-256 of its canonical JSON (sorted
+keys; the method's full parameter set, defaults included, so ``{K = 1}`` and ``{K = 1, eta =
+1.0}`` are one configuration; the problem by name and content hash, not by path).
+
+:func:`run_sweep` writes ``out_dir/sweep.toml`` (a copy of the spec; a different earlier spec
+there is kept as ``sweep.<hash>.toml``) and one Parquet file per finished run,
+``out_dir/runs/<id>.parquet``, written atomically (temporary file, then ``os.replace``), its
+rows carrying the provenance columns of :mod:`fedtheory.results` plus ``config_id``,
+``problem_hash``, ``drift_metrics`` and ``started_at`` (UTC, ISO 8601). Running a sweep again
+into the same folder skips every configuration whose file exists, so an interrupted sweep
+resumes and a grown sweep (more seeds, another grid value) runs only what is new. A run that
+fails with a :class:`FedTheoryError` (e.g. S > N, a singular preconditioner) is recorded in
+``out_dir/errors/<id>.json`` and tried again next time; any other exception stops the sweep.
+
+Runs go to ``jobs`` worker processes ("forkserver" where the platform has it, else "spawn";
+each worker limits BLAS to one thread). A task carries the problem's spec, never the problem:
+each worker builds a problem once and caches it (:func:`fedtheory.suite.load_problem`).
+``jobs=1`` runs in this process.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import multiprocessing
+import os
+import re
+import sys
+import time
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from .errors import FedTheoryError, check
+from .methods import METHODS, make_method
+from .oracles import ORACLE_MODELS, make_oracle
+from .results import RUNS_DIR, label_facets, make_labels, trace_frame, write_atomic, write_parquet
+from .suite import load_problem, read_spec, resolve, spec_hash
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+_TOP_KEYS = ("name", "description", "problems", "rounds", "seeds", "participation",
+             "drift_metrics", "backend", "methods")
+_METHOD_KEYS = ("name", "params", "oracle")
+_SEED_KEYS = ("count", "start")
+BACKENDS = ("numpy", "cupy")
+ERRORS_DIR = "errors"
+_ID = re.compile(r"[0-9a-f]{16}")
+
+
+@dataclass(frozen=True)
+class Config:
+    """One run of a sweep: ``id`` (16 hex digits), ``label`` (for legends), ``spec`` (the
+    canonical dict hashed into the id) and the problem's validated TOML spec."""
+
+    id: str
+    label: str
+    spec: dict[str, Any]
+    problem_spec: dict[str, Any] = field(repr=False)
+
+
+@dataclass
+class SweepSummary:
+    """What :func:`run_sweep` did: configurations in the spec, run now, skipped because their
+    file existed, and failed (id -> error message)."""
+
+    out_dir: Path
+    total: int
+    ran: int
+    skipped: int
+    failed: dict[str, str]
+
+    def __str__(self) -> str:
+        s = (f"{self.total} configurations: {self.ran} run, {self.skipped} already done, "
+             f"{len(self.failed)} failed; results in {self.out_dir}")
+        return s + "".join(f"\n  {cid}: {msg}" for cid, msg in self.failed.items())
+
+
+# --------------------------------------------------------------------------- the spec
+
+
+def read_sweep(path: str | os.PathLike) -> dict[str, Any]:
+    """Parse and validate a sweep spec; returns it with ``seeds`` and ``participation`` as
+    lists and defaults filled. Errors name the file and the bad key or value."""
+    path = Path(path)
+    try:
+        spec = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise FedTheoryError(f"{path}: malformed TOML: {exc}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise FedTheoryError(f"{path}: cannot read the sweep spec ({exc})") from None
+    _keys(spec, _TOP_KEYS, path, "the top level")
+    for key in ("problems", "rounds", "methods"):
+        check(key in spec, f"{path}: missing key {key!r} at the top level")
+
+    problems = spec["problems"]
+    check(isinstance(problems, list) and problems and all(isinstance(p, str) for p in problems),
+          f"{path}: problems must be a non-empty list of suite names or .toml paths, "
+          f"got {problems!r}")
+    rounds = spec["rounds"]
+    check(_is_int(rounds) and rounds >= 1, f"{path}: rounds must be an integer >= 1, "
+                                           f"got {rounds!r}")
+    spec["seeds"] = _seeds(spec.get("seeds", [0]), path)
+    spec["participation"] = _participation(spec.get("participation", ["all"]), path)
+    spec.setdefault("drift_metrics", True)
+    check(isinstance(spec["drift_metrics"], bool),
+          f"{path}: drift_metrics must be true or false, got {spec['drift_metrics']!r}")
+    spec.setdefault("backend", "numpy")
+    check(spec["backend"] in BACKENDS,
+          f"{path}: backend must be one of {', '.join(BACKENDS)}, got {spec['backend']!r}")
+    spec.setdefault("name", path.stem)
+
+    methods = spec["methods"]
+    check(isinstance(methods, list) and methods and all(isinstance(m, dict) for m in methods),
+          f"{path}: methods must be one or more [[methods]] tables, got {methods!r}")
+    for i, entry in enumerate(methods, 1):
+        where = f"[[methods]] #{i}"
+        _keys(entry, _METHOD_KEYS, path, where)
+        check(entry.get("name") in METHODS, f"{path}: {where}: name must be one of "
+                                            f"{', '.join(sorted(METHODS))}, "
+                                            f"got {entry.get('name')!r}")
+        params = entry.setdefault("params", {})
+        check(isinstance(params, dict), f"{path}: {where}: params must be a table, "
+                                        f"got {params!r}")
+        _grid_values(params, path, f"{where} params")
+        oracle = entry.setdefault("oracle", "exact")
+        if isinstance(oracle, str):
+            oracle = entry["oracle"] = {"name": oracle}
+        check(isinstance(oracle, dict), f"{path}: {where}: oracle must be a name or a table "
+                                        f"with a name, got {oracle!r}")
+        check(oracle.get("name") in ORACLE_MODELS,
+              f"{path}: {where}: oracle name must be one of {', '.join(ORACLE_MODELS)}, "
+              f"got {oracle.get('name')!r}")
+        _grid_values({k: v for k, v in oracle.items() if k != "name"}, path, f"{where} oracle")
+    spec["_dir"], spec["_path"] = str(path.resolve().parent), str(path)
+    return spec
+
+
+def _keys(table: dict, allowed: tuple[str, ...], path: Path, where: str) -> None:
+    for key in table:
+        check(key in allowed, f"{path}: unknown key {key!r} in {where}; accepted: "
+                              f"{', '.join(allowed)}")
+
+
+def _is_int(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _seeds(seeds: Any, path: Path) -> list[int]:
+    if isinstance(seeds, dict):
+        _keys(seeds, _SEED_KEYS, path, "seeds")
+        count, start = seeds.get("count"), seeds.get("start", 0)
+        check(_is_int(count) and count >= 1, f"{path}: seeds count must be an integer >= 1, "
+                                             f"got {count!r}")
+        check(_is_int(start) and start >= 0, f"{path}: seeds start must be an integer >= 0, "
+                                             f"got {start!r}")
+        return list(range(start, start + count))
+    check(isinstance(seeds, list) and seeds and all(_is_int(s) and s >= 0 for s in seeds),
+          f"{path}: seeds must be a list of integers >= 0 or {{count = .., start = ..}}, "
+          f"got {seeds!r}")
+    return list(dict.fromkeys(seeds))
+
+
+def _participation(values: Any, path: Path) -> list[int | None]:
+    if not isinstance(values, list):
+        values = [values]
+    out: list[int | None] = []
+    for v in values:
+        check(v == "all" or (_is_int(v) and v >= 1),
+              f"{path}: participation must be \"all\" or integers >= 1, got {v!r}")
+        out.append(None if v == "all" else v)
+    check(bool(out), f"{path}: participation must not be empty")
+    return list(dict.fromkeys(out))
+
+
+def _grid_values(table: dict, path: Path, where: str) -> None:
+    for key, value in table.items():
+        if isinstance(value, list):
+            check(len(value) >= 1, f"{path}: {where}: {key} is an empty list (a grid needs "
+                                   f"at least one value)")
+        check(not isinstance(value, dict), f"{path}: {where}: {key} must be a value or a list "
+                                           f"of values, got a table {value!r}")
+
+
+def _grid(table: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every combination of a table whose list values are grids (in key order)."""
+    keys = list(table)
+    axes = [v if isinstance(v, list) else [v] for v in table.values()]
+    return [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*axes)]
+
+
+def config_id(spec: dict[str, Any]) -> str:
+    """The stable id of a configuration: 16 hex digits of the SHA-256 of its canonical JSON."""
+    blob = json.dumps(spec, sort_keys=True, separators=(",", ":")).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def expand(spec: dict[str, Any]) -> list[Config]:
+    """The configurations of a spec read by :func:`read_sweep`, duplicates removed, in the
+    order problem, method entry, parameter grid, oracle grid, participation, seed. Method
+    parameters are checked here (by building each method once), before anything runs."""
+    base = Path(spec["_dir"])
+    configs: dict[str, tuple[dict, dict]] = {}
+    for name in spec["problems"]:
+        local = base / name
+        try:
+            pspec = read_spec(resolve(local if name.endswith(".toml") and local.is_file()
+                                      else name))
+        except FedTheoryError as exc:
+            raise FedTheoryError(f"{spec['_path']}: problems: {exc}") from None
+        for entry in spec["methods"]:
+            oracle_name = entry["oracle"]["name"]
+            oracle_opts = {k: v for k, v in entry["oracle"].items() if k != "name"}
+            for params in _grid(entry["params"]):
+                try:
+                    full = make_method(entry["name"], params).params()
+                except TypeError as exc:
+                    raise FedTheoryError(f"method {entry['name']} with {params}: {exc}") \
+                        from None
+                for opts in _grid(oracle_opts):
+                    make_oracle(oracle_name, **opts)
+                    for S, seed in itertools.product(spec["participation"], spec["seeds"]):
+                        c = {"problem": pspec["name"], "problem_hash": spec_hash(pspec),
+                             "method": entry["name"], "params": full,
+                             "oracle": {"name": oracle_name, **opts}, "participation": S,
+                             "seed": seed, "rounds": spec["rounds"],
+                             "drift_metrics": spec["drift_metrics"],
+                             "backend": spec["backend"]}
+                        configs.setdefault(config_id(c), (c, pspec))
+    labels = make_labels((c["method"], label_facets(c["params"], c["participation"],
+                                                    _oracle_name(c["oracle"]), c["problem"]))
+                         for c, _ in configs.values())
+    return [Config(cid, label, c, p)
+            for (cid, (c, p)), label in zip(configs.items(), labels, strict=True)]
+
+
+def _oracle_name(oracle: dict[str, Any]) -> str:
+    opts = ", ".join(f"{k}={v}" for k, v in oracle.items() if k != "name")
+    return f"{oracle['name']}({opts})" if opts else oracle["name"]
+
+
+# --------------------------------------------------------------------------- running
+
+
+def run_sweep(spec_path: str | os.PathLike, out_dir: str | os.PathLike, jobs: int = 1,
+              progress: bool = True) -> SweepSummary:
+    """Run every configuration of the sweep spec at ``spec_path`` whose result is not yet in
+    ``out_dir`` (see the module docstring for the layout); returns what was done."""
+    check(_is_int(jobs) and jobs >= 1, f"jobs must be an integer >= 1, got {jobs!r}")
+    spec_path = Path(spec_path)
+    spec = read_sweep(spec_path)
+    configs = expand(spec)
+    out = Path(out_dir)
+    try:
+        (out / RUNS_DIR).mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise FedTheoryError(f"cannot create the sweep folder {str(out)!r} ({exc.strerror})") \
+            from None
+    _save_spec(spec_path, out)
+
+    todo = [c for c in configs if not _run_file(out, c.id).exists()]
+    summary = SweepSummary(out, len(configs), 0, len(configs) - len(todo), {})
+    bar = _bar(len(todo), spec["name"], summary.skipped) if progress and todo else None
+    tasks = [(c, str(out)) for c in todo]
+    for cid, error in _execute(tasks, jobs):
+        if error is None:
+            summary.ran += 1
+        else:
+            summary.failed[cid] = error
+        if bar is not None:
+            bar.update(1)
+            if summary.failed:
+                bar.set_postfix(failed=len(summary.failed))
+    if bar is not None:
+        bar.close()
+    return summary
+
+
+def _execute(tasks: list[tuple[Config, str]], jobs: int):
+    """Yield (config id, error message or None) as runs finish."""
+    if jobs == 1 or len(tasks) <= 1:
+        for task in tasks:
+            yield _run_one(task)
+        return
+    methods = multiprocessing.get_all_start_methods()
+    ctx = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
+    with ProcessPoolExecutor(max_workers=min(jobs, len(tasks)), mp_context=ctx,
+                             initializer=_init_worker) as pool:
+        pending = {pool.submit(_run_one, task) for task in tasks}
+        try:
+            while pending:
+                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    yield fut.result()
+        except BaseException:
+            for fut in pending:
+                fut.cancel()
+            raise
+
+
+def _init_worker() -> None:
+    """One BLAS thread per worker: ``jobs`` workers share the cores instead of fighting."""
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(1)
+
+
+_PROBLEMS: dict[tuple[str, str], Any] = {}
+
+
+def _problem(config: Config) -> Any:
+    """This process's copy of the configuration's problem, built once per spec and backend."""
+    key = (config.spec["problem_hash"] + config.problem_spec.get("_dir", ""),
+           config.spec["backend"])
+    if key not in _PROBLEMS:
+        problem = load_problem(config.problem_spec)
+        if config.spec["backend"] != problem.backend:
+            problem = problem.to(config.spec["backend"])
+        _PROBLEMS[key] = problem
+    return _PROBLEMS[key]
+
+
+def _run_one(task: tuple[Config, str]) -> tuple[str, str | None]:
+    """Run one configuration and write its file; returns (id, None) or (id, error message)."""
+    from .runner import run
+
+    config, out_dir = task
+    out, c = Path(out_dir), config.spec
+    started = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+    try:
+        problem = _problem(config)
+        method = make_method(c["method"], c["params"])
+        oracle = make_oracle(c["oracle"]["name"],
+                             **{k: v for k, v in c["oracle"].items() if k != "name"})
+        trace = run(problem, method, c["rounds"], participation=c["participation"],
+                    seed=c["seed"], oracle=oracle, drift_metrics=c["drift_metrics"])
+    except FedTheoryError as exc:
+        msg = f"{config.label} on {c['problem']}, S = {c['participation'] or 'all'}, " \
+              f"seed {c['seed']}: {exc}"
+        errors = out / ERRORS_DIR
+        errors.mkdir(exist_ok=True)
+        text = json.dumps({"config": c, "error": str(exc), "started_at": started}, indent=2)
+        write_atomic(errors / f"{config.id}.json", lambda tmp: Path(tmp).write_text(text))
+        return config.id, msg
+    df = trace_frame(trace, label=config.label)
+    df["config_id"] = config.id
+    df["problem_hash"] = c["problem_hash"]
+    df["drift_metrics"] = c["drift_metrics"]
+    df["started_at"] = started
+    write_parquet(df, _run_file(out, config.id))
+    stale = out / ERRORS_DIR / f"{config.id}.json"
+    if stale.exists():
+        stale.unlink()
+    return config.id, None
+
+
+def _run_file(out: Path, cid: str) -> Path:
+    # ids are 16 hex digits, so a path built from one never leaves out/runs
+    check(_ID.fullmatch(cid) is not None, f"config id must be 16 hex digits, got {cid!r}")
+    return out / RUNS_DIR / f"{cid}.parquet"
+
+
+def _save_spec(spec_path: Path, out: Path) -> None:
+    text = spec_path.read_bytes()
+    dest = out / "sweep.toml"
+    if dest.exists():
+        old = dest.read_bytes()
+        if old == text:
+            return
+        keep = out / f"sweep.{hashlib.sha256(old).hexdigest()[:12]}.toml"
+        if not keep.exists():
+            os.replace(dest, keep)
+    write_atomic(dest, lambda tmp: Path(tmp).write_bytes(text))
+
+
+def _bar(total: int, name: str, skipped: int) -> Any:
+    from tqdm.auto import tqdm
+
+    desc = f"sweep {name}" + (f" ({skipped} done before)" if skipped else "")
+    return tqdm(total=total, desc=desc, unit="run")
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def main_sweep(spec: str, out: str, jobs: int) -> int:
+    """``fedtheory sweep SPEC --out DIR --jobs J``: run (or resume) a sweep, print a summary.
+    Returns 0 when every configuration has its file, 1 when some failed (listed)."""
+    start = time.perf_counter()
+    summary = run_sweep(spec, out, jobs=jobs, progress=True)
+    print(f"{summary} ({time.perf_counter() - start:.1f} s)")
+    return 1 if summary.failed else 0

@@ -1,0 +1,174 @@
+"""Figures: every input kind renders to PNG, legends carry the fits, bounds and bands they claim,
+and nothing leaks into pyplot's global state."""
+
+from __future__ import annotations
+
+import json
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import pytest
+from matplotlib.collections import PolyCollection
+
+from fedtheory import FedTheoryError, Trace, make_method, run
+from fedtheory.plot import error_vs_round, loglog_fit, main_plot, metric_vs_round, save
+from fedtheory.results import trace_frame
+from fedtheory.testing import make_problem
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def problem():
+    return make_problem(7, N=6, d=3)
+
+
+@pytest.fixture(scope="module")
+def newton(problem):
+    return run(problem, make_method("newton"), 8)
+
+
+@pytest.fixture(scope="module")
+def seeds(problem):
+    """4 seeds each of FedPM and SOPM under partial participation (S = 3 of 6)."""
+    return [run(problem, make_method(m, {"K": 2, "eta": 0.8}), 6, participation=3, seed=s)
+            for m in ("fedpm", "sopm") for s in range(4)]
+
+
+def _synthetic(e, method="synthetic"):
+    rows = [{"round": t, "dist_to_opt": v} for t, v in enumerate(e)]
+    return Trace(rows=rows, meta={"method": method, "params": {}})
+
+
+def _legend(ax):
+    return [t.get_text() for t in ax.get_legend().get_texts()]
+
+
+def _png(tmp_path, fig, name="fig.png"):
+    (path,) = save(fig, tmp_path / name)
+    assert path.read_bytes()[:8] == PNG
+    return path
+
+
+def test_single_trace_renders_with_log_axis_units_and_floor(tmp_path, newton):
+    fig, ax = error_vs_round(newton)
+    _png(tmp_path, fig)
+    assert ax.get_yscale() == "log"
+    assert ax.get_xlabel() == "round $t$"
+    assert "theta" in ax.get_ylabel()
+    assert any(t.startswith("float floor") for t in _legend(ax))  # Newton reaches it
+    assert ax.get_legend().get_bbox_to_anchor().x0 > ax.get_window_extent().x1  # outside
+
+
+def test_many_seeds_draw_median_and_a_band_named_in_the_legend(tmp_path, seeds):
+    fig, ax = error_vs_round(seeds)
+    _png(tmp_path, fig)
+    legend = _legend(ax)
+    assert legend[:2] == ["fedpm", "sopm"]
+    assert "median of 4 runs; band: min–max" in legend
+    assert sum(isinstance(c, PolyCollection) for c in ax.collections) == 2
+    median = np.median(np.array([t["dist_to_opt"] for t in seeds[:4]]), axis=0)
+    np.testing.assert_allclose(ax.get_lines()[0].get_ydata(), median)
+    _, ax = error_vs_round(seeds, band="quantile")
+    assert "median of 4 runs; band: 10–90% quantiles" in _legend(ax)
+
+
+def test_dataframe_inputs_render(tmp_path, seeds):
+    tidy = pd.concat([trace_frame(t) for t in seeds], ignore_index=True)
+    fig, ax = error_vs_round(tidy, by="method")
+    _png(tmp_path, fig, "tidy.png")
+    assert _legend(ax)[:2] == ["fedpm", "sopm"]
+    bare = tidy[["round", "dist_to_opt", "method"]]  # no run ids: repeated rounds are runs
+    fig, ax = error_vs_round(bare, by="method")
+    _png(tmp_path, fig, "bare.png")
+    assert "median of 4 runs; band: min–max" in _legend(ax)
+    fig, _ = error_vs_round(seeds[0].to_frame())  # one trace's frame, meta in attrs
+    _png(tmp_path, fig, "one.png")
+
+
+def test_order_fit_of_a_quadratic_sequence_is_in_the_legend():
+    e = [0.5]
+    for _ in range(5):
+        e.append(e[-1] ** 2)
+    _, ax = error_vs_round(_synthetic(e), fit="order")
+    (label,) = [t for t in _legend(ax) if t.startswith("synthetic")]
+    assert "p = 2.00 [2.00, 2.00]" in label
+    assert ax.get_legend().get_title().get_text().startswith("order")
+
+
+def test_linear_fit_is_in_the_legend():
+    _, ax = error_vs_round(_synthetic(0.5 ** np.arange(12)), fit="linear")
+    assert any("q = 0.5 [0.5, 0.5]" in t for t in _legend(ax))
+
+
+def test_fit_of_a_stalled_curve_says_so_instead_of_a_number():
+    _, ax = error_vs_round(_synthetic([1.0, 0.5, 0.6, 0.55, 0.7, 0.65]), fit="order")
+    assert any("no fit: not contracting" in t for t in _legend(ax))
+
+
+def test_quadratic_bound_is_drawn_from_each_measured_error():
+    e = np.array([0.5, 0.2, 0.03, 1e-3, 1e-6])
+    _, ax = error_vs_round(_synthetic(e), bound=("quadratic", 2.0), floor=False)
+    assert any(t.startswith("bound") and "2" in t for t in _legend(ax))
+    (bars,) = [ln for ln in ax.get_lines() if ln.get_marker() == "_" and len(ln.get_xdata())]
+    np.testing.assert_allclose(bars.get_xdata(), np.arange(1, 5))
+    np.testing.assert_allclose(bars.get_ydata(), 2.0 * e[:-1] ** 2)
+
+
+def test_quadratic_bound_constant_defaults_to_LH_over_2mu(newton):
+    _, ax = error_vs_round(newton, bound="quadratic")
+    C = newton.meta["L_H"] / (2 * newton.meta["mu"])
+    assert any(t.startswith("bound") and f"{C:.3g}" in t for t in _legend(ax))
+
+
+def test_metric_against_communication_and_nan_metrics(tmp_path, newton, seeds):
+    fig, ax = metric_vs_round(seeds, "dist_to_opt", x="uplink_floats")
+    _png(tmp_path, fig)
+    assert "uplink" in ax.get_xlabel()
+    _, ax = metric_vs_round([newton, seeds[0]], "drift")
+    assert "newton: no drift (NaN)" in _legend(ax)
+    with pytest.raises(FedTheoryError, match="drift"):
+        metric_vs_round(newton, "drift")
+    with pytest.raises(FedTheoryError, match="'nope'"):
+        metric_vs_round(newton, "nope")
+
+
+def test_loglog_fit_annotates_slope_ci_and_prediction(tmp_path):
+    x = np.array([1, 2, 4, 8, 16, 32] * 2, dtype=float)
+    y = 3.0 / x * np.exp(0.05 * np.random.default_rng(0).standard_normal(x.size))
+    fig, ax = loglog_fit(x, y, predicted=-1.0, xlabel="S", ylabel="error")
+    _png(tmp_path, fig)
+    legend = _legend(ax)
+    assert any(t.startswith("fit: slope -1.0") and "95% CI" in t for t in legend)
+    assert "predicted slope -1 (inside the CI)" in legend
+    assert ax.get_xscale() == ax.get_yscale() == "log"
+
+
+def test_save_writes_png_and_pdf_atomically_and_refuses_other_formats(tmp_path, newton):
+    fig, _ = error_vs_round(newton)
+    paths = save(fig, tmp_path / "err", pdf=True)
+    assert [p.name for p in paths] == ["err.png", "err.pdf"]
+    assert paths[1].read_bytes()[:4] == b"%PDF"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["err.pdf", "err.png"]  # no temp
+    with pytest.raises(FedTheoryError, match="svg"):
+        save(fig, tmp_path / "err.svg")
+
+
+def test_no_figure_reaches_pyplot(newton, seeds):
+    before = plt.get_fignums()
+    error_vs_round(seeds, fit="linear")
+    metric_vs_round(newton, "grad_norm")
+    loglog_fit([1, 2, 4], [1.0, 0.5, 0.26])
+    assert plt.get_fignums() == before
+
+
+def test_main_plot_reads_a_trace_csv_with_its_metadata(tmp_path, newton, capsys):
+    csv = newton.to_csv(tmp_path / "newton.csv")
+    csv.with_suffix(".json").write_text(json.dumps(newton.meta, default=float))
+    assert main_plot(str(csv), "dist_to_opt", "method", str(tmp_path / "out.png")) == 0
+    assert (tmp_path / "out.png").read_bytes()[:8] == PNG
+    assert "wrote" in capsys.readouterr().out
+    assert main_plot(str(csv), "grad_norm", "label", str(tmp_path / "g.pdf")) == 0
+    with pytest.raises(FedTheoryError, match="does not exist"):
+        main_plot(str(tmp_path / "missing.csv"), "dist_to_opt", "method", "x.png")
