@@ -2,16 +2,34 @@
 
 An oracle is a callable ``oracle(problem, theta, clients, *, value, grad, hess, rng)`` returning
 an :class:`~fedtheory.objectives.OracleOut`. Its randomness, if any, is drawn from the run's one
-seeded NumPy generator on the host, so NumPy and CuPy runs see identical samples.
+seeded NumPy generator on the host and moved to the problem's backend with
+``problem.xp.asarray``, so NumPy and CuPy runs see identical samples.
+
+- ``exact``: f_i, g_i, H_i themselves.
+- ``minibatch`` (``b``): every call (one call per local step) draws, for each selected client,
+  b row indices uniformly WITH replacement among that client's n_i real rows (never its
+  padding) and returns the objective of those rows,
+      f_i^B = (1/b) sum_{j in B} loss(a_j, y_j, theta) + (lam/2) ||theta||^2,
+  with g_i^B and H_i^B its exact gradient and Hessian: the same rows for f, g and H, the
+  regulariser exact. Each is an unbiased estimate of f_i, g_i, H_i.
+- ``gaussian`` (``sigma``): exact f_i and H_i; g_i + xi_i with xi_i ~ N(0, sigma^2 I / d)
+  independent across clients and calls, so E||xi_i||^2 = sigma^2.
+
+Every call draws afresh; the methods call the oracle once per local step, so a minibatch is
+drawn per local step (a line search's extra value calls draw their own rows). A call that asks
+for nothing random (``grad=False`` for ``gaussian``) draws nothing.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from .errors import check
-from .objectives import OracleOut
+from .objectives import ORACLES, OracleOut
 
 
 @dataclass(frozen=True)
@@ -25,13 +43,76 @@ class Exact:
         return problem.oracle(theta, clients, value=value, grad=grad, hess=hess)
 
 
-ORACLE_MODELS: dict[str, type] = {"exact": Exact}
+def _selected(problem: Any, clients: Any) -> np.ndarray:
+    """Host indices of the selected clients (all of them when ``clients`` is None)."""
+    return np.arange(problem.N) if clients is None else np.asarray(clients)
+
+
+@dataclass(frozen=True)
+class Minibatch:
+    """b rows per client and call, drawn uniformly with replacement among the client's rows."""
+
+    b: int = 1
+
+    def __post_init__(self) -> None:
+        check(isinstance(self.b, (int, np.integer)) and not isinstance(self.b, bool)
+              and self.b >= 1, f"minibatch size b must be an integer >= 1, got {self.b!r}")
+
+    @property
+    def name(self) -> str:
+        return f"minibatch(b={self.b})"
+
+    def __call__(self, problem: Any, theta: Any, clients: Any, *, value: bool, grad: bool,
+                 hess: bool, rng: np.random.Generator) -> OracleOut:
+        xp = problem.xp
+        sel = _selected(problem, clients)
+        rows = rng.integers(0, problem.sizes[sel][:, None], size=(len(sel), self.b))
+        ci, ri = xp.asarray(sel[:, None]), xp.asarray(rows)
+        A, y = problem.A[ci, ri], problem.y[ci, ri]            # (m, b, d), (m, b)
+        sw = xp.full(y.shape, 1.0 / self.b)
+        return ORACLES[problem.objective](A, y, sw, problem.lam, theta, value=value,
+                                          grad=grad, hess=hess)
+
+
+@dataclass(frozen=True)
+class Gaussian:
+    """Exact oracle plus N(0, sigma^2 I / d) noise on every client's gradient."""
+
+    sigma: float = 0.0
+
+    def __post_init__(self) -> None:
+        check(isinstance(self.sigma, (int, float, np.floating)) and not isinstance(self.sigma, bool)
+              and math.isfinite(self.sigma) and self.sigma >= 0,
+              f"gaussian oracle sigma must be a finite number >= 0, got {self.sigma!r}")
+
+    @property
+    def name(self) -> str:
+        return f"gaussian(sigma={self.sigma:g})"
+
+    def __call__(self, problem: Any, theta: Any, clients: Any, *, value: bool, grad: bool,
+                 hess: bool, rng: np.random.Generator) -> OracleOut:
+        out = problem.oracle(theta, clients, value=value, grad=grad, hess=hess)
+        if not grad:
+            return out
+        noise = rng.standard_normal(out.g.shape) * (self.sigma / math.sqrt(problem.d))
+        return out._replace(g=out.g + problem.xp.asarray(noise))
+
+
+ORACLE_MODELS: dict[str, type] = {"exact": Exact, "minibatch": Minibatch, "gaussian": Gaussian}
 
 
 def make_oracle(spec: Any = "exact", **options: Any) -> Any:
-    """An oracle from its name (``"exact"``, ...) and options, or an oracle passed through."""
+    """An oracle from its name and options (``make_oracle("minibatch", b=8)``,
+    ``make_oracle("gaussian", sigma=0.1)``), or an oracle object passed through unchanged."""
     if callable(spec):
+        check(not options, f"options {sorted(options)} given with an oracle object {spec!r}; "
+                           f"pass options only with an oracle name")
         return spec
     check(spec in ORACLE_MODELS,
           f"unknown oracle {spec!r}; known oracles: {', '.join(ORACLE_MODELS)}")
-    return ORACLE_MODELS[spec](**options)
+    cls = ORACLE_MODELS[spec]
+    fields = tuple(cls.__dataclass_fields__)
+    unknown = sorted(set(options) - set(fields))
+    check(not unknown, f"unknown option(s) {unknown} for oracle {spec!r}; "
+                       f"accepted: {', '.join(fields) or 'none'}")
+    return cls(**options)
