@@ -22,6 +22,7 @@ import numpy as np
 from . import __version__
 from .errors import FedTheoryError, check
 from .methods import METHODS, make_method
+from .oracles import make_oracle
 from .runner import run
 from .suite import DEFAULT_PROBLEM, list_problems, load_problem
 
@@ -32,6 +33,16 @@ def _params(pairs: Sequence[str]) -> dict[str, str]:
         key, sep, value = pair.partition("=")
         check(bool(sep) and bool(key), f"--param takes KEY=VALUE, got {pair!r}")
         out[key.strip()] = value.strip()
+    return out
+
+
+def _oracle_params(pairs: Sequence[str]) -> dict[str, float]:
+    out = {}
+    for key, value in _params(pairs).items():
+        try:
+            out[key] = int(value) if key == "b" else float(value)
+        except ValueError:
+            raise FedTheoryError(f"--oracle-param {key} must be a number, got {value!r}") from None
     return out
 
 
@@ -49,12 +60,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     out = _check_out(args.out)
     method = make_method(args.method, _params(args.param))
     problem = load_problem(args.problem)
+    oracle = make_oracle(args.oracle, **_oracle_params(args.oracle_param))
     trace = run(problem, method, args.rounds, participation=args.participation, seed=args.seed,
-                progress=args.progress)
+                oracle=oracle, progress=args.progress)
     print(f"# {problem!r}")
     params = ", ".join(f"{k}={v}" for k, v in method.params().items())
     print(f"# method {method.name}({params}), S = {trace.meta['participation']}, "
-          f"seed {args.seed}, status {trace.status}")
+          f"oracle {trace.meta['oracle']}, seed {args.seed}, status {trace.status}")
     print(trace.table())
     if out is not None:
         trace.to_csv(out)
@@ -107,6 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--participation", type=int, default=None, metavar="S",
                    help="clients per round (default: all)")
     r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--oracle", default="exact", help="exact (default), minibatch or gaussian")
+    r.add_argument("--oracle-param", action="append", default=[], metavar="KEY=VALUE",
+                   help="oracle option: b=8 (minibatch rows), sigma=0.1 (gaussian)")
     r.add_argument("--out", default=None, metavar="FILE.csv",
                    help="write the per-round rows (and FILE.json with the run's metadata)")
     r.add_argument("--progress", action="store_true", help="show a progress bar")

@@ -81,7 +81,11 @@ class RoundContext:
 
 
 class Method:
-    """Base of every method; subclasses are frozen dataclasses registered by name."""
+    """Base of every method; subclasses are frozen dataclasses registered by name.
+
+    A hyperparameter may not be called ``init``, ``round`` or ``params``: the dataclass field
+    would shadow the method of that name.
+    """
 
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
@@ -112,13 +116,17 @@ def check_K(K: Any) -> None:
           f"K must be an integer >= 1, got {K!r}")
 
 
+def _is_number(x: Any) -> bool:
+    return isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, bool)
+
+
 def check_eta(eta: Any, name: str = "eta") -> None:
-    check(isinstance(eta, (int, float)) and math.isfinite(eta) and eta > 0,
+    check(_is_number(eta) and math.isfinite(eta) and eta > 0,
           f"{name} must be a finite number > 0, got {eta!r}")
 
 
 def check_nonneg(x: Any, name: str) -> None:
-    check(isinstance(x, (int, float)) and math.isfinite(x) and x >= 0,
+    check(_is_number(x) and math.isfinite(x) and x >= 0,
           f"{name} must be a finite number >= 0, got {x!r}")
 
 
