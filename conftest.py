@@ -23,3 +23,20 @@ def a9a():
     from fedtheory.suite import load_problem
 
     return load_problem("a9a_fednl")
+
+
+def _gpu_available() -> bool:
+    try:
+        import cupy
+
+        return cupy.cuda.runtime.getDeviceCount() > 0
+    except Exception:  # no CuPy, no driver or no device: the GPU tests skip
+        return False
+
+
+@pytest.fixture(params=["numpy", pytest.param("cupy", marks=pytest.mark.gpu)])
+def backend(request):
+    """Parametrises a test over NumPy and, where a GPU and CuPy exist, CuPy."""
+    if request.param == "cupy" and not _gpu_available():
+        pytest.skip("no CUDA GPU with CuPy on this machine")
+    return request.param

@@ -62,7 +62,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     problem = load_problem(args.problem)
     oracle = make_oracle(args.oracle, **_oracle_params(args.oracle_param))
     trace = run(problem, method, args.rounds, participation=args.participation, seed=args.seed,
-                oracle=oracle, progress=args.progress)
+                oracle=oracle, log_every=args.log_every, progress=args.progress)
     print(f"# {problem!r}")
     params = ", ".join(f"{k}={v}" for k, v in method.params().items())
     print(f"# method {method.name}({params}), S = {trace.meta['participation']}, "
@@ -124,6 +124,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="oracle option: b=8 (minibatch rows), sigma=0.1 (gaussian)")
     r.add_argument("--out", default=None, metavar="FILE.csv",
                    help="write the per-round rows (and FILE.json with the run's metadata)")
+    r.add_argument("--backend", choices=("numpy", "cupy"), default="numpy",
+                   help="array backend (cupy: on the GPU, needs the gpu extra)")
+    r.add_argument("--log-every", type=int, default=1, metavar="K",
+                   help="compute and print metrics every K rounds (and the last)")
     r.add_argument("--progress", action="store_true", help="show a progress bar")
     r.set_defaults(func=cmd_run)
 
@@ -139,7 +143,13 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("spec", help="the sweep's TOML file (see examples/sweep_small.toml)")
     sw.add_argument("--out", required=True, metavar="DIR", help="the results folder")
     sw.add_argument("--jobs", type=int, default=1, help="parallel worker processes")
-    sw.set_defaults(func=lambda a: _lazy("sweep", "main_sweep")(a.spec, a.out, a.jobs))
+    sw.add_argument("--executor", choices=("local", "dask"), default="local",
+                    help="local: worker processes here (default); dask: a Dask cluster, "
+                         "local with --jobs workers unless --scheduler is given")
+    sw.add_argument("--scheduler", default=None, metavar="tcp://HOST:PORT",
+                    help="with --executor dask: the address of a running Dask scheduler")
+    sw.set_defaults(func=lambda a: _lazy("sweep", "main_sweep")(
+        a.spec, a.out, a.jobs, executor=a.executor, scheduler=a.scheduler))
 
     pl = sub.add_parser("plot", help="plot a metric per round from a sweep folder, a "
                                      "results.parquet or a trace CSV")

@@ -25,8 +25,14 @@ def _failing_index(P: Any) -> int:
                 np.linalg.cholesky(P[k])
             except np.linalg.LinAlgError:
                 return k
-        elif not bool(xp.isfinite(xp.linalg.cholesky(P[k])).all()):
-            return k
+        else:
+            import cupyx
+
+            try:
+                with cupyx.errstate(linalg="raise"):
+                    xp.linalg.cholesky(P[k])
+            except np.linalg.LinAlgError:
+                return k
     return 0
 
 
@@ -42,12 +48,15 @@ def cholesky(P: Any, *, labels: Sequence[Any] | None = None, what: str = "precon
         try:
             return np.linalg.cholesky(P)
         except np.linalg.LinAlgError:
-            failed = True
-    else:  # CuPy fills a failed factor with NaN instead of raising
-        L = xp.linalg.cholesky(P)
-        failed = not bool(xp.isfinite(L).all())
-        if not failed:
-            return L
+            pass
+    else:  # CuPy returns garbage silently unless told to raise (this syncs on a tiny flag)
+        import cupyx
+
+        try:
+            with cupyx.errstate(linalg="raise"):
+                return xp.linalg.cholesky(P)
+        except np.linalg.LinAlgError:
+            pass
     if P.ndim == 2:
         raise FactorizationError(f"the {what} is not positive definite: {hint}")
     k = _failing_index(P.reshape(-1, *P.shape[-2:]))

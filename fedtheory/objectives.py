@@ -36,13 +36,22 @@ def margins(A: Any, theta: Any) -> Any:
     return (A @ theta[:, :, None])[..., 0]
 
 
-def _weighted_gram(A: Any, v: Any, lam: float) -> Any:
-    """A_i^T diag(v_i) A_i + lam I for every client, one batched BLAS-3 product."""
+def _weighted_gram(A: Any, v: Any, lam: float, hess_weights: Any = None) -> Any:
+    """A_i^T diag(v_i) A_i + lam I for every client, one batched BLAS-3 product; or, with
+    ``hess_weights`` w (m,), the single matrix sum_i w_i (A_i^T diag(v_i) A_i + lam I), built
+    as one product over all rows without the (m, d, d) stack."""
     xp = xp_of(A)
-    H = xp.matmul(A.transpose(0, 2, 1), A * v[:, :, None])
+    d = A.shape[-1]
+    if hess_weights is None:
+        H = xp.matmul(A.transpose(0, 2, 1), A * v[:, :, None])
+        diag = H.reshape(H.shape[0], -1)[:, :: d + 1]
+    else:
+        flat = A.reshape(-1, d)
+        H = flat.T @ (flat * (v * hess_weights[:, None]).reshape(-1, 1))
+        diag = H.reshape(-1)[:: d + 1]
+        lam = lam * float(hess_weights.sum())
     if lam:
-        idx = xp.arange(A.shape[-1])
-        H[:, idx, idx] += lam
+        diag += lam
     return H
 
 
@@ -52,8 +61,9 @@ def _reg(theta: Any, m: int, lam: float, xp: Any) -> tuple[Any, Any]:
 
 
 def logistic(A: Any, y: Any, sw: Any, lam: float, theta: Any, *, value: bool = True,
-             grad: bool = True, hess: bool = True) -> OracleOut:
-    """L2-regularised logistic loss, labels in {-1, +1}."""
+             grad: bool = True, hess: bool = True, hess_weights: Any = None) -> OracleOut:
+    """L2-regularised logistic loss, labels in {-1, +1}. With ``hess_weights`` the Hessian
+    returned is sum_i w_i H_i (d, d) (see :func:`_weighted_gram`)."""
     xp = xp_of(A, theta)
     t = y * margins(A, theta)                  # y_j a_j^T theta
     loss = xp.logaddexp(0.0, -t)               # log(1 + exp(-t)), never overflows
@@ -67,12 +77,13 @@ def logistic(A: Any, y: Any, sw: Any, lam: float, theta: Any, *, value: bool = T
     if grad:
         g = -(A.transpose(0, 2, 1) @ (sw * y * s)[:, :, None])[..., 0] + r_grad
     if hess:
-        H = _weighted_gram(A, sw * s * xp.exp(-loss), lam)   # s (1 - s), 1 - s = exp(-loss)
+        H = _weighted_gram(A, sw * s * xp.exp(-loss), lam,  # s (1 - s), 1 - s = exp(-loss)
+                           hess_weights)
     return OracleOut(f, g, H)
 
 
 def ridge(A: Any, y: Any, sw: Any, lam: float, theta: Any, *, value: bool = True,
-          grad: bool = True, hess: bool = True) -> OracleOut:
+          grad: bool = True, hess: bool = True, hess_weights: Any = None) -> OracleOut:
     """Ridge regression f_i = (1/(2 n_i)) ||A_i theta - b_i||^2 + (lam/2) ||theta||^2."""
     xp = xp_of(A, theta)
     r = margins(A, theta) - y
@@ -85,7 +96,7 @@ def ridge(A: Any, y: Any, sw: Any, lam: float, theta: Any, *, value: bool = True
     if grad:
         g = (A.transpose(0, 2, 1) @ (sw * r)[:, :, None])[..., 0] + r_grad
     if hess:
-        H = _weighted_gram(A, sw, lam)
+        H = _weighted_gram(A, sw, lam, hess_weights)
     return OracleOut(f, g, H)
 
 

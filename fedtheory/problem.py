@@ -178,13 +178,18 @@ class FederatedProblem:
 
     def global_oracle(self, theta: Any, *, value: bool = True, grad: bool = True,
                       hess: bool = False) -> OracleOut:
-        """f, g, H of the global objective sum_i w_i f_i at one point theta (d,)."""
-        o = self.oracle(theta, value=value, grad=grad, hess=hess)
+        """f, g, H of the global objective sum_i w_i f_i at one point theta (d,).
+
+        The Hessian is built as one product over all rows with the client weights folded in,
+        never as the (N, d, d) stack of client Hessians.
+        """
         w = self.weights
+        o = self._oracle(self.A, self.y, self.sw, self.lam, theta, value=value, grad=grad,
+                         hess=hess, hess_weights=w)
         return OracleOut(
             None if o.f is None else w @ o.f,
             None if o.g is None else w @ o.g,
-            None if o.H is None else (w[:, None, None] * o.H).sum(axis=0),
+            o.H,
         )
 
     def value(self, theta: Any) -> float:

@@ -69,6 +69,7 @@ _TOP_KEYS = ("name", "description", "problems", "rounds", "seeds", "participatio
 _METHOD_KEYS = ("name", "params", "oracle")
 _SEED_KEYS = ("count", "start")
 BACKENDS = ("numpy", "cupy")
+EXECUTORS = ("local", "dask")
 ERRORS_DIR = "errors"
 _ID = re.compile(r"[0-9a-f]{16}")
 
@@ -268,10 +269,19 @@ def _oracle_name(oracle: dict[str, Any]) -> str:
 
 
 def run_sweep(spec_path: str | os.PathLike, out_dir: str | os.PathLike, jobs: int = 1,
-              progress: bool = True) -> SweepSummary:
+              progress: bool = True, executor: str = "local",
+              scheduler: str | None = None) -> SweepSummary:
     """Run every configuration of the sweep spec at ``spec_path`` whose result is not yet in
-    ``out_dir`` (see the module docstring for the layout); returns what was done."""
+    ``out_dir`` (see the module docstring for the layout); returns what was done.
+
+    ``executor`` is ``"local"`` (worker processes here) or ``"dask"``
+    (:mod:`fedtheory.dask_executor`: a local Dask cluster of ``jobs`` workers, or the running
+    cluster at the ``scheduler`` address); both write the same files, so either resumes."""
     check(_is_int(jobs) and jobs >= 1, f"jobs must be an integer >= 1, got {jobs!r}")
+    check(executor in EXECUTORS, f"executor must be one of {', '.join(EXECUTORS)}, "
+                                 f"got {executor!r}")
+    check(scheduler is None or executor == "dask",
+          f"a scheduler address ({scheduler!r}) needs the dask executor, got {executor!r}")
     spec_path = Path(spec_path)
     spec = read_sweep(spec_path)
     configs = expand(spec)
@@ -287,7 +297,13 @@ def run_sweep(spec_path: str | os.PathLike, out_dir: str | os.PathLike, jobs: in
     summary = SweepSummary(out, len(configs), 0, len(configs) - len(todo), {})
     bar = _bar(len(todo), spec["name"], summary.skipped) if progress and todo else None
     tasks = [(c, str(out)) for c in todo]
-    for cid, error in _execute(tasks, jobs):
+    if executor == "dask":
+        from .dask_executor import execute_dask
+
+        results = execute_dask(todo, out, jobs, scheduler)
+    else:
+        results = _execute(tasks, jobs)
+    for cid, error in results:
         if error is None:
             summary.ran += 1
         else:
@@ -347,10 +363,17 @@ def _problem(config: Config) -> Any:
 
 def _run_one(task: tuple[Config, str]) -> tuple[str, str | None]:
     """Run one configuration and write its file; returns (id, None) or (id, error message)."""
+    config, out_dir = task
+    return _save_run(Path(out_dir), config, *_compute(config))
+
+
+def _compute(config: Config) -> tuple[str, Any]:
+    """Run one configuration, writing nothing: (start time, its rows with provenance) or
+    (start time, the message of the FedTheoryError that stopped it). Executors that run
+    elsewhere (:mod:`fedtheory.dask_executor`) call this remotely and :func:`_save_run` here."""
     from .runner import run
 
-    config, out_dir = task
-    out, c = Path(out_dir), config.spec
+    c = config.spec
     started = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
     try:
         problem = _problem(config)
@@ -360,19 +383,29 @@ def _run_one(task: tuple[Config, str]) -> tuple[str, str | None]:
         trace = run(problem, method, c["rounds"], participation=c["participation"],
                     seed=c["seed"], oracle=oracle, drift_metrics=c["drift_metrics"])
     except FedTheoryError as exc:
-        msg = f"{config.label} on {c['problem']}, S = {c['participation'] or 'all'}, " \
-              f"seed {c['seed']}: {exc}"
-        errors = out / ERRORS_DIR
-        errors.mkdir(exist_ok=True)
-        text = json.dumps({"config": c, "error": str(exc), "started_at": started}, indent=2)
-        write_atomic(errors / f"{config.id}.json", lambda tmp: Path(tmp).write_text(text))
-        return config.id, msg
+        return started, str(exc)
     df = trace_frame(trace, label=config.label)
     df["config_id"] = config.id
     df["problem_hash"] = c["problem_hash"]
     df["drift_metrics"] = c["drift_metrics"]
     df["started_at"] = started
-    write_parquet(df, _run_file(out, config.id))
+    return started, df
+
+
+def _save_run(out: Path, config: Config, started: str, result: Any) -> tuple[str, str | None]:
+    """Write what :func:`_compute` returned into the sweep folder ``out``: the rows as
+    ``runs/<id>.parquet``, or an error as ``errors/<id>.json``; returns (id, None) or (id,
+    error message)."""
+    c = config.spec
+    if isinstance(result, str):
+        msg = f"{config.label} on {c['problem']}, S = {c['participation'] or 'all'}, " \
+              f"seed {c['seed']}: {result}"
+        errors = out / ERRORS_DIR
+        errors.mkdir(exist_ok=True)
+        text = json.dumps({"config": c, "error": result, "started_at": started}, indent=2)
+        write_atomic(errors / f"{config.id}.json", lambda tmp: Path(tmp).write_text(text))
+        return config.id, msg
+    write_parquet(result, _run_file(out, config.id))
     stale = out / ERRORS_DIR / f"{config.id}.json"
     if stale.exists():
         stale.unlink()
@@ -408,10 +441,13 @@ def _bar(total: int, name: str, skipped: int) -> Any:
 # --------------------------------------------------------------------------- CLI
 
 
-def main_sweep(spec: str, out: str, jobs: int) -> int:
-    """``fedtheory sweep SPEC --out DIR --jobs J``: run (or resume) a sweep, print a summary.
-    Returns 0 when every configuration has its file, 1 when some failed (listed)."""
+def main_sweep(spec: str, out: str, jobs: int, executor: str = "local",
+               scheduler: str | None = None) -> int:
+    """``fedtheory sweep SPEC --out DIR --jobs J [--executor dask [--scheduler ADDR]]``: run
+    (or resume) a sweep, print a summary. Returns 0 when every configuration has its file, 1
+    when some failed (listed)."""
     start = time.perf_counter()
-    summary = run_sweep(spec, out, jobs=jobs, progress=True)
+    summary = run_sweep(spec, out, jobs=jobs, progress=True, executor=executor,
+                        scheduler=scheduler)
     print(f"{summary} ({time.perf_counter() - start:.1f} s)")
     return 1 if summary.failed else 0

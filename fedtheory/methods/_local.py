@@ -31,16 +31,17 @@ class LocalRun(NamedTuple):
 def local_newton_steps(ctx: RoundContext, theta: Any, *, K: int, eta: float, delta: float,
                        line_search: bool = False) -> LocalRun:
     xp = ctx.problem.xp
-    x = theta                     # (d,) at k = 0: every client starts from the server's theta
+    x = ctx.to_clients(theta)     # every client starts from the server's theta
     P_first = P = None
     for _ in range(K):
-        o = ctx.eval(x, value=line_search, grad=True, hess=True)
-        P = add_diag(o.H, delta)
-        p = spd_solve(P, o.g, labels=ctx.labels)
+        f, g, H = ctx.eval(x, value=line_search, grad=True, hess=True)
+        P = add_diag(H, delta)
+        del H            # with delta > 0 the stack H_i is no longer needed: free it now
+        p = spd_solve(P, g, labels=ctx.labels)
         if x.ndim == 1:
             x = xp.broadcast_to(x, p.shape)
         if line_search:
-            step = armijo(ctx, x, o.f, o.g, p, eta)[:, None]
+            step = armijo(ctx, x, f, g, p, eta)[:, None]
         else:
             step = eta
         x = x - step * p

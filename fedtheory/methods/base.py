@@ -49,16 +49,25 @@ class RoundInfo:
 @dataclass(frozen=True)
 class RoundContext:
     """The round's participants S_t (host indices, None = all clients), their weights w~_i
-    (renormalised over S_t, on the problem's backend), the run's generator and the oracle."""
+    (renormalised over S_t, on the problem's backend), the run's generator and the oracle.
+
+    Batched runs (``runs = B > 1``, see :func:`fedtheory.runner.run_batch`): the context holds B
+    independent runs side by side, their participants laid out run-major (``clients`` has
+    B * S entries, run b's at positions b*S .. b*S + S - 1), server-level arrays carry a leading
+    run axis (theta is (B, d)), ``to_clients`` lifts them to one row per participant and ``mix``
+    sums each run's participants separately. ``RoundInfo`` counts are then totals over all runs.
+    """
 
     problem: Any
     clients: np.ndarray | None
     weights: Any
-    rng: np.random.Generator
+    rng: Any
     oracle: Any
+    runs: int = 1
 
     @property
     def m(self) -> int:
+        """Participants in this context (all runs together)."""
         return self.problem.N if self.clients is None else len(self.clients)
 
     @property
@@ -68,16 +77,30 @@ class RoundContext:
 
     def eval(self, theta: Any, *, value: bool = False, grad: bool = True, hess: bool = False,
              sub: np.ndarray | None = None) -> OracleOut:
-        """Oracle of the participants (or of the participants at positions ``sub``)."""
+        """Oracle of the participants (or of the participants at positions ``sub``) at
+        ``theta``: one server-level point (see ``to_clients``) or one row per participant."""
         clients = self.clients
         if sub is not None:
             clients = self.labels[sub]
         return self.oracle(self.problem, theta, clients, value=value, grad=grad, hess=hess,
                            rng=self.rng)
 
+    def to_clients(self, x: Any) -> Any:
+        """A server-level array as seen by the participants: unchanged for one run (it
+        broadcasts against per-participant arrays), each run's row repeated S times for B runs."""
+        if self.runs == 1:
+            return x
+        return self.problem.xp.repeat(x, self.m // self.runs, axis=0)
+
     def mix(self, x: Any) -> Any:
-        """sum_i w~_i x_i over the leading (participant) axis."""
-        return self.problem.xp.tensordot(self.weights, x, axes=1)
+        """sum_i w~_i x_i over the participants of each run (leading axis)."""
+        xp = self.problem.xp
+        if self.runs == 1:
+            return xp.tensordot(self.weights, x, axes=1)
+        B = self.runs
+        S = self.m // B
+        w = self.weights.reshape(B, S, *([1] * (x.ndim - 1)))
+        return (w * x.reshape(B, S, *x.shape[1:])).sum(axis=1)
 
 
 class Method:
@@ -91,6 +114,7 @@ class Method:
     description: ClassVar[str] = ""
     source: ClassVar[str] = ""
     full_participation_only: ClassVar[bool] = False
+    batchable: ClassVar[bool] = False   # written with ctx.to_clients/ctx.mix for batched runs
 
     def init(self, problem: Any, theta0: Any) -> Any:
         return ServerState(theta=theta0)

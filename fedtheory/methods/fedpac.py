@@ -96,6 +96,7 @@ class FedPAC(Method):
     align: bool = True
 
     name = "fedpac"
+    batchable = True
     description = ("local Newton-type steps with an aligned curvature EMA, corrected by the "
                    "last global direction")
     source = "Liu et al. 2026, arXiv 2602.19271"
@@ -122,9 +123,9 @@ class FedPAC(Method):
 
     def round(self, ctx: RoundContext, state: FedPACState) -> tuple[FedPACState, RoundInfo]:
         xp, d, m = ctx.problem.xp, ctx.problem.d, ctx.m
-        x = xp.broadcast_to(state.theta, (m, d))
-        Th = None if not self.align else xp.broadcast_to(state.Theta, (m, d, d))
-        correction = self.eta * self.beta * state.gG
+        x = xp.broadcast_to(ctx.to_clients(state.theta), (m, d))
+        Th = None if not self.align else xp.broadcast_to(ctx.to_clients(state.Theta), (m, d, d))
+        correction = self.eta * self.beta * ctx.to_clients(state.gG)
         hess_evals = 0
         for k in range(self.K):
             need_H = self.rho < 1 or (k == 0 and not self.align)
@@ -138,13 +139,13 @@ class FedPAC(Method):
                              hint="use lam > 0 or delta > 0")
             x = x - (self.eta * (1 - self.beta)) * step - correction
             Th = Th_new
-        Delta = ctx.mix(x - state.theta)
+        Delta = ctx.mix(x - ctx.to_clients(state.theta))
         Theta = ctx.mix(Th) if self.align else None
         mat = sym_floats(d) if self.align else 0
         info = RoundInfo(
-            uplink=m * (d + mat) + state.pending_uplink,
+            uplink=m * (d + mat) + ctx.runs * state.pending_uplink,
             downlink=m * (d + (d if self.beta > 0 else 0) + mat),
-            grad_evals=self.K * m, hess_evals=hess_evals + state.pending_hess,
+            grad_evals=self.K * m, hess_evals=hess_evals + ctx.runs * state.pending_hess,
             P=P, theta_local=x)
         new = FedPACState(state.theta + Delta, Theta, -Delta / (self.K * self.eta), self.eta,
                           0, 0)

@@ -43,6 +43,7 @@ class FedPM(Method):
     mixing_preconditioner: str = "last"
 
     name = "fedpm"
+    batchable = True
     description = "local Newton steps, server mixes local iterates through their preconditioners"
     source = "Ishii et al. 2025, arXiv 2511.09100"
 

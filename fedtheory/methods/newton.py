@@ -20,6 +20,7 @@ class Newton(Method):
     eta: float = 1.0
 
     name = "newton"
+    batchable = True
     description = "damped global Newton step on the participants' weighted Hessian and gradient"
     source = "the 'ideal global second-order update' of FedPM (Ishii et al. 2025, eq. 6)"
 
@@ -27,7 +28,7 @@ class Newton(Method):
         check_eta(self.eta)
 
     def round(self, ctx: RoundContext, state: ServerState) -> tuple[ServerState, RoundInfo]:
-        o = ctx.eval(state.theta, grad=True, hess=True)
+        o = ctx.eval(ctx.to_clients(state.theta), grad=True, hess=True)
         step = spd_solve(ctx.mix(o.H), ctx.mix(o.g), what="global Hessian",
                          hint="use lam > 0")
         d, m = ctx.problem.d, ctx.m

@@ -34,6 +34,7 @@ class SOPM(Method):
     local_search: bool = False
 
     name = "sopm"
+    batchable = True
     description = "local Newton steps, server averages the local iterates (LocalNewton family)"
     source = ("LocalNewton, Gupta et al. 2021 (arXiv 2105.07320); the simple-mixing baseline "
               "of FedPM")
