@@ -188,4 +188,5 @@ def test_api_and_cli_agree(capsys, tmp_path):
 
     cli = pd.read_csv(out).drop(columns="seconds")
     api = trace.to_frame().drop(columns="seconds")
-    pd.testing.assert_frame_equal(cli, api, check_dtype=False, rtol=0, atol=0)
+    # equal to the last bits on one BLAS thread; a many-threaded BLAS may reorder reductions
+    pd.testing.assert_frame_equal(cli, api, check_dtype=False, rtol=1e-12, atol=1e-15)
