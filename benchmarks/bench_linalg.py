@@ -31,7 +31,8 @@ def main() -> None:
         theta = xp.asarray(np.random.default_rng(1).normal(size=problem.d) * 0.1)
         H = problem.oracle(theta, grad=False, hess=True).H
         for block in (None, 32, 64, 128):
-            t_chol = _median_time(lambda b=block: linalg.cholesky(H, block=b), xp, args.repeat)
+            t_chol = _median_time(lambda b=block, H=H: linalg.cholesky(H, block=b), xp,
+                                  args.repeat)
             linalg.CHOLESKY_BLOCK[args.backend] = block
             t_round = time_round(problem, args.repeat)
             print(f"{name:<5} d={problem.d:<4} block={block!s:<5} cholesky {t_chol * 1e3:8.3f} ms"
