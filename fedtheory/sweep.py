@@ -34,7 +34,8 @@ fails with a :class:`FedTheoryError` (e.g. S > N, a singular preconditioner) is 
 Runs go to ``jobs`` worker processes ("forkserver" where the platform has it, else "spawn";
 each worker limits BLAS to one thread). A task carries the problem's spec, never the problem:
 each worker builds a problem once and caches it (:func:`fedtheory.suite.load_problem`).
-``jobs=1`` runs in this process.
+``jobs=1`` runs in this process. ``executor="dask"`` runs them on a Dask cluster instead
+(:mod:`fedtheory.dask_executor`), into the same files.
 """
 
 from __future__ import annotations
@@ -142,9 +143,9 @@ def read_sweep(path: str | os.PathLike) -> dict[str, Any]:
     for i, entry in enumerate(methods, 1):
         where = f"[[methods]] #{i}"
         _keys(entry, _METHOD_KEYS, path, where)
-        check(entry.get("name") in METHODS, f"{path}: {where}: name must be one of "
-                                            f"{', '.join(sorted(METHODS))}, "
-                                            f"got {entry.get('name')!r}")
+        check(isinstance(entry.get("name"), str) and entry["name"] in METHODS,
+              f"{path}: {where}: name must be one of {', '.join(sorted(METHODS))}, "
+              f"got {entry.get('name')!r}")
         params = entry.setdefault("params", {})
         check(isinstance(params, dict), f"{path}: {where}: params must be a table, "
                                         f"got {params!r}")
@@ -154,7 +155,7 @@ def read_sweep(path: str | os.PathLike) -> dict[str, Any]:
             oracle = entry["oracle"] = {"name": oracle}
         check(isinstance(oracle, dict), f"{path}: {where}: oracle must be a name or a table "
                                         f"with a name, got {oracle!r}")
-        check(oracle.get("name") in ORACLE_MODELS,
+        check(isinstance(oracle.get("name"), str) and oracle["name"] in ORACLE_MODELS,
               f"{path}: {where}: oracle name must be one of {', '.join(ORACLE_MODELS)}, "
               f"got {oracle.get('name')!r}")
         _grid_values({k: v for k, v in oracle.items() if k != "name"}, path, f"{where} oracle")
@@ -234,17 +235,20 @@ def expand(spec: dict[str, Any]) -> list[Config]:
                                       else name))
         except FedTheoryError as exc:
             raise FedTheoryError(f"{spec['_path']}: problems: {exc}") from None
-        for entry in spec["methods"]:
+        for i, entry in enumerate(spec["methods"], 1):
+            where = f"{spec['_path']}: [[methods]] #{i} ({entry['name']})"
             oracle_name = entry["oracle"]["name"]
             oracle_opts = {k: v for k, v in entry["oracle"].items() if k != "name"}
             for params in _grid(entry["params"]):
                 try:
                     full = make_method(entry["name"], params).params()
-                except TypeError as exc:
-                    raise FedTheoryError(f"method {entry['name']} with {params}: {exc}") \
-                        from None
+                except (FedTheoryError, TypeError) as exc:
+                    raise FedTheoryError(f"{where} params {params}: {exc}") from None
                 for opts in _grid(oracle_opts):
-                    make_oracle(oracle_name, **opts)
+                    try:
+                        make_oracle(oracle_name, **opts)
+                    except (FedTheoryError, TypeError) as exc:
+                        raise FedTheoryError(f"{where} oracle {opts}: {exc}") from None
                     for S, seed in itertools.product(spec["participation"], spec["seeds"]):
                         c = {"problem": pspec["name"], "problem_hash": spec_hash(pspec),
                              "method": entry["name"], "params": full,
