@@ -111,15 +111,7 @@ def run(problem: FederatedProblem, method: Method, rounds: int, *,
         w = problem.weights if clients is None else problem.weights[xp.asarray(clients)]
         ctx = RoundContext(problem, clients, w / w.sum(), rng, oracle)
         theta_start = state.theta
-        start = time.perf_counter()
-        state, info = method.round(ctx, state)
-        if xp is not np:
-            xp.cuda.Device().synchronize()
-        seconds += time.perf_counter() - start
-        for key, field in _COUNTS:
-            totals[key] += getattr(info, field)
-        if bar is not None:
-            bar.update(1)
+        state, info, seconds = _timed_round(method, ctx, state, seconds, totals, bar)
         if not log:
             continue
         new_point = _point(problem, state.theta, drift_metrics)
@@ -191,15 +183,7 @@ def run_batch(problem: FederatedProblem, method: Method, rounds: int, *, seeds: 
             w = problem.weights[xp.asarray(clients)].reshape(B, S)
             w = (w / w.sum(axis=1, keepdims=True)).reshape(-1)
         ctx = RoundContext(problem, clients, w, None, oracle, runs=B)
-        start = time.perf_counter()
-        state, info = method.round(ctx, state)
-        if xp is not np:
-            xp.cuda.Device().synchronize()
-        seconds += time.perf_counter() - start
-        for key, field in _COUNTS:
-            totals[key] += getattr(info, field) / B
-        if bar is not None:
-            bar.update(1)
+        state, info, seconds = _timed_round(method, ctx, state, seconds, totals, bar)
         if not (t % log_every == 0 or t == rounds):
             continue
         points = _points_batch(problem, state.theta, chunk_bytes)
@@ -224,6 +208,22 @@ def run_batch(problem: FederatedProblem, method: Method, rounds: int, *, seeds: 
     for tr in traces:
         tr.meta["status"] = tr.status
     return traces
+
+
+def _timed_round(method: Method, ctx: RoundContext, state: Any, seconds: float, totals: dict,
+                 bar: Any) -> tuple[Any, RoundInfo, float]:
+    """One round map, timed (with a device sync on a GPU); adds its counts, per run, to totals."""
+    xp = ctx.problem.xp
+    start = time.perf_counter()
+    state, info = method.round(ctx, state)
+    if xp is not np:
+        xp.cuda.Device().synchronize()
+    seconds += time.perf_counter() - start
+    for key, field in _COUNTS:
+        totals[key] += getattr(info, field) / ctx.runs
+    if bar is not None:
+        bar.update(1)
+    return state, info, seconds
 
 
 def _stack(states: list[Any], xp: Any) -> Any:
