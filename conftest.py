@@ -1,15 +1,23 @@
 """Shared test configuration: Hypothesis profiles and fixtures.
 
-Profiles: ``ci`` (derandomised, fixed example budget: the CI run is reproducible) is loaded
-when the environment variable CI is set; ``dev`` otherwise. ``HYPOTHESIS_PROFILE`` overrides.
+Environment: see below. Profiles: ``ci`` (derandomised, fixed example budget: the CI run is
+reproducible) is loaded when the environment variable CI is set; ``dev`` otherwise.
+``HYPOTHESIS_PROFILE`` overrides.
 """
 
 from __future__ import annotations
 
 import os
 
-import pytest
-from hypothesis import HealthCheck, settings
+# Notebooks run by nbmake (in kernels that inherit this environment) use their small sizes,
+# and every process of the test run uses one BLAS thread: results do not depend on how a
+# multi-threaded BLAS splits its reductions, and tests do not fight over the cores.
+os.environ.setdefault("FEDTHEORY_SMALL", "1")
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+import pytest  # noqa: E402
+from hypothesis import HealthCheck, settings  # noqa: E402
 
 settings.register_profile("ci", derandomize=True, deadline=None, max_examples=30,
                           suppress_health_check=[HealthCheck.too_slow], print_blob=True)

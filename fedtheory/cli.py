@@ -6,6 +6,10 @@
                   [--participation S] [--seed N] [--out FILE.csv]
 
 Bad input (a FedTheoryError) is one line on stderr and exit code 2; no output file is written.
+So is a problem too large for this machine's memory, and any other exception (a bug: the
+environment variable FEDTHEORY_TRACEBACK=1 shows its traceback instead). A warning (e.g. a
+ConditioningWarning for an ill-conditioned problem) is one line on stderr,
+``fedtheory: warning: ...``, and the run goes on.
 """
 
 from __future__ import annotations
@@ -14,13 +18,14 @@ import argparse
 import json
 import os
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 from . import __version__
-from .errors import FedTheoryError, check
+from .errors import ConditioningWarning, FedTheoryError, check, out_of_memory
 from .methods import METHODS, make_method
 from .oracles import make_oracle
 from .runner import run
@@ -58,6 +63,7 @@ def _check_out(path: str | None) -> Path | None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     out = _check_out(args.out)
+    check(args.seed >= 0, f"--seed must be an integer >= 0, got {args.seed}")
     method = make_method(args.method, _params(args.param))
     problem = load_problem(args.problem)
     oracle = make_oracle(args.oracle, **_oracle_params(args.oracle_param))
@@ -69,10 +75,14 @@ def cmd_run(args: argparse.Namespace) -> int:
           f"oracle {trace.meta['oracle']}, seed {args.seed}, status {trace.status}")
     print(trace.table())
     if out is not None:
+        if args.no_timing:  # wall time is never reproducible: record it as not measured
+            for row in trace.rows:
+                row["seconds"] = float("nan")
         trace.to_csv(out)
         meta = out.with_suffix(".json")
         tmp = meta.with_name(f".{meta.name}.tmp")
-        tmp.write_text(json.dumps(trace.meta, indent=2, default=float))
+        info = {**trace.meta, "timing": not args.no_timing}
+        tmp.write_text(json.dumps(info, indent=2, default=float))
         os.replace(tmp, meta)
         print(f"# wrote {out} and {meta}")
     return 0
@@ -128,12 +138,25 @@ def build_parser() -> argparse.ArgumentParser:
                    help="array backend (cupy: on the GPU, needs the gpu extra)")
     r.add_argument("--log-every", type=int, default=1, metavar="K",
                    help="compute and print metrics every K rounds (and the last)")
+    r.add_argument("--no-timing", action="store_true",
+                   help="write the seconds column as nan (not measured), so that two runs "
+                        "with the same seed give byte-identical --out files")
     r.add_argument("--progress", action="store_true", help="show a progress bar")
     r.set_defaults(func=cmd_run)
 
     d = sub.add_parser("demo", help=f"FedPM, SOPM and Newton on {DEFAULT_PROBLEM}")
     d.add_argument("--rounds", type=int, default=12)
     d.set_defaults(func=cmd_demo)
+
+    c = sub.add_parser("check", help="run the claim checks of spec/CLAIMS.md: measured vs "
+                                     "predicted, pass/fail (exit 1 if any claim fails)")
+    c.add_argument("--claim", action="append", default=None, metavar="ID",
+                   help="a claim id (C1 .. C12, EXT-PP); repeat for several; default: all")
+    c.add_argument("--quick", action="store_true", help="the small CI-sized protocols")
+    c.add_argument("--json", default=None, metavar="FILE", help="write every record as JSON")
+    c.add_argument("--report", default=None, metavar="FILE.md", help="write a Markdown report")
+    c.set_defaults(func=lambda a: _lazy("claims", "main_check")(a.claim, a.quick, a.json,
+                                                                a.report))
 
     pr = sub.add_parser("problems", help="list the problem suite")
     pr.set_defaults(func=cmd_problems)
@@ -173,13 +196,36 @@ def _lazy(module: str, name: str):
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return args.func(args)
+        with warnings.catch_warnings():
+            warnings.showwarning = _one_line_warning
+            warnings.simplefilter("default", ConditioningWarning)
+            return args.func(args)
     except FedTheoryError as exc:
         print(f"fedtheory: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("fedtheory: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # no library traceback: one line (FEDTHEORY_TRACEBACK=1 shows it)
+        if os.environ.get("FEDTHEORY_TRACEBACK"):
+            raise
+        print(f"fedtheory: error: {_unexpected(exc)}", file=sys.stderr)
+        return 2
+
+
+def _unexpected(exc: Exception) -> str:
+    """One line for an exception that is not a FedTheoryError: an allocation too large for this
+    machine (NumPy raises MemoryError, or ValueError beyond the address space), or a bug."""
+    text = " ".join(str(exc).split()) or "no message"
+    if out_of_memory(exc):
+        return f"not enough memory ({text}); use a smaller problem, batch or grid"
+    return (f"internal error {type(exc).__name__}: {text} (a bug: please report it; "
+            f"FEDTHEORY_TRACEBACK=1 shows the traceback)")
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    text = " ".join(str(message).split())
+    print(f"fedtheory: warning: {category.__name__}: {text}", file=sys.stderr)
 
 
 if __name__ == "__main__":

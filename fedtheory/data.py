@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import gzip
 import math
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import resources
@@ -73,6 +74,8 @@ class Dataset:
 # LIBSVM text files
 
 _CLASS_LABELS = {"-1": -1.0, "+1": 1.0, "1": 1.0, "0": 0.0}
+#: The largest feature index: LIBSVM's own reader stores indices as C ints.
+MAX_INDEX = 2**31 - 1
 
 
 def _open_bytes(path: Path):
@@ -94,7 +97,9 @@ def read_libsvm(
     """Read a LIBSVM/SVMlight text file (plain or gzip) into a CSR :class:`Dataset`.
 
     Each data line is ``label idx:val idx:val ...`` with 1-based, strictly increasing ``idx``
-    and finite ``val``; blank lines and ``#`` comments are skipped. For classification the
+    and finite ``val``; blank lines and ``#`` comments are skipped. Numbers are read as C's
+    ``strtol``/``strtod`` (which LIBSVM uses) read them: ASCII only, no ``_`` separators, and
+    ``idx <= 2**31 - 1``; a UTF-8 byte-order mark is ignored. For classification the
     labels must be one of the sets ``{-1, +1}`` or ``{0, 1}`` (0 becomes -1). ``rows`` keeps the
     first ``rows`` data lines, ``n_features`` fixes ``d`` (default: the largest index), and
     ``intercept`` appends a column of ones after the ``d`` feature columns. Every malformed
@@ -127,6 +132,8 @@ def read_libsvm(
                         f"{path}, line {lineno}: not valid UTF-8 text (byte {exc.start + 1}); "
                         "a LIBSVM file must be plain text"
                     ) from None
+                if lineno == 1:
+                    line = line.removeprefix("\ufeff")
                 parts = line.split("#", 1)[0].split()
                 if not parts:
                     continue
@@ -143,7 +150,7 @@ def read_libsvm(
                     val_tok.append(v)
                 counts.append(len(parts) - 1)
                 linenos.append(lineno)
-    except (OSError, EOFError, gzip.BadGzipFile) as exc:
+    except (OSError, EOFError, gzip.BadGzipFile, zlib.error) as exc:
         raise FedTheoryError(f"{path}: cannot be read as plain or gzip text ({exc})") from None
 
     check(labels, f"{path}: no data rows (the file is empty or only comments)")
@@ -162,6 +169,8 @@ def read_libsvm(
     idx = _to_array(idx_tok, np.int64, "feature index", line_of, path)
     val = _to_array(val_tok, np.float64, "feature value", line_of, path)
     _fail_at(idx < 1, line_of, path, lambda k: f"feature index {idx[k]} must be >= 1")
+    _fail_at(idx > MAX_INDEX, line_of, path,
+             lambda k: f"feature index {idx[k]} exceeds {MAX_INDEX}, the largest LIBSVM index")
     _fail_at(~np.isfinite(val), line_of, path, lambda k: f"feature value {val[k]} is not finite")
     indptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
     starts = np.zeros(idx.size, dtype=bool)
@@ -195,20 +204,14 @@ def _parse_label(tok: str, task: str, path: Path, lineno: int) -> float:
     if task == "classification":
         label = _CLASS_LABELS.get(tok)
         if label is None:
-            try:
-                label = float(tok)
-            except ValueError:
-                label = math.nan
+            label = _c_float(tok)
             if label not in (-1.0, 0.0, 1.0):
                 raise FedTheoryError(
                     f"{path}, line {lineno}: class label {tok!r} is not accepted; "
                     "labels must be -1/+1 or 0/1"
                 )
         return label
-    try:
-        label = float(tok)
-    except ValueError:
-        label = math.nan
+    label = _c_float(tok)
     if not math.isfinite(label):
         raise FedTheoryError(
             f"{path}, line {lineno}: regression target {tok!r} is not a finite number"
@@ -216,14 +219,31 @@ def _parse_label(tok: str, task: str, path: Path, lineno: int) -> float:
     return label
 
 
+def _c_float(tok: str) -> float:
+    """``float(tok)`` for tokens C's strtod also reads, NaN for the rest."""
+    try:
+        return float(_c_number(tok))
+    except ValueError:
+        return math.nan
+
+
+def _c_number(tok: str) -> str:
+    """``tok`` unchanged, or ValueError if it is not ASCII or holds a ``_`` (Python's int()
+    and float() read ``1_0`` and non-ASCII digits; C and LIBSVM do not)."""
+    if not tok.isascii() or "_" in tok:
+        raise ValueError(tok)
+    return tok
+
+
 def _to_array(tokens: list[str], dtype, what: str, line_of: np.ndarray, path: Path) -> np.ndarray:
     """Convert all tokens at once; on failure find the first bad one to report its line."""
     try:
+        _c_number("".join(tokens))
         return np.array(tokens, dtype=dtype)
     except (ValueError, OverflowError):
         for k, tok in enumerate(tokens):
             try:
-                np.array(tok, dtype=dtype)
+                np.array(_c_number(tok), dtype=dtype)
             except (ValueError, OverflowError):
                 kind = "64-bit integer" if dtype is np.int64 else "number"
                 raise FedTheoryError(

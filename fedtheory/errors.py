@@ -17,6 +17,20 @@ class FactorizationError(FedTheoryError):
     failed."""
 
 
+class ConditioningWarning(UserWarning):
+    """The global Hessian at theta* is so ill-conditioned (kappa = L / mu above
+    :data:`fedtheory.problem.KAPPA_WARN`) that relative errors below about kappa * eps
+    (eps = 2.2e-16, float64) are rounding, not convergence. The message gives the estimate."""
+
+
+def out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` is an allocation this machine cannot make: a MemoryError, or NumPy's
+    ValueError for an array larger than the address space (``array is too big``)."""
+    text = str(exc)
+    return isinstance(exc, MemoryError) or (isinstance(exc, ValueError) and (
+        text.startswith("array is too big") or "Maximum allowed dimension" in text))
+
+
 def check(condition: bool, message: str) -> None:
     """Raise :class:`FedTheoryError` with ``message`` unless ``condition`` holds."""
     if not condition:

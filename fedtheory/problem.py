@@ -12,6 +12,8 @@ The backend travels with the arrays: a problem built from NumPy arrays computes 
 from __future__ import annotations
 
 import math
+import os
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -21,11 +23,15 @@ import numpy as np
 import scipy.sparse as sp
 
 from ._backend import to_numpy, xp_of
-from .errors import FedTheoryError, check
+from .errors import ConditioningWarning, FactorizationError, FedTheoryError, check
 from .linalg import spd_solve
 from .objectives import ORACLES, OracleOut
 
 WEIGHTINGS = ("samples", "uniform")
+#: Above this condition number kappa = L / mu of the global Hessian at theta*, ``reference``
+#: warns (:class:`~fedtheory.errors.ConditioningWarning`): a float64 solve is then accurate only
+#: to about kappa * 2.2e-16 relative, so errors below that floor are rounding, not convergence.
+KAPPA_WARN = 1e8
 
 
 @dataclass(frozen=True)
@@ -78,9 +84,14 @@ class FederatedProblem:
         check(len(Xs) == len(ys) and len(Xs) >= 1,
               f"need one target vector per client and at least one client, got {len(Xs)} "
               f"design matrices and {len(ys)} target vectors")
+        shapes = [X.shape if sp.issparse(X) else np.shape(X) for X in Xs]
+        if all(len(s) == 2 for s in shapes):  # before densifying anything
+            _check_memory(len(Xs), max(s[0] for s in shapes), shapes[0][1])
         Xs = [np.asarray(X.toarray() if sp.issparse(X) else X, dtype=np.float64) for X in Xs]
         ys = [np.asarray(v, dtype=np.float64).ravel() for v in ys]
-        d = Xs[0].shape[1]
+        d = Xs[0].shape[1] if Xs[0].ndim == 2 else 0
+        check(d >= 1, f"the data have no features (client 0's design matrix has shape "
+                      f"{Xs[0].shape}): a problem needs d >= 1")
         for i, (X, v) in enumerate(zip(Xs, ys, strict=True)):
             check(X.ndim == 2 and X.shape[1] == d,
                   f"client {i}: design matrix must be (n_i, {d}), got shape {X.shape}")
@@ -204,12 +215,25 @@ class FederatedProblem:
         it satisfies Armijo's condition or reduces ||grad f||, so every step near theta* is a
         full Newton step) until
         ||grad f|| <= 1e-13 max(1, ||grad f(0)||). Ridge: the first Newton step from 0 is the
-        closed form; further steps only refine it to the same tolerance.
+        closed form; further steps only refine it to the same tolerance. Warns
+        :class:`~fedtheory.errors.ConditioningWarning` when kappa = L / mu > :data:`KAPPA_WARN`.
         """
         host = self if self.backend == "numpy" else self.to("numpy")
-        theta, iters = _newton_solve(host, np.zeros(host.d))
+        try:
+            theta, iters = _newton_solve(host, np.zeros(host.d))
+        except FactorizationError as exc:
+            raise FactorizationError(f"{self.name}: {exc}") from None
         o = host.global_oracle(theta, hess=True)
         ev = np.linalg.eigvalsh(o.H)
+        kappa = ev[-1] / ev[0] if ev[0] > 0 else math.inf
+        if kappa > KAPPA_WARN:
+            eps = np.finfo(np.float64).eps
+            warnings.warn(
+                f"{self.name}: the global Hessian at theta* has condition number kappa = L/mu "
+                f"= {kappa:.3g} (L = {ev[-1]:.3g}, mu = {ev[0]:.3g}), above {KAPPA_WARN:.0e}: "
+                f"in float64 theta* and every iterate are accurate only to about kappa * eps "
+                f"= {kappa * eps:.1e} relative, so smaller errors are rounding, not convergence",
+                ConditioningWarning, stacklevel=2)
         return Reference(theta_star=theta, f_star=float(o.f),
                          grad_norm=float(np.linalg.norm(o.g)), mu=float(ev[0]),
                          L=float(ev[-1]), L_H=host._hessian_lipschitz(), newton_iters=iters)
@@ -220,6 +244,23 @@ class FederatedProblem:
         norms3 = np.linalg.norm(to_numpy(self.A), axis=2) ** 3
         per_client = (to_numpy(self.sw) * norms3).sum(axis=1)
         return float(to_numpy(self.weights) @ per_client / (6 * math.sqrt(3)))
+
+
+def _physical_memory() -> int | None:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):  # not a POSIX system: no check
+        return None
+
+
+def _check_memory(N: int, n_max: int, d: int) -> None:
+    """Refuse a problem whose float64 arrays cannot fit in this machine's memory: the padded
+    data (N, n_max, d) and the client Hessians (N, d, d) that the reference solution forms."""
+    need, total = 8.0 * N * d * (n_max + d), _physical_memory()
+    check(total is None or need <= total,
+          f"N = {N} clients of up to {n_max} rows with d = {d} features need "
+          f"{need / 2**30:.3g} GiB for the padded data and the client Hessians (float64), more "
+          f"than this machine's {(total or 0) / 2**30:.3g} GiB; use fewer features or clients")
 
 
 def _newton_solve(problem: FederatedProblem, theta: np.ndarray, max_iter: int = 100

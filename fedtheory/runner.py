@@ -62,6 +62,12 @@ def _check_common(problem: FederatedProblem, method: Method, rounds: Any, partic
     return int(S)
 
 
+def _check_seed(seed: Any) -> int:
+    check(isinstance(seed, (int, np.integer)) and not isinstance(seed, bool) and seed >= 0,
+          f"seed must be an integer >= 0, got {seed!r}")
+    return int(seed)
+
+
 def _start(problem: FederatedProblem, theta0: Any) -> Any:
     xp, d = problem.xp, problem.d
     theta = xp.zeros(d) if theta0 is None else xp.asarray(theta0, dtype=xp.float64)
@@ -88,6 +94,7 @@ def run(problem: FederatedProblem, method: Method, rounds: int, *,
     log_every: log (and check) only every k-th round and the last.
     """
     S = _check_common(problem, method, rounds, participation, target, log_every)
+    seed = _check_seed(seed)
     N, xp = problem.N, problem.xp
     oracle = make_oracle(oracle)
     ref = problem.reference
@@ -114,9 +121,12 @@ def run(problem: FederatedProblem, method: Method, rounds: int, *,
         state, info, seconds = _timed_round(method, ctx, state, seconds, totals, bar)
         if not log:
             continue
-        new_point = _point(problem, state.theta, drift_metrics)
         dist = float(xp.linalg.norm(state.theta - theta_star))
-        if not (math.isfinite(dist) and math.isfinite(new_point["f"]) and dist <= bound):
+        if not (math.isfinite(dist) and dist <= bound):      # before any metric of a bad iterate
+            trace.status = "diverged"
+            break
+        new_point = _point(problem, state.theta, drift_metrics)
+        if not math.isfinite(new_point["f"]):
             trace.status = "diverged"
             break
         row = _row(t, new_point, theta_star, ref, scale, S, totals, N, seconds)
@@ -154,7 +164,7 @@ def run_batch(problem: FederatedProblem, method: Method, rounds: int, *, seeds: 
     S = _check_common(problem, method, rounds, participation, target, log_every)
     check(method.batchable, f"method {method.name} cannot run batched (it keeps per-client "
                             f"state or was not written for a run axis); use run() per seed")
-    seeds = [int(s) for s in seeds]
+    seeds = [_check_seed(s) for s in seeds]
     check(len(seeds) >= 1, "seeds must list at least one seed")
     N, xp = problem.N, problem.xp
     oracle = Exact()
@@ -341,8 +351,17 @@ def _meta(problem: FederatedProblem, method: Method, rounds: int, S: int, seed: 
         "oracle": getattr(oracle, "name", repr(oracle)), "backend": problem.backend,
         "version": __version__, "mu": ref.mu, "L": ref.L, "L_H": ref.L_H,
         "f_star": ref.f_star, "theta_star_norm": float(np.linalg.norm(ref.theta_star)),
-        "grad_norm_star": ref.grad_norm,
+        "grad_norm_star": ref.grad_norm, "spec_hash": _spec_hash(problem),
     }
+
+
+def _spec_hash(problem: FederatedProblem) -> str | None:
+    """The problem spec's content hash, for problems built from a spec (None otherwise)."""
+    if not problem.spec:
+        return None
+    from .suite import spec_hash
+
+    return spec_hash(problem.spec)
 
 
 def _progress(total: int, desc: str) -> Any:

@@ -16,21 +16,23 @@ A spec has three tables and two keys::
     lam = 1e-3
 
 ``source = "libsvm"`` reads ``path`` (relative to the TOML file's folder, or absolute), so any
-LIBSVM dataset works the same way. Unknown keys are errors naming the key and the file. Specs
-are data only: nothing in them is evaluated.
+LIBSVM dataset works the same way. Unknown keys, and values of the wrong type (a string for a
+number, true for an integer, nan or inf, a negative integer), are errors naming the key and the
+file. Specs are data only: nothing in them is evaluated.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from . import data as datasets
-from .errors import FedTheoryError, check
+from .errors import FedTheoryError, check, out_of_memory
 from .partitions import make_partition, quantile_bins
 from .problem import FederatedProblem
 
@@ -57,6 +59,21 @@ _SOURCES: dict[str, tuple[Callable[..., Any], tuple[str, ...], bool]] = {
 _TOP_KEYS = ("name", "description", "data", "partition", "objective")
 _PARTITION_KEYS = ("kind", "clients", "seed", "alpha", "min_size", "max_tries", "bins")
 _OBJECTIVE_KEYS = ("kind", "lam", "weighting")
+
+# What each key may hold, checked when a spec is read so that a wrong value is named with its
+# file and key before any loader sees it. Numbers must be finite, integers >= 0 (no spec size,
+# seed or count is negative), and true/false is neither.
+_STR, _BOOL, _COUNT, _NUM, _COUNTS = ("a string", "true or false", "an integer >= 0",
+                                      "a finite number", "a list of integers >= 0")
+_TYPES: dict[str, tuple[str, ...]] = {
+    **dict.fromkeys(("name", "description", "source", "path", "task", "kind", "weighting"),
+                    (_STR,)),
+    **dict.fromkeys(("intercept", "standardize"), (_BOOL,)),
+    **dict.fromkeys(("rows", "n_features", "clients", "d", "mean_size", "seed", "min_size",
+                     "max_tries", "bins"), (_COUNT,)),
+    **dict.fromkeys(("alpha", "beta", "mu", "L", "spread", "noise", "lam"), (_NUM,)),
+    "n_per_client": (_COUNT, _COUNTS), "sizes": (_STR, _COUNTS),
+}
 
 
 def suite_dir() -> Path:
@@ -106,13 +123,17 @@ def read_spec(path: str | Path) -> dict[str, Any]:
     except OSError as exc:
         raise FedTheoryError(f"{path}: cannot read: {exc.strerror}") from None
     _keys(spec, _TOP_KEYS, path, "top level")
+    _types(spec, path, "top level")
     spec.setdefault("name", path.stem)
-    check(isinstance(spec["name"], str), f"{path}: name must be a string, got {spec['name']!r}")
+    for table in ("data", "partition", "objective"):
+        if table in spec:
+            check(isinstance(spec[table], dict),
+                  f"{path}: {table} must be a [{table}] table, got {spec[table]!r}")
     for table in ("data", "objective"):
         check(isinstance(spec.get(table), dict), f"{path}: the [{table}] table is missing")
     src = spec["data"].get("source")
-    check(src in _SOURCES, f"{path}: [data] source must be one of {', '.join(_SOURCES)}, "
-                           f"got {src!r}")
+    check(isinstance(src, str) and src in _SOURCES,
+          f"{path}: [data] source must be one of {', '.join(_SOURCES)}, got {src!r}")
     loader, options, partitioned = _SOURCES[src]
     _keys(spec["data"], ("source", *options), path, "[data]")
     if partitioned:
@@ -122,7 +143,9 @@ def read_spec(path: str | Path) -> dict[str, Any]:
         check(isinstance(spec.get("partition"), dict), f"{path}: the [partition] table is missing")
         _keys(spec["partition"], _PARTITION_KEYS, path, "[partition]")
     _keys(spec["objective"], _OBJECTIVE_KEYS, path, "[objective]")
-    spec["_dir"] = str(path.resolve().parent)
+    for table in ("data", "partition", "objective"):
+        _types(spec.get(table, {}), path, f"[{table}]")
+    spec["_dir"], spec["_path"] = str(path.resolve().parent), str(path)
     return spec
 
 
@@ -130,6 +153,24 @@ def _keys(table: dict, allowed: tuple[str, ...], path: Path, where: str) -> None
     for key in table:
         check(key in allowed, f"{path}: unknown key {key!r} in {where}; accepted: "
                               f"{', '.join(allowed)}")
+
+
+def _types(table: dict, path: Path, where: str) -> None:
+    for key, value in table.items():
+        kinds = _TYPES.get(key, ())
+        check(not kinds or any(_is(kind, value) for kind in kinds),
+              f"{path}: {where} {key} must be {' or '.join(kinds)}, got {value!r}")
+
+
+def _is(kind: str, value: Any) -> bool:
+    if kind == _COUNTS:
+        return isinstance(value, list) and bool(value) and all(_is(_COUNT, v) for v in value)
+    if kind == _STR or kind == _BOOL:
+        return isinstance(value, str if kind == _STR else bool)
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind == _NUM:
+        return number and math.isfinite(value)
+    return number and isinstance(value, int) and value >= 0
 
 
 def spec_hash(spec: dict[str, Any]) -> str:
@@ -156,20 +197,37 @@ def load_problem(problem: str | Path | dict[str, Any]) -> FederatedProblem:
 
 
 def build_problem(spec: dict[str, Any]) -> FederatedProblem:
-    """Build a problem from a validated spec (see :func:`read_spec`)."""
+    """Build a problem from a validated spec (see :func:`read_spec`).
+
+    Every failure is a :class:`FedTheoryError` that starts with the spec's file (its name for a
+    spec made in code): the values a loader, partition or objective refuses come from there. A
+    numpy or memory error of a loader (a size too large for this machine) is reported the same
+    way, chained to the original exception.
+    """
+    where = spec.get("_path", spec["name"])
+    try:
+        return _build_problem(spec)
+    except FedTheoryError as exc:
+        raise type(exc)(f"{where}: {exc}") from None
+    except (TypeError, ValueError, OverflowError, MemoryError) as exc:
+        what = "not enough memory" if out_of_memory(exc) else type(exc).__name__
+        raise FedTheoryError(f"{where}: {what}: {exc}") from exc
+
+
+def _build_problem(spec: dict[str, Any]) -> FederatedProblem:
     data_opts = dict(spec["data"])
     src = data_opts.pop("source")
     loader, _, partitioned = _SOURCES[src]
     if src == "libsvm":
-        check("path" in data_opts, f"[data] source 'libsvm' needs a path ({spec['name']})")
+        check("path" in data_opts, "[data] source 'libsvm' needs a path")
         p = Path(data_opts["path"]).expanduser()
         data_opts["path"] = p if p.is_absolute() else Path(spec.get("_dir", ".")) / p
     if "clients" in data_opts:
         data_opts["n_clients"] = data_opts.pop("clients")
     try:
         out = loader(**data_opts)
-    except TypeError as exc:  # a wrong option type reaching the loader
-        raise FedTheoryError(f"{spec['name']}: bad [data] option: {exc}") from None
+    except FedTheoryError as exc:
+        raise FedTheoryError(f"[data]: {exc}") from None
     if partitioned:
         ds, parts = out
     else:
@@ -177,19 +235,21 @@ def build_problem(spec: dict[str, Any]) -> FederatedProblem:
         opts = dict(spec["partition"])
         kind = opts.pop("kind", None)
         n_clients = opts.pop("clients", None)
-        check(isinstance(n_clients, int), f"{spec['name']}: [partition] clients must be an "
-                                          f"integer, got {n_clients!r}")
+        check(isinstance(n_clients, int), f"[partition] clients must be an integer, "
+                                          f"got {n_clients!r}")
         bins = opts.pop("bins", 4)
         # label skew needs labels: regression targets are binned into quantiles first
         labels = quantile_bins(ds.y, k=bins) if ds.task == "regression" else ds.y
-        parts = make_partition(kind, n=ds.n, y=labels, n_clients=n_clients, **opts)
+        try:
+            parts = make_partition(kind, n=ds.n, y=labels, n_clients=n_clients, **opts)
+        except FedTheoryError as exc:
+            raise FedTheoryError(f"[partition]: {exc}") from None
     obj = spec["objective"]
     kind = obj.get("kind")
-    check(kind in ("logistic", "ridge"), f"{spec['name']}: [objective] kind must be "
-                                         f"'logistic' or 'ridge', got {kind!r}")
+    check(kind in ("logistic", "ridge"), f"[objective] kind must be 'logistic' or 'ridge', "
+                                         f"got {kind!r}")
     check(not (kind == "logistic" and ds.task != "classification"),
-          f"{spec['name']}: a logistic objective needs a classification dataset, "
-          f"got {ds.name} ({ds.task})")
+          f"a logistic objective needs a classification dataset, got {ds.name} ({ds.task})")
     return FederatedProblem.from_dataset(
         ds.X, ds.y, parts, objective=kind, lam=obj.get("lam", 0.0),
         weighting=obj.get("weighting", "samples"), name=spec["name"], spec=spec)

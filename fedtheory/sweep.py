@@ -28,8 +28,9 @@ rows carrying the provenance columns of :mod:`fedtheory.results` plus ``config_i
 ``problem_hash``, ``drift_metrics`` and ``started_at`` (UTC, ISO 8601). Running a sweep again
 into the same folder skips every configuration whose file exists, so an interrupted sweep
 resumes and a grown sweep (more seeds, another grid value) runs only what is new. A run that
-fails with a :class:`FedTheoryError` (e.g. S > N, a singular preconditioner) is recorded in
-``out_dir/errors/<id>.json`` and tried again next time; any other exception stops the sweep.
+fails with a :class:`FedTheoryError` (e.g. S > N, a singular preconditioner) or runs out of
+memory is recorded in ``out_dir/errors/<id>.json`` and tried again next time; any other
+exception stops the sweep.
 
 Runs go to ``jobs`` worker processes ("forkserver" where the platform has it, else "spawn";
 each worker limits BLAS to one thread). A task carries the problem's spec, never the problem:
@@ -54,7 +55,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from .errors import FedTheoryError, check
+from .errors import FedTheoryError, check, out_of_memory
 from .methods import METHODS, make_method
 from .oracles import ORACLE_MODELS, make_oracle
 from .results import RUNS_DIR, label_facets, make_labels, trace_frame, write_atomic, write_parquet
@@ -307,17 +308,19 @@ def run_sweep(spec_path: str | os.PathLike, out_dir: str | os.PathLike, jobs: in
         results = execute_dask(todo, out, jobs, scheduler)
     else:
         results = _execute(tasks, jobs)
-    for cid, error in results:
-        if error is None:
-            summary.ran += 1
-        else:
-            summary.failed[cid] = error
+    try:
+        for cid, error in results:
+            if error is None:
+                summary.ran += 1
+            else:
+                summary.failed[cid] = error
+            if bar is not None:
+                bar.update(1)
+                if summary.failed:
+                    bar.set_postfix(failed=len(summary.failed))
+    finally:  # end the bar's line, so that an error message starts a line of its own
         if bar is not None:
-            bar.update(1)
-            if summary.failed:
-                bar.set_postfix(failed=len(summary.failed))
-    if bar is not None:
-        bar.close()
+            bar.close()
     return summary
 
 
@@ -388,6 +391,10 @@ def _compute(config: Config) -> tuple[str, Any]:
                     seed=c["seed"], oracle=oracle, drift_metrics=c["drift_metrics"])
     except FedTheoryError as exc:
         return started, str(exc)
+    except (MemoryError, ValueError) as exc:  # a configuration too large for this machine
+        if not out_of_memory(exc):
+            raise
+        return started, f"not enough memory ({exc})"
     df = trace_frame(trace, label=config.label)
     df["config_id"] = config.id
     df["problem_hash"] = c["problem_hash"]

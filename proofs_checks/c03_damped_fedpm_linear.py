@@ -1,0 +1,92 @@
+"""C3: damped FedPM (K = 1, eta < 1) converges linearly with ratio 1 - eta.
+
+With K = 1 FedPM is the damped Newton step theta+ = theta - eta H^{-1} g (C1), so near theta*
+theta+ - theta* = (1 - eta)(theta - theta*) + O(eta ||theta - theta*||^2): the Q-linear ratio
+is exactly 1 - eta.
+
+Protocol (CLAIMS.md): eta in {0.25, 0.5, 0.75}, FedPM(K = 1), full participation, from
+theta^0 = 0 to the float floor, on heterogeneous logistic problems of the suite:
+``fedprox_synthetic_1_1`` and ``breast_cancer_dirichlet`` (quick), plus ``a9a_fednl`` and
+``phishing_iid`` (full). The ratio q is :func:`fedtheory.rates.linear_rate` on the asymptotic
+window (scale ||theta*||); each (problem, eta) passes when |q - (1 - eta)| <= 0.05, and the
+claim passes when all do. The interval printed is the fit's 95 % interval on q for the first
+problem at eta = 0.25.
+"""
+
+from __future__ import annotations
+
+import time
+
+from fedtheory.claims import (
+    ClaimRecord,
+    MethodFactory,
+    assert_claim,
+    fedpm_factory,
+    fmt_ci,
+    record,
+    scale_of,
+)
+from fedtheory.errors import FedTheoryError
+from fedtheory.rates import default_floor, linear_rate
+from fedtheory.runner import run
+from fedtheory.suite import load_problem
+
+CLAIM_ID = "C3"
+STATEMENT = "Damped FedPM (K = 1, eta < 1) converges linearly with ratio 1 - eta"
+SOURCE = ("Ishii et al. 2025 (arXiv 2511.09100), FedPM with K = 1 is damped Newton (eq. 8); "
+          "damped Newton's local linear rate")
+ETAS = (0.25, 0.5, 0.75)
+TOL = 0.05
+MAX_ROUNDS = 300
+
+
+def problem_names(quick: bool) -> list[str]:
+    names = ["fedprox_synthetic_1_1", "breast_cancer_dirichlet"]
+    return names if quick else [*names, "a9a_fednl", "phishing_iid"]
+
+
+def measure(problem, method, eta: float) -> dict:
+    scale = scale_of(problem)
+    trace = run(problem, method, MAX_ROUNDS, target=default_floor(scale) / max(1.0, scale),
+                drift_metrics=False)
+    e = trace["dist_to_opt"]
+    out = {"problem": problem.name, "eta": eta, "predicted": 1 - eta, "rounds": len(e) - 1,
+           "status": trace.status}
+    try:
+        fit = linear_rate(e, scale=scale)
+    except FedTheoryError as exc:
+        return {**out, "q": float("nan"), "ci": (float("nan"),) * 2, "passed": False,
+                "reason": f"no linear rate can be fitted: {exc}"}
+    ok = abs(fit.q - (1 - eta)) <= TOL
+    return {**out, "q": fit.q, "ci": fit.ci, "median_ratio": fit.median_ratio,
+            "window": fit.window, "points": fit.n_points, "passed": ok,
+            "reason": "" if ok else f"|q - (1 - eta)| = {abs(fit.q - (1 - eta)):.3g} > {TOL}"}
+
+
+def check(quick: bool = True, method_factory: MethodFactory = fedpm_factory) -> ClaimRecord:
+    started = time.perf_counter()
+    results = [measure(load_problem(name), method_factory(K=1, eta=eta), eta)
+               for name in problem_names(quick) for eta in ETAS]
+    passed = all(r["passed"] for r in results)
+    worst: dict[float, dict] = {}
+    for r in results:
+        dev = abs(r["q"] - r["predicted"]) if r["q"] == r["q"] else float("inf")
+        if r["eta"] not in worst or dev > worst[r["eta"]]["dev"]:
+            worst[r["eta"]] = {**r, "dev": dev}
+    first = results[0]
+    largest = max(w["dev"] for w in worst.values())
+    measured = ("q " + "/".join(f"{worst[eta]['q']:.3f}" for eta in ETAS)
+                + f" (worst of {len(results) // len(ETAS)})")
+    return record(CLAIM_ID, STATEMENT, SOURCE, started,
+                  measured=measured,
+                  predicted="/".join(f"{1 - e:g}" for e in ETAS) + f" (+- {TOL})",
+                  interval=fmt_ci(first["ci"], ".3f"),
+                  passed=passed,
+                  details={"problems": problem_names(quick), "etas": ETAS, "tolerance": TOL,
+                           "interval_of": f"q of {first['problem']} at eta = {first['eta']:g}",
+                           "largest_deviation": largest,
+                           "runs": results})
+
+
+def test_claim():
+    assert_claim(check)

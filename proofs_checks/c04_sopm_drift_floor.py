@@ -1,0 +1,120 @@
+"""C4: simple mixing (SOPM) has a drift floor under heterogeneity.
+
+Ridge: every client's local Newton step contracts towards its own optimum,
+theta_i^K - theta_i* = (1 - eta)^K (theta - theta_i*), so the simple average converges to
+sum w_i theta_i* (the average of the local optima), not to theta*, for any K and any eta in
+(0, 2) with delta = 0.
+Logistic, K = 1: theta+ = theta - eta sum w_i P_i^{-1} g_i, so a limit satisfies
+sum w_i P_i^{-1} g_i = 0, which is not grad f = sum w_i g_i = 0 when the P_i differ.
+
+Protocol (CLAIMS.md):
+
+- ridge: ``het_quadratic`` (lam = 0, client optima exact) and ``diabetes_ridge_dirichlet``
+  (lam = 1e-3); K in {1, 3} and eta in {0.5, 1} (quick), K in {1, 2, 5} and eta in
+  {0.3, 0.5, 1} (full); pass when ||limit - sum w_i theta_i*|| <= 1e-10 max(1, ||sum w_i
+  theta_i*||), theta_i* = H_i^{-1} (A_i^T b_i / n_i) by Cholesky;
+- logistic, K = 1: ``breast_cancer_dirichlet`` and ``fedprox_synthetic_1_1`` (quick), plus
+  ``a9a_fednl`` (full); pass when ||sum w_i P_i^{-1} g_i|| <= 1e-10 max(1, ||limit||) at the
+  limit and ||limit - theta*|| > 1e-3 ||theta*||.
+
+"Limit": the method is iterated from 0 until ||theta^{t+1} - theta^t|| <= 1e-13 max(1,
+||theta^{t+1}||) (:func:`fedtheory.claims.limit_point`); for logistic K = 1, if eta = 1 does
+not settle, eta = 0.5 then 0.25 are tried (SOPM's K = 1 fixed points do not depend on eta).
+The tolerances "to 1e-10" of CLAIMS.md are read relative to max(1, ||.||), the scale of the
+vectors compared.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from fedtheory.claims import (
+    ClaimRecord,
+    MethodFactory,
+    assert_claim,
+    limit_point,
+    local_newton_residual,
+    record,
+    scale_of,
+    sopm_factory,
+    sopm_limit,
+)
+from fedtheory.linalg import spd_solve
+from fedtheory.suite import load_problem
+
+CLAIM_ID = "C4"
+STATEMENT = ("Simple mixing (SOPM) has a drift floor under heterogeneity: on ridge it converges "
+             "to the average of the local optima, on logistic (K = 1) to a zero of "
+             "sum w_i P_i^{-1} g_i away from theta*")
+SOURCE = ("Ishii et al. 2025 (arXiv 2511.09100), simple vs preconditioned mixing; LocalNewton "
+          "(Gupta et al. 2021)")
+TOL = 1e-10
+MIN_GAP = 1e-3
+RIDGE = ("het_quadratic", "diabetes_ridge_dirichlet")
+
+
+def local_optima_average(problem) -> np.ndarray:
+    """sum_i w_i theta_i*, theta_i* = argmin f_i = -H_i^{-1} g_i(0) (ridge: g_i is affine)."""
+    o = problem.oracle(problem.xp.zeros(problem.d), grad=True, hess=True)
+    return np.asarray(problem.weights @ spd_solve(o.H, -o.g))
+
+
+def ridge_runs(quick: bool, factory: MethodFactory) -> list[dict]:
+    Ks, etas = ((1, 3), (0.5, 1.0)) if quick else ((1, 2, 5), (0.3, 0.5, 1.0))
+    out = []
+    for name in RIDGE:
+        problem = load_problem(name)
+        avg = local_optima_average(problem)
+        gap_star = float(np.linalg.norm(avg - problem.reference.theta_star))
+        for K in Ks:
+            for eta in etas:
+                lim = limit_point(problem, factory(K=K, eta=eta), max_rounds=2000)
+                err = float(np.linalg.norm(lim.theta - avg)) / max(1.0, float(np.linalg.norm(avg)))
+                out.append({"problem": name, "K": K, "eta": eta, "rounds": lim.rounds,
+                            "converged": lim.converged, "rel_error_to_average": err,
+                            "average_to_theta_star": gap_star,
+                            "passed": lim.converged and err <= TOL})
+    return out
+
+
+def logistic_runs(quick: bool, factory: MethodFactory) -> list[dict]:
+    names = ["breast_cancer_dirichlet", "fedprox_synthetic_1_1"]
+    if not quick:
+        names.append("a9a_fednl")
+    out = []
+    for name in names:
+        problem = load_problem(name)
+        lim, eta = sopm_limit(problem, factory, K=1)
+        scale = max(1.0, float(np.linalg.norm(lim.theta)))
+        res = float(np.linalg.norm(local_newton_residual(problem, lim.theta)))
+        star = scale_of(problem)
+        gap = float(np.linalg.norm(lim.theta - problem.reference.theta_star))
+        out.append({"problem": name, "eta_used": eta, "rounds": lim.rounds,
+                    "converged": lim.converged, "residual": res, "rel_residual": res / scale,
+                    "dist_to_theta_star": gap, "rel_dist": gap / star,
+                    "passed": lim.converged and res / scale <= TOL and gap > MIN_GAP * star})
+    return out
+
+
+def check(quick: bool = True, method_factory: MethodFactory = sopm_factory) -> ClaimRecord:
+    started = time.perf_counter()
+    ridge = ridge_runs(quick, method_factory)
+    logistic = logistic_runs(quick, method_factory)
+    passed = all(r["passed"] for r in ridge + logistic)
+    ridge_err = max(r["rel_error_to_average"] for r in ridge)
+    res = max(r["rel_residual"] for r in logistic)
+    gap = min(r["rel_dist"] for r in logistic)
+    return record(CLAIM_ID, STATEMENT, SOURCE, started,
+                  measured=f"ridge {ridge_err:.1e}; logit res {res:.1e}, gap {gap:.2g}",
+                  predicted=f"0, 0 (<= {TOL:g}); gap > {MIN_GAP:g}",
+                  passed=passed,
+                  details={"ridge_max_rel_error_to_local_optima_average": ridge_err,
+                           "logistic_max_rel_residual": res,
+                           "logistic_min_rel_dist_to_theta_star": gap,
+                           "ridge": ridge, "logistic": logistic})
+
+
+def test_claim():
+    assert_claim(check)

@@ -1,0 +1,326 @@
+"""C12: the suite's algebraic identities, proved symbolically with sympy.
+
+Every part builds both sides from symbols (symmetric matrices of symbols, symbolic weights,
+step sizes and vectors) and asks sympy to reduce their difference to 0. Algebraic parts: the
+difference is put over one common denominator (``together``) and its numerator must expand to
+the zero polynomial (a non-zero value at a random rational point, computed exactly, proves a
+difference non-zero without expanding it). Transcendental parts: ``simplify`` after rewriting
+in exp. No floating-point number enters any symbolic part.
+
+(a) FedPM eq. 8: with theta_i = theta - eta P_i^{-1} g_i,
+    P^{-1} sum w_i P_i theta_i - (theta - eta P^{-1} sum w_i g_i) = 0, P = sum w_i P_i,
+    for two clients with symmetric 2 x 2 and 3 x 3 symbol matrices P_i (generic invertible
+    symmetric matrices, a superset of SPD ones, so the identity holds a fortiori for SPD).
+(b) Logistic oracle: for n = 2 samples in d = 2 with symbolic features, lam and theta, and
+    each of the four label vectors in {-1, +1}^2, the gradient and Hessian formulas of
+    ALGORITHMS.md equal sympy's derivatives of f; and the package's batched oracle
+    (:func:`fedtheory.objectives.logistic`) agrees with those sympy derivatives at random
+    points to 1e-12 relative (the one numeric step: it ties the proof to the code).
+(c) sup_x |sigma''(x)| = 1/(6 sqrt 3): sympy solves sigma'''(x) = 0, evaluates |sigma''| at
+    the roots, and checks sigma'' -> 0 at +-infinity (so the sup is attained at a root).
+(d) FedPAC heavy-ball identity, derived from the recursion of ALGORITHMS.md (no numeric
+    FedPAC code): two clients, K = 2 local steps, rounds r = 0, 1 from gG^0 = 0; the server
+    trajectory satisfies theta^{r+1} - theta^r = -eta (1 - beta) sum w~_i sum_k d_i^k
+    + beta (theta^r - theta^{r-1}) at r = 0 (theta^{-1} = theta^0) and at r = 1, the first
+    round with a non-zero gG (later rounds repeat round 1's algebra). Scalar case:
+    quadratic clients f_i = h_i (x - c_i)^2 / 2, the exact-curvature EMA Theta with rho and
+    delta; 2 x 2 case: the local directions d_i^k are arbitrary (undefined sympy functions of
+    the local iterate), so the identity is proved for every curvature model.
+(e) Ridge FedPM contraction: two clients f_i = (theta - c_i)^T H_i (theta - c_i) / 2 with
+    symmetric 2 x 2 symbol H_i; FedPM's round with K = 1, 2, 3 local Newton steps of size eta
+    gives theta+ - theta* = (1 - eta)^K (theta - theta*), theta* = H^{-1} sum w_i H_i c_i.
+
+Pass: every difference reduces to 0 (and the numeric oracle agreement of (b) holds).
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+import time
+from collections.abc import Callable
+
+import numpy as np
+import sympy as sp
+from sympy.core.function import AppliedUndef
+
+from fedtheory.claims import ClaimRecord, assert_claim, record
+
+CLAIM_ID = "C12"
+STATEMENT = ("Symbolic identities: FedPM eq. 8, the logistic gradient and Hessian, "
+             "sup |sigma''| = 1/(6 sqrt 3), FedPAC's heavy ball, ridge FedPM's (1 - eta)^K")
+SOURCE = ("Ishii et al. 2025 (arXiv 2511.09100) eq. 6-8; ALGORITHMS.md objectives; "
+          "Liu et al. 2026 (arXiv 2602.19271) FedPAC")
+
+Mixing = Callable[[list, list, list], sp.Matrix]
+
+
+def _sym_matrix(name: str, d: int) -> sp.Matrix:
+    return sp.Matrix(d, d, lambda i, j: sp.Symbol(f"{name}_{min(i, j)}{max(i, j)}"))
+
+
+def _vec(name: str, d: int) -> sp.Matrix:
+    return sp.Matrix(d, 1, lambda i, _: sp.Symbol(f"{name}_{i}"))
+
+
+def _inv(M: sp.Matrix) -> sp.Matrix:
+    """The exact inverse adj(M) / det(M) (M invertible: SPD in every use here)."""
+    return M.adjugate() / M.det()
+
+
+def _cancel(M: sp.Matrix) -> sp.Matrix:
+    return M.applyfunc(sp.cancel)
+
+
+def _is_zero(expr) -> bool:
+    """Whether a rational expression (or every entry of a matrix of them) is identically 0.
+
+    Exact in both directions: a non-zero value at a random point with rational coordinates
+    (exact arithmetic) proves the expression non-zero at once; otherwise the numerator of its
+    normal form over one common denominator must expand to the zero polynomial.
+    """
+    items = list(expr) if isinstance(expr, sp.MatrixBase) else [expr]
+    return all(_entry_is_zero(e) for e in items)
+
+
+def _entry_is_zero(e) -> bool:
+    e = sp.sympify(e)
+    if not e.atoms(AppliedUndef):
+        rng = random.Random(0)
+        point = {x: sp.Rational(rng.randint(1, 97), rng.randint(1, 89)) for x in e.free_symbols}
+        value = e.xreplace(point)
+        if value.is_number and value.is_finite and value != 0:
+            return False
+    return sp.expand(sp.numer(sp.together(e))) == 0
+
+
+def preconditioned_mixing(P: list, theta_local: list, w: list) -> sp.Matrix:
+    """FedPM's server: P^{-1} sum w_i P_i theta_i, P = sum w_i P_i."""
+    Pbar = sum((wi * Pi for wi, Pi in zip(w, P, strict=True)), sp.zeros(*P[0].shape))
+    rhs = sum((wi * Pi * ti for wi, Pi, ti in zip(w, P, theta_local, strict=True)),
+              sp.zeros(P[0].shape[0], 1))
+    return _inv(Pbar) * _cancel(rhs)
+
+
+# ---------------------------------------------------------------------------- (a)
+def part_a(mixing: Mixing = preconditioned_mixing) -> dict:
+    out = {}
+    for d in (2, 3):
+        eta, w1 = sp.symbols("eta w1", positive=True)
+        w = [w1, 1 - w1]
+        P = [_sym_matrix(f"P{i}", d) for i in (1, 2)]
+        g = [_vec(f"g{i}", d) for i in (1, 2)]
+        theta = _vec("theta", d)
+        local = [theta - eta * _inv(Pi) * gi for Pi, gi in zip(P, g, strict=True)]
+        server = mixing(P, local, w)
+        Pbar = w[0] * P[0] + w[1] * P[1]
+        newton = theta - eta * _inv(Pbar) * (w[0] * g[0] + w[1] * g[1])
+        out[f"{d}x{d}"] = _is_zero(server - newton)
+    return out
+
+
+# ---------------------------------------------------------------------------- (b)
+def _logistic_symbolic():
+    a = sp.Matrix(2, 2, lambda j, k: sp.Symbol(f"a_{j}{k}", real=True))  # rows a_j
+    theta = _vec("t", 2)
+    lam = sp.Symbol("lam", positive=True)
+    return a, theta, lam
+
+
+def part_b() -> dict:
+    a, theta, lam = _logistic_symbolic()
+    n = a.shape[0]
+    out = {}
+    for labels in itertools.product((-1, 1), repeat=n):
+        y = sp.Matrix(labels)
+        f = sum(sp.log(1 + sp.exp(-y[j] * (a.row(j) * theta)[0])) for j in range(n)) / n \
+            + lam / 2 * (theta.T * theta)[0]
+        grad_sym = sp.Matrix([sp.diff(f, t) for t in theta])
+        hess_sym = sp.hessian(f, list(theta))
+        s = [1 / (1 + sp.exp(y[j] * (a.row(j) * theta)[0])) for j in range(n)]  # sigma(-y z)
+        grad_formula = -a.T * sp.Matrix([y[j] * s[j] for j in range(n)]) / n + lam * theta
+        hess_formula = a.T * sp.diag(*[s[j] * (1 - s[j]) for j in range(n)]) * a / n \
+            + lam * sp.eye(2)
+        ok = all(sp.simplify((e1 - e2).rewrite(sp.exp)) == 0
+                 for e1, e2 in itertools.chain(zip(grad_sym, grad_formula, strict=True),
+                                               zip(hess_sym, hess_formula, strict=True)))
+        out[f"y={labels}"] = ok
+    out["oracle_matches_sympy"], out["oracle_max_rel_error"] = _oracle_vs_sympy(a, theta, lam)
+    return out
+
+
+def _oracle_vs_sympy(a, theta, lam) -> tuple[bool, float]:
+    """The package's logistic oracle against the lambdified sympy derivatives."""
+    from fedtheory.objectives import logistic
+
+    rng = np.random.default_rng(0)
+    y_sym = sp.Matrix(sp.symbols("y0 y1", real=True))
+    n = a.shape[0]
+    f = sum(sp.log(1 + sp.exp(-y_sym[j] * (a.row(j) * theta)[0])) for j in range(n)) / n \
+        + lam / 2 * (theta.T * theta)[0]
+    args = [*a, *theta, lam, *y_sym]
+    grad_fn = sp.lambdify(args, sp.Matrix([sp.diff(f, t) for t in theta]), "numpy")
+    hess_fn = sp.lambdify(args, sp.hessian(f, list(theta)), "numpy")
+    worst = 0.0
+    for _ in range(20):
+        A = rng.normal(size=(n, 2)) * rng.choice([0.1, 1.0, 3.0])
+        t = rng.normal(size=2)
+        y = rng.choice([-1.0, 1.0], size=n)
+        lam_v = float(rng.choice([1e-3, 1e-1]))
+        vals = [*A.ravel(), *t, lam_v, *y]
+        o = logistic(A[None], y[None], np.full((1, n), 1.0 / n), lam_v, t)
+        for got, want in ((o.g[0], np.asarray(grad_fn(*vals), float).ravel()),
+                          (o.H[0], np.asarray(hess_fn(*vals), float))):
+            err = float(np.max(np.abs(got - want)) / max(1e-300, np.max(np.abs(want))))
+            worst = max(worst, err)
+    return worst <= 1e-12, worst
+
+
+# ---------------------------------------------------------------------------- (c)
+def part_c() -> dict:
+    x = sp.Symbol("x", real=True)
+    sigma = 1 / (1 + sp.exp(-x))
+    s2 = sp.diff(sigma, x, 2)
+    s3 = sp.diff(sigma, x, 3)
+    roots = sp.solve(sp.Eq(sp.simplify(s3), 0), x)
+    values = [sp.simplify(sp.Abs(s2.subs(x, r))) for r in roots]
+    sup = max(values, key=lambda v: float(v)) if values else sp.nan
+    limits = [sp.limit(s2, x, sp.oo), sp.limit(s2, x, -sp.oo)]
+    target = 1 / (6 * sp.sqrt(3))
+    return {"roots": [str(r) for r in roots], "sup": str(sup),
+            "equals_1_over_6_sqrt3": bool(sp.simplify(sup - target) == 0),
+            "vanishes_at_infinity": all(v == 0 for v in limits)}
+
+
+# ---------------------------------------------------------------------------- (d)
+def _fedpac_rounds(K: int, clients: int, rounds: int, local_direction, w, eta, beta):
+    """Server trajectory theta^0..theta^rounds of FedPAC's recursion (ALGORITHMS.md) and the
+    sum_k d_i^k of every client in every round. ``local_direction(i, k, r, x, state)`` returns
+    (d_i^k, new_state) for client i at local step k of round r from local iterate x."""
+    thetas = [sp.Symbol("theta0")] if local_direction.scalar else [local_direction.theta0]
+    gG = 0 * thetas[0]
+    sums = []
+    state = local_direction.init()
+    for r in range(rounds):
+        theta = thetas[-1]
+        deltas, dsum, new_states = [], [], []
+        for i in range(clients):
+            x, st = theta, state
+            total = 0 * theta
+            for k in range(K):
+                d, st = local_direction(i, k, r, x, st)
+                total = total + d
+                x = x - eta * ((1 - beta) * d + beta * gG)
+            deltas.append(x - theta)
+            dsum.append(total)
+            new_states.append(st)
+        Delta = sum((wi * Di for wi, Di in zip(w, deltas, strict=True)), 0 * theta)
+        thetas.append(theta + Delta)
+        gG = -Delta / (K * eta)
+        state = local_direction.mix(new_states, w)
+        sums.append(dsum)
+    return thetas, sums
+
+
+class _ScalarQuadraticPAC:
+    """FedPAC's exact-curvature client on f_i = h_i (x - c_i)^2 / 2, scalar, with the EMA
+    Theta_i^{k+1} = rho Theta_i^k + (1 - rho) h_i and d = g_i / (Theta_i^{k+1} + delta)."""
+
+    scalar = True
+
+    def __init__(self):
+        self.h = sp.symbols("h1 h2", positive=True)
+        self.c = sp.symbols("c1 c2", real=True)
+        self.rho, self.delta, self.Theta0 = sp.symbols("rho delta Theta0", positive=True)
+
+    def init(self):
+        return self.Theta0
+
+    def __call__(self, i, k, r, x, Theta):
+        Theta = self.rho * Theta + (1 - self.rho) * self.h[i]
+        return self.h[i] * (x - self.c[i]) / (Theta + self.delta), Theta
+
+    def mix(self, states, w):
+        return sum(wi * s for wi, s in zip(w, states, strict=True))
+
+
+class _GenericDirections2x2:
+    """Arbitrary local directions in R^2: d_i^k = D_{i,k,r}(x), undefined sympy functions of
+    the local iterate, so no curvature model is assumed."""
+
+    scalar = False
+
+    def __init__(self):
+        self.theta0 = _vec("theta0", 2)
+
+    def init(self):
+        return None
+
+    def __call__(self, i, k, r, x, state):
+        d = sp.Matrix([sp.Function(f"D{i}{k}{r}_{j}")(*x) for j in range(2)])
+        return d, state
+
+    def mix(self, states, w):
+        return None
+
+
+def part_d() -> dict:
+    eta, beta, w1 = sp.symbols("eta beta w1", positive=True)
+    w = [w1, 1 - w1]
+    out = {}
+    for label, client in (("scalar", _ScalarQuadraticPAC()), ("2x2", _GenericDirections2x2())):
+        thetas, sums = _fedpac_rounds(2, 2, 2, client, w, eta, beta)
+        ok = True
+        for r in (0, 1):  # theta^{-1} = theta^0: gG^0 = 0
+            step = thetas[r + 1] - thetas[r]
+            heavy_ball = -eta * (1 - beta) * sum(
+                (wi * s for wi, s in zip(w, sums[r], strict=True)), 0 * thetas[0]) \
+                + beta * (thetas[r] - thetas[max(r - 1, 0)])
+            ok = ok and _is_zero(sp.expand(step - heavy_ball))
+        out[label] = ok
+    return out
+
+
+# ---------------------------------------------------------------------------- (e)
+def part_e(mixing: Mixing = preconditioned_mixing) -> dict:
+    eta, w1 = sp.symbols("eta w1", positive=True)
+    w = [w1, 1 - w1]
+    H = [_sym_matrix(f"H{i}", 2) for i in (1, 2)]
+    c = [_vec(f"c{i}", 2) for i in (1, 2)]
+    theta = _vec("theta", 2)
+    Hbar = w[0] * H[0] + w[1] * H[1]
+    theta_star = _inv(Hbar) * (w[0] * H[0] * c[0] + w[1] * H[1] * c[1])
+    out = {}
+    for K in (1, 2, 3):
+        local = []
+        for Hi, ci in zip(H, c, strict=True):
+            x = theta
+            for _ in range(K):
+                x = _cancel(x - eta * _inv(Hi) * (Hi * (x - ci)))  # P_i^{-1} g_i, P_i = H_i
+            local.append(x)
+        new = mixing(H, local, w)
+        out[f"K={K}"] = _is_zero(new - theta_star - (1 - eta) ** K * (theta - theta_star))
+    return out
+
+
+def check(quick: bool = True, mixing: Mixing = preconditioned_mixing) -> ClaimRecord:
+    """``mixing``: the server rule of parts (a) and (e) (injectable to show the check fails
+    for simple mixing). ``quick`` does not change the protocol: every part runs in seconds."""
+    started = time.perf_counter()
+    parts = {"a_fedpm_eq8": part_a(mixing), "b_logistic_oracle": part_b(),
+             "c_sup_sigma2": part_c(), "d_fedpac_heavy_ball": part_d(),
+             "e_ridge_contraction": part_e(mixing)}
+    verdicts = {}
+    for name, res in parts.items():
+        flags = [v for k, v in res.items() if isinstance(v, bool)]
+        verdicts[name] = all(flags) and bool(flags)
+    n_ok = sum(verdicts.values())
+    return record(CLAIM_ID, STATEMENT, SOURCE, started,
+                  measured=f"{n_ok}/{len(parts)} parts reduce to 0",
+                  predicted=f"{len(parts)}/{len(parts)} (every difference = 0)",
+                  passed=n_ok == len(parts),
+                  details={"verdicts": verdicts, **parts})
+
+
+def test_claim():
+    assert_claim(check)
