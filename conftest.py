@@ -26,6 +26,12 @@ settings.register_profile("dev", deadline=None, max_examples=30,
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))
 
 
+def pytest_configure(config):
+    """Execute the notebooks (through nbmake) whenever nbmake is installed."""
+    if config.pluginmanager.hasplugin("nbmake") and hasattr(config.option, "nbmake"):
+        config.option.nbmake = True
+
+
 @pytest.fixture(scope="session")
 def a9a():
     from fedtheory.suite import load_problem

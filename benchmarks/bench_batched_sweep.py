@@ -33,14 +33,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import shlex
 import sys
 import time
 
 import numpy as np
 
+from bench_round import machine
 from fedtheory import make_method, run
 from fedtheory.problem import FederatedProblem
 from fedtheory.runner import run_batch
@@ -66,18 +65,6 @@ def iid_logistic(N: int, d: int, rows: int, lam: float, seed: int = 0) -> Federa
 def _sync(xp) -> None:
     if xp.__name__ == "cupy":
         xp.cuda.Device().synchronize()
-
-
-def machine(backend: str) -> dict:
-    info = {"platform": platform.platform(), "machine": platform.machine(),
-            "processor": platform.processor(), "cpu_count": os.cpu_count(),
-            "python": platform.python_version(), "numpy": np.__version__, "backend": backend}
-    if backend == "cupy":
-        import cupy
-
-        info["gpu"] = cupy.cuda.runtime.getDeviceProperties(0)["name"].decode()
-        info["cupy"] = cupy.__version__
-    return info
 
 
 def bench_S(host: FederatedProblem, problem: FederatedProblem, method, S: int,

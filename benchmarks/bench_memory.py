@@ -42,14 +42,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import shlex
 import sys
 import tracemalloc
 
 import numpy as np
 
+from bench_round import machine
 from fedtheory import make_method, run
 from fedtheory.methods import RoundContext
 from fedtheory.oracles import make_oracle
@@ -234,18 +233,6 @@ def peak_cupy(fn, stack: float | None = None) -> dict:
             {"site": k, "stacks": v / stack}
             for k, v in sorted(by_site.items(), key=lambda kv: -kv[1])]}
     return out
-
-
-def machine(backend: str) -> dict:
-    info = {"platform": platform.platform(), "machine": platform.machine(),
-            "processor": platform.processor(), "cpu_count": os.cpu_count(),
-            "python": platform.python_version(), "numpy": np.__version__, "backend": backend}
-    if backend == "cupy":
-        import cupy
-
-        info["gpu"] = cupy.cuda.runtime.getDeviceProperties(0)["name"].decode()
-        info["cupy"] = cupy.__version__
-    return info
 
 
 def main() -> None:

@@ -52,6 +52,22 @@ def round_flops(problem: FederatedProblem) -> float:
         + d**3 / 3 + 2 * d**2
 
 
+def machine(backend: str) -> dict:
+    """Where a benchmark ran: platform, usable CPU cores (the affinity mask), versions, GPU."""
+    import os
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    info = {"platform": platform.platform(), "machine": platform.machine(),
+            "processor": platform.processor(), "cpu_count": cores,
+            "python": platform.python_version(), "numpy": np.__version__, "backend": backend}
+    if backend == "cupy":
+        import cupy
+
+        info["gpu"] = cupy.cuda.runtime.getDeviceProperties(0)["name"].decode()
+        info["cupy"] = cupy.__version__
+    return info
+
+
 def _sync(xp) -> None:
     if xp.__name__ == "cupy":
         xp.cuda.Device().synchronize()
@@ -93,8 +109,8 @@ def main() -> None:
     ap.add_argument("--problems", default="a9a,w8a")
     args = ap.parse_args()
     builders = {"a9a": a9a, "w8a": w8a_shaped}
-    print(f"# machine: {platform.machine()}, {platform.processor() or platform.platform()}, "
-          f"numpy {np.__version__}, backend {args.backend}")
+    info = machine(args.backend)
+    print("# machine: " + ", ".join(f"{k} {v}" for k, v in info.items()))
     print(f"{'problem':<12}{'N x n x d':>16}{'GFLOP':>8}{'s/round':>11}{'matmul m':>10}"
           f"{'s/matmul':>11}{'ratio':>8}{'GFLOP/s':>9}")
     for name in args.problems.split(","):

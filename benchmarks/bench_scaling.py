@@ -29,15 +29,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import shlex
 import sys
 import time
 
 import numpy as np
 
-from bench_round import round_flops
+from bench_round import machine, round_flops
 from fedtheory import make_method
 from fedtheory.methods import RoundContext
 from fedtheory.oracles import make_oracle
@@ -76,18 +74,6 @@ def time_round(problem: FederatedProblem, repeat: int, budget: float) -> tuple[f
         _sync(xp)
         times.append(time.perf_counter() - start)
     return float(np.median(times)), len(times)
-
-
-def machine(backend: str) -> dict:
-    info = {"platform": platform.platform(), "machine": platform.machine(),
-            "processor": platform.processor(), "cpu_count": os.cpu_count(),
-            "python": platform.python_version(), "numpy": np.__version__, "backend": backend}
-    if backend == "cupy":
-        import cupy
-
-        info["gpu"] = cupy.cuda.runtime.getDeviceProperties(0)["name"].decode()
-        info["cupy"] = cupy.__version__
-    return info
 
 
 def measure(series: str, N: int, n: int, d: int, args: argparse.Namespace) -> dict:

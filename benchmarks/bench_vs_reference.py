@@ -30,14 +30,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import shlex
 import sys
 
 import numpy as np
 
-from bench_round import _median_time, a9a, w8a_shaped
+from bench_round import _median_time, a9a, machine, w8a_shaped
 from fedtheory import make_method
 from fedtheory._backend import to_numpy
 from fedtheory.methods import RoundContext
@@ -149,18 +147,6 @@ def bench_problem(name: str, host: FederatedProblem, args: argparse.Namespace) -
         "reference_s_per_round_extrapolated": t_ref,
         "speedup": t_ref / t_lib,
     }
-
-
-def machine(backend: str) -> dict:
-    info = {"platform": platform.platform(), "machine": platform.machine(),
-            "processor": platform.processor(), "cpu_count": os.cpu_count(),
-            "python": platform.python_version(), "numpy": np.__version__, "backend": backend}
-    if backend == "cupy":
-        import cupy
-
-        info["gpu"] = cupy.cuda.runtime.getDeviceProperties(0)["name"].decode()
-        info["cupy"] = cupy.__version__
-    return info
 
 
 def main() -> None:

@@ -86,8 +86,7 @@ def _cupy_batched_cholesky(P: Any) -> Any:
     bad = cupy.flatnonzero(info)          # a device sync on a few bytes, to raise if needed
     if bad.size:
         raise _NotPositiveDefinite(int(bad[0]))
-    iu, ju = cupy.triu_indices(n, 1)
-    x[..., iu, ju] = 0.0                  # zero the upper triangle in place
+    x *= cupy.tri(n, dtype=x.dtype)      # zero the upper triangle in place
     return x
 
 
