@@ -332,9 +332,11 @@ def _drift(ctx: RoundContext, info: RoundInfo, start: dict, theta_new: Any) -> d
     return out
 
 
-def _weighted_sq_dist(P: Any, Q: Any, w: Any, block: int = 64) -> float:
-    """sum_i w_i ||P_i - Q||_F^2, in blocks of clients so no (m, d, d) temporary is made."""
+def _weighted_sq_dist(P: Any, Q: Any, w: Any, block_bytes: int = 2**25) -> float:
+    """sum_i w_i ||P_i - Q||_F^2, in blocks of clients of at most ``block_bytes`` each, so no
+    temporary of the size of the (m, d, d) stack is made."""
     xp = xp_of(P)
+    block = max(1, block_bytes // (P.shape[-1] * P.shape[-2] * P.itemsize))
     total = 0.0
     for lo in range(0, P.shape[0], block):
         D = P[lo:lo + block] - Q
