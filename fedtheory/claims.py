@@ -302,8 +302,10 @@ def table_row(rec: ClaimRecord) -> str:
     return "  ".join([*out, f"{rec.seconds:>8.1f}"])
 
 
-def render_report(records: Sequence[ClaimRecord], *, quick: bool) -> str:
-    """A Markdown report: a summary table, then one section per claim."""
+def render_report(records: Sequence[ClaimRecord], *, quick: bool,
+                  figures: dict[str, str] | None = None) -> str:
+    """A Markdown report: a summary table, then one section per claim, with the claim's
+    figure embedded where ``figures`` maps its id to an image path relative to the report."""
     n_pass = sum(r.passed for r in records)
     mode = "quick (CI sizes)" if quick else "full protocol"
     out = ["# fedtheory claim checks", "",
@@ -314,8 +316,28 @@ def render_report(records: Sequence[ClaimRecord], *, quick: bool) -> str:
         out.append(f"| {r.id} | {_md(r.measured)} | {_md(r.predicted)} | "
                    f"{_md(r.interval) or '-'} | {r.verdict} | {r.seconds:.1f} |")
     out.append("")
-    out += [r.to_markdown() for r in records]
+    for r in records:
+        out.append(r.to_markdown())
+        if figures and r.id in figures:
+            out += ["", f"![{r.id}]({figures[r.id]})", ""]
     return "\n".join(out)
+
+
+def write_figures(records: Sequence[ClaimRecord], folder: Path) -> dict[str, str]:
+    """Draw each record's figure (see :mod:`fedtheory.claims_figures`) as folder/ID.png,
+    atomically; returns {id: path relative to folder's parent}."""
+    from .claims_figures import claim_figure
+    from .plot import save
+
+    out = {}
+    for r in records:
+        fig = claim_figure(r)
+        if fig is None:
+            continue
+        folder.mkdir(exist_ok=True)
+        save(fig, folder / f"{r.id}.png")
+        out[r.id] = f"{folder.name}/{r.id}.png"
+    return out
 
 
 def _atomic_write(path: Path, text: str) -> None:
@@ -374,7 +396,8 @@ def main_check(claims: list[str] | None, quick: bool, json_path: str | os.PathLi
         _atomic_write(json_out, json.dumps(payload, indent=2) + "\n")
         print(f"# wrote {json_out}")
     if report_out is not None:
-        _atomic_write(report_out, render_report(records, quick=quick))
+        figures = write_figures(records, report_out.parent / f"{report_out.stem}_figures")
+        _atomic_write(report_out, render_report(records, quick=quick, figures=figures))
         print(f"# wrote {report_out}")
     return 1 if failed else 0
 
