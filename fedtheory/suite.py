@@ -174,8 +174,16 @@ def _is(kind: str, value: Any) -> bool:
 
 
 def spec_hash(spec: dict[str, Any]) -> str:
-    """A short stable hash of a spec's content (for provenance and caching)."""
+    """A short stable hash of a spec's content (for provenance and caching). For a user's
+    LIBSVM file it covers the file's bytes too, so editing the data changes the hash."""
     public = {k: v for k, v in spec.items() if not k.startswith("_")}
+    data = spec.get("data", {})
+    if isinstance(data, dict) and data.get("source") == "libsvm" and "path" in data:
+        path = Path(str(data["path"])).expanduser()
+        if not path.is_absolute():
+            path = Path(spec.get("_dir", ".")) / path
+        if path.is_file():
+            public["data_sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
     blob = json.dumps(public, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
 

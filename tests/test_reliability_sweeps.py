@@ -216,3 +216,18 @@ def test_run_metadata_carries_the_provenance_of_the_result(tmp_path, capsys):
                                                                   "sopm")
     assert meta["oracle"].startswith("gaussian") and meta["timing"] is False
     assert meta["status"] == "completed" and meta["rounds"] == 6
+
+
+def test_the_spec_hash_covers_a_libsvm_files_bytes(tmp_path):
+    """Editing a user's LIBSVM file changes the problem's hash, hence its cache entry."""
+    from fedtheory.suite import load_problem, read_spec, spec_hash
+
+    data = tmp_path / "d.svm"
+    data.write_text("1 1:0.5 2:1\n-1 1:0.1\n1 2:0.3\n-1 1:0.9 2:0.2\n")
+    spec = tmp_path / "p.toml"
+    spec.write_text('[data]\nsource = "libsvm"\npath = "d.svm"\n[partition]\n'
+                    'kind = "contiguous"\nclients = 2\n[objective]\nkind = "logistic"\nlam = 0.1\n')
+    before, problem = spec_hash(read_spec(spec)), load_problem(spec)
+    data.write_text("1 1:0.5 2:1\n-1 1:0.1\n1 2:0.3\n-1 1:0.9 2:0.7\n")
+    assert spec_hash(read_spec(spec)) != before
+    assert load_problem(spec) is not problem
