@@ -122,7 +122,7 @@ def read_spec(path: str | Path) -> dict[str, Any]:
         raise FedTheoryError(f"{path}: malformed TOML: {exc}") from None
     except OSError as exc:
         raise FedTheoryError(f"{path}: cannot read: {exc.strerror}") from None
-    _keys(spec, _TOP_KEYS, path, "top level")
+    check_keys(spec, _TOP_KEYS, path, "top level")
     _types(spec, path, "top level")
     spec.setdefault("name", path.stem)
     for table in ("data", "partition", "objective"):
@@ -135,21 +135,22 @@ def read_spec(path: str | Path) -> dict[str, Any]:
     check(isinstance(src, str) and src in _SOURCES,
           f"{path}: [data] source must be one of {', '.join(_SOURCES)}, got {src!r}")
     loader, options, partitioned = _SOURCES[src]
-    _keys(spec["data"], ("source", *options), path, "[data]")
+    check_keys(spec["data"], ("source", *options), path, "[data]")
     if partitioned:
         check("partition" not in spec, f"{path}: source {src!r} comes partitioned; "
                                        f"remove the [partition] table")
     else:
         check(isinstance(spec.get("partition"), dict), f"{path}: the [partition] table is missing")
-        _keys(spec["partition"], _PARTITION_KEYS, path, "[partition]")
-    _keys(spec["objective"], _OBJECTIVE_KEYS, path, "[objective]")
+        check_keys(spec["partition"], _PARTITION_KEYS, path, "[partition]")
+    check_keys(spec["objective"], _OBJECTIVE_KEYS, path, "[objective]")
     for table in ("data", "partition", "objective"):
         _types(spec.get(table, {}), path, f"[{table}]")
     spec["_dir"], spec["_path"] = str(path.resolve().parent), str(path)
     return spec
 
 
-def _keys(table: dict, allowed: tuple[str, ...], path: Path, where: str) -> None:
+def check_keys(table: dict, allowed: tuple[str, ...], path: Path, where: str) -> None:
+    """Refuse a key of a TOML table that is not in ``allowed``, naming the file and table."""
     for key in table:
         check(key in allowed, f"{path}: unknown key {key!r} in {where}; accepted: "
                               f"{', '.join(allowed)}")

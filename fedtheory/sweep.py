@@ -59,7 +59,7 @@ from .errors import FedTheoryError, check, out_of_memory
 from .methods import METHODS, make_method
 from .oracles import ORACLE_MODELS, make_oracle
 from .results import RUNS_DIR, label_facets, make_labels, trace_frame, write_atomic, write_parquet
-from .suite import load_problem, read_spec, resolve, spec_hash
+from .suite import check_keys, load_problem, read_spec, resolve, spec_hash
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -117,7 +117,7 @@ def read_sweep(path: str | os.PathLike) -> dict[str, Any]:
         raise FedTheoryError(f"{path}: malformed TOML: {exc}") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise FedTheoryError(f"{path}: cannot read the sweep spec ({exc})") from None
-    _keys(spec, _TOP_KEYS, path, "the top level")
+    check_keys(spec, _TOP_KEYS, path, "the top level")
     for key in ("problems", "rounds", "methods"):
         check(key in spec, f"{path}: missing key {key!r} at the top level")
 
@@ -143,7 +143,7 @@ def read_sweep(path: str | os.PathLike) -> dict[str, Any]:
           f"{path}: methods must be one or more [[methods]] tables, got {methods!r}")
     for i, entry in enumerate(methods, 1):
         where = f"[[methods]] #{i}"
-        _keys(entry, _METHOD_KEYS, path, where)
+        check_keys(entry, _METHOD_KEYS, path, where)
         check(isinstance(entry.get("name"), str) and entry["name"] in METHODS,
               f"{path}: {where}: name must be one of {', '.join(sorted(METHODS))}, "
               f"got {entry.get('name')!r}")
@@ -164,19 +164,13 @@ def read_sweep(path: str | os.PathLike) -> dict[str, Any]:
     return spec
 
 
-def _keys(table: dict, allowed: tuple[str, ...], path: Path, where: str) -> None:
-    for key in table:
-        check(key in allowed, f"{path}: unknown key {key!r} in {where}; accepted: "
-                              f"{', '.join(allowed)}")
-
-
 def _is_int(x: Any) -> bool:
     return isinstance(x, int) and not isinstance(x, bool)
 
 
 def _seeds(seeds: Any, path: Path) -> list[int]:
     if isinstance(seeds, dict):
-        _keys(seeds, _SEED_KEYS, path, "seeds")
+        check_keys(seeds, _SEED_KEYS, path, "seeds")
         count, start = seeds.get("count"), seeds.get("start", 0)
         check(_is_int(count) and count >= 1, f"{path}: seeds count must be an integer >= 1, "
                                              f"got {count!r}")
