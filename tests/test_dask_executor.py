@@ -24,20 +24,8 @@ from fedtheory.sweep import expand, read_sweep, run_sweep  # noqa: E402
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(sys.platform == "win32", reason="needs SIGKILL and SIGALRM")]
 
-TINY = """
-name = "tiny"
-problems = ["het_quadratic"]
-rounds = 3
-seeds = [0, 1]
-participation = [10]
+from test_sweep import TINY  # noqa: E402  (the same tiny spec as the local executor's tests)
 
-[[methods]]
-name = "newton"
-
-[[methods]]
-name = "fedpm"
-params = {K = 2, eta = 0.9}
-"""
 # eight runs of about half a second each: long enough for a kill to land mid-sweep
 SLOW = """
 name = "slow"
