@@ -134,7 +134,7 @@ def _read_parquet(path: Path) -> pd.DataFrame:
 
 def _read_trace_csv(path: Path) -> pd.DataFrame:
     try:
-        df = pd.read_csv(path)
+        df = pd.read_csv(path, float_precision="round_trip")
     except (OSError, ValueError) as exc:
         raise FedTheoryError(f"{path}: not a readable CSV file ({exc})") from None
     missing = [c for c in COLUMNS if c not in df.columns]
