@@ -25,6 +25,7 @@ import pandas as pd
 
 from .errors import FedTheoryError, check
 from .trace import COLUMNS, Trace
+from .trace import read_csv as read_trace_csv
 
 #: Provenance columns every row carries (sweeps add ``config_id``, ``problem_hash``,
 #: ``started_at`` and ``drift_metrics``).
@@ -134,7 +135,7 @@ def _read_parquet(path: Path) -> pd.DataFrame:
 
 def _read_trace_csv(path: Path) -> pd.DataFrame:
     try:
-        df = pd.read_csv(path, float_precision="round_trip")
+        df = read_trace_csv(path)
     except (OSError, ValueError) as exc:
         raise FedTheoryError(f"{path}: not a readable CSV file ({exc})") from None
     missing = [c for c in COLUMNS if c not in df.columns]

@@ -82,6 +82,27 @@ class Trace:
         return "\n".join(lines)
 
 
+def read_csv(path: str | os.PathLike) -> Any:
+    """A trace CSV (as written by :meth:`Trace.to_csv`) as a DataFrame, every float parsed
+    exactly (Python's ``float`` on the ``repr`` text; pandas' fast parser is not exact on every
+    version). Columns other than ``round`` are float64. Raises ValueError on a malformed file."""
+    import pandas as pd
+
+    with open(path, newline="", encoding="utf-8") as fh:
+        reader = csv.reader(fh)
+        header = next(reader, None)
+        if not header:
+            raise ValueError("empty file")
+        rows = [[float(x) for x in row] for row in reader]
+    for i, row in enumerate(rows, start=2):
+        if len(row) != len(header):
+            raise ValueError(f"line {i} has {len(row)} fields, the header {len(header)}")
+    df = pd.DataFrame(rows, columns=header, dtype=float)
+    if "round" in df.columns:
+        df["round"] = df["round"].astype(int)
+    return df
+
+
 def _fmt(x: float) -> str:
     if isinstance(x, (int, np.integer)):
         return str(int(x))
