@@ -346,6 +346,18 @@ _BASES = {
 _LIBSVM_ROWS = "".join(f"{(-1) ** j} 1:{j / 7:.3f} 2:{(j * j) % 5 - 2} 3:1\n" for j in range(12))
 
 
+def _mutate(draw, table: dict, new_keys: list[str]) -> set:
+    """Replace (most often), delete or add one key of ``table`` in place; returns the keys
+    involved, which an error message may name."""
+    op = draw(st.sampled_from(["replace", "replace", "replace", "delete", "add"]))
+    key = draw(st.sampled_from(new_keys if op == "add" else sorted(table)))
+    if op == "delete":
+        del table[key]
+    else:
+        table[key] = draw(VALUES)
+    return {key, *table}
+
+
 @st.composite
 def mutated_problem_spec(draw):
     """A valid spec with one key replaced, deleted or added; returns the spec and the keys
@@ -354,16 +366,7 @@ def mutated_problem_spec(draw):
     tables = [t for t in ("data", "partition", "objective") if t in base]
     where = draw(st.sampled_from([None, *tables]))
     table = base if where is None else base[where]
-    op = draw(st.sampled_from(["replace", "replace", "replace", "delete", "add"]))
-    if op == "add":
-        key = draw(st.sampled_from(["zzz", "size", "path", "partition", "lam", "rows"]))
-    else:
-        key = draw(st.sampled_from(sorted(table)))
-    if op == "delete":
-        del table[key]
-    else:
-        table[key] = draw(VALUES)
-    return base, {key, *table}
+    return base, _mutate(draw, table, ["zzz", "size", "path", "partition", "lam", "rows"])
 
 
 def _write_problem(folder: Path, spec: dict) -> Path:
@@ -432,16 +435,7 @@ def mutated_sweep_spec(draw):
     where = draw(st.sampled_from(["top", "method", "params", "oracle"]))
     table = {"top": spec, "method": method, "params": method["params"],
              "oracle": method["oracle"]}[where]
-    op = draw(st.sampled_from(["replace", "replace", "replace", "delete", "add"]))
-    if op == "add":
-        key = draw(st.sampled_from(["zzz", "rounds", "seed", "out", "delta"]))
-    else:
-        key = draw(st.sampled_from(sorted(table)))
-    if op == "delete":
-        del table[key]
-    else:
-        table[key] = draw(VALUES)
-    return spec, {key, *table}
+    return spec, _mutate(draw, table, ["zzz", "rounds", "seed", "out", "delta"])
 
 
 def _write_sweep(folder: Path, spec: dict) -> Path:

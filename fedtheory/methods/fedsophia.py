@@ -31,7 +31,6 @@ Choices the spec leaves open, made here:
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -59,11 +58,6 @@ def _check_open_unit(x: Any, name: str) -> None:
           f"{name} must be a number in [0, 1), got {x!r}")
 
 
-def _check_positive(x: Any, name: str) -> None:
-    check(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
-          and x > 0, f"{name} must be a finite number > 0, got {x!r}")
-
-
 @register
 @dataclass(frozen=True)
 class FedSophia(Method):
@@ -88,9 +82,9 @@ class FedSophia(Method):
         check_eta(self.eta)
         _check_open_unit(self.b1, "b1")
         _check_open_unit(self.b2, "b2")
-        _check_positive(self.gamma, "gamma")
-        _check_positive(self.eps, "eps")
-        _check_positive(self.rho, "rho")
+        check_eta(self.gamma, "gamma")
+        check_eta(self.eps, "eps")
+        check_eta(self.rho, "rho")
         check(isinstance(self.tau, (int, np.integer)) and not isinstance(self.tau, bool)
               and self.tau >= 1, f"tau must be an integer >= 1, got {self.tau!r}")
         check(isinstance(self.keep_state, bool),
