@@ -4,13 +4,12 @@ The data path (STYLE.md): problems/*.toml -> :class:`FederatedProblem` -> a meth
 -> :func:`run` -> :class:`Trace` -> rates / claims / plots / sweeps.
 """
 
-__version__ = "0.1.0"
-
-from .errors import FedTheoryError  # noqa: E402
-from .methods import METHODS, make_method  # noqa: E402
-from .problem import FederatedProblem, Reference  # noqa: E402
-from .runner import run  # noqa: E402
-from .trace import COLUMNS, Trace  # noqa: E402
+from ._version import __version__
+from .errors import FedTheoryError
+from .methods import METHODS, make_method
+from .problem import FederatedProblem, Reference
+from .runner import iterate, run, run_batch
+from .trace import COLUMNS, Trace
 
 __all__ = ["__version__", "FedTheoryError", "FederatedProblem", "Reference", "METHODS",
-           "make_method", "run", "Trace", "COLUMNS"]
+           "make_method", "run", "run_batch", "iterate", "Trace", "COLUMNS"]

@@ -28,8 +28,7 @@ import sys
 import tempfile
 import time
 import traceback
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from functools import cache
 from pathlib import Path
@@ -38,12 +37,13 @@ from typing import Any
 
 import numpy as np
 
-from . import __version__
 from ._backend import to_numpy
+from ._version import __version__
 from .errors import FedTheoryError, check
-from .methods.base import Method, RoundContext, make_method
-from .oracles import make_oracle
+from .methods.base import Method, make_method, round_context
 from .problem import FederatedProblem
+from .runner import iterate
+from .threads import blas_threads
 
 MethodFactory = Callable[..., Method]
 """Builds the method under test from keyword hyperparameters, e.g. ``factory(K=1, eta=1.0)``.
@@ -234,21 +234,14 @@ def resolve_ids(claims: Sequence[str] | None) -> list[str]:
     return out
 
 
-@contextmanager
-def single_threaded_blas() -> Iterator[None]:
-    """Run the block with one BLAS thread.
+def single_threaded_blas() -> Any:
+    """Run the block with one BLAS thread (:func:`fedtheory.threads.blas_threads`).
 
     The checks multiply many small batched matrices; a multi-threaded OpenBLAS gains nothing
     there and, on a busy machine (CI, several test processes), its spinning threads slow the
     checks down by an order of magnitude. Results do not depend on it beyond rounding order.
     """
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn
-        yield
-        return
-    with threadpool_limits(limits=1, user_api="blas"):
-        yield
+    return blas_threads(1)
 
 
 def assert_claim(check_fn: Callable[..., ClaimRecord]) -> ClaimRecord:
@@ -423,9 +416,7 @@ def one_round(problem: FederatedProblem, method: Method, theta: Any, *,
     if state is None:
         state = method.init(problem, xp.asarray(theta, dtype=xp.float64))
     sel = None if clients is None else np.sort(np.asarray(clients))
-    w = problem.weights if sel is None else problem.weights[xp.asarray(sel)]
-    ctx = RoundContext(problem, sel, w / w.sum(), np.random.default_rng(0), make_oracle("exact"))
-    new_state, _ = method.round(ctx, state)
+    new_state, _ = method.round(round_context(problem, sel), state)
     return new_state.theta
 
 
@@ -446,24 +437,19 @@ def limit_point(problem: FederatedProblem, method: Method, *, theta0: Any = None
     ||theta^{t+1} - theta^t|| <= tol * max(1, ||theta^{t+1}||), or ``max_rounds``, or a
     non-finite iterate (converged = False).
 
-    The runner's Trace logs distances only; the limit itself is needed here, so this loop
-    applies the same round map with the same context the runner builds.
+    The runner's Trace logs distances only; the limit itself is needed here, so this reads
+    the iterates of the runner's own loop (:func:`fedtheory.runner.iterate`).
     """
     xp = problem.xp
-    theta = xp.zeros(problem.d) if theta0 is None else xp.asarray(theta0, dtype=xp.float64)
-    state = method.init(problem, theta)
-    ctx = RoundContext(problem, None, problem.weights, np.random.default_rng(0),
-                       make_oracle("exact"))
-    step = math.inf
-    for t in range(1, max_rounds + 1):
-        new, _ = method.round(ctx, state)
-        step = float(xp.linalg.norm(new.theta - state.theta))
-        state = new
+    step, theta = math.inf, theta0
+    for s in iterate(problem, method, rounds=max_rounds, theta0=theta0):
+        theta = s.state.theta
+        step = float(xp.linalg.norm(theta - s.before.theta))
         if not math.isfinite(step):
-            return Limit(to_numpy(state.theta), t, step, False)
-        if step <= tol * max(1.0, float(xp.linalg.norm(state.theta))):
-            return Limit(to_numpy(state.theta), t, step, True)
-    return Limit(to_numpy(state.theta), max_rounds, step, False)
+            return Limit(to_numpy(theta), s.t, step, False)
+        if step <= tol * max(1.0, float(xp.linalg.norm(theta))):
+            return Limit(to_numpy(theta), s.t, step, True)
+    return Limit(to_numpy(theta), max_rounds, step, False)
 
 
 def heterogeneous_problem(dataset: str, *, clients: int, alpha: float | None, seed: int = 0,

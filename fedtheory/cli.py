@@ -24,12 +24,15 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__
+from ._version import __version__
 from .errors import ConditioningWarning, FedTheoryError, check, out_of_memory
 from .methods import METHODS, make_method
 from .oracles import make_oracle
 from .runner import run
+from .runner.metrics import environment
 from .suite import DEFAULT_PROBLEM, list_problems, load_problem
+from .threads import DEFAULT_THREADS
+from .trace import TIMING
 
 
 def _params(pairs: Sequence[str]) -> dict[str, str]:
@@ -61,14 +64,43 @@ def _check_out(path: str | None) -> Path | None:
     return out
 
 
+def _participation(text: str | None) -> int | str | None:
+    """--participation: an integer S, or the path of a schedule file (one round per line)."""
+    if text is None:
+        return None
+    if text.strip().lstrip("-").isdigit():
+        return int(text)
+    check(Path(text).is_file(), f"--participation must be an integer S or a schedule file, "
+                                f"got {text!r} (no such file)")
+    return text
+
+
+def _backend(problem, backend: str):
+    """The problem on ``backend``; refused in one line where CuPy or a GPU is missing."""
+    if backend == "numpy":
+        return problem
+    try:
+        import cupy
+
+        cupy.cuda.runtime.getDeviceCount()
+    except Exception as exc:  # ImportError, or CUDA errors of a machine without a GPU
+        raise FedTheoryError(f"--backend cupy needs CuPy and a CUDA GPU "
+                             f"(pip install \".[gpu]\"): {type(exc).__name__}: "
+                             f"{' '.join(str(exc).split())}") from None
+    return problem.to("cupy")
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     out = _check_out(args.out)
     check(args.seed >= 0, f"--seed must be an integer >= 0, got {args.seed}")
+    check(args.threads >= 1, f"--threads must be an integer >= 1, got {args.threads}")
     method = make_method(args.method, _params(args.param))
-    problem = load_problem(args.problem)
+    participation = _participation(args.participation)
     oracle = make_oracle(args.oracle, **_oracle_params(args.oracle_param))
-    trace = run(problem, method, args.rounds, participation=args.participation, seed=args.seed,
-                oracle=oracle, log_every=args.log_every, progress=args.progress)
+    problem = _backend(load_problem(args.problem), args.backend)
+    trace = run(problem, method, args.rounds, participation=participation, seed=args.seed,
+                oracle=oracle, log_every=args.log_every, progress=args.progress,
+                drift_metrics=not args.no_drift, threads=args.threads)
     print(f"# {problem!r}")
     params = ", ".join(f"{k}={v}" for k, v in method.params().items())
     print(f"# method {method.name}({params}), S = {trace.meta['participation']}, "
@@ -77,11 +109,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     if out is not None:
         if args.no_timing:  # wall time is never reproducible: record it as not measured
             for row in trace.rows:
-                row["seconds"] = float("nan")
+                row.update(dict.fromkeys(TIMING, float("nan")))
         trace.to_csv(out)
         meta = out.with_suffix(".json")
         tmp = meta.with_name(f".{meta.name}.tmp")
-        info = {**trace.meta, "timing": not args.no_timing}
+        info = {**trace.meta, "timing": not args.no_timing,
+                "environment": environment(with_date=not args.no_timing)}
         tmp.write_text(json.dumps(info, indent=2, default=float))
         os.replace(tmp, meta)
         print(f"# wrote {out} and {meta}")
@@ -99,7 +132,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
         "SOPM(K=1)": make_method("sopm", {"K": 1, "eta": 1.0}),
         "Newton": make_method("newton", {"eta": 1.0}),
     }
-    traces = {name: run(problem, m, args.rounds) for name, m in runs.items()}
+    check(args.threads >= 1, f"--threads must be an integer >= 1, got {args.threads}")
+    traces = {name: run(problem, m, args.rounds, threads=args.threads)
+              for name, m in runs.items()}
     print("# ||theta^t - theta*|| per round")
     print(f"{'round':>6}" + "".join(f"{name:>16}" for name in traces))
     for t in range(args.rounds + 1):
@@ -120,14 +155,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"fedtheory {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
-    r = sub.add_parser("run", help="run one method on one problem and print its per-round table")
+    r = sub.add_parser("run", help="run one method on one problem and print its per-round table",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     r.add_argument("problem", help="a suite name (see `fedtheory problems`) or a .toml path")
     r.add_argument("--method", required=True, help=f"one of: {', '.join(sorted(METHODS))}")
     r.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                    help="a method hyperparameter, e.g. --param K=1 --param eta=1")
     r.add_argument("--rounds", type=int, default=20)
-    r.add_argument("--participation", type=int, default=None, metavar="S",
-                   help="clients per round (default: all)")
+    r.add_argument("--participation", default=None, metavar="S|FILE",
+                   help="clients per round, drawn uniformly without replacement (default: "
+                        "all), or a schedule file: one round per line, client indices from 0")
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--oracle", default="exact", help="exact (default), minibatch or gaussian")
     r.add_argument("--oracle-param", action="append", default=[], metavar="KEY=VALUE",
@@ -142,16 +179,22 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write the seconds column as nan (not measured), so that two runs "
                         "with the same seed give byte-identical --out files")
     r.add_argument("--progress", action="store_true", help="show a progress bar")
+    r.add_argument("--no-drift", action="store_true",
+                   help="skip the drift metrics (their columns are NaN)")
+    r.add_argument("--threads", type=int, default=DEFAULT_THREADS, metavar="T",
+                   help="BLAS threads (one is measured fastest on small and mid-sized rounds)")
     r.set_defaults(func=cmd_run)
 
-    d = sub.add_parser("demo", help=f"FedPM, SOPM and Newton on {DEFAULT_PROBLEM}")
-    d.add_argument("--rounds", type=int, default=12)
+    d = sub.add_parser("demo", help=f"FedPM, SOPM and Newton on {DEFAULT_PROBLEM}",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    d.add_argument("--rounds", type=int, default=12, help="rounds per method")
+    d.add_argument("--threads", type=int, default=DEFAULT_THREADS, help="BLAS threads")
     d.set_defaults(func=cmd_demo)
 
-    c = sub.add_parser("check", help="run the claim checks of spec/CLAIMS.md: measured vs "
+    c = sub.add_parser("check", help="run the claim checks of docs/claims.md: measured vs "
                                      "predicted, pass/fail (exit 1 if any claim fails)")
     c.add_argument("--claim", action="append", default=None, metavar="ID",
-                   help="a claim id (C1 .. C12, EXT-PP); repeat for several; default: all")
+                   help="a claim id (C1 .. C18, EXT-PP); repeat for several; default: all")
     c.add_argument("--quick", action="store_true", help="the small CI-sized protocols")
     c.add_argument("--json", default=None, metavar="FILE", help="write every record as JSON")
     c.add_argument("--report", default=None, metavar="FILE.md", help="write a Markdown report")

@@ -55,6 +55,7 @@ AXIS_LABELS = {
     "participants": "participants per round $S$",
     "uplink_floats": "uplink floats per client (cumulative)",
     "downlink_floats": "downlink floats per client (cumulative)",
+    "bits": "uplink bits per client (cumulative, 32-bit floats)",
     "local_grad_evals": "local gradient evaluations per client (cumulative)",
     "local_hess_evals": "local Hessian evaluations per client (cumulative)",
     "seconds": "wall time of the round maps (s, cumulative)",
@@ -64,7 +65,11 @@ AXIS_LABELS = {
     "grad_dissimilarity": r"$\sum_i \tilde w_i \|g_i - g\|^2$ at $\theta^{t-1}$",
     "client_drift": r"client drift $\sum_i \tilde w_i \|\theta_i^K - \theta^t\|^2$",
 }
-ERROR_COLUMNS = ("dist_to_opt", "rel_dist")  # the columns the float floor applies to
+ERROR_COLUMNS = ("dist_to_opt", "rel_dist", "subopt", "grad_norm")  # columns with a float floor
+#: what each column's floor line is: 1e3 eps max(1, scale), the fit cut-off of the rate fits,
+#: where rounding of the computed values, not convergence, sets the error.
+_FLOOR_NAMES = {"dist_to_opt": "1e3 eps max(1, ||theta*||)", "rel_dist": "1e3 eps",
+                "subopt": "1e3 eps max(1, |f*|)", "grad_norm": "1e3 eps max(1, L ||theta*||)"}
 BANDS = ("minmax", "quantile")
 FITS = ("order", "linear")
 BOUNDS = ("quadratic", "linear")
@@ -252,13 +257,20 @@ def _draw(data: Any, column: str, *, by: str | Sequence[str], x: str, ax: Axes |
     finite = values[np.isfinite(values)]
     check(finite.size > 0, f"column {column!r} has no finite value in any run (methods "
                            f"without local preconditioners report NaN drift metrics)")
-    if logy is None:
-        logy = bool((finite > 0).all() and finite.max() > 100 * finite.min())
+    if logy is None:  # log when the positive values span decades and the rest is rounding
+        pos = finite[finite > 0]
+        logy = bool(pos.size and pos.max() > 100 * pos.min()
+                    and np.abs(finite[finite <= 0]).max(initial=0.0) <= 1e-3 * pos.max())
 
+    fl = _floor_value(floor, column, df, finite)
+    positive = finite[finite > 0]
+    # where values <= 0 (exact zeros at the float floor, negative subopt) are drawn on a log
+    # axis: at the floor when there is one, else a decade below the smallest positive value
+    bottom = (fl if fl is not None else float(positive.min()) / 10) if positive.size else 1.0
     fig, ax = _axes(ax)
     if logy:
         ax.set_yscale("log")
-    handles, missing, n_runs = [], [], set()
+    handles, missing, n_runs, n_nonpos = [], [], set(), 0
     for i, (name, agg) in enumerate(curves):
         if not np.isfinite(agg["med"]).any():
             missing.append(name)
@@ -266,23 +278,34 @@ def _draw(data: Any, column: str, *, by: str | Sequence[str], x: str, ax: Axes |
         k = i + i // 8  # past 8 curves, colours repeat with another marker and line style
         style = dict(color=OKABE_ITO[i % 8], marker=MARKERS[k % 8], ls=LINESTYLES[k % 4])
         label = name + _fit_text(agg, fit, column, floor, df)
-        med = _positive(agg["med"]) if logy else agg["med"]
+        med = _clip(agg["med"], bottom) if logy else agg["med"]
         every = None if len(agg) <= _MAX_MARKERS else 1.0 / _MAX_MARKERS
         (line,) = ax.plot(agg["x"], med, lw=1.8, ms=5, markevery=every, label=label, **style)
         handles.append(line)
+        if logy:
+            nonpos = np.asarray(agg["med"], dtype=float) <= 0
+            if nonpos.any():  # exact zeros and negatives are data: marked where they are
+                ax.plot(np.asarray(agg["x"])[nonpos], np.full(int(nonpos.sum()), bottom),
+                        ls="none", marker="v", ms=8, mfc="none", mew=1.5,
+                        color=style["color"], zorder=5)
+                n_nonpos += int(nonpos.sum())
         if agg["n"].max() > 1:
             n_runs.add(int(agg["n"].max()))
-            lo, hi = (_positive(agg[c]) if logy else agg[c] for c in ("lo", "hi"))
+            lo, hi = (_clip(agg[c], bottom) if logy else agg[c] for c in ("lo", "hi"))
             ax.fill_between(agg["x"], lo, hi, color=style["color"], alpha=0.18, lw=0)
     if n_runs:
         n = "/".join(str(v) for v in sorted(n_runs))
         what = "min–max" if band == "minmax" else "10–90% quantiles"
         handles.append(Patch(color="0.5", alpha=0.3,
                              label=f"median of {n} runs; band: {what}"))
-    fl = _floor_value(floor, column, df, finite)
     if fl is not None:
+        what = "given" if floor is not None else _FLOOR_NAMES[column]
         handles.append(ax.axhline(fl, color="0.35", ls=":", lw=1.3,
-                                  label=f"float floor {fl:.1e}"))
+                                  label=f"float floor {fl:.1e} ({what})"))
+    if n_nonpos:
+        handles.append(Line2D([], [], ls="none", marker="v", ms=8, mfc="none", mew=1.5,
+                              color="0.3", label=f"exactly 0 or negative ({n_nonpos} points), "
+                                                 f"drawn at {bottom:.1e}"))
     if bound_fn is not None:
         lim, drawn = ax.get_ylim(), False
         for i, (_, agg) in enumerate(curves):
@@ -331,19 +354,33 @@ def _aggregate(g: pd.DataFrame, column: str, x: str, band: str) -> pd.DataFrame:
                          "n": np.isfinite(vals).sum(axis=1)}, index=table.index)
 
 
-def _positive(s: pd.Series | np.ndarray) -> np.ndarray:
+def _clip(s: pd.Series | np.ndarray, bottom: float) -> np.ndarray:
+    """Values for a log axis: those <= 0 (exact zeros, negative subopt) are drawn at ``bottom``
+    (and marked by the caller), never dropped; NaN stays a gap."""
     a = np.asarray(s, dtype=float)
-    return np.where(a > 0, a, np.nan)
+    return np.where(a > 0, a, np.where(np.isnan(a), np.nan, bottom))
+
+
+def _meta_max(df: pd.DataFrame, column: str) -> float | None:
+    if column not in df.columns:
+        return None
+    v = pd.to_numeric(df[column], errors="coerce").abs().dropna()
+    return float(v.max()) if len(v) else None
 
 
 def _scale(df: pd.DataFrame, column: str) -> float | None:
-    """max(1, ||theta*||) of the runs for ``column``'s floor, or None when unknown."""
+    """The scale of ``column``'s float floor 1e3 eps max(1, scale), or None when unknown:
+    ||theta*|| for dist_to_opt, 1 for rel_dist, |f*| for subopt (f is summed to about eps |f*|),
+    L ||theta*|| for grad_norm (the gradient's rounding, eps times its terms' size)."""
     if column == "rel_dist":
         return 1.0
-    if "theta_star_norm" not in df.columns:
-        return None
-    v = pd.to_numeric(df["theta_star_norm"], errors="coerce").dropna()
-    return float(v.max()) if len(v) else None
+    if column == "subopt":
+        return _meta_max(df, "f_star")
+    star = _meta_max(df, "theta_star_norm")
+    if column == "grad_norm":
+        L = _meta_max(df, "L")
+        return None if star is None or L is None else L * max(1.0, star)
+    return star
 
 
 def _fit_text(agg: pd.DataFrame, fit: str | None, column: str, floor: Any,
@@ -405,9 +442,9 @@ def _floor_value(floor: Any, column: str, df: pd.DataFrame,
     if column not in ERROR_COLUMNS or scale is None:
         return None
     fl = rates.default_floor(scale)
-    positive = finite[finite > 0]
-    # shown only where the errors come near it, so it never squeezes a curve that stalls high
-    return fl if positive.size and positive.min() < 1e3 * fl else None
+    # shown only where the values come near it (exact zeros and negatives included), so it
+    # never squeezes a curve that stalls high
+    return fl if finite.size and finite.min() < 1e3 * fl else None
 
 
 def _title(df: pd.DataFrame) -> str:

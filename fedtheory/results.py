@@ -111,6 +111,9 @@ def load(path: str | os.PathLike) -> pd.DataFrame:
         if files:
             df = pd.concat([_read_parquet(f) for f in files], ignore_index=True)
             params = sorted(c for c in df.columns if c.startswith("param_"))
+            for c in params:  # a parameter some methods lack: missing is None, as in Parquet
+                if df[c].dtype == object:
+                    df[c] = df[c].astype(object).where(df[c].notna(), None)
             return df[[c for c in df.columns if c not in params] + params]
         if (path / RESULTS_FILE).is_file():
             return _read_parquet(path / RESULTS_FILE)

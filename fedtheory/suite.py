@@ -214,6 +214,7 @@ def build_problem(spec: dict[str, Any]) -> FederatedProblem:
     way, chained to the original exception.
     """
     where = spec.get("_path", spec["name"])
+    spec = {**spec, "_hash": spec.get("_hash") or spec_hash(spec)}   # the problem carries it
     try:
         return _build_problem(spec)
     except FedTheoryError as exc:

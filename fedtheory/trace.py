@@ -19,9 +19,14 @@ import numpy as np
 
 COLUMNS = (
     "round", "dist_to_opt", "rel_dist", "subopt", "grad_norm", "participants",
-    "uplink_floats", "downlink_floats", "local_grad_evals", "local_hess_evals", "seconds",
+    "uplink_floats", "downlink_floats", "bits", "local_grad_evals", "local_hess_evals", "seconds",
+    "metric_seconds",
     "drift", "rel_drift", "hess_gap", "grad_dissimilarity", "client_drift",
 )
+
+#: wall-time columns: never reproducible, left out when comparing runs (``--no-timing``
+#: writes them as NaN, "not measured")
+TIMING = ("seconds", "metric_seconds")
 
 STATUSES = ("completed", "reached_target", "diverged")
 

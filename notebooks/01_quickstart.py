@@ -26,7 +26,7 @@
 #
 # For $K = 1$ the client preconditioners cancel and the round is exactly the damped global
 # Newton step (the paper's "ideal global second-order update", eq. 6-8; claim C1 of
-# `spec/CLAIMS.md`):
+# [docs/claims.md](../docs/claims.md#c1)):
 #
 # $$\theta^{+} = \theta - \eta \Big(\sum_i w_i H_i(\theta)\Big)^{-1} \sum_i w_i g_i(\theta) .$$
 #

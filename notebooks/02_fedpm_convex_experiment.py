@@ -30,7 +30,7 @@
 # $\mathcal C$ = identity); FedPAC (Liu et al. 2026) warm-starts an EMA of the curvature and
 # corrects each local step with the last global direction. SOPM averages local Newton iterates
 # ($\theta^{t+1} = \sum_i w_i \theta_i^K$); GD and FedAvg send $d$ floats per round.
-# Definitions: `spec/ALGORITHMS.md`.
+# Definitions: [docs/algorithms.md](../docs/algorithms.md).
 
 # %%
 # %matplotlib inline

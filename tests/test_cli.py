@@ -10,6 +10,7 @@ import pytest
 from fedtheory import COLUMNS, FedTheoryError, make_method, run
 from fedtheory.cli import main
 from fedtheory.problem import FederatedProblem
+from fedtheory.trace import TIMING
 
 
 def _libsvm(path, rows):
@@ -72,7 +73,8 @@ def test_run_writes_the_spec_columns_and_metadata(tmp_path, capsys):
     header = out.read_text().splitlines()[0].split(",")
     assert header == list(COLUMNS)
     meta = json.loads(out.with_suffix(".json").read_text())
-    assert meta["params"] == {"K": 2, "eta": 0.5, "delta": 0.0, "mixing_preconditioner": "last"}
+    assert meta["params"] == {"K": 2, "eta": 0.5, "delta": 0.0, "mixing_preconditioner": "last",
+                              "server_memory": False, "preconditioner": "hessian"}
     assert meta["seed"] == 4 and meta["participation"] == 5 and meta["status"] == "completed"
 
 
@@ -186,7 +188,7 @@ def test_api_and_cli_agree(capsys, tmp_path):
     trace = run(load_problem("het_quadratic"), make_method("sopm"), 3)
     import pandas as pd
 
-    cli = pd.read_csv(out).drop(columns="seconds")
-    api = trace.to_frame().drop(columns="seconds")
+    cli = pd.read_csv(out).drop(columns=list(TIMING))
+    api = trace.to_frame().drop(columns=list(TIMING))
     # equal to the last bits on one BLAS thread; a many-threaded BLAS may reorder reductions
     pd.testing.assert_frame_equal(cli, api, check_dtype=False, rtol=1e-12, atol=1e-15)

@@ -20,6 +20,7 @@ from fedtheory.cli import main  # noqa: E402
 from fedtheory.errors import FedTheoryError  # noqa: E402
 from fedtheory.results import load  # noqa: E402
 from fedtheory.sweep import expand, read_sweep, run_sweep  # noqa: E402
+from fedtheory.trace import TIMING as TRACE_TIMING  # noqa: E402
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(sys.platform == "win32", reason="needs SIGKILL and SIGALRM")]
@@ -38,7 +39,7 @@ participation = [10]
 name = "fedpm"
 params = {K = 4, eta = 0.5}
 """
-TIMING = ["seconds", "started_at"]
+TIMING = [*TRACE_TIMING, "started_at"]
 DEADLINE_S = 40
 
 

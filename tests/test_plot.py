@@ -172,3 +172,43 @@ def test_main_plot_reads_a_trace_csv_with_its_metadata(tmp_path, newton, capsys)
     assert main_plot(str(csv), "grad_norm", "label", str(tmp_path / "g.pdf")) == 0
     with pytest.raises(FedTheoryError, match="does not exist"):
         main_plot(str(tmp_path / "missing.csv"), "dist_to_opt", "method", "x.png")
+
+
+def _star(e, column="dist_to_opt", **meta):
+    rows = [{"round": t, column: v} for t, v in enumerate(e)]
+    return Trace(rows=rows, meta={"method": "newton", "params": {}, "theta_star_norm": 2.0,
+                                  "f_star": 0.5, "L": 3.0, **meta})
+
+
+@pytest.mark.parametrize("last", [0.0, 1e-17])
+def test_an_exact_zero_at_the_float_floor_is_drawn_marked_and_floored(tmp_path, last):
+    """Newton can land on theta* exactly (dist_to_opt == 0.0, seen with NumPy 2.4): the floor
+    line is still drawn, the zero is plotted at the floor with its own marker, not dropped."""
+    e = [1.0, 1e-2, 1e-5, 1e-11, last]
+    fig, ax = error_vs_round(_star(e))
+    _png(tmp_path, fig)
+    legend = _legend(ax)
+    assert any(t.startswith("float floor") for t in legend)
+    floor = 1e3 * np.finfo(float).eps * 2.0
+    y = ax.get_lines()[0].get_ydata()
+    assert np.isfinite(y).all()                       # no gap where the zero is
+    if last == 0.0:
+        assert y[-1] == pytest.approx(floor)
+        assert any(t.startswith("exactly 0 or negative (1 points)") for t in legend)
+    else:
+        assert y[-1] == last
+        assert not any(t.startswith("exactly 0") for t in legend)
+
+
+def test_negative_subopt_at_the_floor_is_data_with_its_own_floor(tmp_path):
+    sub = [0.7, 1e-3, 1e-8, -5.6e-17, 0.0]
+    fig, ax = metric_vs_round(_star(sub, "subopt"), column="subopt", logy=True)
+    _png(tmp_path, fig)
+    y = ax.get_lines()[0].get_ydata()
+    assert np.isfinite(y).all() and (y > 0).all()
+    assert "exactly 0 or negative (2 points), drawn at" in " ".join(_legend(ax))
+    _, ax = metric_vs_round(_star(sub, "subopt"), column="subopt")   # automatic axis
+    assert ax.get_yscale() == "log"
+    fig, ax = error_vs_round(_star(sub, "subopt"), column="subopt")
+    fl = [t for t in _legend(ax) if t.startswith("float floor")]
+    assert fl and "|f*|" in fl[0]

@@ -13,6 +13,7 @@ import pytest
 from fedtheory import COLUMNS, FedTheoryError, __version__
 from fedtheory.results import PROVENANCE, consolidate, load
 from fedtheory.sweep import expand, main_sweep, read_sweep, run_sweep
+from fedtheory.trace import TIMING as TRACE_TIMING
 
 TINY = """
 name = "tiny"
@@ -28,7 +29,7 @@ name = "newton"
 name = "fedpm"
 params = {K = 2, eta = 0.9}
 """
-TIMING = ["seconds", "started_at"]
+TIMING = [*TRACE_TIMING, "started_at"]
 
 
 def _spec(folder, text=TINY, name="tiny.toml"):

@@ -15,6 +15,7 @@ from fedtheory.oracles import make_oracle
 from fedtheory.problem import FederatedProblem
 from fedtheory.runner import run
 from fedtheory.testing import make_problem, problems
+from fedtheory.trace import TIMING
 
 EXACT = make_oracle("exact")
 EPS = np.finfo(np.float64).eps
@@ -46,7 +47,7 @@ def context(problem, clients=None, seed=0):
 
 
 def rows_without_seconds(trace):
-    return [{k: v for k, v in r.items() if k != "seconds"} for r in trace.rows]
+    return [{k: v for k, v in r.items() if k not in TIMING} for r in trace.rows]
 
 
 def client_data(problem):

@@ -23,6 +23,7 @@ import numpy as np
 
 from ..errors import FedTheoryError, check
 from ..objectives import OracleOut
+from ..oracles import make_oracle
 
 
 class ServerState(NamedTuple):
@@ -36,6 +37,9 @@ class RoundInfo:
     ``uplink``/``downlink``: floats sent (a vector counts d, a symmetric matrix d(d+1)/2);
     ``grad_evals``/``hess_evals``: local oracle calls; ``P``: the preconditioners used in the
     last local step (m, d, d) or None; ``theta_local``: the uploaded local iterates (m, d) or None.
+    ``bits``: uplink bits with the FedNL papers' convention (32-bit floats, one-sided); None
+    means 32 bits per uplink float. Methods whose messages are not plain floats (FedNL's
+    compressors) report their own count.
     """
 
     uplink: int
@@ -44,6 +48,11 @@ class RoundInfo:
     hess_evals: int
     P: Any = None
     theta_local: Any = None
+    bits: float | None = None
+
+    @property
+    def uplink_bits(self) -> float:
+        return 32.0 * self.uplink if self.bits is None else float(self.bits)
 
 
 @dataclass(frozen=True)
@@ -101,6 +110,31 @@ class RoundContext:
         S = self.m // B
         w = self.weights.reshape(B, S, *([1] * (x.ndim - 1)))
         return (w * x.reshape(B, S, *x.shape[1:])).sum(axis=1)
+
+
+def round_context(problem: Any, clients: Any = None, *, rng: Any = None, oracle: Any = None,
+                  runs: int = 1) -> RoundContext:
+    """The one constructor of a round's context (no ``RoundContext(`` anywhere else).
+
+    clients: the participants S_t as host indices (None: all N, weights w_i as they are); for
+        ``runs = B > 1`` the B runs' participants run-major (B groups of S).
+    The weights are renormalised over each run's participants, w~_i = w_i / sum_{j in S_t} w_j
+    (docs/algorithms.md, "Notation"). rng: the run's generator (default: a fresh one seeded 0);
+    oracle: an oracle object (default: the exact one).
+    """
+    if clients is None and runs == 1:
+        w = problem.weights
+    else:
+        xp = problem.xp
+        clients = np.arange(problem.N) if clients is None else np.asarray(clients)
+        check(clients.size % runs == 0, f"{clients.size} participants do not split into "
+                                        f"{runs} runs")
+        w = problem.weights[xp.asarray(clients)].reshape(runs, -1)
+        w = (w / w.sum(axis=1, keepdims=True)).reshape(-1)
+        if runs == 1 and clients.size == problem.N and (np.diff(clients) == 1).all():
+            clients, w = None, problem.weights   # all clients in order: full participation
+    return RoundContext(problem, clients, w, np.random.default_rng(0) if rng is None else rng,
+                        make_oracle("exact") if oracle is None else oracle, runs=runs)
 
 
 class Method:

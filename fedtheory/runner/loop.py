@@ -1,0 +1,209 @@
+"""The run loop (docs/algorithms.md, "Notation" and "Per-round metrics").
+
+:func:`iterate` is the loop itself: it draws each round's participants, builds the round's
+context (:func:`fedtheory.methods.base.round_context`) and applies the method's round map,
+yielding every round. :func:`run` is built on it: it logs one tidy row per logged round, stops
+on divergence or a target, and returns a :class:`~fedtheory.trace.Trace`. Methods never see
+metrics; the runner never knows a method's algebra.
+
+``log_every = k`` computes metrics (and so moves data to the host) only after rounds k, 2k, ...
+and the last; the divergence and target checks run on those rounds only. A logged round whose
+iterate is NaN/inf, or farther from theta* than ``diverge_factor`` times
+max(1, ||theta^0 - theta*||, ||theta*||), ends the run with status "diverged"; the rows before it
+are kept and that round's row is not written.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..errors import check
+from ..methods.base import Method, RoundContext, RoundInfo, round_context
+from ..oracles import make_oracle
+from ..problem import FederatedProblem
+from ..threads import DEFAULT_THREADS, blas_threads, check_threads
+from ..trace import Trace
+from . import metrics
+from .participation import Participation
+
+
+@dataclass(frozen=True)
+class Step:
+    """One round of :func:`iterate`: its number t, the context it ran in, the state before
+    and after it, what the method reported and the round map's wall time (s)."""
+
+    t: int
+    ctx: RoundContext
+    before: Any
+    state: Any
+    info: RoundInfo
+    seconds: float
+
+
+def iterate(problem: FederatedProblem, method: Method, *, rounds: int | None = None,
+            participation: Any = None, seed: int = 0, theta0: Any = None,
+            oracle: Any = "exact", state: Any = None) -> Iterator[Step]:
+    """The rounds of ``method`` on ``problem``, one :class:`Step` each (forever when
+    ``rounds`` is None, which needs seeded or full participation).
+
+    participation: None (all), S, or a schedule (see :mod:`.participation`); seed: the run's
+    one generator (participation draws and stochastic oracles); theta0: the start (default 0);
+    state: a method state to start from instead of ``method.init(problem, theta0)``.
+    """
+    seed = check_seed(seed)
+    check(rounds is not None or not isinstance(participation, (list, tuple, str)),
+          "a participation schedule needs a number of rounds")
+    who = participants(problem, method, participation, rounds or 0)
+    oracle = make_oracle(oracle)
+    rng = np.random.default_rng(seed)
+    if state is None:
+        state = method.init(problem, start(problem, theta0))
+    t = 0
+    while rounds is None or t < rounds:
+        t += 1
+        ctx = round_context(problem, who.draw(t, rng), rng=rng, oracle=oracle)
+        before = state
+        state, info, seconds = timed_round(method, ctx, state)
+        yield Step(t, ctx, before, state, info, seconds)
+
+
+def run(problem: FederatedProblem, method: Method, rounds: int, *,
+        participation: Any = None, seed: int = 0, theta0: Any = None,
+        oracle: Any = "exact", target: float | None = None, drift_metrics: bool = True,
+        diverge_factor: float = 1e8, log_every: int = 1, progress: bool = False,
+        threads: int | None = DEFAULT_THREADS) -> Trace:
+    """Run ``method`` on ``problem`` for up to ``rounds`` rounds and return its :class:`Trace`.
+
+    participation: S, the number of clients per round (None or N: all of them), or an explicit
+        schedule: one list of client indices per round, or a file of them (one round a line).
+    seed: seeds the run's one generator (participation draws and stochastic oracles).
+    theta0: starting point (default 0), NumPy or the problem's backend.
+    target: stop with status "reached_target" once rel_dist <= target.
+    drift_metrics: compute drift, rel_drift, hess_gap, grad_dissimilarity, client_drift (for
+        methods with local preconditioners one extra global Hessian per logged round).
+    log_every: log (and check) only every k-th round and the last.
+    threads: BLAS threads during the run (default 1, measured fastest on small and mid-sized
+        rounds; see :mod:`fedtheory.threads`); None leaves BLAS as it is.
+    """
+    check_common(rounds, target, log_every)
+    participants(problem, method, participation, rounds)
+    check_seed(seed)
+    check_threads(threads)
+    with blas_threads(threads):
+        return _run(problem, method, rounds, participation, seed, theta0, oracle, target,
+                    drift_metrics, diverge_factor, log_every, progress, threads)
+
+
+def _run(problem: FederatedProblem, method: Method, rounds: int, participation: Any, seed: int,
+         theta0: Any, oracle: Any, target: float | None, drift_metrics: bool,
+         diverge_factor: float, log_every: int, progress: bool,
+         threads: int | None) -> Trace:
+    N, xp = problem.N, problem.xp
+    who = Participation(N, participation, rounds)
+    oracle = make_oracle(oracle)
+    ref = problem.reference
+    theta = start(problem, theta0)
+    scale = max(1.0, float(np.linalg.norm(ref.theta_star)))
+    bound = diverge_factor * max(scale, float(xp.linalg.norm(theta - xp.asarray(ref.theta_star))))
+    totals = metrics.new_totals()
+    seconds = metric_seconds = 0.0
+    clock = time.perf_counter()
+    point = metrics.Point(problem, theta)       # metrics at the last logged iterate
+    point_round = 0
+    metric_seconds += time.perf_counter() - clock
+    rows = [metrics.row(0, point, ref, scale, 0, totals, N, 0.0, metric_seconds)]
+    trace = Trace(rows=rows, meta=metrics.meta(problem, method, rounds, who.describe(), seed,
+                                               oracle, threads))
+    bar = _progress(rounds, f"{method.name} on {problem.name}") if progress else None
+    steps = iterate(problem, method, rounds=rounds, participation=participation, seed=seed,
+                    theta0=theta, oracle=oracle)
+    for step in steps:
+        t = step.t
+        seconds += step.seconds
+        metrics.add_counts(totals, step.info, 1)
+        if bar is not None:
+            bar.update(1)
+        if not (t % log_every == 0 or t == rounds):
+            continue
+        clock = time.perf_counter()
+        dist = float(xp.linalg.norm(step.state.theta - xp.asarray(ref.theta_star)))
+        if not (math.isfinite(dist) and dist <= bound):      # before any metric of a bad iterate
+            trace.status = "diverged"
+            break
+        new_point = metrics.Point(problem, step.state.theta)
+        if not math.isfinite(new_point.f):
+            trace.status = "diverged"
+            break
+        if drift_metrics:
+            start_point = (point if point_round == t - 1
+                           else metrics.Point(problem, step.before.theta))
+            extra = metrics.drift(step.ctx, step.info, start_point, step.state.theta)
+        metric_seconds += time.perf_counter() - clock
+        r = metrics.row(t, new_point, ref, scale, who.size(t), totals, N, seconds,
+                        metric_seconds)
+        if drift_metrics:
+            r.update(extra)
+        trace.rows.append(r)
+        point, point_round = new_point, t
+        if bar is not None:
+            bar.set_postfix(rel_dist=f"{r['rel_dist']:.2e}")
+        if target is not None and r["rel_dist"] <= target:
+            trace.status = "reached_target"
+            break
+    if bar is not None:
+        bar.close()
+    trace.meta["status"] = trace.status
+    return trace
+
+
+def timed_round(method: Method, ctx: RoundContext, state: Any) -> tuple[Any, RoundInfo, float]:
+    """One round map and its wall time (with a device sync on a GPU)."""
+    xp = ctx.problem.xp
+    clock = time.perf_counter()
+    state, info = method.round(ctx, state)
+    if xp is not np:
+        xp.cuda.Device().synchronize()
+    return state, info, time.perf_counter() - clock
+
+
+def participants(problem: FederatedProblem, method: Method, participation: Any,
+                 rounds: int) -> Participation:
+    """The run's :class:`Participation`, refused when ``method`` needs every client."""
+    who = Participation(problem.N, participation, rounds)
+    check(not (method.full_participation_only and not who.full_every_round),
+          f"method {method.name} needs full participation (S = N = {problem.N}), got "
+          f"S = {who.describe()}")
+    return who
+
+
+def check_common(rounds: Any, target: Any, log_every: Any) -> None:
+    check(isinstance(rounds, (int, np.integer)) and not isinstance(rounds, bool) and rounds >= 0,
+          f"rounds must be an integer >= 0, got {rounds!r}")
+    check(target is None or target > 0, f"target must be > 0, got {target!r}")
+    check(isinstance(log_every, (int, np.integer)) and log_every >= 1,
+          f"log_every must be an integer >= 1, got {log_every!r}")
+
+
+def check_seed(seed: Any) -> int:
+    check(isinstance(seed, (int, np.integer)) and not isinstance(seed, bool) and seed >= 0,
+          f"seed must be an integer >= 0, got {seed!r}")
+    return int(seed)
+
+
+def start(problem: FederatedProblem, theta0: Any) -> Any:
+    xp, d = problem.xp, problem.d
+    theta = xp.zeros(d) if theta0 is None else xp.asarray(theta0, dtype=xp.float64)
+    check(theta.shape == (d,), f"theta0 must have shape ({d},), got {tuple(theta.shape)}")
+    return theta
+
+
+def _progress(total: int, desc: str) -> Any:
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="round", leave=False)

@@ -1,0 +1,40 @@
+"""BLAS thread pinning: one place that decides how many threads NumPy's BLAS may use.
+
+Measured on the 2-core development machine (README "Threads"): a round is ~300 small BLAS
+calls, and with two BLAS threads each call waits for the second thread; ``fedtheory demo`` took
+210 s wall with OpenBLAS's default threads and 26 s with one. One thread is therefore the
+default of :func:`fedtheory.run`, the CLI, sweeps and claim checks; a result is then also the
+same bits whatever the machine's core count (the thread count changes BLAS's summation order).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+from .errors import check
+
+#: the default thread count wherever results are computed (see the module docstring)
+DEFAULT_THREADS = 1
+
+
+def check_threads(threads: object) -> int | None:
+    """``threads`` as accepted everywhere: an integer >= 1, or None (leave BLAS as it is)."""
+    check(threads is None or (isinstance(threads, int) and not isinstance(threads, bool)
+                              and threads >= 1),
+          f"threads must be an integer >= 1 or None, got {threads!r}")
+    return threads  # type: ignore[return-value]
+
+
+@contextlib.contextmanager
+def blas_threads(threads: int | None = DEFAULT_THREADS) -> Iterator[None]:
+    """Limit NumPy/SciPy's BLAS to ``threads`` threads inside the block (None: no limit)."""
+    check_threads(threads)
+    if threads is None:
+        yield
+        return
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=threads, user_api="blas"):
+        yield
+
