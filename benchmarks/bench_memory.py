@@ -12,7 +12,7 @@ Target: a peak of at most 2 stacks beyond the problem's data; the verdict allows
 
 Measured, each from a clean start (the problem's arrays already allocated and not counted):
   round             one ``make_method("fedpm").round(ctx, state)`` on a full-participation
-                    RoundContext (no metrics), for reference;
+                    round context (no metrics), for reference;
   run, drift off    ``run(problem, make_method("fedpm"), 1, drift_metrics=False)``;
   run, drift on     ``run(problem, make_method("fedpm"), 1, drift_metrics=True)``.
 
@@ -50,8 +50,7 @@ import numpy as np
 
 from bench_round import machine
 from fedtheory import make_method, run
-from fedtheory.methods import RoundContext
-from fedtheory.oracles import make_oracle
+from fedtheory.methods import round_context
 from fedtheory.problem import FederatedProblem
 
 TARGET_STACKS = 2.0
@@ -73,8 +72,7 @@ def cases(problem: FederatedProblem) -> dict:
     def one_round() -> None:
         method = make_method("fedpm")
         state = method.init(problem, problem.xp.zeros(problem.d))
-        ctx = RoundContext(problem, None, problem.weights, np.random.default_rng(0),
-                           make_oracle())
+        ctx = round_context(problem)
         method.round(ctx, state)
 
     return {

@@ -24,8 +24,7 @@ import time
 import numpy as np
 
 from fedtheory import make_method
-from fedtheory.methods import RoundContext
-from fedtheory.oracles import make_oracle
+from fedtheory.methods import round_context
 from fedtheory.problem import FederatedProblem
 
 
@@ -91,7 +90,7 @@ def time_round(problem: FederatedProblem, repeat: int) -> float:
     method = make_method("fedpm", {"K": 1, "eta": 1.0})
     theta = xp.asarray(np.random.default_rng(1).normal(size=problem.d) * 0.1)
     state = method.init(problem, theta)
-    ctx = RoundContext(problem, None, problem.weights, np.random.default_rng(0), make_oracle())
+    ctx = round_context(problem)
     return _median_time(lambda: method.round(ctx, state), xp, repeat)
 
 

@@ -4,7 +4,7 @@
         [--plot FILE.png] [--repeat 10] [--budget 2.0]
 
 One round is ``make_method("fedpm", {"K": 1}).round(ctx, state)`` on a full-participation
-RoundContext, as in bench_round.py. Problems are synthetic logistic problems: rows a ~ N(0, I_d),
+round context, as in bench_round.py. Problems are synthetic logistic problems: rows a ~ N(0, I_d),
 labels y = sign(a^T w + noise), lam = 1e-3, rows split contiguously (np.array_split: client
 sizes differ by at most one row; the oracle computes on the padded n_max rows).
 
@@ -37,8 +37,7 @@ import numpy as np
 
 from bench_round import machine, round_flops
 from fedtheory import make_method
-from fedtheory.methods import RoundContext
-from fedtheory.oracles import make_oracle
+from fedtheory.methods import round_context
 from fedtheory.problem import FederatedProblem
 
 
@@ -63,7 +62,7 @@ def time_round(problem: FederatedProblem, repeat: int, budget: float) -> tuple[f
     method = make_method("fedpm", {"K": 1, "eta": 1.0})
     theta = xp.asarray(np.random.default_rng(1).normal(size=problem.d) * 0.1)
     state = method.init(problem, theta)
-    ctx = RoundContext(problem, None, problem.weights, np.random.default_rng(0), make_oracle())
+    ctx = round_context(problem)
     for _ in range(2):
         method.round(ctx, state)
     _sync(xp)

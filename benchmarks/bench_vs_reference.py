@@ -38,8 +38,7 @@ import numpy as np
 from bench_round import _median_time, a9a, machine, w8a_shaped
 from fedtheory import make_method
 from fedtheory._backend import to_numpy
-from fedtheory.methods import RoundContext
-from fedtheory.oracles import make_oracle
+from fedtheory.methods import round_context
 from fedtheory.problem import FederatedProblem
 
 CHECK_RTOL = 1e-10
@@ -93,8 +92,7 @@ def library_round(problem: FederatedProblem, theta: np.ndarray, clients: np.ndar
     xp = problem.xp
     method = make_method("fedpm", {"K": 1, "eta": 1.0})
     state = method.init(problem, xp.asarray(theta))
-    w = problem.weights if clients is None else problem.weights[xp.asarray(clients)]
-    ctx = RoundContext(problem, clients, w / w.sum(), np.random.default_rng(0), make_oracle())
+    ctx = round_context(problem, clients)
     return lambda: method.round(ctx, state)[0].theta
 
 

@@ -71,21 +71,10 @@ def _speedup_figure(rec: Any) -> Figure:
 
 
 def claim_figure(rec: Any) -> Figure | None:
-    """The figure of one claim record, or None for claims without one.
-
-    A check module that defines ``figure(record) -> Figure`` owns its figure; the figures of
-    the first-round checks that predate that rule are drawn here.
-    """
-    from .claims import load_check
-    from .errors import FedTheoryError
-
+    """The figure of one claim record, or None for claims without one (the first-round
+    checks' figures; a check module that defines ``figure(record)`` owns its own, see
+    :func:`fedtheory.claims.write_figures`)."""
     try:
-        own = getattr(load_check(rec.id), "figure", None)
-    except (FedTheoryError, KeyError):   # an unknown id (a record built by hand) has no module
-        own = None
-    try:
-        if own is not None:
-            return own(rec)
         if rec.id == "C2":
             return _errors_figure(rec, bound=True)
         if rec.id == "C9":

@@ -13,7 +13,7 @@ What travels where:
 - the sweep's problem specs go to every worker once, through a :class:`ProblemSpecs` worker
   plugin (which the scheduler also gives to workers that join later, e.g. one restarted after a
   crash); a worker builds each problem once and keeps it, in the same per-process cache as the
-  local executor (:func:`fedtheory.sweep._problem`);
+  local executor (:func:`fedtheory.sweep_worker.problem_for`);
 - a task carries one configuration dict and its legend label, and returns the run's rows;
 - this process writes each result as it completes (``as_completed``) into the same store as
   local sweeps: ``runs/<id>.parquet`` written atomically with the same columns, or
@@ -41,7 +41,7 @@ from typing import Any
 from distributed import Client, LocalCluster, WorkerPlugin, as_completed
 
 from .errors import FedTheoryError
-from .sweep import Config, _compute, _init_worker, _problem, _save_run, config_id
+from .sweep_worker import Config, compute, config_id, init_worker, problem_for, save_run
 
 #: Reruns of a task that raised (a worker dying is counted by the scheduler, not here).
 RETRIES = 2
@@ -63,12 +63,12 @@ class ProblemSpecs(WorkerPlugin):
         self.name = f"fedtheory-problems-{hashlib.sha256(blob).hexdigest()[:16]}"
 
     def setup(self, worker: Any) -> None:
-        _init_worker()
+        init_worker()
         _SPECS.update(self.specs)
 
 
 def _run_task(spec: dict[str, Any], label: str) -> tuple[str, Any]:
-    """On a worker: run the configuration ``spec``; returns :func:`fedtheory.sweep._compute`'s
+    """On a worker: run the configuration ``spec``; returns :func:`fedtheory.sweep_worker.compute`'s
     (start time, rows or error message)."""
     problem_spec = _SPECS.get(spec["problem_hash"])
     if problem_spec is None:  # not a bad input: the plugin has not reached this worker
@@ -77,10 +77,10 @@ def _run_task(spec: dict[str, Any], label: str) -> tuple[str, Any]:
     config = Config(config_id(spec), label, spec, problem_spec)
     with _BUILD:  # a worker of several threads still builds each problem once
         try:
-            _problem(config)
+            problem_for(config)
         except FedTheoryError:
-            pass  # a bad problem is this run's result: _compute meets it again and says so
-    return _compute(config)
+            pass  # a bad problem is this run's result: compute meets it again and says so
+    return compute(config)
 
 
 def execute_dask(configs: list[Config], out: Path, jobs: int,
@@ -105,7 +105,7 @@ def execute_dask(configs: list[Config], out: Path, jobs: int,
             started, result = future.result()
             _, config = by_key.pop(future.key)
             future.release()
-            yield _save_run(out, config, started, result)
+            yield save_run(out, config, started, result)
     # leaving the block early (an error, or the caller stopping) closes the client, and the
     # scheduler forgets the tasks only this client wanted
 

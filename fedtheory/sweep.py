@@ -43,23 +43,28 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-import json
 import multiprocessing
 import os
-import re
 import sys
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import FedTheoryError, check, out_of_memory
+from .errors import FedTheoryError, check
 from .methods import METHODS, make_method
 from .oracles import ORACLE_MODELS, make_oracle
-from .results import RUNS_DIR, label_facets, make_labels, trace_frame, write_atomic, write_parquet
-from .suite import check_keys, load_problem, read_spec, resolve, spec_hash
+from .results import RUNS_DIR, label_facets, make_labels, write_atomic
+from .suite import check_keys, read_spec, resolve, spec_hash
+from .sweep_worker import (
+    Config,
+    compute,
+    config_id,
+    init_worker,
+    run_file,
+    save_run,
+)
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -72,19 +77,6 @@ _METHOD_KEYS = ("name", "params", "oracle")
 _SEED_KEYS = ("count", "start")
 BACKENDS = ("numpy", "cupy")
 EXECUTORS = ("local", "dask")
-ERRORS_DIR = "errors"
-_ID = re.compile(r"[0-9a-f]{16}")
-
-
-@dataclass(frozen=True)
-class Config:
-    """One run of a sweep: ``id`` (16 hex digits), ``label`` (for legends), ``spec`` (the
-    canonical dict hashed into the id) and the problem's validated TOML spec."""
-
-    id: str
-    label: str
-    spec: dict[str, Any]
-    problem_spec: dict[str, Any] = field(repr=False)
 
 
 @dataclass
@@ -211,12 +203,6 @@ def _grid(table: dict[str, Any]) -> list[dict[str, Any]]:
     return [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*axes)]
 
 
-def config_id(spec: dict[str, Any]) -> str:
-    """The stable id of a configuration: 16 hex digits of the SHA-256 of its canonical JSON."""
-    blob = json.dumps(spec, sort_keys=True, separators=(",", ":")).encode()
-    return hashlib.sha256(blob).hexdigest()[:16]
-
-
 def expand(spec: dict[str, Any]) -> list[Config]:
     """The configurations of a spec read by :func:`read_sweep`, duplicates removed, in the
     order problem, method entry, parameter grid, oracle grid, participation, seed. Method
@@ -292,7 +278,7 @@ def run_sweep(spec_path: str | os.PathLike, out_dir: str | os.PathLike, jobs: in
             from None
     _save_spec(spec_path, out)
 
-    todo = [c for c in configs if not _run_file(out, c.id).exists()]
+    todo = [c for c in configs if not run_file(out, c.id).exists()]
     summary = SweepSummary(out, len(configs), 0, len(configs) - len(todo), {})
     bar = _bar(len(todo), spec["name"], summary.skipped) if progress and todo else None
     tasks = [(c, str(out)) for c in todo]
@@ -327,7 +313,7 @@ def _execute(tasks: list[tuple[Config, str]], jobs: int):
     methods = multiprocessing.get_all_start_methods()
     ctx = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
     with ProcessPoolExecutor(max_workers=min(jobs, len(tasks)), mp_context=ctx,
-                             initializer=_init_worker) as pool:
+                             initializer=init_worker) as pool:
         pending = {pool.submit(_run_one, task) for task in tasks}
         try:
             while pending:
@@ -339,88 +325,11 @@ def _execute(tasks: list[tuple[Config, str]], jobs: int):
                 fut.cancel()
             raise
 
-
-def _init_worker() -> None:
-    """One BLAS thread per worker: ``jobs`` workers share the cores instead of fighting."""
-    from threadpoolctl import threadpool_limits
-
-    threadpool_limits(1)
-
-
-_PROBLEMS: dict[tuple[str, str], Any] = {}
-
-
-def _problem(config: Config) -> Any:
-    """This process's copy of the configuration's problem, built once per spec and backend."""
-    key = (config.spec["problem_hash"] + config.problem_spec.get("_dir", ""),
-           config.spec["backend"])
-    if key not in _PROBLEMS:
-        problem = load_problem(config.problem_spec)
-        if config.spec["backend"] != problem.backend:
-            problem = problem.to(config.spec["backend"])
-        _PROBLEMS[key] = problem
-    return _PROBLEMS[key]
-
-
 def _run_one(task: tuple[Config, str]) -> tuple[str, str | None]:
     """Run one configuration and write its file; returns (id, None) or (id, error message)."""
     config, out_dir = task
-    return _save_run(Path(out_dir), config, *_compute(config))
+    return save_run(Path(out_dir), config, *compute(config))
 
-
-def _compute(config: Config) -> tuple[str, Any]:
-    """Run one configuration, writing nothing: (start time, its rows with provenance) or
-    (start time, the message of the FedTheoryError that stopped it). Executors that run
-    elsewhere (:mod:`fedtheory.dask_executor`) call this remotely and :func:`_save_run` here."""
-    from .runner import run
-
-    c = config.spec
-    started = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
-    try:
-        problem = _problem(config)
-        method = make_method(c["method"], c["params"])
-        oracle = make_oracle(c["oracle"]["name"],
-                             **{k: v for k, v in c["oracle"].items() if k != "name"})
-        trace = run(problem, method, c["rounds"], participation=c["participation"],
-                    seed=c["seed"], oracle=oracle, drift_metrics=c["drift_metrics"])
-    except FedTheoryError as exc:
-        return started, str(exc)
-    except (MemoryError, ValueError) as exc:  # a configuration too large for this machine
-        if not out_of_memory(exc):
-            raise
-        return started, f"not enough memory ({exc})"
-    df = trace_frame(trace, label=config.label)
-    df["config_id"] = config.id
-    df["problem_hash"] = c["problem_hash"]
-    df["drift_metrics"] = c["drift_metrics"]
-    df["started_at"] = started
-    return started, df
-
-
-def _save_run(out: Path, config: Config, started: str, result: Any) -> tuple[str, str | None]:
-    """Write what :func:`_compute` returned into the sweep folder ``out``: the rows as
-    ``runs/<id>.parquet``, or an error as ``errors/<id>.json``; returns (id, None) or (id,
-    error message)."""
-    c = config.spec
-    if isinstance(result, str):
-        msg = f"{config.label} on {c['problem']}, S = {c['participation'] or 'all'}, " \
-              f"seed {c['seed']}: {result}"
-        errors = out / ERRORS_DIR
-        errors.mkdir(exist_ok=True)
-        text = json.dumps({"config": c, "error": result, "started_at": started}, indent=2)
-        write_atomic(errors / f"{config.id}.json", lambda tmp: Path(tmp).write_text(text))
-        return config.id, msg
-    write_parquet(result, _run_file(out, config.id))
-    stale = out / ERRORS_DIR / f"{config.id}.json"
-    if stale.exists():
-        stale.unlink()
-    return config.id, None
-
-
-def _run_file(out: Path, cid: str) -> Path:
-    # ids are 16 hex digits, so a path built from one never leaves out/runs
-    check(_ID.fullmatch(cid) is not None, f"config id must be 16 hex digits, got {cid!r}")
-    return out / RUNS_DIR / f"{cid}.parquet"
 
 
 def _save_spec(spec_path: Path, out: Path) -> None:

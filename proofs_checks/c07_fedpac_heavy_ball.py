@@ -43,8 +43,7 @@ from fedtheory.claims import (
 )
 from fedtheory.linalg import add_diag, spd_solve
 from fedtheory.methods import make_method
-from fedtheory.methods.base import RoundContext
-from fedtheory.oracles import make_oracle
+from fedtheory.methods.base import round_context
 from fedtheory.suite import load_problem
 
 CLAIM_ID = "C7"
@@ -92,14 +91,12 @@ def identity_residuals(problem, factory: MethodFactory, *, K: int, beta: float,
     for _ in range(ROUNDS):
         clients = (np.sort(rng.choice(problem.N, size=problem.N // 2, replace=False))
                    if partial else None)
-        w = problem.weights if clients is None else problem.weights[clients]
-        w = w / w.sum()
-        ctx = RoundContext(problem, clients, w, rng, make_oracle("exact"))
+        ctx = round_context(problem, clients, rng=rng)
         new, _ = method.round(ctx, state)
         sums = direction_sums(problem, state, clients, K=K, eta=ETA, beta=beta, rho=RHO)
         step = new.theta - state.theta
         momentum = state.theta - prev_theta
-        heavy_ball = -ETA * (1 - beta) * (w @ sums) + beta * momentum
+        heavy_ball = -ETA * (1 - beta) * (ctx.weights @ sums) + beta * momentum
         scale = np.linalg.norm(step) + beta * np.linalg.norm(momentum)
         residuals.append(float(np.linalg.norm(step - heavy_ball) / scale))
         prev_theta, state = state.theta, new

@@ -23,7 +23,7 @@ from fedtheory.claims import (
     sopm_factory,
 )
 from fedtheory.methods import METHODS
-from fedtheory.methods.base import RoundContext, ServerState
+from fedtheory.methods.base import ServerState, round_context
 from fedtheory.methods.fedpm import FedPM
 
 
@@ -42,7 +42,7 @@ class PeekingFedPM(FedPM):
     """FedPM that ignores the round's participants and uses every client."""
 
     def round(self, ctx, state):
-        full = RoundContext(ctx.problem, None, ctx.problem.weights, ctx.rng, ctx.oracle)
+        full = round_context(ctx.problem, rng=ctx.rng, oracle=ctx.oracle)
         return super().round(full, state)
 
 
@@ -168,7 +168,7 @@ def test_peeking_at_every_client_removes_the_speedup_c8():
         """FedPAC that ignores the round's participants and uses every client."""
 
         def round(self, ctx, state):
-            full = RoundContext(ctx.problem, None, ctx.problem.weights, ctx.rng, ctx.oracle)
+            full = round_context(ctx.problem, rng=ctx.rng, oracle=ctx.oracle)
             return super().round(full, state)
 
     rec = _fails("C8", method_factory=lambda **kw: PeekingFedPAC(**kw))

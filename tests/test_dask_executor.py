@@ -163,7 +163,7 @@ def test_dask_and_local_sweeps_write_the_same_rows_and_resume_each_other(tmp_pat
     assert sorted(f.stem for f in (dask / "runs").iterdir()) == ids
     pd.testing.assert_frame_equal(_rows(dask), _rows(local))
     # each worker built het_quadratic at most once, from the spec its plugin holds
-    built = client.run(lambda: len(__import__("fedtheory.sweep").sweep._PROBLEMS))
+    built = client.run(lambda: len(__import__("fedtheory.sweep_worker").sweep_worker.PROBLEMS))
     assert set(built.values()) <= {0, 1} and sum(built.values()) >= 1
 
     # a run missing from the local store is redone by Dask, and the other way round

@@ -8,9 +8,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from fedtheory import make_method, run
-from fedtheory.methods import RoundContext
+from fedtheory.methods import round_context
 from fedtheory.methods._local import ARMIJO_C, armijo
-from fedtheory.oracles import make_oracle
 from fedtheory.rates import q_order
 from fedtheory.testing import make_problem, problems
 
@@ -28,8 +27,7 @@ def _theta_after(problem, name, params, theta0, rounds, S=None, seed=0):
     for _ in range(rounds):
         clients = (None if S in (None, problem.N)
                    else np.sort(rng.choice(problem.N, S, replace=False)))
-        w = problem.weights if clients is None else problem.weights[clients]
-        ctx = RoundContext(problem, clients, w / w.sum(), rng, make_oracle())
+        ctx = round_context(problem, clients, rng=rng)
         state, _ = method.round(ctx, state)
     return state.theta
 
@@ -125,7 +123,7 @@ def test_delta_damps_every_preconditioner():
 
 def test_armijo_steps_are_the_largest_accepted_halvings():
     problem = make_problem(8, N=4, d=3, heterogeneity=2.0)
-    ctx = RoundContext(problem, None, problem.weights, np.random.default_rng(0), make_oracle())
+    ctx = round_context(problem)
     x = np.tile(np.array([2.0, -1.0, 0.5]), (4, 1))
     o = problem.oracle(x, value=True, grad=True, hess=True)
     p = np.linalg.solve(o.H, o.g[:, :, None])[..., 0]

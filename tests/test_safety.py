@@ -13,7 +13,8 @@ import pytest
 import fedtheory
 from fedtheory.cli import main
 from fedtheory.errors import FedTheoryError
-from fedtheory.sweep import _run_file, expand, read_sweep, run_sweep
+from fedtheory.sweep import expand, read_sweep, run_sweep
+from fedtheory.sweep_worker import run_file
 
 PACKAGE = Path(fedtheory.__file__).resolve().parent
 SOURCES = sorted(PACKAGE.rglob("*.py"))
@@ -126,7 +127,7 @@ def test_a_crafted_sweep_spec_writes_nothing_outside_the_output_folder(tmp_path)
                                  "0123456789ABCDEF", "0123456789abcdef/../../x"])
 def test_a_run_file_is_named_only_by_a_16_hex_digit_id(tmp_path, cid):
     with pytest.raises(FedTheoryError, match="16 hex digits"):
-        _run_file(tmp_path, cid)
+        run_file(tmp_path, cid)
 
 
 def test_a_crafted_problem_name_cannot_move_the_output_of_fedtheory_run(tmp_path, capsys):

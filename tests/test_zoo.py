@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fedtheory.errors import FedTheoryError
-from fedtheory.methods import METHODS, RoundContext, ServerState, make_method
+from fedtheory.methods import METHODS, ServerState, make_method, round_context
 from fedtheory.oracles import make_oracle
 from fedtheory.problem import FederatedProblem
 from fedtheory.runner import run
@@ -41,9 +41,8 @@ def method_for(name: str):
 
 def context(problem, clients=None, seed=0):
     """The RoundContext the runner would build for participants ``clients`` (None = all)."""
-    w = problem.weights if clients is None else problem.weights[np.asarray(clients)]
-    return RoundContext(problem, None if clients is None else np.asarray(clients), w / w.sum(),
-                        np.random.default_rng(seed), EXACT)
+    return round_context(problem, None if clients is None else np.asarray(clients),
+                         rng=np.random.default_rng(seed), oracle=EXACT)
 
 
 def rows_without_seconds(trace):
