@@ -1,13 +1,13 @@
 """Claims as executable checks: the record, the registry, the ``fedtheory check`` command.
 
-Each claim of ``spec/CLAIMS.md`` is one module of the top-level ``proofs_checks/`` folder
+Each claim of ``docs/claims.md`` is one module of the top-level ``proofs_checks/`` folder
 (``c01_fedpm_is_newton.py``, ..., ``ext_partial_participation.py``; shipped inside the wheel as
 ``fedtheory/_checks``). A check module defines ``CLAIM_ID``, ``STATEMENT``, ``SOURCE``, a
 function ``check(quick: bool, ...) -> ClaimRecord`` and one pytest test ``test_claim``.
 ``quick=True`` runs the protocol at CI size; ``quick=False`` the full protocol.
 
 A :class:`ClaimRecord` carries the measured figure next to the predicted one and the verdict of
-the pass criterion of CLAIMS.md, never a loosened one. The helpers below (one round of a method
+the pass criterion of docs/claims.md, never a loosened one. The helpers below (one round of a method
 at a chosen point, the limit of a method's round map, heterogeneous problems built from a data
 set) are shared by the checks so that no check re-implements them.
 

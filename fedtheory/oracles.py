@@ -1,4 +1,4 @@
-"""Oracle models: how a method sees f_i, g_i and H_i (ALGORITHMS.md "Stochastic oracles").
+"""Oracle models: how a method sees f_i, g_i and H_i (docs/algorithms.md "Stochastic oracles").
 
 An oracle is a callable ``oracle(problem, theta, clients, *, value, grad, hess, rng)`` returning
 an :class:`~fedtheory.objectives.OracleOut`. Its randomness, if any, is drawn from the run's one

@@ -2,7 +2,7 @@
 
 Pure functions on 1-D arrays of errors; each returns a small frozen result that prints the
 measured figure with its confidence interval. These are the measurements behind the pass
-criteria of ``spec/CLAIMS.md``:
+criteria of ``docs/claims.md``:
 
 - :func:`q_order`: the Q-order p of ``e_{t+1} ~ C e_t^p``, the OLS slope of log e_{t+1} on
   log e_t (p = 2 for Newton-type methods, C2; the golden ratio for stale-Hessian FedNL, C9);
@@ -211,7 +211,8 @@ def _check_level(level: float) -> None:
 
 
 def default_floor(scale: float = 1.0) -> float:
-    """The float floor of CLAIMS.md: ``1e3 * eps_float64 * max(1, scale)``, scale = ||theta*||."""
+    """The float floor of docs/claims.md: ``1e3 * eps_float64 * max(1, scale)``, scale =
+    ||theta*||."""
     check(math.isfinite(scale) and scale >= 0, f"scale must be finite and >= 0, got {scale!r}")
     return 1e3 * EPS * max(1.0, scale)
 

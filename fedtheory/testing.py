@@ -2,7 +2,7 @@
 
 ``make_problem(seed, ...)`` builds a small heterogeneous problem (clients of unequal sizes,
 shifted feature means, client-specific label models) deterministically from a seed;
-``problems()`` is the matching Hypothesis strategy (ALGORITHMS.md / CLAIMS.md C1 protocol:
+``problems()`` is the matching Hypothesis strategy (docs/algorithms.md / docs/claims.md C1 protocol:
 logistic and ridge, N in 2..8, d in 2..10, heterogeneous clients).
 """
 
@@ -39,7 +39,7 @@ def make_problem(seed: int, *, objective: str = "logistic", N: int = 4, d: int =
 
 @st.composite
 def problems(draw, objectives=("logistic", "ridge"), N=(2, 8), d=(2, 10)) -> FederatedProblem:
-    """Hypothesis strategy: random heterogeneous logistic or ridge problems (ALGORITHMS.md)."""
+    """Hypothesis strategy: random heterogeneous logistic or ridge problems (docs/algorithms.md)."""
     return make_problem(
         draw(st.integers(0, 2**31 - 1)),
         objective=draw(st.sampled_from(objectives)),

@@ -1,4 +1,4 @@
-"""Trace: the tidy per-round rows of one run (ALGORITHMS.md "Per-round metrics").
+"""Trace: the tidy per-round rows of one run (docs/algorithms.md "Per-round metrics").
 
 One row per logged round with the columns of :data:`COLUMNS`; ``trace["dist_to_opt"]`` is a
 NumPy column, ``to_frame()`` a pandas DataFrame, ``to_csv(path)`` writes atomically (a temporary

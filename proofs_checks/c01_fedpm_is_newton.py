@@ -7,7 +7,7 @@ P_i theta_i = P_i theta - eta g_i and the server's mix is
 
 the Newton round map on the participants S_t, for any eta and any S.
 
-Protocol (CLAIMS.md): Hypothesis draws random heterogeneous logistic and ridge problems
+Protocol (docs/claims.md): Hypothesis draws random heterogeneous logistic and ridge problems
 (:func:`fedtheory.testing.problems`: N in 2..8, d in 2..10, unequal client sizes, shifted
 features, client-specific labels), a random theta (norm from 0.1 to 10), eta in (0, 1] and a
 random strict subset of clients; one round of FedPM and one of Newton are compared from the

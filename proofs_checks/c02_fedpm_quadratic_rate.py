@@ -3,7 +3,7 @@
 With K = 1 FedPM is Newton's method (C1), so for a strongly convex f with an L_H-Lipschitz
 Hessian, e_{t+1} <= (L_H / (2 mu)) e_t^2 near theta*, e_t = ||theta^t - theta*||.
 
-Protocol (CLAIMS.md): L2 logistic regression from theta^0 = 0, FedPM(K = 1, eta = 1), full
+Protocol (docs/claims.md): L2 logistic regression from theta^0 = 0, FedPM(K = 1, eta = 1), full
 participation, exact oracle, on
 
 - ``a9a_fednl``: a9a, the FedNL split, 80 clients x 407 rows, lam = 1e-3;
@@ -19,7 +19,7 @@ dropped). A problem passes when (i) the fitted Q-order p (:func:`~fedtheory.rate
 lies in [1.8, 2.2] (the point estimate; its 95 % t-interval is reported, and it is infinite
 when quadratic convergence leaves only two pairs above the float floor), (ii) the ratios
 e_{t+1}/e_t decrease and the last is < 1e-3, (iii) e_{t+1} <= (L_H / (2 mu)) e_t^2 on every
-pair of the window, with mu = lambda_min(H(theta*)) and L_H the bound of ALGORITHMS.md
+pair of the window, with mu = lambda_min(H(theta*)) and L_H the bound of docs/algorithms.md
 (``problem.reference``). The claim passes when every problem passes.
 """
 

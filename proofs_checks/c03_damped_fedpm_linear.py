@@ -4,7 +4,7 @@ With K = 1 FedPM is the damped Newton step theta+ = theta - eta H^{-1} g (C1), s
 theta+ - theta* = (1 - eta)(theta - theta*) + O(eta ||theta - theta*||^2): the Q-linear ratio
 is exactly 1 - eta.
 
-Protocol (CLAIMS.md): eta in {0.25, 0.5, 0.75}, FedPM(K = 1), full participation, from
+Protocol (docs/claims.md): eta in {0.25, 0.5, 0.75}, FedPM(K = 1), full participation, from
 theta^0 = 0 to the float floor, on heterogeneous logistic problems of the suite:
 ``fedprox_synthetic_1_1`` and ``breast_cancer_dirichlet`` (quick), plus ``a9a_fednl`` and
 ``phishing_iid`` (full). The ratio q is :func:`fedtheory.rates.linear_rate` on the asymptotic

@@ -7,7 +7,7 @@ sum w_i theta_i* (the average of the local optima), not to theta*, for any K and
 Logistic, K = 1: theta+ = theta - eta sum w_i P_i^{-1} g_i, so a limit satisfies
 sum w_i P_i^{-1} g_i = 0, which is not grad f = sum w_i g_i = 0 when the P_i differ.
 
-Protocol (CLAIMS.md):
+Protocol (docs/claims.md):
 
 - ridge: ``het_quadratic`` (lam = 0, client optima exact) and ``diabetes_ridge_dirichlet``
   (lam = 1e-3); K in {1, 3} and eta in {0.5, 1} (quick), K in {1, 2, 5} and eta in
@@ -20,7 +20,7 @@ Protocol (CLAIMS.md):
 "Limit": the method is iterated from 0 until ||theta^{t+1} - theta^t|| <= 1e-13 max(1,
 ||theta^{t+1}||) (:func:`fedtheory.claims.limit_point`); for logistic K = 1, if eta = 1 does
 not settle, eta = 0.5 then 0.25 are tried (SOPM's K = 1 fixed points do not depend on eta).
-The tolerances "to 1e-10" of CLAIMS.md are read relative to max(1, ||.||), the scale of the
+The tolerances "to 1e-10" of docs/claims.md are read relative to max(1, ||.||), the scale of the
 vectors compared.
 """
 

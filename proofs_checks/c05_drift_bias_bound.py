@@ -11,7 +11,7 @@ so ||grad f(theta_bar)||
     <= (Lambda / mu^2) sqrt(Delta_D) zeta                          (Cauchy-Schwarz),
 with Delta_D = sum w_i ||P_i - Pbar||_2^2 and zeta^2 = sum w_i ||g_i||^2.
 
-Reading of the constants (CLAIMS.md names them without defining them; this is the reading under
+Reading of the constants (docs/claims.md names them without defining them; this is the reading under
 which the displayed chain of inequalities is a theorem, and the tightest such):
 
 - Lambda = max_i lambda_max(P_i) at the limit, an upper bound on ||Pbar|| (the largest
@@ -23,7 +23,7 @@ which the displayed chain of inequalities is a theorem, and the tightest such):
 The "floor" of the Spearman criterion is the bounded quantity, ||grad f(theta_bar)||; the
 distance ||theta_bar - theta*|| is reported beside it.
 
-Protocol (CLAIMS.md): L2 logistic (lam = 1e-3), 10 clients, Dirichlet label skew alpha in
+Protocol (docs/claims.md): L2 logistic (lam = 1e-3), 10 clients, Dirichlet label skew alpha in
 {0.05, 0.1, 0.5, 1, 10} and IID on two data sets: the first rows of a9a (2,000 quick, 4,000
 full) and phishing (2,000 rows quick, all 8,619 full); partition seed 0 (quick) or seeds
 0, 1, 2 (full); Dirichlet min_size 2 (two labels and small alpha leave some clients tiny).

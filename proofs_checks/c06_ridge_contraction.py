@@ -8,12 +8,12 @@ sum w_i H_i theta_i* = H theta*, the server's mix is
 
 every round contracts the error vector itself by (1 - eta)^K (C12 (e) proves it symbolically).
 
-Protocol (CLAIMS.md): K in {1, 2, 5}, eta in {0.3, 0.5, 1}, FedPM from theta^0 = 0 on the
+Protocol (docs/claims.md): K in {1, 2, 5}, eta in {0.3, 0.5, 1}, FedPM from theta^0 = 0 on the
 heterogeneous ridge problems ``het_quadratic`` (20 clients, spread local optima, lam = 0) and
 ``diabetes_ridge_dirichlet`` (8 clients, Dirichlet target skew, lam = 1e-3). Both modes run
 the same 18 runs (they take about a second).
 
-Difference from CLAIMS.md (the literal criterion is ill-posed in float64): the computed
+Difference from docs/claims.md (the literal criterion is ill-posed in float64): the computed
 iterates carry an absolute rounding error of the order of the float floor
 F = 1e3 eps max(1, ||theta*||), so the computed ratio e_{t+1}/e_t has a relative error of
 order F / e_{t+1}, which exceeds 1e-8 long before the float floor (at e_{t+1} = 1e-6 already).

@@ -1,5 +1,5 @@
 """C7: FedPAC's server trajectory is heavy-ball momentum with coefficient beta, and beta leaves
-the K = 1 fixed point unchanged (Liu et al. 2026; ALGORITHMS.md "FedPAC", identity (a)).
+the K = 1 fixed point unchanged (Liu et al. 2026; docs/algorithms.md "FedPAC", identity (a)).
 
 Every client's local step is theta_i^{k+1} = theta_i^k - eta [(1 - beta) d_i^k + beta gG], so
 Delta = -eta (1 - beta) sum w~_i sum_k d_i^k - K eta beta gG, and gG = -Delta^{r-1} / (K eta):
@@ -9,13 +9,13 @@ Delta = -eta (1 - beta) sum w~_i sum_k d_i^k - K eta beta gG, and gG = -Delta^{r
 For K = 1, at a fixed point Delta = 0 and gG = 0, so the fixed-point equation
 sum w_i d_i = 0 (with the fixed point's Theta) does not involve beta.
 
-Protocol (CLAIMS.md):
+Protocol (docs/claims.md):
 
 - identity: FedPAC with beta in {0, 0.3, 0.8}, K in {1, 3}, rho = 0.5, constant eta = 0.7,
   under full participation and under partial participation (S = N / 2, participants drawn
   from a seeded generator), 8 rounds from theta^0 = 0 on ``fedprox_synthetic_1_1`` (quick) and
   also ``a9a_fednl`` (full). The directions d_i^k are recomputed here, independently of the
-  method's code, from the recursion of ALGORITHMS.md and the server state (theta, Theta, gG)
+  method's code, from the recursion of docs/algorithms.md and the server state (theta, Theta, gG)
   the method holds at the start of each round; the residual of each round is
   ||step - heavy_ball|| / (||step|| + beta ||theta^r - theta^{r-1}||), and its maximum over all
   rounds must be <= 1e-10;
@@ -49,7 +49,7 @@ from fedtheory.suite import load_problem
 CLAIM_ID = "C7"
 STATEMENT = ("FedPAC's server trajectory is heavy-ball momentum with coefficient beta; beta "
              "leaves the K = 1 fixed point unchanged")
-SOURCE = "Liu et al. 2026 (arXiv 2602.19271), FedPAC; ALGORITHMS.md identity (a)"
+SOURCE = "Liu et al. 2026 (arXiv 2602.19271), FedPAC; docs/algorithms.md identity (a)"
 BETAS = (0.0, 0.3, 0.8)
 IDENTITY_TOL = 1e-10
 FIXED_POINT_TOL = 1e-8
@@ -64,7 +64,7 @@ def fedpac_factory(**params) -> object:
 
 def direction_sums(problem, state, clients, *, K: int, eta: float, beta: float, rho: float,
                    delta: float = 0.0) -> np.ndarray:
-    """sum_k d_i^k of every participant, from the recursion of ALGORITHMS.md (one client at
+    """sum_k d_i^k of every participant, from the recursion of docs/algorithms.md (one client at
     a time, written out as the spec writes it; "update_then_use", align = True)."""
     ids = range(problem.N) if clients is None else clients
     out = []

@@ -8,7 +8,7 @@ E||grad f||^2 scales as 1/S (slope -1 in S on log-log axes), and (b) with
 eta = c sqrt(S / (K R)) the mean over R rounds of ||grad f||^2, the sum of a transient
 ~ 1 / (eta R) and a noise floor ~ eta sigma^2 / S, scales as 1/sqrt(S R K) (slope -0.5).
 
-Protocol (CLAIMS.md): IID clients, N = 64: all 8,619 rows of phishing split IID over 64
+Protocol (docs/claims.md): IID clients, N = 64: all 8,619 rows of phishing split IID over 64
 clients (134 or 135 rows each), L2 logistic with lam = 1e-2; the Gaussian oracle (exact
 Hessians, gradients plus N(0, sigma^2 I / d) noise drawn afresh for every client and call),
 sigma = 0.1; FedPAC with K = 1 and its other defaults (beta = 0.5, rho = 0.9,

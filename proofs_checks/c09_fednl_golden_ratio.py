@@ -6,13 +6,13 @@ every step after the first uses the previous round's Hessian, so
 e_{k+1} ~ C e_k e_{k-1} near theta*, whose Q-order is the root of p^2 = p + 1,
 (1 + sqrt 5) / 2 = 1.618...
 
-Protocol (CLAIMS.md): L2 logistic on ``a9a_fednl`` (a9a, 80 clients x 407 rows, lam = 1e-3),
+Protocol (docs/claims.md): L2 logistic on ``a9a_fednl`` (a9a, 80 clients x 407 rows, lam = 1e-3),
 FedNL option 1 (projection onto {X >= lam I}, the default), identity compressor, alpha = 1,
 H_init = "hessian", from theta^0 = 0 to the float floor; full mode also runs option 2 and the
 heterogeneous ``breast_cancer_dirichlet`` and ``fedprox_synthetic_1_1`` with option 1. Fitted
 order = :func:`fedtheory.rates.q_order` on the asymptotic window (scale ||theta*||). A run
 passes when the order lies in [1.5, 1.75] and the step ratios e_{t+1}/e_t decrease over the
-window with the last < 1e-3 ("-> 0"; the threshold is C2's, CLAIMS.md gives none).
+window with the last < 1e-3 ("-> 0"; the threshold is C2's, docs/claims.md gives none).
 """
 
 from __future__ import annotations

@@ -5,13 +5,13 @@ preconditioned mixing undoes this exactly only when H_i is constant (ridge, C6).
 losses the fixed point of the round map is therefore not theta*, and the gap grows with how
 much the clients differ.
 
-Protocol (CLAIMS.md): L2 logistic (lam = 1e-3), FedPM with K in {2, 5}, eta = 1/K, full
+Protocol (docs/claims.md): L2 logistic (lam = 1e-3), FedPM with K in {2, 5}, eta = 1/K, full
 participation, iterated from 0 to its limit (:func:`fedtheory.claims.limit_point`), on the
 ``phishing`` data set (first 2,000 rows quick, all 8,619 full) over 10 clients, heterogeneity
 from IID through Dirichlet label skew alpha = 10, 1, 0.5, 0.1 to 0.05 (partition seed 0 quick,
 seeds 0, 1, 2 full; Dirichlet min_size 2). Floor = ||theta_bar - theta*|| / max(1, ||theta*||).
 
-Reading of "increasing with heterogeneity" (CLAIMS.md gives no statistic): alpha is only a
+Reading of "increasing with heterogeneity" (docs/claims.md gives no statistic): alpha is only a
 noisy proxy (with two labels, alpha = 0.1 and 0.05 both give near single-label clients, and
 two draws at one alpha differ), so heterogeneity is measured on each instance by the gradient
 dissimilarity at the optimum, zeta*^2 = sum w_i ||g_i(theta*)||^2, and "increasing" means a

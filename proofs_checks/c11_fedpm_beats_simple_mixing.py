@@ -1,7 +1,7 @@
 """C11: FedPM beats simple mixing under heterogeneity and matches FedNL-class speed (FedPM's
 main empirical claim).
 
-Protocol (CLAIMS.md): L2 logistic on ``a9a_fednl`` (a9a, 80 clients x 407 rows, lam = 1e-3)
+Protocol (docs/claims.md): L2 logistic on ``a9a_fednl`` (a9a, 80 clients x 407 rows, lam = 1e-3)
 and ``breast_cancer_dirichlet`` (breast cancer, Dirichlet(0.1) label skew over 10 clients,
 lam = 1e-3), from theta^0 = 0, full participation, exact oracle:
 

@@ -13,12 +13,12 @@ in exp. No floating-point number enters any symbolic part.
     symmetric matrices, a superset of SPD ones, so the identity holds a fortiori for SPD).
 (b) Logistic oracle: for n = 2 samples in d = 2 with symbolic features, lam and theta, and
     each of the four label vectors in {-1, +1}^2, the gradient and Hessian formulas of
-    ALGORITHMS.md equal sympy's derivatives of f; and the package's batched oracle
+    docs/algorithms.md equal sympy's derivatives of f; and the package's batched oracle
     (:func:`fedtheory.objectives.logistic`) agrees with those sympy derivatives at random
     points to 1e-12 relative (the one numeric step: it ties the proof to the code).
 (c) sup_x |sigma''(x)| = 1/(6 sqrt 3): sympy solves sigma'''(x) = 0, evaluates |sigma''| at
     the roots, and checks sigma'' -> 0 at +-infinity (so the sup is attained at a root).
-(d) FedPAC heavy-ball identity, derived from the recursion of ALGORITHMS.md (no numeric
+(d) FedPAC heavy-ball identity, derived from the recursion of docs/algorithms.md (no numeric
     FedPAC code): two clients, K = 2 local steps, rounds r = 0, 1 from gG^0 = 0; the server
     trajectory satisfies theta^{r+1} - theta^r = -eta (1 - beta) sum w~_i sum_k d_i^k
     + beta (theta^r - theta^{r-1}) at r = 0 (theta^{-1} = theta^0) and at r = 1, the first
@@ -49,7 +49,7 @@ from fedtheory.claims import ClaimRecord, assert_claim, record
 CLAIM_ID = "C12"
 STATEMENT = ("Symbolic identities: FedPM eq. 8, the logistic gradient and Hessian, "
              "sup |sigma''| = 1/(6 sqrt 3), FedPAC's heavy ball, ridge FedPM's (1 - eta)^K")
-SOURCE = ("Ishii et al. 2025 (arXiv 2511.09100) eq. 6-8; ALGORITHMS.md objectives; "
+SOURCE = ("Ishii et al. 2025 (arXiv 2511.09100) eq. 6-8; docs/algorithms.md objectives; "
           "Liu et al. 2026 (arXiv 2602.19271) FedPAC")
 
 Mixing = Callable[[list, list, list], sp.Matrix]
@@ -194,7 +194,7 @@ def part_c() -> dict:
 
 # ---------------------------------------------------------------------------- (d)
 def _fedpac_rounds(K: int, clients: int, rounds: int, local_direction, w, eta, beta):
-    """Server trajectory theta^0..theta^rounds of FedPAC's recursion (ALGORITHMS.md) and the
+    """Server trajectory theta^0..theta^rounds of FedPAC's recursion (docs/algorithms.md) and the
     sum_k d_i^k of every client in every round. ``local_direction(i, k, r, x, state)`` returns
     (d_i^k, new_state) for client i at local step k of round r from local iterate x."""
     thetas = [sp.Symbol("theta0")] if local_direction.scalar else [local_direction.theta0]

@@ -19,7 +19,7 @@ S in {2, 5, 10, 15, 19}; FedPM(K = 1, eta = 1) from 0 for 40 rounds (quick) or 8
 after the first 10 and over seeds. Measured: the log-log slope of the stationary error against
 x = v(S) G*^2, G*^2 = (1/N) sum_i ||g_i(theta*)||^2, over all (level, S) points, with its 95 %
 interval (:func:`fedtheory.rates.loglog_slope`); the first-order prediction above gives slope 1
-and the measured/predicted ratio is reported per point. Pass (sign of the trend, as CLAIMS.md
+and the measured/predicted ratio is reported per point. Pass (sign of the trend, as docs/claims.md
 asks for the extension): slope > 0, every stationary error above the squared float floor.
 """
 

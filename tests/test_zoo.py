@@ -59,7 +59,7 @@ def client_data(problem):
 # --------------------------------------------------------------------------- FedPAC, C7
 
 def reference_fedpac_clients(problem, method, state, clients):
-    """FedPAC's client loop written directly from ALGORITHMS.md, one client at a time:
+    """FedPAC's client loop written directly from docs/algorithms.md, one client at a time:
     returns, per participant, theta_i^K and sum_k d_i^k."""
     d = problem.d
     theta_K, d_sum = [], []

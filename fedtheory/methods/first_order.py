@@ -1,4 +1,4 @@
-"""First-order baselines (ALGORITHMS.md "First-order baselines"): GD, FedAvg, FedProx, SCAFFOLD.
+"""First-order baselines (docs/algorithms.md#first-order-baselines): GD, FedAvg, FedProx, SCAFFOLD.
 
 All four share one local loop (:func:`local_gd`): client i in S_t starts from the server's
 theta and takes K gradient steps on its local objective,
