@@ -90,6 +90,36 @@ def _backend(problem, backend: str):
     return problem.to("cupy")
 
 
+def _theta0(text: str | None, problem) -> np.ndarray | None:
+    """--theta0: "zeros" (the default start), "star" or "star+R" (theta* moved by R along a
+    fixed unit direction, to explore local theorems), or a .npy / text file of d numbers."""
+    if text is None or text == "zeros":
+        return None
+    star = np.asarray(problem.reference.theta_star, dtype=float)
+    if text == "star" or text.startswith("star+"):
+        r = 0.0
+        if text != "star":
+            try:
+                r = float(text[5:])
+            except ValueError:
+                raise FedTheoryError(f"--theta0 star+R needs a number R, got {text!r}") from None
+            check(np.isfinite(r) and r >= 0, f"--theta0 star+R needs R >= 0, got {text!r}")
+        u = np.ones_like(star) / np.sqrt(star.size)
+        return star + r * u
+    path = Path(text)
+    check(path.is_file(), f"--theta0 must be zeros, star, star+R or a file, got {text!r}")
+    try:
+        x = (np.load(path, allow_pickle=False) if path.suffix == ".npy"
+             else np.loadtxt(path, dtype=float, ndmin=1))
+    except (OSError, ValueError) as exc:
+        raise FedTheoryError(f"--theta0 {text!r}: cannot read it: {exc}") from None
+    x = np.asarray(x, dtype=float).ravel()
+    check(x.shape == (problem.d,), f"--theta0 {text!r}: expected {problem.d} numbers, "
+                                   f"got {x.size}")
+    check(bool(np.isfinite(x).all()), f"--theta0 {text!r} contains NaN or inf")
+    return x
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     out = _check_out(args.out)
     check(args.seed >= 0, f"--seed must be an integer >= 0, got {args.seed}")
@@ -97,10 +127,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     method = make_method(args.method, _params(args.param))
     participation = _participation(args.participation)
     oracle = make_oracle(args.oracle, **_oracle_params(args.oracle_param))
-    problem = _backend(load_problem(args.problem), args.backend)
+    check(args.diverge_factor > 0, f"--diverge-factor must be > 0, got {args.diverge_factor}")
+    host = load_problem(args.problem)
+    theta0 = _theta0(args.theta0, host)
+    problem = _backend(host, args.backend)
     trace = run(problem, method, args.rounds, participation=participation, seed=args.seed,
                 oracle=oracle, log_every=args.log_every, progress=args.progress,
-                drift_metrics=not args.no_drift, threads=args.threads)
+                drift_metrics=not args.no_drift, threads=args.threads, theta0=theta0,
+                diverge_factor=args.diverge_factor)
     print(f"# {problem!r}")
     params = ", ".join(f"{k}={v}" for k, v in method.params().items())
     print(f"# method {method.name}({params}), S = {trace.meta['participation']}, "
@@ -179,6 +213,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write the seconds column as nan (not measured), so that two runs "
                         "with the same seed give byte-identical --out files")
     r.add_argument("--progress", action="store_true", help="show a progress bar")
+    r.add_argument("--theta0", default="zeros", metavar="START",
+                   help="start point: zeros, star, star+R (theta* + R along (1,..,1)/sqrt d) "
+                        "or a .npy/text file of d numbers")
+    r.add_argument("--diverge-factor", type=float, default=1e8, metavar="F",
+                   help="status diverged once ||theta - theta*|| > F max(1, ||theta*||, "
+                        "||theta0 - theta*||)")
     r.add_argument("--no-drift", action="store_true",
                    help="skip the drift metrics (their columns are NaN)")
     r.add_argument("--threads", type=int, default=DEFAULT_THREADS, metavar="T",

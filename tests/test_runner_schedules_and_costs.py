@@ -159,3 +159,25 @@ def test_cli_backend_cupy_is_used_or_refused_in_one_line(capsys, monkeypatch):
     else:
         assert code == 2 and err.count("\n") == 1
         assert "--backend cupy needs CuPy and a CUDA GPU" in err and "backend=numpy" not in out
+
+
+def test_cli_theta0_and_diverge_factor(tmp_path, capsys):
+    out = tmp_path / "r.csv"
+    base = ["run", "het_quadratic", "--method", "newton", "--rounds", "2", "--out", str(out)]
+    assert main([*base, "--theta0", "star+0.5"]) == 0
+    import pandas as pd
+
+    assert pd.read_csv(out)["dist_to_opt"][0] == pytest.approx(0.5, rel=1e-12)
+    assert main([*base, "--theta0", "star"]) == 0
+    assert pd.read_csv(out)["dist_to_opt"][0] == 0.0
+    start = tmp_path / "t0.txt"
+    start.write_text(" ".join(["0.25"] * 20))
+    assert main([*base, "--theta0", str(start)]) == 0
+    start.write_text("1 2 3")
+    assert main([*base, "--theta0", str(start)]) == 2
+    assert "expected 20 numbers, got 3" in capsys.readouterr().err
+    # GD with a huge step diverges; a tight factor ends the run early
+    gd = ["run", "het_quadratic", "--method", "gd", "--param", "eta=0.5", "--rounds", "30"]
+    assert main([*gd, "--diverge-factor", "2"]) == 0
+    assert "status diverged" in capsys.readouterr().out
+    assert main([*gd, "--diverge-factor", "0"]) == 2
