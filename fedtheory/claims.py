@@ -333,7 +333,7 @@ def write_figures(records: Sequence[ClaimRecord], folder: Path) -> dict[str, str
         if fig is None:
             continue
         folder.mkdir(exist_ok=True)
-        save(fig, folder / f"{r.id}.png")
+        save(fig, folder / f"{r.id}.png", pdf=True)   # PNG for the report, PDF for papers
         out[r.id] = f"{folder.name}/{r.id}.png"
     return out
 

@@ -259,13 +259,29 @@ def build_parser() -> argparse.ArgumentParser:
 
     pl = sub.add_parser("plot", help="plot a metric per round from a sweep folder, a "
                                      "results.parquet or a trace CSV")
-    pl.add_argument("results")
+    pl.add_argument("results", nargs="+", help="sweep folders, .parquet files or trace CSVs")
     pl.add_argument("--metric", default="dist_to_opt", help="a per-round column")
     pl.add_argument("--by", default="label", help="group curves by this column")
-    pl.add_argument("--x", default="round", help="x axis column (e.g. uplink_floats)")
-    pl.add_argument("--out", required=True, metavar="FIG.png")
-    pl.set_defaults(func=lambda a: _lazy("plot", "main_plot")(a.results, a.metric, a.by, a.out,
-                                                               x=a.x))
+    pl.add_argument("--x", default="round", help="x axis column (e.g. bits, uplink_floats)")
+    pl.add_argument("--out", required=True, metavar="FIG.png", help=".png or .pdf")
+    pl.add_argument("--fit", choices=("order", "linear"), default=None,
+                    help="fit the Q-order or the linear ratio of each curve")
+    pl.add_argument("--bound", choices=("quadratic", "damped_newton"), default=None,
+                    help="draw a theory bound on ||theta - theta*|| (constants from the runs)")
+    pl.add_argument("--floor", default=None, metavar="none|VALUE",
+                    help="the float-floor line: none, or a value (default: 1e3 eps scale)")
+    pl.add_argument("--band", choices=("minmax", "quantile", "bootstrap"), default="minmax",
+                    help="band over seeds: min-max, 10-90%% quantiles, or the mean's 95%% "
+                         "bootstrap CI")
+    pl.add_argument("--logx", action="store_true", default=None, help="log x axis")
+    pl.add_argument("--title", default=None)
+    pl.add_argument("--facet", default=None, metavar="COLUMN",
+                    help="one panel per value of COLUMN (e.g. participation)")
+    pl.add_argument("--style", choices=("paper",), default=None,
+                    help="paper: serif, one column wide")
+    pl.set_defaults(func=lambda a: _lazy("plot", "main_plot")(
+        a.results, a.metric, a.by, a.out, x=a.x, fit=a.fit, bound=a.bound, floor=a.floor,
+        band=a.band, logx=a.logx, title=a.title, facet=a.facet, style=a.style))
     return p
 
 

@@ -18,12 +18,14 @@ right of the axes. :func:`save` writes PNG (dpi 150) or PDF atomically.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import re
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -70,9 +72,19 @@ ERROR_COLUMNS = ("dist_to_opt", "rel_dist", "subopt", "grad_norm")  # columns wi
 #: where rounding of the computed values, not convergence, sets the error.
 _FLOOR_NAMES = {"dist_to_opt": "1e3 eps max(1, ||theta*||)", "rel_dist": "1e3 eps",
                 "subopt": "1e3 eps max(1, |f*|)", "grad_norm": "1e3 eps max(1, L ||theta*||)"}
-BANDS = ("minmax", "quantile")
+BANDS = ("minmax", "quantile", "bootstrap")
 FITS = ("order", "linear")
-BOUNDS = ("quadratic", "linear")
+BOUNDS = ("quadratic", "linear", "damped_newton")
+BOUND_STYLES = ("both", "bars", "sequence")
+#: x columns that count communication: a log axis by default
+COMM_COLUMNS = ("uplink_floats", "downlink_floats", "bits")
+#: every method keeps its colour (and marker) in every figure: its place in this order
+METHOD_ORDER = ("fedpm", "sopm", "newton", "fednl", "fedpac", "fedsophia", "giant", "dane",
+                "gd", "fedavg", "fedprox", "scaffold", "newton_star", "fednl_pp", "fednl_ls",
+                "fednl_cr")
+#: a stall: the last STALL_ROUNDS step ratios e_{t+1}/e_t all lie within STALL_RATIO of 1
+STALL_ROUNDS, STALL_RATIO = 3, 0.02
+_FIGSIZE = {"size": (8.0, 4.5)}
 _MAX_MARKERS = 25  # beyond this, markers are spaced evenly along the curve
 
 
@@ -82,35 +94,50 @@ _MAX_MARKERS = 25  # beyond this, markers are spaced evenly along the curve
 def error_vs_round(data: Any, *, column: str = "dist_to_opt", by: str | Sequence[str] = "label",
                    x: str = "round", ax: Axes | None = None, fit: str | None = None,
                    bound: Any = None, floor: float | bool | None = None, logy: bool = True,
-                   band: str = "minmax", title: str | None = None) -> tuple[Figure, Axes]:
+                   band: str = "minmax", title: str | None = None, logx: bool | None = None,
+                   bound_style: str = "both") -> tuple[Figure, Axes]:
     """The error ``column`` (default ||theta^t - theta*||) of every curve against ``x``.
 
     fit: ``"order"`` fits the Q-order p of e_{t+1} = C e_t^p, ``"linear"`` the ratio q of
         e_t = q^t e_0, to each curve (its median over runs) with :mod:`fedtheory.rates` on its
         asymptotic window, and prints the estimate with its 95 % CI and the rounds used in the
-        legend (``p = 1.99 [1.95, 2.03], t = 2..5``).
-    bound: a theory bound drawn from each measured e_t as a bar at round t+1: ``("quadratic",
-        C)`` for e_{t+1} <= C e_t^2, ``"quadratic"`` alone for C = L_H / (2 mu) from the runs'
-        reference constants, ``("linear", q)`` for e_{t+1} <= q e_t, or a callable e_t ->
-        bound on e_{t+1}. Points of the curve below the bars obey the bound.
+        legend (``p = 1.99 [1.95, 2.03], t = 2..5``). A curve that stalls (its last
+        STALL_ROUNDS step ratios within 2 % of 1, above the float floor) or does not contract
+        on the window gets no rate: the legend says so.
+    bound: a theory bound on e_{t+1} = ||theta^{t+1} - theta*|| from e_t: ``("quadratic", C)``
+        for e_{t+1} <= C e_t^2, ``"quadratic"`` alone for C = L_H / (2 mu) from the runs'
+        reference constants, ``("linear", q)`` for e_{t+1} <= q e_t, ``"damped_newton"`` (or
+        ``("damped_newton", eta, C)``) for the damped-Newton bound e_{t+1} <= (1 - eta) e_t +
+        eta C e_t^2 with the curve's own ``eta`` and C = L_H / (2 mu), or a callable e_t ->
+        bound. A dict ``{curve label or method: bound}`` gives each curve its own. Built-in
+        bounds are about ||theta - theta*|| and are refused on any other column.
+    bound_style: ``"bars"`` (the bound from each measured e_t, a bar at round t+1: points below
+        it obey it), ``"sequence"`` (the theorem's guaranteed sequence from e_0, dashed) or
+        ``"both"`` (default).
+    logx: a log x axis (default: for the communication columns uplink_floats,
+        downlink_floats, bits).
     floor: a dotted horizontal line at the float floor: a number, ``False`` for none, or None
         for 1e3 eps max(1, ||theta*||) (1e3 eps for ``rel_dist``) when the runs' ||theta*||
         is known and the errors come within a factor 1e3 of it.
     """
+    check(bound_style in BOUND_STYLES,
+          f"bound_style must be one of {BOUND_STYLES}, got {bound_style!r}")
     return _draw(data, column, by=by, x=x, ax=ax, fit=fit, bound=bound,
-                 floor=None if floor is True else floor, logy=logy, band=band, title=title)
+                 floor=None if floor is True else floor, logy=logy, band=band, title=title,
+                 logx=logx, bound_style=bound_style)
 
 
 def metric_vs_round(data: Any, column: str, *, by: str | Sequence[str] = "label",
                     x: str = "round", ax: Axes | None = None, logy: bool | None = None,
-                    band: str = "minmax", title: str | None = None) -> tuple[Figure, Axes]:
+                    band: str = "minmax", title: str | None = None,
+                    logx: bool | None = None) -> tuple[Figure, Axes]:
     """Any trace column (``drift``, ``grad_norm``, ``uplink_floats``, ...) of every curve
     against ``x`` (``"round"``, or e.g. ``"uplink_floats"`` to plot against communication).
     ``logy=None`` picks a log axis when the values are positive and span more than two
     decades. Columns that are NaN for a method (drift for Newton) leave that curve out and
     say so in the legend."""
     return _draw(data, column, by=by, x=x, ax=ax, fit=None, bound=None, floor=False,
-                 logy=logy, band=band, title=title)
+                 logy=logy, band=band, title=title, logx=logx, bound_style="both")
 
 
 def loglog_fit(x: Any, y: Any, *, predicted: float | None = None, ax: Axes | None = None,
@@ -145,6 +172,54 @@ def loglog_fit(x: Any, y: Any, *, predicted: float | None = None, ax: Axes | Non
     ax.set_ylabel(ylabel)
     _finish(ax)
     return fig, ax
+
+
+def reach_table(data: Any, eps: float, *, column: str = "rel_dist",
+                by: str | Sequence[str] = "label",
+                x: Sequence[str] = ("round", "bits", "uplink_floats")) -> pd.DataFrame:
+    """"Rounds to eps" and "bits to eps": per curve, the first value of each ``x`` column at
+    which ``column`` <= ``eps``, the median over the curve's runs that reach it, and how many
+    runs reach it (``reached`` = "k/n"; NaN where none does)."""
+    check(isinstance(eps, (int, float)) and math.isfinite(eps) and eps > 0,
+          f"eps must be a number > 0, got {eps!r}")
+    df = tidy(data)
+    by = [by] if isinstance(by, str) else list(by)
+    for c in (column, *by, *x):
+        check(c in df.columns, f"no column {c!r}; columns: {', '.join(df.columns)}")
+    out = []
+    for key, g in df.groupby(by, sort=False, dropna=False):
+        key = key if isinstance(key, tuple) else (key,)
+        firsts = (g[g[column] <= eps].sort_values("round").groupby("run")[list(x)].first())
+        n = g["run"].nunique()
+        row = dict(zip(by, key, strict=True))
+        row.update({f"{c}_to_eps": float(firsts[c].median()) if len(firsts) else math.nan
+                    for c in x})
+        row["reached"] = f"{len(firsts)}/{n}"
+        out.append(row)
+    return pd.DataFrame(out)
+
+
+def facets(data: Any, facet: str, *, plot: Callable[..., tuple[Figure, Axes]] | None = None,
+           ncols: int = 3, **kw: Any) -> tuple[Figure, list[Axes]]:
+    """One panel per value of the column ``facet`` (e.g. ``"participation"``), each drawn by
+    ``plot`` (default :func:`error_vs_round`) with the keywords ``kw``; the y axes are shared,
+    and each method keeps its colour across panels."""
+    df = tidy(data)
+    check(facet in df.columns, f"no column {facet!r} to facet by; columns: "
+                               f"{', '.join(df.columns)}")
+    values = sorted(df[facet].dropna().unique(), key=lambda v: _natural(str(v)))
+    check(len(values) >= 1, f"column {facet!r} has no value to facet by")
+    plot = plot or error_vs_round
+    ncols = min(ncols, len(values))
+    nrows = math.ceil(len(values) / ncols)
+    w, h = _FIGSIZE["size"]
+    fig = Figure(figsize=(w * ncols * 0.75, h * nrows * 0.8), layout="constrained")
+    axes = fig.subplots(nrows, ncols, sharey=True, squeeze=False).ravel().tolist()
+    for ax, value in zip(axes, values, strict=False):
+        plot(df[df[facet] == value], ax=ax, title=f"{facet} = {value}", **kw)
+    for ax in axes[len(values):]:
+        ax.set_visible(False)
+    return fig, axes[:len(values)]
 
 
 def save(fig: Figure, path: str | os.PathLike, *, pdf: bool = False,
@@ -234,7 +309,8 @@ def _tidy_frame(df: pd.DataFrame) -> pd.DataFrame:
 
 def _draw(data: Any, column: str, *, by: str | Sequence[str], x: str, ax: Axes | None,
           fit: str | None, bound: Any, floor: float | bool | None, logy: bool | None,
-          band: str, title: str | None) -> tuple[Figure, Axes]:
+          band: str, title: str | None, logx: bool | None,
+          bound_style: str) -> tuple[Figure, Axes]:
     df = tidy(data)
     by = [by] if isinstance(by, str) else list(by)
     for c in (column, x, *by):
@@ -243,14 +319,18 @@ def _draw(data: Any, column: str, *, by: str | Sequence[str], x: str, ax: Axes |
           f"column {column!r} is not numeric (dtype {df[column].dtype})")
     check(band in BANDS, f"band must be one of {BANDS}, got {band!r}")
     check(fit is None or fit in FITS, f"fit must be one of {FITS} or None, got {fit!r}")
-    bound_fn, bound_text = _bound(bound, df)
+    check(bound is None or callable(bound) or column == "dist_to_opt",
+          f"the built-in bounds are bounds on ||theta - theta*|| (dist_to_opt); they cannot be "
+          f"drawn on {column!r} (pass a callable for a bound on {column!r})")
 
-    curves = []
+    curves, groups = [], {}
     for key, g in df.groupby(by, sort=False, dropna=False):
         key = key if isinstance(key, tuple) else (key,)
         name = ", ".join([str(key[0]), *(f"{b}={v}" for b, v in zip(by[1:], key[1:],
                                                                    strict=True))])
         curves.append((name, _aggregate(g, column, x, band)))
+        groups[name] = g
+        _warn_modes(name, g, column)
     if isinstance(data, pd.DataFrame):  # no order given: "K=2" before "K=10"
         curves.sort(key=lambda c: _natural(c[0]))
     values = np.concatenate([c[1]["med"].to_numpy() for c in curves])
@@ -270,13 +350,15 @@ def _draw(data: Any, column: str, *, by: str | Sequence[str], x: str, ax: Axes |
     fig, ax = _axes(ax)
     if logy:
         ax.set_yscale("log")
+    if logx if logx is not None else x in COMM_COLUMNS:
+        ax.set_xscale("log")
     handles, missing, n_runs, n_nonpos = [], [], set(), 0
+    styles = curve_styles([name for name, _ in curves], groups)
     for i, (name, agg) in enumerate(curves):
         if not np.isfinite(agg["med"]).any():
             missing.append(name)
             continue
-        k = i + i // 8  # past 8 curves, colours repeat with another marker and line style
-        style = dict(color=OKABE_ITO[i % 8], marker=MARKERS[k % 8], ls=LINESTYLES[k % 4])
+        style = styles[i]
         label = name + _fit_text(agg, fit, column, floor, df)
         med = _clip(agg["med"], bottom) if logy else agg["med"]
         every = None if len(agg) <= _MAX_MARKERS else 1.0 / _MAX_MARKERS
@@ -295,9 +377,11 @@ def _draw(data: Any, column: str, *, by: str | Sequence[str], x: str, ax: Axes |
             ax.fill_between(agg["x"], lo, hi, color=style["color"], alpha=0.18, lw=0)
     if n_runs:
         n = "/".join(str(v) for v in sorted(n_runs))
-        what = "min–max" if band == "minmax" else "10–90% quantiles"
+        what = {"minmax": "min–max", "quantile": "10–90% quantiles",
+                "bootstrap": "95% bootstrap CI of the mean"}[band]
+        centre = "mean" if band == "bootstrap" else "median"
         handles.append(Patch(color="0.5", alpha=0.3,
-                             label=f"median of {n} runs; band: {what}"))
+                             label=f"{centre} of {n} runs; band: {what}"))
     if fl is not None:
         what = "given" if floor is not None else _FLOOR_NAMES[column]
         handles.append(ax.axhline(fl, color="0.35", ls=":", lw=1.3,
@@ -306,20 +390,8 @@ def _draw(data: Any, column: str, *, by: str | Sequence[str], x: str, ax: Axes |
         handles.append(Line2D([], [], ls="none", marker="v", ms=8, mfc="none", mew=1.5,
                               color="0.3", label=f"exactly 0 or negative ({n_nonpos} points), "
                                                  f"drawn at {bottom:.1e}"))
-    if bound_fn is not None:
-        lim, drawn = ax.get_ylim(), False
-        for i, (_, agg) in enumerate(curves):
-            e = agg["med"].to_numpy()
-            with np.errstate(all="ignore"):
-                pred = bound_fn(e[:-1])
-            ok = np.isfinite(pred) & (pred > 0) if logy else np.isfinite(pred)
-            ax.plot(agg["x"].to_numpy()[1:][ok], pred[ok], ls="none", marker="_", ms=12,
-                    mew=2, color=OKABE_ITO[i % 8], alpha=0.9, zorder=4)
-            drawn = drawn or bool(ok.any())
-        ax.set_ylim(lim)
-        if drawn:
-            handles.append(Line2D([], [], ls="none", marker="_", ms=12, mew=2, color="0.3",
-                                  label=bound_text))
+    if bound is not None:
+        handles += _draw_bounds(ax, bound, curves, groups, styles, logy, bound_style, df)
     for name in missing:
         handles.append(Line2D([], [], ls="none", label=f"{name}: no {column} (NaN)"))
 
@@ -340,14 +412,23 @@ def _natural(text: str) -> list[tuple[int, Any]]:
 
 
 def _aggregate(g: pd.DataFrame, column: str, x: str, band: str) -> pd.DataFrame:
-    """Per round: median over runs, band (min-max or 10-90 %), run count, median x."""
+    """Per round: median over runs with a band (min-max or 10-90 %), or the mean with its 95 %
+    percentile-bootstrap interval (``band="bootstrap"``, 2000 resamples, seeded: the same
+    figure every time); run count, median x."""
     table = g.groupby(["round", "run"])[column].first().unstack("run")
     vals = table.to_numpy(dtype=float)
     with np.errstate(all="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rounds of NaN metrics
-        med = np.nanmedian(vals, axis=1)
-        q = (0.0, 1.0) if band == "minmax" else (0.1, 0.9)
-        lo, hi = np.nanquantile(vals, q[0], axis=1), np.nanquantile(vals, q[1], axis=1)
+        if band == "bootstrap":
+            med = np.nanmean(vals, axis=1)
+            idx = np.random.default_rng(0).integers(0, vals.shape[1],
+                                                    size=(2000, vals.shape[1]))
+            means = np.nanmean(vals[:, idx], axis=2)            # (rounds, resamples)
+            lo, hi = np.nanquantile(means, 0.025, axis=1), np.nanquantile(means, 0.975, axis=1)
+        else:
+            med = np.nanmedian(vals, axis=1)
+            q = (0.0, 1.0) if band == "minmax" else (0.1, 0.9)
+            lo, hi = np.nanquantile(vals, q[0], axis=1), np.nanquantile(vals, q[1], axis=1)
     xs = table.index.to_numpy(dtype=float) if x == "round" else \
         g.groupby("round")[x].median().reindex(table.index).to_numpy(dtype=float)
     return pd.DataFrame({"x": xs, "med": med, "lo": lo, "hi": hi,
@@ -383,6 +464,18 @@ def _scale(df: pd.DataFrame, column: str) -> float | None:
     return star
 
 
+def _stalls(e: np.ndarray, kw: dict[str, Any]) -> bool:
+    """The curve's last STALL_ROUNDS step ratios all lie within STALL_RATIO of 1, above the
+    float floor: it stopped at a floor of its own (SOPM's drift floor), so no rate applies."""
+    e = e[np.isfinite(e)]
+    if e.size < STALL_ROUNDS + 1 or e[-1] <= 0:
+        return False
+    floor = kw.get("floor", rates.default_floor(kw.get("scale", 1.0)))
+    with np.errstate(all="ignore"):
+        ratios = e[-STALL_ROUNDS:] / e[-STALL_ROUNDS - 1:-1]
+    return bool(e[-1] > 1e3 * floor and (np.abs(ratios - 1) <= STALL_RATIO).all())
+
+
 def _fit_text(agg: pd.DataFrame, fit: str | None, column: str, floor: Any,
               df: pd.DataFrame) -> str:
     if fit is None:
@@ -400,6 +493,8 @@ def _fit_text(agg: pd.DataFrame, fit: str | None, column: str, floor: Any,
     seg = e[f.window[0]:f.window[1]]
     if not (np.diff(seg) < 0).all():
         return "\nno fit: not contracting"
+    if _stalls(e, kw):
+        return f"\nno rate: stalls at {e[np.isfinite(e)][-1]:.2g}"
     lo, hi = f.ci
     if fit == "order":
         est = f"p = {f.p:.2f} " + (f"[{lo:.2f}, {hi:.2f}]" if math.isfinite(hi) else "[no CI]")
@@ -409,25 +504,133 @@ def _fit_text(agg: pd.DataFrame, fit: str | None, column: str, floor: Any,
     return f"\n{est}, t = {rounds[f.window[0]]}..{rounds[f.window[1] - 1]}"
 
 
-def _bound(bound: Any, df: pd.DataFrame) -> tuple[Callable | None, str]:
-    if bound is None:
-        return None, ""
-    if callable(bound):
-        return (lambda e: np.asarray(bound(e), dtype=float)), "theory bound on $e_{t+1}$"
-    if bound == "quadratic":
-        mu, lh = (pd.to_numeric(df[c], errors="coerce").max() if c in df.columns else math.nan
-                  for c in ("mu", "L_H"))
+def _bound_fn(spec: Any, g: pd.DataFrame) -> tuple[Callable | None, str]:
+    """One curve's bound e_t -> bound on e_{t+1}, and its legend text."""
+    def const(c: str) -> float:
+        return pd.to_numeric(g[c], errors="coerce").max() if c in g.columns else math.nan
+
+    if callable(spec):
+        return (lambda e: np.asarray(spec(e), dtype=float)), "theory bound on $e_{t+1}$"
+    if spec in ("quadratic", "damped_newton"):
+        mu, lh = const("mu"), const("L_H")
         check(math.isfinite(mu) and math.isfinite(lh) and mu > 0,
-              "bound=\"quadratic\" needs the runs' mu and L_H; pass (\"quadratic\", C)")
-        bound = ("quadratic", lh / (2 * mu))
-    check(isinstance(bound, tuple) and len(bound) == 2 and bound[0] in BOUNDS
-          and isinstance(bound[1], (int, float)) and math.isfinite(bound[1]),
-          f"bound must be (\"quadratic\", C), (\"linear\", q), \"quadratic\" or a callable, "
-          f"got {bound!r}")
-    kind, c = bound[0], float(bound[1])
+              f"bound={spec!r} needs the runs' mu and L_H; pass ({spec!r}, ...) explicitly")
+        if spec == "quadratic":
+            spec = ("quadratic", lh / (2 * mu))
+        else:
+            eta = const("param_eta") if "param_eta" in g.columns else _param(g, "eta")
+            check(math.isfinite(eta) and eta > 0, "bound='damped_newton' needs the curve's "
+                                                  "eta; pass ('damped_newton', eta, C)")
+            spec = ("damped_newton", eta, lh / (2 * mu))
+    ok = (isinstance(spec, tuple) and len(spec) in (2, 3) and spec[0] in BOUNDS
+          and len(spec) == (3 if spec[0] == "damped_newton" else 2)
+          and all(isinstance(v, (int, float)) and math.isfinite(v) for v in spec[1:]))
+    check(ok, f"bound must be (\"quadratic\", C), (\"linear\", q), (\"damped_newton\", eta, C), "
+              f"\"quadratic\", \"damped_newton\", a callable, or a dict of them, got {spec!r}")
+    kind = spec[0]
     if kind == "quadratic":
-        return (lambda e: c * e**2), rf"bound $C e_t^2$, $C$ = {c:.3g}"
-    return (lambda e: c * e), rf"bound $q\, e_t$, $q$ = {c:.3g}"
+        c = float(spec[1])
+        return (lambda e: c * e**2), rf"$C e_t^2$, $C$ = {c:.3g}"
+    if kind == "linear":
+        q = float(spec[1])
+        return (lambda e: q * e), rf"$q\, e_t$, $q$ = {q:.3g}"
+    eta, c = float(spec[1]), float(spec[2])
+    return ((lambda e: (1 - eta) * e + eta * c * e**2),
+            rf"$(1-\eta) e_t + \eta C e_t^2$, $\eta$ = {eta:.3g}, $C$ = {c:.3g}")
+
+
+def _param(g: pd.DataFrame, name: str) -> float:
+    """A method parameter of a curve's runs, from its ``params`` JSON column."""
+    if "params" not in g.columns:
+        return math.nan
+    values = {json.loads(p).get(name) for p in g["params"].dropna().unique()}
+    return float(values.pop()) if len(values) == 1 and None not in values else math.nan
+
+
+def _draw_bounds(ax: Axes, bound: Any, curves: list, groups: dict, styles: list,
+                 logy: bool, bound_style: str, df: pd.DataFrame) -> list:
+    """Each curve's bound: bars from each measured e_t and/or the guaranteed sequence from
+    e_0; returns the legend handles."""
+    lim, handles, texts = ax.get_ylim(), [], set()
+    for i, (name, agg) in enumerate(curves):
+        spec = bound
+        if isinstance(bound, Mapping):
+            method = str(name).split(",")[0].split(" ")[0]
+            spec = bound.get(name, bound.get(method))
+            if spec is None:
+                continue
+        fn, text = _bound_fn(spec, groups[name])
+        e, xs = agg["med"].to_numpy(), agg["x"].to_numpy()
+        color = styles[i]["color"]
+        if bound_style in ("both", "bars"):
+            with np.errstate(all="ignore"):
+                pred = fn(e[:-1])
+            ok = np.isfinite(pred) & (pred > 0) if logy else np.isfinite(pred)
+            ax.plot(xs[1:][ok], pred[ok], ls="none", marker="_", ms=12, mew=2, color=color,
+                    alpha=0.9, zorder=4)
+        if bound_style in ("both", "sequence") and np.isfinite(e[0]):
+            seq = [float(e[0])]
+            with np.errstate(all="ignore"):
+                for _ in range(len(e) - 1):
+                    seq.append(float(fn(np.asarray(seq[-1]))))
+            seq_a = np.asarray(seq)
+            ok = np.isfinite(seq_a) & (seq_a > 0) if logy else np.isfinite(seq_a)
+            ax.plot(xs[ok], seq_a[ok], ls=(0, (4, 2)), lw=1.0, color=color, alpha=0.8,
+                    zorder=2)
+        texts.add(text)
+    ax.set_ylim(lim)
+    text = "; ".join(sorted(texts)) if len(texts) <= 2 else "per curve"
+    if bound_style in ("both", "bars"):
+        handles.append(Line2D([], [], ls="none", marker="_", ms=12, mew=2, color="0.3",
+                              label=f"bound from each $e_t$: {text}"))
+    if bound_style in ("both", "sequence"):
+        handles.append(Line2D([], [], ls=(0, (4, 2)), lw=1.0, color="0.3",
+                              label="guaranteed sequence from $e_0$"))
+    return handles
+
+
+def curve_styles(names: Sequence[str], groups: Mapping[str, pd.DataFrame] | None = None
+                 ) -> list[dict[str, Any]]:
+    """A style per curve that is the same in every figure: colour (and base marker) from the
+    curve's method's place in METHOD_ORDER (unknown methods after them, in order of
+    appearance); curves of one method (different parameters) differ by marker and line
+    style. 8 colours x 8 markers x 4 line styles."""
+    extra: dict[str, int] = {}
+    seen: dict[str, int] = {}
+    out = []
+    for name in names:
+        g = None if groups is None else groups.get(name)
+        method = (str(g["method"].dropna().iloc[0]) if g is not None and "method" in g.columns
+                  and g["method"].notna().any() else str(name).split(",")[0].split(" ")[0])
+        if method in METHOD_ORDER:
+            idx = METHOD_ORDER.index(method)
+        else:
+            idx = len(METHOD_ORDER) + extra.setdefault(method, len(extra))
+        j = seen.get(method, 0)
+        seen[method] = j + 1
+        out.append(dict(color=OKABE_ITO[idx % 8], marker=MARKERS[(idx // 8 * 3 + j) % 8],
+                        ls=LINESTYLES[(idx // 8 + j) % 4]))
+    return out
+
+
+def _warn_modes(name: str, g: pd.DataFrame, column: str) -> None:
+    """Warn when a curve's runs end in two groups more than two decades apart: the median
+    (or mean) and its band then describe neither."""
+    if "run" not in g.columns or g["run"].nunique() < 3:
+        return
+    last = g.sort_values("round").groupby("run")[column].last().to_numpy(dtype=float)
+    last = last[np.isfinite(last) & (last > 0)]
+    if last.size < 3:
+        return
+    logs = np.sort(np.log10(last))
+    gaps = np.diff(logs)
+    k = int(np.argmax(gaps))
+    if gaps[k] > 2:
+        warnings.warn(f"the runs of {name!r} split into modes: {k + 1} end near "
+                      f"{10 ** np.median(logs[:k + 1]):.2g} and {logs.size - k - 1} near "
+                      f"{10 ** np.median(logs[k + 1:]):.2g} ({column}); the centre line and "
+                      f"band describe neither: plot the runs separately (by='seed')",
+                      RuntimeWarning, stacklevel=4)
 
 
 def _floor_value(floor: Any, column: str, df: pd.DataFrame,
@@ -456,11 +659,29 @@ def _title(df: pd.DataFrame) -> str:
     return title
 
 
-def _axes(ax: Axes | None, figsize: tuple[float, float] = (8.0, 4.5)) -> tuple[Figure, Axes]:
+def _axes(ax: Axes | None, figsize: tuple[float, float] | None = None) -> tuple[Figure, Axes]:
     if ax is not None:
         return ax.figure, ax
-    fig = Figure(figsize=figsize, layout="constrained")
+    fig = Figure(figsize=figsize or _FIGSIZE["size"], layout="constrained")
     return fig, fig.add_subplot()
+
+
+@contextmanager
+def paper(width: float = 3.4, height: float = 2.4) -> Iterator[None]:
+    """Figures for a paper inside the block: serif fonts at 8 pt, one column wide (3.4 in by
+    default), thinner lines and smaller markers. ``with paper(): fig, ax = error_vs_round(t)``."""
+    import matplotlib
+
+    old = _FIGSIZE["size"]
+    _FIGSIZE["size"] = (width, height)
+    try:
+        with matplotlib.rc_context({"font.family": "serif", "font.size": 8,
+                                    "axes.titlesize": 8, "legend.fontsize": 6,
+                                    "lines.linewidth": 1.0, "lines.markersize": 3,
+                                    "mathtext.fontset": "dejavuserif"}):
+            yield
+    finally:
+        _FIGSIZE["size"] = old
 
 
 def _finish(ax: Axes, handles: list | None = None, title: str | None = None) -> None:
@@ -476,6 +697,8 @@ def _finish(ax: Axes, handles: list | None = None, title: str | None = None) -> 
             axis.set_minor_formatter(fmt)
     kw = dict(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0,
               frameon=False, fontsize="small", title=title, title_fontsize="small")
+    if ax.figure.get_figwidth() < 5:  # a paper column: the legend goes below the axes
+        kw.update(loc="upper center", bbox_to_anchor=(0.5, -0.22), ncols=2)
     if handles is not None:
         ax.legend(handles=handles, **kw)
     else:
@@ -485,15 +708,45 @@ def _finish(ax: Axes, handles: list | None = None, title: str | None = None) -> 
 # --------------------------------------------------------------------------- CLI
 
 
-def main_plot(results: str, metric: str, by: str, out: str, x: str = "round") -> int:
-    """``fedtheory plot RESULTS --metric M --by COL --out FIG.png [--x X]``: one figure of
-    ``metric`` from a sweep folder, a results.parquet or a trace CSV, written to ``out``
-    (.png, or .pdf). Error metrics get a log axis and the float floor."""
-    df = load(results)
-    if metric in ERROR_COLUMNS or metric == "subopt":
-        fig, _ = error_vs_round(df, column=metric, by=by, x=x)
-    else:
-        fig, _ = metric_vs_round(df, metric, by=by, x=x)
+def main_plot(results: str | Sequence[str], metric: str, by: str, out: str, x: str = "round",
+              *, fit: str | None = None, bound: str | None = None, floor: str | None = None,
+              band: str = "minmax", logx: bool | None = None, title: str | None = None,
+              facet: str | None = None, style: str | None = None) -> int:
+    """``fedtheory plot RESULTS... --metric M --by COL --out FIG.png``: one figure of
+    ``metric`` from sweep folders, results.parquet files or trace CSVs (several are drawn
+    together), written to ``out`` (.png, or .pdf). Error metrics get a log axis and the float
+    floor; ``fit``, ``bound``, ``floor`` ("none" or a number), ``band``, ``logx``, ``title``,
+    ``facet`` (a column: one panel per value) and ``style="paper"`` are those of the Python
+    API."""
+    paths = [results] if isinstance(results, (str, os.PathLike)) else list(results)
+    check(len(paths) >= 1, "plot needs at least one results path")
+    check(style in (None, "paper"), f"--style must be 'paper', got {style!r}")
+    frames = []
+    for i, p in enumerate(paths):
+        df = _tidy_frame(load(p))
+        frames.append(df.assign(run=[f"{i}:{r}" for r in df["run"]]) if len(paths) > 1 else df)
+    df = pd.concat(frames, ignore_index=True)
+    fl: float | bool | None = None
+    if floor is not None:
+        try:
+            fl = False if floor == "none" else float(floor)
+        except ValueError:
+            raise FedTheoryError(f"--floor must be 'none' or a number, got {floor!r}") from None
+    error = metric in ERROR_COLUMNS
+    check(error or (fit is None and bound is None),
+          f"--fit and --bound apply to the error columns {ERROR_COLUMNS}, not {metric!r}")
+    kw: dict[str, Any] = dict(by=by, x=x, band=band, logx=logx)
+    if error:
+        kw.update(column=metric, fit=fit, bound=bound, floor=fl)
+    with paper() if style == "paper" else contextlib.nullcontext():
+        if facet is not None:
+            draw = error_vs_round if error else (lambda d, **k: metric_vs_round(d, metric, **k))
+            fig, _ = facets(df, facet, plot=draw, **kw)
+        else:
+            fig, _ = (error_vs_round(df, title=title, **kw) if error
+                      else metric_vs_round(df, metric, title=title, **kw))
+        if facet is not None and title:
+            fig.suptitle(title)
     for path in save(fig, out):
         print(f"wrote {path}")
     return 0

@@ -212,3 +212,128 @@ def test_negative_subopt_at_the_floor_is_data_with_its_own_floor(tmp_path):
     fig, ax = error_vs_round(_star(sub, "subopt"), column="subopt")
     fl = [t for t in _legend(ax) if t.startswith("float floor")]
     assert fl and "|f*|" in fl[0]
+
+
+# ---- fits and bounds that check their meaning; bands; styles; tables; the CLI -------------
+
+
+def _with_meta(e, method="fedpm", **meta):
+    rows = [{"round": t, "dist_to_opt": v} for t, v in enumerate(e)]
+    return Trace(rows=rows, meta={"method": method, "params": {"eta": 0.5}, "mu": 0.5,
+                                  "L_H": 1.0, "theta_star_norm": 1.0, **meta})
+
+
+def test_no_rate_is_printed_for_a_curve_that_stalls_at_its_own_floor():
+    stall = [1.0, 0.5, 0.33, 0.312, 0.3101, 0.31001, 0.310001, 0.3100001]
+    _, ax = error_vs_round({"sopm": _synthetic(stall)}, fit="order")
+    assert any("no rate: stalls at 0.31" in t for t in _legend(ax))
+    quad = [1.0, 0.3, 0.03, 3e-4, 3e-8, 3e-16]
+    _, ax = error_vs_round({"fedpm": _synthetic(quad)}, fit="order")
+    assert any("p = " in t for t in _legend(ax))
+
+
+def test_the_damped_newton_bound_uses_each_curves_eta_and_draws_the_sequence_from_e0():
+    e = [1.0, 0.5, 0.25, 0.125]
+    _, ax = error_vs_round({"fedpm": _with_meta(e)}, bound="damped_newton")
+    lines = ax.get_lines()
+    bars = [ln for ln in lines if ln.get_marker() == "_" and len(ln.get_xdata())]
+    c = 1.0 / (2 * 0.5)
+    np.testing.assert_allclose(bars[0].get_ydata(), [0.5 * x + 0.5 * c * x * x for x in e[:-1]])
+    seq = [ln for ln in lines if ln.get_linestyle() == "--" and len(ln.get_xdata()) == 4]
+    s = [1.0]
+    for _ in range(3):
+        s.append(0.5 * s[-1] + 0.5 * c * s[-1] ** 2)
+    np.testing.assert_allclose(seq[0].get_ydata(), s)
+    assert "guaranteed sequence from $e_0$" in _legend(ax)
+
+
+def test_a_bound_per_method_and_no_distance_bound_on_subopt():
+    data = {"fedpm": _with_meta([1.0, 0.1, 1e-3]), "sopm": _with_meta([1.0, 0.5, 0.4], "sopm")}
+    _, ax = error_vs_round(data, bound={"fedpm": ("quadratic", 2.0)}, bound_style="bars")
+    bars = [ln for ln in ax.get_lines() if ln.get_marker() == "_" and len(ln.get_xdata())]
+    assert len(bars) == 1
+    np.testing.assert_allclose(bars[0].get_ydata(), [2.0, 0.02])
+    with pytest.raises(FedTheoryError, match="cannot be drawn on 'subopt'"):
+        error_vs_round(_star([1.0, 0.1], "subopt"), column="subopt", bound="quadratic")
+
+
+def test_bootstrap_band_is_the_means_interval_and_reproducible():
+    traces = [_synthetic([1.0, v], "m") for v in (0.1, 0.2, 0.3, 0.4)]
+    _, ax = error_vs_round(traces, band="bootstrap")
+    assert "mean of 4 runs; band: 95% bootstrap CI of the mean" in _legend(ax)
+    assert ax.get_lines()[0].get_ydata()[1] == pytest.approx(0.25)
+    v = ax.collections[0].get_paths()[0].vertices
+    band = v[v[:, 0] == 1, 1]                           # the band at round 1
+    assert 0.1 <= band.min() < 0.25 < band.max() <= 0.4
+    _, ax2 = error_vs_round(traces, band="bootstrap")
+    np.testing.assert_array_equal(ax2.collections[0].get_paths()[0].vertices,
+                                  ax.collections[0].get_paths()[0].vertices)
+
+
+def test_seeds_that_split_into_modes_are_warned_about():
+    traces = [_synthetic([1.0, v], "m") for v in (1e-9, 2e-9, 0.3, 0.4)]
+    with pytest.warns(RuntimeWarning, match="split into modes: 2 end near"):
+        error_vs_round(traces)
+
+
+def test_a_method_keeps_its_colour_in_every_figure():
+    from fedtheory.plot import curve_styles
+
+    a = curve_styles(["fedpm", "sopm"])
+    b = curve_styles(["sopm", "newton", "fedpm"])
+    assert a[0]["color"] == b[2]["color"] and a[1]["color"] == b[0]["color"]
+    many = curve_styles([f"m{i}" for i in range(20)] + ["fedpm K=1", "fedpm K=2"])
+    keys = {(s["color"], s["marker"], s["ls"]) for s in many}
+    assert len(keys) == len(many)                      # more than 8 distinguishable styles
+    assert many[-1]["color"] == many[-2]["color"] and many[-1]["ls"] != many[-2]["ls"]
+
+
+def test_rounds_and_bits_to_eps_table():
+    from fedtheory.plot import reach_table
+
+    def tr(e, bits):
+        rows = [{"round": t, "rel_dist": v, "bits": b, "uplink_floats": b / 32}
+                for t, (v, b) in enumerate(zip(e, bits, strict=True))]
+        return Trace(rows=rows, meta={"method": "fedpm", "params": {}})
+    table = reach_table({"fedpm": [tr([1, 1e-3, 1e-9], [0, 64, 128]),
+                                   tr([1, 1e-9, 1e-12], [0, 64, 128])],
+                         "sopm": tr([1, 0.5, 0.4], [0, 64, 128])}, 1e-8)
+    fed = table[table["label"] == "fedpm"].iloc[0]
+    assert fed["round_to_eps"] == 1.5 and fed["bits_to_eps"] == 96 and fed["reached"] == "2/2"
+    sopm = table[table["label"] == "sopm"].iloc[0]
+    assert np.isnan(sopm["round_to_eps"]) and sopm["reached"] == "0/1"
+
+
+def test_communication_axes_are_logarithmic_by_default(seeds):
+    _, ax = metric_vs_round(seeds, "dist_to_opt", x="uplink_floats")
+    assert ax.get_xscale() == "log"
+    _, ax = metric_vs_round(seeds, "dist_to_opt")
+    assert ax.get_xscale() == "linear"
+
+
+def test_facets_and_paper_style(tmp_path, seeds):
+    from fedtheory.plot import facets, paper
+
+    with paper():
+        fig, axes = facets(seeds, "label")
+    assert len(axes) == 2 and [a.get_title() for a in axes] == ["label = fedpm", "label = sopm"]
+    assert fig.get_figwidth() < 6
+    _png(tmp_path, fig)
+
+
+def test_plot_cli_takes_several_files_and_the_api_options(tmp_path, newton, capsys):
+    a, b = tmp_path / "a.csv", tmp_path / "b.csv"
+    newton.to_csv(a)
+    newton.to_csv(b)
+    for f in (a, b):
+        f.with_suffix(".json").write_text(json.dumps({**newton.meta, "status": newton.status}))
+    from fedtheory.cli import main
+
+    out = tmp_path / "f.pdf"
+    assert main(["plot", str(a), str(b), "--fit", "order", "--bound", "quadratic",
+                 "--band", "bootstrap", "--title", "T", "--style", "paper", "--out",
+                 str(out)]) == 0
+    assert out.read_bytes()[:4] == b"%PDF"
+    assert main(["plot", str(a), "--metric", "drift", "--fit", "order", "--out",
+                 str(tmp_path / "x.png")]) == 2
+    assert "--fit and --bound apply to the error columns" in capsys.readouterr().err
