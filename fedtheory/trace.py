@@ -28,12 +28,13 @@ COLUMNS = (
 #: writes them as NaN, "not measured")
 TIMING = ("seconds", "metric_seconds")
 
-STATUSES = ("completed", "reached_target", "diverged")
+STATUSES = ("completed", "reached_target", "diverged", "stalled", "oscillating")
 
 
 @dataclass
 class Trace:
-    """Rows of one run plus its status ("completed", "reached_target" or "diverged") and
+    """Rows of one run plus its status (one of :data:`STATUSES`; see
+    :func:`fedtheory.runner.metrics.settled_status` for "stalled" and "oscillating") and
     metadata (problem, method, parameters, seed, participation, reference solution)."""
 
     rows: list[dict[str, float]] = field(default_factory=list)

@@ -181,3 +181,28 @@ def test_cli_theta0_and_diverge_factor(tmp_path, capsys):
     assert main([*gd, "--diverge-factor", "2"]) == 0
     assert "status diverged" in capsys.readouterr().out
     assert main([*gd, "--diverge-factor", "0"]) == 2
+
+
+def test_simple_mixing_ends_stalled_and_fedpm_completed():
+    problem = make_problem(4, N=6, d=3, heterogeneity=2.0)
+    sopm = run(problem, make_method("sopm"), 40)
+    fedpm = run(problem, make_method("fedpm"), 40)
+    assert sopm.status == "stalled" and sopm.meta["status"] == "stalled"
+    assert fedpm.status == "completed" and fedpm["dist_to_opt"][-1] < 1e-10
+    short = run(problem, make_method("sopm"), 3)           # too few rounds to tell
+    assert short.status == "completed"
+
+
+@pytest.mark.parametrize("e, status", [
+    ([1.0] * 12, "stalled"),
+    ([1.0 + 1e-2 * 0.5**t for t in range(12)], "stalled"),
+    ([1.0, 3.0] * 6, "oscillating"),
+    ([1.0, 1.001] * 6, "stalled"),                 # a 0.1 % cycle is a stall
+    ([0.5**t for t in range(12)], "completed"),     # still converging
+    ([1e-15] * 12, "completed"),                    # at theta* to the float floor
+    ([1.0] * 5, "completed"),                       # too short to tell
+])
+def test_settled_status_reads_stalls_and_two_cycles(e, status):
+    from fedtheory.runner.metrics import settled_status
+
+    assert settled_status(e, 1.0) == status

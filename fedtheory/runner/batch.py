@@ -105,6 +105,8 @@ def _run_batch(problem: FederatedProblem, method: Method, rounds: int, seeds: li
     if bar is not None:
         bar.close()
     for tr in traces:
+        if tr.status == "completed":
+            tr.status = metrics.settled_status(tr["dist_to_opt"], scale)
         tr.meta["status"] = tr.status
     return traces
 

@@ -10,7 +10,9 @@ metrics; the runner never knows a method's algebra.
 and the last; the divergence and target checks run on those rounds only. A logged round whose
 iterate is NaN/inf, or farther from theta* than ``diverge_factor`` times
 max(1, ||theta^0 - theta*||, ||theta*||), ends the run with status "diverged"; the rows before it
-are kept and that round's row is not written.
+are kept and that round's row is not written. A run that uses all its rounds ends "completed",
+or "stalled" / "oscillating" when its last logged errors settled away from theta*
+(:func:`.metrics.settled_status`).
 """
 
 from __future__ import annotations
@@ -158,6 +160,8 @@ def _run(problem: FederatedProblem, method: Method, rounds: int, participation: 
             break
     if bar is not None:
         bar.close()
+    if trace.status == "completed":
+        trace.status = metrics.settled_status(trace["dist_to_opt"], scale)
     trace.meta["status"] = trace.status
     return trace
 

@@ -106,6 +106,38 @@ def drift(ctx: RoundContext, info: RoundInfo, start: Point, theta_new: Any) -> d
     return out
 
 
+#: the last STALL_WINDOW logged steps decide "stalled" / "oscillating" (see settled_status)
+STALL_WINDOW, STALL_CHANGE, CYCLE_GAP = 5, 1e-3, 1e-2
+
+
+def settled_status(dist: Any, scale: float) -> str:
+    """The status of a run that used all its rounds, from its logged ||theta^t - theta*||:
+
+    - "stalled": each of the last STALL_WINDOW steps changed the error by less than 0.1 %
+      (relative) while it stays above the float floor 1e3 eps max(1, ||theta*||): the iterates
+      settled at a point that is not theta* (SOPM's drift floor, a biased fixed point);
+    - "oscillating": the even and the odd rounds each settled like that, at errors more than
+      1 % apart (a 2-cycle, e.g. FedNL with top-K from theta^0 = 0);
+    - "completed" otherwise (still moving, or at theta* to the float floor).
+    """
+    e = np.asarray(dist, dtype=float)
+    floor = 1e3 * np.finfo(float).eps * max(1.0, scale)
+    w = STALL_WINDOW
+    if e.size < 2 * w + 2 or not np.isfinite(e[-2 * w - 2:]).all() or e[-1] <= floor:
+        return "completed"
+
+    def settled(x: np.ndarray) -> bool:
+        return bool((np.abs(np.diff(x)) <= STALL_CHANGE * np.abs(x[1:])).all())
+
+    if settled(e[-w - 1:]):
+        return "stalled"
+    even, odd = e[-2 * w - 2::2], e[-2 * w - 1::2]
+    if settled(even) and settled(odd) and abs(even[-1] - odd[-1]) > CYCLE_GAP * max(
+            even[-1], odd[-1]) and min(even[-1], odd[-1]) > floor:
+        return "oscillating"
+    return "completed"
+
+
 def weighted_sq_dist(P: Any, Q: Any, w: Any, block_bytes: int = 2**25) -> float:
     """sum_i w_i ||P_i - Q||_F^2, in blocks of clients of at most ``block_bytes`` each, so no
     temporary of the size of the (m, d, d) stack is made."""
