@@ -254,14 +254,27 @@ def assert_claim(check_fn: Callable[..., ClaimRecord]) -> ClaimRecord:
     return rec
 
 
-def run_claim(claim_id: str, quick: bool = True) -> ClaimRecord:
+def accepts_problem(module: ModuleType) -> bool:
+    """Whether a check can run its protocol on a user's problem (``check(..., on=[...])``)."""
+    import inspect
+
+    return "on" in inspect.signature(module.check).parameters
+
+
+def run_claim(claim_id: str, quick: bool = True,
+              problem: FederatedProblem | None = None) -> ClaimRecord:
     """Run one check (with one BLAS thread); a check that raises is recorded as a FAIL with
     its traceback."""
     module = load_check(claim_id)
+    if problem is not None:
+        ok = [c for c in claim_ids() if accepts_problem(load_check(c))]
+        check(accepts_problem(module), f"claim {module.CLAIM_ID} has no protocol for a "
+                                       f"problem of your own; claims that have: {', '.join(ok)}")
     started = time.perf_counter()
     try:
         with single_threaded_blas():
-            rec = module.check(quick=quick)
+            rec = (module.check(quick=quick) if problem is None
+                   else module.check(quick=quick, on=[problem]))
     except Exception as exc:  # a crashing check is a failed claim, not a crashed command
         return record(module.CLAIM_ID, module.STATEMENT, module.SOURCE, started,
                       measured="error", predicted="-", passed=False,
@@ -316,6 +329,36 @@ def render_report(records: Sequence[ClaimRecord], *, quick: bool,
     return "\n".join(out)
 
 
+def claim_table(records: Sequence[ClaimRecord]) -> Any:
+    """The claim table as a DataFrame: id, statement, measured, predicted, interval, result,
+    seconds (what ``fedtheory check`` prints)."""
+    import pandas as pd
+
+    return pd.DataFrame([{"claim": r.id, "statement": r.statement, "measured": r.measured,
+                          "predicted": r.predicted, "interval": r.interval,
+                          "result": r.verdict, "seconds": round(r.seconds, 2)}
+                         for r in records])
+
+
+def claim_table_latex(records: Sequence[ClaimRecord]) -> str:
+    """The claim table as a LaTeX ``tabular`` (booktabs), special characters escaped."""
+    def esc(text: str) -> str:
+        out = str(text)
+        for a, b in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("$", r"\$"),
+                     ("#", r"\#"), ("_", r"\_"), ("{", r"\{"), ("}", r"\}"),
+                     ("~", r"\textasciitilde{}"), ("^", r"\textasciicircum{}")):
+            out = out.replace(a, b)
+        return out
+
+    lines = [r"\begin{tabular}{lllll}", r"\toprule",
+             r"claim & measured & predicted (pass) & interval & result \\", r"\midrule"]
+    for r in records:
+        lines.append(" & ".join(esc(v) for v in (r.id, r.measured, r.predicted, r.interval,
+                                                  r.verdict)) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}", ""]
+    return "\n".join(lines)
+
+
 def write_figures(records: Sequence[ClaimRecord], folder: Path) -> dict[str, str]:
     """Draw each record's figure (see :mod:`fedtheory.claims_figures`) as folder/ID.png,
     atomically; returns {id: path relative to folder's parent}."""
@@ -360,10 +403,16 @@ def _output_path(path: str | os.PathLike | None, option: str, suffix: str) -> Pa
 
 
 def main_check(claims: list[str] | None, quick: bool, json_path: str | os.PathLike | None,
-               report_path: str | os.PathLike | None) -> int:
+               report_path: str | os.PathLike | None, problem: str | None = None,
+               csv_path: str | os.PathLike | None = None,
+               latex_path: str | os.PathLike | None = None) -> int:
     """``fedtheory check``: run the claims (all when ``claims`` is None or empty), print one
     table row per claim, write the records as JSON (``json_path``) and a Markdown report
     (``report_path``), both atomically. Returns 1 if any claim fails, else 0.
+
+    ``problem`` (a suite name or TOML path) runs the protocols of the chosen claims on that
+    problem instead of theirs (only claims whose check accepts ``on=``; others are refused
+    before anything runs). ``csv_path`` / ``latex_path`` export the claim table.
 
     Unknown claim ids and unusable output paths raise :class:`FedTheoryError` before anything
     runs.
@@ -373,6 +422,17 @@ def main_check(claims: list[str] | None, quick: bool, json_path: str | os.PathLi
     ids = resolve_ids(claims)
     json_out = _output_path(json_path, "--json", ".json")
     report_out = _output_path(report_path, "--report", ".md")
+    csv_out = _output_path(csv_path, "--csv", ".csv")
+    latex_out = _output_path(latex_path, "--latex", ".tex")
+    user_problem = None
+    if problem is not None:
+        from .suite import load_problem
+
+        bad = [c for c in ids if not accepts_problem(load_check(c))]
+        ok = [c for c in claim_ids() if accepts_problem(load_check(c))]
+        check(not bad, f"--problem: claim(s) {', '.join(bad)} have no protocol for a problem "
+                       f"of your own; claims that have: {', '.join(ok)} (choose with --claim)")
+        user_problem = load_problem(problem)
     mode = "quick" if quick else "full"
     print(f"# fedtheory {__version__}: {len(ids)} claim(s), {mode} mode")
     print(table_header())
@@ -381,7 +441,7 @@ def main_check(claims: list[str] | None, quick: bool, json_path: str | os.PathLi
     with tqdm(ids, desc="claims", unit="claim", leave=False, file=sys.stderr) as bar:
         for cid in bar:
             bar.set_postfix_str(cid)
-            rec = run_claim(cid, quick=quick)
+            rec = run_claim(cid, quick=quick, problem=user_problem)
             records.append(rec)
             tqdm.write(table_row(rec), file=sys.stdout)
     failed = [r.id for r in records if not r.passed]
@@ -393,6 +453,12 @@ def main_check(claims: list[str] | None, quick: bool, json_path: str | os.PathLi
                    "passed": not failed, "records": [r.to_dict() for r in records]}
         _atomic_write(json_out, json.dumps(payload, indent=2) + "\n")
         print(f"# wrote {json_out}")
+    if csv_out is not None:
+        _atomic_write(csv_out, claim_table(records).to_csv(index=False))
+        print(f"# wrote {csv_out}")
+    if latex_out is not None:
+        _atomic_write(latex_out, claim_table_latex(records))
+        print(f"# wrote {latex_out}")
     if report_out is not None:
         figures = write_figures(records, report_out.parent / f"{report_out.stem}_figures")
         _atomic_write(report_out, render_report(records, quick=quick, figures=figures))

@@ -237,9 +237,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a claim id (C1 .. C18, EXT-PP); repeat for several; default: all")
     c.add_argument("--quick", action="store_true", help="the small CI-sized protocols")
     c.add_argument("--json", default=None, metavar="FILE", help="write every record as JSON")
-    c.add_argument("--report", default=None, metavar="FILE.md", help="write a Markdown report")
-    c.set_defaults(func=lambda a: _lazy("claims", "main_check")(a.claim, a.quick, a.json,
-                                                                a.report))
+    c.add_argument("--report", default=None, metavar="FILE.md",
+                   help="write a Markdown report (figures as PNG and PDF beside it)")
+    c.add_argument("--csv", default=None, metavar="FILE.csv", help="write the claim table as CSV")
+    c.add_argument("--latex", default=None, metavar="FILE.tex",
+                   help="write the claim table as a LaTeX tabular (booktabs)")
+    c.add_argument("--problem", default=None, metavar="PROBLEM",
+                   help="run the chosen claims' protocols on this problem (a suite name or a "
+                        "TOML file) instead of theirs; e.g. --problem my.toml --claim C2")
+    c.set_defaults(func=lambda a: _lazy("claims", "main_check")(
+        a.claim, a.quick, a.json, a.report, problem=a.problem, csv_path=a.csv,
+        latex_path=a.latex))
 
     pr = sub.add_parser("problems", help="list the problem suite")
     pr.set_defaults(func=cmd_problems)

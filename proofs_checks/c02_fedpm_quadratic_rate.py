@@ -104,9 +104,12 @@ def measure(problem, method) -> dict:
     return out
 
 
-def check(quick: bool = True, method_factory: MethodFactory = fedpm_factory) -> ClaimRecord:
+def check(quick: bool = True, method_factory: MethodFactory = fedpm_factory,
+          on: list | None = None) -> ClaimRecord:
+    """The claim on the protocol's problems, or on the problems ``on`` (a user's problem:
+    ``fedtheory check --problem FILE --claim C2``)."""
     started = time.perf_counter()
-    results = [measure(p, method_factory(K=1, eta=1.0)) for p in problems(quick)]
+    results = [measure(p, method_factory(K=1, eta=1.0)) for p in (on or problems(quick))]
     passed = all(r["passed"] for r in results)
     head = results[0]
     orders = ", ".join(f"{r['order']:.2f}" for r in results)

@@ -63,10 +63,12 @@ def measure(problem, method, eta: float) -> dict:
             "reason": "" if ok else f"|q - (1 - eta)| = {abs(fit.q - (1 - eta)):.3g} > {TOL}"}
 
 
-def check(quick: bool = True, method_factory: MethodFactory = fedpm_factory) -> ClaimRecord:
+def check(quick: bool = True, method_factory: MethodFactory = fedpm_factory,
+          on: list | None = None) -> ClaimRecord:
+    """The claim on the protocol's problems, or on the problems ``on`` (a user's problem)."""
     started = time.perf_counter()
-    results = [measure(load_problem(name), method_factory(K=1, eta=eta), eta)
-               for name in problem_names(quick) for eta in ETAS]
+    chosen = on or [load_problem(name) for name in problem_names(quick)]
+    results = [measure(p, method_factory(K=1, eta=eta), eta) for p in chosen for eta in ETAS]
     passed = all(r["passed"] for r in results)
     worst: dict[float, dict] = {}
     for r in results:

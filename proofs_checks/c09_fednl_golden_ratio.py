@@ -77,11 +77,16 @@ def measure(problem, method) -> dict:
             "passed": order_ok and ratio_ok, "reason": "; ".join(reasons)}
 
 
-def check(quick: bool = True, method_factory: MethodFactory = fednl_factory) -> ClaimRecord:
+def check(quick: bool = True, method_factory: MethodFactory = fednl_factory,
+          on: list | None = None) -> ClaimRecord:
+    """The claim on the protocol's problems, or on the problems ``on`` (a user's problem,
+    option 1)."""
     started = time.perf_counter()
     runs = []
-    for name, option in configurations(quick):
-        res = measure(load_problem(name), method_factory(option=option))
+    chosen = ([(p, 1) for p in on] if on else
+              [(load_problem(name), option) for name, option in configurations(quick)])
+    for problem, option in chosen:
+        res = measure(problem, method_factory(option=option))
         runs.append({"option": option, **res})
     head = runs[0]
     return record(CLAIM_ID, STATEMENT, SOURCE, started,

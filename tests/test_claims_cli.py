@@ -133,3 +133,37 @@ def test_record_renders_a_summary_and_markdown():
     assert json.loads(json.dumps(rec.to_dict()))["details"]["value"] == "nan"
     with pytest.raises(AttributeError):
         rec.passed = False  # frozen
+
+
+def test_a_claim_runs_on_the_users_own_problem(tmp_path, capsys):
+    """--problem runs C2's protocol and pass criterion on a problem of the user's (here the
+    suite's breast-cancer problem by file), and refuses claims without such a protocol."""
+    from fedtheory.cli import main
+    from fedtheory.suite import resolve
+
+    path = resolve("breast_cancer_dirichlet")
+    out = tmp_path / "c2.json"
+    assert main(["check", "--claim", "C2", "--problem", str(path), "--json", str(out)]) == 0
+    rec = json.loads(out.read_text())["records"][0]
+    assert rec["details"]["problems"] == ["breast_cancer_dirichlet"]
+    assert main(["check", "--claim", "C7", "--problem", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "C7 have no protocol for a problem of your own" in err and "C2" in err
+
+
+def test_the_claim_table_exports_as_csv_and_latex(tmp_path):
+    import pandas as pd
+
+    from fedtheory.cli import main
+
+    csv, tex = tmp_path / "t.csv", tmp_path / "t.tex"
+    assert main(["check", "--claim", "C3", "--quick", "--csv", str(csv), "--latex",
+                 str(tex)]) == 0
+    table = pd.read_csv(csv)
+    assert table["claim"].tolist() == ["C3"] and table["result"].tolist() == ["PASS"]
+    text = tex.read_text()
+    assert text.startswith(r"\begin{tabular}") and r"C3 & q " in text and r"\bottomrule" in text
+    from fedtheory.claims import ClaimRecord, claim_table_latex
+
+    rec = ClaimRecord("X", "s", "src", "a_b & 5% $x$", "p", "", True)
+    assert r"a\_b \& 5\% \$x\$" in claim_table_latex([rec])
