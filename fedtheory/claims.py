@@ -25,7 +25,6 @@ import json
 import math
 import os
 import sys
-import tempfile
 import time
 import traceback
 from collections.abc import Callable, Sequence
@@ -38,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from ._backend import to_numpy
+from ._io import check_destination, write_text_atomic
 from ._version import __version__
 from .errors import FedTheoryError, check
 from .methods.base import Method, make_method, round_context
@@ -381,25 +381,8 @@ def write_figures(records: Sequence[ClaimRecord], folder: Path) -> dict[str, str
     return out
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-
-
 def _output_path(path: str | os.PathLike | None, option: str, suffix: str) -> Path | None:
-    if path is None:
-        return None
-    out = Path(path)
-    check(out.suffix == suffix, f"{option} must name a {suffix} file, got {str(path)!r}")
-    parent = out.parent if str(out.parent) else Path(".")
-    check(parent.is_dir(), f"{option}: folder {str(parent)!r} does not exist")
-    return out
+    return check_destination(path, option, (suffix,))
 
 
 def main_check(claims: list[str] | None, quick: bool, json_path: str | os.PathLike | None,
@@ -451,17 +434,17 @@ def main_check(claims: list[str] | None, quick: bool, json_path: str | os.PathLi
     if json_out is not None:
         payload = {"version": __version__, "mode": mode, "seconds": total,
                    "passed": not failed, "records": [r.to_dict() for r in records]}
-        _atomic_write(json_out, json.dumps(payload, indent=2) + "\n")
+        write_text_atomic(json_out, json.dumps(payload, indent=2) + "\n")
         print(f"# wrote {json_out}")
     if csv_out is not None:
-        _atomic_write(csv_out, claim_table(records).to_csv(index=False))
+        write_text_atomic(csv_out, claim_table(records).to_csv(index=False))
         print(f"# wrote {csv_out}")
     if latex_out is not None:
-        _atomic_write(latex_out, claim_table_latex(records))
+        write_text_atomic(latex_out, claim_table_latex(records))
         print(f"# wrote {latex_out}")
     if report_out is not None:
         figures = write_figures(records, report_out.parent / f"{report_out.stem}_figures")
-        _atomic_write(report_out, render_report(records, quick=quick, figures=figures))
+        write_text_atomic(report_out, render_report(records, quick=quick, figures=figures))
         print(f"# wrote {report_out}")
     return 1 if failed else 0
 

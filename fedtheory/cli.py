@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ._io import check_destination, write_together
 from ._version import __version__
 from .errors import ConditioningWarning, FedTheoryError, check, out_of_memory
 from .methods import METHODS, make_method
@@ -55,12 +56,9 @@ def _oracle_params(pairs: Sequence[str]) -> dict[str, float]:
 
 
 def _check_out(path: str | None) -> Path | None:
-    if path is None:
-        return None
-    out = Path(path)
-    check(out.suffix == ".csv", f"--out must name a .csv file, got {path!r}")
-    parent = out.parent if str(out.parent) else Path(".")
-    check(parent.is_dir(), f"--out: folder {str(parent)!r} does not exist")
+    out = check_destination(path, "--out", (".csv",))
+    if out is not None:
+        check_destination(out.with_suffix(".json"), "--out (its .json metadata)", (".json",))
     return out
 
 
@@ -92,7 +90,7 @@ def _backend(problem, backend: str):
 
 def _theta0(text: str | None, problem) -> np.ndarray | None:
     """--theta0: "zeros" (the default start), "star" or "star+R" (theta* moved by R along a
-    fixed unit direction, to explore local theorems), or a .npy / text file of d numbers."""
+    fixed unit direction, to explore local theorems), or a text file of d numbers."""
     if text is None or text == "zeros":
         return None
     star = np.asarray(problem.reference.theta_star, dtype=float)
@@ -109,8 +107,7 @@ def _theta0(text: str | None, problem) -> np.ndarray | None:
     path = Path(text)
     check(path.is_file(), f"--theta0 must be zeros, star, star+R or a file, got {text!r}")
     try:
-        x = (np.load(path, allow_pickle=False) if path.suffix == ".npy"
-             else np.loadtxt(path, dtype=float, ndmin=1))
+        x = np.loadtxt(path, dtype=float, ndmin=1)
     except (OSError, ValueError) as exc:
         raise FedTheoryError(f"--theta0 {text!r}: cannot read it: {exc}") from None
     x = np.asarray(x, dtype=float).ravel()
@@ -144,13 +141,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         if args.no_timing:  # wall time is never reproducible: record it as not measured
             for row in trace.rows:
                 row.update(dict.fromkeys(TIMING, float("nan")))
-        trace.to_csv(out)
         meta = out.with_suffix(".json")
-        tmp = meta.with_name(f".{meta.name}.tmp")
         info = {**trace.meta, "timing": not args.no_timing,
                 "environment": environment(with_date=not args.no_timing)}
-        tmp.write_text(json.dumps(info, indent=2, default=float))
-        os.replace(tmp, meta)
+        text = json.dumps(info, indent=2, default=float)
+        # one unit: the metadata and the rows appear together or not at all
+        write_together([(meta, lambda tmp: Path(tmp).write_text(text)),
+                        (out, trace.csv_writer())])
         print(f"# wrote {out} and {meta}")
     return 0
 
@@ -215,7 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--progress", action="store_true", help="show a progress bar")
     r.add_argument("--theta0", default="zeros", metavar="START",
                    help="start point: zeros, star, star+R (theta* + R along (1,..,1)/sqrt d) "
-                        "or a .npy/text file of d numbers")
+                        "or a text file of d numbers (spaces or lines)")
     r.add_argument("--diverge-factor", type=float, default=1e8, metavar="F",
                    help="status diverged once ||theta - theta*|| > F max(1, ||theta*||, "
                         "||theta0 - theta*||)")

@@ -38,8 +38,9 @@ from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter, MaxNLocator
 
 from . import rates
+from ._io import check_destination, write_atomic
 from .errors import FedTheoryError, check
-from .results import label_facets, load, make_labels, trace_frame, write_atomic
+from .results import label_facets, load, make_labels, trace_frame
 from .trace import Trace
 
 #: Okabe & Ito (2008), yellow last: it is faint on white.
@@ -718,6 +719,7 @@ def main_plot(results: str | Sequence[str], metric: str, by: str, out: str, x: s
     floor; ``fit``, ``bound``, ``floor`` ("none" or a number), ``band``, ``logx``, ``title``,
     ``facet`` (a column: one panel per value) and ``style="paper"`` are those of the Python
     API."""
+    check_destination(out, "--out", (".png", ".pdf"))   # before anything is read or drawn
     paths = [results] if isinstance(results, (str, os.PathLike)) else list(results)
     check(len(paths) >= 1, "plot needs at least one results path")
     check(style in (None, "paper"), f"--style must be 'paper', got {style!r}")

@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from ._io import write_atomic
 from .errors import FedTheoryError, check
 from .trace import COLUMNS, Trace
 from .trace import read_csv as read_trace_csv
@@ -156,22 +156,6 @@ def _read_trace_csv(path: Path) -> pd.DataFrame:
 
 
 # --------------------------------------------------------------------------- writing
-
-
-def write_atomic(path: Path, write: Callable[[str], None]) -> Path:
-    """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it into place, so
-    readers see the old file or the whole new one, never a part."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
 
 
 def write_parquet(df: pd.DataFrame, path: Path) -> Path:

@@ -52,10 +52,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ._io import write_atomic
 from .errors import FedTheoryError, check
 from .methods import METHODS, make_method
 from .oracles import ORACLE_MODELS, make_oracle
-from .results import RUNS_DIR, label_facets, make_labels, write_atomic
+from .results import RUNS_DIR, label_facets, make_labels
 from .suite import check_keys, read_spec, resolve, spec_hash
 from .sweep_worker import (
     Config,

@@ -16,10 +16,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from ._io import write_atomic
 from .errors import FedTheoryError, check, out_of_memory
 from .methods import make_method
 from .oracles import make_oracle
-from .results import RUNS_DIR, trace_frame, write_atomic, write_parquet
+from .results import RUNS_DIR, trace_frame, write_parquet
 from .suite import load_problem
 
 ERRORS_DIR = "errors"

@@ -10,12 +10,14 @@ from __future__ import annotations
 import csv
 import math
 import os
-import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from ._io import write_atomic
 
 COLUMNS = (
     "round", "dist_to_opt", "rel_dist", "subopt", "grad_norm", "participants",
@@ -63,19 +65,37 @@ class Trace:
 
     def to_csv(self, path: str | os.PathLike) -> Path:
         """Write the rows to ``path`` atomically; returns the path."""
-        path = Path(path)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent or ".")
-        try:
-            with os.fdopen(fd, "w", newline="") as fh:
+        return write_atomic(path, self.csv_writer())
+
+    def csv_writer(self) -> Callable[[str], None]:
+        """A writer of the rows as CSV into a given file (for :mod:`fedtheory._io`)."""
+        def write(tmp: str) -> None:
+            with open(tmp, "w", newline="") as fh:
                 writer = csv.writer(fh)
                 writer.writerow(COLUMNS)
                 for r in self.rows:
                     writer.writerow([_fmt(r[c]) for c in COLUMNS])
-            os.replace(tmp, path)
-        except BaseException:
-            os.unlink(tmp)
-            raise
-        return path
+        return write
+
+    def _repr_html_(self) -> str:
+        """The notebook view: status, metadata and the first and last rows as a table."""
+        import html
+
+        head = (f"<b>Trace</b>: {html.escape(str(self.meta.get('method', '?')))} on "
+                f"{html.escape(str(self.meta.get('problem', '?')))}, {len(self.rows)} rows, "
+                f"status <b>{html.escape(self.status)}</b>")
+        if not self.rows:
+            return head
+        df = self.to_frame()[["round", "dist_to_opt", "rel_dist", "subopt", "grad_norm",
+                              "uplink_floats", "bits"]]
+        body = df if len(df) <= 12 else df.iloc[list(range(6)) + list(range(len(df) - 6,
+                                                                           len(df)))]
+        return head + body.to_html(index=False, float_format=lambda v: f"{v:.3e}")
+
+    def __repr__(self) -> str:
+        last = self.rows[-1]["dist_to_opt"] if self.rows else float("nan")
+        return (f"Trace({self.meta.get('method', '?')} on {self.meta.get('problem', '?')}, "
+                f"{len(self.rows)} rows, status={self.status!r}, final dist_to_opt={last:.3e})")
 
     def table(self, columns: tuple[str, ...] = ("round", "dist_to_opt", "rel_dist", "subopt",
                                                 "grad_norm", "drift", "uplink_floats")) -> str:

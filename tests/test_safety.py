@@ -5,6 +5,7 @@ run write outside the output it was given."""
 from __future__ import annotations
 
 import ast
+import os
 import re
 from pathlib import Path
 
@@ -141,3 +142,43 @@ def test_a_crafted_problem_name_cannot_move_the_output_of_fedtheory_run(tmp_path
                  str(out)]) == 0
     assert _files(tmp_path) - before == {out, out.with_suffix(".json")}
     assert ESCAPE in capsys.readouterr().out                      # the name is only printed
+
+
+def test_result_files_keep_the_users_umask_and_a_failed_unit_leaves_nothing(tmp_path):
+    from fedtheory._io import write_together
+
+    old = os.umask(0o022)
+    try:
+        (p,) = write_together([(tmp_path / "a.txt", lambda t: open(t, "w").write("x"))])
+        assert (p.stat().st_mode & 0o777) == 0o644           # not mkstemp's 0600
+    finally:
+        os.umask(old)
+
+    def boom(tmp):
+        raise OSError(28, "No space left on device", tmp)
+
+    with pytest.raises(FedTheoryError, match="cannot write .*No space left on device"):
+        write_together([(tmp_path / "r.json", lambda t: open(t, "w").write("{}")),
+                        (tmp_path / "r.csv", boom)])
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["a.txt"]   # no json, no temporary
+
+
+def test_an_unusable_out_path_is_refused_before_computing(tmp_path, capsys, monkeypatch):
+    from fedtheory.cli import main
+
+    def never(*a, **k):
+        raise AssertionError("computed before checking the destination")
+
+    monkeypatch.setattr("fedtheory.cli.run", never)
+    (tmp_path / "dir.csv").mkdir()
+    base = ["run", "het_quadratic", "--method", "newton"]
+    assert main([*base, "--out", str(tmp_path / "dir.csv")]) == 2
+    assert "is a folder, not a file" in capsys.readouterr().err
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o555)
+    if not os.access(ro, os.W_OK):     # root may write anywhere
+        assert main([*base, "--out", str(ro / "r.csv")]) == 2
+        assert "cannot write into folder" in capsys.readouterr().err
+    assert main(["plot", "missing.csv", "--out", str(tmp_path / "nope" / "f.png")]) == 2
+    assert "--out: folder" in capsys.readouterr().err      # the destination is checked first
