@@ -119,6 +119,8 @@ def _theta0(text: str | None, problem) -> np.ndarray | None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     out = _check_out(args.out)
+    if args.precision is not None:
+        return _run_precise(args, out)
     check(args.seed >= 0, f"--seed must be an integer >= 0, got {args.seed}")
     check(args.threads >= 1, f"--threads must be an integer >= 1, got {args.threads}")
     method = make_method(args.method, _params(args.param))
@@ -150,6 +152,26 @@ def cmd_run(args: argparse.Namespace) -> int:
                         (out, trace.csv_writer())])
         print(f"# wrote {out} and {meta}")
     return 0
+
+
+def _run_precise(args: argparse.Namespace, out: Path | None) -> int:
+    """--precision BITS: the run in arb ball arithmetic (:mod:`fedtheory.precision`); the
+    options it does not support are refused, never ignored."""
+    check(args.precision >= 53, f"--precision must be an integer >= 53 (bits), got "
+                                f"{args.precision}")
+    unsupported = [opt for opt, used in (
+        ("--participation", args.participation is not None),
+        ("--oracle", args.oracle != "exact"), ("--oracle-param", bool(args.oracle_param)),
+        ("--backend cupy", args.backend != "numpy"), ("--log-every", args.log_every != 1),
+        ("--no-drift", args.no_drift), ("--theta0", args.theta0 != "zeros"),
+        ("--progress", args.progress)) if used]
+    check(not unsupported, f"--precision runs full participation, the exact oracle, from 0, "
+                           f"on the CPU; it does not take {', '.join(unsupported)}")
+    from .precision import main_run_precise
+
+    check(args.seed >= 0, f"--seed must be an integer >= 0, got {args.seed}")
+    return main_run_precise(load_problem(args.problem), args.method, _params(args.param),
+                            args.rounds, args.precision, seed=args.seed, out=out)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -216,6 +238,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--diverge-factor", type=float, default=1e8, metavar="F",
                    help="status diverged once ||theta - theta*|| > F max(1, ||theta*||, "
                         "||theta0 - theta*||)")
+    r.add_argument("--precision", type=int, default=None, metavar="BITS",
+                   help="run in arbitrary precision (arb balls, rigorous radii) at BITS bits: "
+                        "newton, fedpm, sopm, fednl (identity), gd, giant; small problems only")
     r.add_argument("--no-drift", action="store_true",
                    help="skip the drift metrics (their columns are NaN)")
     r.add_argument("--threads", type=int, default=DEFAULT_THREADS, metavar="T",
