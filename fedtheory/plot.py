@@ -247,7 +247,19 @@ def save(fig: Figure, path: str | os.PathLike, *, pdf: bool = False,
 
 def tidy(data: Any) -> pd.DataFrame:
     """``data`` (a Trace, a list of Traces, a dict label -> Trace(s), or a DataFrame) as one
-    DataFrame with a ``label`` column and a ``run`` column that tells runs apart."""
+    DataFrame with a ``label`` column and a ``run`` column that tells runs apart. A
+    :class:`fedtheory.precision.PreciseTrace` counts as a Trace: its midpoints are drawn where
+    they are resolved (radius <= 1e-3 x value) and above float64's smallest normal number
+    (2.2e-308); unresolved points are dropped, as the float floor drops them in float64."""
+    if _is_precise(data):
+        data = [data]
+    if isinstance(data, (list, tuple)):
+        data = [_from_precise(t) if _is_precise(t) else t for t in data]
+    elif isinstance(data, Mapping):
+        data = {k: ([_from_precise(t) if _is_precise(t) else t for t in v]
+                    if isinstance(v, (list, tuple)) else (_from_precise(v) if _is_precise(v)
+                                                          else v))
+                for k, v in data.items()}
     if isinstance(data, Trace):
         data = [data]
     if isinstance(data, pd.DataFrame):
@@ -273,6 +285,30 @@ def tidy(data: Any) -> pd.DataFrame:
                                     f"got {type(t).__name__}")
     frames = [trace_frame(t, label).assign(run=i) for i, (label, t) in enumerate(pairs)]
     return pd.concat(frames, ignore_index=True)
+
+
+def _is_precise(t: Any) -> bool:
+    return hasattr(t, "balls") and hasattr(t, "resolved") and hasattr(t, "rows")
+
+
+def _from_precise(t: Any) -> Trace:
+    """A PreciseTrace as a Trace of its resolved midpoints (NaN elsewhere)."""
+    cols = [c for c in ("dist_to_opt", "rel_dist", "subopt", "grad_norm")]
+    values = {}
+    for c in cols:
+        v = np.asarray(t[c], dtype=float)
+        ok = np.asarray(t.resolved(c)) & (np.abs(v) >= np.finfo(float).tiny)
+        values[c] = np.where(ok, v, np.nan)
+    rows = [{"round": int(r["round"]), **{c: float(values[c][i]) for c in cols}}
+            for i, r in enumerate(t.rows)]
+    return Trace(rows=rows, status=t.status,
+                 meta={**t.meta, "precision_bits": t.meta.get("prec")})
+
+
+def _eps(df: pd.DataFrame) -> float:
+    """The unit roundoff of the runs: 2^-bits for arbitrary-precision runs, else float64's."""
+    bits = _meta_max(df, "precision_bits")
+    return 2.0 ** -bits if bits else float(np.finfo(float).eps)
 
 
 def _tidy_frame(df: pd.DataFrame) -> pd.DataFrame:
@@ -471,7 +507,7 @@ def _stalls(e: np.ndarray, kw: dict[str, Any]) -> bool:
     e = e[np.isfinite(e)]
     if e.size < STALL_ROUNDS + 1 or e[-1] <= 0:
         return False
-    floor = kw.get("floor", rates.default_floor(kw.get("scale", 1.0)))
+    floor = kw.get("floor", rates.default_floor(1.0))
     with np.errstate(all="ignore"):
         ratios = e[-STALL_ROUNDS:] / e[-STALL_ROUNDS - 1:-1]
     return bool(e[-1] > 1e3 * floor and (np.abs(ratios - 1) <= STALL_RATIO).all())
@@ -486,7 +522,7 @@ def _fit_text(agg: pd.DataFrame, fit: str | None, column: str, floor: Any,
     if isinstance(floor, (int, float)) and not isinstance(floor, bool):
         kw["floor"] = float(floor)
     elif (scale := _scale(df, column)) is not None:
-        kw["scale"] = scale
+        kw["floor"] = 1e3 * _eps(df) * max(1.0, scale)
     try:
         f = rates.q_order(e, **kw) if fit == "order" else rates.linear_rate(e, **kw)
     except FedTheoryError:
@@ -645,7 +681,7 @@ def _floor_value(floor: Any, column: str, df: pd.DataFrame,
     scale = _scale(df, column)
     if column not in ERROR_COLUMNS or scale is None:
         return None
-    fl = rates.default_floor(scale)
+    fl = 1e3 * _eps(df) * max(1.0, scale)
     # shown only where the values come near it (exact zeros and negatives included), so it
     # never squeezes a curve that stalls high
     return fl if finite.size and finite.min() < 1e3 * fl else None

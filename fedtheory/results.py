@@ -4,7 +4,8 @@ A run becomes rows through :func:`trace_frame`: the columns of :data:`fedtheory.
 plus, on every row, where the run came from (:data:`PROVENANCE`): package version, problem,
 method, its parameters as a JSON string (and one ``param_<name>`` column per parameter), a
 legend ``label``, participation S, seed, backend, oracle, status and the problem's reference
-constants (N, d, mu, L, L_H, f_star, theta_star_norm) that plots use for floors and bounds.
+constants (N, d, mu, L, L_H, f_star, theta_star_norm) that plots use for floors and bounds, and
+``precision_bits`` for runs of the arbitrary-precision backend (None for float64 runs).
 
 :func:`load` reads any of the three places runs live: a sweep folder (``runs/*.parquet``, see
 :mod:`fedtheory.sweep`), a consolidated ``results.parquet``, or the CSV of ``fedtheory run
@@ -32,13 +33,15 @@ from .trace import read_csv as read_trace_csv
 PROVENANCE = (
     "version", "problem", "method", "params", "label", "participation", "seed", "backend",
     "oracle", "status", "rounds", "N", "d", "mu", "L", "L_H", "f_star", "theta_star_norm",
+    "precision_bits",
 )
 
 RESULTS_FILE = "results.parquet"
 RUNS_DIR = "runs"
 
 _META_KEYS = ("version", "problem", "method", "participation", "seed", "backend", "oracle",
-              "status", "rounds", "N", "d", "mu", "L", "L_H", "f_star", "theta_star_norm")
+              "status", "rounds", "N", "d", "mu", "L", "L_H", "f_star", "theta_star_norm",
+              "precision_bits")
 
 
 def params_json(params: Mapping[str, Any]) -> str:

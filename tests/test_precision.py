@@ -365,3 +365,20 @@ def test_the_cli_runs_in_precision_and_refuses_options_it_would_ignore(tmp_path,
     for extra in (["--participation", "3"], ["--backend", "cupy"], ["--no-drift"]):
         assert main([*argv[:-2], *extra]) == 2
         assert "it does not take" in capsys.readouterr().err
+
+
+def test_plots_draw_precise_traces_far_below_float64_with_their_own_floor(logistic):
+    """A 512-bit FedPM run plotted with a fitted order: the curve reaches below 1e-100, the
+    order is fitted on the points float64 could never resolve, and the floor line is the
+    run's precision (1e3 2^-512 scale), not float64's."""
+    from fedtheory.plot import error_vs_round
+
+    tr = run_precise(logistic, "fedpm", {"K": 1, "eta": 1.0}, 14, 512, stop_at_floor=True)
+    _, ax = error_vs_round({"fedpm 512 bits": tr}, fit="order")
+    y = ax.get_lines()[0].get_ydata()
+    assert np.nanmin(y) < 1e-100
+    legend = " ".join(t.get_text() for t in ax.get_legend().get_texts())
+    p = float(legend.split("p = ")[1].split()[0])
+    assert 1.9 <= p <= 2.1
+    floors = [t for t in ax.get_legend().get_texts() if t.get_text().startswith("float floor")]
+    assert not floors or float(floors[0].get_text().split()[2]) < 1e-140
