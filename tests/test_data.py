@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gzip
-import time
 
 import numpy as np
 import pytest
@@ -167,10 +166,9 @@ def test_libsvm_refuses_missing_and_corrupt_gzip(tmp_path):
 # Shipped and bundled data
 
 
-def test_a9a_is_the_fednl_benchmark_and_parses_fast():
-    start = time.perf_counter()
+def test_a9a_is_the_fednl_benchmark():
+    """Its parse time is a benchmark (benchmarks/), never a wall-clock assertion here."""
     full = load_a9a(rows=None)
-    assert time.perf_counter() - start < 2.0
     assert full.X.shape == (32561, 123)
     data = load_a9a()
     assert data.X.shape == (32560, 123) and data.name == "a9a"
