@@ -206,3 +206,16 @@ def test_settled_status_reads_stalls_and_two_cycles(e, status):
     from fedtheory.runner.metrics import settled_status
 
     assert settled_status(e, 1.0) == status
+
+
+def test_absurd_sizes_are_refused_before_running(problem, monkeypatch, capsys):
+    with pytest.raises(FedTheoryError, match=r"K must be an integer in 1..100,000"):
+        make_method("fedpm", {"K": 10**9})
+    import fedtheory.runner.loop as loop
+
+    monkeypatch.setattr(loop, "available_memory", lambda: 2.0**30)   # 1 GiB free
+    with pytest.raises(FedTheoryError, match=r"rounds = 10,000,000 .* keeps 10,000,002 rows"):
+        run(problem, make_method("gd"), 10**7)
+    run(problem, make_method("gd"), 10)                      # small runs are untouched
+    assert main(["run", "het_quadratic", "--method", "fedpm", "--param", "K=1000000000"]) == 2
+    assert "K must be an integer in 1..100,000" in capsys.readouterr().err

@@ -169,9 +169,15 @@ def register(cls: type[Method]) -> type[Method]:
 
 
 # ---- hyperparameter validation, shared by every method -----------------------------------
+#: local steps per round: K Hessian evaluations and solves per client, so K = 1e9 would run for
+#: days without a word; larger K is refused (a local solve to convergence needs ~10-100)
+MAX_K = 100_000
+
+
 def check_K(K: Any) -> None:
-    check(isinstance(K, (int, np.integer)) and not isinstance(K, bool) and K >= 1,
-          f"K must be an integer >= 1, got {K!r}")
+    check(isinstance(K, (int, np.integer)) and not isinstance(K, bool) and 1 <= K <= MAX_K,
+          f"K must be an integer in 1..{MAX_K:,} (each local step is a Hessian solve per "
+          f"client), got {K!r}")
 
 
 def _is_number(x: Any) -> bool:
