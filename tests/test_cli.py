@@ -126,7 +126,6 @@ def test_failed_cholesky_names_the_client_and_suggests_a_fix(small, capsys):
 
 
 @pytest.mark.parametrize("param,needle", [("K=0", "K must be an integer in 1..100,000"),
-                                                  "solve per client), got 0"),
                                           ("eta=0", "eta must be a finite number > 0, got 0.0"),
                                           ("eta=-1", "got -1.0"),
                                           ("K=two", "'two'"),
