@@ -25,9 +25,11 @@ import json
 import math
 import os
 import sys
+import tempfile
 import time
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from functools import cache
 from pathlib import Path
@@ -385,6 +387,21 @@ def _output_path(path: str | os.PathLike | None, option: str, suffix: str) -> Pa
     return check_destination(path, option, (suffix,))
 
 
+@contextmanager
+def _private_hypothesis_home() -> Iterator[None]:
+    """Hypothesis (C1's protocol) keeps caches in ``./.hypothesis``; a user's ``fedtheory
+    check`` must leave nothing in their folder, so its home is a temporary one."""
+    from hypothesis import configuration
+
+    old = getattr(configuration, "__hypothesis_home_directory", None)
+    with tempfile.TemporaryDirectory(prefix="fedtheory-hypothesis-") as home:
+        configuration.set_hypothesis_home_dir(home)
+        try:
+            yield
+        finally:
+            configuration.set_hypothesis_home_dir(old)
+
+
 def main_check(claims: list[str] | None, quick: bool, json_path: str | os.PathLike | None,
                report_path: str | os.PathLike | None, problem: str | None = None,
                csv_path: str | os.PathLike | None = None,
@@ -421,7 +438,8 @@ def main_check(claims: list[str] | None, quick: bool, json_path: str | os.PathLi
     print(table_header())
     records: list[ClaimRecord] = []
     started = time.perf_counter()
-    with tqdm(ids, desc="claims", unit="claim", leave=False, file=sys.stderr) as bar:
+    with tqdm(ids, desc="claims", unit="claim", leave=False, file=sys.stderr) as bar, \
+            _private_hypothesis_home():
         for cid in bar:
             bar.set_postfix_str(cid)
             rec = run_claim(cid, quick=quick, problem=user_problem)

@@ -254,7 +254,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.set_defaults(func=cmd_demo)
 
     c = sub.add_parser("check", help="run the claim checks of docs/claims.md: measured vs "
-                                     "predicted, pass/fail (exit 1 if any claim fails)")
+                                     "predicted, pass/fail (exit 1 if any claim fails)",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     c.add_argument("--claim", action="append", default=None, metavar="ID",
                    help="a claim id (C1 .. C18, EXT-PP); repeat for several; default: all")
     c.add_argument("--quick", action="store_true", help="the small CI-sized protocols")
@@ -275,7 +276,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr.set_defaults(func=cmd_problems)
 
     sw = sub.add_parser("sweep", help="run (or resume) a sweep: problems x methods x params x "
-                                      "participation x seeds, one result file per run")
+                                      "participation x seeds, one result file per run",
+                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     sw.add_argument("spec", help="the sweep's TOML file (see examples/sweep_small.toml)")
     sw.add_argument("--out", required=True, metavar="DIR", help="the results folder")
     sw.add_argument("--jobs", type=int, default=1, help="parallel worker processes")
@@ -287,8 +289,9 @@ def build_parser() -> argparse.ArgumentParser:
     sw.set_defaults(func=lambda a: _lazy("sweep", "main_sweep")(
         a.spec, a.out, a.jobs, executor=a.executor, scheduler=a.scheduler))
 
-    pl = sub.add_parser("plot", help="plot a metric per round from a sweep folder, a "
-                                     "results.parquet or a trace CSV")
+    pl = sub.add_parser("plot", help="plot a metric per round from sweep folders, "
+                                     "results.parquet files or trace CSVs",
+                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     pl.add_argument("results", nargs="+", help="sweep folders, .parquet files or trace CSVs")
     pl.add_argument("--metric", default="dist_to_opt", help="a per-round column")
     pl.add_argument("--by", default="label", help="group curves by this column")

@@ -167,3 +167,20 @@ def test_the_claim_table_exports_as_csv_and_latex(tmp_path):
 
     rec = ClaimRecord("X", "s", "src", "a_b & 5% $x$", "p", "", True)
     assert r"a\_b \& 5\% \$x\$" in claim_table_latex([rec])
+
+
+def test_check_leaves_no_hypothesis_folder_in_the_users_directory(tmp_path, monkeypatch):
+    from fedtheory.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["check", "--claim", "C1", "--quick"]) == 0
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("command", ["run", "demo", "check", "sweep", "plot"])
+def test_every_subcommand_help_shows_its_defaults(command, capsys):
+    from fedtheory.cli import main
+
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    assert "(default:" in capsys.readouterr().out
