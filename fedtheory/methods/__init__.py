@@ -1,7 +1,17 @@
 """Federated methods as pure round maps; ``METHODS`` maps each CLI name to its class."""
 
-from .base import METHODS, Method, RoundContext, RoundInfo, ServerState, make_method
+from . import dane, giant  # noqa: F401  (registers the methods "dane" and "giant")
+from .base import (
+    METHODS,
+    Method,
+    RoundContext,
+    RoundInfo,
+    ServerState,
+    make_method,
+    round_context,
+)
 from .fednl import FedNL
+from .fednl_family import FedNLCR, FedNLLS, FedNLPP  # noqa: F401  (registers them)
 from .fedpac import FedPAC
 from .fedpm import FedPM
 from .fedsophia import FedSophia
@@ -10,5 +20,6 @@ from .newton import Newton
 from .sopm import SOPM
 
 __all__ = ["METHODS", "Method", "RoundContext", "RoundInfo", "ServerState", "make_method",
+           "round_context",
            "FedAvg", "FedNL", "FedPAC", "FedPM", "FedProx", "FedSophia", "GD", "Newton",
            "SOPM", "Scaffold"]

@@ -1,4 +1,5 @@
-"""FedPM, federated preconditioned mixing, after Ishii et al. 2025 (arXiv 2511.09100, eq. 6-8).
+"""FedPM, federated preconditioned mixing, after Ishii et al. 2025 (arXiv 2511.09100, eq. 6-8);
+docs/algorithms.md#fedpm.
 
 Client i in S_t runs K local preconditioned steps (:mod:`._local`) and uploads theta_i^K and
 P_i (by default the preconditioner of its LAST local step). The server mixes the local
@@ -11,14 +12,43 @@ exactly the damped Newton step on S_t (claim C1), for any eta and any S.
 
 ``mixing_preconditioner`` selects P_i for ablations: "last" (P_i^{K-1}, the paper's), "start"
 (H_i(theta) + delta I) or "end" (H_i(theta_i^K) + delta I, one more Hessian per client, counted).
+
+``server_memory=True`` (FedPM-PP, docs/algorithms.md#fedpm-pp): the server keeps, for every
+client, the pair (P_i, v_i = P_i theta_i^K) of the last round it took part in, and mixes over
+ALL N clients with the original weights w_i (not renormalised):
+
+    theta+ = (sum_i w_i P_i)^{-1} sum_i w_i v_i.
+
+With S = N this is FedPM. With K = 1, eta = 1, delta = 0 it is the Stochastic Newton step
+(Kovalev, Mishchenko, Richtarik 2019, arXiv 1912.01597, Algorithm 1):
+theta+ = [sum_i w_i H_i(z_i)]^{-1} sum_i w_i (H_i(z_i) z_i - g_i(z_i)), z_i the last point
+client i saw, and theta* is a fixed point for every S (claim C14). Choices made here:
+
+- Initialisation: at theta^0 every client runs the same K local steps from theta^0 and uploads
+  its pair (Stochastic Newton's z_i^0 = x^0), with the exact oracle (``init`` has no run
+  generator); this costs d(d+1)/2 + d floats and K gradients (and K Hessians) per client,
+  reported with the first round.
+- Round t: the participants refresh their pairs at the current theta, then the server mixes.
+  So the first round (its participants refresh at theta^0, as in the initialisation) is the
+  full-participation FedPM step from theta^0, and theta^{t+1} here is Stochastic Newton's x^t.
+- The memory is part of the method's state ((N, d, d) and (N, d)), so ``run_batch`` refuses it
+  (``batchable`` is False with server memory).
+
+``preconditioner="foof"`` (docs/algorithms.md#foof-preconditioner): every P_i^k is FOOF's
+P_i = A_i^T A_i / n_i + (lam + delta) I, constant in theta (:func:`._local.foof_preconditioners`),
+so no Hessian is evaluated and the three ``mixing_preconditioner`` choices coincide. The uplink
+is counted as for the Hessian (P_i every round), as the method is written; a deployment could
+send the constant P_i once.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, NamedTuple
 
+from ..errors import check
 from ..linalg import add_diag, spd_solve, sym_floats
-from ._local import local_newton_steps
+from ._local import LocalRun, check_preconditioner, local_newton_steps
 from .base import (
     Method,
     RoundContext,
@@ -29,9 +59,21 @@ from .base import (
     check_K,
     check_nonneg,
     register,
+    round_context,
 )
 
 MIXING = ("last", "start", "end")
+
+
+class MemoryState(NamedTuple):
+    """FedPM-PP's server state: theta and every client's last pair (P_i, v_i)."""
+
+    theta: Any              # (d,)
+    P: Any                  # (N, d, d)
+    v: Any                  # (N, d)
+    pending_uplink: int     # the initialisation's uploads and oracle calls,
+    pending_grad: int       # reported with the first round
+    pending_hess: int
 
 
 @register
@@ -41,34 +83,73 @@ class FedPM(Method):
     eta: float = 1.0
     delta: float = 0.0
     mixing_preconditioner: str = "last"
+    server_memory: bool = False
+    preconditioner: str = "hessian"
 
     name = "fedpm"
-    batchable = True
     description = "local Newton steps, server mixes local iterates through their preconditioners"
-    source = "Ishii et al. 2025, arXiv 2511.09100"
+    source = ("Ishii et al. 2025, arXiv 2511.09100; server memory: Stochastic Newton, Kovalev, "
+              "Mishchenko, Richtarik 2019, arXiv 1912.01597")
 
     def __post_init__(self) -> None:
         check_K(self.K)
         check_eta(self.eta)
         check_nonneg(self.delta, "delta")
         check_choice(self.mixing_preconditioner, "mixing_preconditioner", MIXING)
+        check(isinstance(self.server_memory, bool),
+              f"server_memory must be True or False, got {self.server_memory!r}")
+        check_preconditioner(self.preconditioner)
 
-    def round(self, ctx: RoundContext, state: ServerState) -> tuple[ServerState, RoundInfo]:
-        loc = local_newton_steps(ctx, state.theta, K=self.K, eta=self.eta, delta=self.delta)
-        hess_evals = loc.hess_evals
-        if self.mixing_preconditioner == "last":
-            P_mix = loc.P_last
-        elif self.mixing_preconditioner == "start":
-            P_mix = loc.P_first
-        else:
-            P_mix = add_diag(ctx.eval(loc.theta, grad=False, hess=True).H, self.delta)
-            hess_evals += ctx.m
-        xp = ctx.problem.xp
-        rhs = ctx.mix(xp.matmul(P_mix, loc.theta[:, :, None])[..., 0])
-        theta = spd_solve(ctx.mix(P_mix), rhs, what="mixed preconditioner",
-                          hint="use lam > 0 or delta > 0")
+    @property
+    def batchable(self) -> bool:  # type: ignore[override]
+        return not self.server_memory
+
+    def init(self, problem: Any, theta0: Any) -> ServerState | MemoryState:
+        if not self.server_memory:
+            return ServerState(theta0)
+        ctx = round_context(problem)          # every client, exact oracle
+        loc, P, hess = self._clients(ctx, theta0)
+        d, N = problem.d, problem.N
+        return MemoryState(theta0, P, self._v(ctx, P, loc), N * (sym_floats(d) + d),
+                           loc.grad_evals, hess)
+
+    def round(self, ctx: RoundContext, state: ServerState | MemoryState
+              ) -> tuple[ServerState | MemoryState, RoundInfo]:
+        loc, P_mix, hess_evals = self._clients(ctx, state.theta)
+        v = self._v(ctx, P_mix, loc)
         d, m = ctx.problem.d, ctx.m
         info = RoundInfo(uplink=m * (d + sym_floats(d)), downlink=m * d,
                          grad_evals=loc.grad_evals, hess_evals=hess_evals, P=loc.P_last,
                          theta_local=loc.theta)
-        return ServerState(theta), info
+        if not self.server_memory:
+            theta = spd_solve(ctx.mix(P_mix), ctx.mix(v), what="mixed preconditioner",
+                              hint="use lam > 0 or delta > 0")
+            return ServerState(theta), info
+        xp, w = ctx.problem.xp, ctx.problem.weights
+        P_all, v_all = state.P.copy(), state.v.copy()      # the state stays pure
+        sel = slice(None) if ctx.clients is None else xp.asarray(ctx.clients)
+        P_all[sel], v_all[sel] = P_mix, v
+        theta = spd_solve(xp.tensordot(w, P_all, axes=1), w @ v_all,
+                          what="mixed preconditioner", hint="use lam > 0 or delta > 0")
+        info = RoundInfo(uplink=info.uplink + state.pending_uplink, downlink=info.downlink,
+                         grad_evals=info.grad_evals + state.pending_grad,
+                         hess_evals=info.hess_evals + state.pending_hess, P=info.P,
+                         theta_local=info.theta_local)
+        return MemoryState(theta, P_all, v_all, 0, 0, 0), info
+
+    def _clients(self, ctx: RoundContext, theta: Any) -> tuple[LocalRun, Any, int]:
+        """The client loop and the preconditioner each participant uploads (with the Hessian
+        evaluations both cost)."""
+        loc = local_newton_steps(ctx, theta, K=self.K, eta=self.eta, delta=self.delta,
+                                 preconditioner=self.preconditioner)
+        if self.preconditioner == "foof" or self.mixing_preconditioner == "last":
+            return loc, loc.P_last, loc.hess_evals
+        if self.mixing_preconditioner == "start":
+            return loc, loc.P_first, loc.hess_evals
+        P_end = add_diag(ctx.eval(loc.theta, grad=False, hess=True).H, self.delta)
+        return loc, P_end, loc.hess_evals + ctx.m
+
+    @staticmethod
+    def _v(ctx: RoundContext, P: Any, loc: LocalRun) -> Any:
+        """v_i = P_i theta_i^K, one row per participant."""
+        return ctx.problem.xp.matmul(P, loc.theta[:, :, None])[..., 0]

@@ -4,11 +4,27 @@
 
 Each participant uploads g_i and H_i (d + d(d+1)/2 floats). Newton has no local
 preconditioners or local iterates, so the runner reports NaN for the drift metrics.
+
+Newton-Star (``newton_star``, docs/algorithms.md#newton-star), the theoretical baseline of the
+Newton Learn and FedNL papers (Islamov, Qian, Richtarik 2021, arXiv 2102.07158, "NS"):
+
+    x+ = x - (sum_{i in S} w~_i H_i(theta*))^{-1} sum_{i in S} w~_i g_i(x)
+
+It needs theta* (``problem.reference``). Since g(x) = H(theta*)(x - theta*) + O(||x - theta*||^2),
+x+ - theta* = O(||x - theta*||^2): linear with a ratio that vanishes near theta*, a local
+quadratic rate (precisely ||x+ - theta*|| <= (L_H / (2 mu)) ||x - theta*||^2). Choices made
+here: the H_i(theta*) are computed once by ``init`` with the exact oracle (a stochastic oracle
+perturbs only the gradients) and charged as one d(d+1)/2 upload and one Hessian per client,
+reported with the first round, as FedNL charges its initial Hessians; each round costs one
+gradient and a d-vector each way per participant; no step size (the papers' NS takes full
+steps); under partial participation the frozen Hessians are mixed over the participants with
+the renormalised weights, like the gradients.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 from ..linalg import spd_solve, sym_floats
 from .base import Method, RoundContext, RoundInfo, ServerState, check_eta, register
@@ -35,3 +51,40 @@ class Newton(Method):
         info = RoundInfo(uplink=m * (d + sym_floats(d)), downlink=m * d, grad_evals=m,
                          hess_evals=m)
         return ServerState(state.theta - self.eta * step), info
+
+
+class NewtonStarState(NamedTuple):
+    theta: Any              # x (d,)
+    H_star: Any             # H_i(theta*) of every client (N, d, d)
+    pending_uplink: int     # the initial upload of H_i(theta*), reported with the first round
+    pending_hess: int
+
+
+@register
+@dataclass(frozen=True)
+class NewtonStar(Method):
+    """Newton-Star: Newton's step with the Hessian frozen at the solution."""
+
+    name = "newton_star"
+    description = "Newton steps with the global Hessian at the solution, H(theta*)^{-1} g(x)"
+    source = ("Islamov, Qian, Richtarik 2021 (Newton Learn), arXiv 2102.07158; a theoretical "
+              "baseline of the FedNL papers")
+
+    def init(self, problem: Any, theta0: Any) -> NewtonStarState:
+        xp = problem.xp
+        theta_star = xp.asarray(problem.reference.theta_star)
+        H = problem.oracle(theta_star, grad=False, hess=True).H
+        return NewtonStarState(theta0, xp.array(H, copy=True), problem.N * sym_floats(problem.d),
+                               problem.N)
+
+    def round(self, ctx: RoundContext, state: NewtonStarState
+              ) -> tuple[NewtonStarState, RoundInfo]:
+        H_star = state.H_star
+        if ctx.clients is not None:
+            H_star = H_star[ctx.problem.xp.asarray(ctx.clients)]
+        g = ctx.mix(ctx.eval(state.theta, grad=True).g)
+        step = spd_solve(ctx.mix(H_star), g, what="global Hessian at theta*", hint="use lam > 0")
+        d, m = ctx.problem.d, ctx.m
+        info = RoundInfo(uplink=m * d + state.pending_uplink, downlink=m * d, grad_evals=m,
+                         hess_evals=state.pending_hess)
+        return NewtonStarState(state.theta - step, state.H_star, 0, 0), info

@@ -6,13 +6,18 @@ preconditioners differ and this average is biased: the drift floor of claims C4 
 
 ``local_search=True`` is LocalNewton (Gupta et al. 2021, arXiv 2105.07320): every local step
 uses Armijo backtracking on f_i, starting at eta.
+
+``preconditioner="foof"`` (docs/algorithms.md#foof-preconditioner) replaces every local
+H_i(theta_i^k) + delta I by FOOF's constant P_i = A_i^T A_i / n_i + (lam + delta) I (no Hessian
+is evaluated).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ._local import local_newton_steps
+from ..errors import check
+from ._local import check_preconditioner, local_newton_steps
 from .base import (
     Method,
     RoundContext,
@@ -32,6 +37,7 @@ class SOPM(Method):
     eta: float = 1.0
     delta: float = 0.0
     local_search: bool = False
+    preconditioner: str = "hessian"
 
     name = "sopm"
     batchable = True
@@ -43,10 +49,14 @@ class SOPM(Method):
         check_K(self.K)
         check_eta(self.eta)
         check_nonneg(self.delta, "delta")
+        check(isinstance(self.local_search, bool),
+              f"local_search must be True or False, got {self.local_search!r}")
+        check_preconditioner(self.preconditioner)
 
     def round(self, ctx: RoundContext, state: ServerState) -> tuple[ServerState, RoundInfo]:
         loc = local_newton_steps(ctx, state.theta, K=self.K, eta=self.eta, delta=self.delta,
-                                 line_search=self.local_search)
+                                 line_search=self.local_search,
+                                 preconditioner=self.preconditioner)
         d, m = ctx.problem.d, ctx.m
         info = RoundInfo(uplink=m * d, downlink=m * d, grad_evals=loc.grad_evals,
                          hess_evals=loc.hess_evals, P=loc.P_last, theta_local=loc.theta)
