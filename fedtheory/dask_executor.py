@@ -68,8 +68,8 @@ class ProblemSpecs(WorkerPlugin):
 
 
 def _run_task(spec: dict[str, Any], label: str) -> tuple[str, Any]:
-    """On a worker: run the configuration ``spec``; returns :func:`fedtheory.sweep_worker.compute`'s
-    (start time, rows or error message)."""
+    """On a worker: run the configuration ``spec``; returns
+    :func:`fedtheory.sweep_worker.compute`'s (start time, rows or error message)."""
     problem_spec = _SPECS.get(spec["problem_hash"])
     if problem_spec is None:  # not a bad input: the plugin has not reached this worker
         raise RuntimeError(f"worker has no problem spec {spec['problem_hash']} "

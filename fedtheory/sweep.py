@@ -41,12 +41,14 @@ each worker builds a problem once and caches it (:func:`fedtheory.suite.load_pro
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import itertools
 import multiprocessing
 import os
 import sys
 import time
+from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,6 +61,7 @@ from .oracles import ORACLE_MODELS, make_oracle
 from .results import RUNS_DIR, label_facets, make_labels
 from .suite import check_keys, read_spec, resolve, spec_hash
 from .sweep_worker import (
+    ERRORS_DIR,
     Config,
     compute,
     config_id,
@@ -277,8 +280,42 @@ def run_sweep(spec_path: str | os.PathLike, out_dir: str | os.PathLike, jobs: in
     except OSError as exc:
         raise FedTheoryError(f"cannot create the sweep folder {str(out)!r} ({exc.strerror})") \
             from None
-    _save_spec(spec_path, out)
+    with _exclusive(out):
+        _clean_temporaries(out)
+        _save_spec(spec_path, out)
+        return _run_todo(spec, configs, out, jobs, progress, executor, scheduler)
 
+
+@contextlib.contextmanager
+def _exclusive(out: Path) -> Iterator[None]:
+    """Hold an flock on the folder ``out`` itself for the sweep (no file is created; the
+    kernel releases it even on SIGKILL): a second sweep on the same folder is refused
+    instead of redoing the same work."""
+    import fcntl
+
+    fd = os.open(out, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise FedTheoryError(f"another sweep is running on {str(out)!r}; wait for it, or "
+                                 f"use another --out folder") from None
+        yield
+    finally:
+        os.close(fd)
+
+
+def _clean_temporaries(out: Path) -> None:
+    """Remove the temporaries a killed sweep left (``runs/.*.tmp``, ``errors/.*.tmp``, and
+    beside sweep.toml): under the lock no other sweep is writing them."""
+    for folder in (out, out / RUNS_DIR, out / ERRORS_DIR):
+        if folder.is_dir():
+            for tmp in folder.glob(".*.tmp"):
+                tmp.unlink(missing_ok=True)
+
+
+def _run_todo(spec: dict[str, Any], configs: list[Config], out: Path, jobs: int,
+              progress: bool, executor: str, scheduler: str | None) -> SweepSummary:
     todo = [c for c in configs if not run_file(out, c.id).exists()]
     summary = SweepSummary(out, len(configs), 0, len(configs) - len(todo), {})
     bar = _bar(len(todo), spec["name"], summary.skipped) if progress and todo else None
@@ -314,7 +351,7 @@ def _execute(tasks: list[tuple[Config, str]], jobs: int):
     methods = multiprocessing.get_all_start_methods()
     ctx = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
     with ProcessPoolExecutor(max_workers=min(jobs, len(tasks)), mp_context=ctx,
-                             initializer=init_worker) as pool:
+                             initializer=init_worker, initargs=(os.getpid(),)) as pool:
         pending = {pool.submit(_run_one, task) for task in tasks}
         try:
             while pending:

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
+import threading
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -45,11 +48,28 @@ def config_id(spec: dict[str, Any]) -> str:
 
 
 
-def init_worker() -> None:
-    """One BLAS thread per worker: ``jobs`` workers share the cores instead of fighting."""
+def init_worker(parent: int | None = None) -> None:
+    """One BLAS thread per worker (``jobs`` workers share the cores instead of fighting; the
+    same count as a single-process sweep, so results are the same bits), and, given the pid
+    of the sweep's main process, a watchdog that ends this worker within a second once that
+    process is gone: a killed sweep leaves no worker computing (and writing) behind it."""
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(1)
+    if parent is not None:
+        threading.Thread(target=_watch, args=(parent,), daemon=True,
+                         name="fedtheory-parent-watchdog").start()
+
+
+def _watch(parent: int, every: float = 0.5) -> None:
+    while True:
+        try:
+            os.kill(parent, 0)
+        except ProcessLookupError:
+            os._exit(1)
+        except PermissionError:  # a pid reused by another user's process: the parent is gone
+            os._exit(1)
+        time.sleep(every)
 
 
 PROBLEMS: dict[tuple[str, str], Any] = {}

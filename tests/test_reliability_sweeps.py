@@ -28,6 +28,7 @@ import pytest
 
 from fedtheory import __version__
 from fedtheory.cli import main
+from fedtheory.errors import FedTheoryError
 from fedtheory.results import consolidate, load, write_parquet
 from fedtheory.suite import load_problem, read_spec, resolve, spec_hash
 from fedtheory.sweep import expand, read_sweep, run_sweep
@@ -232,3 +233,58 @@ def test_the_spec_hash_covers_a_libsvm_files_bytes(tmp_path):
     data.write_text("1 1:0.5 2:1\n-1 1:0.1\n1 2:0.3\n-1 1:0.9 2:0.7\n")
     assert spec_hash(read_spec(spec)) != before
     assert load_problem(spec) is not problem
+
+
+def _alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_killing_only_the_main_process_leaves_no_process_of_the_sweep(tmp_path):
+    """SIGKILL to the sweep's main process alone (not its group): its workers notice within a
+    second and exit, so nothing of the sweep keeps computing or writing."""
+    spec = tmp_path / "orphans.toml"
+    spec.write_text(SPEC)
+    out = tmp_path / "out"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fedtheory.cli", "sweep", str(spec), "--out", str(out),
+         "--jobs", "2"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True)
+    runs = out / "runs"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        if runs.is_dir() and len(list(runs.glob("*.parquet"))) >= 2:
+            break
+        time.sleep(0.01)
+    assert proc.poll() is None, "the sweep ended before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and _alive(proc.pid):
+        time.sleep(0.1)
+    survivors = _alive(proc.pid)
+    if survivors:
+        os.killpg(proc.pid, signal.SIGKILL)
+    assert not survivors, "processes of the killed sweep are still running"
+    frozen = {f.name for f in runs.glob("*")}
+    time.sleep(1.0)
+    assert {f.name for f in runs.glob("*")} == frozen              # nobody writes any more
+
+
+def test_a_resumed_sweep_removes_stale_temporaries_and_a_second_sweep_is_refused(tmp_path):
+    from fedtheory.sweep import _exclusive
+
+    spec = tmp_path / "s.toml"
+    spec.write_text(SPEC)
+    out = tmp_path / "out"
+    (out / "runs").mkdir(parents=True)
+    stale = out / "runs" / ".0123456789abcdef.parquet.x1y2.tmp"
+    stale.write_bytes(b"")
+    with _exclusive(out), pytest.raises(FedTheoryError, match="another sweep is running"):
+        run_sweep(spec, out, jobs=1, progress=False)
+    assert stale.exists()                                  # refused before touching anything
+    run_sweep(spec, out, jobs=1, progress=False)
+    assert not stale.exists()
