@@ -29,5 +29,19 @@ def to_numpy(x: Any) -> np.ndarray:
     return np.asarray(x)
 
 
+def require_gpu(what: str) -> None:
+    """Refuse ``what`` (e.g. "--backend cupy") in one clear line where CuPy or a CUDA GPU is
+    missing, instead of an ImportError or a CUDA error deep inside a run."""
+    from .errors import FedTheoryError
+
+    try:
+        import cupy
+
+        cupy.cuda.runtime.getDeviceCount()
+    except Exception as exc:  # ImportError, or CUDA errors of a machine without a GPU
+        raise FedTheoryError(f"{what} needs CuPy and a CUDA GPU (pip install \".[gpu]\"): "
+                             f"{type(exc).__name__}: {' '.join(str(exc).split())}") from None
+
+
 def is_cupy(x: Any) -> bool:
     return type(x).__module__.startswith("cupy")

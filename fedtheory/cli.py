@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ._backend import require_gpu
 from ._io import check_destination, write_together
 from ._version import __version__
 from .errors import ConditioningWarning, FedTheoryError, check, out_of_memory
@@ -77,14 +78,7 @@ def _backend(problem, backend: str):
     """The problem on ``backend``; refused in one line where CuPy or a GPU is missing."""
     if backend == "numpy":
         return problem
-    try:
-        import cupy
-
-        cupy.cuda.runtime.getDeviceCount()
-    except Exception as exc:  # ImportError, or CUDA errors of a machine without a GPU
-        raise FedTheoryError(f"--backend cupy needs CuPy and a CUDA GPU "
-                             f"(pip install \".[gpu]\"): {type(exc).__name__}: "
-                             f"{' '.join(str(exc).split())}") from None
+    require_gpu("--backend cupy")
     return problem.to("cupy")
 
 

@@ -54,6 +54,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ._backend import require_gpu
 from ._io import write_atomic
 from .errors import FedTheoryError, check
 from .methods import METHODS, make_method
@@ -132,6 +133,11 @@ def read_sweep(path: str | os.PathLike) -> dict[str, Any]:
     spec.setdefault("backend", "numpy")
     check(spec["backend"] in BACKENDS,
           f"{path}: backend must be one of {', '.join(BACKENDS)}, got {spec['backend']!r}")
+    if spec["backend"] == "cupy":
+        try:
+            require_gpu("backend = \"cupy\"")
+        except FedTheoryError as exc:
+            raise FedTheoryError(f"{path}: {exc}") from None
     spec.setdefault("name", path.stem)
 
     methods = spec["methods"]

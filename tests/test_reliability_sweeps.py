@@ -288,3 +288,18 @@ def test_a_resumed_sweep_removes_stale_temporaries_and_a_second_sweep_is_refused
     assert stale.exists()                                  # refused before touching anything
     run_sweep(spec, out, jobs=1, progress=False)
     assert not stale.exists()
+
+
+def test_a_cupy_sweep_without_a_gpu_is_one_clear_line(tmp_path, capsys):
+    try:
+        import cupy  # noqa: F401
+
+        pytest.skip("CuPy is installed here")
+    except ImportError:
+        pass
+    spec = tmp_path / "gpu.toml"
+    spec.write_text(SPEC.replace('name = "killed"', 'name = "killed"\nbackend = "cupy"'))
+    assert main(["sweep", str(spec), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert 'backend = "cupy" needs CuPy and a CUDA GPU' in err and "internal error" not in err
+    assert not (tmp_path / "o").exists()
