@@ -1,5 +1,8 @@
 """FedNL: the identity compressor is Newton with a one-round-stale Hessian, the compressors
-keep their promises, communication is counted per compressor, and bad set-ups are refused."""
+keep their promises (top-K's tie rule and in-place update included), alpha's rules, the l^k
+norms, communication (floats and the FedNL papers' bits) is counted per compressor, rounds
+consume their state, and bad set-ups are refused. The FedNL family's other members and the
+trajectories of the public reference code are in test_fednl_family.py."""
 
 from __future__ import annotations
 
@@ -10,9 +13,16 @@ from hypothesis import strategies as st
 
 from fedtheory.errors import FedTheoryError
 from fedtheory.linalg import sym_floats
-from fedtheory.methods import RoundContext, make_method
-from fedtheory.methods.fednl import compress, message_floats, rank_r, top_k
-from fedtheory.oracles import make_oracle
+from fedtheory.methods import make_method, round_context
+from fedtheory.methods.fednl import (
+    compress,
+    message_bits,
+    message_floats,
+    rank_r,
+    top_k,
+    top_k_entries,
+    top_k_indices,
+)
 from fedtheory.problem import FederatedProblem
 from fedtheory.rates import q_order
 from fedtheory.runner import run
@@ -20,8 +30,7 @@ from fedtheory.testing import make_problem, problems
 
 
 def full_context(problem):
-    return RoundContext(problem, None, problem.weights, np.random.default_rng(0),
-                        make_oracle("exact"))
+    return round_context(problem)
 
 
 def global_g_H(problem, x):
@@ -35,13 +44,19 @@ def local_hessians(problem, x):
 
 # --------------------------------------------------------------------------- stale Newton
 
+NORMS = {"spectral": 2, "frobenius": "fro"}
+
+
 @settings(max_examples=25, deadline=None)
-@given(problem=problems(), option=st.sampled_from([1, 2]), seed=st.integers(0, 2**31 - 1))
-def test_fednl_identity_is_newton_then_one_round_stale_newton(problem, option, seed):
+@given(problem=problems(), option=st.sampled_from([1, 2]), seed=st.integers(0, 2**31 - 1),
+       l_norm=st.sampled_from(sorted(NORMS)))
+def test_fednl_identity_is_newton_then_one_round_stale_newton(problem, option, seed, l_norm):
     """x^1 = x^0 - H(x^0)^{-1} g(x^0) (H_init = hessian); afterwards, option 1:
     x^{k+1} = x^k - H(x^{k-1})^{-1} g(x^k); option 2 adds l^k I with
-    l^k = sum w_i ||H_i(x^k) - H_i(x^{k-1})||_2 (a direct computation, client by client)."""
-    method = make_method("fednl", {"option": option, "compressor": "identity"})
+    l^k = sum w_i ||H_i(x^k) - H_i(x^{k-1})|| in the chosen norm (the reference code's
+    spectral norm, or the paper's Frobenius norm; a direct computation, client by client)."""
+    method = make_method("fednl", {"option": option, "compressor": "identity",
+                                   "l_norm": l_norm})
     ctx = full_context(problem)
     x = 0.3 * np.random.default_rng(seed).normal(size=problem.d)
     state = method.init(problem, x)
@@ -55,7 +70,7 @@ def test_fednl_identity_is_newton_then_one_round_stale_newton(problem, option, s
             H = global_g_H(problem, x_prev)[1]                         # one round stale
             if option == 2:
                 Hi_now, Hi_prev = local_hessians(problem, x), local_hessians(problem, x_prev)
-                H = H + sum(w[i] * np.linalg.norm(Hi_now[i] - Hi_prev[i], 2)
+                H = H + sum(w[i] * np.linalg.norm(Hi_now[i] - Hi_prev[i], NORMS[l_norm])
                             for i in range(problem.N)) * np.eye(problem.d)
         expected = x - np.linalg.solve(H, g)
         state, _ = method.round(ctx, state)
@@ -174,6 +189,30 @@ def test_fednl_uplink_counts_gradient_message_and_initial_hessian(params, messag
     assert zero["uplink_floats"][1] == d + message(d) + (0 if params.get("option") == 2 else 1)
 
 
+@pytest.mark.parametrize("params,bits", [
+    ({"compressor": "identity"}, lambda d: 32 * sym_floats(d)),
+    ({"compressor": "rankR", "R": 2}, lambda d: 32 * 2 * d),
+    ({"compressor": "topK", "Kc": 3, "option": 2}, lambda d: 32 * 3),
+    ({"compressor": "rankR", "R": 50}, lambda d: 32 * d * d),            # R capped at d, no more
+    ({"compressor": "topK", "Kc": 10**6}, lambda d: 32 * sym_floats(d)),
+])
+def test_fednl_bits_follow_the_fednl_papers_convention(params, bits):
+    """init 32 d(d+1)/2 (H_init = hessian), then 32 d + the compressor's cost per round and
+    client (l_i of option 2 uncharged, as in the reference code); H_init = zero costs none."""
+    problem = make_problem(4, N=3, d=6)
+    d = problem.d
+    trace = run(problem, make_method("fednl", params), 3, drift_metrics=False)
+    per_round = 32 * d + bits(d)
+    assert message_bits(params["compressor"], d, R=params.get("R", 1),
+                        Kc=params.get("Kc", 1)) == bits(d)
+    assert trace["bits"].tolist() == [0, 32 * sym_floats(d) + per_round,
+                                      32 * sym_floats(d) + 2 * per_round,
+                                      32 * sym_floats(d) + 3 * per_round]
+    zero = run(problem, make_method("fednl", {**params, "H_init": "zero"}), 2,
+               drift_metrics=False)
+    assert zero["bits"].tolist() == [0, per_round, 2 * per_round]
+
+
 def test_message_floats_never_exceed_the_dense_triangle():
     for d in (1, 2, 5, 123):
         for R in (1, 3, 200):
@@ -205,3 +244,199 @@ def test_fednl_option_1_needs_lam_positive():
     with pytest.raises(FedTheoryError, match="lam = 0"):
         make_method("fednl", {"option": 1}).init(problem, np.zeros(3))
     make_method("fednl", {"option": 2}).init(problem, np.zeros(3))
+
+
+# --------------------------------------------------------------------------- top-K ties
+
+def reference_rule_top_k(M, K):
+    """The reference code's top-K, written as its definition: sort the tuples (|M_ij|, i, j) of
+    the upper triangle in decreasing order and keep the first K (ties -> larger (i, j))."""
+    d = M.shape[0]
+    entries = sorted(((abs(M[i, j]), i, j) for i in range(d) for j in range(i, d)), reverse=True)
+    out = np.zeros_like(M)
+    for _, i, j in entries[:K]:
+        out[i, j] = out[j, i] = M[i, j]
+    return out
+
+
+def test_top_k_breaks_exact_ties_towards_the_larger_index():
+    """|M| has the tie 2 = |2| = |-2| = |2| at (0, 1), (0, 2), (1, 2): the larger (i, j) wins."""
+    M = np.array([[1.0, 2.0, -2.0],
+                  [2.0, 0.5, 2.0],
+                  [-2.0, 2.0, 3.0]])
+    kept = {K: {tuple(ij) for ij in np.argwhere(np.triu(top_k(M[None], K)[0]) != 0)}
+            for K in (1, 2, 3, 4, 5)}
+    assert kept[1] == {(2, 2)}
+    assert kept[2] == {(2, 2), (1, 2)}
+    assert kept[3] == {(2, 2), (1, 2), (0, 2)}
+    assert kept[4] == {(2, 2), (1, 2), (0, 2), (0, 1)}
+    assert kept[5] == kept[4] | {(0, 0)}
+    np.testing.assert_array_equal(top_k_indices(np.array([[5.0, 5.0, 5.0, 1.0]]), 2), [[1, 2]])
+    np.testing.assert_array_equal(top_k_indices(np.array([[0.0, 0.0, 0.0]]), 1), [[2]])
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), d=st.integers(1, 8), K=st.integers(1, 40))
+def test_top_k_equals_the_reference_rule_on_matrices_full_of_ties(seed, d, K):
+    """Small integers make exact ties everywhere; the selection must be the reference code's."""
+    X = np.random.default_rng(seed).integers(-2, 3, size=(3, d, d)).astype(float)
+    M = X + X.transpose(0, 2, 1)
+    C = top_k(M, K)
+    for Mi, Ci in zip(M, C, strict=True):
+        np.testing.assert_array_equal(Ci, reference_rule_top_k(Mi, K))
+    v, i, j = top_k_entries(M, K)
+    assert v.shape == i.shape == j.shape == (3, min(K, d * (d + 1) // 2))
+    np.testing.assert_array_equal(v, M[np.arange(3)[:, None], i, j])
+    assert (i <= j).all()
+
+
+# --------------------------------------------------------------------------- alpha and norms
+
+def learned_once(params, M, d):
+    """H^1 of one client with H^0 = 0 and H(x) = M: alpha C(M), through FedNL's update."""
+    method = make_method("fednl", params)
+    H = np.zeros((1, d, d))
+    method.learn(H, M[None])
+    return H[0]
+
+
+def test_alpha_rule1_for_top_k_is_one_minus_sqrt_one_minus_2k_over_d_d_plus_1():
+    d, K = 4, 3
+    M = random_symmetric(7, 1, d)[0]
+    alpha = 1 - np.sqrt(1 - 2 * K / (d * (d + 1)))
+    np.testing.assert_allclose(learned_once({"compressor": "topK", "Kc": K, "alpha": "rule1"},
+                                            M, d), alpha * top_k(M[None], K)[0], rtol=1e-15)
+
+
+def test_alpha_rule1_for_rank_r_uses_the_kept_fraction_of_this_call():
+    """M with eigenvalues 3, -2, 1: rank 1 keeps sigma^2 = 9 of 14, so
+    alpha = 1 - sqrt(1 - 9 / (14 + 1e-15)) (the reference's guard included)."""
+    Q = np.linalg.qr(np.random.default_rng(3).normal(size=(3, 3)))[0]
+    M = Q @ np.diag([3.0, -2.0, 1.0]) @ Q.T
+    alpha = 1 - np.sqrt(1 - 9 / (14 + 1e-15))
+    np.testing.assert_allclose(learned_once({"compressor": "rankR", "R": 1, "alpha": "rule1"},
+                                            M, 3), alpha * 3 * np.outer(Q[:, 0], Q[:, 0]),
+                               atol=1e-14)
+    M2 = 2 * M                                           # the same fraction: the same alpha
+    np.testing.assert_allclose(learned_once({"compressor": "rankR", "R": 1, "alpha": "rule1"},
+                                            M2, 3), alpha * 6 * np.outer(Q[:, 0], Q[:, 0]),
+                               atol=1e-14)
+    assert not learned_once({"compressor": "rankR", "alpha": "rule1"}, 0 * M, 3).any()
+
+
+@pytest.mark.parametrize("alpha,value", [("one", 1.0), (0.3, 0.3), ("0.25", 0.25), (1, 1.0)])
+def test_alpha_number_or_one_scales_the_compressed_difference(alpha, value):
+    M = random_symmetric(8, 1, 4)[0]
+    for params in ({"compressor": "identity"}, {"compressor": "topK", "Kc": 3},
+                   {"compressor": "rankR", "R": 2}):
+        expected = value * compress(M[None], params["compressor"], R=2, Kc=3)[0]
+        np.testing.assert_allclose(learned_once({**params, "alpha": alpha}, M, 4), expected,
+                                   rtol=1e-14, atol=1e-15)
+    assert learned_once({"alpha": "rule1"}, M, 4).tolist() == M.tolist()   # identity: delta = 1
+
+
+@pytest.mark.parametrize("alpha", ["two", 0, -0.5, 1.5, "1.5", float("nan"), True])
+def test_bad_alpha_is_refused_by_name(alpha):
+    with pytest.raises(FedTheoryError, match="alpha"):
+        make_method("fednl", {"alpha": alpha})
+
+
+def test_fednl_default_l_norm_is_frobenius_and_the_two_norms_give_different_trajectories():
+    problem = make_problem(9, N=4, d=5, lam=5e-2, heterogeneity=0.5)
+    params = {"option": 2, "compressor": "rankR", "R": 1}
+    assert make_method("fednl", params).l_norm == "frobenius"
+    fro = run(problem, make_method("fednl", params), 30, drift_metrics=False)
+    spec = run(problem, make_method("fednl", {**params, "l_norm": "spectral"}), 30,
+               drift_metrics=False)
+    assert fro["rel_dist"][-1] < 1e-8 and spec["rel_dist"][-1] < 1e-8
+    assert fro["dist_to_opt"][1] == spec["dist_to_opt"][1]      # round 1: l^0 = 0 in any norm
+    gap = np.abs(fro["dist_to_opt"][2:6] - spec["dist_to_opt"][2:6])
+    assert (gap > 1e-3 * fro["dist_to_opt"][2:6]).all()
+    with pytest.raises(FedTheoryError, match="l_norm"):
+        make_method("fednl", {"l_norm": "nuclear"})
+
+
+# --------------------------------------------------------------------------- in place
+
+@pytest.mark.parametrize("params", [{"compressor": "identity", "alpha": 0.5},
+                                    {"compressor": "topK", "Kc": 7},
+                                    {"compressor": "rankR", "R": 2, "alpha": "rule1"}])
+@pytest.mark.parametrize("after", [False, True])
+@pytest.mark.parametrize("norm", ["frobenius", "spectral"])
+def test_blocked_in_place_learning_equals_the_dense_formula(monkeypatch, params, after, norm):
+    """H_i + alpha C(H_i(x) - H_i) written out densely, for all clients and for a subset
+    (rows), with blocks of one client and of all; norms before or after the update."""
+    import fedtheory.methods.fednl as fednl
+
+    d = 5
+    H0 = random_symmetric(10, 6, d)
+    T = random_symmetric(11, 6, d)
+    method = make_method("fednl", params)
+    alpha = 0.5 if params.get("alpha") == 0.5 else 1.0
+    rows = np.array([4, 0, 2])
+    for block in (fednl.BLOCK_BYTES, d * d * 8):
+        monkeypatch.setattr(fednl, "BLOCK_BYTES", block)
+        for sel in (None, rows):
+            H = H0.copy()
+            idx = slice(None) if sel is None else sel
+            D = T[idx] - H0[idx]
+            C = compress(D, params["compressor"], R=2, Kc=7)
+            if params.get("alpha") == "rule1":
+                lam = np.linalg.eigvalsh(D)
+                kept = np.sort(lam ** 2, axis=1)[:, -2:].sum(axis=1)
+                a = 1 - np.sqrt(1 - kept / ((lam ** 2).sum(axis=1) + 1e-15))
+                C = a[:, None, None] * C
+            else:
+                C = alpha * C
+            norms = method.learn(H, T[idx], sel, norm=norm, after=after)
+            expected = H0.copy()
+            expected[idx] += C
+            np.testing.assert_allclose(H, expected, rtol=1e-13, atol=1e-14)
+            ref_norm = np.linalg.norm(D - C if after else D, NORMS[norm], axis=(1, 2))
+            np.testing.assert_allclose(norms, ref_norm, rtol=1e-12, atol=1e-14)
+
+
+def test_a_round_consumes_its_state_and_refuses_a_replay():
+    problem = make_problem(12, N=3, d=4)
+    method = make_method("fednl", {"compressor": "topK", "Kc": 3})
+    state = method.init(problem, np.zeros(4))
+    ctx = full_context(problem)
+    new, _ = method.round(ctx, state)
+    assert new.H_local is state.H_local                  # updated in place, no copy
+    with pytest.raises(FedTheoryError, match="already advanced"):
+        method.round(ctx, state)
+    method.round(ctx, new)                               # the returned state goes on
+
+
+@pytest.mark.parametrize("params", [{"compressor": "topK", "Kc": 20, "option": 2},
+                                    {"compressor": "rankR", "R": 2, "option": 2},
+                                    {"compressor": "identity", "alpha": 0.5}])
+def test_fednl_round_makes_no_temporary_of_the_stack_size(monkeypatch, params):
+    """With blocks of 2 clients, a round allocates the oracle's Hessian stack and a fraction of
+    a stack more (the learning's temporaries are a few matrices per client of a block); the
+    former code held three more stacks (the difference, C and H + alpha C)."""
+    import tracemalloc
+
+    import fedtheory.methods.fednl as fednl
+
+    N, d = 80, 16
+    problem = make_problem(13, N=N, d=d, max_rows=30)
+    monkeypatch.setattr(fednl, "BLOCK_BYTES", 2 * d * d * 8)
+    method = make_method("fednl", params)
+    ctx = full_context(problem)
+    state, _ = method.round(ctx, method.init(problem, np.zeros(d)))
+    stack = N * d * d * 8
+
+    def peak_of(f):
+        tracemalloc.start()
+        try:
+            base = tracemalloc.get_traced_memory()[0]
+            f()
+            return tracemalloc.get_traced_memory()[1] - base
+        finally:
+            tracemalloc.stop()
+
+    oracle = peak_of(lambda: ctx.eval(state.theta, grad=True, hess=True))
+    peak = peak_of(lambda: method.round(ctx, state))
+    peak -= max(oracle, stack)      # the oracle's own peak, or its output held through the round
+    assert peak <= 0.5 * stack, f"{peak / stack:.2f} stacks above the oracle's"

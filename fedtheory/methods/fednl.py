@@ -1,19 +1,21 @@
 """FedNL (Newton learn), Safaryan et al. 2022 (arXiv 2106.02969, Algorithm 1), matching the
-public reference code (github.com/Rustem-Islamov/FedNL-Public, ``methods.FedNL``).
+public reference code (github.com/Rustem-Islamov/FedNL-Public, ``methods.FedNL``), and the
+Hessian learning that the whole FedNL family shares (docs/algorithms.md#fednl).
 
 Every client i keeps a learned Hessian H_i^k (the method state holds all of them, (N, d, d)).
 Round k, at x^k: client i computes g_i(x^k) and H_i(x^k); the server forms H^k = sum w_i H_i^k and
 
     option 1:  x^{k+1} = x^k - [H^k]_mu^{-1} g(x^k),   [X]_mu = V max(Lambda, mu) V^T
                (projection onto {X >= mu I} by eigendecomposition, mu = lam of the problem);
-    option 2:  x^{k+1} = x^k - (H^k + l^k I)^{-1} g(x^k),   l^k = sum w_i ||H_i(x^k) - H_i^k||_2;
+    option 2:  x^{k+1} = x^k - (H^k + l^k I)^{-1} g(x^k),   l^k = sum w_i ||H_i(x^k) - H_i^k||;
 
-then every client learns H_i^{k+1} = H_i^k + alpha C(H_i(x^k) - H_i^k). The solve is a Cholesky
-solve of the (projected or shifted) matrix. With the identity compressor and alpha = 1,
-H_i^{k+1} = H_i(x^k): after a first Newton step (``H_init="hessian"``) every step uses the
-previous round's Hessian, and the order of convergence tends to the golden ratio (claim C9).
+then every client learns H_i^{k+1} = H_i^k + alpha C(H_i(x^k) - H_i^k), at the OLD point x^k.
+The solve is a Cholesky solve of the (projected or shifted) matrix. With the identity compressor
+and alpha = 1, H_i^{k+1} = H_i(x^k): after a first Newton step (``H_init="hessian"``) every step
+uses the previous round's Hessian, and the order of convergence tends to the golden ratio
+(claim C9).
 
-Compressors C, batched over clients (no Python loop), each returning a symmetric matrix:
+Compressors C (docs/algorithms.md#compressors), each returning a symmetric matrix:
 
 - ``"identity"``: C(M) = M; message d(d+1)/2 floats.
 - ``"rankR"``: the best rank-R approximation, sum of the R eigenpairs of largest |lambda|
@@ -21,12 +23,42 @@ Compressors C, batched over clients (no Python loop), each returning a symmetric
   a batched symmetric eigendecomposition gives them; the result is symmetrised exactly).
   Message: R eigenvalues and R vectors, R (d + 1) floats.
 - ``"topK"``: the ``Kc`` entries of largest magnitude of the upper triangle (diagonal included),
-  mirrored. Parameter named ``Kc`` (the K of Top-K) so it is not confused with the local steps K
-  of the other methods. Message: Kc values plus Kc indices into the d(d+1)/2 triangle; each
-  index is counted as one float (any index below 2^53 is exact in a float64).
-A message never costs more than the dense triangle: a client whose compressed message would be
-longer sends the triangle instead, so the count is min(message, d(d+1)/2); R is capped at d and
-Kc at d(d+1)/2.
+  mirrored; exact ties in |M_ij| go to the LARGER (i, j) in row-major order, as the reference
+  code's sort of (|M_ij|, i, j) tuples does (one-hot data such as a9a give many exact ties, and
+  the rule moves trajectories by up to 1e-3; which structural ties survive rounding exactly
+  depends on how the Hessians were summed, so on a9a this code and the reference split a few
+  of them differently). Parameter named ``Kc`` (the K of Top-K) so it is
+  not confused with the local steps K of the other methods. Message: Kc values plus Kc indices
+  into the d(d+1)/2 triangle; each index is counted as one float (any index below 2^53 is exact
+  in a float64).
+A message never costs more than the dense triangle in ``uplink_floats``: a client whose
+compressed message would be longer sends the triangle instead, so the count is
+min(message, d(d+1)/2); R is capped at d and Kc at d(d+1)/2.
+
+Step size ``alpha`` (docs/algorithms.md#compressor-step-size-alpha): a number in (0, 1],
+``"one"`` (alpha = 1, the default) or ``"rule1"``: alpha = 1 - sqrt(1 - delta_C) with delta_C the
+compressor's contraction constant: 1 for the identity, 2 Kc / (d (d + 1)) for top-K and, for
+rank-R, computed on every call and for every client as the reference code's ``Low_Rank`` does,
+delta_C = (sum of the R largest sigma^2) / (sum of all sigma^2 + 1e-15) (its 1e-15 guard
+included, so a zero difference gives alpha = 0).
+
+Norm of l^k (``l_norm``): ``"frobenius"`` (the default: the FedNL paper's and u-FedNL's) or
+``"spectral"`` (||.||_2, one symmetric eigenvalue problem per client and round, what the
+reference code's FedNL option 2 uses; the trajectory tests against that code set it).
+
+Bits (the ``bits`` column, docs/algorithms.md#bits, the FedNL papers' convention): 32-bit
+floats, uplink only, per client; ``H_init="hessian"`` costs 32 d(d+1)/2 once; every round
+32 d + the compressor's cost: identity 32 d(d+1)/2, rank-R 32 R d, top-K 32 Kc (values only,
+no cap at the triangle). FedNL charges nothing for option 2's l_i, as the reference code.
+
+Memory (the hot path, issue 14): the learned Hessians are updated IN PLACE, in blocks of clients
+of 8 MB of matrices, so a round makes no temporary of the size of the (N, d, d) stack; top-K
+works on the upper triangles alone (the d x d difference is formed only for a spectral norm),
+keeps (values, indices) and adds them at the selected entries. A round therefore consumes its
+input state: the state it returns shares the Hessian buffer, and calling ``round`` again on the
+consumed state raises an error instead of silently using Hessians already advanced (a
+deliberate exception to the methods' pure-state convention, for the memory target; call
+``init`` again to replay a round).
 
 Choices the spec leaves open, made here:
 
@@ -36,8 +68,7 @@ Choices the spec leaves open, made here:
   the first round; ``H_init="zero"`` (H_i^0 = 0) costs nothing.
 - Uplink per client and round: g_i (d) + the compressed message + l_i (1 float, option 2);
   downlink: x^{k+1} (d).
-- No step size (the reference code's FedNL takes full steps); ``alpha`` in (0, 1], default 1.
-  Defaults R = 1 and Kc = 1 are the smallest messages; set them for real compression studies.
+- No step size on x (the reference code's FedNL takes full steps).
   FedNL's guarantees are local: from theta = 0 on a9a_fednl, option 1 with Top-123 is thrown
   far off by its clipped (mu = 1e-3) estimate, while option 2 and Rank-1 converge.
 - The weights w_i are the problem's (the paper's 1/n for equal client sizes).
@@ -47,50 +78,116 @@ Choices the spec leaves open, made here:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import numpy as np
 
 from .._backend import xp_of
-from ..errors import check
+from ..errors import FedTheoryError, check
 from ..linalg import add_diag, spd_solve, sym_floats
 from .base import Method, RoundContext, RoundInfo, check_choice, register
 
 COMPRESSORS = ("identity", "rankR", "topK")
 INITS = ("hessian", "zero")
+L_NORMS = ("frobenius", "spectral")
+ALPHA_RULES = ("one", "rule1")
+BITS_PER_FLOAT = 32
+#: The reference code's guard in rank-R's delta = kept / (total + 1e-15).
+RANK_DELTA_GUARD = 1e-15
+#: Bytes of the d x d matrices of one block of clients in the Hessian learning; its temporaries
+#: are a few times that (rank-R about 6), whatever N is.
+BLOCK_BYTES = 2**23
 
 
-def rank_r(M: Any, R: int) -> Any:
-    """Best rank-R approximation of every symmetric matrix of the stack M (..., d, d): the R
-    eigenpairs of largest |eigenvalue|. R >= d returns M (up to rounding)."""
+# ------------------------------------------------------------------------------ compressors
+def _triu(d: int, xp: Any) -> tuple[Any, Any, Any]:
+    """Rows, columns and row-major flat positions of the upper triangle (diagonal included),
+    in row-major order, so position order is (i, j) order."""
+    iu, ju = np.triu_indices(d)
+    return xp.asarray(iu), xp.asarray(ju), xp.asarray(iu * d + ju)
+
+
+def top_k_indices(a: Any, K: int) -> Any:
+    """Positions of the K largest entries of every row of ``a`` (m, T), exact ties going to the
+    LARGER position; (m, min(K, T)), increasing along each row.
+
+    A partial partition finds the K-th largest value of each row; only rows with more entries
+    equal to it than places left for them (ambiguous ties, e.g. the many exact zeros of sparse
+    data) pay one more pass, which keeps their last tied positions.
+    """
+    xp = xp_of(a)
+    m, T = a.shape
+    K = min(K, T)
+    if K == T:
+        return xp.broadcast_to(xp.arange(T), (m, T))
+    idx = xp.argpartition(-a, K - 1, axis=1)[:, :K]
+    top = xp.take_along_axis(a, idx, axis=1)
+    kth = top[:, K - 1:K]                                           # the K-th largest value
+    need = K - (top > kth).sum(axis=1)                              # places left for ties, >= 1
+    ambiguous = xp.nonzero((a == kth).sum(axis=1) > need)[0]
+    out = xp.sort(idx, axis=1)
+    if ambiguous.size:
+        sub, k = a[ambiguous], kth[ambiguous]
+        keep = sub > k
+        rows, cols = xp.nonzero(sub == k)                           # ties, row by row, in order
+        ends = xp.cumsum(xp.bincount(rows, minlength=ambiguous.size))
+        from_end = ends[rows] - xp.arange(rows.size)                # 1 for a row's last tie
+        last = from_end <= need[ambiguous][rows]
+        keep[rows[last], cols[last]] = True
+        out[ambiguous] = xp.nonzero(keep)[1].reshape(-1, K)
+    return out
+
+
+def top_k_entries(M: Any, K: int) -> tuple[Any, Any, Any]:
+    """Top-K of the upper triangle of every matrix of the stack M (m, d, d): (values, rows,
+    columns), each (m, min(K, d(d+1)/2)), ties to the larger (i, j)."""
+    xp = xp_of(M)
+    d = M.shape[-1]
+    iu, ju, flat = _triu(d, xp)
+    vals = M.reshape(M.shape[0], d * d)[:, flat]                   # (m, d(d+1)/2)
+    idx = top_k_indices(xp.abs(vals), K)
+    return xp.take_along_axis(vals, idx, axis=1), iu[idx], ju[idx]
+
+
+def top_k(M: Any, K: int) -> Any:
+    """The K entries of largest magnitude of the upper triangle (diagonal included) of every
+    matrix of the stack M (..., d, d), mirrored into a symmetric matrix; zeros elsewhere.
+    Exact ties go to the larger (i, j) (see the module docstring)."""
+    xp = xp_of(M)
+    d = M.shape[-1]
+    flat = M.reshape(-1, d, d)
+    v, i, j = top_k_entries(flat, K)
+    out = xp.zeros_like(flat)
+    b = xp.arange(flat.shape[0])[:, None]
+    out[b, i, j] = v
+    out[b, j, i] = v
+    return out.reshape(M.shape)
+
+
+def _rank_r_parts(M: Any, R: int) -> tuple[Any, Any, Any]:
+    """Eigenvalues of every matrix of M (m, d, d) and its R eigenpairs of largest |lambda|."""
     xp = xp_of(M)
     R = min(R, M.shape[-1])
     lam, V = xp.linalg.eigh(M)
     top = xp.argsort(-xp.abs(lam), axis=-1)[..., :R]
     lam_r = xp.take_along_axis(lam, top, axis=-1)
     V_r = xp.take_along_axis(V, top[..., None, :], axis=-1)
+    return lam, lam_r, V_r
+
+
+def _outer_sum(lam_r: Any, V_r: Any) -> Any:
+    xp = xp_of(V_r)
     C = xp.matmul(V_r * lam_r[..., None, :], xp.swapaxes(V_r, -1, -2))
     return 0.5 * (C + xp.swapaxes(C, -1, -2))          # exactly symmetric, not just to rounding
 
 
-def top_k(M: Any, K: int) -> Any:
-    """The K entries of largest magnitude of the upper triangle (diagonal included) of every
-    matrix of the stack M (..., d, d), mirrored into a symmetric matrix; zeros elsewhere."""
-    xp = xp_of(M)
-    d = M.shape[-1]
-    iu, ju = (xp.asarray(t) for t in np.triu_indices(d))
-    flat = M.reshape(-1, d, d)
-    vals = flat[:, iu, ju]                                      # (m, d(d+1)/2)
-    K = min(K, vals.shape[1])
-    keep = xp.argpartition(-xp.abs(vals), K - 1, axis=1)[:, :K]
-    mask = xp.zeros(vals.shape, dtype=bool)
-    mask[xp.arange(vals.shape[0])[:, None], keep] = True
-    vals = xp.where(mask, vals, 0.0)
-    out = xp.zeros_like(flat)
-    out[:, iu, ju] = vals
-    out[:, ju, iu] = vals
-    return out.reshape(M.shape)
+def rank_r(M: Any, R: int) -> Any:
+    """Best rank-R approximation of every symmetric matrix of the stack M (..., d, d): the R
+    eigenpairs of largest |eigenvalue|. R >= d returns M (up to rounding)."""
+    _, lam_r, V_r = _rank_r_parts(M, R)
+    return _outer_sum(lam_r, V_r)
 
 
 def compress(M: Any, compressor: str, *, R: int = 1, Kc: int = 1) -> Any:
@@ -113,73 +210,293 @@ def message_floats(compressor: str, d: int, *, R: int = 1, Kc: int = 1) -> int:
     return dense
 
 
-class FedNLState(NamedTuple):
-    theta: Any              # x^k (d,)
-    H_local: Any            # H_i^k of every client (N, d, d)
-    pending_uplink: int     # init's uploads, reported with the first round
-    pending_hess: int
+def message_bits(compressor: str, d: int, *, R: int = 1, Kc: int = 1) -> int:
+    """Bits one client sends for C(M) with the FedNL papers' convention: identity
+    32 d(d+1)/2, rank-R 32 R d, top-K 32 Kc (R capped at d, Kc at d(d+1)/2)."""
+    if compressor == "rankR":
+        return BITS_PER_FLOAT * min(R, d) * d
+    if compressor == "topK":
+        return BITS_PER_FLOAT * min(Kc, sym_floats(d))
+    return BITS_PER_FLOAT * sym_floats(d)
 
 
+def matrix_norms(D: Any, kind: str) -> Any:
+    """||D_i|| of every matrix of the stack D (m, d, d): ``"frobenius"`` or ``"spectral"``
+    (largest |eigenvalue|, D symmetric)."""
+    xp = xp_of(D)
+    if kind == "spectral":
+        return xp.max(xp.abs(xp.linalg.eigvalsh(D)), axis=-1)
+    return xp.sqrt(xp.sum(D * D, axis=(-2, -1)))
+
+
+def project_mu(H: Any, mu: float) -> Any:
+    """[H]_mu = V max(Lambda, mu) V^T, the projection onto {X >= mu I} (FedNL option 1)."""
+    xp = xp_of(H)
+    lam, V = xp.linalg.eigh(H)
+    return xp.matmul(V * xp.maximum(lam, mu), V.T)
+
+
+# ------------------------------------------------------------------------- Hessian learning
 def _check_count(x: Any, name: str) -> None:
     check(isinstance(x, (int, np.integer)) and not isinstance(x, bool) and x >= 1,
           f"{name} must be an integer >= 1, got {x!r}")
 
 
-@register
+def number_or(value: Any, name: str, words: tuple[str, ...]) -> Any:
+    """A CLI string holding a number becomes that number; other values are returned as given."""
+    if isinstance(value, str) and value not in words:
+        try:
+            return float(value)
+        except ValueError:
+            raise FedTheoryError(f"{name} must be a number or one of {words}, "
+                                 f"got {value!r}") from None
+    return value
+
+
+def is_real(x: Any) -> bool:
+    return (isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, bool)
+            and math.isfinite(x))
+
+
+class Current:
+    """Whether a state still holds the current learned Hessians (they are updated in place)."""
+
+    __slots__ = ("current",)
+
+    def __init__(self) -> None:
+        self.current = True
+
+
+def consume(token: Current, method: str) -> Current:
+    """Mark a state as used by a round; a second round on it is refused."""
+    check(token.current, f"this {method} state was already advanced by a round (its learned "
+                         f"Hessians are updated in place): continue from the state that round "
+                         f"returned, or call init again to replay")
+    token.current = False
+    return Current()
+
+
 @dataclass(frozen=True)
-class FedNL(Method):
-    option: int = 1
+class HessianLearner(Method):
+    """The hyperparameters and the Hessian learning shared by the FedNL family:
+    H_i <- H_i + alpha C(H_i(x) - H_i) with a compressor C, in place (module docstring)."""
+
     compressor: str = "identity"
     R: int = 1
     Kc: int = 1
-    alpha: float = 1.0
+    alpha: Any = "one"
     H_init: str = "hessian"
+
+    def __post_init__(self) -> None:
+        check_choice(self.compressor, "compressor", COMPRESSORS)
+        _check_count(self.R, "R")
+        _check_count(self.Kc, "Kc")
+        alpha = number_or(self.alpha, "alpha", ALPHA_RULES)
+        check(alpha in ALPHA_RULES if isinstance(alpha, str)
+              else is_real(alpha) and 0 < alpha <= 1,
+              f"alpha must be a number in (0, 1], 'one' or 'rule1', got {self.alpha!r}")
+        object.__setattr__(self, "alpha", alpha)
+        check_choice(self.H_init, "H_init", INITS)
+
+    # ---- counts ---------------------------------------------------------------------------
+    def message(self, d: int) -> int:
+        return message_floats(self.compressor, d, R=self.R, Kc=self.Kc)
+
+    def round_bits(self, d: int) -> int:
+        """Bits of one client's gradient (or g~_i) and compressed message: 32 d + C's cost."""
+        return BITS_PER_FLOAT * d + message_bits(self.compressor, d, R=self.R, Kc=self.Kc)
+
+    def init_counts(self, N: int, d: int) -> tuple[int, int, int]:
+        """(uplink floats, Hessians, bits) of ``H_init`` for N clients."""
+        if self.H_init == "hessian":
+            return N * sym_floats(d), N, N * BITS_PER_FLOAT * sym_floats(d)
+        return 0, 0, 0
+
+    def initial_hessians(self, H_true: Any) -> Any:
+        """H_i^0 from the clients' Hessians at x^0: a copy of them, or zeros."""
+        xp = xp_of(H_true)
+        return xp.array(H_true, copy=True) if self.H_init == "hessian" else xp.zeros_like(H_true)
+
+    def _alpha_rank(self, lam: Any, lam_r: Any) -> Any:
+        xp = xp_of(lam)
+        delta = xp.sum(lam_r * lam_r, axis=-1) / (xp.sum(lam * lam, axis=-1) + RANK_DELTA_GUARD)
+        return 1.0 - xp.sqrt(xp.maximum(1.0 - delta, 0.0))
+
+    def _alpha_fixed(self, d: int) -> float | None:
+        """alpha when it does not vary between calls; None for rank-R with ``"rule1"``."""
+        if self.alpha == "one":
+            return 1.0
+        if self.alpha != "rule1":
+            return float(self.alpha)
+        if self.compressor == "topK":
+            delta = min(self.Kc, sym_floats(d)) / sym_floats(d)       # 2K / (d (d + 1))
+            return 1.0 - math.sqrt(1.0 - delta)
+        return 1.0 if self.compressor == "identity" else None
+
+    # ---- the update ------------------------------------------------------------------------
+    def learn(self, H: Any, H_true: Any, rows: np.ndarray | None = None, *,
+              norm: str | None = None, after: bool = False) -> Any:
+        """H_i <- H_i + alpha C(H_i(x) - H_i), in place in the stack H (N, d, d), for the
+        clients ``rows`` (host indices; None: all N, in order) whose Hessians at x are
+        ``H_true`` (m, d, d). Works in blocks of clients (no temporary of the stack's size).
+
+        Returns ||H_i(x) - H_i|| in ``norm`` ("frobenius" or "spectral"; None: no norms), (m,),
+        of the difference before the update (``after=False``, FedNL's l_i^k) or after it
+        (FedNL-PP's l_i).
+        """
+        xp = xp_of(H)
+        m, d = H_true.shape[0], H_true.shape[-1]
+        norms = None if norm is None else xp.empty(m)
+        block = max(1, BLOCK_BYTES // (d * d * H.itemsize))
+        for lo in range(0, m, block):
+            hi = min(m, lo + block)
+            at = slice(lo, hi) if rows is None else xp.asarray(rows[lo:hi])
+            learn_block = self._learn_top_k if self.compressor == "topK" else self._learn_dense
+            out = learn_block(H, H_true[lo:hi], at, norm, after)
+            if norm is not None:
+                norms[lo:hi] = out
+        return norms
+
+    def _learn_dense(self, H: Any, T: Any, at: Any, norm: str | None, after: bool) -> Any:
+        """The identity and rank-R update of the clients ``at`` (Hessians T at x), through the
+        block's differences D = T - H[at]."""
+        xp = xp_of(H)
+        D = T - H[at]
+        norms = None
+        eig = _rank_r_parts(D, self.R) if self.compressor == "rankR" else None
+        if norm is not None and not after:
+            norms = (xp.max(xp.abs(eig[0]), axis=-1) if eig is not None and norm == "spectral"
+                     else matrix_norms(D, norm))
+        a = self._alpha_fixed(D.shape[-1])
+        if eig is None:
+            step = D if a == 1.0 else a * D
+        else:
+            lam, lam_r, V_r = eig
+            C = _outer_sum(lam_r, V_r)
+            if a is None:
+                step = self._alpha_rank(lam, lam_r)[:, None, None] * C
+            else:
+                step = C if a == 1.0 else a * C
+        H[at] += step
+        if norm is not None and after:
+            norms = matrix_norms(D - step, norm)
+        return norms
+
+    def _learn_top_k(self, H: Any, T: Any, at: Any, norm: str | None, after: bool) -> Any:
+        """The top-K update of the clients ``at`` (Hessians T at x) from the upper triangles
+        alone: (values, indices) of the selected entries are added to H in place; the full
+        d x d difference is formed only for a spectral norm."""
+        xp = xp_of(H)
+        b, d = T.shape[0], T.shape[-1]
+        iu, ju, flat = _triu(d, xp)
+        H_flat = H.reshape(H.shape[0], d * d)
+        if isinstance(at, slice):                        # all clients, in order: a view
+            vals = T.reshape(b, d * d)[:, flat] - H_flat[at][:, flat]
+            ix = xp.arange(at.start, at.stop)[:, None]
+        else:
+            ix = at[:, None]
+            vals = T.reshape(b, d * d)[:, flat] - H_flat[ix, flat[None, :]]
+        weight = xp.where(iu == ju, 1.0, 2.0)           # an off-diagonal entry counts twice
+        spectral = norm == "spectral"
+        norms = None
+        if norm is not None and not after:
+            norms = (matrix_norms(T - H[at], norm) if spectral
+                     else xp.sqrt(xp.einsum("ij,ij,j->i", vals, vals, weight)))
+        idx = top_k_indices(xp.abs(vals), self.Kc)
+        v = xp.take_along_axis(vals, idx, axis=1)
+        a = self._alpha_fixed(d)
+        if a != 1.0:
+            v = a * v
+        i, j = iu[idx], ju[idx]
+        r = xp.broadcast_to(ix, i.shape)
+        off = i != j                                     # mirror the off-diagonal ones
+        H[r, i, j] += v
+        H[r[off], j[off], i[off]] += v[off]
+        if norm is not None and after:
+            if spectral:
+                return matrix_norms(T - H[at], norm)
+            rows_b = xp.broadcast_to(xp.arange(b)[:, None], idx.shape)
+            vals[rows_b, idx] -= v
+            norms = xp.sqrt(xp.einsum("ij,ij,j->i", vals, vals, weight))
+        return norms
+
+
+class FedNLState(NamedTuple):
+    theta: Any              # x^k (d,)
+    H_local: Any            # H_i^k of every client (N, d, d); the next round updates it in place
+    pending_uplink: int     # init's uploads, reported with the first round
+    pending_hess: int
+    pending_bits: int
+    token: Current         # whether this state still holds the current H_i^k
+
+
+@dataclass(frozen=True)
+class OldPointLearner(HessianLearner):
+    """The round start of FedNL, FedNL-LS and FedNL-CR: every client evaluates g_i, H_i at the
+    current x^k, the server mixes H^k = sum w_i H_i^k, and every H_i is then learned at that
+    OLD point x^k."""
+
+    full_participation_only = True
+
+    def init(self, problem: Any, theta0: Any) -> FedNLState:
+        H = problem.oracle(theta0, grad=False, hess=True).H
+        up, hess, bits = self.init_counts(problem.N, problem.d)
+        return FedNLState(theta0, self.initial_hessians(H), up, hess, bits, Current())
+
+    def learn_at_old_point(self, ctx: RoundContext, state: FedNLState, *, value: bool = False,
+                           norm: str | None = None) -> tuple[Any, Any, Any, Current]:
+        """(oracle output at x^k, H^k, ||H_i(x^k) - H_i^k|| in ``norm`` or None, a fresh
+        token); the state's H_local holds H_i^{k+1} afterwards."""
+        token = consume(state.token, self.name)
+        o = ctx.eval(state.theta, value=value, grad=True, hess=True)
+        Hk = ctx.mix(state.H_local)                      # before the update
+        norms = self.learn(state.H_local, o.H, norm=norm)
+        return o, Hk, norms, token
+
+    def counts(self, ctx: RoundContext, state: FedNLState, *, extra_floats: int = 0,
+               extra_bits: int = 0) -> RoundInfo:
+        """One round's counts: g_i and the message per client (+ extras per client), the
+        pending init costs, x^{k+1} down."""
+        d, m = ctx.problem.d, ctx.m
+        return RoundInfo(uplink=m * (d + self.message(d) + extra_floats) + state.pending_uplink,
+                         downlink=m * d, grad_evals=m, hess_evals=m + state.pending_hess,
+                         bits=m * (self.round_bits(d) + extra_bits) + state.pending_bits)
+
+
+@register
+@dataclass(frozen=True)
+class FedNL(OldPointLearner):
+    """FedNL, options 1 and 2 (module docstring)."""
+
+    option: int = 1
+    l_norm: str = "frobenius"
 
     name = "fednl"
     description = ("Newton steps with Hessians learned by compressed differences "
                    "H_i <- H_i + alpha C(H_i(x) - H_i)")
     source = "Safaryan, Islamov, Qian, Richtarik 2022 (ICML), arXiv 2106.02969"
-    full_participation_only = True
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         check(self.option in (1, 2) and not isinstance(self.option, bool),
               f"option must be 1 or 2, got {self.option!r}")
-        check_choice(self.compressor, "compressor", COMPRESSORS)
-        _check_count(self.R, "R")
-        _check_count(self.Kc, "Kc")
-        check(isinstance(self.alpha, (int, float)) and not isinstance(self.alpha, bool)
-              and 0 < self.alpha <= 1, f"alpha must be a number in (0, 1], got {self.alpha!r}")
-        check_choice(self.H_init, "H_init", INITS)
+        check_choice(self.l_norm, "l_norm", L_NORMS)
 
     def init(self, problem: Any, theta0: Any) -> FedNLState:
         check(self.option != 1 or problem.lam > 0,
               f"FedNL option 1 projects onto {{X >= mu I}} with mu = lam, but problem "
               f"{problem.name!r} has lam = {problem.lam:g}; use option=2 or a problem with lam > 0")
-        xp, N, d = problem.xp, problem.N, problem.d
-        if self.H_init == "hessian":
-            H = problem.oracle(theta0, grad=False, hess=True).H
-            return FedNLState(theta0, xp.array(H, copy=True), N * sym_floats(d), N)
-        return FedNLState(theta0, xp.zeros((N, d, d)), 0, 0)
+        return super().init(problem, theta0)
 
     def round(self, ctx: RoundContext, state: FedNLState) -> tuple[FedNLState, RoundInfo]:
-        xp, d, m = ctx.problem.xp, ctx.problem.d, ctx.m
-        o = ctx.eval(state.theta, grad=True, hess=True)
-        H_local = state.H_local
-        diff = o.H - H_local
-        Hk = ctx.mix(H_local)
-        extra = 0
-        if self.option == 1:
-            lam, V = xp.linalg.eigh(Hk)
-            Hk = xp.matmul(V * xp.maximum(lam, ctx.problem.lam), V.T)
-        else:
-            norms = xp.max(xp.abs(xp.linalg.eigvalsh(diff)), axis=-1)    # ||.||_2, symmetric
+        option2 = self.option == 2
+        o, Hk, norms, token = self.learn_at_old_point(
+            ctx, state, norm=self.l_norm if option2 else None)
+        if option2:
             Hk = add_diag(Hk, float(ctx.mix(norms)))
-            extra = 1
+        else:
+            Hk = project_mu(Hk, ctx.problem.lam)
         step = spd_solve(Hk, ctx.mix(o.g), what="FedNL Hessian estimate",
                          hint="use a problem with lam > 0")
-        C = compress(diff, self.compressor, R=self.R, Kc=self.Kc)
-        msg = message_floats(self.compressor, d, R=self.R, Kc=self.Kc)
-        info = RoundInfo(uplink=m * (d + msg + extra) + state.pending_uplink, downlink=m * d,
-                         grad_evals=m, hess_evals=m + state.pending_hess)
-        new = FedNLState(state.theta - step, H_local + self.alpha * C, 0, 0)
-        return new, info
+        info = self.counts(ctx, state, extra_floats=int(option2))
+        return FedNLState(state.theta - step, state.H_local, 0, 0, 0, token), info
