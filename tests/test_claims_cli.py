@@ -31,7 +31,7 @@ def _fake_module(claim_id: str, *, passed: bool = True, crash: bool = False):
 @pytest.fixture
 def fake_registry(monkeypatch):
     def install(**modules):
-        monkeypatch.setattr(claims, "registry", lambda: dict(modules))
+        monkeypatch.setattr(claims.checks, "registry", lambda: dict(modules))
     return install
 
 
@@ -71,7 +71,10 @@ def test_check_prints_a_row_per_claim_and_writes_json_and_report(tmp_path, capsy
             "details", "seconds"} <= set(payload["records"][0])
     report = report_path.read_text()
     assert "| C1 |" in report and "### C6: PASS" in report
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["claims.json", "report.md"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["claims.json", "report.md",
+                                                          "report_figures"]
+    figures = sorted(p.name for p in (tmp_path / "report_figures").iterdir())
+    assert figures == ["C1.pdf", "C1.png", "C6.pdf", "C6.png"]      # every claim has one
 
 
 def test_a_failing_claim_makes_the_exit_code_1(fake_registry, tmp_path, capsys):
