@@ -33,7 +33,7 @@ from .trace import read_csv as read_trace_csv
 PROVENANCE = (
     "version", "problem", "method", "params", "label", "participation", "seed", "backend",
     "oracle", "status", "rounds", "N", "d", "mu", "L", "L_H", "f_star", "theta_star_norm",
-    "precision_bits",
+    "precision_bits", "threads",
 )
 
 RESULTS_FILE = "results.parquet"
@@ -41,7 +41,7 @@ RUNS_DIR = "runs"
 
 _META_KEYS = ("version", "problem", "method", "participation", "seed", "backend", "oracle",
               "status", "rounds", "N", "d", "mu", "L", "L_H", "f_star", "theta_star_norm",
-              "precision_bits")
+              "precision_bits", "threads")
 
 
 def params_json(params: Mapping[str, Any]) -> str:

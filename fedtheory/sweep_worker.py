@@ -8,6 +8,7 @@ it returned into the sweep folder (atomically), :func:`problem_for` is a process
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -24,6 +25,7 @@ from .errors import FedTheoryError, check, out_of_memory
 from .methods import make_method
 from .oracles import make_oracle
 from .results import RUNS_DIR, trace_frame, write_parquet
+from .runner.metrics import environment
 from .suite import load_problem
 
 ERRORS_DIR = "errors"
@@ -72,6 +74,13 @@ def _watch(parent: int, every: float = 0.5) -> None:
         time.sleep(every)
 
 
+@functools.cache
+def _environment_json() -> str:
+    """This process's environment (Python, platform, NumPy, SciPy, BLAS, git commit) as JSON,
+    for every run's rows (the date is the run's own ``started_at``)."""
+    return json.dumps(environment(with_date=False), sort_keys=True)
+
+
 PROBLEMS: dict[tuple[str, str], Any] = {}
 
 
@@ -113,6 +122,7 @@ def compute(config: Config) -> tuple[str, Any]:
     df["problem_hash"] = c["problem_hash"]
     df["drift_metrics"] = c["drift_metrics"]
     df["started_at"] = started
+    df["environment"] = _environment_json()
     return started, df
 
 

@@ -165,3 +165,20 @@ def test_a_failing_run_is_recorded_retried_and_reported(tmp_path, capsys):
 def test_jobs_must_be_a_positive_integer(tmp_path):
     with pytest.raises(FedTheoryError, match="jobs must be an integer >= 1, got 0"):
         run_sweep(_spec(tmp_path), tmp_path / "out", jobs=0)
+
+
+def test_every_sweep_row_and_claim_json_records_its_environment(tmp_path):
+    import json as _json
+
+    from fedtheory.claims import main_check
+
+    path = _spec(tmp_path)
+    run_sweep(path, tmp_path / "out", progress=False)
+    df = load(tmp_path / "out")
+    env = _json.loads(df["environment"].iloc[0])
+    assert {"python", "platform", "numpy", "scipy", "blas", "git_commit"} <= set(env)
+    assert (df["threads"] == 1).all()
+    out = tmp_path / "c.json"
+    assert main_check(["C3"], True, out, None) == 0
+    payload = _json.loads(out.read_text())
+    assert payload["threads"] == 1 and "date" in payload["environment"]

@@ -16,6 +16,7 @@ from .._io import check_destination, write_text_atomic
 from .._version import __version__
 from ..errors import check
 from ..problem import FederatedProblem
+from ..runner.metrics import environment
 from .checks import accepts_problem, claim_ids, load_check, resolve_ids
 from .protocol import single_threaded_blas
 from .record import ClaimRecord, record
@@ -121,7 +122,8 @@ def main_check(claims: list[str] | None, quick: bool, json_path: str | os.PathLi
           + (f" ({', '.join(failed)})" if failed else "") + f" in {total:.1f} s")
     if json_out is not None:
         payload = {"version": __version__, "mode": mode, "seconds": total,
-                   "passed": not failed, "records": [r.to_dict() for r in records]}
+                   "passed": not failed, "threads": 1, "environment": environment(),
+                   "records": [r.to_dict() for r in records]}
         write_text_atomic(json_out, json.dumps(payload, indent=2) + "\n")
         print(f"# wrote {json_out}")
     if csv_out is not None:
