@@ -18,12 +18,15 @@ residual ||theta_FedPM+ - theta_Newton+|| / (1 + ||theta||) over every example H
 
 from __future__ import annotations
 
+import math
 import time
 
 import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from matplotlib.figure import Figure
 
+from fedtheory import claims_figures as cf
 from fedtheory.claims import (
     ClaimRecord,
     MethodFactory,
@@ -97,10 +100,55 @@ def check(quick: bool = True, method_factory: MethodFactory = fedpm_factory) -> 
         "ridge_rounds": sum(s["objective"] == "ridge" for s in seen),
         "worst_example": worst,
         "falsifying_example": falsified,
+        # for the figure: every residual, by (participation, objective), to 3 digits
+        "residuals_by_case": {
+            f"{part}, {obj}": cf.rounded([s["residual"] for s in seen
+                                         if s["participation"] == part
+                                         and s["objective"] == obj], 3)
+            for part in ("full", "partial") for obj in ("logistic", "ridge")},
     }
     return record(CLAIM_ID, STATEMENT, SOURCE, started,
                   measured=f"max residual {residuals.max():.2e} ({len(seen)} rounds)",
                   predicted=f"0 (pass: <= {TOL:g})", passed=passed, details=details)
+
+
+@cf.draws_claim
+def figure(rec: ClaimRecord) -> Figure:
+    """Every residual ||theta_FedPM+ - theta_Newton+|| / (1 + ||theta||), one column per case
+    (participation x objective) with its median, against the pass line 1e-9 and the relative
+    float floor 1e3 eps; exact zeros drawn at the bottom."""
+    d = rec.details
+    fig, (ax,) = cf.new_figure(rec, "one FedPM round (K = 1) equals one damped Newton round",
+                               size=(7.8, 4.6))
+    floor = cf.relative_floor()
+    cases = d["residuals_by_case"]
+    positive = [float(v) for vs in cases.values() for v in vs if float(v) > 0]
+    bottom = 10.0 ** math.floor(math.log10(min(positive, default=1e-17))) / 10
+    rng = np.random.default_rng(0)
+    for k, values in enumerate(cases.values()):
+        y, low = cf.log_values(values, bottom)
+        ok = np.asarray(y) <= d["tolerance"]
+        x = k + rng.uniform(-0.28, 0.28, size=len(y))
+        for sel, c in ((ok, cf.PASS_COLOR), (~ok, cf.FAIL_COLOR)):
+            ax.semilogy(x[sel], y[sel], "o", color=c, ms=3.5, alpha=0.6, ls="none")
+        cf.mark_zeros(ax, x, y, low, "black", bottom)
+        if len(values):
+            ax.plot([k - 0.35, k + 0.35], [max(float(np.median(y)), bottom)] * 2, "-",
+                    color="black", lw=2, label="median of the case" if k == 0 else "_nolegend_")
+    ax.set_xticks(range(len(cases)),
+                  [f"{c}\n({len(v)} rounds)" for c, v in cases.items()], fontsize=8)
+    ax.set_xlim(-0.6, len(cases) - 0.4)
+    ax.axhline(d["tolerance"], color=cf.FAIL_COLOR, ls="--", lw=1.3,
+               label=f"pass: every residual <= {d['tolerance']:g}")
+    ax.plot([], [], "o", color=cf.PASS_COLOR, label=f"residual (max {d['max_residual']:.1e})")
+    if d.get("falsifying_example"):
+        ax.plot([], [], "o", color=cf.FAIL_COLOR, label="residual above the pass line")
+    cf.float_floor(ax, floor, of=r"$10^3\varepsilon$ (relative)")
+    ax.set_ylim(bottom / 3, max(1e-6, 10 * float(d["max_residual"])
+                                if np.isfinite(float(d["max_residual"])) else 1e-6))
+    ax.set_ylabel(r"$\|\theta^+_{\rm FedPM} - \theta^+_{\rm Newton}\| / (1 + \|\theta\|)$")
+    cf.legend(ax, loc="upper left", bbox_to_anchor=(1.02, 1.0))
+    return fig
 
 
 def test_claim():

@@ -27,6 +27,9 @@ from __future__ import annotations
 
 import time
 
+from matplotlib.figure import Figure
+
+from fedtheory import claims_figures as cf
 from fedtheory.claims import (
     ClaimRecord,
     MethodFactory,
@@ -122,6 +125,16 @@ def check(quick: bool = True, method_factory: MethodFactory = fedpm_factory,
                   predicted=f"2 (pass: in {list(ORDER_RANGE)})",
                   interval=f"{fmt_ci(head['order_ci'], '.2f')} ({head['problem']})",
                   passed=passed, details=details)
+
+
+@cf.draws_claim
+def figure(rec: ClaimRecord) -> Figure:
+    """Left: e_t of every problem with its fit window, the one-step bound (L_H / 2 mu) e_t^2
+    and the float floor. Right: e_{t+1} against e_t with the fitted order, the predicted order
+    2 and the pass band [1.8, 2.2]."""
+    return cf.order_figure(rec, "FedPM (K = 1, eta = 1) converges quadratically",
+                           predicted=2.0, predicted_label="predicted order 2 (slope 2)",
+                           band=ORDER_RANGE, bound=True)
 
 
 def test_claim():

@@ -17,6 +17,10 @@ from __future__ import annotations
 
 import time
 
+import numpy as np
+from matplotlib.figure import Figure
+
+from fedtheory import claims_figures as cf
 from fedtheory.claims import (
     ClaimRecord,
     MethodFactory,
@@ -51,7 +55,8 @@ def measure(problem, method, eta: float) -> dict:
                 drift_metrics=False)
     e = trace["dist_to_opt"]
     out = {"problem": problem.name, "eta": eta, "predicted": 1 - eta, "rounds": len(e) - 1,
-           "status": trace.status}
+           "status": trace.status, "theta_star_norm": scale,
+           "errors": cf.rounded(e, 6)}   # for the figure
     try:
         fit = linear_rate(e, scale=scale)
     except FedTheoryError as exc:
@@ -88,6 +93,72 @@ def check(quick: bool = True, method_factory: MethodFactory = fedpm_factory,
                            "interval_of": f"q of {first['problem']} at eta = {first['eta']:g}",
                            "largest_deviation": largest,
                            "runs": results})
+
+
+@cf.draws_claim
+def figure(rec: ClaimRecord) -> Figure:
+    """One panel per problem: e_t for each eta with its fit window, the fitted ratio q^t and
+    the predicted (1 - eta)^t through the window's centroid, and the float floor. Last panel:
+    q - (1 - eta) with its 95 % interval against the pass band +- 0.05."""
+    runs = rec.details["runs"]
+    tol = rec.details["tolerance"]
+    names = list(dict.fromkeys(r["problem"] for r in runs))
+    fig, axes = cf.new_figure(rec, "damped FedPM (K = 1) is linear with ratio 1 - eta",
+                              ncols=3, panels=len(names) + 1, size=(14.5, 6.0 * (
+                                  -(-(len(names) + 1) // 3))))
+    etas = list(dict.fromkeys(r["eta"] for r in runs))
+    colors = {eta: cf.SERIES[k % len(cf.SERIES)] for k, eta in enumerate(etas)}
+    for ax, name in zip(axes, names, strict=False):
+        sel = [r for r in runs if r["problem"] == name]
+        floor = default_floor(sel[0]["theta_star_norm"])
+        bottom = floor / 10
+        for r in sel:
+            c = colors[r["eta"]]
+            e, low = cf.log_values(r["errors"], bottom)
+            t = np.arange(len(e))
+            q = float(r["q"])
+            verdict = "passes" if r["passed"] else "fails"
+            ax.semilogy(t, e, "-", color=c, lw=1.2,
+                        label=f"eta {r['eta']:g}: q = {q:.3f}, 1 - eta = {r['predicted']:g}"
+                              f" ({verdict})")
+            cf.mark_zeros(ax, t, e, low, c, bottom)
+            if r.get("window"):
+                start, stop = r["window"]
+                cf.mark_window(ax, t, e, r["window"], c)
+                tw = t[start:stop]
+                cx, cy = tw.mean(), np.log(e[start:stop]).mean()
+                ax.semilogy(tw, np.exp(cy + (tw - cx) * np.log(q)), "--", color="black", lw=1)
+                ax.semilogy(tw, np.exp(cy + (tw - cx) * np.log(r["predicted"])), ":",
+                            color=c, lw=2)
+        ax.plot([], [], "--", color="black", lw=1, label=r"fitted $q^t$ (over the window)")
+        ax.plot([], [], ":", color="grey", lw=2, label=r"predicted $(1-\eta)^t$")
+        ax.add_artist(ax.legend(handles=[cf.window_handle()], fontsize=7, loc="upper right"))
+        cf.float_floor(ax, floor)
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel("round $t$")
+        ax.set_ylabel(r"$e_t = \|\theta^t - \theta^\star\|$")
+        cf.legend(ax, **cf.BELOW)
+    ax = axes[len(names)]
+    for k, name in enumerate(names):
+        for r in (r for r in runs if r["problem"] == name):
+            q, ci = float(r["q"]), [float(v) for v in r["ci"]]
+            x = r["eta"] + 0.02 * (k - (len(names) - 1) / 2)
+            dev = q - r["predicted"]
+            ax.errorbar([x], [dev], yerr=[[max(q - ci[0], 0)], [max(ci[1] - q, 0)]],
+                        fmt=cf.MARKERS[k % 8], color=cf.verdict_color(r["passed"]),
+                        mec="black", capsize=3, ms=6,
+                        label=name if r["eta"] == etas[0] else "_nolegend_")
+    ax.axhspan(-tol, tol, color=cf.PASS_COLOR, alpha=0.15, lw=0,
+               label=f"pass band: |q - (1 - eta)| <= {tol:g}")
+    ax.axhline(0, color="black", lw=0.8)
+    ax.set_xticks(etas)
+    ax.set_xlabel(r"$\eta$")
+    ax.set_ylabel(r"fitted $q - (1 - \eta)$ (bars: 95 % CI)")
+    ax.set_ylim(-2.5 * tol, 2.5 * tol)
+    ax.set_title("fitted ratio against the prediction (green: meets, vermillion: fails)",
+                 fontsize=9)
+    cf.legend(ax, **cf.BELOW)
+    return fig
 
 
 def test_claim():

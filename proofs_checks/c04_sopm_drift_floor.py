@@ -29,7 +29,9 @@ from __future__ import annotations
 import time
 
 import numpy as np
+from matplotlib.figure import Figure
 
+from fedtheory import claims_figures as cf
 from fedtheory.claims import (
     ClaimRecord,
     MethodFactory,
@@ -75,6 +77,7 @@ def ridge_runs(quick: bool, factory: MethodFactory) -> list[dict]:
                 out.append({"problem": name, "K": K, "eta": eta, "rounds": lim.rounds,
                             "converged": lim.converged, "rel_error_to_average": err,
                             "average_to_theta_star": gap_star,
+                            "theta_star_norm": scale_of(problem),   # for the figure
                             "passed": lim.converged and err <= TOL})
     return out
 
@@ -114,6 +117,65 @@ def check(quick: bool = True, method_factory: MethodFactory = sopm_factory) -> C
                            "logistic_max_rel_residual": res,
                            "logistic_min_rel_dist_to_theta_star": gap,
                            "ridge": ridge, "logistic": logistic})
+
+
+@cf.draws_claim
+def figure(rec: ClaimRecord) -> Figure:
+    """Left: what the limit satisfies, per run: ridge ||limit - sum w_i theta_i*|| (relative),
+    logistic ||sum w_i P_i^{-1} g_i|| at the limit (relative), against the pass line 1e-10 and
+    the relative float floor. Right: the drift floor itself, ||limit - theta*|| / ||theta*||,
+    per problem, against the logistic pass line 1e-3."""
+    d = rec.details
+    ridge, logistic = d["ridge"], d["logistic"]
+    fig, (left, right) = cf.new_figure(
+        rec, "simple mixing (SOPM) stops at a drift floor away from theta*", ncols=2,
+        size=(12.5, 5.6))
+    floor = cf.relative_floor()
+    bottom = floor / 1e5
+    rows = ([(f"{r['problem']}\nK={r['K']} eta={r['eta']:g}", r["rel_error_to_average"],
+              r["passed"]) for r in ridge]
+            + [(f"{r['problem']}\nlogistic K=1", r["rel_residual"], r["passed"])
+               for r in logistic])
+    y, low = cf.log_values([v for _, v, _ in rows], bottom)
+    x = np.arange(len(rows))
+    left.bar(x, y, color=[cf.verdict_color(ok) for *_, ok in rows], width=0.7)
+    left.set_yscale("log")
+    cf.mark_zeros(left, x, y, low, "black", bottom)
+    left.axvline(len(ridge) - 0.5, color="black", lw=0.8)
+    left.axhline(TOL, color=cf.FAIL_COLOR, ls="--", lw=1.3, label=f"pass: <= {TOL:g}")
+    cf.float_floor(left, floor, of=r"$10^3\varepsilon$ (relative)")
+    left.set_ylim(bottom / 3, 1e-6)
+    left.set_xticks(x, [name for name, *_ in rows], fontsize=6, rotation=90)
+    left.set_ylabel("relative residual of the limit's equation")
+    left.set_title(r"ridge: limit $= \sum_i w_i\theta_i^\star$;   "
+                   r"logistic: $\sum_i w_i P_i^{-1} g_i = 0$ at the limit", fontsize=9)
+    left.legend(handles=[*cf.pass_fail_handles(), *left.get_legend_handles_labels()[0]],
+                fontsize=7, loc="upper left")
+    left.grid(alpha=0.3, axis="y")
+    # the floor: one bar per ridge problem (the limit is the same for every K and eta)
+    seen = {}
+    for r in ridge:
+        seen.setdefault(r["problem"], r["average_to_theta_star"] / max(r["theta_star_norm"],
+                                                                       1e-300))
+    floors = ([(f"{n}\n(ridge, any K, eta)", v, None) for n, v in seen.items()]
+              + [(f"{r['problem']}\n(logistic, K=1)", r["rel_dist"], float(r["rel_dist"]) > MIN_GAP)
+                 for r in logistic])
+    y, low = cf.log_values([v for _, v, _ in floors], bottom)
+    x = np.arange(len(floors))
+    colors = [cf.OKABE_ITO[0] if ok is None else cf.verdict_color(ok) for *_, ok in floors]
+    right.bar(x, y, color=colors, width=0.6)
+    right.set_yscale("log")
+    cf.mark_zeros(right, x, y, low, "black", bottom)
+    right.axhline(MIN_GAP, color=cf.FAIL_COLOR, ls="--", lw=1.3,
+                  label=f"pass (logistic): > {MIN_GAP:g}")
+    right.bar([], [], color=cf.OKABE_ITO[0], label="ridge: not judged (shown)")
+    cf.float_floor(right, floor, of=r"$10^3\varepsilon$ (relative)")
+    right.set_xticks(x, [name for name, *_ in floors], fontsize=7)
+    right.set_ylabel(r"drift floor $\|\mathrm{limit} - \theta^\star\| / \|\theta^\star\|$")
+    right.set_title("distance of the limit to theta*", fontsize=9)
+    right.set_ylim(min(min(y), MIN_GAP / 100) / 3, 3 * max(max(y), MIN_GAP))
+    cf.legend(right, loc="upper center", bbox_to_anchor=(0.5, -0.16))
+    return fig
 
 
 def test_claim():

@@ -33,7 +33,10 @@ from __future__ import annotations
 import time
 
 import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 
+from fedtheory import claims_figures as cf
 from fedtheory.claims import (
     ClaimRecord,
     MethodFactory,
@@ -67,7 +70,8 @@ def measure(problem, method, K: int, eta: float) -> dict:
     trace = run(problem, method, MAX_ROUNDS, target=F / max(1.0, scale), drift_metrics=False)
     e = trace["dist_to_opt"]
     out = {"problem": problem.name, "K": K, "eta": eta, "predicted": q, "rounds": len(e) - 1,
-           "float_floor": F, "reached_floor": bool(e[-1] <= F)}
+           "float_floor": F, "reached_floor": bool(e[-1] <= F),
+           "errors": cf.rounded(e, 4)}   # for the figure
     if q == 0.0:
         ok = bool(len(e) > 1 and e[1] <= F)
         return {**out, "e1": float(e[1]) if len(e) > 1 else None, "max_rel_dev": 0.0,
@@ -89,6 +93,8 @@ def measure(problem, method, K: int, eta: float) -> dict:
         reasons.append("no round with e_(t+1) >= 2e8 F, where 1e-8 is resolvable")
     if not out["reached_floor"]:
         reasons.append(f"did not reach the float floor in {MAX_ROUNDS} rounds (e = {e[-1]:.3e})")
+    out["deviations"] = [cf.rounded(e[t + 1] / F, 3),   # for the figure: every tested round
+                         cf.rounded(dev, 3)]
     return {**out, "max_rel_dev": float(dev[strict].max()) if strict.any() else float("nan"),
             "max_rel_dev_all_rounds": float(dev.max()) if dev.size else float("nan"),
             "resolvable_rounds": int(strict.sum()), "tested_rounds": int(t.size),
@@ -112,6 +118,81 @@ def check(quick: bool = True, method_factory: MethodFactory = fedpm_factory) -> 
                            "failures": [f"{r['problem']} K={r['K']} eta={r['eta']}: "
                                         f"{r['reason']}" for r in runs if not r["passed"]],
                            "runs": runs})
+
+
+@cf.draws_claim
+def figure(rec: ClaimRecord) -> Figure:
+    """(a) e_t of every run with the float floors; (b) the per-round ratios e_{t+1}/e_t on
+    the tested rounds against (1 - eta)^K; (c) the relative deviation |r - q| / q of every
+    tested round against e_{t+1} / F with the allowance q (1e-8 + 2 F / e_{t+1}) the check
+    grants, the float floor (e_{t+1} = F) and where 1e-8 is resolvable (e_{t+1} >= 2e8 F)."""
+    runs = rec.details["runs"]
+    fig, (ax_e, ax_r, ax_d) = cf.new_figure(
+        rec, "FedPM on ridge contracts by exactly (1 - eta)^K per round", ncols=3,
+        size=(16.0, 6.0))
+    etas = list(dict.fromkeys(r["eta"] for r in runs))
+    Ks = list(dict.fromkeys(r["K"] for r in runs))
+    problems = list(dict.fromkeys(r["problem"] for r in runs))
+    color = {eta: cf.SERIES[k % len(cf.SERIES)] for k, eta in enumerate(etas)}
+    marker = {K: cf.MARKERS[k % 8] for k, K in enumerate(Ks)}
+    style = {p: ("-", "--", ":", "-.")[k % 4] for k, p in enumerate(problems)}
+    floors = {r["problem"]: r["float_floor"] for r in runs}
+    bottom = min(floors.values()) / 100
+    for r in runs:
+        c, m = color[r["eta"]], marker[r["K"]]
+        e, low = cf.log_values(r["errors"], bottom)
+        t = np.arange(len(e))
+        ax_e.semilogy(t, e, ls=style[r["problem"]], marker=m, ms=3, color=c, lw=1)
+        cf.mark_zeros(ax_e, t, e, low, c, bottom)
+        if r["predicted"] > 0 and len(e) > 1:
+            F = r["float_floor"]
+            tt = np.flatnonzero(e[1:] > F)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                ax_r.semilogy(tt + 1, e[tt + 1] / e[tt], ls="none", marker=m, ms=3.5,
+                              color=c, mfc="none" if style[r["problem"]] != "-" else c)
+            ax_r.axhline(r["predicted"], color=c, lw=0.8, ls="--")
+            if r.get("deviations"):
+                x, y = r["deviations"]
+                y, low = cf.log_values(y, 1e-18)
+                ax_d.loglog(x, y, ls="none", marker=m, ms=3.5, color=c,
+                            mfc="none" if style[r["problem"]] != "-" else c)
+                cf.mark_zeros(ax_d, x, y, low, "black", 1e-18)
+    handles = ([Line2D([], [], color=color[eta], lw=2, label=f"eta = {eta:g}") for eta in etas]
+               + [Line2D([], [], color="grey", marker=marker[K], ls="none", label=f"K = {K}")
+                  for K in Ks]
+               + [Line2D([], [], color="grey", ls=style[p], label=p) for p in problems])
+    cf.float_floor(ax_e, list(floors.values()))
+    ax_e.set_xlabel("round $t$")
+    ax_e.set_ylabel(r"$e_t = \|\theta^t - \theta^\star\|$")
+    ax_e.set_title("errors (every run, to the float floor F)", fontsize=9)
+    cf.legend(ax_e, **cf.BELOW)
+    ax_e.legend(handles=[*handles, *ax_e.get_legend_handles_labels()[0]], fontsize=7,
+                ncols=2, **cf.BELOW)
+    ax_r.plot([], [], "--", color="grey", lw=0.8, label=r"predicted $(1-\eta)^K$")
+    ax_r.set_xlabel("round $t + 1$ (rounds with $e_{t+1} > F$)")
+    ax_r.set_ylabel(r"$e_{t+1} / e_t$")
+    ax_r.set_title("per-round ratios (open markers: second problem)", fontsize=9)
+    q0 = [r for r in runs if r["predicted"] == 0]
+    if q0:
+        ax_r.plot([], [], ls="none", label=f"eta = 1: predicted 0; e_1 <= F in "
+                                           f"{sum(r['passed'] for r in q0)}/{len(q0)} runs")
+    cf.legend(ax_r, **cf.BELOW)
+    grid = np.geomspace(1.0, 1e16, 200)
+    ax_d.fill_between(grid, 1e-19, REL_TOL + 2 / grid, color=cf.PASS_COLOR, alpha=0.15, lw=0,
+                      label=r"pass: $|r - q|/q \leq 10^{-8} + 2F/e_{t+1}$")
+    ax_d.loglog(grid, REL_TOL + 2 / grid, "-", color="black", lw=1)
+    ax_d.axvline(1.0, color=cf.FLOOR_COLOR, ls=(0, (1, 1.5)), lw=1.3,
+                 label="float floor: $e_{t+1} = F$, F = " + ", ".join(
+                     f"{v:.1e}" for v in dict.fromkeys(floors.values())))
+    ax_d.axvline(2 / REL_TOL, color="black", ls="--", lw=0.8,
+                 label=r"$e_{t+1} = 2\cdot 10^8 F$: 1e-8 resolvable to the right")
+    ax_d.set_ylim(1e-18 / 3, 10)
+    ax_d.set_xlim(0.3, 3e16)
+    ax_d.set_xlabel(r"$e_{t+1} / F$")
+    ax_d.set_ylabel(r"relative deviation $|e_{t+1}/e_t - q| / q$")
+    ax_d.set_title("every tested round against the criterion", fontsize=9)
+    cf.legend(ax_d, **cf.BELOW)
+    return fig
 
 
 def test_claim():

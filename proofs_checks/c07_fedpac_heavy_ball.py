@@ -33,7 +33,10 @@ from __future__ import annotations
 import time
 
 import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 
+from fedtheory import claims_figures as cf
 from fedtheory.claims import (
     ClaimRecord,
     MethodFactory,
@@ -116,7 +119,8 @@ def check(quick: bool = True, method_factory: MethodFactory = fedpac_factory) ->
                                              partial=partial)
                     identity.append({"problem": name, "beta": beta, "K": K,
                                      "participation": "partial" if partial else "full",
-                                     "max_residual": max(res)})
+                                     "max_residual": max(res),
+                                     "residuals": cf.rounded(res, 3)})   # for the figure
     fp_problem = load_problem("fedprox_synthetic_1_1" if quick else "breast_cancer_dirichlet")
     limits = {beta: limit_point(fp_problem, method_factory(K=1, eta=1.0, beta=beta, rho=RHO),
                                 max_rounds=3000) for beta in BETAS}
@@ -139,6 +143,69 @@ def check(quick: bool = True, method_factory: MethodFactory = fedpac_factory) ->
                            fp_problem.name, "eta": ETA, "rho": RHO,
                            "all_limits_converged": converged, "identity": identity,
                            "fixed_points": fixed})
+
+
+@cf.draws_claim
+def figure(rec: ClaimRecord) -> Figure:
+    """Left: the heavy-ball identity's relative residual in every round of every run (colour:
+    beta, marker: K, line: participation) against the pass line 1e-10 and the relative float
+    floor. Right: the K = 1 fixed point reached with each beta, its relative gap to beta = 0's
+    against the pass line 1e-8."""
+    d = rec.details
+    fig, (left, right) = cf.new_figure(rec, "FedPAC's server trajectory is heavy-ball momentum",
+                                       ncols=2, size=(12.0, 5.8))
+    floor = cf.relative_floor()
+    bottom = 1e-19
+    betas = list(dict.fromkeys(r["beta"] for r in d["identity"]))
+    Ks = list(dict.fromkeys(r["K"] for r in d["identity"]))
+    color = {b: cf.SERIES[k % len(cf.SERIES)] for k, b in enumerate(betas)}
+    marker = {K: cf.MARKERS[k % 8] for k, K in enumerate(Ks)}
+    style = {"full": "-", "partial": "--"}
+    for r in d["identity"]:
+        y, low = cf.log_values(r.get("residuals", [r["max_residual"]]), bottom)
+        t = np.arange(1, len(y) + 1)
+        c = color[r["beta"]]
+        left.semilogy(t, y, ls=style[r["participation"]], marker=marker[r["K"]], color=c,
+                      ms=4, lw=1)
+        cf.mark_zeros(left, t, y, low, "black", bottom)
+    left.axhline(IDENTITY_TOL, color=cf.FAIL_COLOR, ls="--", lw=1.3,
+                 label=f"pass: every residual <= {IDENTITY_TOL:g}")
+    cf.float_floor(left, floor, of=r"$10^3\varepsilon$ (relative)")
+    left.set_ylim(bottom / 3, 1e-6)
+    handles = ([Line2D([], [], color=color[b], lw=2, label=f"beta = {b:g}") for b in betas]
+               + [Line2D([], [], color="grey", marker=marker[K], ls="none", label=f"K = {K}")
+                  for K in Ks]
+               + [Line2D([], [], color="grey", ls=s, label=f"{p} participation")
+                  for p, s in style.items()])
+    left.legend(handles=[*handles, *left.get_legend_handles_labels()[0]], fontsize=7,
+                ncols=2, **cf.BELOW)
+    left.grid(alpha=0.3)
+    left.set_xlabel("round $r + 1$")
+    left.set_ylabel(r"$\|\Delta\theta - \mathrm{heavy\ ball}\| / (\|\Delta\theta\|"
+                    r" + \beta\|\theta^r - \theta^{r-1}\|)$")
+    left.set_title(f"identity (a), eta = {d['eta']:g}, rho = {d['rho']:g}, "
+                   f"{', '.join(d['identity_problems'])}", fontsize=9)
+    fixed = d["fixed_points"]
+    x = np.arange(len(fixed))
+    gaps = [f["rel_gap_to_beta0"] for f in fixed]
+    y, low = cf.log_values(gaps, bottom)
+    ok = [f["converged"] and float(f["rel_gap_to_beta0"]) <= FIXED_POINT_TOL for f in fixed]
+    right.bar(x, y, color=[cf.verdict_color(o) for o in ok], width=0.6)
+    right.set_yscale("log")
+    cf.mark_zeros(right, x, y, low, "black", bottom)
+    right.axhline(FIXED_POINT_TOL, color=cf.FAIL_COLOR, ls="--", lw=1.3,
+                  label=f"pass: gap <= {FIXED_POINT_TOL:g} (every limit converged)")
+    cf.float_floor(right, floor, of=r"$10^3\varepsilon$ (relative)")
+    right.set_ylim(bottom / 3, 1e-4)
+    right.set_xticks(x, [f"beta = {f['beta']:g}\n{f['rounds']} rounds"
+                         + ("" if f["converged"] else ", not converged") for f in fixed])
+    right.set_ylabel(r"$\|\bar\theta_\beta - \bar\theta_0\| / \max(1, \|\bar\theta_0\|)$")
+    right.set_title(f"K = 1 fixed points ({d['fixed_point_problem']}; beta = 0 is the "
+                    "reference)", fontsize=9)
+    right.legend(handles=[*cf.pass_fail_handles(), *right.get_legend_handles_labels()[0]],
+                 fontsize=7, **cf.BELOW)
+    right.grid(alpha=0.3, axis="y")
+    return fig
 
 
 def test_claim():

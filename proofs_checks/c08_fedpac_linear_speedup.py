@@ -34,7 +34,9 @@ import math
 import time
 
 import numpy as np
+from matplotlib.figure import Figure
 
+from fedtheory import claims_figures as cf
 from fedtheory.claims import (
     ClaimRecord,
     MethodFactory,
@@ -42,10 +44,12 @@ from fedtheory.claims import (
     fmt_ci,
     heterogeneous_problem,
     record,
+    scale_of,
 )
 from fedtheory.errors import FedTheoryError
 from fedtheory.methods import make_method
 from fedtheory.oracles import make_oracle
+from fedtheory.plot import loglog_fit
 from fedtheory.rates import loglog_slope
 from fedtheory.runner import run
 
@@ -111,8 +115,76 @@ def check(quick: bool = True, method_factory: MethodFactory = fedpac_factory) ->
                   passed=a["passed"] and b["passed"],
                   details={"problem": problem.name, "sigma": SIGMA, "lam": LAM, "K": K,
                            "rounds": rounds, "seeds": len(seeds), "S": S_VALUES,
+                           # for the figure's float floor of ||grad f||^2
+                           "L": problem.reference.L, "theta_star_norm": scale_of(problem),
                            "a_fixed_eta": {"eta": ETA_FIXED, "stationary_sq_grad": fixed, **a},
                            "b_tuned_eta": {"c": C, "etas": etas, "mean_sq_grad": tuned, **b}})
+
+
+@cf.draws_claim
+def figure(rec: ClaimRecord) -> Figure:
+    """(a) the stationary E||grad f||^2 at fixed eta and (b) the mean over rounds with
+    eta = c sqrt(S / (K R)), against S on log-log axes: the OLS fit with its 95 % CI, the
+    predicted slope and the claim's pass band (slope -1 +- 0.15, -0.5 +- 0.1) through the
+    points' centroid. The legend states the pass criterion's verdict (slope inside or not
+    inside the band); whether the CI contains the prediction is shown apart, labelled as not
+    the criterion."""
+    d = rec.details
+    fig, axes = cf.new_figure(rec, "FedPAC: linear speedup in the participants per round S",
+                              ncols=2, size=(13.0, 5.6))
+    floor = cf.grad_floor(d["L"], d["theta_star_norm"]) ** 2
+    parts = (("a", "a_fixed_eta", "stationary_sq_grad",
+              f"(a) fixed eta = {d['a_fixed_eta']['eta']:g}: stationary (second half)"),
+             ("b", "b_tuned_eta", "mean_sq_grad",
+              f"(b) eta = {d['b_tuned_eta']['c']:g} sqrt(S / (K R)): mean over rounds"))
+    for ax, (part, key, column, title) in zip(axes, parts, strict=True):
+        target, tol = PREDICTED[part]
+        res = d[key]
+        slope = float(res["slope"])
+        values = np.asarray([float(v) for v in res[column]])
+        ax.set_title(title, fontsize=9)
+        if not math.isfinite(slope):           # no fit (e.g. a diverged run): the points
+            ok = np.isfinite(values) & (values > 0)
+            ax.loglog(np.asarray(d["S"])[ok], values[ok], "o", color=cf.SERIES[0],
+                      label=f"measured (finite values); no slope: {res.get('reason', '')}")
+            ax.set_xlabel("participants per round S")
+            cf.float_floor(ax, floor, of=r"$(10^3\varepsilon\max(1, L\max(1, "
+                                         r"\|\theta^\star\|)))^2$")
+            cf.legend(ax, **cf.BELOW)
+            continue
+        loglog_fit(d["S"], values, predicted=target, ax=ax,
+                   label=f"measured ({d['seeds']} seeds, R = {d['rounds']})",
+                   xlabel="participants per round S",
+                   ylabel=r"$\mathbb{E}\|\nabla f\|^2$")
+        ci = [float(v) for v in res["ci"]]
+        contains = ci[0] <= target <= ci[1]
+        inside = abs(slope - target) <= tol
+        for line in ax.get_lines():
+            if line.get_label().startswith("predicted slope"):
+                line.set_label(f"predicted slope {target:g}")
+            elif line.get_label().startswith("fit: slope"):
+                line.set_color(cf.SERIES[1])   # vermillion means FAIL in the claim figures
+                line.set_label(f"fit: slope {slope:.2f}, "
+                               f"{'inside' if inside else 'not inside'} the pass band "
+                               f"({'PASS' if res['passed'] else 'FAIL'} for ({part}))")
+        for coll in ax.collections:
+            if str(coll.get_label()).startswith("slopes in the"):
+                coll.set_color(cf.SERIES[1])
+        lx = np.log(np.asarray(d["S"], dtype=float))
+        ly = np.log(values)
+        grid = np.linspace(lx.min(), lx.max(), 50)
+        cx, cy = lx.mean(), ly.mean()
+        ax.fill_between(np.exp(grid), np.exp(cy + (target - tol) * (grid - cx)),
+                        np.exp(cy + (target + tol) * (grid - cx)), color="grey", alpha=0.25,
+                        lw=0, label=f"pass band: slope {target:g} +- {tol:g}")
+        ax.plot([], [], ls="none", label=f"(not the criterion) 95 % CI "
+                                         f"[{ci[0]:.2f}, {ci[1]:.2f}] "
+                                         f"{'contains' if contains else 'does not contain'} "
+                                         f"{target:g}")
+        cf.float_floor(ax, floor, of=r"$(10^3\varepsilon\max(1, L\max(1, "
+                                     r"\|\theta^\star\|)))^2$")
+        cf.legend(ax, **cf.BELOW)
+    return fig
 
 
 def test_claim():

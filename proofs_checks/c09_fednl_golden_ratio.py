@@ -20,6 +20,9 @@ from __future__ import annotations
 import math
 import time
 
+from matplotlib.figure import Figure
+
+from fedtheory import claims_figures as cf
 from fedtheory.claims import (
     ClaimRecord,
     MethodFactory,
@@ -60,7 +63,8 @@ def measure(problem, method) -> dict:
     trace = run(problem, method, MAX_ROUNDS, target=default_floor(scale) / max(1.0, scale),
                 drift_metrics=False)
     e = trace["dist_to_opt"]
-    out = {"problem": problem.name, "status": trace.status, "errors": e.tolist()}
+    out = {"problem": problem.name, "status": trace.status, "errors": e.tolist(),
+           "theta_star_norm": scale}
     try:
         fit = q_order(e, scale=scale)
         sup = superlinearity(e, window=fit.window)
@@ -95,6 +99,17 @@ def check(quick: bool = True, method_factory: MethodFactory = fednl_factory,
                   interval=fmt_ci(head["order_ci"], ".3f"),
                   passed=all(r["passed"] for r in runs),
                   details={"golden_ratio": GOLDEN, "runs": runs})
+
+
+@cf.draws_claim
+def figure(rec: ClaimRecord) -> Figure:
+    """Left: e_t of every run with its fit window and the float floor. Right: e_{t+1} against
+    e_t (log-log) with the fitted order, the golden-ratio reference slope 1.618 and the pass
+    band [1.5, 1.75]."""
+    return cf.order_figure(rec, "FedNL (identity compressor): order tends to the golden ratio",
+                           predicted=GOLDEN,
+                           predicted_label=f"golden ratio: slope {GOLDEN:.3f}",
+                           band=ORDER_RANGE)
 
 
 def test_claim():

@@ -42,8 +42,11 @@ from collections.abc import Callable
 
 import numpy as np
 import sympy as sp
+from matplotlib.colors import to_rgb
+from matplotlib.figure import Figure
 from sympy.core.function import AppliedUndef
 
+from fedtheory import claims_figures as cf
 from fedtheory.claims import ClaimRecord, assert_claim, record
 
 CLAIM_ID = "C12"
@@ -320,6 +323,67 @@ def check(quick: bool = True, mixing: Mixing = preconditioned_mixing) -> ClaimRe
                   predicted=f"{len(parts)}/{len(parts)} (every difference = 0)",
                   passed=n_ok == len(parts),
                   details={"verdicts": verdicts, **parts})
+
+
+PART_TITLES = {
+    "a_fedpm_eq8": "(a) FedPM eq. 8: the mix of local steps is the Newton step",
+    "b_logistic_oracle": "(b) logistic gradient and Hessian formulas = sympy's derivatives",
+    "c_sup_sigma2": "(c) sup |sigma''| = 1 / (6 sqrt 3)",
+    "d_fedpac_heavy_ball": "(d) FedPAC's server trajectory is heavy-ball momentum",
+    "e_ridge_contraction": "(e) ridge FedPM: theta+ - theta* = (1 - eta)^K (theta - theta*)",
+}
+_CASE_TEXT = {
+    "oracle_matches_sympy": "package oracle vs lambdified sympy (numeric, <= 1e-12)",
+    "oracle_max_rel_error": "largest relative error of the package oracle",
+    "equals_1_over_6_sqrt3": "|sigma''| at the roots of sigma''' equals 1/(6 sqrt 3)",
+    "vanishes_at_infinity": "sigma'' -> 0 at +-infinity (so the sup is attained)",
+    "roots": "roots of sigma'''",
+    "sup": "sup |sigma''|",
+}
+
+
+@cf.draws_claim
+def figure(rec: ClaimRecord) -> Figure:
+    """A table: every identity of every part, whether its difference reduces to 0 (cell in
+    the pass or fail colour), with the numeric figures the parts report beside them."""
+    d = rec.details
+    rows, colors = [], []
+
+    def verdict_color(ok: bool) -> tuple:   # a light tint: the black text stays readable
+        return tuple(0.45 * np.asarray(to_rgb(cf.verdict_color(ok))) + 0.55)
+
+    for part, title in PART_TITLES.items():
+        ok = bool(d.get("verdicts", {}).get(part))
+        rows.append([title, "", "holds" if ok else "FAILS"])
+        colors.append(["0.9", "0.9", verdict_color(ok)])
+        for case, value in d.get(part, {}).items():
+            label = f"    {_CASE_TEXT.get(case, case)}"
+            if isinstance(value, bool):
+                text = ("yes" if value else "NO") if case in _CASE_TEXT else (
+                    "difference reduces to 0" if value else "difference is NOT 0")
+                rows.append([label, text, ""])
+                colors.append(["white", verdict_color(value), "white"])
+            else:
+                shown = (f"{float(value):.1e}" if isinstance(value, float)
+                         else ", ".join(map(str, value)) if isinstance(value, list)
+                         else str(value))
+                rows.append([label, shown, ""])
+                colors.append(["white"] * 3)
+    fig, (ax,) = cf.new_figure(rec, "the suite's identities, proved with sympy",
+                               size=(11.0, 0.24 * len(rows) + 1.2))
+    ax.axis("off")
+    table = ax.table(cellText=rows, cellColours=colors, loc="upper center", cellLoc="left",
+                     colLabels=["identity / case", "sympy", "part"],
+                     colWidths=[0.62, 0.26, 0.12])
+    table.auto_set_font_size(False)
+    table.set_fontsize(7.5)
+    table.scale(1.0, 1.15)
+    for (_, col), cell in table.get_celld().items():
+        cell.set_edgecolor("0.75")
+        cell.PAD = 0.02
+        if col > 0:
+            cell.get_text().set_ha("center")
+    return fig
 
 
 def test_claim():

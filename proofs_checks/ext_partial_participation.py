@@ -25,10 +25,13 @@ asks for the extension): slope > 0, every stationary error above the squared flo
 
 from __future__ import annotations
 
+import math
 import time
 
 import numpy as np
+from matplotlib.figure import Figure
 
+from fedtheory import claims_figures as cf
 from fedtheory.claims import (
     ClaimRecord,
     MethodFactory,
@@ -98,7 +101,8 @@ def check(quick: bool = True, method_factory: MethodFactory = fedpm_factory) -> 
             points.append({"split": "iid" if alpha is None else f"dirichlet{alpha:g}", "S": S,
                            "v": v, "G_star_sq": G2, "x": v * G2, "stationary_sq_error": err,
                            "predicted_sq_error": v * HG2, "ratio": err / (v * HG2),
-                           "above_floor": bool(np.isfinite(err) and err > floor2)})
+                           "above_floor": bool(np.isfinite(err) and err > floor2),
+                           "theta_star_norm": scale_of(problem)})   # for the figure
     usable = all(p["above_floor"] for p in points)
     try:
         fit = loglog_slope([p["x"] for p in points], [p["stationary_sq_error"] for p in points],
@@ -123,6 +127,76 @@ def check(quick: bool = True, method_factory: MethodFactory = fedpm_factory) -> 
                            "slope_vs_v_by_split": by_split,
                            "N": N, "rows": rows, "rounds": rounds, "seeds": len(seeds),
                            "points": points})
+
+
+@cf.draws_claim
+def figure(rec: ClaimRecord) -> Figure:
+    """Left: the measured stationary E||theta - theta*||^2 against the first-order prediction
+    v(S) (1/N) sum_i ||H^{-1} g_i(theta*)||^2, one point per (split, S), with the line
+    measured = predicted and the squared float floor. Right: the measured error against
+    x = v(S) G*^2 with the fitted log-log slope and its 95 % interval (pass: slope > 0) and
+    the first-order slope 1 (reported, not judged)."""
+    d = rec.details
+    points = d["points"]
+    fig, (left, right) = cf.new_figure(
+        rec, "FedPM under partial participation: the error grows with v(S) x heterogeneity",
+        ncols=2, size=(12.5, 5.8))
+    splits = list(dict.fromkeys(p["split"] for p in points))
+    floor2 = default_floor(max(p.get("theta_star_norm", 1.0) for p in points)) ** 2
+    for k, split in enumerate(splits):
+        sel = [p for p in points if p["split"] == split]
+        c, m = cf.SERIES[k % len(cf.SERIES)], cf.MARKERS[k % 8]
+        meas = [float(p["stationary_sq_error"]) for p in sel]
+        left.loglog([p["predicted_sq_error"] for p in sel], meas, ls="none", marker=m,
+                    color=c, label=f"{split}: S = " + ", ".join(str(p["S"]) for p in sel))
+        right.loglog([p["x"] for p in sel], meas, ls="none", marker=m, color=c,
+                     label=f"{split} (slope within the split "
+                           f"{float(d['slope_vs_v_by_split'][split]):.2f})")
+        for p, y in zip(sel, meas, strict=True):
+            left.annotate(f"S={p['S']}", (p["predicted_sq_error"], y), fontsize=6,
+                          textcoords="offset points", xytext=(4, 3 if k % 2 == 0 else -10),
+                          color=c)
+    pred = [p["predicted_sq_error"] for p in points]
+    lo, hi = min(pred), max(pred)
+    left.loglog([lo, hi], [lo, hi], "k--", lw=1, label="measured = first-order prediction")
+    cf.float_floor(left, floor2, of=r"$(10^3\varepsilon\max(1, \|\theta^\star\|))^2$")
+    left.set_xlabel(r"predicted $v(S)\,\frac{1}{N}\sum_i \|H^{-1} g_i(\theta^\star)\|^2$")
+    left.set_ylabel(r"stationary $\mathbb{E}\|\theta^t - \theta^\star\|^2$ (after round "
+                    f"{BURN_IN})")
+    left.set_title(f"N = {d['N']}, {d['rows']} rows of phishing, {d['rounds']} rounds, "
+                   f"{d['seeds']} seeds", fontsize=9)
+    cf.legend(left, **cf.BELOW)
+    slope, ci = float(d["slope"]), [float(v) for v in d["slope_ci"]]
+    xs = np.array([p["x"] for p in points], dtype=float)
+    ys = np.array([p["stationary_sq_error"] for p in points], dtype=float)
+    good = np.isfinite(xs) & np.isfinite(ys) & (xs > 0) & (ys > 0)
+    if math.isfinite(slope) and good.sum() >= 2:
+        lx, ly = np.log(xs[good]), np.log(ys[good])
+        cx, cy = lx.mean(), ly.mean()
+        grid = np.linspace(lx.min(), lx.max(), 50)
+        right.loglog(np.exp(grid), np.exp(cy + slope * (grid - cx)), "-", color="black",
+                     lw=1.5, label=f"fit: slope {slope:.2f} [{ci[0]:.2f}, {ci[1]:.2f}] "
+                                   f"(95 % CI); pass: slope > 0 "
+                                   f"({'meets' if slope > 0 else 'fails'})")
+        if all(map(math.isfinite, ci)):
+            lines = np.exp(cy + np.outer(ci, grid - cx))
+            right.fill_between(np.exp(grid), lines.min(axis=0), lines.max(axis=0),
+                               color="grey", alpha=0.2, lw=0, label="slopes in the 95 % CI")
+        right.loglog(np.exp(grid), np.exp(cy + 1.0 * (grid - cx)), "-.", color="black",
+                     lw=1.2, label="first-order slope 1 (reported, not judged)")
+    below = [p for p in points if not p["above_floor"]]
+    if below:
+        right.loglog([p["x"] for p in below],
+                     [max(float(p["stationary_sq_error"]), 1e-300) for p in below], "x",
+                     color=cf.FAIL_COLOR, ms=9, ls="none",
+                     label="fails: not above the squared float floor")
+    cf.float_floor(right, floor2, of=r"$(10^3\varepsilon\max(1, \|\theta^\star\|))^2$"
+                                     " (pass: every point above it)")
+    right.set_xlabel(r"$x = v(S)\,G_\star^2$, $v(S) = (N - S) / (S (N - 1))$")
+    right.set_ylabel(r"stationary $\mathbb{E}\|\theta^t - \theta^\star\|^2$")
+    right.set_title("the trend the extension passes on", fontsize=9)
+    cf.legend(right, **cf.BELOW)
+    return fig
 
 
 def test_claim():
