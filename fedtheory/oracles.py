@@ -18,11 +18,19 @@ seeded NumPy generator on the host and moved to the problem's backend with
 Every call draws afresh; the methods call the oracle once per local step, so a minibatch is
 drawn per local step (a line search's extra value calls draw their own rows). A call that asks
 for nothing random (``grad=False`` for ``gaussian``) draws nothing.
+
+Batched runs (:func:`fedtheory.runner.run_batch`): one call holds the rows of several runs and
+``rng`` is a :class:`RunDraws`, each run's generator and the run of every row. Each run's rows
+then draw from that run's own generator, exactly the draws (same generator, same shapes, same
+order) that the run makes alone, so a batch of seeds equals the seeds run one by one; a run with
+no row in a call draws nothing (as it makes no such call alone). :func:`draw` is the one place
+that splits a call's draws by run.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +38,36 @@ import numpy as np
 
 from .errors import check
 from .objectives import ORACLES, OracleOut
+
+
+@dataclass(frozen=True)
+class RunDraws:
+    """The generators of a batched call: ``generators[r]`` is run r's, ``runs[j]`` the run of
+    the call's row j (host ints)."""
+
+    generators: Sequence[np.random.Generator]
+    runs: np.ndarray
+
+
+def draw(rng: Any, sample: Callable[[np.random.Generator, Any], Any], n: int) -> np.ndarray:
+    """The draws of a call with ``n`` rows: ``sample(generator, rows)`` draws for the rows
+    ``rows`` (an index into the call's rows) from ``generator``, one leading entry per row.
+
+    One run (``rng`` a Generator): ``sample(rng, slice(None))``. Batched (``rng`` a
+    :class:`RunDraws`): each run's rows, in their order, from that run's generator.
+    """
+    if not isinstance(rng, RunDraws):
+        return sample(rng, slice(None))
+    out = None
+    for r, gen in enumerate(rng.generators):
+        rows = np.flatnonzero(rng.runs == r)
+        if rows.size == 0:
+            continue
+        part = sample(gen, rows)
+        if out is None:
+            out = np.empty((n, *part.shape[1:]), dtype=part.dtype)
+        out[rows] = part
+    return sample(rng.generators[0], np.arange(0)) if out is None else out
 
 
 @dataclass(frozen=True)
@@ -63,10 +101,14 @@ class Minibatch:
         return f"minibatch(b={self.b})"
 
     def __call__(self, problem: Any, theta: Any, clients: Any, *, value: bool, grad: bool,
-                 hess: bool, rng: np.random.Generator) -> OracleOut:
+                 hess: bool, rng: Any) -> OracleOut:
         xp = problem.xp
         sel = _selected(problem, clients)
-        rows = rng.integers(0, problem.sizes[sel][:, None], size=(len(sel), self.b))
+        def sample(gen: np.random.Generator, at: Any) -> np.ndarray:
+            n = problem.sizes[sel[at]]
+            return gen.integers(0, n[:, None], size=(len(n), self.b))
+
+        rows = draw(rng, sample, len(sel))
         ci, ri = xp.asarray(sel[:, None]), xp.asarray(rows)
         A, y = problem.A[ci, ri], problem.y[ci, ri]            # (m, b, d), (m, b)
         sw = xp.full(y.shape, 1.0 / self.b)
@@ -90,11 +132,16 @@ class Gaussian:
         return f"gaussian(sigma={self.sigma:g})"
 
     def __call__(self, problem: Any, theta: Any, clients: Any, *, value: bool, grad: bool,
-                 hess: bool, rng: np.random.Generator) -> OracleOut:
+                 hess: bool, rng: Any) -> OracleOut:
         out = problem.oracle(theta, clients, value=value, grad=grad, hess=hess)
         if not grad:
             return out
-        noise = rng.standard_normal(out.g.shape) * (self.sigma / math.sqrt(problem.d))
+        shape = out.g.shape
+
+        def sample(gen: np.random.Generator, at: Any) -> np.ndarray:
+            return gen.standard_normal((np.arange(shape[0])[at].size, *shape[1:]))
+
+        noise = draw(rng, sample, shape[0]) * (self.sigma / math.sqrt(problem.d))
         return out._replace(g=out.g + problem.xp.asarray(noise))
 
 

@@ -57,11 +57,12 @@ def test_a_diverging_batch_keeps_the_rows_before():
         _assert_same_rows(tr, single)
 
 
-def test_batched_runs_refuse_methods_with_client_state():
+def test_batched_runs_refuse_a_participation_schedule():
+    """Every seed draws its own participants; a fixed schedule runs with run() (methods with
+    per-client state and stochastic oracles are batched: tests/test_batch_every_method.py)."""
     problem = make_problem(1, N=4)
-    for name in ("scaffold", "fednl"):
-        with pytest.raises(FedTheoryError, match="cannot run batched"):
-            run_batch(problem, make_method(name), 2, seeds=[0])
+    with pytest.raises(FedTheoryError, match="schedule runs with run"):
+        run_batch(problem, make_method("scaffold"), 2, seeds=[0], participation=[[0, 1], [2]])
 
 
 @pytest.mark.parametrize("k", [1, 3, 4])

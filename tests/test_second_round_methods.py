@@ -153,12 +153,16 @@ def test_fedpm_server_memory_state_is_not_shared_between_rounds():
     assert not np.shares_memory(a.P, state.P)
 
 
-def test_fedpm_server_memory_cannot_run_batched():
+def test_fedpm_server_memory_runs_batched_with_a_memory_per_run():
+    """Each run of a batch keeps its own memory (B, N, d, d); a batch equals its seeds run one
+    by one (also for every oracle: tests/test_batch_every_method.py)."""
     problem = make_problem(25, N=4, d=3)
-    assert make_method("fedpm").batchable
-    with pytest.raises(FedTheoryError, match="cannot run batched"):
-        run_batch(problem, make_method("fedpm", {"server_memory": True}), 2, seeds=[0, 1],
-                  participation=2)
+    method = make_method("fedpm", {"server_memory": True})
+    assert make_method("fedpm").batchable and method.batchable
+    batch = run_batch(problem, method, 3, seeds=[0, 1], participation=2)
+    for seed, trace in zip([0, 1], batch, strict=True):
+        single = run(problem, method, 3, participation=2, seed=seed, drift_metrics=False)
+        np.testing.assert_allclose(trace["dist_to_opt"], single["dist_to_opt"], rtol=1e-12)
 
 
 # ----------------------------------------------------------------- theta* is a fixed point

@@ -138,8 +138,7 @@ def backtrack(f: Callable[[float], float], f0: float, slope: float, t0: float, *
 
 class LocalSolve(NamedTuple):
     w: Any              # the local minimisers, (m, d)
-    grad_evals: int     # totals over participants
-    hess_evals: int
+    evals: np.ndarray   # gradient-and-Hessian evaluations of each participant (host ints, m)
     iterations: int     # Newton iterations of the slowest participant
 
 
@@ -176,11 +175,10 @@ def solve_local_subproblem(ctx: RoundContext, theta: Any, c: Any, mu: float, *,
         return phi, r, o.H
 
     everyone = np.arange(ctx.m)
+    evals = np.zeros(ctx.m, dtype=np.int64)
     if at_theta is None:
         at_theta = ctx.eval(w, value=True, grad=True, hess=True)
-        grad_evals = hess_evals = ctx.m
-    else:
-        grad_evals = hess_evals = 0
+        evals += 1
     phi = at_theta.f - xp.sum(c * w, axis=1)
     r = at_theta.g - c
     H = xp.array(at_theta.H, copy=True)           # updated row by row below
@@ -196,8 +194,7 @@ def solve_local_subproblem(ctx: RoundContext, theta: Any, c: Any, mu: float, *,
                       what="local subproblem Hessian", hint="use lam > 0 or mu_d > 0")
         trial = w[ia] - p
         phi_t, r_t, H_t = objective(trial, active, True, True)
-        grad_evals += active.size
-        hess_evals += active.size
+        evals[active] += 1
         slope = xp.sum(r[ia] * p, axis=1)
         ok = (phi_t <= phi[ia] - ARMIJO_C * slope) | (xp.linalg.norm(r_t, axis=1) < rnorm[ia])
         bad = np.flatnonzero(~to_numpy(ok))
@@ -208,9 +205,8 @@ def solve_local_subproblem(ctx: RoundContext, theta: Any, c: Any, mu: float, *,
                        value=lambda y, rows, back=back: objective(y, back[rows], False, False)[0])
             trial[ib] = w[iw] - t[:, None] * p[ib]
             phi_t[ib], r_t[ib], H_t[ib] = objective(trial[ib], back, True, True)
-            grad_evals += back.size
-            hess_evals += back.size
+            evals[back] += 1
         w[ia], phi[ia], r[ia], H[ia] = trial, phi_t, r_t, H_t
         rnorm[ia] = xp.linalg.norm(r_t, axis=1)
         active = active[to_numpy(rnorm[ia] > tol[ia])]
-    return LocalSolve(w, grad_evals, hess_evals, iterations)
+    return LocalSolve(w, evals, iterations)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar, NamedTuple
 
@@ -23,7 +24,7 @@ import numpy as np
 
 from ..errors import FedTheoryError, check
 from ..objectives import OracleOut
-from ..oracles import make_oracle
+from ..oracles import RunDraws, make_oracle
 
 
 class ServerState(NamedTuple):
@@ -40,6 +41,11 @@ class RoundInfo:
     ``bits``: uplink bits with the FedNL papers' convention (32-bit floats, one-sided); None
     means 32 bits per uplink float. Methods whose messages are not plain floats (FedNL's
     compressors) report their own count.
+
+    In a batched round a count is either an integer, the total over all B runs (the same for
+    every run), or a host array (B,) of each run's own count (what
+    :meth:`RoundContext.per_run` and :meth:`RoundContext.count` give, for counts that differ
+    between runs: line-search trials, the iterations of a local solve).
     """
 
     uplink: int
@@ -51,8 +57,10 @@ class RoundInfo:
     bits: float | None = None
 
     @property
-    def uplink_bits(self) -> float:
-        return 32.0 * self.uplink if self.bits is None else float(self.bits)
+    def uplink_bits(self) -> Any:
+        if self.bits is None:
+            return 32.0 * self.uplink
+        return float(self.bits) if np.ndim(self.bits) == 0 else np.asarray(self.bits, float)
 
 
 @dataclass(frozen=True)
@@ -60,11 +68,24 @@ class RoundContext:
     """The round's participants S_t (host indices, None = all clients), their weights w~_i
     (renormalised over S_t, on the problem's backend), the run's generator and the oracle.
 
-    Batched runs (``runs = B > 1``, see :func:`fedtheory.runner.run_batch`): the context holds B
-    independent runs side by side, their participants laid out run-major (``clients`` has
-    B * S entries, run b's at positions b*S .. b*S + S - 1), server-level arrays carry a leading
-    run axis (theta is (B, d)), ``to_clients`` lifts them to one row per participant and ``mix``
-    sums each run's participants separately. ``RoundInfo`` counts are then totals over all runs.
+    Batched runs (``batched``, see :func:`fedtheory.runner.run_batch`): the context holds
+    ``runs = B`` independent runs side by side (B >= 1), their participants laid out run-major
+    (``clients`` has B * S entries, run b's at positions b*S .. b*S + S - 1), ``rng`` is the
+    sequence of the B runs' generators (the oracle draws each run's rows from its own), and
+    every array of the method state carries a leading run axis: server-level arrays (theta is
+    (B, d)) and per-client state ((B, N, ...)). The run axis lives in these helpers only, so a
+    method reads the same batched or not:
+
+    - ``to_clients``: a server-level array as one row per participant;
+    - ``mix``: sum_i w~_i x_i over each run's participants; ``sum_w``: the same with the
+      problem's weights w_i (not renormalised); ``mix_all``: sum_i w_i x_i of a per-client
+      state over all N clients;
+    - ``take`` / ``put``: the participants' rows of a per-client state (N, ...), and the state
+      with those rows replaced; ``flat``: the state as rows, ``slots``: the participants' rows;
+    - ``per_run``: a server-level computation that cannot be batched (a line search, a host
+      root-finder) run once per run on that run's own single-run context.
+
+    ``RoundInfo`` counts are then totals over all runs.
     """
 
     problem: Any
@@ -73,11 +94,17 @@ class RoundContext:
     rng: Any
     oracle: Any
     runs: int = 1
+    batched: bool = False
 
     @property
     def m(self) -> int:
         """Participants in this context (all runs together)."""
         return self.problem.N if self.clients is None else len(self.clients)
+
+    @property
+    def S(self) -> int:
+        """Participants of each run."""
+        return self.m // self.runs
 
     @property
     def labels(self) -> np.ndarray:
@@ -87,54 +114,176 @@ class RoundContext:
     def eval(self, theta: Any, *, value: bool = False, grad: bool = True, hess: bool = False,
              sub: np.ndarray | None = None) -> OracleOut:
         """Oracle of the participants (or of the participants at positions ``sub``) at
-        ``theta``: one server-level point (see ``to_clients``) or one row per participant."""
+        ``theta``: one point for all of them (one run) or one row per participant."""
         clients = self.clients
+        rng = self.rng
         if sub is not None:
             clients = self.labels[sub]
+        if self.batched:
+            rows = np.arange(self.m) if sub is None else np.asarray(sub)
+            rng = RunDraws(self.rng, rows // self.S)
         return self.oracle(self.problem, theta, clients, value=value, grad=grad, hess=hess,
-                           rng=self.rng)
+                           rng=rng)
 
+    # ---- server-level arrays --------------------------------------------------------------
     def to_clients(self, x: Any) -> Any:
         """A server-level array as seen by the participants: unchanged for one run (it
-        broadcasts against per-participant arrays), each run's row repeated S times for B runs."""
-        if self.runs == 1:
+        broadcasts against per-participant arrays), each run's row repeated S times batched."""
+        if not self.batched:
             return x
-        return self.problem.xp.repeat(x, self.m // self.runs, axis=0)
+        return self.problem.xp.repeat(x, self.S, axis=0)
 
     def mix(self, x: Any) -> Any:
         """sum_i w~_i x_i over the participants of each run (leading axis)."""
+        return self._weighted(self.weights, x)
+
+    def sum_w(self, x: Any) -> Any:
+        """sum_i w_i x_i over the participants of each run, with the problem's weights w_i
+        (not renormalised over S_t)."""
+        w = self.problem.weights
+        if self.clients is not None:
+            w = w[self.problem.xp.asarray(self.clients)]
+        return self._weighted(w, x)
+
+    def _weighted(self, w: Any, x: Any) -> Any:
         xp = self.problem.xp
-        if self.runs == 1:
-            return xp.tensordot(self.weights, x, axes=1)
-        B = self.runs
-        S = self.m // B
-        w = self.weights.reshape(B, S, *([1] * (x.ndim - 1)))
-        return (w * x.reshape(B, S, *x.shape[1:])).sum(axis=1)
+        if not self.batched:
+            return xp.tensordot(w, x, axes=1)
+        B, S = self.runs, self.S        # one (1, S) x (S, rest) product per run
+        out = xp.matmul(w.reshape(B, 1, S), x.reshape(B, S, -1))
+        return out.reshape(B, *x.shape[1:])
+
+    def per_run(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """``fn(ctx_r, *args_r)``: a server-level computation on run r alone, for each run.
+
+        One run: ``fn(self, *args)``. Batched: ``ctx_r`` is run r's own single-run context
+        (its participants, weights and generator, exactly the context of the run alone) and
+        ``args_r`` the args' rows r (an array with a leading run axis; anything else, None or a
+        Python number, as given). The results (a value or a tuple of them) are combined
+        over the runs: integers (counts) summed, other numbers stacked into a host array (B,),
+        arrays stacked along a new leading run axis. Results that are counts (integers, or a
+        :class:`RoundInfo`'s counts) become each run's count, a host array (B,).
+        """
+        if not self.batched:
+            return fn(self, *args)
+        out = [fn(self.one_run(r), *(_row(a, r) for a in args)) for r in range(self.runs)]
+        if isinstance(out[0], tuple):
+            return tuple(_combine([o[k] for o in out], self.problem.xp)
+                         for k in range(len(out[0])))
+        return _combine(out, self.problem.xp)
+
+    def count(self, n: Any) -> Any:
+        """Per-participant counts (host ints, one per participant) as a :class:`RoundInfo`
+        count: their total for one run; batched, each run's total, a host array (B,)."""
+        n = np.asarray(n)
+        if not self.batched:
+            return int(n.sum())
+        return n.reshape(self.runs, self.S).sum(axis=1)
+
+    def one_run(self, r: int) -> RoundContext:
+        """Run r of a batched context as the single-run context the run has alone."""
+        S = self.S
+        clients = self.labels[r * S:(r + 1) * S]
+        return round_context(self.problem, clients, rng=self.rng[r], oracle=self.oracle)
+
+    # ---- per-client state ((N, ...) for one run, (B, N, ...) batched) ----------------------
+    @property
+    def slots(self) -> np.ndarray | None:
+        """Rows of the participants in a per-client state seen as rows (``flat``): the client
+        ids for one run, b*N + id for run b of a batch; None: every row, in order."""
+        if not self.batched:
+            return self.clients
+        N = self.problem.N
+        rows = self.labels + np.repeat(np.arange(self.runs) * N, self.S)
+        return None if rows.size == self.runs * N and (rows == np.arange(rows.size)).all() \
+            else rows
+
+    def flat(self, x: Any) -> Any:
+        """A per-client state as rows, (N, ...) or (B * N, ...): a view of ``x``, so writing
+        into it writes into ``x``."""
+        if not self.batched:
+            return x
+        check(x.flags.c_contiguous, "a batched per-client state must be C-contiguous")
+        return x.reshape(-1, *x.shape[2:])
+
+    def take(self, x: Any) -> Any:
+        """The participants' rows of a per-client state, one row per participant."""
+        rows = self.slots
+        return self.flat(x)[slice(None) if rows is None else self.problem.xp.asarray(rows)]
+
+    def put(self, x: Any, values: Any, *, in_place: bool = False) -> Any:
+        """The per-client state ``x`` with the participants' rows set to ``values`` (one row
+        per participant, or anything that broadcasts to them); a copy unless ``in_place``.
+        Clients that sit out keep their rows."""
+        out = x if in_place else x.copy()
+        rows = self.slots
+        self.flat(out)[slice(None) if rows is None else self.problem.xp.asarray(rows)] = values
+        return out
+
+    def mix_all(self, x: Any) -> Any:
+        """sum_i w_i x_i of a per-client state over ALL N clients, with the problem's weights
+        w_i (not renormalised), per run."""
+        xp, w = self.problem.xp, self.problem.weights
+        if not self.batched:
+            return xp.tensordot(w, x, axes=1)
+        out = xp.matmul(w[None, None, :], x.reshape(x.shape[0], x.shape[1], -1))
+        return out.reshape(x.shape[0], *x.shape[2:])
+
+
+def _row(a: Any, r: int) -> Any:
+    """Row r of an array with a leading run axis; anything else as it is."""
+    return a[r] if getattr(a, "ndim", 0) >= 1 else a
+
+
+def _combine(values: list[Any], xp: Any) -> Any:
+    """Per-run results as one value (see :meth:`RoundContext.per_run`)."""
+    first = values[0]
+    if first is None:
+        return None
+    if isinstance(first, RoundInfo):
+        return RoundInfo(**{f.name: _combine([getattr(v, f.name) for v in values], xp)
+                            for f in dataclasses.fields(first)})
+    if isinstance(first, (int, np.integer)) and not isinstance(first, bool):
+        return np.asarray([int(v) for v in values], dtype=np.int64)
+    if getattr(first, "ndim", 0) >= 1:
+        return xp.stack(values)
+    return np.asarray([float(v) for v in values])
 
 
 def round_context(problem: Any, clients: Any = None, *, rng: Any = None, oracle: Any = None,
-                  runs: int = 1) -> RoundContext:
+                  runs: int = 1, batched: bool | None = None) -> RoundContext:
     """The one constructor of a round's context (no ``RoundContext(`` anywhere else).
 
     clients: the participants S_t as host indices (None: all N, weights w_i as they are); for
-        ``runs = B > 1`` the B runs' participants run-major (B groups of S).
+        a batch of ``runs = B`` runs (``batched``, default ``runs > 1``) the B runs'
+        participants run-major (B groups of S; None: all N clients in every run).
     The weights are renormalised over each run's participants, w~_i = w_i / sum_{j in S_t} w_j
     (docs/algorithms.md, "Notation"). rng: the run's generator (default: a fresh one seeded 0);
+    batched, the sequence of the B runs' generators (default: fresh ones seeded 0).
     oracle: an oracle object (default: the exact one).
     """
-    if clients is None and runs == 1:
+    batched = runs > 1 if batched is None else batched
+    check(batched or runs == 1, "a context of several runs is a batched one")
+    if clients is None and not batched:
         w = problem.weights
     else:
         xp = problem.xp
-        clients = np.arange(problem.N) if clients is None else np.asarray(clients)
+        clients = np.tile(np.arange(problem.N), runs) if clients is None else np.asarray(clients)
         check(clients.size % runs == 0, f"{clients.size} participants do not split into "
                                         f"{runs} runs")
         w = problem.weights[xp.asarray(clients)].reshape(runs, -1)
         w = (w / w.sum(axis=1, keepdims=True)).reshape(-1)
-        if runs == 1 and clients.size == problem.N and (np.diff(clients) == 1).all():
+        if not batched and clients.size == problem.N and (np.diff(clients) == 1).all():
             clients, w = None, problem.weights   # all clients in order: full participation
-    return RoundContext(problem, clients, w, np.random.default_rng(0) if rng is None else rng,
-                        make_oracle("exact") if oracle is None else oracle, runs=runs)
+    if batched:
+        rng = tuple(np.random.default_rng(0) for _ in range(runs)) if rng is None else tuple(rng)
+        check(len(rng) == runs, f"a batch of {runs} runs needs {runs} generators, "
+                                f"got {len(rng)}")
+    elif rng is None:
+        rng = np.random.default_rng(0)
+    return RoundContext(problem, clients, w, rng,
+                        make_oracle("exact") if oracle is None else oracle, runs=runs,
+                        batched=batched)
 
 
 class Method:
@@ -148,7 +297,7 @@ class Method:
     description: ClassVar[str] = ""
     source: ClassVar[str] = ""
     full_participation_only: ClassVar[bool] = False
-    batchable: ClassVar[bool] = False   # written with ctx.to_clients/ctx.mix for batched runs
+    batchable: ClassVar[bool] = False   # written with the run-axis helpers of RoundContext
 
     def init(self, problem: Any, theta0: Any) -> Any:
         return ServerState(theta=theta0)

@@ -2,7 +2,8 @@
 public reference code (github.com/Rustem-Islamov/FedNL-Public, ``methods.FedNL``), and the
 Hessian learning that the whole FedNL family shares (docs/algorithms.md#fednl).
 
-Every client i keeps a learned Hessian H_i^k (the method state holds all of them, (N, d, d)).
+Every client i keeps a learned Hessian H_i^k (the method state holds all of them, (N, d, d);
+a batch of runs, :func:`fedtheory.runner.run_batch`, holds one stack per run, (B, N, d, d)).
 Round k, at x^k: client i computes g_i(x^k) and H_i(x^k); the server forms H^k = sum w_i H_i^k and
 
     option 1:  x^{k+1} = x^k - [H^k]_mu^{-1} g(x^k),   [X]_mu = V max(Lambda, mu) V^T
@@ -230,10 +231,20 @@ def matrix_norms(D: Any, kind: str) -> Any:
 
 
 def project_mu(H: Any, mu: float) -> Any:
-    """[H]_mu = V max(Lambda, mu) V^T, the projection onto {X >= mu I} (FedNL option 1)."""
+    """[H]_mu = V max(Lambda, mu) V^T, the projection onto {X >= mu I} (FedNL option 1), of a
+    matrix or of every matrix of a stack (..., d, d)."""
     xp = xp_of(H)
     lam, V = xp.linalg.eigh(H)
-    return xp.matmul(V * xp.maximum(lam, mu), V.T)
+    return xp.matmul(V * xp.maximum(lam, mu)[..., None, :], xp.swapaxes(V, -1, -2))
+
+
+def shift(H: Any, l: Any) -> Any:
+    """H + l I: one matrix and a number, or a stack (B, d, d) and one l per matrix (a batch of
+    runs, each with its own l)."""
+    xp = xp_of(H)
+    if np.ndim(l) == 0:
+        return add_diag(H, float(l))
+    return H + xp.asarray(l)[:, None, None] * xp.eye(H.shape[-1], dtype=H.dtype)
 
 
 # ------------------------------------------------------------------------- Hessian learning
@@ -423,7 +434,8 @@ class HessianLearner(Method):
 
 class FedNLState(NamedTuple):
     theta: Any              # x^k (d,)
-    H_local: Any            # H_i^k of every client (N, d, d); the next round updates it in place
+    H_local: Any            # H_i^k of every client (N, d, d) (per run: (B, N, d, d) in a batch);
+    #                         the next round updates it in place
     pending_uplink: int     # init's uploads, reported with the first round
     pending_hess: int
     pending_bits: int
@@ -437,6 +449,7 @@ class OldPointLearner(HessianLearner):
     OLD point x^k."""
 
     full_participation_only = True
+    batchable = True
 
     def init(self, problem: Any, theta0: Any) -> FedNLState:
         H = problem.oracle(theta0, grad=False, hess=True).H
@@ -448,19 +461,20 @@ class OldPointLearner(HessianLearner):
         """(oracle output at x^k, H^k, ||H_i(x^k) - H_i^k|| in ``norm`` or None, a fresh
         token); the state's H_local holds H_i^{k+1} afterwards."""
         token = consume(state.token, self.name)
-        o = ctx.eval(state.theta, value=value, grad=True, hess=True)
-        Hk = ctx.mix(state.H_local)                      # before the update
-        norms = self.learn(state.H_local, o.H, norm=norm)
+        o = ctx.eval(ctx.to_clients(state.theta), value=value, grad=True, hess=True)
+        Hk = ctx.mix(ctx.take(state.H_local))            # before the update
+        norms = self.learn(ctx.flat(state.H_local), o.H, ctx.slots, norm=norm)   # in place
         return o, Hk, norms, token
 
     def counts(self, ctx: RoundContext, state: FedNLState, *, extra_floats: int = 0,
                extra_bits: int = 0) -> RoundInfo:
         """One round's counts: g_i and the message per client (+ extras per client), the
-        pending init costs, x^{k+1} down."""
-        d, m = ctx.problem.d, ctx.m
-        return RoundInfo(uplink=m * (d + self.message(d) + extra_floats) + state.pending_uplink,
-                         downlink=m * d, grad_evals=m, hess_evals=m + state.pending_hess,
-                         bits=m * (self.round_bits(d) + extra_bits) + state.pending_bits)
+        pending init costs (of every run), x^{k+1} down."""
+        d, m, B = ctx.problem.d, ctx.m, ctx.runs
+        return RoundInfo(
+            uplink=m * (d + self.message(d) + extra_floats) + B * state.pending_uplink,
+            downlink=m * d, grad_evals=m, hess_evals=m + B * state.pending_hess,
+            bits=m * (self.round_bits(d) + extra_bits) + B * state.pending_bits)
 
 
 @register
@@ -493,7 +507,7 @@ class FedNL(OldPointLearner):
         o, Hk, norms, token = self.learn_at_old_point(
             ctx, state, norm=self.l_norm if option2 else None)
         if option2:
-            Hk = add_diag(Hk, float(ctx.mix(norms)))
+            Hk = shift(Hk, ctx.mix(norms))
         else:
             Hk = project_mu(Hk, ctx.problem.lam)
         step = spd_solve(Hk, ctx.mix(o.g), what="FedNL Hessian estimate",

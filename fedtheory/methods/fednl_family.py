@@ -71,7 +71,7 @@ from scipy.optimize import brentq
 
 from .._backend import to_numpy, xp_of
 from ..errors import check
-from ..linalg import add_diag, spd_solve
+from ..linalg import spd_solve
 from ._local import backtrack
 from .base import RoundContext, RoundInfo, check_choice, register
 from .fednl import (
@@ -86,6 +86,7 @@ from .fednl import (
     matrix_norms,
     number_or,
     project_mu,
+    shift,
 )
 
 
@@ -116,6 +117,7 @@ class FedNLPP(HessianLearner):
     l_norm: str = "frobenius"
 
     name = "fednl_pp"
+    batchable = True
     description = ("FedNL with partial participation: the server steps from every client's "
                    "stored (H_i, l_i, g~_i); participants refresh at the new point")
     source = "Safaryan, Islamov, Qian, Richtarik 2022 (ICML), arXiv 2106.02969, Algorithm 3"
@@ -142,22 +144,21 @@ class FedNLPP(HessianLearner):
 
     def round(self, ctx: RoundContext, state: FedNLPPState) -> tuple[FedNLPPState, RoundInfo]:
         token = consume(state.token, self.name)
-        xp, d, m = ctx.problem.xp, ctx.problem.d, ctx.m
-        w = ctx.problem.weights                       # all N clients, not the participants
+        d, m, B = ctx.problem.d, ctx.m, ctx.runs
         H, l, g_tilde, pts = state.H_local, state.l, state.g_tilde, state.w
-        x_new = spd_solve(add_diag(xp.tensordot(w, H, axes=1), float(w @ l)), w @ g_tilde,
+        # all N clients with their weights w_i, not the participants
+        x_new = spd_solve(shift(ctx.mix_all(H), ctx.mix_all(l)), ctx.mix_all(g_tilde),
                           what="FedNL-PP Hessian estimate", hint="use a problem with lam > 0")
-        o = ctx.eval(x_new, grad=True, hess=True)     # the participants, at the NEW point
-        rows = ctx.clients
-        at = slice(None) if rows is None else xp.asarray(rows)
-        l_new = self.learn(H, o.H, rows, norm=self.l_norm, after=True)
-        l[at] = l_new
-        pts[at] = x_new
-        g_tilde[at] = self._refresh(H[at], x_new, o.g, l_new)
-        info = RoundInfo(uplink=m * (d + self.message(d) + 1) + state.pending_uplink,
-                         downlink=m * d, grad_evals=m + state.pending_grad,
-                         hess_evals=m + state.pending_hess,
-                         bits=m * self.round_bits(d) + state.pending_bits)
+        x_seen = ctx.to_clients(x_new)
+        o = ctx.eval(x_seen, grad=True, hess=True)    # the participants, at the NEW point
+        l_new = self.learn(ctx.flat(H), o.H, ctx.slots, norm=self.l_norm, after=True)
+        ctx.put(l, l_new, in_place=True)
+        ctx.put(pts, x_seen, in_place=True)
+        ctx.put(g_tilde, self._refresh(ctx.take(H), x_seen, o.g, l_new), in_place=True)
+        info = RoundInfo(uplink=m * (d + self.message(d) + 1) + B * state.pending_uplink,
+                         downlink=m * d, grad_evals=m + B * state.pending_grad,
+                         hess_evals=m + B * state.pending_hess,
+                         bits=m * self.round_bits(d) + B * state.pending_bits)
         return FedNLPPState(x_new, H, l, g_tilde, pts, 0, 0, 0, 0, token), info
 
 
@@ -189,19 +190,22 @@ class FedNLLS(OldPointLearner):
 
     def round(self, ctx: RoundContext, state: FedNLState) -> tuple[FedNLState, RoundInfo]:
         o, Hk, _, token = self.learn_at_old_point(ctx, state, value=True)
-        x = state.theta
         g = ctx.mix(o.g)
         p = -spd_solve(project_mu(Hk, ctx.problem.lam), g, what="FedNL-LS Hessian estimate",
                        hint="use a problem with lam > 0")
+        x_new, trials = ctx.per_run(self.line_search, state.theta, p, g, ctx.mix(o.f))
+        info = ctx.per_run(lambda c, trials: self.counts(
+            c, state, extra_floats=1 + trials, extra_bits=BITS_PER_FLOAT * (trials - 1)), trials)
+        return FedNLState(x_new, state.H_local, 0, 0, 0, token), info
 
+    def line_search(self, ctx: RoundContext, x: Any, p: Any, g: Any, f_x: Any
+                    ) -> tuple[Any, int]:
+        """x + t p with t from backtracking on f (one run), and the number of trials."""
         def f(t: float) -> float:
             return float(ctx.mix(ctx.eval(x + t * p, value=True, grad=False).f))
 
-        t, trials = backtrack(f, float(ctx.mix(o.f)), -float(g @ p), 1.0, gamma=self.gamma,
-                              c=self.c)
-        info = self.counts(ctx, state, extra_floats=1 + trials,
-                           extra_bits=BITS_PER_FLOAT * (trials - 1))
-        return FedNLState(x + t * p, state.H_local, 0, 0, 0, token), info
+        t, trials = backtrack(f, float(f_x), -float(g @ p), 1.0, gamma=self.gamma, c=self.c)
+        return x + t * p, trials
 
 
 # ------------------------------------------------------------------------------- FedNL-CR
@@ -268,8 +272,9 @@ class FedNLCR(OldPointLearner):
 
     def round(self, ctx: RoundContext, state: FedNLState) -> tuple[FedNLState, RoundInfo]:
         o, Hk, norms, token = self.learn_at_old_point(ctx, state, norm=self.l_norm)
-        A = add_diag(Hk, float(ctx.mix(norms)))
-        h = cubic_step(A, ctx.mix(o.g), self.cubic_constant(ctx.problem))
+        A = shift(Hk, ctx.mix(norms))
+        M = self.cubic_constant(ctx.problem)
+        h = ctx.per_run(lambda c, A, g: cubic_step(A, g, M), A, ctx.mix(o.g))   # on the host
         info = self.counts(ctx, state, extra_floats=1, extra_bits=BITS_PER_FLOAT)
         return FedNLState(state.theta + h, state.H_local, 0, 0, 0, token), info
 

@@ -31,8 +31,8 @@ client i saw, and theta* is a fixed point for every S (claim C14). Choices made 
 - Round t: the participants refresh their pairs at the current theta, then the server mixes.
   So the first round (its participants refresh at theta^0, as in the initialisation) is the
   full-participation FedPM step from theta^0, and theta^{t+1} here is Stochastic Newton's x^t.
-- The memory is part of the method's state ((N, d, d) and (N, d)), so ``run_batch`` refuses it
-  (``batchable`` is False with server memory).
+- The memory is part of the method's state ((N, d, d) and (N, d); in a batch of runs each run
+  has its own, (B, N, d, d) and (B, N, d)).
 
 ``preconditioner="foof"`` (docs/algorithms.md#foof-preconditioner): every P_i^k is FOOF's
 P_i = A_i^T A_i / n_i + (lam + delta) I, constant in theta (:func:`._local.foof_preconditioners`),
@@ -87,6 +87,7 @@ class FedPM(Method):
     preconditioner: str = "hessian"
 
     name = "fedpm"
+    batchable = True
     description = "local Newton steps, server mixes local iterates through their preconditioners"
     source = ("Ishii et al. 2025, arXiv 2511.09100; server memory: Stochastic Newton, Kovalev, "
               "Mishchenko, Richtarik 2019, arXiv 1912.01597")
@@ -99,10 +100,6 @@ class FedPM(Method):
         check(isinstance(self.server_memory, bool),
               f"server_memory must be True or False, got {self.server_memory!r}")
         check_preconditioner(self.preconditioner)
-
-    @property
-    def batchable(self) -> bool:  # type: ignore[override]
-        return not self.server_memory
 
     def init(self, problem: Any, theta0: Any) -> ServerState | MemoryState:
         if not self.server_memory:
@@ -125,15 +122,13 @@ class FedPM(Method):
             theta = spd_solve(ctx.mix(P_mix), ctx.mix(v), what="mixed preconditioner",
                               hint="use lam > 0 or delta > 0")
             return ServerState(theta), info
-        xp, w = ctx.problem.xp, ctx.problem.weights
-        P_all, v_all = state.P.copy(), state.v.copy()      # the state stays pure
-        sel = slice(None) if ctx.clients is None else xp.asarray(ctx.clients)
-        P_all[sel], v_all[sel] = P_mix, v
-        theta = spd_solve(xp.tensordot(w, P_all, axes=1), w @ v_all,
+        P_all, v_all = ctx.put(state.P, P_mix), ctx.put(state.v, v)   # the state stays pure
+        theta = spd_solve(ctx.mix_all(P_all), ctx.mix_all(v_all),    # w_i, all N clients
                           what="mixed preconditioner", hint="use lam > 0 or delta > 0")
-        info = RoundInfo(uplink=info.uplink + state.pending_uplink, downlink=info.downlink,
-                         grad_evals=info.grad_evals + state.pending_grad,
-                         hess_evals=info.hess_evals + state.pending_hess, P=info.P,
+        B = ctx.runs
+        info = RoundInfo(uplink=info.uplink + B * state.pending_uplink, downlink=info.downlink,
+                         grad_evals=info.grad_evals + B * state.pending_grad,
+                         hess_evals=info.hess_evals + B * state.pending_hess, P=info.P,
                          theta_local=info.theta_local)
         return MemoryState(theta, P_all, v_all, 0, 0, 0), info
 

@@ -72,6 +72,7 @@ class FedSophia(Method):
     keep_state: bool = False
 
     name = "fedsophia"
+    batchable = True
     description = ("K local Sophia steps (clipped m / max(gamma h, eps), h an EMA of the exact "
                    "Hessian diagonal), server averages")
     source = ("Sophia: Liu et al. 2023, arXiv 2305.14342; federated use as in Liu et al. 2026, "
@@ -99,12 +100,11 @@ class FedSophia(Method):
     def round(self, ctx: RoundContext, state: FedSophiaState
               ) -> tuple[FedSophiaState, RoundInfo]:
         xp, d, mm = ctx.problem.xp, ctx.problem.d, ctx.m
-        sel = slice(None) if ctx.clients is None else xp.asarray(ctx.clients)
         if self.keep_state:
-            m, h = state.m[sel], state.h[sel]
+            m, h = ctx.take(state.m), ctx.take(state.h)
         else:
             m, h = xp.zeros((mm, d)), xp.zeros((mm, d))
-        x = xp.broadcast_to(state.theta, (mm, d))
+        x = xp.broadcast_to(ctx.to_clients(state.theta), (mm, d))
         hess_evals = 0
         for k in range(self.K):
             refresh = k % self.tau == 0
@@ -117,8 +117,7 @@ class FedSophia(Method):
             x = x - self.eta * xp.clip(m / scale, -self.rho, self.rho)
         new_m = new_h = None
         if self.keep_state:
-            new_m, new_h = state.m.copy(), state.h.copy()
-            new_m[sel], new_h[sel] = m, h
+            new_m, new_h = ctx.put(state.m, m), ctx.put(state.h, h)
         P = scale[:, :, None] * xp.eye(d)
         info = RoundInfo(uplink=mm * d, downlink=mm * d, grad_evals=self.K * mm,
                          hess_evals=hess_evals, P=P, theta_local=x)

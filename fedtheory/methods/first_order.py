@@ -54,7 +54,7 @@ def local_gd(ctx: RoundContext, theta: Any, *, K: int, eta: float,
     """K local gradient steps of every participant from theta: returns theta_i^K (m, d) and
     the number of gradient evaluations. ``correction(x)`` (m, d) is added to the gradients."""
     xp = ctx.problem.xp
-    x = xp.broadcast_to(theta, (ctx.m, theta.shape[0]))
+    x = xp.broadcast_to(ctx.to_clients(theta), (ctx.m, ctx.problem.d))
     for _ in range(K):
         g = ctx.eval(x).g
         if correction is not None:
@@ -76,6 +76,7 @@ class GD(Method):
     eta: float = DEFAULT_ETA
 
     name = "gd"
+    batchable = True
     description = "gradient descent on the participants' weighted gradient (PSGD when stochastic)"
     source = "distributed (stochastic) gradient descent; Cauchy 1847, Robbins and Monro 1951"
 
@@ -83,7 +84,7 @@ class GD(Method):
         check_eta(self.eta)
 
     def round(self, ctx: RoundContext, state: ServerState) -> tuple[ServerState, RoundInfo]:
-        g = ctx.mix(ctx.eval(state.theta).g)
+        g = ctx.mix(ctx.eval(ctx.to_clients(state.theta)).g)
         return ServerState(state.theta - self.eta * g), _info(ctx, ctx.m)
 
 
@@ -94,6 +95,7 @@ class FedAvg(Method):
     eta: float = DEFAULT_ETA
 
     name = "fedavg"
+    batchable = True
     description = "K local gradient steps, server averages the local iterates"
     source = "McMahan et al. 2017, arXiv 1602.05629"
 
@@ -114,6 +116,7 @@ class FedProx(Method):
     mu_p: float = 0.01
 
     name = "fedprox"
+    batchable = True
     description = "K local gradient steps on f_i + (mu_p/2)||. - theta||^2, server averages"
     source = "Li et al. 2020, arXiv 1812.06127"
 
@@ -125,7 +128,7 @@ class FedProx(Method):
     def round(self, ctx: RoundContext, state: ServerState) -> tuple[ServerState, RoundInfo]:
         theta = state.theta
         x, evals = local_gd(ctx, theta, K=self.K, eta=self.eta,
-                            correction=lambda x: self.mu_p * (x - theta))
+                            correction=lambda x: self.mu_p * (x - ctx.to_clients(theta)))
         return ServerState(ctx.mix(x)), _info(ctx, evals, x)
 
 
@@ -143,6 +146,7 @@ class Scaffold(Method):
     eta_g: float = 1.0
 
     name = "scaffold"
+    batchable = True
     description = "local gradient steps corrected by control variates c - c_i (option II)"
     source = "Karimireddy et al. 2020, arXiv 1910.06378"
 
@@ -156,16 +160,13 @@ class Scaffold(Method):
         return ScaffoldState(theta0, xp.zeros(problem.d), xp.zeros((problem.N, problem.d)))
 
     def round(self, ctx: RoundContext, state: ScaffoldState) -> tuple[ScaffoldState, RoundInfo]:
-        xp = ctx.problem.xp
-        sel = slice(None) if ctx.clients is None else xp.asarray(ctx.clients)
-        c_i = state.c_local[sel]
-        shift = state.c - c_i
+        theta, c = ctx.to_clients(state.theta), ctx.to_clients(state.c)   # as clients see them
+        c_i = ctx.take(state.c_local)
+        shift = c - c_i
         x, evals = local_gd(ctx, state.theta, K=self.K, eta=self.eta,
                             correction=lambda x: shift)
-        c_i_new = c_i - state.c + (state.theta - x) / (self.K * self.eta)
-        w = ctx.problem.weights[sel]                     # w_i, not renormalised
-        c = state.c + xp.tensordot(w, c_i_new - c_i, axes=1)
-        c_local = state.c_local.copy()
-        c_local[sel] = c_i_new
-        theta = state.theta + self.eta_g * ctx.mix(x - state.theta)
-        return ScaffoldState(theta, c, c_local), _info(ctx, evals, x, vectors=2)
+        c_i_new = c_i - c + (theta - x) / (self.K * self.eta)
+        c_new = state.c + ctx.sum_w(c_i_new - c_i)       # w_i, not renormalised
+        c_local = ctx.put(state.c_local, c_i_new)
+        theta_new = state.theta + self.eta_g * ctx.mix(x - theta)
+        return ScaffoldState(theta_new, c_new, c_local), _info(ctx, evals, x, vectors=2)

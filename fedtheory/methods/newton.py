@@ -66,6 +66,7 @@ class NewtonStar(Method):
     """Newton-Star: Newton's step with the Hessian frozen at the solution."""
 
     name = "newton_star"
+    batchable = True
     description = "Newton steps with the global Hessian at the solution, H(theta*)^{-1} g(x)"
     source = ("Islamov, Qian, Richtarik 2021 (Newton Learn), arXiv 2102.07158; a theoretical "
               "baseline of the FedNL papers")
@@ -79,12 +80,10 @@ class NewtonStar(Method):
 
     def round(self, ctx: RoundContext, state: NewtonStarState
               ) -> tuple[NewtonStarState, RoundInfo]:
-        H_star = state.H_star
-        if ctx.clients is not None:
-            H_star = H_star[ctx.problem.xp.asarray(ctx.clients)]
-        g = ctx.mix(ctx.eval(state.theta, grad=True).g)
+        H_star = ctx.take(state.H_star)
+        g = ctx.mix(ctx.eval(ctx.to_clients(state.theta), grad=True).g)
         step = spd_solve(ctx.mix(H_star), g, what="global Hessian at theta*", hint="use lam > 0")
-        d, m = ctx.problem.d, ctx.m
-        info = RoundInfo(uplink=m * d + state.pending_uplink, downlink=m * d, grad_evals=m,
-                         hess_evals=state.pending_hess)
+        d, m, B = ctx.problem.d, ctx.m, ctx.runs
+        info = RoundInfo(uplink=m * d + B * state.pending_uplink, downlink=m * d, grad_evals=m,
+                         hess_evals=B * state.pending_hess)
         return NewtonStarState(state.theta - step, state.H_star, 0, 0), info

@@ -1,10 +1,15 @@
 """Many seeds of one configuration as ONE batched computation (a leading run axis).
 
-Run b draws its participants from ``np.random.default_rng(seeds[b])`` exactly as
-:func:`fedtheory.runner.run` does, so each trace equals ``run(..., seed=seeds[b],
-drift_metrics=False)`` up to floating-point summation order. The round's context comes from the
-same constructor (:func:`fedtheory.methods.base.round_context`, with ``runs = B``) and the rows
-from the same :mod:`.metrics`.
+Run b draws its participants, and a stochastic oracle its samples, from
+``np.random.default_rng(seeds[b])`` exactly as :func:`fedtheory.runner.run` does (the same
+generator, the same draws in the same order: participation first, then the oracle's draws in
+the order of the run's oracle calls; see :mod:`fedtheory.oracles`), so each trace equals
+``run(..., seed=seeds[b], drift_metrics=False)`` up to floating-point summation order. The
+round's context comes from the same constructor (:func:`fedtheory.methods.base.round_context`,
+batched, with ``runs = B``) and the rows from the same :mod:`.metrics`. Every array of the
+method state carries a leading run axis, per-client state included (SCAFFOLD's c_i, FedNL's
+H_i: (B, N, ...)); the counts of each run are kept apart (a line search takes its own number of
+trials in each run).
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ import numpy as np
 
 from ..errors import check
 from ..methods.base import Method, round_context
-from ..oracles import Exact
+from ..oracles import make_oracle
 from ..problem import FederatedProblem
 from ..threads import DEFAULT_THREADS, blas_threads, check_threads
 from ..trace import Trace
@@ -25,39 +30,42 @@ from .loop import _progress, check_common, check_seed, participants, start, time
 
 
 def run_batch(problem: FederatedProblem, method: Method, rounds: int, *, seeds: list[int],
-              participation: int | None = None, theta0: Any = None,
+              participation: int | None = None, theta0: Any = None, oracle: Any = "exact",
               target: float | None = None, diverge_factor: float = 1e8, log_every: int = 1,
               chunk_bytes: float = 2**28, progress: bool = False,
               threads: int | None = DEFAULT_THREADS) -> list[Trace]:
     """Run one configuration for many seeds as ONE batched computation; a Trace per seed.
 
-    All B * S participants of a round go through the oracle and the solves together.
-    Restrictions (each a clear error): the exact oracle only (the stochastic oracles draw per
-    run), seeded participation (an integer S, not a schedule), methods marked ``batchable`` (no
-    per-client state kept across rounds), no drift metrics (their columns are NaN). Metrics are
+    All B * S participants of a round go through the oracle and the solves together; server
+    steps that cannot be batched (GIANT's and FedNL-LS's line searches, FedNL-CR's cubic
+    step) run once per run inside the round. ``oracle``: as for :func:`run`; a stochastic
+    oracle draws each run's samples from that run's generator. Restrictions (each a clear
+    error): seeded participation (an integer S, not a schedule), methods marked ``batchable``
+    (every registered method is), no drift metrics (their columns are NaN). Metrics are
     evaluated for all runs at once, in chunks of runs whose gathered data stay under
-    ``chunk_bytes``. A run that diverges leaves the batch; the others go on.
+    ``chunk_bytes``. A run that diverges or reaches ``target`` leaves the batch; the others go
+    on.
     """
     check_common(rounds, target, log_every)
     who = participants(problem, method, participation, rounds)
     check(who.schedule is None, "run_batch draws participants per seed; a participation "
                                 "schedule runs with run()")
-    check(method.batchable, f"method {method.name} cannot run batched (it keeps per-client "
-                            f"state or was not written for a run axis); use run() per seed")
+    check(method.batchable, f"method {method.name} cannot run batched (it was not written "
+                            f"for a run axis); use run() per seed")
     seeds = [check_seed(s) for s in seeds]
     check(len(seeds) >= 1, "seeds must list at least one seed")
+    oracle = make_oracle(oracle)
     check_threads(threads)
     with blas_threads(threads):
-        return _run_batch(problem, method, rounds, seeds, who, theta0, target, diverge_factor,
-                          log_every, chunk_bytes, progress, threads)
+        return _run_batch(problem, method, rounds, seeds, who, theta0, oracle, target,
+                          diverge_factor, log_every, chunk_bytes, progress, threads)
 
 
 def _run_batch(problem: FederatedProblem, method: Method, rounds: int, seeds: list[int],
-               who: Any, theta0: Any, target: float | None, diverge_factor: float,
-               log_every: int, chunk_bytes: float, progress: bool,
+               who: Any, theta0: Any, oracle: Any, target: float | None,
+               diverge_factor: float, log_every: int, chunk_bytes: float, progress: bool,
                threads: int | None) -> list[Trace]:
     N, xp, S = problem.N, problem.xp, who.S
-    oracle = Exact()
     ref = problem.reference
     theta = start(problem, theta0)
     scale = max(1.0, float(np.linalg.norm(ref.theta_star)))
@@ -65,22 +73,23 @@ def _run_batch(problem: FederatedProblem, method: Method, rounds: int, seeds: li
     rngs = [np.random.default_rng(s) for s in seeds]
     alive = list(range(len(seeds)))
     state = _stack([method.init(problem, theta) for _ in seeds], xp)
-    totals = metrics.new_totals()
+    totals = {key: np.zeros(len(seeds)) for key in metrics.new_totals()}   # per run
     seconds = 0.0
     traces = [Trace(meta=metrics.meta(problem, method, rounds, S, s, oracle, threads))
               for s in seeds]
     for b, p in enumerate(metrics.points_batch(problem, state.theta, chunk_bytes)):
-        traces[b].rows.append(metrics.row(0, p, ref, scale, 0, totals, N, 0.0, math.nan))
+        traces[b].rows.append(metrics.row(0, p, ref, scale, 0, _of_run(totals, b), N, 0.0,
+                                          math.nan))
     bar = _progress(rounds, f"{method.name} x {len(seeds)} seeds") if progress else None
     for t in range(1, rounds + 1):
         B = len(alive)
-        draws = [who.draw(t, rngs[b]) for b in alive]
-        clients = None if S == N and B == 1 else np.concatenate(
-            [np.arange(N) if c is None else c for c in draws])
-        ctx = round_context(problem, clients, rng=None, oracle=oracle, runs=B)
+        draws = [who.draw(t, rngs[b]) for b in alive]        # participation first, per run
+        clients = np.concatenate([np.arange(N) if c is None else c for c in draws])
+        ctx = round_context(problem, clients, rng=[rngs[b] for b in alive], oracle=oracle,
+                            runs=B, batched=True)
         state, info, sec = timed_round(method, ctx, state)
         seconds += sec
-        metrics.add_counts(totals, info, B)
+        _add_counts(totals, info, alive)
         if bar is not None:
             bar.update(1)
         if not (t % log_every == 0 or t == rounds):
@@ -91,7 +100,7 @@ def _run_batch(problem: FederatedProblem, method: Method, rounds: int, seeds: li
             if not (math.isfinite(p.dist) and math.isfinite(p.f) and p.dist <= bound):
                 traces[b].status = "diverged"
                 continue
-            r = metrics.row(t, p, ref, scale, S, totals, N, seconds, math.nan)
+            r = metrics.row(t, p, ref, scale, S, _of_run(totals, b), N, seconds, math.nan)
             traces[b].rows.append(r)
             if target is not None and r["rel_dist"] <= target:
                 traces[b].status = "reached_target"
@@ -101,7 +110,7 @@ def _run_batch(problem: FederatedProblem, method: Method, rounds: int, seeds: li
             alive = [alive[j] for j in keep]
             if not alive:
                 break
-            state = _take(state, xp.asarray(keep), B)
+            state = _take(state, np.asarray(keep), B, xp)
     if bar is not None:
         bar.close()
     for tr in traces:
@@ -111,8 +120,22 @@ def _run_batch(problem: FederatedProblem, method: Method, rounds: int, seeds: li
     return traces
 
 
+def _add_counts(totals: dict[str, Any], info: Any, alive: list[int]) -> None:
+    """Add a batched round's counts to each alive run's totals: an integer count is the total
+    over the runs (the same for each), an array holds each run's own (see RoundInfo)."""
+    for key, field in metrics.COUNTS:
+        value = getattr(info, field)
+        totals[key][alive] += value if np.ndim(value) else value / len(alive)
+
+
+def _of_run(totals: dict[str, Any], b: int) -> dict[str, float]:
+    return {key: float(v[b]) for key, v in totals.items()}
+
+
 def _stack(states: list[Any], xp: Any) -> Any:
-    """One state with a leading run axis on its array fields; scalar fields must agree."""
+    """One state with a leading run axis on its array fields (per-client state included);
+    scalar fields must agree; other objects (FedNL's marker of a current state) are taken from
+    the first run's state, whose arrays are the batch's."""
     first = states[0]
     fields = {}
     for name in first._fields:
@@ -121,13 +144,18 @@ def _stack(states: list[Any], xp: Any) -> Any:
             check(all(v == values[0] for v in values),
                   f"cannot batch states whose field {name!r} differs between runs")
             fields[name] = values[0]
+        elif hasattr(values[0], "shape"):
+            fields[name] = xp.ascontiguousarray(xp.stack(values))
         else:
-            fields[name] = xp.stack(values)
+            fields[name] = values[0]
     return type(first)(**fields)
 
 
-def _take(state: Any, keep: Any, B: int) -> Any:
-    """The runs ``keep`` of a batched state (array fields with a leading run axis of size B)."""
+def _take(state: Any, keep: np.ndarray, B: int, xp: Any) -> Any:
+    """The runs ``keep`` (host indices) of a batched state (array fields with a leading run
+    axis of size B, on the backend or, for per-run server scalars, on the host)."""
     def sel(v: Any) -> Any:
-        return v[keep] if hasattr(v, "shape") and v.ndim >= 1 and v.shape[0] == B else v
+        if not (hasattr(v, "shape") and v.ndim >= 1 and v.shape[0] == B):
+            return v
+        return v[keep] if isinstance(v, np.ndarray) else v[xp.asarray(keep)]
     return type(state)(*(sel(v) for v in state))
