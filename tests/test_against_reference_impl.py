@@ -328,9 +328,6 @@ def test_topk_breaks_ties_towards_the_larger_index():
     np.testing.assert_array_equal(top_k(M, 2), want)
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "spec deviation: docs/algorithms.md#norms-and-tie-breaking (and the spec) say FedNL "
-    "option 2's l^k uses the spectral norm, but FedNL's default is l_norm='frobenius'"))
 def test_fednl_option2_default_norm_is_the_spec_spectral_norm():
     problem, ref, _ = pair("logistic")
     got = _package_thetas(problem, "fednl", {"option": 2, "alpha": 0.7}, FULL)

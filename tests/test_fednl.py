@@ -341,13 +341,13 @@ def test_bad_alpha_is_refused_by_name(alpha):
         make_method("fednl", {"alpha": alpha})
 
 
-def test_fednl_default_l_norm_is_frobenius_and_the_two_norms_give_different_trajectories():
+def test_fednl_default_l_norm_is_spectral_and_the_two_norms_give_different_trajectories():
     problem = make_problem(9, N=4, d=5, lam=5e-2, heterogeneity=0.5)
     params = {"option": 2, "compressor": "rankR", "R": 1}
-    assert make_method("fednl", params).l_norm == "frobenius"
-    fro = run(problem, make_method("fednl", params), 30, drift_metrics=False)
-    spec = run(problem, make_method("fednl", {**params, "l_norm": "spectral"}), 30,
-               drift_metrics=False)
+    assert make_method("fednl", params).l_norm == "spectral"
+    fro = run(problem, make_method("fednl", {**params, "l_norm": "frobenius"}), 30,
+              drift_metrics=False)
+    spec = run(problem, make_method("fednl", params), 30, drift_metrics=False)
     assert fro["rel_dist"][-1] < 1e-8 and spec["rel_dist"][-1] < 1e-8
     assert fro["dist_to_opt"][1] == spec["dist_to_opt"][1]      # round 1: l^0 = 0 in any norm
     gap = np.abs(fro["dist_to_opt"][2:6] - spec["dist_to_opt"][2:6])

@@ -122,7 +122,7 @@ METHODS = [
     ("fedpm", {"K": 2, "mixing_preconditioner": "end"}), ("fedpm", {"server_memory": True}),
     ("fedpm", {"K": 2, "preconditioner": "foof", "delta": 0.1}), ("sopm", {"K": 2}),
     ("sopm", {"preconditioner": "foof", "eta": 0.5}),
-    ("fednl", {}), ("fednl", {"option": 2}), ("fednl", {"H_init": "zero"}),
+    ("fednl", {}), ("fednl", {"option": 2, "l_norm": "frobenius"}), ("fednl", {"H_init": "zero"}),
     ("fednl", {"alpha": 0.5}), ("giant", {"line_search": False}),
 ]
 
