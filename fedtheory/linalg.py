@@ -1,8 +1,14 @@
 """SPD solves by Cholesky factorisation, batched over a leading axis, on NumPy or CuPy.
 
-Every SPD solve in the suite goes through :func:`spd_solve` (ALGORITHMS.md: "All solves with
-SPD matrices use Cholesky factorisations, never explicit inverses"). A failed factorisation
+Every SPD solve in the suite goes through :func:`spd_solve` (docs/algorithms.md: "All solves
+with SPD matrices use Cholesky factorisations, never explicit inverses"). A failed factorisation
 raises :class:`~fedtheory.errors.FactorizationError` naming the client, never NaN.
+
+NumPy (float64): LAPACK's ``dpotrf`` / ``dpotrs`` called per matrix from one compiled loop
+(:mod:`fedtheory.kernels`), with no copy of the stack in or out of LAPACK's layout:
+:func:`spd_solve` factors each matrix on one d x d buffer right before its solve (no stack of
+factors at all), :func:`cholesky` factors its one output copy in place. CuPy: cuSOLVER's
+batched potrf and cuBLAS's batched trsm.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from . import kernels
 from ._backend import xp_of
 from .errors import FactorizationError
 
@@ -35,23 +42,40 @@ def cholesky(P: Any, *, labels: Sequence[Any] | None = None, what: str = "precon
              hint: str = "use lam > 0 or delta > 0") -> Any:
     """Lower Cholesky factors (zeros above the diagonal) of SPD matrices P (..., d, d).
 
-    NumPy: LAPACK through ``numpy.linalg.cholesky``. CuPy: cuSOLVER's batched potrf on one copy
-    of the stack, factored in place (CuPy's own ``cholesky`` makes a second temporary copy).
-    Raises FactorizationError naming the first matrix that is not positive definite:
-    ``labels[k]`` (a client id) for a stack of shape (m, d, d).
+    NumPy float64: LAPACK's dpotrf on one C-ordered copy of P, factored in place (the lower
+    triangle of P is read). Other NumPy dtypes: ``numpy.linalg.cholesky``. CuPy: cuSOLVER's
+    batched potrf on one copy of the stack, factored in place (CuPy's own ``cholesky`` makes a
+    second temporary copy). Raises FactorizationError naming the first matrix that is not
+    positive definite: ``labels[k]`` (a client id) for a stack of shape (m, d, d).
     """
     try:
         return _library_cholesky(P)
     except _NotPositiveDefinite as exc:
-        if P.ndim == 2:
-            raise FactorizationError(f"the {what} is not positive definite: {hint}") from None
-        who = labels[exc.index] if labels is not None else exc.index
-        raise FactorizationError(
-            f"the {what} of client {who} is not positive definite: {hint}") from None
+        _raise(P.ndim, exc.index, labels, what, hint)
+
+
+def _raise(ndim: int, index: int, labels: Sequence[Any] | None, what: str, hint: str) -> None:
+    if ndim == 2:
+        raise FactorizationError(f"the {what} is not positive definite: {hint}") from None
+    who = labels[index] if labels is not None else index
+    raise FactorizationError(
+        f"the {what} of client {who} is not positive definite: {hint}") from None
+
+
+def _lapack_ready(*arrays: Any) -> bool:
+    """NumPy float64 arrays with a matrix axis: the compiled LAPACK loops apply."""
+    return all(type(a) is np.ndarray and a.dtype == np.float64 for a in arrays) \
+        and arrays[0].ndim >= 2 and arrays[0].shape[-1] >= 1
 
 
 def _library_cholesky(P: Any) -> Any:
     xp = xp_of(P)
+    if _lapack_ready(P):
+        L = np.array(P, order="C", copy=True)
+        bad = kernels.potrf_stack(L.reshape(-1, *P.shape[-2:]))
+        if bad >= 0:
+            raise _NotPositiveDefinite(bad)
+        return L
     if xp is np:
         try:
             return np.linalg.cholesky(P)
@@ -95,7 +119,28 @@ def _cupy_batched_cholesky(P: Any, check: bool = True) -> Any:
 
 def cho_solve(L: Any, b: Any) -> Any:
     """Solve (L L^T) x = b for lower factors L (..., d, d) and right-hand sides b (..., d)."""
+    stacked = _stacked(L, b)
+    if stacked is not None:
+        Ls, bs = stacked
+        x = np.empty(bs.shape)
+        kernels.potrs_stack(Ls, bs, x)
+        return x.reshape(np.shape(b))
     return _solve_tri(L, _solve_tri(L, b, trans=0), trans=1)
+
+
+def _stacked(P: Any, b: Any) -> tuple[np.ndarray, np.ndarray] | None:
+    """P as a C-contiguous stack (k, d, d) and b as (k, r, d) for the compiled loops: one
+    matrix with any number r of right-hand sides, or one right-hand side per matrix; None when
+    the arrays are not NumPy float64 or do not pair up that way."""
+    if not _lapack_ready(P, b) or P.shape[-1] != P.shape[-2] or b.shape[-1] != P.shape[-1]:
+        return None
+    d = P.shape[-1]
+    if P.ndim == 2:
+        return np.ascontiguousarray(P)[None], np.ascontiguousarray(b).reshape(1, -1, d)
+    if b.shape[:-1] != P.shape[:-2]:
+        return None
+    return (np.ascontiguousarray(P).reshape(-1, d, d),
+            np.ascontiguousarray(b).reshape(-1, 1, d))
 
 
 def _solve_tri(L: Any, b: Any, trans: int) -> Any:
@@ -131,8 +176,24 @@ def _solve_tri(L: Any, b: Any, trans: int) -> Any:
 
 def spd_solve(P: Any, b: Any, *, labels: Sequence[Any] | None = None,
               what: str = "preconditioner", hint: str = "use lam > 0 or delta > 0") -> Any:
-    """x = P^{-1} b through a Cholesky factorisation; batched over leading axes."""
-    return cho_solve(cholesky(P, labels=labels, what=what, hint=hint), b)
+    """x = P^{-1} b through a Cholesky factorisation; batched over leading axes.
+
+    P (..., d, d) with b (..., d) (one right-hand side per matrix), or P (d, d) with b (d,) or
+    (r, d). NumPy float64: each matrix is factored on one d x d buffer and solved at once
+    (P is left alone, no stack of factors is formed; P's upper triangle is read), and a
+    coordinate coupled to no other (a feature none of a client's rows uses) is solved alone,
+    x_j = b_j / P_jj, so only the coupled block is factored
+    (:func:`fedtheory.kernels.spd_solve_stack`).
+    """
+    stacked = _stacked(P, b)
+    if stacked is None:
+        return cho_solve(cholesky(P, labels=labels, what=what, hint=hint), b)
+    Ps, bs = stacked
+    x = np.empty(bs.shape)
+    bad = kernels.spd_solve_stack(Ps, bs, x)
+    if bad >= 0:
+        _raise(P.ndim, bad, labels, what, hint)
+    return x.reshape(np.shape(b))
 
 
 def add_diag(P: Any, c: float) -> Any:

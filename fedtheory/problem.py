@@ -1,12 +1,20 @@
 """A federated problem: client data, weights, exact oracles and the reference solution.
 
-``FederatedProblem`` holds N clients' data padded into one array (see :mod:`fedtheory.objectives`),
-the client weights w_i (``weighting="samples"``: n_i / n, ``"uniform"``: 1 / N) and evaluates
-f_i, g_i, H_i for any subset of clients at once. Its :attr:`reference` is the solution of
-ALGORITHMS.md "Reference solution", computed once and cached.
+``FederatedProblem`` holds N clients' data (see :mod:`fedtheory.objectives` for the two
+layouts), the client weights w_i (``weighting="samples"``: n_i / n, ``"uniform"``: 1 / N) and
+evaluates f_i, g_i, H_i for any subset of clients at once. Its :attr:`reference` is the solution
+of docs/algorithms.md "Reference solution", computed once and cached.
+
+Storage (``storage=`` of :meth:`~FederatedProblem.from_clients` and
+:meth:`~FederatedProblem.from_dataset`): ``"sparse"`` keeps the rows in one CSR matrix
+(:class:`~fedtheory.objectives.ClientCSR`), ``"dense"`` pads them into one (N, n_max, d) array,
+``"auto"`` (default) picks sparse when at most :data:`SPARSE_DENSITY` of the entries are
+non-zero (LIBSVM data such as a9a, 11 %, and w8a, 3.9 %). Both give the same oracles up to
+rounding (about 1e-15 relative); ``problem.storage`` says which one a problem uses.
 
 The backend travels with the arrays: a problem built from NumPy arrays computes on NumPy;
-``problem.to("cupy")`` returns the same problem with its arrays on the GPU.
+``problem.to("cupy")`` returns the same problem with its arrays on the GPU, in the dense layout
+(sparse data are padded on the way; ``.to("numpy")`` of that problem gives the sparse one back).
 """
 
 from __future__ import annotations
@@ -25,9 +33,16 @@ import scipy.sparse as sp
 from ._backend import to_numpy, xp_of
 from .errors import ConditioningWarning, FactorizationError, FedTheoryError, check
 from .linalg import spd_solve
-from .objectives import ORACLES, OracleOut
+from .objectives import ORACLES, ClientCSR, OracleOut
 
 WEIGHTINGS = ("samples", "uniform")
+STORAGES = ("auto", "dense", "sparse")
+#: ``storage="auto"`` keeps the data sparse when at most this fraction of the entries is
+#: non-zero. Measured on the 2-core development machine (BENCHMARKS.md "Second round"), one
+#: logistic oracle with Hessians on w8a-shaped random data (142 x 350 rows, d = 300): sparse
+#: 81 ms against dense (BLAS dsyrk) 113 ms at density 0.2, 111 against 116 ms at 0.25, 151
+#: against 116 ms at 0.3.
+SPARSE_DENSITY = 0.2
 #: Above this condition number kappa = L / mu of the global Hessian at theta*, ``reference``
 #: warns (:class:`~fedtheory.errors.ConditioningWarning`): a float64 solve is then accurate only
 #: to about kappa * 2.2e-16 relative, so errors below that floor are rounding, not convergence.
@@ -54,9 +69,10 @@ class Reference:
 class FederatedProblem:
     """N clients of an L2 logistic or ridge objective.
 
-    Parameters are the padded arrays of :mod:`fedtheory.objectives`: ``A`` (N, n_max, d),
-    ``y`` (N, n_max), ``sw`` (N, n_max) with sw_ij = 1/n_i on real rows and 0 on padding.
-    Use :meth:`from_dataset` or :meth:`from_clients` rather than this constructor.
+    Parameters are the arrays of :mod:`fedtheory.objectives`: ``A`` (N, n_max, d), padded
+    or a :class:`~fedtheory.objectives.ClientCSR`, ``y`` (N, n_max), ``sw`` (N, n_max) with
+    sw_ij = 1/n_i on real rows and 0 on padding. Use :meth:`from_dataset` or
+    :meth:`from_clients` rather than this constructor.
     """
 
     def __init__(self, A: Any, y: Any, sw: Any, sizes: Sequence[int], *, objective: str,
@@ -79,15 +95,18 @@ class FederatedProblem:
     @classmethod
     def from_clients(cls, Xs: Sequence[Any], ys: Sequence[Any], *, objective: str, lam: float,
                      weighting: str = "samples", name: str = "problem",
-                     spec: dict | None = None) -> FederatedProblem:
-        """Build from one (X_i, y_i) per client; X_i dense or scipy.sparse, float64."""
+                     spec: dict | None = None, storage: str = "auto") -> FederatedProblem:
+        """Build from one (X_i, y_i) per client; X_i dense or scipy.sparse, float64.
+
+        ``storage``: "dense", "sparse" or "auto" (sparse when at most
+        :data:`SPARSE_DENSITY` of the entries are non-zero); see the module docstring.
+        """
+        check(storage in STORAGES, f"storage must be one of {STORAGES}, got {storage!r}")
         check(len(Xs) == len(ys) and len(Xs) >= 1,
               f"need one target vector per client and at least one client, got {len(Xs)} "
               f"design matrices and {len(ys)} target vectors")
-        shapes = [X.shape if sp.issparse(X) else np.shape(X) for X in Xs]
-        if all(len(s) == 2 for s in shapes):  # before densifying anything
-            _check_memory(len(Xs), max(s[0] for s in shapes), shapes[0][1])
-        Xs = [np.asarray(X.toarray() if sp.issparse(X) else X, dtype=np.float64) for X in Xs]
+        Xs = [sp.csr_matrix(X, dtype=np.float64) if sp.issparse(X)
+              else np.asarray(X, dtype=np.float64) for X in Xs]
         ys = [np.asarray(v, dtype=np.float64).ravel() for v in ys]
         d = Xs[0].shape[1] if Xs[0].ndim == 2 else 0
         check(d >= 1, f"the data have no features (client 0's design matrix has shape "
@@ -98,7 +117,8 @@ class FederatedProblem:
             check(X.shape[0] >= 1, f"client {i} is empty: every client needs at least one sample")
             check(X.shape[0] == v.shape[0],
                   f"client {i}: {X.shape[0]} rows but {v.shape[0]} targets")
-            check(bool(np.isfinite(X).all()), f"client {i}: the data contain NaN or inf")
+            values = X.data if sp.issparse(X) else X
+            check(bool(np.isfinite(values).all()), f"client {i}: the data contain NaN or inf")
             check(bool(np.isfinite(v).all()), f"client {i}: the targets contain NaN or inf")
             if objective == "logistic":
                 bad = v[(v != 1.0) & (v != -1.0)]
@@ -107,18 +127,31 @@ class FederatedProblem:
                                          f"got {bad[0]!r}")
         sizes = [X.shape[0] for X in Xs]
         N, n_max = len(Xs), max(sizes)
-        A = np.zeros((N, n_max, d))
+        if storage == "auto":
+            nnz = sum(X.count_nonzero() if sp.issparse(X) else np.count_nonzero(X) for X in Xs)
+            storage = "sparse" if nnz <= SPARSE_DENSITY * sum(sizes) * d else "dense"
         y = np.zeros((N, n_max))
         sw = np.zeros((N, n_max))
-        for i, (X, v) in enumerate(zip(Xs, ys, strict=True)):
-            A[i, : len(v)], y[i, : len(v)], sw[i, : len(v)] = X, v, 1.0 / len(v)
+        for i, v in enumerate(ys):
+            y[i, : len(v)], sw[i, : len(v)] = v, 1.0 / len(v)
+        if storage == "sparse":
+            X = sp.vstack([sp.csr_matrix(X) for X in Xs], format="csr", dtype=np.float64)
+            X.eliminate_zeros()
+            _check_memory(N, n_max, d, data_bytes=12 * X.nnz)
+            A = ClientCSR(X, np.concatenate([[0], np.cumsum(sizes)]), n_max)
+        else:
+            _check_memory(N, n_max, d)  # before densifying anything
+            A = np.zeros((N, n_max, d))
+            for i, X in enumerate(Xs):
+                A[i, : X.shape[0]] = X.toarray() if sp.issparse(X) else X
         return cls(A, y, sw, sizes, objective=objective, lam=lam, weighting=weighting,
                    name=name, spec=spec)
 
     @classmethod
     def from_dataset(cls, X: Any, y: Any, parts: Sequence[np.ndarray],
                      **kw: Any) -> FederatedProblem:
-        """Build from a design matrix X (n, d), targets y (n,) and a partition of the rows."""
+        """Build from a design matrix X (n, d), targets y (n,) and a partition of the rows;
+        keywords as :meth:`from_clients` (``storage`` included)."""
         n = X.shape[0]
         check(len(parts) <= n, f"more clients ({len(parts)}) than samples ({n})")
         X = X.tocsr() if sp.issparse(X) else np.asarray(X, dtype=np.float64)
@@ -135,8 +168,16 @@ class FederatedProblem:
             move = to_numpy
         new = object.__new__(FederatedProblem)
         new.__dict__.update({k: v for k, v in self.__dict__.items() if k != "_H_const"})
-        arrays = (self.A, self.y, self.sw, self.weights)
-        new.A, new.y, new.sw, new.weights = (move(a) for a in arrays)
+        new.y, new.sw, new.weights = (move(a) for a in (self.y, self.sw, self.weights))
+        host_csr = self.__dict__.get("_host_csr")   # the sparse data of a problem sent to a GPU
+        if isinstance(self.A, ClientCSR):
+            if backend == "cupy":          # CuPy computes on the dense layout
+                new._host_csr, new.A = self.A, move(self.A.toarray())
+        elif backend == "numpy" and host_csr is not None:
+            new.A = host_csr
+            del new._host_csr
+        else:
+            new.A = move(self.A)
         return new
 
     # ---- sizes --------------------------------------------------------------------------
@@ -154,7 +195,12 @@ class FederatedProblem:
 
     @property
     def xp(self) -> Any:
-        return xp_of(self.A)
+        return xp_of(self.y)
+
+    @property
+    def storage(self) -> str:
+        """"sparse" (rows in one CSR matrix) or "dense" (padded (N, n_max, d) array)."""
+        return "sparse" if isinstance(self.A, ClientCSR) else "dense"
 
     @property
     def backend(self) -> str:
@@ -162,7 +208,7 @@ class FederatedProblem:
 
     def __repr__(self) -> str:
         return (f"FederatedProblem({self.name!r}, {self.objective}, N={self.N}, d={self.d}, "
-                f"n={self.n}, lam={self.lam:g}, backend={self.backend})")
+                f"n={self.n}, lam={self.lam:g}, backend={self.backend}, storage={self.storage})")
 
     # ---- oracles ------------------------------------------------------------------------
     @cached_property
@@ -171,18 +217,21 @@ class FederatedProblem:
                                value=False, grad=False, hess=True).H
 
     def oracle(self, theta: Any, clients: Any = None, *, value: bool = False, grad: bool = True,
-               hess: bool = False) -> OracleOut:
+               hess: bool = False, hess_weights: Any = None) -> OracleOut:
         """f_i, g_i, H_i of the given clients (all when ``clients`` is None).
 
         ``theta`` is (d,) or (m, d) with one row per selected client. Ridge Hessians are
-        constant and served from a cache (do not modify them in place).
+        constant and served from a cache (do not modify them in place). With ``hess_weights``
+        w (m,) (on the problem's backend), H is the one matrix sum_i w_i H_i (d, d), built
+        without the (m, d, d) stack (all a method that only mixes the Hessians needs).
         """
         sel = slice(None) if clients is None else clients
         A, y, sw = (self.A, self.y, self.sw) if clients is None else (
-            self.A[sel], self.y[sel], self.sw[sel])
-        const_hess = hess and self.objective == "ridge"
+            self.A.take(clients) if isinstance(self.A, ClientCSR) else self.A[sel],
+            self.y[sel], self.sw[sel])
+        const_hess = hess and self.objective == "ridge" and hess_weights is None
         out = self._oracle(A, y, sw, self.lam, theta, value=value, grad=grad,
-                           hess=hess and not const_hess)
+                           hess=hess and not const_hess, hess_weights=hess_weights)
         if const_hess:
             out = out._replace(H=self._H_const[sel])
         return out
@@ -195,8 +244,7 @@ class FederatedProblem:
         never as the (N, d, d) stack of client Hessians.
         """
         w = self.weights
-        o = self._oracle(self.A, self.y, self.sw, self.lam, theta, value=value, grad=grad,
-                         hess=hess, hess_weights=w)
+        o = self.oracle(theta, value=value, grad=grad, hess=hess, hess_weights=w)
         return OracleOut(
             None if o.f is None else w @ o.f,
             None if o.g is None else w @ o.g,
@@ -209,7 +257,7 @@ class FederatedProblem:
     # ---- reference solution -------------------------------------------------------------
     @cached_property
     def reference(self) -> Reference:
-        """ALGORITHMS.md "Reference solution": centralised Newton, Cholesky solves, float64.
+        """docs/algorithms.md "Reference solution": centralised Newton, Cholesky solves, float64.
 
         Logistic: Newton from theta = 0 with a backtracking safeguard (a step is accepted when
         it satisfies Armijo's condition or reduces ||grad f||, so every step near theta* is a
@@ -241,7 +289,14 @@ class FederatedProblem:
     def _hessian_lipschitz(self) -> float:
         if self.objective == "ridge":
             return 0.0
-        norms3 = np.linalg.norm(to_numpy(self.A), axis=2) ** 3
+        if isinstance(self.A, ClientCSR):
+            X, sizes = self.A.X, self.sizes
+            owner = np.repeat(np.arange(self.N), sizes)           # client of each row
+            norms3 = np.zeros((self.N, self.A.n_max))
+            norms3[owner, np.arange(X.shape[0]) - self.A.row_start[owner]] = \
+                np.sqrt(np.asarray(X.multiply(X).sum(axis=1)).ravel()) ** 3
+        else:
+            norms3 = np.linalg.norm(to_numpy(self.A), axis=2) ** 3
         per_client = (to_numpy(self.sw) * norms3).sum(axis=1)
         return float(to_numpy(self.weights) @ per_client / (6 * math.sqrt(3)))
 
@@ -253,13 +308,16 @@ def _physical_memory() -> int | None:
         return None
 
 
-def _check_memory(N: int, n_max: int, d: int) -> None:
-    """Refuse a problem whose float64 arrays cannot fit in this machine's memory: the padded
-    data (N, n_max, d) and the client Hessians (N, d, d) that the reference solution forms."""
-    need, total = 8.0 * N * d * (n_max + d), _physical_memory()
+def _check_memory(N: int, n_max: int, d: int, data_bytes: float | None = None) -> None:
+    """Refuse a problem whose float64 arrays cannot fit in this machine's memory: the data
+    (``data_bytes``, by default the padded (N, n_max, d) array) and the client Hessians
+    (N, d, d) that a method's round forms."""
+    data = 8.0 * N * n_max * d if data_bytes is None else float(data_bytes)
+    need, total = data + 8.0 * N * d * d, _physical_memory()
+    what = "the padded data" if data_bytes is None else "the sparse data"
     check(total is None or need <= total,
           f"N = {N} clients of up to {n_max} rows with d = {d} features need "
-          f"{need / 2**30:.3g} GiB for the padded data and the client Hessians (float64), more "
+          f"{need / 2**30:.3g} GiB for {what} and the client Hessians (float64), more "
           f"than this machine's {(total or 0) / 2**30:.3g} GiB; use fewer features or clients")
 
 

@@ -69,3 +69,67 @@ def test_a_failed_factorisation_names_the_client(backend, bad):
         P = cupy.asarray(P)
     with pytest.raises(FactorizationError, match=f"client {100 + bad} is not positive definite"):
         cholesky(P, labels=labels)
+
+
+def _with_free_coordinates(rng, P, fraction):
+    """Zero the rows and columns of a random subset of coordinates, keeping a positive
+    diagonal: features that none of a client's rows uses."""
+    P = P.copy()
+    m, d = P.shape[:2]
+    for k in range(m):
+        free = np.flatnonzero(rng.random(d) < fraction)
+        P[k, free, :] = 0.0
+        P[k, :, free] = 0.0
+        P[k, free, free] = rng.uniform(0.1, 2.0, free.size)
+    return P
+
+
+@given(st.integers(1, 30), st.integers(1, 12), st.sampled_from([0.0, 0.3, 0.7, 1.0]),
+       st.integers(0, 2**32 - 1))
+def test_decoupled_coordinates_solve_as_the_full_factorisation_would(m, d, fraction, seed):
+    rng = np.random.default_rng(seed)
+    P = _with_free_coordinates(rng, _spd(rng, m, d), fraction)
+    b = rng.normal(size=(m, d))
+    x = spd_solve(P, b)
+    ref = np.linalg.solve(P, b[..., None])[..., 0]
+    np.testing.assert_allclose(x, ref, rtol=1e-10, atol=1e-12 * np.abs(ref).max())
+
+
+def test_only_the_upper_triangle_is_read_couplings_included():
+    """A coupling stored only above the diagonal, in the column of a coordinate whose row is
+    empty right of the diagonal, still couples it (the matrix is read as LAPACK reads it)."""
+    P = np.diag([2.0, 3.0, 4.0])
+    P[0, 2] = 1.0                      # upper only; P[2, 0] stays 0
+    b = np.array([1.0, 2.0, 3.0])
+    S = np.triu(P) + np.triu(P, 1).T
+    np.testing.assert_allclose(spd_solve(P, b), np.linalg.solve(S, b), rtol=1e-14)
+    np.testing.assert_allclose(spd_solve(P[None], b[None])[0], np.linalg.solve(S, b),
+                               rtol=1e-14)
+
+
+def test_a_decoupled_coordinate_that_is_not_positive_names_the_client():
+    rng = np.random.default_rng(4)
+    P = _with_free_coordinates(rng, _spd(rng, 6, 5), 0.0)
+    P[3, 2, :] = P[3, :, 2] = 0.0
+    P[3, 2, 2] = -1.0
+    with pytest.raises(FactorizationError, match="client 13 is not positive definite"):
+        spd_solve(P, rng.normal(size=(6, 5)), labels=np.arange(10, 16))
+
+
+@pytest.mark.parametrize("r", [1, 4])
+def test_one_matrix_solves_several_right_hand_sides(r):
+    rng = np.random.default_rng(5)
+    P, b = _spd(rng, 1, 7)[0], rng.normal(size=(r, 7))
+    np.testing.assert_allclose(spd_solve(P, b), np.linalg.solve(P, b.T).T, rtol=1e-11)
+    L = cholesky(P)
+    np.testing.assert_allclose(cho_solve(L, b), np.linalg.solve(P, b.T).T, rtol=1e-11)
+    np.testing.assert_allclose(spd_solve(P, b[0]), np.linalg.solve(P, b[0]), rtol=1e-11)
+
+
+def test_the_factorisation_leaves_its_input_alone():
+    rng = np.random.default_rng(6)
+    P = _spd(rng, 5, 4)
+    keep = P.copy()
+    cholesky(P)
+    spd_solve(P, rng.normal(size=(5, 4)))
+    np.testing.assert_array_equal(P, keep)
