@@ -28,7 +28,9 @@ from fedtheory.methods import round_context
 from fedtheory.problem import FederatedProblem
 
 
-def w8a_shaped(seed: int = 0) -> FederatedProblem:
+def w8a_shaped(seed: int = 0, storage: str = "dense") -> FederatedProblem:
+    """The dense w8a-shaped synthetic (4 % ones, stored dense unless ``storage`` says else: it
+    measures the dense BLAS path; bench_peers.py times both storages)."""
     rng = np.random.default_rng(seed)
     N, n, d = 142, 350, 300
     X = (rng.random((N * n, d)) < 0.04).astype(np.float64)
@@ -36,13 +38,15 @@ def w8a_shaped(seed: int = 0) -> FederatedProblem:
     y = np.where(X @ w + rng.normal(size=N * n) >= 0, 1.0, -1.0)
     parts = np.split(np.arange(N * n), N)
     return FederatedProblem.from_dataset(X, y, parts, objective="logistic", lam=1e-3,
-                                         name="w8a_shaped")
+                                         name="w8a_shaped", storage=storage)
 
 
-def a9a() -> FederatedProblem:
-    from fedtheory.suite import load_problem
+def a9a(storage: str = "dense") -> FederatedProblem:
+    """The a9a FedNL split, stored dense by default (the path this script has always timed)."""
+    from fedtheory.suite import load_problem, read_spec, resolve
 
-    return load_problem("a9a_fednl")
+    spec = read_spec(resolve("a9a_fednl"))
+    return load_problem({**spec, "data": {**spec["data"], "storage": storage}})
 
 
 def round_flops(problem: FederatedProblem) -> float:

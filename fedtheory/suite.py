@@ -8,6 +8,7 @@ A spec has three tables and two keys::
                   #          fedprox_synthetic | heterogeneous_quadratic, plus the loader's options
     source = "a9a"
     rows = 32560
+    storage = "auto"      # optional: auto | dense | sparse (sparse at <= 20 % non-zeros)
     [partition]   # kind = iid | contiguous | sorted | dirichlet (not for the synthetic
     kind = "contiguous"   # generators, whose data come partitioned)
     clients = 80
@@ -66,8 +67,8 @@ _OBJECTIVE_KEYS = ("kind", "lam", "weighting")
 _STR, _BOOL, _COUNT, _NUM, _COUNTS = ("a string", "true or false", "an integer >= 0",
                                       "a finite number", "a list of integers >= 0")
 _TYPES: dict[str, tuple[str, ...]] = {
-    **dict.fromkeys(("name", "description", "source", "path", "task", "kind", "weighting"),
-                    (_STR,)),
+    **dict.fromkeys(("name", "description", "source", "path", "task", "kind", "weighting",
+                     "storage"), (_STR,)),
     **dict.fromkeys(("intercept", "standardize"), (_BOOL,)),
     **dict.fromkeys(("rows", "n_features", "clients", "d", "mean_size", "seed", "min_size",
                      "max_tries", "bins"), (_COUNT,)),
@@ -135,7 +136,7 @@ def read_spec(path: str | Path) -> dict[str, Any]:
     check(isinstance(src, str) and src in _SOURCES,
           f"{path}: [data] source must be one of {', '.join(_SOURCES)}, got {src!r}")
     loader, options, partitioned = _SOURCES[src]
-    check_keys(spec["data"], ("source", *options), path, "[data]")
+    check_keys(spec["data"], ("source", "storage", *options), path, "[data]")
     if partitioned:
         check("partition" not in spec, f"{path}: source {src!r} comes partitioned; "
                                        f"remove the [partition] table")
@@ -227,6 +228,7 @@ def build_problem(spec: dict[str, Any]) -> FederatedProblem:
 def _build_problem(spec: dict[str, Any]) -> FederatedProblem:
     data_opts = dict(spec["data"])
     src = data_opts.pop("source")
+    storage = data_opts.pop("storage", "auto")
     loader, _, partitioned = _SOURCES[src]
     if src == "libsvm":
         check("path" in data_opts, "[data] source 'libsvm' needs a path")
@@ -262,4 +264,5 @@ def _build_problem(spec: dict[str, Any]) -> FederatedProblem:
           f"a logistic objective needs a classification dataset, got {ds.name} ({ds.task})")
     return FederatedProblem.from_dataset(
         ds.X, ds.y, parts, objective=kind, lam=obj.get("lam", 0.0),
-        weighting=obj.get("weighting", "samples"), name=spec["name"], spec=spec)
+        weighting=obj.get("weighting", "samples"), name=spec["name"], spec=spec,
+        storage=storage)

@@ -258,3 +258,19 @@ def test_weighted_hessians_of_a_selection_equal_the_mixed_stack(pair, seed):
         stack = problem.oracle(thetas, clients, hess=True).H
         mixed = problem.oracle(thetas, clients, hess=True, hess_weights=w).H
         _close(mixed, np.tensordot(w, stack, axes=1), 1e-12)
+
+
+def test_a_spec_chooses_its_storage_and_a_bad_one_is_named(tmp_path):
+    from fedtheory.suite import load_problem, read_spec, resolve
+
+    spec = read_spec(resolve("a9a_fednl"))
+    auto = load_problem({**spec, "data": {**spec["data"], "rows": 4070}, "partition":
+                         {**spec["partition"], "clients": 10}})
+    dense = load_problem({**spec, "data": {**spec["data"], "rows": 4070, "storage": "dense"},
+                          "partition": {**spec["partition"], "clients": 10}})
+    assert auto.storage == "sparse" and dense.storage == "dense"
+    path = tmp_path / "p.toml"
+    path.write_text(resolve("a9a_fednl").read_text().replace(
+        'source = "a9a"', 'source = "a9a"\nstorage = "diagonal"'))
+    with pytest.raises(FedTheoryError, match="storage must be one of"):
+        load_problem(path)
