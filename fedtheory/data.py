@@ -86,7 +86,7 @@ def _open_bytes(path: Path):
     return open(path, "rb")
 
 
-def read_libsvm(
+def read_libsvm(  # noqa: C901 - one refusal branch per malformed-line case
     path: str | Path,
     *,
     rows: int | None = None,

@@ -309,7 +309,7 @@ def _used_coordinates(Pk, col, idx):
 
 
 @nb.njit(cache=True, nogil=True)
-def spd_solve_stack(P, b, x):
+def spd_solve_stack(P, b, x):  # noqa: C901 - one compiled loop; helpers cost calls in numba
     """x[k] = P[k]^{-1} b[k] for SPD P (m, d, d) (upper triangles read) and b, x (m, r, d).
 
     Each matrix is factored right before its solve on one buffer (P is left alone). A

@@ -350,26 +350,8 @@ def _draw(data: Any, column: str, *, by: str | Sequence[str], x: str, ax: Axes |
           bound_style: str) -> tuple[Figure, Axes]:
     df = tidy(data)
     by = [by] if isinstance(by, str) else list(by)
-    for c in (column, x, *by):
-        check(c in df.columns, f"no column {c!r} to plot; columns: {', '.join(df.columns)}")
-    check(pd.api.types.is_numeric_dtype(df[column]),
-          f"column {column!r} is not numeric (dtype {df[column].dtype})")
-    check(band in BANDS, f"band must be one of {BANDS}, got {band!r}")
-    check(fit is None or fit in FITS, f"fit must be one of {FITS} or None, got {fit!r}")
-    check(bound is None or callable(bound) or column == "dist_to_opt",
-          f"the built-in bounds are bounds on ||theta - theta*|| (dist_to_opt); they cannot be "
-          f"drawn on {column!r} (pass a callable for a bound on {column!r})")
-
-    curves, groups = [], {}
-    for key, g in df.groupby(by, sort=False, dropna=False):
-        key = key if isinstance(key, tuple) else (key,)
-        name = ", ".join([str(key[0]), *(f"{b}={v}" for b, v in zip(by[1:], key[1:],
-                                                                   strict=True))])
-        curves.append((name, _aggregate(g, column, x, band)))
-        groups[name] = g
-        _warn_modes(name, g, column)
-    if isinstance(data, pd.DataFrame):  # no order given: "K=2" before "K=10"
-        curves.sort(key=lambda c: _natural(c[0]))
+    _check_draw(df, column, x, by, band, fit, bound)
+    curves, groups = _curves(df, column, x, by, band, sort=isinstance(data, pd.DataFrame))
     values = np.concatenate([c[1]["med"].to_numpy() for c in curves])
     finite = values[np.isfinite(values)]
     check(finite.size > 0, f"column {column!r} has no finite value in any run (methods "
@@ -378,7 +360,6 @@ def _draw(data: Any, column: str, *, by: str | Sequence[str], x: str, ax: Axes |
         pos = finite[finite > 0]
         logy = bool(pos.size and pos.max() > 100 * pos.min()
                     and np.abs(finite[finite <= 0]).max(initial=0.0) <= 1e-3 * pos.max())
-
     fl = _floor_value(floor, column, df, finite)
     positive = finite[finite > 0]
     # where values <= 0 (exact zeros at the float floor, negative subopt) are drawn on a log
@@ -391,27 +372,85 @@ def _draw(data: Any, column: str, *, by: str | Sequence[str], x: str, ax: Axes |
         ax.set_xscale("log")
     handles, missing, n_runs, n_nonpos = [], [], set(), 0
     styles = curve_styles([name for name, _ in curves], groups)
-    for i, (name, agg) in enumerate(curves):
+    for (name, agg), style in zip(curves, styles, strict=True):
         if not np.isfinite(agg["med"]).any():
             missing.append(name)
             continue
-        style = styles[i]
         label = name + _fit_text(agg, fit, column, floor, df)
-        med = _clip(agg["med"], bottom) if logy else agg["med"]
-        every = None if len(agg) <= _MAX_MARKERS else 1.0 / _MAX_MARKERS
-        (line,) = ax.plot(agg["x"], med, lw=1.8, ms=5, markevery=every, label=label, **style)
-        handles.append(line)
+        handles.append(_draw_curve(ax, agg, style, label, logy, bottom))
         if logy:
-            nonpos = np.asarray(agg["med"], dtype=float) <= 0
-            if nonpos.any():  # exact zeros and negatives are data: marked where they are
-                ax.plot(np.asarray(agg["x"])[nonpos], np.full(int(nonpos.sum()), bottom),
-                        ls="none", marker="v", ms=8, mfc="none", mew=1.5,
-                        color=style["color"], zorder=5)
-                n_nonpos += int(nonpos.sum())
+            n_nonpos += int((np.asarray(agg["med"], dtype=float) <= 0).sum())
         if agg["n"].max() > 1:
             n_runs.add(int(agg["n"].max()))
-            lo, hi = (_clip(agg[c], bottom) if logy else agg[c] for c in ("lo", "hi"))
-            ax.fill_between(agg["x"], lo, hi, color=style["color"], alpha=0.18, lw=0)
+    handles += _furniture(ax, band, n_runs, fl, floor, column, n_nonpos, bottom)
+    if bound is not None:
+        handles += _draw_bounds(ax, bound, curves, groups, styles, logy, bound_style, df)
+    for name in missing:
+        handles.append(Line2D([], [], ls="none", label=f"{name}: no {column} (NaN)"))
+    ax.set_xlabel(AXIS_LABELS.get(x, x))
+    ax.set_ylabel(AXIS_LABELS.get(column, column))
+    if x == "round":
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_title(_title(df) if title is None else title, fontsize="medium")
+    legend_title = {"order": r"order $p$: $e_{t+1} = C e_t^{\,p}$ (95% CI)",
+                    "linear": r"ratio $q$: $e_t = q^t e_0$ (95% CI)"}.get(fit)
+    _finish(ax, handles, legend_title)
+    return fig, ax
+
+
+def _check_draw(df: pd.DataFrame, column: str, x: str, by: list[str], band: str,
+                fit: str | None, bound: Any) -> None:
+    for c in (column, x, *by):
+        check(c in df.columns, f"no column {c!r} to plot; columns: {', '.join(df.columns)}")
+    check(pd.api.types.is_numeric_dtype(df[column]),
+          f"column {column!r} is not numeric (dtype {df[column].dtype})")
+    check(band in BANDS, f"band must be one of {BANDS}, got {band!r}")
+    check(fit is None or fit in FITS, f"fit must be one of {FITS} or None, got {fit!r}")
+    check(bound is None or callable(bound) or column == "dist_to_opt",
+          f"the built-in bounds are bounds on ||theta - theta*|| (dist_to_opt); they cannot be "
+          f"drawn on {column!r} (pass a callable for a bound on {column!r})")
+
+
+def _curves(df: pd.DataFrame, column: str, x: str, by: list[str], band: str,
+            sort: bool) -> tuple[list, dict]:
+    """(name, per-round aggregate) per curve, and each curve's rows; ``sort`` orders the
+    curves naturally ("K=2" before "K=10") when the input gave no order."""
+    curves, groups = [], {}
+    for key, g in df.groupby(by, sort=False, dropna=False):
+        key = key if isinstance(key, tuple) else (key,)
+        name = ", ".join([str(key[0]), *(f"{b}={v}" for b, v in zip(by[1:], key[1:],
+                                                                   strict=True))])
+        curves.append((name, _aggregate(g, column, x, band)))
+        groups[name] = g
+        _warn_modes(name, g, column)
+    if sort:
+        curves.sort(key=lambda c: _natural(c[0]))
+    return curves, groups
+
+
+def _draw_curve(ax: Axes, agg: pd.DataFrame, style: dict, label: str, logy: bool,
+                bottom: float) -> Line2D:
+    """One curve: its centre line, its exact zeros and negatives marked at ``bottom`` on a log
+    axis, and its band over runs."""
+    med = _clip(agg["med"], bottom) if logy else agg["med"]
+    every = None if len(agg) <= _MAX_MARKERS else 1.0 / _MAX_MARKERS
+    (line,) = ax.plot(agg["x"], med, lw=1.8, ms=5, markevery=every, label=label, **style)
+    if logy:
+        nonpos = np.asarray(agg["med"], dtype=float) <= 0
+        if nonpos.any():  # exact zeros and negatives are data: marked where they are
+            ax.plot(np.asarray(agg["x"])[nonpos], np.full(int(nonpos.sum()), bottom),
+                    ls="none", marker="v", ms=8, mfc="none", mew=1.5, color=style["color"],
+                    zorder=5)
+    if agg["n"].max() > 1:
+        lo, hi = (_clip(agg[c], bottom) if logy else agg[c] for c in ("lo", "hi"))
+        ax.fill_between(agg["x"], lo, hi, color=style["color"], alpha=0.18, lw=0)
+    return line
+
+
+def _furniture(ax: Axes, band: str, n_runs: set, fl: float | None, floor: Any, column: str,
+               n_nonpos: int, bottom: float) -> list:
+    """The legend entries of the band, the float floor (drawn here) and the marked zeros."""
+    handles: list = []
     if n_runs:
         n = "/".join(str(v) for v in sorted(n_runs))
         what = {"minmax": "min–max", "quantile": "10–90% quantiles",
@@ -427,20 +466,7 @@ def _draw(data: Any, column: str, *, by: str | Sequence[str], x: str, ax: Axes |
         handles.append(Line2D([], [], ls="none", marker="v", ms=8, mfc="none", mew=1.5,
                               color="0.3", label=f"exactly 0 or negative ({n_nonpos} points), "
                                                  f"drawn at {bottom:.1e}"))
-    if bound is not None:
-        handles += _draw_bounds(ax, bound, curves, groups, styles, logy, bound_style, df)
-    for name in missing:
-        handles.append(Line2D([], [], ls="none", label=f"{name}: no {column} (NaN)"))
-
-    ax.set_xlabel(AXIS_LABELS.get(x, x))
-    ax.set_ylabel(AXIS_LABELS.get(column, column))
-    if x == "round":
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_title(_title(df) if title is None else title, fontsize="medium")
-    legend_title = {"order": r"order $p$: $e_{t+1} = C e_t^{\,p}$ (95% CI)",
-                    "linear": r"ratio $q$: $e_t = q^t e_0$ (95% CI)"}.get(fit)
-    _finish(ax, handles, legend_title)
-    return fig, ax
+    return handles
 
 
 def _natural(text: str) -> list[tuple[int, Any]]:

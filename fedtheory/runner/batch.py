@@ -94,18 +94,10 @@ def _run_batch(problem: FederatedProblem, method: Method, rounds: int, seeds: li
             bar.update(1)
         if not (t % log_every == 0 or t == rounds):
             continue
-        keep = []
-        for j, (b, p) in enumerate(zip(alive, metrics.points_batch(problem, state.theta,
-                                                                   chunk_bytes), strict=True)):
-            if not (math.isfinite(p.dist) and math.isfinite(p.f) and p.dist <= bound):
-                traces[b].status = "diverged"
-                continue
-            r = metrics.row(t, p, ref, scale, S, _of_run(totals, b), N, seconds, math.nan)
-            traces[b].rows.append(r)
-            if target is not None and r["rel_dist"] <= target:
-                traces[b].status = "reached_target"
-                continue
-            keep.append(j)
+        points = metrics.points_batch(problem, state.theta, chunk_bytes)
+        keep = [j for j, (b, p) in enumerate(zip(alive, points, strict=True))
+                if _log_row(traces[b], t, p, ref, scale, S, _of_run(totals, b), N, seconds,
+                            bound, target)]
         if len(keep) < B:
             alive = [alive[j] for j in keep]
             if not alive:
@@ -118,6 +110,22 @@ def _run_batch(problem: FederatedProblem, method: Method, rounds: int, seeds: li
             tr.status = metrics.settled_status(tr["dist_to_opt"], scale)
         tr.meta["status"] = tr.status
     return traces
+
+
+def _log_row(trace: Trace, t: int, p: Any, ref: Any, scale: float, S: int,
+             totals: dict[str, float], N: int, seconds: float, bound: float,
+             target: float | None) -> bool:
+    """Log round t of one run; False when the run leaves the batch (diverged: no row; or it
+    reached the target: its last row)."""
+    if not (math.isfinite(p.dist) and math.isfinite(p.f) and p.dist <= bound):
+        trace.status = "diverged"
+        return False
+    r = metrics.row(t, p, ref, scale, S, totals, N, seconds, math.nan)
+    trace.rows.append(r)
+    if target is not None and r["rel_dist"] <= target:
+        trace.status = "reached_target"
+        return False
+    return True
 
 
 def _add_counts(totals: dict[str, Any], info: Any, alive: list[int]) -> None:
