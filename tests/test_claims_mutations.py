@@ -16,10 +16,9 @@ import pytest
 import sympy as sp
 
 from fedtheory.claims import (
-    ClaimRecord,
+    assert_claim_fails,
     fedpm_factory,
     load_check,
-    single_threaded_blas,
     sopm_factory,
 )
 from fedtheory.methods import METHODS
@@ -62,13 +61,7 @@ def peeking_fedpm(**params):
     return PeekingFedPM(**params)
 
 
-def _fails(claim_id: str, **inject) -> ClaimRecord:
-    with single_threaded_blas():
-        rec = load_check(claim_id).check(quick=True, **inject)
-    assert isinstance(rec, ClaimRecord)
-    assert not rec.passed, f"{claim_id} passed with a broken method:\n{rec.explain()}"
-    assert rec.verdict == "FAIL"
-    return rec
+_fails = assert_claim_fails
 
 
 def test_simple_mixing_is_not_newton_c1():

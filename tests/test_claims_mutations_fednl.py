@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from fedtheory.claims import ClaimRecord, load_check, single_threaded_blas
+from fedtheory.claims import assert_claim_fails
 from fedtheory.methods import round_context
 from fedtheory.methods.fednl_family import FedNLPP
 
@@ -37,13 +37,7 @@ class EveryoneFedNLPP(FedNLPP):
         return super().round(round_context(ctx.problem, rng=ctx.rng, oracle=ctx.oracle), state)
 
 
-def _fails(claim_id: str, **inject) -> ClaimRecord:
-    with single_threaded_blas():
-        rec = load_check(claim_id).check(quick=True, **inject)
-    assert isinstance(rec, ClaimRecord)
-    assert not rec.passed, f"{claim_id} passed with a broken method:\n{rec.explain()}"
-    assert rec.verdict == "FAIL"
-    return rec
+_fails = assert_claim_fails
 
 
 def _factory(cls):

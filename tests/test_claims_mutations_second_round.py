@@ -13,19 +13,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fedtheory.claims import ClaimRecord, fedpm_factory, load_check, single_threaded_blas
+from fedtheory.claims import (
+    assert_claim_fails,
+    fedpm_factory,
+)
 from fedtheory.linalg import spd_solve
 from fedtheory.methods.base import RoundInfo
 from fedtheory.methods.giant import GIANT, GIANTState
 
-
-def _fails(claim_id: str, **inject) -> ClaimRecord:
-    with single_threaded_blas():
-        rec = load_check(claim_id).check(quick=True, **inject)
-    assert isinstance(rec, ClaimRecord)
-    assert not rec.passed, f"{claim_id} passed with a broken method:\n{rec.explain()}"
-    assert rec.verdict == "FAIL"
-    return rec
+_fails = assert_claim_fails
 
 
 def global_hessian_floor(problem) -> np.ndarray:

@@ -30,6 +30,7 @@ from .protocol import (
     Limit,
     MethodFactory,
     assert_claim,
+    assert_claim_fails,
     fedpm_factory,
     heterogeneous_problem,
     limit_point,
@@ -51,6 +52,7 @@ from .report import (
 )
 
 __all__ = ["ClaimRecord", "Limit", "MethodFactory", "accepts_problem", "assert_claim",
+           "assert_claim_fails",
            "checks_dir", "claim_ids", "claim_table", "claim_table_latex", "fedpm_factory",
            "fmt_ci", "heterogeneous_problem", "jsonable", "limit_point", "load_check",
            "local_newton_residual", "main_check", "one_round", "record", "registry",

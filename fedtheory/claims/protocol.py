@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from .._backend import to_numpy
-from ..errors import FedTheoryError
+from ..errors import FedTheoryError, check
 from ..methods.base import Method, make_method, round_context
 from ..problem import FederatedProblem
 from ..runner import iterate
@@ -42,6 +42,20 @@ def assert_claim(check_fn: Callable[..., ClaimRecord]) -> ClaimRecord:
         rec = check_fn(quick=True)
     assert isinstance(rec, ClaimRecord), f"check returned {type(rec).__name__}"
     assert rec.passed, rec.explain()
+    return rec
+
+
+def assert_claim_fails(claim_id: str, **inject: Any) -> ClaimRecord:
+    """Run a claim's quick check with a deliberately broken method (or constant) injected
+    through ``inject`` and assert that it FAILS; returns the record (for the mutation tests:
+    every check must be able to fail)."""
+    from .checks import load_check
+
+    with single_threaded_blas():
+        rec = load_check(claim_id).check(quick=True, **inject)
+    check(isinstance(rec, ClaimRecord), f"check {claim_id} returned {type(rec).__name__}")
+    if rec.passed or rec.verdict != "FAIL":
+        raise AssertionError(f"{claim_id} passed with a broken method:\n{rec.explain()}")
     return rec
 
 
