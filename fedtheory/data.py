@@ -93,6 +93,7 @@ def read_libsvm(  # noqa: C901 - one refusal branch per malformed-line case
     intercept: bool = False,
     n_features: int | None = None,
     task: str = "classification",
+    zero_based: bool = False,
 ) -> Dataset:
     """Read a LIBSVM/SVMlight text file (plain or gzip) into a CSR :class:`Dataset`.
 
@@ -102,8 +103,12 @@ def read_libsvm(  # noqa: C901 - one refusal branch per malformed-line case
     ``idx <= 2**31 - 1``; a UTF-8 byte-order mark is ignored. For classification the
     labels must be one of the sets ``{-1, +1}`` or ``{0, 1}`` (0 becomes -1). ``rows`` keeps the
     first ``rows`` data lines, ``n_features`` fixes ``d`` (default: the largest index), and
-    ``intercept`` appends a column of ones after the ``d`` feature columns. Every malformed
-    input raises :class:`FedTheoryError` naming the file and the 1-based line.
+    ``intercept`` appends a column of ones after the ``d`` feature columns. ``zero_based``
+    reads 0-based indices (``idx >= 0``, column ``idx``, default ``d`` the largest index + 1),
+    as scikit-learn's ``dump_svmlight_file`` writes by default (``zero_based=True``); a file
+    with an index 0 read without it is refused with a message saying so. ``task="regression"``
+    keeps every finite label as a real target. Every malformed input raises
+    :class:`FedTheoryError` naming the file and the 1-based line.
     """
     path = Path(path)
     check(task in TASKS, f"task must be one of {TASKS}, got {task!r}")
@@ -168,11 +173,34 @@ def read_libsvm(  # noqa: C901 - one refusal branch per malformed-line case
     line_of = np.repeat(np.asarray(linenos), counts)  # line number of each feature token
     idx = _to_array(idx_tok, np.int64, "feature index", line_of, path)
     val = _to_array(val_tok, np.float64, "feature value", line_of, path)
-    _fail_at(idx < 1, line_of, path, lambda k: f"feature index {idx[k]} must be >= 1")
+    indptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    d = _check_indices(idx, val, indptr, counts, line_of, path, n_features, zero_based)
+
+    y = np.asarray(labels, dtype=np.float64)
+    if task == "classification":
+        y[y == 0.0] = -1.0
+    cols = idx if zero_based else idx - 1
+    X = sp.csr_matrix((val, cols, indptr), shape=(len(labels), d), dtype=np.float64)
+    if intercept:
+        X = _with_intercept(X)
+    name = path.name.split(".")[0] or path.name
+    return Dataset(X=X, y=y, name=name, task=task)
+
+
+def _check_indices(idx: np.ndarray, val: np.ndarray, indptr: np.ndarray, counts: list[int],
+                   line_of: np.ndarray, path: Path, n_features: int | None,
+                   zero_based: bool) -> int:
+    """Refuse bad indices and values (naming the line); the number of columns d."""
+    first = 0 if zero_based else 1
+    if not zero_based:
+        _fail_at(idx == 0, line_of, path, lambda k: (
+            "feature index 0: LIBSVM indices start at 1; this file looks 0-based, as "
+            "scikit-learn's dump_svmlight_file writes by default, so set zero_based = true "
+            "(read_libsvm(..., zero_based=True), or zero_based = true in a spec's [data] table)"))
+    _fail_at(idx < first, line_of, path, lambda k: f"feature index {idx[k]} must be >= {first}")
     _fail_at(idx > MAX_INDEX, line_of, path,
              lambda k: f"feature index {idx[k]} exceeds {MAX_INDEX}, the largest LIBSVM index")
     _fail_at(~np.isfinite(val), line_of, path, lambda k: f"feature value {val[k]} is not finite")
-    indptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
     starts = np.zeros(idx.size, dtype=bool)
     starts[indptr[:-1][np.asarray(counts) > 0]] = True
     decreasing = np.concatenate([[False], np.diff(idx) <= 0]) & ~starts
@@ -182,22 +210,15 @@ def read_libsvm(  # noqa: C901 - one refusal branch per malformed-line case
         path,
         lambda k: f"feature indices must be strictly increasing, got {idx[k - 1]} then {idx[k]}",
     )
-    d = int(idx.max(initial=0)) if n_features is None else n_features
+    d = int(idx.max(initial=first - 1)) + 1 - first if n_features is None else n_features
     _fail_at(
-        idx > d,
+        idx + 1 - first > d,
         line_of,
         path,
-        lambda k: f"feature index {idx[k]} exceeds n_features={n_features}",
+        lambda k: f"feature index {idx[k]} exceeds n_features={n_features}"
+        + (" (0-based: indices up to n_features - 1)" if zero_based else ""),
     )
-
-    y = np.asarray(labels, dtype=np.float64)
-    if task == "classification":
-        y[y == 0.0] = -1.0
-    X = sp.csr_matrix((val, idx - 1, indptr), shape=(len(labels), d), dtype=np.float64)
-    if intercept:
-        X = _with_intercept(X)
-    name = path.name.split(".")[0] or path.name
-    return Dataset(X=X, y=y, name=name, task=task)
+    return d
 
 
 def _parse_label(tok: str, task: str, path: Path, lineno: int) -> float:
@@ -208,7 +229,8 @@ def _parse_label(tok: str, task: str, path: Path, lineno: int) -> float:
             if label not in (-1.0, 0.0, 1.0):
                 raise FedTheoryError(
                     f"{path}, line {lineno}: class label {tok!r} is not accepted; "
-                    "labels must be -1/+1 or 0/1"
+                    "labels must be -1/+1 or 0/1 (for real-valued targets read the file with "
+                    'task="regression", in a spec\'s [data] table task = "regression")'
                 )
         return label
     label = _c_float(tok)

@@ -34,6 +34,7 @@ from ._backend import to_numpy, xp_of
 from .errors import ConditioningWarning, FactorizationError, FedTheoryError, check
 from .linalg import spd_solve
 from .objectives import ORACLES, ClientCSR, OracleOut
+from .resources import available_memory
 
 WEIGHTINGS = ("samples", "uniform")
 STORAGES = ("auto", "dense", "sparse")
@@ -267,13 +268,15 @@ class FederatedProblem:
         :class:`~fedtheory.errors.ConditioningWarning` when kappa = L / mu > :data:`KAPPA_WARN`.
         """
         host = self if self.backend == "numpy" else self.to("numpy")
+        start = host.global_oracle(np.zeros(host.d), hess=True)
+        _refuse_overflow(host, start)
         try:
             theta, iters = _newton_solve(host, np.zeros(host.d))
         except FactorizationError as exc:
             raise FactorizationError(f"{self.name}: {exc}") from None
         o = host.global_oracle(theta, hess=True)
-        ev = np.linalg.eigvalsh(o.H)
-        kappa = ev[-1] / ev[0] if ev[0] > 0 else math.inf
+        ev = _certify(host, theta, o, start)
+        kappa = ev[-1] / ev[0]
         if kappa > KAPPA_WARN:
             eps = np.finfo(np.float64).eps
             warnings.warn(
@@ -308,17 +311,88 @@ def _physical_memory() -> int | None:
         return None
 
 
-def _check_memory(N: int, n_max: int, d: int, data_bytes: float | None = None) -> None:
-    """Refuse a problem whose float64 arrays cannot fit in this machine's memory: the data
-    (``data_bytes``, by default the padded (N, n_max, d) array) and the client Hessians
-    (N, d, d) that a method's round forms."""
+def memory_estimate(N: int, n_max: int, d: int, data_bytes: float | None = None) -> float:
+    """Bytes a run on N clients of up to n_max rows and d features allocates at its peak, in
+    float64: the data (``data_bytes``, by default the padded (N, n_max, d) array), the targets
+    and row weights (two (N, n_max) arrays), the oracle's temporaries (the Hessian product
+    weights a copy of the data's rows), the client Hessian stack (N, d, d) and a second stack
+    of that size for the factorisation and solve of a method's round."""
     data = 8.0 * N * n_max * d if data_bytes is None else float(data_bytes)
-    need, total = data + 8.0 * N * d * d, _physical_memory()
-    what = "the padded data" if data_bytes is None else "the sparse data"
-    check(total is None or need <= total,
+    return 2 * data + 16.0 * N * n_max + 2 * 8.0 * N * d * d
+
+
+def _check_memory(N: int, n_max: int, d: int, data_bytes: float | None = None) -> None:
+    """Refuse a problem whose run cannot fit in the memory available now
+    (:func:`~fedtheory.resources.available_memory`; the machine's total where that is
+    unknown), by :func:`memory_estimate`."""
+    need = memory_estimate(N, n_max, d, data_bytes)
+    free, what = available_memory(), "available"
+    if free is None:
+        free, what = _physical_memory(), "total"
+    layout = "the padded data" if data_bytes is None else "the sparse data"
+    check(free is None or need <= free,
           f"N = {N} clients of up to {n_max} rows with d = {d} features need "
-          f"{need / 2**30:.3g} GiB for {what} and the client Hessians (float64), more "
-          f"than this machine's {(total or 0) / 2**30:.3g} GiB; use fewer features or clients")
+          f"{need / 2**30:.3g} GiB ({layout}, the oracle's temporaries and two (N, d, d) stacks "
+          f"of client Hessians, float64), more than the {free / 2**30 if free else 0:.3g} GiB "
+          f"of memory {what} on this machine; use fewer features or clients")
+
+
+#: Logistic with lam = 0 has no minimiser when mu = lambda_min(H(theta)) at the returned point
+#: is below this fraction of lambda_max(H(0)): the loss flattens out because ||theta|| has run
+#: off towards infinity (separable data), not because a minimiser was found.
+SEPARABLE_MU = 1e-12
+
+
+def _largest_feature(problem: FederatedProblem) -> float:
+    values = problem.A.X.data if isinstance(problem.A, ClientCSR) else to_numpy(problem.A)
+    return float(np.abs(values).max(initial=0.0))
+
+
+def _finite(o: OracleOut) -> bool:
+    return all(v is None or bool(np.isfinite(v).all()) for v in o)
+
+
+def _refuse_overflow(problem: FederatedProblem, o: OracleOut) -> None:
+    """Refuse data whose objective, gradient or Hessian at theta = 0 is not finite in float64
+    (features so large that x^T x or the Hessian overflows): no reference solution exists."""
+    if not _finite(o):
+        raise FedTheoryError(
+            f"{problem.name}: the objective, gradient or Hessian at theta = 0 is not finite in "
+            f"float64 (overflow: the largest |feature| is {_largest_feature(problem):.3g}), so "
+            f"no reference solution can be computed (it would be NaN); rescale the features")
+
+
+def _no_minimiser(problem: FederatedProblem, theta: np.ndarray, detail: str) -> FedTheoryError:
+    return FedTheoryError(
+        f"{problem.name}: logistic objective with lam = 0 has no minimiser: the data are "
+        f"linearly separable, so f decreases towards its infimum while ||theta|| grows without "
+        f"bound (the reference Newton reached ||theta|| = {np.linalg.norm(theta):.3g}, "
+        f"{detail}); use lam > 0")
+
+
+def _certify(problem: FederatedProblem, theta: np.ndarray, o: OracleOut,
+             start: OracleOut) -> np.ndarray:
+    """The eigenvalues of H(theta*) once theta*, f*, grad f(theta*) are finite, ||grad f|| is
+    within the tolerance and mu > 0 (relative to L for logistic with lam = 0); else an error."""
+    tol = 1e-13 * max(1.0, float(np.linalg.norm(start.g)))
+    if not (_finite(o) and bool(np.isfinite(theta).all())):
+        raise FedTheoryError(
+            f"{problem.name}: the reference solution is not finite (theta*, f* or the gradient "
+            f"is NaN or inf: overflow, largest |feature| {_largest_feature(problem):.3g}); "
+            f"rescale the features")
+    gnorm = float(np.linalg.norm(o.g))
+    check(gnorm <= tol, f"{problem.name}: the reference solution is not certified: "
+                        f"||grad f(theta*)|| = {gnorm:.3e} is above the tolerance {tol:.3e}")
+    ev = np.linalg.eigvalsh(o.H)
+    L0 = float(np.linalg.eigvalsh(start.H)[-1])
+    if problem.objective == "logistic" and problem.lam == 0 and ev[0] <= SEPARABLE_MU * L0:
+        raise _no_minimiser(problem, theta, f"where mu = lambda_min(H) = {ev[0]:.3g} is "
+                                            f"{ev[0] / L0:.1e} times lambda_max(H(0))")
+    check(ev[0] > 0 and math.isfinite(ev[-1] / ev[0]),
+          f"{problem.name}: the global Hessian at theta* is not positive definite (mu = "
+          f"lambda_min = {ev[0]:.3g}, L = {ev[-1]:.3g}): theta* is not a unique minimiser; "
+          f"use lam > 0")
+    return ev
 
 
 def _newton_solve(problem: FederatedProblem, theta: np.ndarray, max_iter: int = 100
@@ -341,9 +415,12 @@ def _newton_solve(problem: FederatedProblem, theta: np.ndarray, max_iter: int = 
         gnorm = float(np.linalg.norm(o.g))
         if gnorm <= tol:
             return theta, it
-        if gnorm >= best and it > 20:
+        if not _finite(o) or (gnorm >= best and it > 20):
             break
         best = min(best, gnorm)
+    if problem.objective == "logistic" and problem.lam == 0:
+        raise _no_minimiser(problem, theta, f"||grad f|| = {gnorm:.3e} still above the "
+                                            f"tolerance {tol:.3e} after {it} iterations")
     raise FedTheoryError(
         f"reference Newton stopped at ||grad f|| = {gnorm:.3e} above the tolerance {tol:.3e} "
         f"after {it} iterations ({problem.name}); the problem may be too ill-conditioned")

@@ -17,7 +17,11 @@ A spec has three tables and two keys::
     lam = 1e-3
 
 ``source = "libsvm"`` reads ``path`` (relative to the TOML file's folder, or absolute), so any
-LIBSVM dataset works the same way. Unknown keys, and values of the wrong type (a string for a
+LIBSVM dataset works the same way. Its options: ``rows``, ``intercept``, ``n_features``,
+``task`` ("classification": labels -1/+1 or 0/1; "regression": real targets; by default
+"regression" when ``[objective] kind = "ridge"`` and "classification" otherwise) and
+``zero_based`` (true for 0-based indices, as scikit-learn's ``dump_svmlight_file`` writes).
+Unknown keys, and values of the wrong type (a string for a
 number, true for an integer, nan or inf, a negative integer), are errors naming the key and the
 file. Specs are data only: nothing in them is evaluated.
 """
@@ -50,7 +54,8 @@ _SOURCES: dict[str, tuple[Callable[..., Any], tuple[str, ...], bool]] = {
     "phishing": (datasets.load_phishing, ("rows", "intercept"), False),
     "breast_cancer": (datasets.load_breast_cancer, ("standardize", "intercept"), False),
     "diabetes": (datasets.load_diabetes, ("standardize", "intercept"), False),
-    "libsvm": (datasets.read_libsvm, ("path", "rows", "intercept", "n_features", "task"), False),
+    "libsvm": (datasets.read_libsvm, ("path", "rows", "intercept", "n_features", "task",
+                                        "zero_based"), False),
     "fedprox_synthetic": (datasets.fedprox_synthetic,
                           ("alpha", "beta", "clients", "d", "sizes", "mean_size", "seed"), True),
     "heterogeneous_quadratic": (datasets.heterogeneous_quadratic,
@@ -69,7 +74,7 @@ _STR, _BOOL, _COUNT, _NUM, _COUNTS = ("a string", "true or false", "an integer >
 _TYPES: dict[str, tuple[str, ...]] = {
     **dict.fromkeys(("name", "description", "source", "path", "task", "kind", "weighting",
                      "storage"), (_STR,)),
-    **dict.fromkeys(("intercept", "standardize"), (_BOOL,)),
+    **dict.fromkeys(("intercept", "standardize", "zero_based"), (_BOOL,)),
     **dict.fromkeys(("rows", "n_features", "clients", "d", "mean_size", "seed", "min_size",
                      "max_tries", "bins"), (_COUNT,)),
     **dict.fromkeys(("alpha", "beta", "mu", "L", "spread", "noise", "lam"), (_NUM,)),
@@ -234,6 +239,9 @@ def _build_problem(spec: dict[str, Any]) -> FederatedProblem:
         check("path" in data_opts, "[data] source 'libsvm' needs a path")
         p = Path(data_opts["path"]).expanduser()
         data_opts["path"] = p if p.is_absolute() else Path(spec.get("_dir", ".")) / p
+        # without task, a ridge objective reads real targets, a logistic one class labels
+        ridge = spec["objective"].get("kind") == "ridge"
+        data_opts.setdefault("task", "regression" if ridge else "classification")
     if "clients" in data_opts:
         data_opts["n_clients"] = data_opts.pop("clients")
     try:

@@ -94,6 +94,98 @@ def test_libsvm_reader_agrees_with_sklearn_on_a9a():
     np.testing.assert_array_equal(data.y, y_ref)
 
 
+# (issue 11 item 14) files written by scikit-learn's dump_svmlight_file (0-based by default)
+
+def _digits():
+    from sklearn.datasets import load_digits
+
+    X, y = load_digits(return_X_y=True)
+    # without digits' all-zero first column, so that index 0 occurs in a 0-based dump (a
+    # 0-based file without any index 0 cannot be told from a 1-based one)
+    return X[:300, 1:].astype(np.float64), y[:300].astype(np.float64)
+
+
+@pytest.mark.parametrize("zero_based", [True, False])
+def test_libsvm_reads_sklearn_dump_of_digits_exactly(tmp_path, zero_based):
+    from sklearn.datasets import dump_svmlight_file
+
+    X, y = _digits()
+    path = tmp_path / "digits.svm"
+    dump_svmlight_file(X, y, str(path), zero_based=zero_based)
+    # columns may be all zero at the end, so d is fixed to keep them
+    data = read_libsvm(path, task="regression", zero_based=zero_based, n_features=X.shape[1])
+    np.testing.assert_array_equal(data.X.toarray(), X)
+    np.testing.assert_array_equal(data.y, y)
+    binary = np.where(y >= 5, 1.0, -1.0)
+    dump_svmlight_file(X, binary, str(path), zero_based=zero_based)
+    data = read_libsvm(path, zero_based=zero_based)
+    assert data.d <= X.shape[1] and not X[:, data.d:].any()   # d = the last non-zero column
+    np.testing.assert_array_equal(data.X.toarray(), X[:, : data.d])
+    np.testing.assert_array_equal(data.y, binary)
+
+
+def test_libsvm_zero_based_default_d_is_the_largest_index_plus_one(tmp_path):
+    path = tmp_path / "z.svm"
+    path.write_text("+1 0:1 4:2\n-1 2:3\n")
+    data = read_libsvm(path, zero_based=True)
+    assert data.d == 5
+    np.testing.assert_array_equal(data.X.toarray(), [[1, 0, 0, 0, 2], [0, 0, 3, 0, 0]])
+    with pytest.raises(FedTheoryError, match=r"line 1: feature index 4 exceeds n_features=4"):
+        read_libsvm(path, zero_based=True, n_features=4)
+    path.write_text("+1 -1:1\n")
+    with pytest.raises(FedTheoryError, match=r"feature index -1 must be >= 0"):
+        read_libsvm(path, zero_based=True)
+
+
+def test_a_zero_based_file_read_as_one_based_says_to_set_zero_based(tmp_path):
+    from sklearn.datasets import dump_svmlight_file
+
+    X, y = _digits()
+    path = tmp_path / "digits.svm"
+    dump_svmlight_file(X, y, str(path))                          # scikit-learn's default: 0-based
+    with pytest.raises(FedTheoryError, match=r"digits.svm, line \d+: feature index 0: .*"
+                                             r"dump_svmlight_file.*set zero_based = true"):
+        read_libsvm(path, task="regression")
+
+
+def _spec(tmp_path, kind, data_extra=""):
+    spec = tmp_path / "p.toml"
+    spec.write_text(f'name = "digits"\n[data]\nsource = "libsvm"\npath = "digits.svm"\n'
+                    f'{data_extra}[partition]\nkind = "iid"\nclients = 3\nseed = 0\n'
+                    f'[objective]\nkind = "{kind}"\nlam = 1e-2\n')
+    return spec
+
+
+def test_a_spec_reads_sklearn_digits_for_ridge_without_a_task_key(tmp_path):
+    from sklearn.datasets import dump_svmlight_file
+
+    from fedtheory.suite import build_problem, read_spec
+
+    X, y = _digits()
+    dump_svmlight_file(X, y, str(tmp_path / "digits.svm"), zero_based=True)
+    problem = build_problem(read_spec(_spec(tmp_path, "ridge", "zero_based = true\n")))
+    assert problem.objective == "ridge" and problem.n == 300 and problem.d == 63
+    assert problem.spec["data"].get("task") is None          # nothing added to the user's spec
+    ys = np.sort(np.concatenate([problem.y[i, : problem.sizes[i]] for i in range(3)]))
+    np.testing.assert_array_equal(ys, np.sort(y))              # the real targets 0..9, kept
+    assert problem.reference.grad_norm <= 1e-10
+    with pytest.raises(FedTheoryError, match=r"zero_based = true"):
+        build_problem(read_spec(_spec(tmp_path, "ridge")))
+    with pytest.raises(FedTheoryError, match=r"\[data\] zero_based must be true or false"):
+        read_spec(_spec(tmp_path, "ridge", 'zero_based = "yes"\n'))
+
+
+def test_a_logistic_spec_on_real_targets_names_the_task_key(tmp_path):
+    from sklearn.datasets import dump_svmlight_file
+
+    from fedtheory.suite import build_problem, read_spec
+
+    X, y = _digits()
+    dump_svmlight_file(X, y + 0.5, str(tmp_path / "digits.svm"), zero_based=True)
+    with pytest.raises(FedTheoryError, match=r'class label .* task = "regression"'):
+        build_problem(read_spec(_spec(tmp_path, "logistic", "zero_based = true\n")))
+
+
 GOOD = "# comment\n+1 1:1 3:2\n\n-1 2:0.5\n"  # data lines are 2 and 4; the bad line is line 5
 
 
@@ -103,7 +195,7 @@ GOOD = "# comment\n+1 1:1 3:2\n\n-1 2:0.5\n"  # data lines are 2 and 4; the bad 
         ("2 1:1", "class label '2'"),
         ("abc 1:1", "class label 'abc'"),
         ("0 1:1", "labels -1 and 0 both occur"),
-        ("+1 0:1", "feature index 0 must be >= 1"),
+        ("+1 0:1", "feature index 0: LIBSVM indices start at 1.*set zero_based = true"),
         ("+1 -2:1", "feature index -2 must be >= 1"),
         ("+1 3:1 2:1", "strictly increasing, got 3 then 2"),
         ("+1 2:1 2:1", "strictly increasing, got 2 then 2"),

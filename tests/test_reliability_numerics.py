@@ -14,7 +14,7 @@ import pytest
 
 from fedtheory import make_method, run
 from fedtheory.cli import main
-from fedtheory.errors import ConditioningWarning, FactorizationError
+from fedtheory.errors import ConditioningWarning, FactorizationError, FedTheoryError
 from fedtheory.methods import Method, RoundInfo
 from fedtheory.oracles import make_oracle
 from fedtheory.problem import KAPPA_WARN, FederatedProblem
@@ -222,3 +222,98 @@ def test_the_cli_prints_the_conditioning_warning_as_one_line_and_runs(tmp_path, 
     assert lines[0].startswith("fedtheory: warning: ConditioningWarning: illcond: ")
     assert "kappa = L/mu = 1e+10" in lines[0]
     assert "status completed" in captured.out
+
+
+# ----------------------------------------------------------------------------- certified reference
+# (issue 17 item 2) The reference solver certifies theta* (finite, ||grad f|| within the
+# tolerance, mu > 0) or refuses; it never hands a made-up or NaN optimum to a run.
+
+def _separable_logistic(lam: float, seed: int = 0) -> FederatedProblem:
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((40, 3))
+    y = np.where(X @ rng.standard_normal(3) >= 0, 1.0, -1.0)      # linearly separable
+    return FederatedProblem.from_dataset(X, y, [np.arange(20), np.arange(20, 40)],
+                                         objective="logistic", lam=lam, name="separable")
+
+
+def test_separable_logistic_with_lam_zero_is_refused_naming_lam():
+    """theta* does not exist: ||theta|| grows without bound while the gradient decays, so the
+    old solver reported ||theta*|| ~ 236 with mu ~ 1e-14 (kappa ~ 11, no warning)."""
+    problem = _separable_logistic(0.0)
+    with pytest.raises(FedTheoryError, match=r"separable.*lam = 0|lam = 0.*separable") as exc:
+        _ = problem.reference
+    assert "no minimiser" in str(exc.value) and "use lam > 0" in str(exc.value)
+    with pytest.raises(FedTheoryError, match="no minimiser"):
+        run(problem, make_method("gd"), 2)                 # refused before any row is written
+
+
+def test_separable_logistic_with_lam_positive_is_certified():
+    ref = _separable_logistic(1e-3).reference
+    assert ref.mu >= 1e-3 and ref.grad_norm <= 1e-13 * 10
+
+
+def _huge_feature_problem() -> FederatedProblem:
+    rng = np.random.default_rng(1)
+    X = rng.standard_normal((20, 3))
+    X[0, 0] = 1e300
+    y = np.where(rng.random(20) < 0.5, 1.0, -1.0)
+    return FederatedProblem.from_dataset(X, y, [np.arange(10), np.arange(10, 20)],
+                                         objective="logistic", lam=1e-3, name="huge")
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+def test_a_feature_of_1e300_is_refused_before_any_run():
+    """The old solver returned a NaN-laden reference (grad_norm = inf, mu = nan) and the run
+    ended 'diverged' with grad_norm = inf in row 0."""
+    problem = _huge_feature_problem()
+    with pytest.raises(FedTheoryError, match=r"not finite.*overflow.*1e\+300.*rescale"):
+        _ = problem.reference
+    with pytest.raises(FedTheoryError, match="overflow"):
+        run(problem, make_method("gd"), 2)
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+def test_a_feature_of_1e300_through_the_cli_is_one_line_and_exit_2(tmp_path, capsys):
+    (tmp_path / "data.svm").write_text("+1 1:1e300 2:1\n-1 1:1 2:2\n+1 1:-1 2:1\n-1 2:-3\n")
+    spec = tmp_path / "p.toml"
+    spec.write_text('name = "huge"\n[data]\nsource = "libsvm"\npath = "data.svm"\n'
+                    '[partition]\nkind = "contiguous"\nclients = 2\n'
+                    '[objective]\nkind = "logistic"\nlam = 1e-3\n')
+    out = tmp_path / "out.csv"
+    assert main(["run", str(spec), "--method", "gd", "--rounds", "2", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("fedtheory: error: ") and "\n" not in err, err
+    assert "overflow" in err and "internal error" not in err
+    assert not out.exists()
+
+
+def _independent_newton(problem: FederatedProblem) -> np.ndarray:
+    """Plain Newton on sum_i w_i (1/n_i) sum_j log(1 + exp(-y a^T theta)) + lam/2 ||theta||^2,
+    written from the definition, on the clients' dense rows."""
+    A, y, sw = problem.A, problem.y, problem.sw
+    w = (np.asarray(problem.weights)[:, None] * sw).ravel()      # one weight per row
+    A2, y2 = A.reshape(-1, problem.d), y.ravel()
+    theta = np.zeros(problem.d)
+    for _ in range(50):
+        z = y2 * (A2 @ theta)
+        s = 1.0 / (1.0 + np.exp(z))                                # sigma(-z)
+        g = -(A2.T @ (w * y2 * s)) + problem.lam * theta
+        H = (A2.T * (w * s * (1 - s))) @ A2 + problem.lam * np.eye(problem.d)
+        theta = theta - np.linalg.solve(H, g)
+    return theta
+
+
+def test_a_well_posed_problem_keeps_its_reference():
+    """Saved values from before the certification (make_problem(3, N=3, d=4)), and an
+    independent Newton."""
+    problem = make_problem(3, N=3, d=4)
+    ref = problem.reference
+    saved = [1.955829865618266, -1.6247282733198023, 0.07479869772010339, -0.5113860924394207]
+    np.testing.assert_allclose(ref.theta_star, saved, rtol=1e-12, atol=1e-14)
+    assert ref.f_star == pytest.approx(0.2508129506868055, rel=1e-14)
+    assert ref.newton_iters == 7 and 0 < ref.mu <= ref.L
+    np.testing.assert_allclose(ref.theta_star, _independent_newton(problem), rtol=1e-10)
+    ridge = make_problem(3, objective="ridge", N=3, d=4).reference
+    np.testing.assert_allclose(ridge.theta_star, [2.7265611068958244, -2.410671634155549,
+                                                  -0.22861951818242804, -1.3469386695217445],
+                               rtol=1e-12)

@@ -24,9 +24,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from fedtheory import problem as problem_module
 from fedtheory.cli import main
 from fedtheory.data import read_libsvm
 from fedtheory.errors import FedTheoryError
+from fedtheory.problem import FederatedProblem, memory_estimate
 from fedtheory.suite import read_spec
 from fedtheory.sweep import expand, read_sweep
 
@@ -264,6 +266,45 @@ def test_a_huge_feature_index_is_refused_before_anything_is_allocated(tmp_path, 
     spec.write_text(_LIBSVM_SPEC)
     rc = main(["run", str(spec), "--method", "newton", "--rounds", "1"])
     _one_line_error(rc, capsys, spec, "d = 2000000", "GiB")
+
+
+
+# (issue 17 item 7) The guard counts what a run allocates and compares with available memory.
+
+def test_the_memory_estimate_counts_data_temporaries_and_two_hessian_stacks():
+    N, n_max, d = 3, 50, 7
+    data, hess = 8.0 * N * n_max * d, 8.0 * N * d * d
+    assert memory_estimate(N, n_max, d) == 2 * data + 16.0 * N * n_max + 2 * hess
+    assert memory_estimate(N, n_max, d, data_bytes=1200) == 2 * 1200 + 16.0 * N * n_max \
+        + 2 * hess
+
+
+def _small_clients(N=2, n=40, d=20):
+    rng = np.random.default_rng(0)
+    return ([rng.standard_normal((n, d)) for _ in range(N)],
+            [np.where(rng.random(n) < 0.5, 1.0, -1.0) for _ in range(N)])
+
+
+@pytest.mark.parametrize("storage", ["dense", "sparse"])
+def test_the_memory_guard_compares_with_available_memory_not_the_total(monkeypatch, storage):
+    Xs, ys = _small_clients()
+    need = memory_estimate(2, 40, 20, None if storage == "dense" else 12 * 2 * 40 * 20)
+    monkeypatch.setattr(problem_module, "_physical_memory", lambda: 2**40)     # 1 TiB total
+    monkeypatch.setattr(problem_module, "available_memory", lambda: need * 0.9)
+    with pytest.raises(FedTheoryError, match=r"GiB of memory available on this machine"):
+        FederatedProblem.from_clients(Xs, ys, objective="logistic", lam=1e-3, storage=storage)
+    monkeypatch.setattr(problem_module, "available_memory", lambda: need * 1.1)
+    FederatedProblem.from_clients(Xs, ys, objective="logistic", lam=1e-3, storage=storage)
+
+
+def test_the_memory_guard_falls_back_to_the_total_where_availability_is_unknown(monkeypatch):
+    Xs, ys = _small_clients()
+    monkeypatch.setattr(problem_module, "available_memory", lambda: None)
+    monkeypatch.setattr(problem_module, "_physical_memory", lambda: 1000)
+    with pytest.raises(FedTheoryError, match=r"memory total on this machine"):
+        FederatedProblem.from_clients(Xs, ys, objective="logistic", lam=1e-3, storage="dense")
+    monkeypatch.setattr(problem_module, "_physical_memory", lambda: None)    # no check at all
+    FederatedProblem.from_clients(Xs, ys, objective="logistic", lam=1e-3, storage="dense")
 
 
 # ============================================================================ TOML writing
