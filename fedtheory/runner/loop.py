@@ -95,20 +95,19 @@ def run(problem: FederatedProblem, method: Method, rounds: int, *,
         rounds; see :mod:`fedtheory.threads`); None leaves BLAS as it is.
     """
     check_common(rounds, target, log_every)
-    participants(problem, method, participation, rounds)
+    who = participants(problem, method, participation, rounds)   # a schedule file read once
     check_seed(seed)
     check_threads(threads)
     with blas_threads(threads):
-        return _run(problem, method, rounds, participation, seed, theta0, oracle, target,
+        return _run(problem, method, rounds, who, seed, theta0, oracle, target,
                     drift_metrics, diverge_factor, log_every, progress, threads)
 
 
-def _run(problem: FederatedProblem, method: Method, rounds: int, participation: Any, seed: int,
+def _run(problem: FederatedProblem, method: Method, rounds: int, who: Participation, seed: int,
          theta0: Any, oracle: Any, target: float | None, drift_metrics: bool,
          diverge_factor: float, log_every: int, progress: bool,
          threads: int | None) -> Trace:
     N, xp = problem.N, problem.xp
-    who = Participation(N, participation, rounds)
     oracle = make_oracle(oracle)
     ref = problem.reference
     theta = start(problem, theta0)
@@ -124,7 +123,7 @@ def _run(problem: FederatedProblem, method: Method, rounds: int, participation: 
     trace = Trace(rows=rows, meta=metrics.meta(problem, method, rounds, who.describe(), seed,
                                                oracle, threads))
     bar = _progress(rounds, f"{method.name} on {problem.name}") if progress else None
-    steps = iterate(problem, method, rounds=rounds, participation=participation, seed=seed,
+    steps = iterate(problem, method, rounds=rounds, participation=who, seed=seed,
                     theta0=theta, oracle=oracle)
     for step in steps:
         t = step.t
@@ -179,8 +178,10 @@ def timed_round(method: Method, ctx: RoundContext, state: Any) -> tuple[Any, Rou
 
 def participants(problem: FederatedProblem, method: Method, participation: Any,
                  rounds: int) -> Participation:
-    """The run's :class:`Participation`, refused when ``method`` needs every client."""
-    who = Participation(problem.N, participation, rounds)
+    """The run's :class:`Participation` (``participation`` as :func:`run` takes it, or one
+    already built), refused when ``method`` needs every client."""
+    who = (participation if isinstance(participation, Participation)
+           else Participation(problem.N, participation, rounds))
     check(not (method.full_participation_only and not who.full_every_round),
           f"method {method.name} needs full participation (S = N = {problem.N}), got "
           f"S = {who.describe()}")
