@@ -17,6 +17,17 @@ class FactorizationError(FedTheoryError):
     failed."""
 
 
+class WriteError(FedTheoryError):
+    """A result file could not be written (a full disk, a folder made read-only mid-run): the
+    message names the path and the OS error. A sweep stops on it and says how many runs are
+    saved; running the same command again resumes."""
+
+
+class DaskStartError(FedTheoryError):
+    """A Dask cluster could not be started or reached (a worker process that died while
+    starting, a nanny that timed out, no scheduler at the address): the message says which."""
+
+
 class ConditioningWarning(UserWarning):
     """The global Hessian at theta* is so ill-conditioned (kappa = L / mu above
     :data:`fedtheory.problem.KAPPA_WARN`) that relative errors below about kappa * eps

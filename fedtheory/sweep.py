@@ -36,12 +36,18 @@ Runs go to ``jobs`` worker processes ("forkserver" where the platform has it, el
 each worker limits BLAS to one thread). A task carries the problem's spec, never the problem:
 each worker builds a problem once and caches it (:func:`fedtheory.suite.load_problem`).
 ``jobs=1`` runs in this process. ``executor="dask"`` runs them on a Dask cluster instead
-(:mod:`fedtheory.dask_executor`), into the same files.
+(:mod:`fedtheory.dask_executor`; Dask is the optional extra ``fedtheory[dask]``, and a sweep
+asking for it without Dask is refused in one line), into the same files.
+
+A write that fails mid-sweep (a full disk) stops the sweep with one line: the path, the OS
+error, and "N of M runs finished and saved; re-run the same command to resume". Every saved
+file is whole (written atomically), so the re-run skips exactly those.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import itertools
 import multiprocessing
@@ -56,7 +62,7 @@ from typing import Any
 
 from ._backend import require_gpu
 from ._io import write_atomic
-from .errors import FedTheoryError, check
+from .errors import FedTheoryError, WriteError, check
 from .methods import METHODS, make_method
 from .oracles import ORACLE_MODELS, make_oracle
 from .results import RUNS_DIR, label_facets, make_labels
@@ -277,19 +283,42 @@ def run_sweep(spec_path: str | os.PathLike, out_dir: str | os.PathLike, jobs: in
                                  f"got {executor!r}")
     check(scheduler is None or executor == "dask",
           f"a scheduler address ({scheduler!r}) needs the dask executor, got {executor!r}")
+    dask = _dask_executor() if executor == "dask" else None
     spec_path = Path(spec_path)
     spec = read_sweep(spec_path)
     configs = expand(spec)
     out = Path(out_dir)
-    try:
-        (out / RUNS_DIR).mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise FedTheoryError(f"cannot create the sweep folder {str(out)!r} ({exc.strerror})") \
-            from None
-    with _exclusive(out):
+    with contextlib.ExitStack() as stack:
+        execute = None
+        if dask is not None:
+            connect, execute_dask = dask
+            pending = sum(not run_file(out, c.id).exists() for c in configs)
+            if pending:  # connect before writing anything: a failed start leaves no output
+                client = stack.enter_context(connect(min(jobs, pending), scheduler))
+                execute = functools.partial(execute_dask, client=client)
+        try:
+            (out / RUNS_DIR).mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise FedTheoryError(f"cannot create the sweep folder {str(out)!r} "
+                                 f"({exc.strerror})") from None
+        stack.enter_context(_exclusive(out))
         _clean_temporaries(out)
         _save_spec(spec_path, out)
-        return _run_todo(spec, configs, out, jobs, progress, executor, scheduler)
+        return _run_todo(spec, configs, out, jobs, progress, execute)
+
+
+def _dask_executor() -> tuple[Any, Any]:
+    """:mod:`fedtheory.dask_executor`'s ``connect`` and ``execute_dask``, or a one-line
+    refusal when Dask (an optional dependency) is not installed."""
+    try:
+        from .dask_executor import connect, execute_dask
+    except ImportError as exc:
+        missing = (exc.name or "").partition(".")[0]
+        if missing not in ("dask", "distributed"):
+            raise
+        raise FedTheoryError(f"--executor dask needs Dask, which is not installed (no module "
+                             f"{exc.name!r}): pip install 'fedtheory[dask]'") from None
+    return connect, execute_dask
 
 
 @contextlib.contextmanager
@@ -321,17 +350,15 @@ def _clean_temporaries(out: Path) -> None:
 
 
 def _run_todo(spec: dict[str, Any], configs: list[Config], out: Path, jobs: int,
-              progress: bool, executor: str, scheduler: str | None) -> SweepSummary:
+              progress: bool, execute: Any = None) -> SweepSummary:
+    """Run what ``out`` lacks, locally or through ``execute`` (a Dask client's
+    ``execute_dask``). A write that fails (a full disk) stops the sweep with one line: the
+    path, the OS error, and how many runs are saved (a re-run resumes from there)."""
     todo = [c for c in configs if not run_file(out, c.id).exists()]
     summary = SweepSummary(out, len(configs), 0, len(configs) - len(todo), {})
     bar = _bar(len(todo), spec["name"], summary.skipped) if progress and todo else None
-    tasks = [(c, str(out)) for c in todo]
-    if executor == "dask":
-        from .dask_executor import execute_dask
-
-        results = execute_dask(todo, out, jobs, scheduler)
-    else:
-        results = _execute(tasks, jobs)
+    results = execute(todo, out) if execute is not None else \
+        _execute([(c, str(out)) for c in todo], jobs)
     try:
         for cid, error in results:
             if error is None:
@@ -342,8 +369,13 @@ def _run_todo(spec: dict[str, Any], configs: list[Config], out: Path, jobs: int,
                 bar.update(1)
                 if summary.failed:
                     bar.set_postfix(failed=len(summary.failed))
-    finally:  # end the bar's line, so that an error message starts a line of its own
-        if bar is not None:
+    except WriteError as exc:  # the executor has stopped: every file on disk is whole
+        saved = sum(run_file(out, c.id).exists() for c in configs)
+        raise WriteError(f"{exc}; {saved} of {len(configs)} runs finished and saved; re-run "
+                         f"the same command to resume") from None
+    finally:
+        results.close()   # now, while a Dask client is still open: stop what is still running
+        if bar is not None:   # end the bar's line, so that an error starts a line of its own
             bar.close()
     return summary
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ._io import write_atomic
-from .errors import FedTheoryError, check, out_of_memory
+from .errors import FedTheoryError, WriteError, check, out_of_memory
 from .methods import make_method
 from .oracles import make_oracle
 from .results import RUNS_DIR, trace_frame, write_parquet
@@ -129,20 +129,29 @@ def compute(config: Config) -> tuple[str, Any]:
 def save_run(out: Path, config: Config, started: str, result: Any) -> tuple[str, str | None]:
     """Write what :func:`compute` returned into the sweep folder ``out``: the rows as
     ``runs/<id>.parquet``, or an error as ``errors/<id>.json``; returns (id, None) or (id,
-    error message)."""
+    error message). A write that fails (a full disk) raises :class:`WriteError` naming the path
+    and the OS error, and leaves no file for this run (the atomic writer removes its temporary)."""
     c = config.spec
-    if isinstance(result, str):
-        msg = f"{config.label} on {c['problem']}, S = {c['participation'] or 'all'}, " \
-              f"seed {c['seed']}: {result}"
-        errors = out / ERRORS_DIR
-        errors.mkdir(exist_ok=True)
-        text = json.dumps({"config": c, "error": result, "started_at": started}, indent=2)
-        write_atomic(errors / f"{config.id}.json", lambda tmp: Path(tmp).write_text(text))
-        return config.id, msg
-    write_parquet(result, run_file(out, config.id))
-    stale = out / ERRORS_DIR / f"{config.id}.json"
-    if stale.exists():
-        stale.unlink()
+    dest = run_file(out, config.id)
+    try:
+        if isinstance(result, str):
+            msg = f"{config.label} on {c['problem']}, S = {c['participation'] or 'all'}, " \
+                  f"seed {c['seed']}: {result}"
+            errors = out / ERRORS_DIR
+            errors.mkdir(exist_ok=True)
+            text = json.dumps({"config": c, "error": result, "started_at": started}, indent=2)
+            write_atomic(errors / f"{config.id}.json", lambda tmp: Path(tmp).write_text(text))
+            return config.id, msg
+        write_parquet(result, dest)
+        stale = out / ERRORS_DIR / f"{config.id}.json"
+        if stale.exists():
+            stale.unlink()
+    except WriteError:
+        raise
+    except OSError as exc:  # the errors/ folder, or removing a stale error file
+        raise WriteError(f"cannot write {exc.filename or out}: {exc.strerror or exc}") from None
+    except FedTheoryError as exc:  # the atomic writer's "cannot write PATH: OS error"
+        raise WriteError(str(exc)) from None
     return config.id, None
 
 

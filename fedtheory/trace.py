@@ -110,23 +110,33 @@ class Trace:
 
 def read_csv(path: str | os.PathLike) -> Any:
     """A trace CSV (as written by :meth:`Trace.to_csv`) as a DataFrame, every float parsed
-    exactly (Python's ``float`` on the ``repr`` text; pandas' fast parser is not exact on every
-    version). Columns other than ``round`` are float64. Raises ValueError on a malformed file."""
+    exactly: ``round`` as int64, every other column as float64. Raises ValueError on a
+    malformed file (no header, a duplicated column name, a row of the wrong length, a cell
+    that is not a number: an empty cell too, as the writer never leaves one).
+
+    The cells go through ``pandas.read_csv(engine="pyarrow")``: Arrow converts text to double
+    with a correctly rounded algorithm (fast_float), so the ``repr`` text the writer puts in
+    every cell comes back as the same bits. pandas' default C parser is not exact on every
+    version (pandas 2.0.0 reads about a third of random float64 one ulp off); Python's
+    ``float`` on each cell, the reader before this one, is exact too but 6.5x slower on a
+    200,000-row file (``benchmarks/bench_trace_csv.py``). No fallback: pyarrow is a required
+    dependency, and ``tests/test_item10_csv_reader.py`` compares the bits with ``float``'s on
+    ~100,000 random doubles (denormals, extremes), at the dependency floors too
+    (``.ci/floors``)."""
     import pandas as pd
 
     with open(path, newline="", encoding="utf-8") as fh:
-        reader = csv.reader(fh)
-        header = next(reader, None)
-        if not header:
-            raise ValueError("empty file")
-        rows = [[float(x) for x in row] for row in reader]
-    for i, row in enumerate(rows, start=2):
-        if len(row) != len(header):
-            raise ValueError(f"line {i} has {len(row)} fields, the header {len(header)}")
-    df = pd.DataFrame(rows, columns=header, dtype=float)
-    if "round" in df.columns:
-        df["round"] = df["round"].astype(int)
-    return df
+        header = next(csv.reader(fh), None)
+    if not header:
+        raise ValueError("empty file")
+    if len(set(header)) != len(header):
+        dup = sorted({c for c in header if header.count(c) > 1})
+        raise ValueError(f"duplicated column names {', '.join(dup)}")
+    types = {c: ("int64" if c == "round" else "float64") for c in header}
+    # only the writer's "nan" is missing (Arrow reads it as NaN itself); pandas' other NA
+    # strings ("", "NA", "null", ...) are not numbers, so a cell holding one is an error
+    return pd.read_csv(path, engine="pyarrow", dtype=types, keep_default_na=False,
+                       na_values=[], encoding="utf-8")
 
 
 def _fmt(x: float) -> str:

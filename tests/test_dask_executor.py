@@ -4,6 +4,7 @@ cluster and runs under an alarm, so a hung cluster fails the test instead of the
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import sys
@@ -96,7 +97,8 @@ def test_cli_dask_executor_starts_a_loopback_cluster_of_jobs_workers(tmp_path, m
                  "--executor", "dask"])
     assert code == 0
     assert made == [{"n_workers": 2, "threads_per_worker": 1, "processes": True,
-                     "host": "127.0.0.1", "dashboard_address": None}]
+                     "host": "127.0.0.1", "dashboard_address": None,
+                     "silence_logs": logging.CRITICAL}]
     assert len(list((tmp_path / "out" / "runs").glob("*.parquet"))) == 4
 
 
@@ -149,6 +151,7 @@ def test_scheduler_address_needs_the_dask_executor_and_a_live_scheduler(tmp_path
             pytest.raises(FedTheoryError, match="cannot reach the Dask scheduler"):
         run_sweep(spec, tmp_path / "b", progress=False, executor="dask",
                   scheduler="tcp://127.0.0.1:9")
+    assert not (tmp_path / "b").exists()          # connected before writing anything
 
 
 
