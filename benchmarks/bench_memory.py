@@ -1,7 +1,14 @@
-"""Peak memory of one FedPM K = 1 round with the runner's metrics, in units of the Hessian stack.
+"""Peak memory of one round with the runner's metrics, in units of the Hessian stack.
 
     python benchmarks/bench_memory.py [--quick] [--backend numpy|cupy] [--out FILE.json]
         [--N 1000] [--d 500] [--rows 8] [--where]
+        [--problem synthetic|w8a|a9a|dense] [--methods fedpm,newton,fednl,...] [--w8a PATH]
+
+``--problem`` other than ``synthetic`` uses bench_peers.py's problems: the w8a and a9a FedNL
+splits (sparse storage, as ``storage="auto"`` picks) and the w8a-shaped dense synthetic. With
+``--methods`` every listed method is measured (``run`` of 1 round, drift off and on; FedNL with
+option 2, top-K Kc = 8d, the default spectral l^k); without it only FedPM, with the extra
+"round" case below.
 
 Problem: a synthetic logistic problem, N clients of --rows rows, d features (rows a ~ N(0, I_d),
 y = sign(a^T w + noise), lam = 1e-3). Its reference solution is computed before measuring.
@@ -45,6 +52,7 @@ import json
 import shlex
 import sys
 import tracemalloc
+from pathlib import Path
 
 import numpy as np
 
@@ -67,8 +75,37 @@ def synthetic(N: int, rows: int, d: int, seed: int = 0) -> FederatedProblem:
                                          name=f"synthetic_N{N}_n{rows}_d{d}")
 
 
-def cases(problem: FederatedProblem) -> dict:
+METHOD_PARAMS = {"fednl": lambda d: {"option": 2, "compressor": "topK", "Kc": 8 * d, "alpha": 1.0}}
+
+
+def build(args: argparse.Namespace) -> FederatedProblem:
+    """The measured problem (``--problem``)."""
+    if args.problem == "synthetic":
+        return synthetic(args.N, args.rows, args.d)
+    import bench_peers
+
+    if args.problem == "w8a":
+        path = Path(args.w8a) if args.w8a else bench_peers.W8A_DEFAULT
+        return bench_peers.w8a(path, "auto")
+    return bench_peers.a9a("auto") if args.problem == "a9a" else bench_peers.dense_synthetic()
+
+
+def method_cases(problem: FederatedProblem, methods: list[str]) -> dict:
+    """One ``run`` of 1 round per method, drift metrics off and on."""
+    out = {}
+    for name in methods:
+        params = METHOD_PARAMS.get(name, lambda d: {})(problem.d)
+        for drift in (False, True):
+            out[f"{name}, drift {'on' if drift else 'off'}"] = (
+                lambda name=name, params=params, drift=drift:
+                run(problem, make_method(name, params), 1, drift_metrics=drift))
+    return out
+
+
+def cases(problem: FederatedProblem, methods: list[str] | None = None) -> dict:
     """The measured calls, each a closure that builds what it needs and runs."""
+    if methods:
+        return method_cases(problem, methods)
     def one_round() -> None:
         method = make_method("fedpm")
         state = method.init(problem, problem.xp.zeros(problem.d))
@@ -103,7 +140,21 @@ def _reset_hwm() -> bool:
         return False
 
 
+def _trim() -> None:
+    """Hand freed heap memory back to the OS (glibc ``malloc_trim``), so that the RSS rise of
+    the next call is not hidden by pages an earlier call freed but the allocator kept."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 def peak_numpy(fn) -> dict:
+    _trim()
     tracemalloc.start()
     try:
         start = tracemalloc.get_traced_memory()[0]
@@ -243,6 +294,9 @@ def main() -> None:
     ap.add_argument("--where", action="store_true",
                     help="name the allocating lines of the arrays live at the peak")
     ap.add_argument("--out", help="write the figures to this JSON file")
+    ap.add_argument("--problem", choices=("synthetic", "w8a", "a9a", "dense"), default="synthetic")
+    ap.add_argument("--methods", default="", help="comma-separated methods (default: fedpm only)")
+    ap.add_argument("--w8a", default=None, help="LIBSVM w8a (.gz), for --problem w8a")
     args = ap.parse_args()
     for key, full, quick in (("N", 1000, 100), ("d", 500, 100)):
         if getattr(args, key) is None:
@@ -252,27 +306,30 @@ def main() -> None:
     command = "python " + shlex.join(sys.argv)
     print(f"# {command}")
     print("# machine: " + ", ".join(f"{k} {v}" for k, v in info.items()))
-    host = synthetic(args.N, args.rows, args.d)
+    methods = [m for m in args.methods.split(",") if m]
+    host = build(args)
     host.reference  # noqa: B018  (cached, copied by .to(); not measured)
     problem = host.to("cupy") if args.backend == "cupy" else host
+    args.N, args.d, args.rows = problem.N, problem.d, int(problem.y.shape[1])
     stack = args.N * args.d * args.d * 8
     data = sum(int(a.nbytes) for a in (problem.A, problem.y, problem.sw))
     how = "tracemalloc" if args.backend == "numpy" else "CuPy pool hook"
-    print(f"# N = {args.N}, d = {args.d}, {args.rows} rows/client; stack N*d*d*8 = "
+    print(f"# problem {problem.name} ({problem.storage}): "
+          f"N = {args.N}, d = {args.d}, {args.rows} rows/client; stack N*d*d*8 = "
           f"{stack / 2**20:.1f} MiB; problem data (A, y, sw) = {data / 2**20:.1f} MiB, not "
           f"counted; peak by {how}")
     print(f"# target: excess = peak - {TARGET_STACKS:g} stacks <= {data / 2**20:.1f} MiB (one copy "
           f"of the problem data, for O(N n d) temporaries such as A * v in the Hessian product)")
     extra = "RSS rise" if args.backend == "numpy" else "pool total"
-    print(f"{'case':<16}{'peak MiB':>10}{'stacks':>8}{'excess MiB':>12}"
+    print(f"{'case':<20}{'peak MiB':>10}{'stacks':>8}{'excess MiB':>12}"
           f"{extra + ' MiB':>16}{'stacks':>8}{'target':>8}")
     tiny = synthetic(4, args.rows, min(args.d, 10))
     tiny.reference  # noqa: B018
     tiny = tiny.to("cupy") if args.backend == "cupy" else tiny
-    for fn in cases(tiny).values():
+    for fn in cases(tiny, methods).values():
         fn()   # warm-up on a tiny problem: imports, kernel compilation, library handles
     rows = []
-    for name, fn in cases(problem).items():
+    for name, fn in cases(problem, methods).items():
         if args.backend == "numpy":
             m = peak_numpy(fn)
         else:
@@ -287,7 +344,7 @@ def main() -> None:
         rows.append(row)
         other_txt = (f"{'n/a':>16}{'':>8}" if other is None
                      else f"{other / 2**20:>16.1f}{other / stack:>8.2f}")
-        print(f"{name:<16}{m['peak_bytes'] / 2**20:>10.1f}{row['peak_stacks']:>8.2f}"
+        print(f"{name:<20}{m['peak_bytes'] / 2**20:>10.1f}{row['peak_stacks']:>8.2f}"
               f"{over / 2**20:>12.1f}{other_txt}"
               f"{'met' if row['target_met'] else 'NOT met':>8}", flush=True)
     if args.where:

@@ -21,6 +21,7 @@ import sys
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TextIO
 
 import numpy as np
 
@@ -30,6 +31,7 @@ from ._version import __version__
 from .errors import ConditioningWarning, FedTheoryError, check, out_of_memory
 from .methods import METHODS, make_method
 from .oracles import make_oracle
+from .problem import FederatedProblem
 from .runner import run
 from .runner.metrics import environment
 from .suite import DEFAULT_PROBLEM, list_problems, load_problem
@@ -74,7 +76,7 @@ def _participation(text: str | None) -> int | str | None:
     return text
 
 
-def _backend(problem, backend: str):
+def _backend(problem: FederatedProblem, backend: str) -> FederatedProblem:
     """The problem on ``backend``; refused in one line where CuPy or a GPU is missing."""
     if backend == "numpy":
         return problem
@@ -82,7 +84,7 @@ def _backend(problem, backend: str):
     return problem.to("cupy")
 
 
-def _theta0(text: str | None, problem) -> np.ndarray | None:
+def _theta0(text: str | None, problem: FederatedProblem) -> np.ndarray | None:
     """--theta0: "zeros" (the default start), "star" or "star+R" (theta* moved by R along a
     fixed unit direction, to explore local theorems), or a text file of d numbers."""
     if text is None or text == "zeros":
@@ -262,9 +264,12 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--problem", default=None, metavar="PROBLEM",
                    help="run the chosen claims' protocols on this problem (a suite name or a "
                         "TOML file) instead of theirs; e.g. --problem my.toml --claim C2")
+    c.add_argument("--backend", choices=("numpy", "cupy"), default="numpy",
+                   help="where the checks' problems and rounds run (cupy: on the GPU, needs the "
+                        "gpu extra; claims without a GPU protocol are refused)")
     c.set_defaults(func=lambda a: _lazy("claims", "main_check")(
         a.claim, a.quick, a.json, a.report, problem=a.problem, csv_path=a.csv,
-        latex_path=a.latex))
+        latex_path=a.latex, backend=a.backend))
 
     pr = sub.add_parser("problems", help="list the problem suite")
     pr.set_defaults(func=cmd_problems)
@@ -280,8 +285,11 @@ def build_parser() -> argparse.ArgumentParser:
                          "local with --jobs workers unless --scheduler is given")
     sw.add_argument("--scheduler", default=None, metavar="tcp://HOST:PORT",
                     help="with --executor dask: the address of a running Dask scheduler")
+    sw.add_argument("--backend", choices=("numpy", "cupy"), default=None,
+                    help="array backend of every run, replacing the spec's backend key "
+                         "(default: the spec's, else numpy; cupy needs the gpu extra)")
     sw.set_defaults(func=lambda a: _lazy("sweep", "main_sweep")(
-        a.spec, a.out, a.jobs, executor=a.executor, scheduler=a.scheduler))
+        a.spec, a.out, a.jobs, executor=a.executor, scheduler=a.scheduler, backend=a.backend))
 
     pl = sub.add_parser("plot", help="plot a metric per round from sweep folders, "
                                      "results.parquet files or trace CSVs",
@@ -349,7 +357,8 @@ def _unexpected(exc: Exception) -> str:
             f"FEDTHEORY_TRACEBACK=1 shows the traceback)")
 
 
-def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+def _one_line_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                      file: TextIO | None = None, line: str | None = None) -> None:
     text = " ".join(str(message).split())
     print(f"fedtheory: warning: {category.__name__}: {text}", file=sys.stderr)
 

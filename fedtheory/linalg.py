@@ -20,6 +20,7 @@ import numpy as np
 
 from . import kernels
 from ._backend import xp_of
+from ._types import Array
 from .errors import FactorizationError
 
 
@@ -28,7 +29,7 @@ class _NotPositiveDefinite(Exception):
         self.index = index
 
 
-def _failing_index(P: Any) -> int:
+def _failing_index(P: Array) -> int:
     """Index of the first matrix of the stack P (m, d, d) whose factorisation fails."""
     for k in range(P.shape[0]):
         try:
@@ -38,8 +39,8 @@ def _failing_index(P: Any) -> int:
     return 0
 
 
-def cholesky(P: Any, *, labels: Sequence[Any] | None = None, what: str = "preconditioner",
-             hint: str = "use lam > 0 or delta > 0") -> Any:
+def cholesky(P: Array, *, labels: Sequence[Any] | None = None, what: str = "preconditioner",
+             hint: str = "use lam > 0 or delta > 0") -> Array:
     """Lower Cholesky factors (zeros above the diagonal) of SPD matrices P (..., d, d).
 
     NumPy float64: LAPACK's dpotrf on one C-ordered copy of P, factored in place (the lower
@@ -62,13 +63,13 @@ def _raise(ndim: int, index: int, labels: Sequence[Any] | None, what: str, hint:
         f"the {what} of client {who} is not positive definite: {hint}") from None
 
 
-def _lapack_ready(*arrays: Any) -> bool:
+def _lapack_ready(*arrays: Array) -> bool:
     """NumPy float64 arrays with a matrix axis: the compiled LAPACK loops apply."""
     return all(type(a) is np.ndarray and a.dtype == np.float64 for a in arrays) \
         and arrays[0].ndim >= 2 and arrays[0].shape[-1] >= 1
 
 
-def _library_cholesky(P: Any) -> Any:
+def _library_cholesky(P: Array) -> Array:
     xp = xp_of(P)
     if _lapack_ready(P):
         L = np.array(P, order="C", copy=True)
@@ -93,7 +94,7 @@ def _library_cholesky(P: Any) -> Any:
     return _cupy_batched_cholesky(P)
 
 
-def _cupy_batched_cholesky(P: Any, check: bool = True) -> Any:
+def _cupy_batched_cholesky(P: Array, check: bool = True) -> Array:
     """``check=False`` skips the info check (and its device sync): for the benchmark that
     measures what the check costs, never for results."""
     import cupy
@@ -117,7 +118,7 @@ def _cupy_batched_cholesky(P: Any, check: bool = True) -> Any:
     return x
 
 
-def cho_solve(L: Any, b: Any) -> Any:
+def cho_solve(L: Array, b: Array) -> Array:
     """Solve (L L^T) x = b for lower factors L (..., d, d) and right-hand sides b (..., d)."""
     stacked = _stacked(L, b)
     if stacked is not None:
@@ -128,7 +129,7 @@ def cho_solve(L: Any, b: Any) -> Any:
     return _solve_tri(L, _solve_tri(L, b, trans=0), trans=1)
 
 
-def _stacked(P: Any, b: Any) -> tuple[np.ndarray, np.ndarray] | None:
+def _stacked(P: Array, b: Array) -> tuple[np.ndarray, np.ndarray] | None:
     """P as a C-contiguous stack (k, d, d) and b as (k, r, d) for the compiled loops: one
     matrix with any number r of right-hand sides, or one right-hand side per matrix; None when
     the arrays are not NumPy float64 or do not pair up that way."""
@@ -143,7 +144,7 @@ def _stacked(P: Any, b: Any) -> tuple[np.ndarray, np.ndarray] | None:
             np.ascontiguousarray(b).reshape(-1, 1, d))
 
 
-def _solve_tri(L: Any, b: Any, trans: int) -> Any:
+def _solve_tri(L: Array, b: Array, trans: int) -> Array:
     """Solve L x = b (trans=0) or L^T x = b (trans=1), L lower (..., d, d), b (..., d).
 
     CuPy: cuBLAS's batched trsm. NumPy: SciPy's solve_triangular handles a batch one matrix
@@ -174,8 +175,8 @@ def _solve_tri(L: Any, b: Any, trans: int) -> Any:
     return x
 
 
-def spd_solve(P: Any, b: Any, *, labels: Sequence[Any] | None = None,
-              what: str = "preconditioner", hint: str = "use lam > 0 or delta > 0") -> Any:
+def spd_solve(P: Array, b: Array, *, labels: Sequence[Any] | None = None,
+              what: str = "preconditioner", hint: str = "use lam > 0 or delta > 0") -> Array:
     """x = P^{-1} b through a Cholesky factorisation; batched over leading axes.
 
     P (..., d, d) with b (..., d) (one right-hand side per matrix), or P (d, d) with b (d,) or
@@ -196,7 +197,7 @@ def spd_solve(P: Any, b: Any, *, labels: Sequence[Any] | None = None,
     return x.reshape(np.shape(b))
 
 
-def add_diag(P: Any, c: float) -> Any:
+def add_diag(P: Array, c: float) -> Array:
     """P + c I for a stack (..., d, d); returns a new array (P is left alone)."""
     if c == 0:
         return P

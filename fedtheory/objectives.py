@@ -25,21 +25,33 @@ from __future__ import annotations
 
 import sys
 import threading
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 import scipy.sparse as sp
 
 from . import kernels
 from ._backend import xp_of
+from ._types import Array, ArrayModule
 
 
 class OracleOut(NamedTuple):
     """Per-client value (m,), gradient (m, d) and Hessian (m, d, d); None where not asked for."""
 
-    f: Any
-    g: Any
-    H: Any
+    f: Array | None
+    g: Array | None
+    H: Array | None
+
+
+class Objective(Protocol):
+    """``objective(A, y, sw, lam, theta, *, value, grad, hess, hess_weights) -> OracleOut``:
+    the per-client objective values, gradients and Hessians of padded client data (dense
+    (N, n, d) or :class:`~fedtheory.objectives.ClientCSR`), labels y and row weights sw (N, n),
+    at theta (d,) or one row per client (N, d)."""
+
+    def __call__(self, A: Any, y: Array, sw: Array, lam: float, theta: Array, *,
+                 value: bool = True, grad: bool = True, hess: bool = False,
+                 hess_weights: Array | None = None) -> OracleOut: ...
 
 
 class ClientCSR:
@@ -86,7 +98,7 @@ class ClientCSR:
         """Rows of each selected client."""
         return (self.row_start[1:] - self.row_start[:-1])[self.clients]
 
-    def take(self, clients: Any) -> ClientCSR:
+    def take(self, clients: Array) -> ClientCSR:
         """The clients at positions ``clients`` of this selection (shares the data)."""
         new = object.__new__(ClientCSR)
         new.__dict__.update(self.__dict__)
@@ -172,19 +184,19 @@ def _hessian_stack(m: int, d: int) -> np.ndarray:
         return buf
 
 
-def _is_sparse(A: Any) -> bool:
+def _is_sparse(A: Array | ClientCSR) -> bool:
     return isinstance(A, ClientCSR)
 
 
-def _numpy_f64(*arrays: Any) -> bool:
+def _numpy_f64(*arrays: Array) -> bool:
     return all(type(a) is np.ndarray and a.dtype == np.float64 for a in arrays)
 
 
-def _theta_rows(theta: Any) -> np.ndarray:
+def _theta_rows(theta: Array) -> Array:
     return np.ascontiguousarray(theta[None, :] if theta.ndim == 1 else theta, dtype=np.float64)
 
 
-def margins(A: Any, theta: Any) -> Any:
+def margins(A: Array | ClientCSR, theta: Array) -> Array:
     """z_ij = a_ij^T theta_i, shape (m, n_max)."""
     if _is_sparse(A):
         return kernels.csr_margins(A.data, A.indices, A.indptr, A.row_start, A.clients,
@@ -194,7 +206,7 @@ def margins(A: Any, theta: Any) -> Any:
     return (A @ theta[:, :, None])[..., 0]
 
 
-def rmatvec(A: Any, u: Any) -> Any:
+def rmatvec(A: Array | ClientCSR, u: Array) -> Array:
     """A_i^T u_i for every client, shape (m, d); ``u`` (m, n_max) is 0 on padding."""
     if _is_sparse(A):
         return kernels.csr_rmatvec(A.data, A.indices, A.indptr, A.row_start, A.clients,
@@ -202,7 +214,7 @@ def rmatvec(A: Any, u: Any) -> Any:
     return (A.transpose(0, 2, 1) @ u[:, :, None])[..., 0]
 
 
-def gram(A: Any, v: Any, lam: float, hess_weights: Any = None) -> Any:
+def gram(A: Array | ClientCSR, v: Array, lam: float, hess_weights: Array | None = None) -> Array:
     """A_i^T diag(v_i) A_i + lam I for every client (m, d, d); or, with ``hess_weights`` w (m,),
     the single matrix sum_i w_i (A_i^T diag(v_i) A_i + lam I) (d, d), built without the
     (m, d, d) stack.
@@ -249,13 +261,14 @@ def gram(A: Any, v: Any, lam: float, hess_weights: Any = None) -> Any:
     return H
 
 
-def _reg(theta: Any, m: int, lam: float, xp: Any) -> tuple[Any, Any]:
+def _reg(theta: Array, m: int, lam: float, xp: ArrayModule) -> tuple[Array, Array]:
     t = theta if theta.ndim == 2 else xp.broadcast_to(theta, (m, theta.shape[0]))
     return 0.5 * lam * xp.sum(t * t, axis=-1), lam * t
 
 
-def logistic(A: Any, y: Any, sw: Any, lam: float, theta: Any, *, value: bool = True,
-             grad: bool = True, hess: bool = True, hess_weights: Any = None) -> OracleOut:
+def logistic(A: Array | ClientCSR, y: Array, sw: Array, lam: float, theta: Array, *,
+             value: bool = True, grad: bool = True, hess: bool = True,
+             hess_weights: Array | None = None) -> OracleOut:
     """L2-regularised logistic loss, labels in {-1, +1}. With ``hess_weights`` the Hessian
     returned is sum_i w_i H_i (d, d) (see :func:`gram`)."""
     xp = xp_of(y, theta)
@@ -278,8 +291,9 @@ def logistic(A: Any, y: Any, sw: Any, lam: float, theta: Any, *, value: bool = T
     return OracleOut(f, g, H)
 
 
-def ridge(A: Any, y: Any, sw: Any, lam: float, theta: Any, *, value: bool = True,
-          grad: bool = True, hess: bool = True, hess_weights: Any = None) -> OracleOut:
+def ridge(A: Array | ClientCSR, y: Array, sw: Array, lam: float, theta: Array, *,
+          value: bool = True, grad: bool = True, hess: bool = True,
+          hess_weights: Array | None = None) -> OracleOut:
     """Ridge regression f_i = (1/(2 n_i)) ||A_i theta - b_i||^2 + (lam/2) ||theta||^2."""
     xp = xp_of(y, theta)
     r = margins(A, theta) - y

@@ -32,12 +32,25 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
+from ._types import Array
 from .errors import check
 from .objectives import ORACLES, OracleOut
+
+
+class Oracle(Protocol):
+    """``oracle(problem, theta, clients, *, value, grad, hess, rng) -> OracleOut``: f_i, g_i,
+    H_i (each only when asked) of the selected clients at theta, as the method sees them (exact,
+    minibatch, Gaussian noise). ``rng`` is the run's seeded host generator (or a batched run's
+    :class:`~fedtheory.oracles.RunDraws`); an oracle with no randomness ignores it."""
+
+    name: str
+
+    def __call__(self, problem: Any, theta: Array, clients: Array | None, *, value: bool,
+                 grad: bool, hess: bool, rng: Any) -> OracleOut: ...
 
 
 @dataclass(frozen=True)
@@ -49,7 +62,8 @@ class RunDraws:
     runs: np.ndarray
 
 
-def draw(rng: Any, sample: Callable[[np.random.Generator, Any], Any], n: int) -> np.ndarray:
+def draw(rng: np.random.Generator | RunDraws, sample: Callable[[np.random.Generator, Array], Array],
+         n: int) -> np.ndarray:
     """The draws of a call with ``n`` rows: ``sample(generator, rows)`` draws for the rows
     ``rows`` (an index into the call's rows) from ``generator``, one leading entry per row.
 
@@ -76,12 +90,12 @@ class Exact:
 
     name = "exact"
 
-    def __call__(self, problem: Any, theta: Any, clients: Any, *, value: bool, grad: bool,
-                 hess: bool, rng: Any) -> OracleOut:
+    def __call__(self, problem: Any, theta: Array, clients: Array | None, *, value: bool,
+                 grad: bool, hess: bool, rng: np.random.Generator | RunDraws) -> OracleOut:
         return problem.oracle(theta, clients, value=value, grad=grad, hess=hess)
 
 
-def _selected(problem: Any, clients: Any) -> np.ndarray:
+def _selected(problem: Any, clients: Array | None) -> np.ndarray:
     """Host indices of the selected clients (all of them when ``clients`` is None)."""
     return np.arange(problem.N) if clients is None else np.asarray(clients)
 
@@ -100,11 +114,11 @@ class Minibatch:
     def name(self) -> str:
         return f"minibatch(b={self.b})"
 
-    def __call__(self, problem: Any, theta: Any, clients: Any, *, value: bool, grad: bool,
-                 hess: bool, rng: Any) -> OracleOut:
+    def __call__(self, problem: Any, theta: Array, clients: Array | None, *, value: bool,
+                 grad: bool, hess: bool, rng: np.random.Generator | RunDraws) -> OracleOut:
         xp = problem.xp
         sel = _selected(problem, clients)
-        def sample(gen: np.random.Generator, at: Any) -> np.ndarray:
+        def sample(gen: np.random.Generator, at: Array) -> np.ndarray:
             n = problem.sizes[sel[at]]
             return gen.integers(0, n[:, None], size=(len(n), self.b))
 
@@ -131,14 +145,14 @@ class Gaussian:
     def name(self) -> str:
         return f"gaussian(sigma={self.sigma:g})"
 
-    def __call__(self, problem: Any, theta: Any, clients: Any, *, value: bool, grad: bool,
-                 hess: bool, rng: Any) -> OracleOut:
+    def __call__(self, problem: Any, theta: Array, clients: Array | None, *, value: bool,
+                 grad: bool, hess: bool, rng: np.random.Generator | RunDraws) -> OracleOut:
         out = problem.oracle(theta, clients, value=value, grad=grad, hess=hess)
         if not grad:
             return out
         shape = out.g.shape
 
-        def sample(gen: np.random.Generator, at: Any) -> np.ndarray:
+        def sample(gen: np.random.Generator, at: Array) -> np.ndarray:
             return gen.standard_normal((np.arange(shape[0])[at].size, *shape[1:]))
 
         noise = draw(rng, sample, shape[0]) * (self.sigma / math.sqrt(problem.d))
@@ -148,7 +162,7 @@ class Gaussian:
 ORACLE_MODELS: dict[str, type] = {"exact": Exact, "minibatch": Minibatch, "gaussian": Gaussian}
 
 
-def make_oracle(spec: Any = "exact", **options: Any) -> Any:
+def make_oracle(spec: str | Oracle = "exact", **options: Any) -> Oracle:
     """An oracle from its name and options (``make_oracle("minibatch", b=8)``,
     ``make_oracle("gaussian", sigma=0.1)``), or an oracle object passed through unchanged."""
     if callable(spec):

@@ -31,7 +31,7 @@ def _check_counts(n: int, n_clients: int) -> None:
     check(n_clients <= n, f"more clients than samples: n_clients={n_clients} > n={n}")
 
 
-def _labels(y) -> np.ndarray:
+def _labels(y: np.ndarray | list) -> np.ndarray:
     y = np.asarray(y)
     check(y.ndim == 1, f"y must be 1-D, got shape {y.shape}")
     return y
@@ -129,7 +129,7 @@ def make_partition(
     y: np.ndarray | None,
     n_clients: int,
     seed: int | None = None,
-    **options,
+    **options: float | int,
 ) -> list[np.ndarray]:
     """Dispatch on ``kind`` in ``("iid", "contiguous", "sorted", "dirichlet")``.
 

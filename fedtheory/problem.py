@@ -31,6 +31,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from ._backend import to_numpy, xp_of
+from ._types import Array, ArrayModule
 from .errors import ConditioningWarning, FactorizationError, FedTheoryError, check
 from .linalg import spd_solve
 from .objectives import ORACLES, ClientCSR, OracleOut
@@ -76,8 +77,8 @@ class FederatedProblem:
     :meth:`from_clients` rather than this constructor.
     """
 
-    def __init__(self, A: Any, y: Any, sw: Any, sizes: Sequence[int], *, objective: str,
-                 lam: float, weighting: str = "samples", name: str = "problem",
+    def __init__(self, A: Array | ClientCSR, y: Array, sw: Array, sizes: Sequence[int], *,
+                 objective: str, lam: float, weighting: str = "samples", name: str = "problem",
                  spec: dict | None = None) -> None:
         check(objective in ORACLES,
               f"objective must be one of {sorted(ORACLES)}, got {objective!r}")
@@ -149,7 +150,7 @@ class FederatedProblem:
                    name=name, spec=spec)
 
     @classmethod
-    def from_dataset(cls, X: Any, y: Any, parts: Sequence[np.ndarray],
+    def from_dataset(cls, X: Array | sp.spmatrix, y: Array, parts: Sequence[np.ndarray],
                      **kw: Any) -> FederatedProblem:
         """Build from a design matrix X (n, d), targets y (n,) and a partition of the rows;
         keywords as :meth:`from_clients` (``storage`` included)."""
@@ -195,7 +196,7 @@ class FederatedProblem:
         return int(self.sizes.sum())
 
     @property
-    def xp(self) -> Any:
+    def xp(self) -> ArrayModule:
         return xp_of(self.y)
 
     @property
@@ -213,19 +214,22 @@ class FederatedProblem:
 
     # ---- oracles ------------------------------------------------------------------------
     @cached_property
-    def _H_const(self) -> Any:
+    def _H_const(self) -> Array:
         return ORACLES["ridge"](self.A, self.y, self.sw, self.lam, self.xp.zeros(self.d),
                                value=False, grad=False, hess=True).H
 
-    def oracle(self, theta: Any, clients: Any = None, *, value: bool = False, grad: bool = True,
-               hess: bool = False, hess_weights: Any = None) -> OracleOut:
+    def oracle(self, theta: Array, clients: Array | None = None, *, value: bool = False,
+               grad: bool = True, hess: bool = False,
+               hess_weights: Array | None = None) -> OracleOut:
         """f_i, g_i, H_i of the given clients (all when ``clients`` is None).
 
         ``theta`` is (d,) or (m, d) with one row per selected client. Ridge Hessians are
         constant and served from a cache (do not modify them in place). With ``hess_weights``
         w (m,) (on the problem's backend), H is the one matrix sum_i w_i H_i (d, d), built
         without the (m, d, d) stack (all a method that only mixes the Hessians needs).
+        A host ``theta`` is moved to the problem's backend.
         """
+        theta = self.xp.asarray(theta)
         sel = slice(None) if clients is None else clients
         A, y, sw = (self.A, self.y, self.sw) if clients is None else (
             self.A.take(clients) if isinstance(self.A, ClientCSR) else self.A[sel],
@@ -237,7 +241,7 @@ class FederatedProblem:
             out = out._replace(H=self._H_const[sel])
         return out
 
-    def global_oracle(self, theta: Any, *, value: bool = True, grad: bool = True,
+    def global_oracle(self, theta: Array, *, value: bool = True, grad: bool = True,
                       hess: bool = False) -> OracleOut:
         """f, g, H of the global objective sum_i w_i f_i at one point theta (d,).
 
@@ -252,7 +256,7 @@ class FederatedProblem:
             o.H,
         )
 
-    def value(self, theta: Any) -> float:
+    def value(self, theta: Array) -> float:
         return float(self.global_oracle(theta, grad=False).f)
 
     # ---- reference solution -------------------------------------------------------------

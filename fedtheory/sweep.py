@@ -110,9 +110,10 @@ class SweepSummary:
 # --------------------------------------------------------------------------- the spec
 
 
-def read_sweep(path: str | os.PathLike) -> dict[str, Any]:
+def read_sweep(path: str | os.PathLike, backend: str | None = None) -> dict[str, Any]:
     """Parse and validate a sweep spec; returns it with ``seeds`` and ``participation`` as
-    lists and defaults filled. Errors name the file and the bad key or value."""
+    lists and defaults filled. Errors name the file and the bad key or value. ``backend``
+    (``fedtheory sweep --backend``), when given, replaces the spec's ``backend`` key."""
     path = Path(path)
     try:
         spec = tomllib.loads(path.read_text(encoding="utf-8"))
@@ -137,11 +138,14 @@ def read_sweep(path: str | os.PathLike) -> dict[str, Any]:
     check(isinstance(spec["drift_metrics"], bool),
           f"{path}: drift_metrics must be true or false, got {spec['drift_metrics']!r}")
     spec.setdefault("backend", "numpy")
+    where = f"{path}: backend" if backend is None else "--backend"
+    if backend is not None:
+        spec["backend"] = backend
     check(spec["backend"] in BACKENDS,
-          f"{path}: backend must be one of {', '.join(BACKENDS)}, got {spec['backend']!r}")
+          f"{where} must be one of {', '.join(BACKENDS)}, got {spec['backend']!r}")
     if spec["backend"] == "cupy":
         try:
-            require_gpu("backend = \"cupy\"")
+            require_gpu("backend = \"cupy\"" if backend is None else "--backend cupy")
         except FedTheoryError as exc:
             raise FedTheoryError(f"{path}: {exc}") from None
     spec.setdefault("name", path.stem)
@@ -271,13 +275,15 @@ def _oracle_name(oracle: dict[str, Any]) -> str:
 
 def run_sweep(spec_path: str | os.PathLike, out_dir: str | os.PathLike, jobs: int = 1,
               progress: bool = True, executor: str = "local",
-              scheduler: str | None = None) -> SweepSummary:
+              scheduler: str | None = None, backend: str | None = None) -> SweepSummary:
     """Run every configuration of the sweep spec at ``spec_path`` whose result is not yet in
     ``out_dir`` (see the module docstring for the layout); returns what was done.
 
     ``executor`` is ``"local"`` (worker processes here) or ``"dask"``
     (:mod:`fedtheory.dask_executor`: a local Dask cluster of ``jobs`` workers, or the running
-    cluster at the ``scheduler`` address); both write the same files, so either resumes."""
+    cluster at the ``scheduler`` address); both write the same files, so either resumes.
+    ``backend`` replaces the spec's ``backend`` key (it is part of every configuration id, so
+    runs on another backend are new runs beside the old ones)."""
     check(_is_int(jobs) and jobs >= 1, f"jobs must be an integer >= 1, got {jobs!r}")
     check(executor in EXECUTORS, f"executor must be one of {', '.join(EXECUTORS)}, "
                                  f"got {executor!r}")
@@ -285,7 +291,7 @@ def run_sweep(spec_path: str | os.PathLike, out_dir: str | os.PathLike, jobs: in
           f"a scheduler address ({scheduler!r}) needs the dask executor, got {executor!r}")
     dask = _dask_executor() if executor == "dask" else None
     spec_path = Path(spec_path)
-    spec = read_sweep(spec_path)
+    spec = read_sweep(spec_path, backend)
     configs = expand(spec)
     out = Path(out_dir)
     with contextlib.ExitStack() as stack:
@@ -432,12 +438,12 @@ def _bar(total: int, name: str, skipped: int) -> Any:
 
 
 def main_sweep(spec: str, out: str, jobs: int, executor: str = "local",
-               scheduler: str | None = None) -> int:
+               scheduler: str | None = None, backend: str | None = None) -> int:
     """``fedtheory sweep SPEC --out DIR --jobs J [--executor dask [--scheduler ADDR]]``: run
     (or resume) a sweep, print a summary. Returns 0 when every configuration has its file, 1
     when some failed (listed)."""
     start = time.perf_counter()
     summary = run_sweep(spec, out, jobs=jobs, progress=True, executor=executor,
-                        scheduler=scheduler)
+                        scheduler=scheduler, backend=backend)
     print(f"{summary} ({time.perf_counter() - start:.1f} s)")
     return 1 if summary.failed else 0

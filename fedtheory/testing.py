@@ -38,7 +38,8 @@ def make_problem(seed: int, *, objective: str = "logistic", N: int = 4, d: int =
 
 
 @st.composite
-def problems(draw, objectives=("logistic", "ridge"), N=(2, 8), d=(2, 10)) -> FederatedProblem:
+def problems(draw: st.DrawFn, objectives: tuple[str, ...] = ("logistic", "ridge"),
+             N: tuple[int, int] = (2, 8), d: tuple[int, int] = (2, 10)) -> FederatedProblem:
     """Hypothesis strategy: random heterogeneous logistic or ridge problems (docs/algorithms.md)."""
     return make_problem(
         draw(st.integers(0, 2**31 - 1)),

@@ -187,3 +187,68 @@ def test_every_subcommand_help_shows_its_defaults(command, capsys):
     with pytest.raises(SystemExit):
         main([command, "--help"])
     assert "(default:" in capsys.readouterr().out
+
+
+def test_check_backend_cupy_is_refused_in_one_line_without_a_gpu(tmp_path, capsys, monkeypatch):
+    """--backend cupy on a machine without CuPy or a GPU: exit 2, one line, nothing written."""
+    from fedtheory import _backend
+    from fedtheory.cli import main
+
+    def no_gpu(what):
+        raise FedTheoryError(f"{what} needs CuPy and a CUDA GPU (pip install \".[gpu]\"): none")
+
+    monkeypatch.setattr(_backend, "require_gpu", no_gpu)
+    out = tmp_path / "c3.json"
+    assert main(["check", "--claim", "C3", "--quick", "--backend", "cupy",
+                 "--json", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--backend cupy needs CuPy and a CUDA GPU" in err[0]
+    assert not out.exists()
+
+
+def test_check_backend_refuses_claims_without_a_gpu_protocol(capsys, monkeypatch):
+    """C12 (exact rationals) and C18 (ball arithmetic) have no GPU protocol: refused by name,
+    before anything runs, with the claims that have one."""
+    from fedtheory import _backend
+    from fedtheory.cli import main
+
+    monkeypatch.setattr(_backend, "require_gpu", lambda what: None)
+    assert main(["check", "--claim", "C12", "--claim", "C3", "--claim", "C18",
+                 "--backend", "cupy"]) == 2
+    err = capsys.readouterr().err
+    assert "claim(s) C12, C18 have no GPU protocol" in err and "C3" in err
+    assert not claims.runs_on_gpu(claims.load_check("C12"))
+    assert claims.runs_on_gpu(claims.load_check("C3"))
+
+
+def test_check_backend_reaches_every_problem_the_checks_build(tmp_path, monkeypatch):
+    """--backend X moves every problem a check builds to X: here C3 and C5 (suite problems,
+    Dirichlet-built problems and hand-built witnesses) with FederatedProblem.to recorded (a
+    stand-in for the GPU that keeps the arrays where they are)."""
+    from fedtheory import _backend
+    from fedtheory.cli import main
+    from fedtheory.problem import FederatedProblem
+
+    moved: list[str] = []
+    real_to = FederatedProblem.to
+    monkeypatch.setattr(_backend, "require_gpu", lambda what: None)
+    monkeypatch.setattr(FederatedProblem, "backend", property(
+        lambda self: getattr(self, "_fake_backend", "numpy")))
+
+    def fake_to(self, backend):
+        new = real_to(self, "numpy")
+        new._fake_backend = backend
+        moved.append(f"{self.name}->{backend}")
+        return new
+
+    monkeypatch.setattr(FederatedProblem, "to", fake_to)
+    out = tmp_path / "gpu.json"
+    assert main(["check", "--claim", "C3", "--claim", "C5", "--quick", "--backend", "cupy",
+                 "--json", str(out)]) == 0
+    payload = json.loads(out.read_text())
+    assert payload["backend"] == "cupy"
+    names = {m.split("->")[0] for m in moved if m.endswith("->cupy")}   # (->numpy: the host
+    # reference solver's copy of a device problem)
+    assert set(payload["records"][0]["details"]["problems"]) <= names          # C3's suite
+    assert {"witness_1d_a", "witness_1d_b"} <= names                           # C5's witnesses
+    assert any("dirichlet" in n for n in names), names                         # C5's sweep

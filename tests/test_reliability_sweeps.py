@@ -303,3 +303,26 @@ def test_a_cupy_sweep_without_a_gpu_is_one_clear_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert 'backend = "cupy" needs CuPy and a CUDA GPU' in err and "internal error" not in err
     assert not (tmp_path / "o").exists()
+
+
+def test_sweep_backend_option_replaces_the_specs_key(tmp_path, capsys):
+    """``sweep --backend`` reaches every run: a spec asking for cupy runs on numpy with
+    ``--backend numpy`` (each result records numpy), and ``--backend cupy`` without a GPU is
+    one line naming the option, nothing written."""
+    from fedtheory.results import load
+    from fedtheory.sweep import expand, read_sweep
+
+    spec = tmp_path / "gpu.toml"
+    spec.write_text(SPEC.replace('name = "killed"', 'name = "killed"\nbackend = "cupy"'))
+    assert {c.spec["backend"] for c in expand(read_sweep(spec, "numpy"))} == {"numpy"}
+    assert main(["sweep", str(spec), "--out", str(tmp_path / "o"), "--backend", "numpy"]) == 0
+    assert set(load(tmp_path / "o")["backend"]) == {"numpy"}
+    try:
+        import cupy  # noqa: F401
+    except ImportError:
+        plain = tmp_path / "plain.toml"
+        plain.write_text(SPEC)
+        assert main(["sweep", str(plain), "--out", str(tmp_path / "g"), "--backend", "cupy"]) == 2
+        err = capsys.readouterr().err
+        assert "--backend cupy needs CuPy and a CUDA GPU" in err and "internal error" not in err
+        assert not (tmp_path / "g").exists()

@@ -20,21 +20,33 @@ the pass criterion of docs/claims.md, never a loosened one. The package's parts:
 The command::
 
     fedtheory check [--claim ID ...] [--quick] [--json FILE] [--report FILE.md]
+                    [--problem PROBLEM] [--csv FILE] [--latex FILE] [--backend numpy|cupy]
 
 is :func:`main_check`: one table row per claim, exit code 1 if any claim fails.
 """
 
-from .checks import accepts_problem, checks_dir, claim_ids, load_check, registry, resolve_ids
+from .checks import (
+    accepts_problem,
+    checks_dir,
+    claim_ids,
+    load_check,
+    registry,
+    resolve_ids,
+    runs_on_gpu,
+)
 from .command import main_check, run_claim
 from .protocol import (
     Limit,
     MethodFactory,
     assert_claim,
     assert_claim_fails,
+    claim_backend,
     fedpm_factory,
     heterogeneous_problem,
     limit_point,
+    load_problem,
     local_newton_residual,
+    on_backend,
     one_round,
     scale_of,
     single_threaded_blas,
@@ -52,7 +64,7 @@ from .report import (
 )
 
 __all__ = ["ClaimRecord", "Limit", "MethodFactory", "accepts_problem", "assert_claim",
-           "assert_claim_fails",
+           "assert_claim_fails", "claim_backend", "load_problem", "on_backend", "runs_on_gpu",
            "checks_dir", "claim_ids", "claim_table", "claim_table_latex", "fedpm_factory",
            "fmt_ci", "heterogeneous_problem", "jsonable", "limit_point", "load_check",
            "local_newton_residual", "main_check", "one_round", "record", "registry",

@@ -100,3 +100,10 @@ def accepts_problem(module: ModuleType) -> bool:
     import inspect
 
     return "on" in inspect.signature(module.check).parameters
+
+
+def runs_on_gpu(module: ModuleType) -> bool:
+    """Whether a check's protocol can run its problems on CuPy (``fedtheory check --backend
+    cupy``): every check except those that set ``GPU = False`` (with ``GPU_WHY``, the reason:
+    exact rational arithmetic, ball arithmetic, host-built Hypothesis problems)."""
+    return bool(getattr(module, "GPU", True))

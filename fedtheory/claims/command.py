@@ -17,8 +17,8 @@ from .._version import __version__
 from ..errors import check
 from ..problem import FederatedProblem
 from ..runner.metrics import environment
-from .checks import accepts_problem, claim_ids, load_check, resolve_ids
-from .protocol import single_threaded_blas
+from .checks import accepts_problem, claim_ids, load_check, resolve_ids, runs_on_gpu
+from .protocol import claim_backend, on_backend, single_threaded_blas
 from .record import ClaimRecord, record
 from .report import (
     claim_table,
@@ -31,19 +31,22 @@ from .report import (
 
 
 def run_claim(claim_id: str, quick: bool = True,
-              problem: FederatedProblem | None = None) -> ClaimRecord:
-    """Run one check (with one BLAS thread); a check that raises is recorded as a FAIL with
-    its traceback."""
+              problem: FederatedProblem | None = None, backend: str = "numpy") -> ClaimRecord:
+    """Run one check (with one BLAS thread) with its problems on ``backend``; a check that
+    raises is recorded as a FAIL with its traceback."""
     module = load_check(claim_id)
     if problem is not None:
         ok = [c for c in claim_ids() if accepts_problem(load_check(c))]
         check(accepts_problem(module), f"claim {module.CLAIM_ID} has no protocol for a "
                                        f"problem of your own; claims that have: {', '.join(ok)}")
+    if backend != "numpy":
+        check(runs_on_gpu(module), f"claim {module.CLAIM_ID} has no GPU protocol: "
+                                   f"{getattr(module, 'GPU_WHY', '')}")
     started = time.perf_counter()
     try:
-        with single_threaded_blas():
+        with single_threaded_blas(), claim_backend(backend):
             rec = (module.check(quick=quick) if problem is None
-                   else module.check(quick=quick, on=[problem]))
+                   else module.check(quick=quick, on=[on_backend(problem)]))
     except Exception as exc:  # a crashing check is a failed claim, not a crashed command
         return record(module.CLAIM_ID, module.STATEMENT, module.SOURCE, started,
                       measured="error", predicted="-", passed=False,
@@ -76,14 +79,16 @@ def _private_hypothesis_home() -> Iterator[None]:
 def main_check(claims: list[str] | None, quick: bool, json_path: str | os.PathLike | None,
                report_path: str | os.PathLike | None, problem: str | None = None,
                csv_path: str | os.PathLike | None = None,
-               latex_path: str | os.PathLike | None = None) -> int:
+               latex_path: str | os.PathLike | None = None, backend: str = "numpy") -> int:
     """``fedtheory check``: run the claims (all when ``claims`` is None or empty), print one
     table row per claim, write the records as JSON (``json_path``) and a Markdown report
     (``report_path``), both atomically. Returns 1 if any claim fails, else 0.
 
     ``problem`` (a suite name or TOML path) runs the protocols of the chosen claims on that
     problem instead of theirs (only claims whose check accepts ``on=``; others are refused
-    before anything runs). ``csv_path`` / ``latex_path`` export the claim table.
+    before anything runs). ``csv_path`` / ``latex_path`` export the claim table. ``backend``
+    "cupy" runs the checks' problems (and so their methods' rounds) on the GPU; it is refused
+    in one line where CuPy or a GPU is missing, and for claims without a GPU protocol.
 
     Unknown claim ids and unusable output paths raise :class:`FedTheoryError` before anything
     runs.
@@ -95,6 +100,15 @@ def main_check(claims: list[str] | None, quick: bool, json_path: str | os.PathLi
     report_out = _output_path(report_path, "--report", ".md")
     csv_out = _output_path(csv_path, "--csv", ".csv")
     latex_out = _output_path(latex_path, "--latex", ".tex")
+    check(backend in ("numpy", "cupy"), f"--backend must be numpy or cupy, got {backend!r}")
+    if backend == "cupy":
+        from .._backend import require_gpu
+
+        require_gpu("--backend cupy")
+        bad = [c for c in ids if not runs_on_gpu(load_check(c))]
+        ok = [c for c in claim_ids() if runs_on_gpu(load_check(c))]
+        check(not bad, f"--backend cupy: claim(s) {', '.join(bad)} have no GPU protocol; "
+                       f"claims that have: {', '.join(ok)} (choose with --claim)")
     user_problem = None
     if problem is not None:
         from ..suite import load_problem
@@ -105,7 +119,7 @@ def main_check(claims: list[str] | None, quick: bool, json_path: str | os.PathLi
                        f"of your own; claims that have: {', '.join(ok)} (choose with --claim)")
         user_problem = load_problem(problem)
     mode = "quick" if quick else "full"
-    print(f"# fedtheory {__version__}: {len(ids)} claim(s), {mode} mode")
+    print(f"# fedtheory {__version__}: {len(ids)} claim(s), {mode} mode, backend {backend}")
     print(table_header())
     records: list[ClaimRecord] = []
     started = time.perf_counter()
@@ -113,7 +127,7 @@ def main_check(claims: list[str] | None, quick: bool, json_path: str | os.PathLi
             _private_hypothesis_home():
         for cid in bar:
             bar.set_postfix_str(cid)
-            rec = run_claim(cid, quick=quick, problem=user_problem)
+            rec = run_claim(cid, quick=quick, problem=user_problem, backend=backend)
             records.append(rec)
             tqdm.write(table_row(rec), file=sys.stdout)
     failed = [r.id for r in records if not r.passed]
@@ -121,7 +135,7 @@ def main_check(claims: list[str] | None, quick: bool, json_path: str | os.PathLi
     print(f"# {len(records) - len(failed)} passed, {len(failed)} failed"
           + (f" ({', '.join(failed)})" if failed else "") + f" in {total:.1f} s")
     if json_out is not None:
-        payload = {"version": __version__, "mode": mode, "seconds": total,
+        payload = {"version": __version__, "mode": mode, "backend": backend, "seconds": total,
                    "passed": not failed, "threads": 1, "environment": environment(),
                    "records": [r.to_dict() for r in records]}
         write_text_atomic(json_out, json.dumps(payload, indent=2) + "\n")

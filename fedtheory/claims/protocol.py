@@ -5,7 +5,9 @@ a data set, and the body of every check's pytest test."""
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +20,35 @@ from ..problem import FederatedProblem
 from ..runner import iterate
 from ..threads import blas_threads
 from .record import ClaimRecord
+
+_BACKEND: ContextVar[str] = ContextVar("fedtheory_claim_backend", default="numpy")
+
+
+@contextmanager
+def claim_backend(backend: str) -> Iterator[None]:
+    """Inside the block, the problems the checks build (:func:`load_problem`,
+    :func:`heterogeneous_problem`, :func:`on_backend`) live on ``backend`` ("numpy" or "cupy"):
+    ``fedtheory check --backend cupy``. Analysis stays on the host (``to_numpy``)."""
+    check(backend in ("numpy", "cupy"), f"backend must be 'numpy' or 'cupy', got {backend!r}")
+    token = _BACKEND.set(backend)
+    try:
+        yield
+    finally:
+        _BACKEND.reset(token)
+
+
+def on_backend(problem: FederatedProblem) -> FederatedProblem:
+    """``problem`` on the checks' backend (:func:`claim_backend`); itself when already there."""
+    backend = _BACKEND.get()
+    return problem if problem.backend == backend else problem.to(backend)
+
+
+def load_problem(name: str) -> FederatedProblem:
+    """A suite problem (or TOML file) on the checks' backend (:func:`claim_backend`)."""
+    from ..suite import load_problem as load
+
+    return on_backend(load(name))
+
 
 MethodFactory = Callable[..., Method]
 """Builds the method under test from keyword hyperparameters, e.g. ``factory(K=1, eta=1.0)``.
@@ -139,8 +170,8 @@ def heterogeneous_problem(dataset: str, *, clients: int, alpha: float | None, se
         parts = partitions.dirichlet(ds.y, clients, alpha=alpha, seed=seed, min_size=min_size)
         split = f"dirichlet{alpha:g}"
     name = f"{dataset}{'' if rows is None else rows}_{split}_N{clients}_s{seed}"
-    return FederatedProblem.from_dataset(ds.X, ds.y, parts, objective=objective, lam=lam,
-                                         weighting=weighting, name=name)
+    return on_backend(FederatedProblem.from_dataset(ds.X, ds.y, parts, objective=objective,
+                                                    lam=lam, weighting=weighting, name=name))
 
 
 def scale_of(problem: FederatedProblem) -> float:
