@@ -18,11 +18,13 @@ Every array is float64 on the host (NumPy or SciPy CSR); moving it to a GPU is t
 from __future__ import annotations
 
 import gzip
+import io
 import math
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import resources
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -72,10 +74,44 @@ class Dataset:
 
 # ---------------------------------------------------------------------------------------------
 # LIBSVM text files
+#
+# scikit-learn's ``load_svmlight_file`` (compiled) does the parsing. It is lenient where LIBSVM
+# is strict, so read_libsvm keeps LIBSVM's rules on top of it, at almost no cost on a clean file:
+#
+# - the bytes reach scikit-learn through :class:`_CheckedStream`, which hands on every line
+#   made of printable ASCII as it is (scikit-learn then reads each token exactly as C's
+#   strtol/strtod do: Python's int()/float() on ASCII without ``_``) and checks every other
+#   line strictly, handing on its tokens rewritten as plain ASCII. Those are the lines that
+#   scikit-learn would read differently: non-ASCII bytes (UTF-8 check, byte-order mark, Unicode
+#   spaces between tokens, foreign digits), control bytes (NUL ends scikit-learn's search for
+#   ``#``; \x1c-\x1f split tokens only in text), ``_`` (``1_0`` reads as 10) and ``qid``
+#   (scikit-learn skips a leading ``qid:n`` token). It also stops after ``rows`` data lines;
+# - what scikit-learn accepts but LIBSVM does not (labels outside the label set, NaN or inf,
+#   an index past ``n_features``) is checked on the arrays it returns;
+# - a refusal (scikit-learn's ValueError, a failed check) triggers a second, line-by-line pass
+#   (:func:`_locate`) that names the first bad line in file order with its own message.
+#   Peak memory stays that of scikit-learn's arrays (benchmarks/bench_reader.py measures it:
+#   benchmarks/results/reader_issue17.txt).
 
 _CLASS_LABELS = {"-1": -1.0, "+1": 1.0, "1": 1.0, "0": 0.0}
 #: The largest feature index: LIBSVM's own reader stores indices as C ints.
 MAX_INDEX = 2**31 - 1
+_INT64 = (-(2**63), 2**63 - 1)
+#: Bytes a line may hold to go to scikit-learn unchecked: printable ASCII except ``_``, and
+#: the whitespace that bytes.split() and str.split() agree on.
+_PLAIN = bytes(sorted(set(range(0x20, 0x7F)) - {ord("_")})) + b"\t\n\x0b\x0c\r"
+_CHUNK = 1 << 20
+_UNREADABLE = (OSError, EOFError, zlib.error)
+
+
+@dataclass(frozen=True)
+class _Format:
+    """What a LIBSVM file is read as: the options of :func:`read_libsvm` that rule a line."""
+
+    path: Path
+    task: str
+    zero_based: bool
+    n_features: int | None
 
 
 def _open_bytes(path: Path):
@@ -86,7 +122,7 @@ def _open_bytes(path: Path):
     return open(path, "rb")
 
 
-def read_libsvm(  # noqa: C901 - one refusal branch per malformed-line case
+def read_libsvm(
     path: str | Path,
     *,
     rows: int | None = None,
@@ -108,7 +144,11 @@ def read_libsvm(  # noqa: C901 - one refusal branch per malformed-line case
     as scikit-learn's ``dump_svmlight_file`` writes by default (``zero_based=True``); a file
     with an index 0 read without it is refused with a message saying so. ``task="regression"``
     keeps every finite label as a real target. Every malformed input raises
-    :class:`FedTheoryError` naming the file and the 1-based line.
+    :class:`FedTheoryError` naming the file and the 1-based line (the first bad line of the
+    file); a damaged gzip stream is refused even when ``rows`` stops before the damage.
+
+    The parsing is scikit-learn's ``load_svmlight_file``; the rules above are checked on top of
+    it (see the comment that opens this section), so the arrays are the ones it reads.
     """
     path = Path(path)
     check(task in TASKS, f"task must be one of {TASKS}, got {task!r}")
@@ -118,107 +158,265 @@ def read_libsvm(  # noqa: C901 - one refusal branch per malformed-line case
         f"n_features must be >= 0 or None, got {n_features}",
     )
     check(path.is_file(), f"{path}: no such file")
+    fmt = _Format(path, task, bool(zero_based), n_features)
 
-    labels: list[float] = []
-    counts: list[int] = []
-    linenos: list[int] = []
-    idx_tok: list[str] = []
-    val_tok: list[str] = []
-    first_line = {}  # first line holding class label -1 or 0, to report mixed label sets
-    try:
-        with _open_bytes(path) as fh:
-            for lineno, raw in enumerate(fh, start=1):
-                if rows is not None and len(labels) == rows:
-                    break
-                try:
-                    line = raw.decode("utf-8")
-                except UnicodeDecodeError as exc:
-                    raise FedTheoryError(
-                        f"{path}, line {lineno}: not valid UTF-8 text (byte {exc.start + 1}); "
-                        "a LIBSVM file must be plain text"
-                    ) from None
-                if lineno == 1:
-                    line = line.removeprefix("\ufeff")
-                parts = line.split("#", 1)[0].split()
-                if not parts:
-                    continue
-                labels.append(_parse_label(parts[0], task, path, lineno))
-                if task == "classification" and labels[-1] <= 0:
-                    first_line.setdefault(labels[-1], lineno)
-                for tok in parts[1:]:
-                    i, colon, v = tok.partition(":")
-                    if not colon or not i or not v:
-                        raise FedTheoryError(
-                            f"{path}, line {lineno}: feature {tok!r} is not of the form idx:val"
-                        )
-                    idx_tok.append(i)
-                    val_tok.append(v)
-                counts.append(len(parts) - 1)
-                linenos.append(lineno)
-    except (OSError, EOFError, gzip.BadGzipFile, zlib.error) as exc:
-        raise FedTheoryError(f"{path}: cannot be read as plain or gzip text ({exc})") from None
-
-    check(labels, f"{path}: no data rows (the file is empty or only comments)")
+    X, y = _parse(fmt, rows)
+    problem = _array_problem(X, y, fmt)
+    if problem:
+        _locate(fmt, rows)
+        raise FedTheoryError(f"{path}: {problem}, but no line was found to blame (a bug)")
+    check(y.size > 0, f"{path}: no data rows (the file is empty or only comments)")
     check(
-        rows is None or len(labels) == rows,
-        f"{path}: rows={rows} asked for but the file has only {len(labels)} data rows",
+        rows is None or y.size == rows,
+        f"{path}: rows={rows} asked for but the file has only {y.size} data rows",
     )
-    if len(first_line) == 2:
-        line = max(first_line.values())
-        raise FedTheoryError(
-            f"{path}, line {line}: labels -1 and 0 both occur (lines {first_line[-1.0]} and "
-            f"{first_line[0.0]}); accepted label sets are {{-1, +1}} and {{0, 1}}"
-        )
 
-    line_of = np.repeat(np.asarray(linenos), counts)  # line number of each feature token
-    idx = _to_array(idx_tok, np.int64, "feature index", line_of, path)
-    val = _to_array(val_tok, np.float64, "feature value", line_of, path)
-    indptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-    d = _check_indices(idx, val, indptr, counts, line_of, path, n_features, zero_based)
-
-    y = np.asarray(labels, dtype=np.float64)
     if task == "classification":
         y[y == 0.0] = -1.0
-    cols = idx if zero_based else idx - 1
-    X = sp.csr_matrix((val, cols, indptr), shape=(len(labels), d), dtype=np.float64)
+    d = n_features if n_features is not None else int(X.indices.max(initial=-1)) + 1
+    X = sp.csr_matrix((X.data, X.indices, X.indptr), shape=(y.size, d), dtype=np.float64)
     if intercept:
         X = _with_intercept(X)
     name = path.name.split(".")[0] or path.name
     return Dataset(X=X, y=y, name=name, task=task)
 
 
-def _check_indices(idx: np.ndarray, val: np.ndarray, indptr: np.ndarray, counts: list[int],
-                   line_of: np.ndarray, path: Path, n_features: int | None,
-                   zero_based: bool) -> int:
-    """Refuse bad indices and values (naming the line); the number of columns d."""
-    first = 0 if zero_based else 1
-    if not zero_based:
-        _fail_at(idx == 0, line_of, path, lambda k: (
+def _parse(fmt: _Format, rows: int | None) -> tuple[sp.csr_matrix, np.ndarray]:
+    """scikit-learn's parse of the file's checked lines; a refusal names the bad line."""
+    from sklearn.datasets import load_svmlight_file
+
+    try:
+        with (
+            _open_bytes(fmt.path) as fh,
+            io.BufferedReader(_CheckedStream(fh, fmt, rows), buffer_size=_CHUNK) as stream,
+        ):
+            X, y = load_svmlight_file(stream, dtype=np.float64, zero_based=fmt.zero_based)
+    except FedTheoryError:
+        _locate(fmt, rows)  # an earlier line may be bad in a way only the arrays show
+        raise
+    except _UNREADABLE as exc:
+        _locate(fmt, rows)
+        raise FedTheoryError(f"{fmt.path}: cannot be read as plain or gzip text ({exc})") from None
+    except (ValueError, OverflowError) as exc:
+        _locate(fmt, rows)
+        raise FedTheoryError(
+            f"{fmt.path}: scikit-learn's reader refused the file ({exc}), but no line was found "
+            "to blame (a bug)"
+        ) from None
+    return X, np.array(y, dtype=np.float64)
+
+
+def _array_problem(X, y: np.ndarray, fmt: _Format) -> str:
+    """What in scikit-learn's arrays LIBSVM would refuse ("" if nothing)."""
+    if fmt.task == "classification":
+        if not np.isin(y, (-1.0, 0.0, 1.0)).all():
+            return "a class label is not -1, 0 or +1"
+        if (y == -1.0).any() and (y == 0.0).any():
+            return "labels -1 and 0 both occur"
+    elif not np.isfinite(y).all():
+        return "a regression target is not finite"
+    if not np.isfinite(X.data).all():
+        return "a feature value is not finite"
+    if fmt.n_features is not None and int(X.indices.max(initial=-1)) >= fmt.n_features:
+        return f"a feature index exceeds n_features={fmt.n_features}"
+    return ""
+
+
+class _CheckedStream(io.RawIOBase):
+    """The file's bytes as scikit-learn gets them: its first ``rows`` data lines (all of them
+    if ``rows`` is None), each plain-ASCII line unchanged and every other line checked by
+    :func:`_strict_line` and rewritten as its tokens in plain ASCII."""
+
+    def __init__(self, fh, fmt: _Format, rows: int | None) -> None:
+        super().__init__()
+        self._fh, self._fmt, self._rows = fh, fmt, rows
+        self._tail: list[bytes] = []  # the start of a line whose end is not read yet
+        self._out = memoryview(b"")
+        self._lineno = 0  # lines handed on so far
+        self._count = 0  # data lines among them
+        self._eof = False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        while not self._out and not self._eof:
+            self._out = memoryview(self._next_block())
+        n = min(len(buffer), len(self._out))
+        buffer[:n] = self._out[:n]
+        self._out = self._out[n:]
+        return n
+
+    def _next_block(self) -> bytes:
+        data = self._fh.read(_CHUNK)
+        if not data:
+            self._eof = True
+            block, self._tail = b"".join(self._tail), []
+            return self._filter(block) if block else b""
+        cut = data.rfind(b"\n") + 1
+        if cut == 0:
+            self._tail.append(data)
+            return b""
+        block = b"".join([*self._tail, data[:cut]])
+        self._tail = [data[cut:]]
+        return self._filter(block)
+
+    def _filter(self, block: bytes) -> bytes:
+        if self._rows is None and _is_plain(block):
+            self._lineno += block.count(b"\n")
+            return block
+        lines = block.split(b"\n")
+        if block.endswith(b"\n"):
+            lines.pop()
+        out = []
+        for line in lines:
+            self._lineno += 1
+            if not _is_plain(line):
+                parsed = _strict_line(line, self._lineno, self._fmt)
+                line = b"" if parsed is None else " ".join(parsed[1]).encode("ascii")
+            out.append(line)
+            if self._rows is not None and _is_data(line):
+                self._count += 1
+                if self._count == self._rows:
+                    self._eof = True
+                    self._check_rest()
+                    break
+        out.append(b"")
+        return b"\n".join(out)
+
+
+    def _check_rest(self) -> None:
+        """Decompress the rest of a gzip stream, unread: damage after the rows kept (a CRC
+        that does not match) may have changed them too."""
+        if isinstance(self._fh, gzip.GzipFile):
+            while self._fh.read(_CHUNK):
+                pass
+
+
+def _is_plain(block: bytes) -> bool:
+    """Whether scikit-learn reads ``block`` as LIBSVM does (see the comment above _Format)."""
+    return not block.translate(None, _PLAIN) and b"qid" not in block
+
+
+def _is_data(line: bytes) -> bool:
+    """Whether a plain-ASCII line holds data (not blank, not only a comment)."""
+    text = line.lstrip()
+    return bool(text) and text[:1] != b"#"
+
+
+def _locate(fmt: _Format, rows: int | None) -> None:
+    """Read the file line by line as LIBSVM does and raise at its first bad line (or at an
+    unreadable stream); return if the first ``rows`` data lines are all good."""
+    first_line: dict[float, int] = {}  # first line of class label -1 and of 0
+    count = 0
+    try:
+        with _open_bytes(fmt.path) as fh:
+            for lineno, raw in enumerate(fh, start=1):
+                if count == rows:
+                    return
+                parsed = _strict_line(raw, lineno, fmt)
+                if parsed is None:
+                    continue
+                count += 1
+                if fmt.task == "classification" and parsed[0] <= 0:
+                    first_line.setdefault(parsed[0], lineno)
+                    _check_label_sets(first_line, lineno, fmt.path)
+    except _UNREADABLE as exc:
+        raise FedTheoryError(f"{fmt.path}: cannot be read as plain or gzip text ({exc})") from None
+
+
+def _check_label_sets(first_line: dict[float, int], lineno: int, path: Path) -> None:
+    if len(first_line) == 2:
+        raise FedTheoryError(
+            f"{path}, line {lineno}: labels -1 and 0 both occur (lines {first_line[-1.0]} and "
+            f"{first_line[0.0]}); accepted label sets are {{-1, +1}} and {{0, 1}}"
+        )
+
+
+def _strict_line(raw: bytes, lineno: int, fmt: _Format) -> tuple[float, list[str]] | None:
+    """The label and the tokens of one line, every rule checked; None for a line without data.
+
+    A refusal names the file and the line; when a line breaks several rules, the one reported
+    is the first of: UTF-8, label, ``idx:val`` form, index syntax, value syntax, index 0 (1-based
+    file), index too small, index too large, value not finite, order, ``n_features``.
+    """
+    try:
+        line = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise FedTheoryError(
+            f"{fmt.path}, line {lineno}: not valid UTF-8 text (byte {exc.start + 1}); "
+            "a LIBSVM file must be plain text"
+        ) from None
+    if lineno == 1:
+        line = line.removeprefix("\ufeff")
+    parts = line.split("#", 1)[0].split()
+    if not parts:
+        return None
+    label = _parse_label(parts[0], fmt.task, fmt.path, lineno)
+
+    def fail(message: str) -> FedTheoryError:
+        return FedTheoryError(f"{fmt.path}, line {lineno}: {message}")
+
+    pairs = [tok.partition(":") for tok in parts[1:]]
+    for tok, (i, colon, v) in zip(parts[1:], pairs, strict=True):
+        if not colon or not i or not v:
+            raise fail(f"feature {tok!r} is not of the form idx:val")
+    idx = [_c_int(i, fail) for i, _, _ in pairs]
+    val = [_c_value(v, fail) for _, _, v in pairs]
+    _check_line_indices(idx, fmt, fail)
+    for v in val:
+        if not math.isfinite(v):
+            raise fail(f"feature value {v} is not finite")
+    for a, b in pairwise(idx):
+        if b <= a:
+            raise fail(f"feature indices must be strictly increasing, got {a} then {b}")
+    _check_n_features(idx, fmt, fail)
+    return label, parts
+
+
+def _c_int(tok: str, fail) -> int:
+    try:
+        value = int(_c_number(tok))
+    except ValueError:
+        value = None
+    if value is None or not _INT64[0] <= value <= _INT64[1]:
+        raise fail(f"feature index {tok!r} is not a valid 64-bit integer")
+    return value
+
+
+def _c_value(tok: str, fail) -> float:
+    try:
+        return float(_c_number(tok))
+    except ValueError:
+        raise fail(f"feature value {tok!r} is not a valid number") from None
+
+
+def _check_line_indices(idx: list[int], fmt: _Format, fail) -> None:
+    first = 0 if fmt.zero_based else 1
+    if not fmt.zero_based and 0 in idx:
+        raise fail(
             "feature index 0: LIBSVM indices start at 1; this file looks 0-based, as "
             "scikit-learn's dump_svmlight_file writes by default, so set zero_based = true "
-            "(read_libsvm(..., zero_based=True), or zero_based = true in a spec's [data] table)"))
-    _fail_at(idx < first, line_of, path, lambda k: f"feature index {idx[k]} must be >= {first}")
-    _fail_at(idx > MAX_INDEX, line_of, path,
-             lambda k: f"feature index {idx[k]} exceeds {MAX_INDEX}, the largest LIBSVM index")
-    _fail_at(~np.isfinite(val), line_of, path, lambda k: f"feature value {val[k]} is not finite")
-    starts = np.zeros(idx.size, dtype=bool)
-    starts[indptr[:-1][np.asarray(counts) > 0]] = True
-    decreasing = np.concatenate([[False], np.diff(idx) <= 0]) & ~starts
-    _fail_at(
-        decreasing,
-        line_of,
-        path,
-        lambda k: f"feature indices must be strictly increasing, got {idx[k - 1]} then {idx[k]}",
-    )
-    d = int(idx.max(initial=first - 1)) + 1 - first if n_features is None else n_features
-    _fail_at(
-        idx + 1 - first > d,
-        line_of,
-        path,
-        lambda k: f"feature index {idx[k]} exceeds n_features={n_features}"
-        + (" (0-based: indices up to n_features - 1)" if zero_based else ""),
-    )
-    return d
+            "(read_libsvm(..., zero_based=True), or zero_based = true in a spec's [data] table)"
+        )
+    for i in idx:
+        if i < first:
+            raise fail(f"feature index {i} must be >= {first}")
+    for i in idx:
+        if i > MAX_INDEX:
+            raise fail(f"feature index {i} exceeds {MAX_INDEX}, the largest LIBSVM index")
+
+
+def _check_n_features(idx: list[int], fmt: _Format, fail) -> None:
+    if fmt.n_features is None:
+        return
+    first = 0 if fmt.zero_based else 1
+    for i in idx:
+        if i + 1 - first > fmt.n_features:
+            raise fail(
+                f"feature index {i} exceeds n_features={fmt.n_features}"
+                + (" (0-based: indices up to n_features - 1)" if fmt.zero_based else "")
+            )
 
 
 def _parse_label(tok: str, task: str, path: Path, lineno: int) -> float:
@@ -255,30 +453,6 @@ def _c_number(tok: str) -> str:
     if not tok.isascii() or "_" in tok:
         raise ValueError(tok)
     return tok
-
-
-def _to_array(tokens: list[str], dtype, what: str, line_of: np.ndarray, path: Path) -> np.ndarray:
-    """Convert all tokens at once; on failure find the first bad one to report its line."""
-    try:
-        _c_number("".join(tokens))
-        return np.array(tokens, dtype=dtype)
-    except (ValueError, OverflowError):
-        for k, tok in enumerate(tokens):
-            try:
-                np.array(_c_number(tok), dtype=dtype)
-            except (ValueError, OverflowError):
-                kind = "64-bit integer" if dtype is np.int64 else "number"
-                raise FedTheoryError(
-                    f"{path}, line {line_of[k]}: {what} {tok!r} is not a valid {kind}"
-                ) from None
-        raise
-
-
-def _fail_at(bad: np.ndarray, line_of: np.ndarray, path: Path, message) -> None:
-    if bad.any():
-        k = int(np.argmax(bad))
-        raise FedTheoryError(f"{path}, line {line_of[k]}: {message(k)}")
-
 
 def _with_intercept(X):
     ones = np.ones((X.shape[0], 1))
