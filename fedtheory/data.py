@@ -21,16 +21,20 @@ import gzip
 import io
 import math
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from itertools import pairwise
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import scipy.sparse as sp
 
 from fedtheory.errors import FedTheoryError, check
+
+Fail = Callable[[str], FedTheoryError]
+"""The reader's error for the current line with the given reason (raised by the caller)."""
 
 TASKS = ("classification", "regression")
 
@@ -206,7 +210,7 @@ def _parse(fmt: _Format, rows: int | None) -> tuple[sp.csr_matrix, np.ndarray]:
     return X, np.array(y, dtype=np.float64)
 
 
-def _array_problem(X, y: np.ndarray, fmt: _Format) -> str:
+def _array_problem(X: sp.csr_matrix, y: np.ndarray, fmt: _Format) -> str:
     """What in scikit-learn's arrays LIBSVM would refuse ("" if nothing)."""
     if fmt.task == "classification":
         if not np.isin(y, (-1.0, 0.0, 1.0)).all():
@@ -227,7 +231,7 @@ class _CheckedStream(io.RawIOBase):
     if ``rows`` is None), each plain-ASCII line unchanged and every other line checked by
     :func:`_strict_line` and rewritten as its tokens in plain ASCII."""
 
-    def __init__(self, fh, fmt: _Format, rows: int | None) -> None:
+    def __init__(self, fh: BinaryIO, fmt: _Format, rows: int | None) -> None:
         super().__init__()
         self._fh, self._fmt, self._rows = fh, fmt, rows
         self._tail: list[bytes] = []  # the start of a line whose end is not read yet
@@ -239,7 +243,7 @@ class _CheckedStream(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, buffer) -> int:
+    def readinto(self, buffer: bytearray | memoryview) -> int:
         while not self._out and not self._eof:
             self._out = memoryview(self._next_block())
         n = min(len(buffer), len(self._out))
@@ -374,7 +378,7 @@ def _strict_line(raw: bytes, lineno: int, fmt: _Format) -> tuple[float, list[str
     return label, parts
 
 
-def _c_int(tok: str, fail) -> int:
+def _c_int(tok: str, fail: Fail) -> int:
     try:
         value = int(_c_number(tok))
     except ValueError:
@@ -384,14 +388,14 @@ def _c_int(tok: str, fail) -> int:
     return value
 
 
-def _c_value(tok: str, fail) -> float:
+def _c_value(tok: str, fail: Fail) -> float:
     try:
         return float(_c_number(tok))
     except ValueError:
         raise fail(f"feature value {tok!r} is not a valid number") from None
 
 
-def _check_line_indices(idx: list[int], fmt: _Format, fail) -> None:
+def _check_line_indices(idx: list[int], fmt: _Format, fail: Fail) -> None:
     first = 0 if fmt.zero_based else 1
     if not fmt.zero_based and 0 in idx:
         raise fail(
@@ -407,7 +411,7 @@ def _check_line_indices(idx: list[int], fmt: _Format, fail) -> None:
             raise fail(f"feature index {i} exceeds {MAX_INDEX}, the largest LIBSVM index")
 
 
-def _check_n_features(idx: list[int], fmt: _Format, fail) -> None:
+def _check_n_features(idx: list[int], fmt: _Format, fail: Fail) -> None:
     if fmt.n_features is None:
         return
     first = 0 if fmt.zero_based else 1
@@ -454,7 +458,7 @@ def _c_number(tok: str) -> str:
         raise ValueError(tok)
     return tok
 
-def _with_intercept(X):
+def _with_intercept(X: np.ndarray | sp.spmatrix) -> np.ndarray | sp.spmatrix:
     ones = np.ones((X.shape[0], 1))
     if sp.issparse(X):
         return sp.hstack([X, sp.csr_matrix(ones)], format="csr")
@@ -525,7 +529,8 @@ def load_diabetes(standardize: bool = True, intercept: bool = False) -> Dataset:
 # Generators
 
 
-def _client_sizes(sizes, n_clients: int, mean_size: int, rng: np.random.Generator) -> np.ndarray:
+def _client_sizes(sizes: Sequence[int] | str, n_clients: int, mean_size: int,
+                  rng: np.random.Generator) -> np.ndarray:
     if isinstance(sizes, str):
         check(
             sizes in ("powerlaw", "equal"),
