@@ -108,7 +108,7 @@ def cases(problem: FederatedProblem, methods: list[str] | None = None) -> dict:
         return method_cases(problem, methods)
     def one_round() -> None:
         method = make_method("fedpm")
-        state = method.init(problem, problem.xp.zeros(problem.d))
+        state, _ = method.start(problem, problem.xp.zeros(problem.d))
         ctx = round_context(problem)
         method.round(ctx, state)
 

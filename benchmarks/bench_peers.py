@@ -134,7 +134,7 @@ def round_runner(problem: FederatedProblem, op: str):
             params["l_norm"] = "frobenius" if op.endswith("fro") else "spectral"
         method = make_method("fednl", params)
     ctx = round_context(problem)
-    state = method.init(problem, problem.xp.zeros(d))
+    state, _ = method.start(problem, problem.xp.zeros(d))
 
     def step() -> None:
         nonlocal state

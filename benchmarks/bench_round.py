@@ -93,7 +93,7 @@ def time_round(problem: FederatedProblem, repeat: int) -> float:
     xp = problem.xp
     method = make_method("fedpm", {"K": 1, "eta": 1.0})
     theta = xp.asarray(np.random.default_rng(1).normal(size=problem.d) * 0.1)
-    state = method.init(problem, theta)
+    state, _ = method.start(problem, theta)
     ctx = round_context(problem)
     return _median_time(lambda: method.round(ctx, state), xp, repeat)
 

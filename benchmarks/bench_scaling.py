@@ -61,7 +61,7 @@ def time_round(problem: FederatedProblem, repeat: int, budget: float) -> tuple[f
     xp = problem.xp
     method = make_method("fedpm", {"K": 1, "eta": 1.0})
     theta = xp.asarray(np.random.default_rng(1).normal(size=problem.d) * 0.1)
-    state = method.init(problem, theta)
+    state, _ = method.start(problem, theta)
     ctx = round_context(problem)
     for _ in range(2):
         method.round(ctx, state)

@@ -91,7 +91,7 @@ def library_round(problem: FederatedProblem, theta: np.ndarray, clients: np.ndar
     """A closure running one FedPM K = 1 round on ``clients`` (None = all) of ``problem``."""
     xp = problem.xp
     method = make_method("fedpm", {"K": 1, "eta": 1.0})
-    state = method.init(problem, xp.asarray(theta))
+    state, _ = method.start(problem, xp.asarray(theta))
     ctx = round_context(problem, clients)
     return lambda: method.round(ctx, state)[0].theta
 

@@ -78,7 +78,7 @@ from fedtheory.methods import round_context
 from fedtheory.suite import load_problem, read_spec, resolve
 gpu = load_problem(read_spec(resolve("a9a_fednl"))).to("cupy")
 method = make_method("fedpm", {"K": 1, "eta": 1.0})
-state = method.init(gpu, cp.asarray(np.random.default_rng(1).normal(size=gpu.d) * 0.1))
+state, _ = method.start(gpu, cp.asarray(np.random.default_rng(1).normal(size=gpu.d) * 0.1))
 ctx = round_context(gpu)
 for _ in range(5):
     method.round(ctx, state)
@@ -250,7 +250,7 @@ for name, host in hosts.items():
     xp = gpu.xp
     method = make_method("fedpm", {"K": 1, "eta": 1.0})
     theta = xp.asarray(np.random.default_rng(1).normal(size=gpu.d) * 0.1)
-    state = method.init(gpu, theta)
+    state, _ = method.start(gpu, theta)
     ctx = round_context(gpu)
     step = lambda: method.round(ctx, state)             # noqa: E731
     ms, ms_min = median_ms(step)
@@ -314,7 +314,7 @@ for norm in ("frobenius", "spectral"):
          "final": {k: tr.final[k] for k in ("round", "rel_dist", "dist_to_opt", "seconds")
                    if k in tr.final},
          "target_s": 1.5, "target_met": est <= 1.5}
-    step_state = {"s": method.init(gpu, gpu.xp.zeros(gpu.d))}
+    step_state = {"s": method.start(gpu, gpu.xp.zeros(gpu.d))[0]}
     ctx = round_context(gpu)
 
     def fednl_step(method=method, ctx=ctx, box=step_state):

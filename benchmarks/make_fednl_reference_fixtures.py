@@ -68,40 +68,40 @@ CONFIGS = {
         "a9a", "FedNL", dict(hes_comp_name="LowRank", hes_comp_param=4, init="zero",
                              init_cost=False, option=2, upd_rule=1),
         "fednl", dict(option=2, compressor="rankR", R=4, alpha="rule1", l_norm="spectral",
-                      H_init="zero"), 8, True),
+                      init="zero"), 8, True),
     "fednl_pp_rank4_rule1": (
         "a9a", "FedNL_PP", dict(tau=TAU, hes_comp_name="LowRank", hes_comp_param=4,
                                 init="nonzero", init_cost=True, upd_rule=1),
-        "fednl_pp", dict(compressor="rankR", R=4, alpha="rule1", H_init="hessian"), 8, True),
+        "fednl_pp", dict(compressor="rankR", R=4, alpha="rule1", init="hessian"), 8, True),
     "fednl_cr_m0_one_client": (
         "a9a", "FedNL_CR", dict(hes_comp_name="LowRank", hes_comp_param=2, init="nonzero",
                                 init_cost=True, upd_rule=1),
-        "fednl_cr", dict(M=0.0, compressor="rankR", R=2, alpha="rule1", H_init="hessian"), 1,
+        "fednl_cr", dict(M=0.0, compressor="rankR", R=2, alpha="rule1", init="hessian"), 1,
         True),
     "fednl_opt2_topk_spectral": (
         "breast_cancer", "FedNL", dict(hes_comp_name="TopK", hes_comp_param=62, init="nonzero",
                                        init_cost=True, option=2, upd_rule=2),
         "fednl", dict(option=2, compressor="topK", Kc=62, alpha="one", l_norm="spectral",
-                      H_init="hessian"), 8, True),
+                      init="hessian"), 8, True),
     "fednl_opt1_topk_rule1": (
         "breast_cancer", "FedNL", dict(hes_comp_name="TopK", hes_comp_param=62, init="nonzero",
                                        init_cost=True, option=1, upd_rule=1),
-        "fednl", dict(option=1, compressor="topK", Kc=62, alpha="rule1", H_init="hessian"), 8,
+        "fednl", dict(option=1, compressor="topK", Kc=62, alpha="rule1", init="hessian"), 8,
         True),
     "fednl_pp_topk_zero": (
         "breast_cancer", "FedNL_PP", dict(tau=TAU, hes_comp_name="TopK", hes_comp_param=124,
                                           init="zero", init_cost=False, upd_rule=2),
-        "fednl_pp", dict(compressor="topK", Kc=124, alpha="one", H_init="zero"), 8, True),
+        "fednl_pp", dict(compressor="topK", Kc=124, alpha="one", init="zero"), 8, True),
     "fednl_ls_topk_rule1_zero": (
         "breast_cancer", "FedNL_LS", dict(hes_comp_name="TopK", hes_comp_param=62, init="zero",
                                           init_cost=False, upd_rule=1, gamma=0.5, c=0.5),
-        "fednl_ls", dict(compressor="topK", Kc=62, alpha="rule1", H_init="zero", gamma=0.5,
+        "fednl_ls", dict(compressor="topK", Kc=62, alpha="rule1", init="zero", gamma=0.5,
                          c=0.5), 8, True),
     "fednl_opt2_topk_spectral_a9a": (
         "a9a", "FedNL", dict(hes_comp_name="TopK", hes_comp_param=492, init="nonzero",
                              init_cost=True, option=2, upd_rule=2),
         "fednl", dict(option=2, compressor="topK", Kc=492, alpha="one", l_norm="spectral",
-                      H_init="hessian"), 8, False),
+                      init="hessian"), 8, False),
 }
 
 
@@ -194,7 +194,7 @@ def replay(arrays: dict, key: str, meta: dict) -> np.ndarray:
     theta = arrays[f"{key}__theta"]
     schedule = arrays.get(f"{key}__schedule")
     method = make_method(meta["method"], meta["params"])
-    state = method.init(problem, theta[0].copy())
+    state, _ = method.start(problem, theta[0].copy())
     out = [theta[0]]
     for t in range(1, len(theta)):
         clients = None if schedule is None else schedule[t - 1]

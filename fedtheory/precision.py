@@ -56,8 +56,8 @@ contains the exact solution, so the spec's Cholesky choice does not change the m
   are not exact);
 - ``fednl`` with the identity compressor. Option 1's projection [H^k]_mu onto {X >= mu I},
   mu = lam, is exact without an eigendecomposition: a convex combination of Hessians
-  H_i(x) >= lam I is >= lam I, so with ``H_init="hessian"`` (any alpha) the projection is the
-  identity, and with ``H_init="zero"`` (alpha = 1 only) the first round's [0]_mu is mu I and
+  H_i(x) >= lam I is >= lam I, so with ``init="hessian"`` (any alpha) the projection is the
+  identity, and with ``init="zero"`` (alpha = 1 only) the first round's [0]_mu is mu I and
   every later one the identity. Option 2 with ``l_norm="frobenius"`` (the default) is exact.
   Refused: the spectral l_norm (an eigenvalue problem) and the rank-R / top-K compressors
   (eigenvectors, a ranking of entries).
@@ -562,7 +562,7 @@ def _fednl_round(pp: PreciseProblem, m: FedNL, st: PreciseState) -> PreciseState
         l_k = sum((w * _norm(_col(D.entries())) for w, D in zip(pp.weights, diff,
                                                                   strict=True)), flint.arb(0))
         Hk = _mix(pp.weights, H_old) + _eye(pp.d, l_k)
-    elif st.H_local is None:                     # H_init = "zero": [0]_mu = mu I
+    elif st.H_local is None:                     # init = "zero": [0]_mu = mu I
         Hk = _eye(pp.d, pp.lam)
     else:
         Hk = _mix(pp.weights, H_old)
@@ -572,7 +572,7 @@ def _fednl_round(pp: PreciseProblem, m: FedNL, st: PreciseState) -> PreciseState
 
 
 def _fednl_init(pp: PreciseProblem, m: FedNL, theta: Any) -> PreciseState:
-    if m.H_init == "zero":
+    if m.init == "zero":
         return PreciseState(theta, None)
     return PreciseState(theta, [pp.client_oracle(i, theta, grad=False, hess=True).H
                                 for i in range(pp.N)])
@@ -598,7 +598,7 @@ ARB_OPTIONS: dict[str, tuple[str, ...]] = {
     "newton": ("eta",), "gd": ("eta",),
     "fedpm": ("K", "eta", "delta", "mixing_preconditioner", "server_memory", "preconditioner"),
     "sopm": ("K", "eta", "delta", "preconditioner"),
-    "fednl": ("compressor", "alpha", "H_init", "option", "l_norm", "R", "Kc"),
+    "fednl": ("compressor", "alpha", "init", "option", "l_norm", "R", "Kc"),
     "giant": ("eta", "line_search"),
 }
 
@@ -623,8 +623,8 @@ def _check_supported(m: Method) -> None:
         check(m.option == 1 or m.l_norm == "frobenius",
               "fednl option 2 in arb needs l_norm='frobenius' (the spectral norm needs an "
               "eigenvalue problem), got l_norm='spectral'")
-        check(m.option == 2 or m.H_init == "hessian" or m._alpha_fixed(2) == 1.0,
-              f"fednl option 1 with H_init='zero' needs alpha = 1 in arb (otherwise the "
+        check(m.option == 2 or m.init == "hessian" or m._alpha_fixed(2) == 1.0,
+              f"fednl option 1 with init='zero' needs alpha = 1 in arb (otherwise the "
               f"projection [H^k]_mu is not provably the identity), got alpha = {m.alpha!r}")
 
 

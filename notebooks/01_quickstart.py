@@ -34,18 +34,25 @@
 # $\theta^{+} = \sum_i w_i \theta_i^K$; under heterogeneous clients its fixed point is not
 # $\theta^\star$ (claim C4). This notebook builds the problem, runs the three methods and plots
 # $\|\theta^t - \theta^\star\|$.
+#
+# **Run time** on 2 cores: small ~6 s, medium ~4 s, full ~4 s (wall clock, measured with
+# `FEDTHEORY_SIZE=<size> OMP_NUM_THREADS=1 nice -n 10 jupyter execute --inplace` on a copy of this
+# notebook, on the project's 2-core development VM (Intel Xeon, nproc 2) on 2026-12-01, load 2.73
+# / 2.93 / 1.99 (small / medium / full); every run is listed in
+# `benchmarks/results/notebook_times.txt`). `FEDTHEORY_SIZE=small|medium|full` picks the size
+# (default full; see `notebooks/README.md`).
 
 # %%
 # %matplotlib inline
-import os
-
 import numpy as np
 
 import fedtheory as ft
 from fedtheory import data, partitions, plot
+from fedtheory.notebook_sizes import by_size, notebook_size
 
-SMALL = os.environ.get("FEDTHEORY_SMALL") == "1"  # set in CI: fewer rounds
-ROUNDS = 10 if SMALL else 12
+SIZE = notebook_size()  # FEDTHEORY_SIZE=small|medium|full (FEDTHEORY_SMALL=1: small; CI)
+ROUNDS = by_size(small=10, medium=12, full=12)
+print(f"notebook size: {SIZE}")
 
 # %% [markdown]
 # ## The problem

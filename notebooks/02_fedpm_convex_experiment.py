@@ -31,11 +31,17 @@
 # corrects each local step with the last global direction. SOPM averages local Newton iterates
 # ($\theta^{t+1} = \sum_i w_i \theta_i^K$); GD and FedAvg send $d$ floats per round.
 # Definitions: [docs/algorithms.md](../docs/algorithms.md).
+#
+# **Run time** on 2 cores: small ~11 s, medium ~15 s, full ~13 s (wall clock, measured with
+# `FEDTHEORY_SIZE=<size> OMP_NUM_THREADS=1 nice -n 10 jupyter execute --inplace` on a copy of this
+# notebook, on the project's 2-core development VM (Intel Xeon, nproc 2) on 2026-12-01, load 2.75
+# / 2.93 / 1.91 (small / medium / full); every run is listed in
+# `benchmarks/results/notebook_times.txt`). `FEDTHEORY_SIZE=small|medium|full` picks the size
+# (default full; see `notebooks/README.md`).
 
 # %%
 # %matplotlib inline
 import json
-import os
 import tempfile
 from importlib import resources
 from pathlib import Path
@@ -45,11 +51,15 @@ from matplotlib.figure import Figure
 
 import fedtheory as ft
 from fedtheory import plot
+from fedtheory.notebook_sizes import by_size, notebook_size
 from fedtheory.suite import load_problem
 
-SMALL = os.environ.get("FEDTHEORY_SMALL") == "1"  # set in CI: fewer rounds
-ROUNDS_2ND = 12 if SMALL else 20    # second-order methods converge in a few rounds
-ROUNDS_1ST = 100 if SMALL else 400  # first-order methods get more rounds for the same floats
+SIZE = notebook_size()  # FEDTHEORY_SIZE=small|medium|full (FEDTHEORY_SMALL=1: small; CI)
+# second-order methods converge in a few rounds; first-order methods get more rounds for the
+# same floats (medium = full: the notebook takes seconds)
+ROUNDS_2ND = by_size(small=12, medium=20, full=20)
+ROUNDS_1ST = by_size(small=100, medium=400, full=400)
+print(f"notebook size: {SIZE}")
 
 # %% [markdown]
 # ## Your data
@@ -185,4 +195,4 @@ fig
 # FedPAC level off at a heterogeneity floor and GD and FedAvg are still far from
 # $\theta^\star$. Per uplink float a second-order round costs $d(d+1)/2 + d$ floats, the
 # price of about $d/2$ first-order rounds; the table above says where each method stands at
-# the budget FedPM needed (with `FEDTHEORY_SMALL=1` the first-order runs stop short of it).
+# the budget FedPM needed (at the small size the first-order runs stop short of it).

@@ -31,21 +31,30 @@
 # `fedtheory.rates.asymptotic_window` picks: it drops the pre-asymptotic phase and every
 # $e_t$ below the float floor $10^3\,\varepsilon \max(1, \|\theta^\star\|)$. Problem: a9a,
 # FedNL split (80 clients x 407 rows, $\lambda = 10^{-3}$), $\theta^0 = 0$.
+#
+# **Run time** on 2 cores: small ~6 s, medium ~7 s, full ~6 s (wall clock, measured with
+# `FEDTHEORY_SIZE=<size> OMP_NUM_THREADS=1 nice -n 10 jupyter execute --inplace` on a copy of this
+# notebook, on the project's 2-core development VM (Intel Xeon, nproc 2) on 2026-12-01, load 2.71
+# / 2.87 / 1.77 (small / medium / full); every run is listed in
+# `benchmarks/results/notebook_times.txt`). `FEDTHEORY_SIZE=small|medium|full` picks the size
+# (default full; see `notebooks/README.md`).
 
 # %%
 # %matplotlib inline
 import math
-import os
 
 import numpy as np
 from matplotlib.figure import Figure
 
 import fedtheory as ft
 from fedtheory import plot, rates
+from fedtheory.notebook_sizes import by_size, notebook_size
 from fedtheory.suite import load_problem
 
-SMALL = os.environ.get("FEDTHEORY_SMALL") == "1"  # set in CI: shorter damped runs
-DAMPED_TO = 1e-8 if SMALL else 1e-12  # damped runs last until (1 - eta)^t falls below this
+SIZE = notebook_size()  # FEDTHEORY_SIZE=small|medium|full (FEDTHEORY_SMALL=1: small; CI)
+# damped runs last until (1 - eta)^t falls below this (medium = full: the notebook takes seconds)
+DAMPED_TO = by_size(small=1e-8, medium=1e-12, full=1e-12)
+print(f"notebook size: {SIZE}")
 
 problem = load_problem("a9a_fednl")
 ref = problem.reference

@@ -37,25 +37,32 @@
 # (smaller $\alpha$: more skew; "iid" a random split) on the phishing data, L2 logistic,
 # $\lambda = 10^{-3}$, and measured on each instance by
 # $\zeta_\star^2 = \sum_i w_i \|g_i(\theta^\star)\|^2$.
+#
+# **Run time** on 2 cores: small ~8 s, medium ~18 s, full ~24 s (wall clock, measured with
+# `FEDTHEORY_SIZE=<size> OMP_NUM_THREADS=1 nice -n 10 jupyter execute --inplace` on a copy of this
+# notebook, on the project's 2-core development VM (Intel Xeon, nproc 2) on 2026-12-01, load 2.65
+# / 2.82 / 1.71 (small / medium / full); every run is listed in
+# `benchmarks/results/notebook_times.txt`). `FEDTHEORY_SIZE=small|medium|full` picks the size
+# (default full; see `notebooks/README.md`).
 
 # %%
 # %matplotlib inline
-import os
-
 import numpy as np
 from matplotlib.figure import Figure
 from scipy import stats
 
 import fedtheory as ft
 from fedtheory import data, partitions, plot
+from fedtheory.notebook_sizes import by_size, notebook_size
 from fedtheory.suite import load_problem
 
-SMALL = os.environ.get("FEDTHEORY_SMALL") == "1"  # set in CI: 2,000 rows, one split seed
-ROWS = 2000 if SMALL else None                     # None: all 8,619 rows
-SEEDS = (0,) if SMALL else (0, 1, 2)
+SIZE = notebook_size()  # FEDTHEORY_SIZE=small|medium|full (FEDTHEORY_SMALL=1: small; CI)
+ROWS = by_size(small=2000, medium=None, full=None)  # None: all 8,619 rows
+SEEDS = by_size(small=(0,), medium=(0, 1), full=(0, 1, 2))  # Dirichlet split seeds
 ALPHAS = (None, 10.0, 1.0, 0.5, 0.1, 0.05)          # None: IID; least to most heterogeneous
 CLIENTS, LAM = 10, 1e-3
-FEDPM_ROUNDS = 30 if SMALL else 40  # FedPM (K = 2, 5; eta = 1/K) has settled by then
+FEDPM_ROUNDS = by_size(small=30, medium=40, full=40)  # FedPM (K = 2, 5; eta = 1/K) has settled
+print(f"notebook size: {SIZE}")
 
 dataset = data.load_phishing(rows=ROWS)
 

@@ -38,23 +38,32 @@
 #
 # $$\mathbb E\|\hat g_S(\theta^\star)\|^2 = \frac{N - S}{S\,(N - 1)}\;\zeta_\star^2, \qquad
 # \zeta_\star^2 = \frac1N \sum_i \|g_i(\theta^\star)\|^2 .$$
+#
+# **Run time** on 2 cores: small ~12 s, medium ~30 s, full ~44 s (wall clock, measured with
+# `FEDTHEORY_SIZE=<size> OMP_NUM_THREADS=1 nice -n 10 jupyter execute --inplace` on a copy of this
+# notebook, on the project's 2-core development VM (Intel Xeon, nproc 2) on 2026-12-01, load 2.77
+# / 2.58 / 1.69 (small / medium / full); every run is listed in
+# `benchmarks/results/notebook_times.txt`). `FEDTHEORY_SIZE=small|medium|full` picks the size
+# (default full; see `notebooks/README.md`).
 
 # %%
 # %matplotlib inline
-import os
-
 import numpy as np
 from matplotlib.figure import Figure
 
 import fedtheory as ft
 from fedtheory import data, partitions, plot, rates
+from fedtheory.notebook_sizes import by_size, notebook_size
 from fedtheory.oracles import make_oracle
 
-SMALL = os.environ.get("FEDTHEORY_SMALL") == "1"  # set in CI: fewer S, seeds and rounds
-S_VALUES = (1, 4, 16, 64) if SMALL else (1, 2, 4, 8, 16, 32, 64)
-SEEDS = range(2) if SMALL else range(5)
-ROUNDS_A, BURN_IN = (120, 40) if SMALL else (300, 100)  # (a): average over rounds > BURN_IN
-ROUNDS_B = 100 if SMALL else 200                        # (b): R
+SIZE = notebook_size()  # FEDTHEORY_SIZE=small|medium|full (FEDTHEORY_SMALL=1: small; CI)
+S_VALUES = by_size(small=(1, 4, 16, 64), medium=(1, 2, 4, 8, 16, 32, 64),
+                   full=(1, 2, 4, 8, 16, 32, 64))
+SEEDS = by_size(small=range(2), medium=range(3), full=range(5))
+# (a) averages over the rounds after BURN_IN of ROUNDS_A; (b) runs R = ROUNDS_B rounds
+ROUNDS_A, BURN_IN = by_size(small=(120, 40), medium=(300, 100), full=(300, 100))
+ROUNDS_B = by_size(small=100, medium=200, full=200)
+print(f"notebook size: {SIZE}")
 ORACLE = make_oracle("gaussian", sigma=1.0)  # exact H_i, g_i + N(0, sigma^2 I / d)
 
 
@@ -122,17 +131,18 @@ fig
 # ## Ablations of FedPAC: correction beta, curvature memory rho, alignment
 #
 # Exact oracle, full participation, $K = 1$, on the FedNL split of a9a (its first 20 clients
-# with `FEDTHEORY_SMALL=1`). One knob at a time away from the defaults
+# at the small size). One knob at a time away from the defaults
 # ($\beta = 0.5$, $\rho = 0.9$, aligned). With $K = 1$ the fixed point does not depend on
 # $\beta$, and its bias shrinks as $\rho \to 1$: at the fixed point client $i$ preconditions
 # with $\rho H + (1 - \rho) H_i$.
 
 # %%
-a9a = data.load_a9a(rows=(20 if SMALL else 80) * 407)
+CLIENTS_A9A = by_size(small=20, medium=80, full=80)  # of the FedNL split's 80
+a9a = data.load_a9a(rows=CLIENTS_A9A * 407)
 a9a_split = ft.FederatedProblem.from_dataset(
     a9a.X, a9a.y, partitions.contiguous(a9a.n, a9a.n // 407), objective="logistic", lam=1e-3,
-    name="a9a FedNL split" + (", first 20 clients" if SMALL else ""))
-ROUNDS_ABL = 20 if SMALL else 30
+    name="a9a FedNL split" + (f", first {CLIENTS_A9A} clients" if CLIENTS_A9A < 80 else ""))
+ROUNDS_ABL = by_size(small=20, medium=30, full=30)
 variants = {"beta": ({"beta": 0.0}, {"beta": 0.5}, {"beta": 0.8}),
             "rho": ({"rho": 0.0}, {"rho": 0.5}, {"rho": 0.9}),
             "align": ({"align": True}, {"align": False})}
@@ -170,7 +180,7 @@ fig
 
 # %%
 N = a9a_split.N
-S_PM = (2, 5, 10, 20) if SMALL else (5, 10, 20, 40, 80)
+S_PM = by_size(small=(2, 5, 10, 20), medium=(5, 10, 20, 40, 80), full=(5, 10, 20, 40, 80))
 ROUNDS_PM, BURN_PM = 25, 10
 ref = a9a_split.reference
 g_star = a9a_split.oracle(ref.theta_star, grad=True).g

@@ -29,14 +29,15 @@
 # oracle baseline), FedPM with the FOOF preconditioner, and GD ($\eta = 1/L$) as the
 # first-order reference. All start at $\theta^0 = 0$.
 #
-# **Run time** (measured on 2 shared cores, one BLAS thread): 26-45 s at full size (80 clients,
-# 60 rounds, three Dirichlet seeds); 15 s at CI size (`FEDTHEORY_SMALL=1`: the first 20
-# clients, 25 rounds, one seed; 10 s under `pytest --nbmake`).
+# **Run time** on 2 cores: small ~8 s, medium ~22 s, full ~24 s (wall clock, measured with
+# `FEDTHEORY_SIZE=<size> OMP_NUM_THREADS=1 nice -n 10 jupyter execute --inplace` on a copy of this
+# notebook, on the project's 2-core development VM (Intel Xeon, nproc 2) on 2026-12-01, load 3.11
+# / 2.35 / 1.85 (small / medium / full); every run is listed in
+# `benchmarks/results/notebook_times.txt`). `FEDTHEORY_SIZE=small|medium|full` picks the size
+# (default full; see `notebooks/README.md`).
 
 # %%
 # %matplotlib inline
-import os
-
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
@@ -45,13 +46,17 @@ from matplotlib.ticker import NullFormatter
 import fedtheory as ft
 from fedtheory import plot
 from fedtheory.claims import heterogeneous_problem, load_check, sopm_limit
+from fedtheory.notebook_sizes import by_size, notebook_size
 from fedtheory.suite import load_problem
 
-SMALL = os.environ.get("FEDTHEORY_SMALL") == "1"  # set in CI: 20 clients, fewer rounds
-ROUNDS = 25 if SMALL else 60
+SIZE = notebook_size()  # FEDTHEORY_SIZE=small|medium|full (FEDTHEORY_SMALL=1: small; CI)
+# small: the first 20 clients, 25 rounds, one seed; medium: all 80 clients and 60 rounds, one
+# seed of the C13 sweep; full: three seeds
+ROUNDS = by_size(small=25, medium=60, full=60)
+print(f"notebook size: {SIZE}")
 EPS = 1e-8  # the target of the reach table
 
-if SMALL:  # the first 20 clients of the FedNL split: 20 x 407 rows in file order
+if SIZE == "small":  # the first 20 clients of the FedNL split: 20 x 407 rows in file order
     problem = load_problem({
         "name": "a9a_fednl_20", "description": "a9a, FedNL split, first 20 clients",
         "data": {"source": "a9a", "rows": 20 * 407, "intercept": False},
@@ -123,7 +128,7 @@ fig
 # The same runs against cumulative uplink bits per node. Methods that send a full Hessian
 # (Newton, FedPM, FedNL identity) pay $32\,d(d+1)/2$ bits per round; FedNL's compressors
 # and GIANT / DANE (vectors only) are far cheaper per round. FedNL's first round includes
-# the initial Hessian (`H_init="hessian"`), as in the FedNL papers. On this problem the
+# the initial Hessian (`init="hessian"`), as in the FedNL papers. On this problem the
 # vector-only methods win on bits: GIANT and DANE reach $10^{-8}$ with under $10^5$ bits per
 # node, some 20 times fewer than Newton, then Newton-Star (which needs $H(\theta^\star)$, an
 # oracle baseline), rank-1 and top-$8d$ FedNL; the full-Hessian methods are last.
@@ -159,7 +164,7 @@ with pd.option_context("display.float_format", "{:.4g}".format, "display.width",
 
 # %%
 c13 = load_check("C13")
-seeds = (0,) if SMALL else (0, 1, 2)
+seeds = by_size(small=(0,), medium=(0,), full=(0, 1, 2))
 rows = []
 for seed in seeds:
     for alpha in c13.ALPHAS:

@@ -33,20 +33,25 @@
 # steps with the previous round's Hessian: $e_{t+1} \le c\, e_t e_{t-1}$), and 1 for damped
 # FedPM, $e_{t+1} \approx (1 - \eta)\, e_t$.
 #
-# **Run time** (measured on the project's 2-core machine, one core used): about 10 s at full
-# size (576 bits, errors to $10^{-158}$), about 5 s with `FEDTHEORY_SMALL=1` (256 bits, errors
-# to $10^{-70}$), most of it damped FedPM's 170 (small: 70) linear rounds.
+# **Run time** on 2 cores: small ~5 s, medium ~9 s, full ~9 s (wall clock, measured with
+# `FEDTHEORY_SIZE=<size> OMP_NUM_THREADS=1 nice -n 10 jupyter execute --inplace` on a copy of this
+# notebook, on the project's 2-core development VM (Intel Xeon, nproc 2) on 2026-12-01, load 3.01
+# / 2.17 / 1.91 (small / medium / full); every run is listed in
+# `benchmarks/results/notebook_times.txt`). `FEDTHEORY_SIZE=small|medium|full` picks the size
+# (default full; see `notebooks/README.md`).
+# Full and medium: 576 bits, errors to $10^{-158}$; small: 256 bits, errors to $10^{-70}$.
+# Most of it is damped FedPM's 170 (small: 70) linear rounds.
 
 # %%
 # %matplotlib inline
 import math
-import os
 import time
 
 import numpy as np
 from matplotlib.figure import Figure
 
 from fedtheory import plot
+from fedtheory.notebook_sizes import by_size, notebook_size
 from fedtheory.precision import (
     precise_linear_rate,
     precise_q_order,
@@ -57,8 +62,9 @@ from fedtheory.precision import (
 )
 from fedtheory.suite import load_problem
 
-SMALL = os.environ.get("FEDTHEORY_SMALL") == "1"  # set in CI: 256 bits instead of 576
-BITS = 256 if SMALL else 576
+SIZE = notebook_size()  # FEDTHEORY_SIZE=small|medium|full (FEDTHEORY_SMALL=1: small; CI)
+BITS = by_size(small=256, medium=576, full=576)  # medium = full: the notebook takes seconds
+print(f"notebook size: {SIZE}")
 GOLDEN = (1 + math.sqrt(5)) / 2
 started = time.perf_counter()
 
@@ -141,7 +147,7 @@ ax.plot([], [], ":", color="0.3", label="rigorous radius of $e_t$")
 ax.set(xlabel="round $t$", ylabel=r"$\log_{10} e_t$", xlim=(-0.5, 45),
        title=f"arb at {BITS} bits: $e_t = \\|\\theta^t - \\theta^\\star\\|$ with radii")
 ax.grid(alpha=0.3)
-ax.legend(fontsize="small", loc="lower left")
+ax.legend(fontsize="small", loc="center right")  # lower left hid the last FedPM / Newton rounds
 fig
 
 # %% [markdown]

@@ -35,6 +35,7 @@ from fedtheory.claims import (
     one_round,
     record,
 )
+from fedtheory.claims.protocol import on_backend
 from fedtheory.methods import make_method
 from fedtheory.testing import problems
 
@@ -67,6 +68,7 @@ def check(quick: bool = True, method_factory: MethodFactory = fedpm_factory) -> 
     @given(case=cases())
     def one_example(case):
         problem, theta, eta, clients = case
+        problem = on_backend(problem)          # fedtheory check --backend cupy
         scale = 1.0 + float(np.linalg.norm(theta))
         for label, sel in (("full", None), ("partial", clients)):
             fedpm = one_round(problem, method_factory(K=1, eta=eta), theta, clients=sel)

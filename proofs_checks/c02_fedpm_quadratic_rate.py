@@ -54,6 +54,7 @@ from matplotlib.figure import Figure
 from scipy.special import expit
 
 from fedtheory import claims_figures as cf
+from fedtheory._backend import to_numpy
 from fedtheory.claims import (
     ClaimRecord,
     MethodFactory,
@@ -63,11 +64,11 @@ from fedtheory.claims import (
     record,
     scale_of,
 )
+from fedtheory.claims.protocol import load_problem
 from fedtheory.errors import FedTheoryError
 from fedtheory.objectives import ClientCSR
 from fedtheory.rates import default_floor, q_order, superlinearity
 from fedtheory.runner import iterate, run
-from fedtheory.suite import load_problem
 
 CLAIM_ID = "C2"
 STATEMENT = ("FedPM with K = 1, eta = 1 converges quadratically near theta* "
@@ -96,7 +97,7 @@ def problems(quick: bool) -> list:
 def _rows(problem) -> tuple[Any, np.ndarray, np.ndarray]:
     """The stored data, one row per sample, client-major: the features a_ij (a CSR matrix for
     a sparse problem), the labels y_ij and the weight w_i s_ij of the row in f."""
-    sizes = np.asarray(problem.sizes)
+    sizes = to_numpy(problem.sizes)
     owner = np.repeat(np.arange(problem.N), sizes)
     local = np.arange(owner.size) - np.repeat(np.cumsum(sizes) - sizes, sizes)
     A = problem.A
@@ -104,9 +105,9 @@ def _rows(problem) -> tuple[Any, np.ndarray, np.ndarray]:
         X = A.X[np.concatenate([np.arange(A.row_start[k], A.row_start[k] + n)
                                 for k, n in zip(A.clients, sizes, strict=True)])]
     else:
-        X = np.asarray(A)[owner, local]
-    c = np.asarray(problem.weights)[owner] * np.asarray(problem.sw)[owner, local]
-    return X, np.asarray(problem.y)[owner, local], c
+        X = to_numpy(A)[owner, local]
+    c = to_numpy(problem.weights)[owner] * to_numpy(problem.sw)[owner, local]
+    return X, to_numpy(problem.y)[owner, local], c
 
 
 def _loss_derivatives(problem, rows, theta) -> tuple[np.ndarray, np.ndarray]:
@@ -119,7 +120,7 @@ def _loss_derivatives(problem, rows, theta) -> tuple[np.ndarray, np.ndarray]:
     if problem.objective != "logistic":
         raise FedTheoryError(f"C2's second-order prediction knows logistic and ridge, not "
                              f"{problem.objective!r}")
-    s = expit(y * (X @ np.asarray(theta)))
+    s = expit(y * (X @ to_numpy(theta)))
     second = s * (1 - s)
     return second * y**2, second * (1 - 2 * s) * y**3
 
@@ -130,7 +131,7 @@ def hessian(problem, theta, rows=None) -> np.ndarray:
     rows = _rows(problem) if rows is None else rows
     X, _, c = rows
     second, _ = _loss_derivatives(problem, rows, theta)
-    reg = problem.lam * float(np.sum(np.asarray(problem.weights)))
+    reg = problem.lam * float(np.sum(to_numpy(problem.weights)))
     XtDX = X.T @ (sps.diags(c * second) @ X)
     return (XtDX.toarray() if sps.issparse(XtDX) else XtDX) + reg * np.eye(problem.d)
 
@@ -141,8 +142,8 @@ def third_derivative(problem, theta, u, rows=None) -> np.ndarray:
     rows = _rows(problem) if rows is None else rows
     X, _, c = rows
     _, third = _loss_derivatives(problem, rows, theta)
-    au = X @ np.asarray(u)
-    return np.asarray(X.T @ (c * third * au * au))
+    au = X @ to_numpy(u)
+    return to_numpy(X.T @ (c * third * au * au))
 
 
 def second_order_errors(problem, method, pairs: range) -> list[float]:
@@ -151,10 +152,10 @@ def second_order_errors(problem, method, pairs: range) -> list[float]:
     oracle (so they are the run's)."""
     if not len(pairs):
         return []
-    star = np.asarray(problem.reference.theta_star)
+    star = to_numpy(problem.reference.theta_star)
     rows = _rows(problem)
     H = hessian(problem, star, rows)
-    e = [-star] + [np.asarray(s.state.theta) - star
+    e = [-star] + [to_numpy(s.state.theta) - star
                    for s in iterate(problem, method, rounds=pairs[-1] + 1)]
     out = []
     for t in pairs:

@@ -30,10 +30,10 @@ from fedtheory.claims import (
     record,
     scale_of,
 )
+from fedtheory.claims.protocol import load_problem
 from fedtheory.errors import FedTheoryError
 from fedtheory.rates import default_floor, linear_rate
 from fedtheory.runner import run
-from fedtheory.suite import load_problem
 
 CLAIM_ID = "C3"
 STATEMENT = "Damped FedPM (K = 1, eta < 1) converges linearly with ratio 1 - eta"

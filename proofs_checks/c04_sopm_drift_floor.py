@@ -45,6 +45,7 @@ from matplotlib.figure import Figure
 from scipy.special import expit
 
 from fedtheory import claims_figures as cf
+from fedtheory._backend import to_numpy
 from fedtheory.claims import (
     ClaimRecord,
     MethodFactory,
@@ -56,8 +57,8 @@ from fedtheory.claims import (
     sopm_factory,
     sopm_limit,
 )
+from fedtheory.claims.protocol import load_problem
 from fedtheory.linalg import spd_solve
-from fedtheory.suite import load_problem
 
 CLAIM_ID = "C4"
 STATEMENT = ("Simple mixing (SOPM) has a drift floor under heterogeneity: on ridge it converges "
@@ -73,7 +74,7 @@ RIDGE = ("het_quadratic", "diabetes_ridge_dirichlet")
 def local_optima_average(problem) -> np.ndarray:
     """sum_i w_i theta_i*, theta_i* = argmin f_i = -H_i^{-1} g_i(0) (ridge: g_i is affine)."""
     o = problem.oracle(problem.xp.zeros(problem.d), grad=True, hess=True)
-    return np.asarray(problem.weights @ spd_solve(o.H, -o.g))
+    return to_numpy(problem.weights @ spd_solve(o.H, -o.g))
 
 
 def independent_oracle(problem, theta) -> tuple[np.ndarray, np.ndarray]:
@@ -82,9 +83,9 @@ def independent_oracle(problem, theta) -> tuple[np.ndarray, np.ndarray]:
     weights s_ij, 0 on padding) without the package's oracle:
     g_i = -sum_j s_ij y_ij sigma(-z_ij) a_ij + lam theta,
     H_i = sum_j s_ij sigma(z_ij) sigma(-z_ij) a_ij a_ij^T + lam I, z_ij = y_ij a_ij^T theta."""
-    A = np.asarray(problem.A)                  # a sparse problem: its dense padded rows
-    y, sw = np.asarray(problem.y), np.asarray(problem.sw)
-    theta = np.asarray(theta, dtype=np.float64)
+    A = to_numpy(problem.A)                  # a sparse problem: its dense padded rows
+    y, sw = to_numpy(problem.y), to_numpy(problem.sw)
+    theta = to_numpy(theta).astype(np.float64, copy=False)
     s = expit(y * (A @ theta))
     g = -np.einsum("ij,ijk->ik", sw * y * (1 - s), A) + problem.lam * theta
     H = np.matmul(A.transpose(0, 2, 1), A * (sw * s * (1 - s))[:, :, None])
@@ -94,7 +95,7 @@ def independent_oracle(problem, theta) -> tuple[np.ndarray, np.ndarray]:
 def independent_residual(problem, theta) -> np.ndarray:
     """sum_i w_i H_i(theta)^{-1} g_i(theta) with :func:`independent_oracle`'s g_i and H_i."""
     g, H = independent_oracle(problem, theta)
-    return np.asarray(problem.weights) @ np.linalg.solve(H, g[:, :, None])[:, :, 0]
+    return to_numpy(problem.weights) @ np.linalg.solve(H, g[:, :, None])[:, :, 0]
 
 
 def ridge_runs(quick: bool, factory: MethodFactory) -> list[dict]:

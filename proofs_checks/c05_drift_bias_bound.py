@@ -66,12 +66,14 @@ from scipy import stats
 
 from fedtheory import FederatedProblem
 from fedtheory import claims_figures as cf
+from fedtheory._backend import to_numpy
 from fedtheory.claims import (
     ClaimRecord,
     MethodFactory,
     assert_claim,
     heterogeneous_problem,
     local_newton_residual,
+    on_backend,
     record,
     scale_of,
     sopm_factory,
@@ -106,8 +108,8 @@ def instances(quick: bool) -> list[tuple[str, int | None, float | None, int]]:
 def bound_terms(problem, theta: np.ndarray) -> dict:
     """Delta_D, zeta, Lambda, mu, ||grad f|| at theta (P_i = H_i(theta), delta = 0)."""
     o = problem.oracle(problem.xp.asarray(theta), grad=True, hess=True)
-    w = np.asarray(problem.weights)
-    P, g = np.asarray(o.H), np.asarray(o.g)
+    w = to_numpy(problem.weights)
+    P, g = to_numpy(o.H), to_numpy(o.g)
     Pbar = np.tensordot(w, P, axes=1)
     spectral = np.abs(np.linalg.eigvalsh(P - Pbar)).max(axis=1)
     eig = np.linalg.eigvalsh(P)
@@ -125,7 +127,7 @@ def drift_floor_law(problem) -> np.ndarray:
     """Claim C13's predicted floor -sum_i w_i H_i(theta*)^{-1} g_i(theta*)."""
     star = problem.xp.asarray(problem.reference.theta_star)
     o = problem.oracle(star, grad=True, hess=True)
-    return -np.asarray(problem.weights @ spd_solve(o.H, o.g))
+    return -to_numpy(problem.weights @ spd_solve(o.H, o.g))
 
 
 def _limit_and_bound(problem, factory: MethodFactory) -> dict:
@@ -144,7 +146,7 @@ def measure(dataset: str, rows: int | None, alpha: float | None, seed: int,
     problem = heterogeneous_problem(dataset, rows=rows, clients=10, alpha=alpha, seed=seed)
     out = _limit_and_bound(problem, factory)
     theta = out.pop("theta")
-    star = np.asarray(problem.reference.theta_star)
+    star = to_numpy(problem.reference.theta_star)
     dist = float(np.linalg.norm(theta - star))
     predicted = drift_floor_law(problem)
     law = float(np.linalg.norm(theta - star - predicted)) / dist if dist > 0 else np.inf
@@ -164,10 +166,10 @@ def witness(name: str, factory: MethodFactory) -> dict:
     """A near-tight instance of :data:`WITNESSES`: the bound must hold within a factor
     :data:`MAX_WITNESS_TIGHTNESS`."""
     rows, labels = WITNESSES[name]
-    problem = FederatedProblem.from_clients(
+    problem = on_backend(FederatedProblem.from_clients(
         [np.asarray(a, dtype=float)[:, None] for a in rows],
         [np.asarray(y, dtype=float) for y in labels], objective="logistic", lam=1e-3,
-        name=name)
+        name=name))
     out = _limit_and_bound(problem, factory)
     out.pop("theta")
     tight_ok = out["bound_holds"] and out["tightness"] <= MAX_WITNESS_TIGHTNESS

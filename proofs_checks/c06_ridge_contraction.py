@@ -45,9 +45,9 @@ from fedtheory.claims import (
     record,
     scale_of,
 )
+from fedtheory.claims.protocol import load_problem
 from fedtheory.rates import default_floor
 from fedtheory.runner import run
-from fedtheory.suite import load_problem
 
 CLAIM_ID = "C6"
 STATEMENT = "FedPM on ridge contracts by exactly (1 - eta)^K per round, for any K and heterogeneity"

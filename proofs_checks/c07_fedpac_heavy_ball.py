@@ -44,10 +44,10 @@ from fedtheory.claims import (
     limit_point,
     record,
 )
+from fedtheory.claims.protocol import load_problem
 from fedtheory.linalg import add_diag, spd_solve
 from fedtheory.methods import make_method
 from fedtheory.methods.base import round_context
-from fedtheory.suite import load_problem
 
 CLAIM_ID = "C7"
 STATEMENT = ("FedPAC's server trajectory is heavy-ball momentum with coefficient beta; beta "
@@ -73,7 +73,7 @@ def direction_sums(problem, state, clients, *, K: int, eta: float, beta: float, 
     out = []
     for i in ids:
         x, Th = state.theta, state.Theta
-        total = np.zeros(problem.d)
+        total = problem.xp.zeros(problem.d)
         for _ in range(K):
             o = problem.oracle(x, [i], grad=True, hess=True)
             Th = rho * Th + (1 - rho) * o.H[0]
@@ -81,14 +81,14 @@ def direction_sums(problem, state, clients, *, K: int, eta: float, beta: float, 
             total = total + d
             x = x - eta * ((1 - beta) * d + beta * state.gG)
         out.append(total)
-    return np.asarray(out)
+    return problem.xp.stack(out)
 
 
 def identity_residuals(problem, factory: MethodFactory, *, K: int, beta: float,
                        partial: bool) -> list[float]:
     method = factory(K=K, eta=ETA, beta=beta, rho=RHO)
     rng = np.random.default_rng(1)
-    state = method.init(problem, np.zeros(problem.d))
+    state, _ = method.start(problem, np.zeros(problem.d))
     prev_theta = state.theta
     residuals = []
     for _ in range(ROUNDS):

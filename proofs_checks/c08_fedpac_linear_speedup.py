@@ -49,6 +49,7 @@ from matplotlib.figure import Figure
 from scipy.special import expit
 
 from fedtheory import claims_figures as cf
+from fedtheory._backend import to_numpy
 from fedtheory.claims import (
     ClaimRecord,
     MethodFactory,
@@ -95,20 +96,20 @@ def mean_sq_grad(problem, method, S: int, rounds: int, seeds: range, start: int,
     (to rounding) at a fraction of the cost, the gradients of a run's averaged iterates
     being computed together (:func:`sq_grad_norms`)."""
     sigma = SIGMA if sigma is None else sigma
-    star = np.asarray(problem.reference.theta_star)
+    star = to_numpy(problem.reference.theta_star)
     bound = DIVERGE_FACTOR * max(1.0, float(np.linalg.norm(star)))   # the runner's, from 0
     values = []
     for seed in seeds:
         kept = [] if start > 0 else [np.zeros(problem.d)]            # theta^0 = 0
         for step in iterate(problem, method, rounds=rounds, participation=S, seed=seed,
                             oracle=make_oracle("gaussian", sigma=sigma)):
-            theta = np.asarray(step.state.theta)
+            theta = to_numpy(step.state.theta)
             dist = float(np.linalg.norm(theta - star))
             if not (math.isfinite(dist) and dist <= bound):
                 return math.inf                                      # diverged
             if step.t >= start:
                 kept.append(theta)
-        values.append(np.mean(sq_grad_norms(problem, np.asarray(kept))))
+        values.append(np.mean(sq_grad_norms(problem, to_numpy(kept))))
     return float(np.mean(values))
 
 
@@ -123,12 +124,12 @@ def sq_grad_norms(problem, thetas: np.ndarray) -> np.ndarray:
     if _ROWS[0] is not problem:
         if problem.objective != "logistic":
             raise FedTheoryError(f"C8 measures logistic problems, not {problem.objective!r}")
-        sizes = np.asarray(problem.sizes)
+        sizes = to_numpy(problem.sizes)
         owner = np.repeat(np.arange(problem.N), sizes)
         local = np.arange(owner.size) - np.repeat(np.cumsum(sizes) - sizes, sizes)
-        X = np.ascontiguousarray(np.asarray(problem.A)[owner, local])
-        y = np.asarray(problem.y)[owner, local]
-        cy = np.asarray(problem.weights)[owner] * np.asarray(problem.sw)[owner, local] * y
+        X = np.ascontiguousarray(to_numpy(problem.A)[owner, local])
+        y = to_numpy(problem.y)[owner, local]
+        cy = to_numpy(problem.weights)[owner] * to_numpy(problem.sw)[owner, local] * y
         _ROWS[:] = [problem, (X, y, cy, problem.lam * float(np.sum(problem.weights)))]
     X, y, cy, reg = _ROWS[1]
     Z = X @ thetas.T                                          # (n, T) margins a_ij^T theta

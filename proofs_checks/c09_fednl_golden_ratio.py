@@ -8,7 +8,7 @@ e_{k+1} ~ C e_k e_{k-1} near theta*, whose Q-order is the root of p^2 = p + 1,
 
 Protocol (docs/claims.md): L2 logistic on ``a9a_fednl`` (a9a, 80 clients x 407 rows, lam = 1e-3),
 FedNL option 1 (projection onto {X >= lam I}, the default), identity compressor, alpha = 1,
-H_init = "hessian", from theta^0 = 0 to the float floor; full mode also runs option 2 and the
+init = "hessian", from theta^0 = 0 to the float floor; full mode also runs option 2 and the
 heterogeneous ``breast_cancer_dirichlet`` and ``fedprox_synthetic_1_1`` with option 1. Fitted
 order = :func:`fedtheory.rates.q_order` on the asymptotic window (scale ||theta*||). A run
 passes when the order lies in [1.5, 1.75] and the step ratios e_{t+1}/e_t decrease over the
@@ -31,11 +31,11 @@ from fedtheory.claims import (
     record,
     scale_of,
 )
+from fedtheory.claims.protocol import load_problem
 from fedtheory.errors import FedTheoryError
 from fedtheory.methods import make_method
 from fedtheory.rates import default_floor, q_order, superlinearity
 from fedtheory.runner import run
-from fedtheory.suite import load_problem
 
 CLAIM_ID = "C9"
 STATEMENT = ("FedNL with identity compression (one-round-stale Hessian) converges superlinearly "

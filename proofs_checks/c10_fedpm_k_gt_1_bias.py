@@ -38,6 +38,7 @@ from matplotlib.figure import Figure
 from scipy import stats
 
 from fedtheory import claims_figures as cf
+from fedtheory._backend import to_numpy
 from fedtheory.claims import (
     ClaimRecord,
     MethodFactory,
@@ -48,8 +49,8 @@ from fedtheory.claims import (
     record,
     scale_of,
 )
+from fedtheory.claims.protocol import load_problem
 from fedtheory.rates import EPS, default_floor
-from fedtheory.suite import load_problem
 
 CLAIM_ID = "C10"
 STATEMENT = ("FedPM with K > 1 on a non-quadratic (logistic) objective is biased: its floor is > 0 "
@@ -73,8 +74,8 @@ def sweep(K: int, factory: MethodFactory, *, dataset: str = "phishing", rows: in
             lim = limit_point(problem, factory(K=K, eta=1.0 / K), max_rounds=1000)
             theta_star = problem.reference.theta_star
             floor = float(np.linalg.norm(lim.theta - theta_star)) / max(1.0, scale_of(problem))
-            g = np.asarray(problem.oracle(theta_star, grad=True).g)
-            zeta2 = float(np.asarray(problem.weights) @ np.sum(g * g, axis=1))
+            g = to_numpy(problem.oracle(theta_star, grad=True).g)
+            zeta2 = float(to_numpy(problem.weights) @ np.sum(g * g, axis=1))
             out.append({"problem": problem.name, "alpha": "iid" if alpha is None else alpha,
                         "seed": seed, "K": K, "floor": floor, "zeta_star_sq": zeta2,
                         "rounds": lim.rounds, "converged": lim.converged})

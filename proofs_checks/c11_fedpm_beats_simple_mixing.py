@@ -8,7 +8,7 @@ lam = 1e-3), from theta^0 = 0, full participation, exact oracle:
 - FedPM (K = 1, eta = 1) must reach rel_dist = ||theta - theta*|| / max(1, ||theta*||) <= 1e-8
   within 15 rounds;
 - SOPM (simple mixing, K = 1, eta = 1) must never reach it in 100 rounds;
-- FedNL (identity compressor, alpha = 1, option 1, H_init = "hessian") within 25 rounds.
+- FedNL (identity compressor, alpha = 1, option 1, init = "hessian") within 25 rounds.
 
 Both modes run the same protocol (it takes a few seconds). Each method is injectable
 (``fedpm_factory``, ``sopm_factory``, ``fednl_factory``) so that a broken one can be shown to
@@ -31,10 +31,10 @@ from fedtheory.claims import (
     record,
     sopm_factory,
 )
+from fedtheory.claims.protocol import load_problem
 from fedtheory.methods import make_method
 from fedtheory.plot import curve_styles
 from fedtheory.runner import run
-from fedtheory.suite import load_problem
 
 CLAIM_ID = "C11"
 STATEMENT = ("FedPM beats simple mixing under heterogeneity (SOPM never reaches rel_dist 1e-8) "

@@ -76,6 +76,8 @@ from fedtheory.methods import round_context
 CLAIM_ID = "C12"
 STATEMENT = ("Symbolic identities: FedPM eq. 8, the logistic gradient and Hessian, "
              "sup |sigma''| = 1/(6 sqrt 3), FedPAC's heavy ball, ridge FedPM's (1 - eta)^K")
+GPU = False
+GPU_WHY = "its identities are proved in exact rational arithmetic (sympy) on the host"
 SOURCE = ("Ishii et al. 2025 (arXiv 2511.09100) eq. 6-8; docs/algorithms.md objectives; "
           "Liu et al. 2026 (arXiv 2602.19271) FedPAC")
 
@@ -171,7 +173,7 @@ def _rel_error(got, exact: sp.Matrix) -> float:
 
 def _package_rounds(method, problem, theta0, rounds: int) -> list:
     """theta^1..theta^rounds of the package's ``method`` (full participation, exact oracle)."""
-    state = method.init(problem, np.asarray(theta0, dtype=float))
+    state, _ = method.start(problem, np.asarray(theta0, dtype=float))
     out = []
     for _ in range(rounds):
         state, _ = method.round(round_context(problem), state)

@@ -48,6 +48,7 @@ from collections.abc import Callable
 import numpy as np
 from matplotlib.figure import Figure
 
+from fedtheory._backend import to_numpy
 from fedtheory.claims import (
     ClaimRecord,
     MethodFactory,
@@ -61,10 +62,10 @@ from fedtheory.claims import (
     sopm_factory,
     sopm_limit,
 )
+from fedtheory.claims.protocol import load_problem
 from fedtheory.linalg import spd_solve
 from fedtheory.plot import OKABE_ITO
 from fedtheory.rates import loglog_slope
-from fedtheory.suite import load_problem
 
 CLAIM_ID = "C13"
 STATEMENT = ("Drift-floor law: at the K = 1 SOPM limit, theta~ - theta* = -sum_i w_i "
@@ -84,7 +85,7 @@ def drift_floor_law(problem) -> np.ndarray:
     """The predicted floor -sum_i w_i H_i(theta*)^{-1} g_i(theta*), by Cholesky solves."""
     star = problem.xp.asarray(problem.reference.theta_star)
     o = problem.oracle(star, grad=True, hess=True)
-    return -np.asarray(problem.weights @ spd_solve(o.H, o.g))
+    return -to_numpy(problem.weights @ spd_solve(o.H, o.g))
 
 
 def instances(quick: bool) -> list[dict]:
@@ -106,7 +107,7 @@ def instances(quick: bool) -> list[dict]:
 def measure(inst: dict, factory: MethodFactory, predictor: Predictor, bound_terms) -> dict:
     problem = inst["build"]()
     lim, eta = sopm_limit(problem, factory, K=1)
-    star = np.asarray(problem.reference.theta_star)
+    star = to_numpy(problem.reference.theta_star)
     res = float(np.linalg.norm(local_newton_residual(problem, lim.theta)))
     fixed = lim.converged and res <= FIXED_POINT_TOL * max(1.0, float(np.linalg.norm(lim.theta)))
     measured = lim.theta - star

@@ -43,12 +43,12 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from fedtheory.claims import ClaimRecord, MethodFactory, assert_claim, record
+from fedtheory.claims.protocol import load_problem
 from fedtheory.errors import FedTheoryError
 from fedtheory.methods import make_method
 from fedtheory.plot import OKABE_ITO
 from fedtheory.rates import q_order
 from fedtheory.runner import run
-from fedtheory.suite import load_problem
 
 CLAIM_ID = "C14"
 STATEMENT = ("FedPM with server memory (FedPM-PP, = Stochastic Newton) keeps theta* as its fixed "

@@ -40,6 +40,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from scipy.linalg import cho_factor, cho_solve
 
+from fedtheory._backend import to_numpy
 from fedtheory.claims import (
     ClaimRecord,
     MethodFactory,
@@ -48,12 +49,12 @@ from fedtheory.claims import (
     scale_of,
     sopm_limit,
 )
+from fedtheory.claims.protocol import load_problem
 from fedtheory.errors import FedTheoryError
 from fedtheory.methods import make_method
 from fedtheory.plot import OKABE_ITO
 from fedtheory.rates import linear_rate
 from fedtheory.runner import run
-from fedtheory.suite import load_problem
 
 CLAIM_ID = "C15"
 STATEMENT = ("GIANT has no drift floor; its local linear ratio (eta = 1, no line search) is the "
@@ -74,7 +75,7 @@ def predicted_radius(problem) -> tuple[float, list[float]]:
     """rho(I - M H*), M = sum_i w_i H_i(theta*)^{-1}, and the eigenvalues of M H*."""
     star = problem.xp.asarray(problem.reference.theta_star)
     o = problem.oracle(star, grad=False, hess=True)
-    H_i, w = np.asarray(o.H), np.asarray(problem.weights)
+    H_i, w = to_numpy(o.H), to_numpy(problem.weights)
     H = np.tensordot(w, H_i, axes=1)
     MH = sum(wi * cho_solve(cho_factor(Hi), H) for wi, Hi in zip(w, H_i, strict=True))
     lam = np.sort(np.linalg.eigvals(MH).real)
@@ -84,7 +85,7 @@ def predicted_radius(problem) -> tuple[float, list[float]]:
 def local_ratio(problem, factory: MethodFactory, rho: float) -> dict:
     """The fitted ratio of eta = 1 GIANT without line search near theta* (module docstring)."""
     scale = scale_of(problem)
-    star = np.asarray(problem.reference.theta_star)
+    star = to_numpy(problem.reference.theta_star)
     u = np.random.default_rng(0).standard_normal(problem.d)
     r = 1e-3 if rho < 1 else 1e-12
     theta0 = star + r * scale * u / np.linalg.norm(u)

@@ -34,14 +34,15 @@ import numpy as np
 from matplotlib.figure import Figure
 from scipy.linalg import cho_factor, cho_solve
 
+from fedtheory._backend import to_numpy
 from fedtheory.claims import ClaimRecord, MethodFactory, assert_claim, record, scale_of
+from fedtheory.claims.protocol import load_problem
 from fedtheory.errors import FedTheoryError
 from fedtheory.methods import make_method
 from fedtheory.objectives import gram
 from fedtheory.plot import OKABE_ITO
 from fedtheory.rates import linear_rate
 from fedtheory.runner import run
-from fedtheory.suite import load_problem
 
 CLAIM_ID = "C16"
 STATEMENT = ("FOOF-preconditioned FedPM is linear with ratio rho(I - P^{-1} H(theta*)), "
@@ -66,13 +67,13 @@ def configurations(quick: bool) -> list[tuple[str, int]]:
 def foof_matrix(problem) -> np.ndarray:
     """P = sum_i w_i (A_i^T A_i / n_i + lam I), built from the client data in one product
     (either storage layout), independently of the method's preconditioners."""
-    return np.asarray(gram(problem.A, problem.sw, problem.lam, hess_weights=problem.weights))
+    return to_numpy(gram(problem.A, problem.sw, problem.lam, hess_weights=problem.weights))
 
 
 def predicted_ratio(problem) -> tuple[float, float]:
     """rho(I - P^{-1} H(theta*)) and lambda_min(P^{-1} H(theta*))."""
     star = problem.xp.asarray(problem.reference.theta_star)
-    H = np.asarray(problem.global_oracle(star, hess=True).H)
+    H = to_numpy(problem.global_oracle(star, hess=True).H)
     lam = np.linalg.eigvals(cho_solve(cho_factor(foof_matrix(problem)), H)).real
     return float(np.max(np.abs(1.0 - lam))), float(lam.min())
 

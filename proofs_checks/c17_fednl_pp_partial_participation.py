@@ -10,7 +10,7 @@ state is on average n / tau rounds old), so the rounds to a given accuracy fall 
 n / tau.
 
 Protocol (CLAIMS.md C17): L2 logistic on ``a9a_fednl`` (a9a, n = 80 clients x 407 rows,
-lam = 1e-3), x^0 = 0, H_init = "hessian", alpha = 1, two compressors: the identity (FedNL-PP
+lam = 1e-3), x^0 = 0, init = "hessian", alpha = 1, two compressors: the identity (FedNL-PP
 is then the Stochastic Newton method) and top-K with K = 4d = 492 (the learned Hessians are
 then approximations); participants drawn by the runner, uniformly without replacement, seeded.
 
@@ -43,10 +43,10 @@ from matplotlib.ticker import NullLocator
 
 from fedtheory._backend import to_numpy
 from fedtheory.claims import ClaimRecord, MethodFactory, assert_claim, record
+from fedtheory.claims.protocol import load_problem
 from fedtheory.methods import make_method
 from fedtheory.plot import LINESTYLES, OKABE_ITO
 from fedtheory.runner import iterate
-from fedtheory.suite import load_problem
 
 CLAIM_ID = "C17"
 STATEMENT = ("FedNL-PP reaches theta* for every number of participants tau, with a linear rate "
@@ -63,8 +63,8 @@ COMPRESSORS = {"identity": {"compressor": "identity"},
 
 
 def fednl_pp_factory(**params) -> object:
-    """FedNL-PP, alpha = 1, H_init = "hessian" (the method under test)."""
-    return make_method("fednl_pp", {"alpha": "one", "H_init": "hessian", **params})
+    """FedNL-PP, alpha = 1, init = "hessian" (the method under test)."""
+    return make_method("fednl_pp", {"alpha": "one", "init": "hessian", **params})
 
 
 def configuration(quick: bool) -> dict:

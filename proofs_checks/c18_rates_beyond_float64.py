@@ -14,7 +14,7 @@ Protocol (docs/claims.md C18):
   FedProx Synthetic(1, 1) with d = 20 (10 clients, power-law sizes, 244 rows, lam = 1e-2);
   full mode adds Synthetic(0.5, 0.5) and (0, 0) of the same shape;
 - methods: FedPM (K = 1, eta = 1) and FedNL (option 1, identity compressor, alpha = 1,
-  H_init = "hessian"), full participation, theta^0 = 0, theta* at prec + guard bits;
+  init = "hessian"), full participation, theta^0 = 0, theta* at prec + guard bits;
 - each run goes to the precision's floor (``run_precise(..., stop_at_floor=True)``);
 - the order is :func:`fedtheory.precision.precise_q_order`: the suite's Q-order fit
   (:func:`fedtheory.rates.q_order`) over the asymptotic window
@@ -43,6 +43,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from fedtheory.claims import ClaimRecord, assert_claim, record, scale_of
+from fedtheory.claims.protocol import load_problem
 from fedtheory.errors import FedTheoryError
 from fedtheory.methods import make_method
 from fedtheory.plot import OKABE_ITO
@@ -56,12 +57,13 @@ from fedtheory.precision import (
 )
 from fedtheory.rates import default_floor, q_order
 from fedtheory.runner import run
-from fedtheory.suite import load_problem
 
 CLAIM_ID = "C18"
 STATEMENT = ("In arbitrary precision with rigorous radii, FedPM (K = 1) has Q-order 2 and FedNL "
              "(identity) the golden ratio 1.618, each fitted over >= 6 asymptotic rounds with "
              "intervals that separate them")
+GPU = False
+GPU_WHY = "it runs in ball arithmetic (python-flint), which has no GPU backend"
 SOURCE = ("FedPM local theorem (Ishii et al. 2025, arXiv 2511.09100) and FedNL's stale-Hessian "
           "order (Safaryan et al. 2022, arXiv 2106.02969), measured in arb (fedtheory.precision)")
 GOLDEN = (1 + math.sqrt(5)) / 2
@@ -74,7 +76,7 @@ MAX_CI_WIDTH = 0.04
 METHODS: dict[str, tuple[str, dict[str, Any], tuple[float, float], float]] = {
     "FedPM": ("fedpm", {"K": 1, "eta": 1.0}, (1.98, 2.02), GOLDEN),
     "FedNL": ("fednl", {"option": 1, "compressor": "identity", "alpha": 1.0,
-                        "H_init": "hessian"}, (1.58, 1.66), 2.0),
+                        "init": "hessian"}, (1.58, 1.66), 2.0),
 }
 
 

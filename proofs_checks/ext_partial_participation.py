@@ -32,6 +32,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from fedtheory import claims_figures as cf
+from fedtheory._backend import to_numpy
 from fedtheory.claims import (
     ClaimRecord,
     MethodFactory,
@@ -61,8 +62,8 @@ def predicted_terms(problem) -> tuple[float, float]:
     """G*^2 = (1/N) sum ||g_i(theta*)||^2 and (1/N) sum ||H^{-1} g_i(theta*)||^2."""
     theta_star = problem.reference.theta_star
     o = problem.oracle(theta_star, grad=True, hess=True)
-    g = np.asarray(o.g)
-    H = np.asarray(np.tensordot(problem.weights, o.H, axes=1))
+    g = to_numpy(o.g)
+    H = to_numpy(np.tensordot(problem.weights, o.H, axes=1))
     Hg = spd_solve(np.broadcast_to(H, (len(g), *H.shape)), g)
     return float(np.mean(np.sum(g * g, axis=1))), float(np.mean(np.sum(Hg * Hg, axis=1)))
 

@@ -536,7 +536,7 @@ def ref_run(pb: RefProblem, method: str, params: dict, schedule: list, *,
             st = r.state
         return out
     if method == "fednl":
-        st = ref_fednl_init(pb, theta, H_init=params.pop("H_init", "hessian"))
+        st = ref_fednl_init(pb, theta, H_init=params.pop("init", "hessian"))
         for _ in schedule:
             r = ref_fednl_round(pb, st, **params)
             out.append(r)

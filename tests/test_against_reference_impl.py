@@ -154,7 +154,7 @@ CASES = [
     ("fednl", {"option": 2, "alpha": 0.7, "l_norm": "spectral"}, FULL),
     ("fednl", {"option": 2, "alpha": 0.6, "l_norm": "frobenius"}, FULL),
     ("fednl", {"option": 1, "compressor": "topK", "Kc": 3, "alpha": "rule1",
-               "H_init": "zero"}, FULL),
+               "init": "zero"}, FULL),
     ("fednl", {"option": 2, "compressor": "topK", "Kc": 4, "alpha": 0.8,
                "l_norm": "spectral"}, FULL),
     ("fednl", {"option": 2, "compressor": "rankR", "R": 2, "alpha": "rule1",
@@ -307,10 +307,10 @@ def test_local_search_cases_see_the_armijo_constant(case, monkeypatch):
 
 
 def test_fednl_option1_projects_onto_mu_equals_lam():
-    """With H_init = "zero", H^0 = 0 and [0]_mu = lam I: the first step is -g / lam (a
+    """With init = "zero", H^0 = 0 and [0]_mu = lam I: the first step is -g / lam (a
     projection onto {X >= 0} would leave a singular matrix)."""
     problem, ref, _ = pair("logistic_small")
-    steps = list(iterate(problem, make_method("fednl", {"option": 1, "H_init": "zero",
+    steps = list(iterate(problem, make_method("fednl", {"option": 1, "init": "zero",
                                                          "compressor": "topK", "Kc": 2}),
                          rounds=1))
     want = -ref.G(np.zeros(ref.d)) / ref.lam

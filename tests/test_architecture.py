@@ -111,3 +111,21 @@ def test_a_round_context_is_built_only_by_its_constructor(folder):
     hits = [str(p.relative_to(ROOT)) for p in (ROOT / folder).rglob("*.py")
             if p not in allowed and re.search(r"\bRoundContext\(", p.read_text("utf-8"))]
     assert hits == []
+
+
+def test_no_hyperparameter_takes_a_name_of_the_method_lifecycle():
+    """Hyperparameters (a method's dataclass fields) have their own namespace: none is called
+    like a method or class attribute of ``Method`` (``start``, ``round``, ``params``, ``name``,
+    ...), which the field would shadow. ``init``, the transitional alias of ``start``, is the
+    one name a method may take (FedNL's option ``init``, as the spec writes it)."""
+    import dataclasses
+
+    from fedtheory.methods import METHODS
+    from fedtheory.methods.base import LIFECYCLE, Method
+
+    public = {n for n in vars(Method) if not n.startswith("_")} - {"init"}
+    assert public == set(LIFECYCLE)
+    clashes = {name: sorted({f.name for f in dataclasses.fields(cls)} & public)
+               for name, cls in METHODS.items()}
+    assert {name: c for name, c in clashes.items() if c} == {}
+    assert "init" in {f.name for f in dataclasses.fields(METHODS["fednl"])}

@@ -56,7 +56,7 @@ CASES = [
     ("fedsophia", {"K": 2}, "logistic"),
     ("fednl", {"compressor": "rankR", "R": 2}, "logistic"),
     ("fednl", {"option": 2, "compressor": "topK", "Kc": 3, "alpha": "rule1"}, "logistic"),
-    ("fednl", {"option": 2, "l_norm": "spectral", "H_init": "zero"}, "ridge"),
+    ("fednl", {"option": 2, "l_norm": "spectral", "init": "zero"}, "ridge"),
     ("fednl_pp", {"compressor": "topK", "Kc": 4}, "logistic"),
     ("fednl_pp", {"compressor": "rankR", "R": 1, "alpha": "rule1"}, "ridge"),
     ("fednl_ls", {"c": 0.3}, "logistic"),

@@ -42,7 +42,7 @@ _fails = assert_claim_fails
 
 def _factory(cls):
     """Builds the broken class as C17's own factory builds FedNL-PP."""
-    return lambda **params: cls(**{"alpha": "one", "H_init": "hessian", **params})
+    return lambda **params: cls(**{"alpha": "one", "init": "hessian", **params})
 
 
 def test_participants_only_gradient_loses_the_fixed_point_c17():

@@ -51,7 +51,7 @@ NORMS = {"spectral": 2, "frobenius": "fro"}
 @given(problem=problems(), option=st.sampled_from([1, 2]), seed=st.integers(0, 2**31 - 1),
        l_norm=st.sampled_from(sorted(NORMS)))
 def test_fednl_identity_is_newton_then_one_round_stale_newton(problem, option, seed, l_norm):
-    """x^1 = x^0 - H(x^0)^{-1} g(x^0) (H_init = hessian); afterwards, option 1:
+    """x^1 = x^0 - H(x^0)^{-1} g(x^0) (init = hessian); afterwards, option 1:
     x^{k+1} = x^k - H(x^{k-1})^{-1} g(x^k); option 2 adds l^k I with
     l^k = sum w_i ||H_i(x^k) - H_i(x^{k-1})|| in the chosen norm (the reference code's
     spectral norm, or the paper's Frobenius norm; a direct computation, client by client)."""
@@ -59,7 +59,7 @@ def test_fednl_identity_is_newton_then_one_round_stale_newton(problem, option, s
                                    "l_norm": l_norm})
     ctx = full_context(problem)
     x = 0.3 * np.random.default_rng(seed).normal(size=problem.d)
-    state = method.init(problem, x)
+    state = method.start(problem, x)[0]
     w = np.asarray(problem.weights)
     x_prev = None
     for _ in range(4):
@@ -96,7 +96,7 @@ def test_fednl_identity_is_superlinear_with_golden_ratio_order():
 @pytest.mark.parametrize("params", [
     {"compressor": "rankR", "R": 1}, {"compressor": "topK", "Kc": 6},
     {"compressor": "rankR", "R": 2, "option": 2}, {"compressor": "topK", "Kc": 3, "alpha": 0.5},
-    {"compressor": "identity", "H_init": "zero", "option": 2},
+    {"compressor": "identity", "init": "zero", "option": 2},
 ])
 def test_fednl_compressed_variants_converge(params):
     problem = make_problem(3, N=4, d=5, lam=5e-2, heterogeneity=0.5)
@@ -184,7 +184,7 @@ def test_fednl_uplink_counts_gradient_message_and_initial_hessian(params, messag
                                                sym_floats(d) + 2 * per_round]
     assert trace["downlink_floats"].tolist() == [0, d, 2 * d]
     assert trace["local_hess_evals"].tolist() == [0, 2, 3]
-    zero = run(problem, make_method("fednl", {**params, "H_init": "zero", "option": 2}), 1,
+    zero = run(problem, make_method("fednl", {**params, "init": "zero", "option": 2}), 1,
                drift_metrics=False)
     assert zero["uplink_floats"][1] == d + message(d) + (0 if params.get("option") == 2 else 1)
 
@@ -197,8 +197,8 @@ def test_fednl_uplink_counts_gradient_message_and_initial_hessian(params, messag
     ({"compressor": "topK", "Kc": 10**6}, lambda d: 32 * sym_floats(d)),
 ])
 def test_fednl_bits_follow_the_fednl_papers_convention(params, bits):
-    """init 32 d(d+1)/2 (H_init = hessian), then 32 d + the compressor's cost per round and
-    client (l_i of option 2 uncharged, as in the reference code); H_init = zero costs none."""
+    """init 32 d(d+1)/2 (init = hessian), then 32 d + the compressor's cost per round and
+    client (l_i of option 2 uncharged, as in the reference code); init = zero costs none."""
     problem = make_problem(4, N=3, d=6)
     d = problem.d
     trace = run(problem, make_method("fednl", params), 3, drift_metrics=False)
@@ -208,7 +208,7 @@ def test_fednl_bits_follow_the_fednl_papers_convention(params, bits):
     assert trace["bits"].tolist() == [0, 32 * sym_floats(d) + per_round,
                                       32 * sym_floats(d) + 2 * per_round,
                                       32 * sym_floats(d) + 3 * per_round]
-    zero = run(problem, make_method("fednl", {**params, "H_init": "zero"}), 2,
+    zero = run(problem, make_method("fednl", {**params, "init": "zero"}), 2,
                drift_metrics=False)
     assert zero["bits"].tolist() == [0, per_round, 2 * per_round]
 
@@ -223,7 +223,7 @@ def test_message_floats_never_exceed_the_dense_triangle():
 
 def test_fednl_state_holds_every_client_hessian():
     problem = make_problem(5, N=4, d=3)
-    state = make_method("fednl").init(problem, np.zeros(3))
+    state = make_method("fednl").start(problem, np.zeros(3))[0]
     assert state.H_local.shape == (4, 3, 3)
     np.testing.assert_allclose(state.H_local, local_hessians(problem, np.zeros(3)))
 
@@ -242,8 +242,8 @@ def test_fednl_option_1_needs_lam_positive():
     ys = [np.asarray(base.y)[i, :n] for i, n in enumerate(base.sizes)]
     problem = FederatedProblem.from_clients(Xs, ys, objective="logistic", lam=0.0)
     with pytest.raises(FedTheoryError, match="lam = 0"):
-        make_method("fednl", {"option": 1}).init(problem, np.zeros(3))
-    make_method("fednl", {"option": 2}).init(problem, np.zeros(3))
+        make_method("fednl", {"option": 1}).start(problem, np.zeros(3))[0]
+    make_method("fednl", {"option": 2}).start(problem, np.zeros(3))[0]
 
 
 # --------------------------------------------------------------------------- top-K ties
@@ -399,7 +399,7 @@ def test_blocked_in_place_learning_equals_the_dense_formula(monkeypatch, params,
 def test_a_round_consumes_its_state_and_refuses_a_replay():
     problem = make_problem(12, N=3, d=4)
     method = make_method("fednl", {"compressor": "topK", "Kc": 3})
-    state = method.init(problem, np.zeros(4))
+    state = method.start(problem, np.zeros(4))[0]
     ctx = full_context(problem)
     new, _ = method.round(ctx, state)
     assert new.H_local is state.H_local                  # updated in place, no copy
@@ -424,7 +424,7 @@ def test_fednl_round_makes_no_temporary_of_the_stack_size(monkeypatch, params):
     monkeypatch.setattr(fednl, "BLOCK_BYTES", 2 * d * d * 8)
     method = make_method("fednl", params)
     ctx = full_context(problem)
-    state, _ = method.round(ctx, method.init(problem, np.zeros(d)))
+    state, _ = method.round(ctx, method.start(problem, np.zeros(d))[0])
     stack = N * d * d * 8
 
     def peak_of(f):

@@ -42,7 +42,7 @@ def newton_step(problem, x):
 
 def iterates(problem, method, x0, rounds, schedule=None):
     """x^0..x^T of ``method`` driven round by round (participants from ``schedule``)."""
-    state = method.init(problem, np.array(x0, dtype=float))
+    state = method.start(problem, np.array(x0, dtype=float))[0]
     xs = [np.array(state.theta)]
     for t in range(rounds):
         clients = None if schedule is None else schedule[t]
@@ -57,13 +57,13 @@ def iterates(problem, method, x0, rounds, schedule=None):
 @given(problem=problems(objectives=("logistic",)), seed=st.integers(0, 2**31 - 1))
 def test_fednl_pp_all_clients_identity_is_newton_from_the_second_step(problem, seed):
     """tau = N, identity, alpha = 1: every client refreshes at x^{k+1}, so round k + 1 is the
-    Newton step from x^{k+1}. H_init = "hessian": already from the first step; H_init = "zero":
+    Newton step from x^{k+1}. init = "hessian": already from the first step; init = "zero":
     the first step is x^0 - g(x^0) / l with l = sum w_i ||H_i(x^0)||_F (H = 0)."""
     x0 = 0.3 * np.random.default_rng(seed).normal(size=problem.d)
     w = np.asarray(problem.weights)
-    for H_init in ("hessian", "zero"):
-        xs = iterates(problem, make_method("fednl_pp", {"H_init": H_init}), x0, 4)
-        if H_init == "zero":
+    for init in ("hessian", "zero"):
+        xs = iterates(problem, make_method("fednl_pp", {"init": init}), x0, 4)
+        if init == "zero":
             l = w @ np.linalg.norm(problem.oracle(x0, grad=False, hess=True).H, axis=(1, 2))
             first = x0 - problem.global_oracle(x0, value=False).g / l
         else:
@@ -72,11 +72,11 @@ def test_fednl_pp_all_clients_identity_is_newton_from_the_second_step(problem, s
         for k in range(1, 4):
             expected = newton_step(problem, xs[k])
             scale = 1 + np.linalg.norm(xs[k])
-            assert np.linalg.norm(xs[k + 1] - expected) <= 1e-9 * scale, (H_init, k)
+            assert np.linalg.norm(xs[k + 1] - expected) <= 1e-9 * scale, (init, k)
 
 
 @pytest.mark.parametrize("params", [{}, {"compressor": "rankR", "R": 1, "alpha": "rule1"},
-                                    {"compressor": "topK", "Kc": 4, "H_init": "zero"}])
+                                    {"compressor": "topK", "Kc": 4, "init": "zero"}])
 def test_fednl_pp_keeps_theta_star_and_reaches_it_under_partial_participation(params):
     problem = make_problem(21, N=6, d=4, lam=5e-2, heterogeneity=1.0)
     star = problem.reference.theta_star
@@ -93,8 +93,8 @@ def test_fednl_pp_server_step_uses_every_clients_stored_state():
     """One round by hand: x+ = (sum w_i H_i + (sum w_i l_i) I)^{-1} sum w_i g~_i over ALL
     clients; only the participants' (H_i, l_i, g~_i, w_i) change, to their values at x+."""
     problem = make_problem(22, N=5, d=3)
-    method = make_method("fednl_pp", {"compressor": "rankR", "R": 1, "H_init": "zero"})
-    state = method.init(problem, np.full(3, 0.2))
+    method = make_method("fednl_pp", {"compressor": "rankR", "R": 1, "init": "zero"})
+    state = method.start(problem, np.full(3, 0.2))[0]
     state, _ = method.round(round_context(problem, [1, 3]), state)      # unequal client states
     w = np.asarray(problem.weights)
     H, l, gt, pts = (np.array(a) for a in (state.H_local, state.l, state.g_tilde, state.w))
@@ -115,7 +115,7 @@ def test_fednl_pp_server_step_uses_every_clients_stored_state():
 
 # --------------------------------------------------------------------------- FedNL-LS
 
-@pytest.mark.parametrize("params", [{"compressor": "topK", "Kc": 3, "H_init": "zero"},
+@pytest.mark.parametrize("params", [{"compressor": "topK", "Kc": 3, "init": "zero"},
                                     {"compressor": "rankR", "R": 1, "alpha": "rule1"},
                                     {"compressor": "identity", "gamma": 0.7, "c": 0.1}])
 def test_fednl_ls_decreases_f_every_round_by_armijo(params):
@@ -128,15 +128,15 @@ def test_fednl_ls_decreases_f_every_round_by_armijo(params):
     assert (np.diff(f) <= 1e-15).all(), np.diff(f)
     steps = np.linalg.norm(np.diff(xs, axis=0), axis=1)
     g0 = problem.global_oracle(xs[0], value=False).g
-    if params.get("H_init") == "zero":
+    if params.get("init") == "zero":
         assert steps[0] < 0.5 * np.linalg.norm(g0) / problem.lam      # the search cut t = 1
     assert f[-1] - problem.reference.f_star < 1e-10
 
 
 def test_fednl_ls_bits_charge_32_per_rejected_trial():
     problem = make_problem(24, N=3, d=4, lam=1e-2)
-    method = make_method("fednl_ls", {"H_init": "zero", "compressor": "topK", "Kc": 2})
-    state = method.init(problem, np.zeros(4))
+    method = make_method("fednl_ls", {"init": "zero", "compressor": "topK", "Kc": 2})
+    state = method.start(problem, np.zeros(4))[0]
     state, info = method.round(round_context(problem), state)
     g = problem.global_oracle(np.zeros(4), value=False).g
     t = np.linalg.norm(state.theta) / np.linalg.norm(g / problem.lam)   # p = -g / lam
@@ -149,7 +149,7 @@ def test_fednl_ls_bits_charge_32_per_rejected_trial():
 # --------------------------------------------------------------------------- FedNL-CR
 
 @pytest.mark.parametrize("params", [{}, {"compressor": "rankR", "R": 2, "alpha": "rule1"},
-                                    {"compressor": "topK", "Kc": 5, "H_init": "zero"}])
+                                    {"compressor": "topK", "Kc": 5, "init": "zero"}])
 def test_fednl_cr_with_m_zero_is_fednl_option_2_with_the_frobenius_norm(params):
     """M = 0: h = -(H^k + l^k I)^{-1} g with l^k = sum w_i ||H_i(x^k) - H_i^k||_F, and both
     learn at the old point: the same trajectory, whatever the compressor."""
@@ -195,8 +195,8 @@ def test_cubic_step_hard_case_and_zero_gradient():
 
 def test_fednl_cr_updates_every_client_and_converges():
     problem = make_problem(26, N=4, d=5, lam=2e-2)
-    method = make_method("fednl_cr", {"compressor": "rankR", "R": 1, "H_init": "zero"})
-    state = method.init(problem, np.zeros(5))
+    method = make_method("fednl_cr", {"compressor": "rankR", "R": 1, "init": "zero"})
+    state = method.start(problem, np.zeros(5))[0]
     H0 = np.array(state.H_local)
     state, _ = method.round(round_context(problem), state)
     changed = [not np.array_equal(state.H_local[i], H0[i]) for i in range(4)]
@@ -212,7 +212,7 @@ def test_fednl_cr_updates_every_client_and_converges():
 # --------------------------------------------------------------------------- bits
 
 def test_bits_column_of_the_family_follows_the_fednl_convention():
-    """Per client: init 32 d(d+1)/2 (H_init = hessian); per round 32 d + the compressor's cost
+    """Per client: init 32 d(d+1)/2 (init = hessian); per round 32 d + the compressor's cost
     (+ 32 for FedNL-CR's l^k); FedNL-PP's are totals over the participants divided by N."""
     problem = make_problem(27, N=6, d=5, lam=2e-2)
     d, N = 5, 6
@@ -225,7 +225,7 @@ def test_bits_column_of_the_family_follows_the_fednl_convention():
              participation=2, seed=1, drift_metrics=False)
     per = (32 * d + 32 * 4) * 2 / N
     np.testing.assert_allclose(pp["bits"], [0, init + per, init + 2 * per, init + 3 * per])
-    pp_zero = run(problem, make_method("fednl_pp", {"H_init": "zero"}), 2, participation=3,
+    pp_zero = run(problem, make_method("fednl_pp", {"init": "zero"}), 2, participation=3,
                   seed=1, drift_metrics=False)
     per = (32 * d + 32 * sym_floats(d)) * 3 / N
     np.testing.assert_allclose(pp_zero["bits"], [0, per, 2 * per])
@@ -238,7 +238,7 @@ def test_bits_column_of_the_family_follows_the_fednl_convention():
 def test_family_rounds_consume_their_state(name):
     problem = make_problem(28, N=3, d=3)
     method = make_method(name)
-    state = method.init(problem, np.zeros(3))
+    state = method.start(problem, np.zeros(3))[0]
     method.round(round_context(problem), state)
     with pytest.raises(FedTheoryError, match="already advanced"):
         method.round(round_context(problem), state)
@@ -260,7 +260,7 @@ def test_fednl_ls_needs_lam_positive():
     ys = [np.asarray(base.y)[i, :n] for i, n in enumerate(base.sizes)]
     problem = FederatedProblem.from_clients(Xs, ys, objective="logistic", lam=0.0)
     with pytest.raises(FedTheoryError, match="lam = 0"):
-        make_method("fednl_ls").init(problem, np.zeros(3))
+        make_method("fednl_ls").start(problem, np.zeros(3))[0]
 
 
 # --------------------------------------------------------------------------- the reference code
@@ -284,18 +284,26 @@ def _fixture_problem(cfg):
                                          objective="logistic", lam=cfg["lam"])
 
 
+def _params(cfg):
+    """The configuration's hyperparameters (the fixture records FedNL's option ``init`` under
+    its former name ``H_init``)."""
+    return {("init" if k == "H_init" else k): v for k, v in cfg["params"].items()}
+
+
 def _replay(key):
     data, meta = _fixture()
     cfg = meta["configs"][key]
     theta = data[f"{key}__theta"]
     schedule = data[f"{key}__schedule"] if f"{key}__schedule" in data else None
     problem = _fixture_problem(cfg)
-    method = make_method(cfg["method"], cfg["params"])
-    state = method.init(problem, theta[0].copy())
+    method = make_method(cfg["method"], _params(cfg))
+    state, setup = method.start(problem, theta[0].copy())
     xs, bits = [theta[0]], []
     for t in range(1, len(theta)):
         clients = None if schedule is None else schedule[t - 1]
         state, info = method.round(round_context(problem, clients), state)
+        if t == 1:                                        # the setup, booked with round 1
+            info = info.plus(setup)
         xs.append(np.array(state.theta))
         bits.append(info.bits / (problem.N if clients is None else len(clients)))
     return np.array(xs), np.array(bits), data, cfg, problem
@@ -339,7 +347,7 @@ def test_spectral_l_norm_is_what_the_reference_uses():
     assert cfg["params"]["l_norm"] == "spectral"
     problem = _fixture_problem(cfg)
     ref = data[f"{key}__theta"]
-    fro = iterates(problem, make_method("fednl", {**cfg["params"], "l_norm": "frobenius"}),
+    fro = iterates(problem, make_method("fednl", {**_params(cfg), "l_norm": "frobenius"}),
                    ref[0], 5)
     assert np.linalg.norm(fro[3] - ref[3]) > 1e-4 * np.linalg.norm(ref[3] - ref[0])
 

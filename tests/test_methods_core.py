@@ -22,7 +22,7 @@ def _one_round(problem, method, theta0, S, seed):
 def _theta_after(problem, name, params, theta0, rounds, S=None, seed=0):
     """theta after ``rounds`` rounds, through the public round map (init + round)."""
     method = make_method(name, params)
-    state = method.init(problem, theta0)
+    state = method.start(problem, theta0)[0]
     rng = np.random.default_rng(seed)
     for _ in range(rounds):
         clients = (None if S in (None, problem.N)

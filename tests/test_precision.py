@@ -122,7 +122,7 @@ METHODS = [
     ("fedpm", {"K": 2, "mixing_preconditioner": "end"}), ("fedpm", {"server_memory": True}),
     ("fedpm", {"K": 2, "preconditioner": "foof", "delta": 0.1}), ("sopm", {"K": 2}),
     ("sopm", {"preconditioner": "foof", "eta": 0.5}),
-    ("fednl", {}), ("fednl", {"option": 2, "l_norm": "frobenius"}), ("fednl", {"H_init": "zero"}),
+    ("fednl", {}), ("fednl", {"option": 2, "l_norm": "frobenius"}), ("fednl", {"init": "zero"}),
     ("fednl", {"alpha": 0.5}), ("giant", {"line_search": False}),
 ]
 
@@ -320,7 +320,7 @@ def test_successive_orders_tend_to_the_golden_ratio_for_a_stale_hessian_sequence
     ("fedpac", {}, "no arb round map"),
     ("fednl", {"compressor": "topK", "Kc": 3}, "identity"),
     ("fednl", {"option": 2, "l_norm": "spectral"}, "frobenius"),
-    ("fednl", {"H_init": "zero", "alpha": 0.5}, "alpha = 1"),
+    ("fednl", {"init": "zero", "alpha": 0.5}, "alpha = 1"),
     ("sopm", {"local_search": True}, "local_search"),
     ("giant", {}, "line_search=False"),
 ])

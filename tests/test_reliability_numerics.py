@@ -37,8 +37,8 @@ class Expand(Method):
     name: ClassVar[str] = "expand"
     factor: float = 10.0
 
-    def init(self, problem, theta0):
-        return Step(theta0, 0)
+    def start(self, problem, theta0):
+        return Step(theta0, 0), RoundInfo(0, 0, 0, 0)
 
     def round(self, ctx, state):
         star = ctx.problem.xp.asarray(ctx.problem.reference.theta_star)
@@ -53,8 +53,8 @@ class BadAt(Method):
     at: int = 3
     value: float = math.nan
 
-    def init(self, problem, theta0):
-        return Step(theta0, 0)
+    def start(self, problem, theta0):
+        return Step(theta0, 0), RoundInfo(0, 0, 0, 0)
 
     def round(self, ctx, state):
         t = state.t + 1

@@ -219,3 +219,40 @@ def test_absurd_sizes_are_refused_before_running(problem, monkeypatch, capsys):
     run(problem, make_method("gd"), 10)                      # small runs are untouched
     assert main(["run", "het_quadratic", "--method", "fedpm", "--param", "K=1000000000"]) == 2
     assert "K must be an integer in 1..100,000" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name,params", [
+    ("fedpm", {"K": 2, "server_memory": True}), ("fednl", {}), ("fednl_pp", {}),
+    ("newton_star", {}), ("fedpac", {})])
+def test_the_setup_cost_comes_from_start_and_is_booked_with_round_one(problem, name, params):
+    """``start`` returns the state (mathematics only) and what setting it up cost; the runner
+    adds that cost to round 1's counts, and to no other round."""
+    method = make_method(name, params)
+    state, setup = method.start(problem, np.zeros(problem.d))
+    assert not any(f.startswith("pending") for f in state._fields)
+    assert setup.uplink > 0 and setup.hess_evals > 0
+    from fedtheory.methods import round_context
+
+    rounds = []
+    for _ in range(2):
+        state, info = method.round(round_context(problem), state)
+        rounds.append(info)
+    steps = list(iterate(problem, make_method(name, params), rounds=2))
+    first, second = steps[0].info, steps[1].info
+    assert (first.uplink, first.hess_evals, first.grad_evals, first.uplink_bits) == (
+        rounds[0].uplink + setup.uplink, rounds[0].hess_evals + setup.hess_evals,
+        rounds[0].grad_evals + setup.grad_evals, rounds[0].uplink_bits + setup.uplink_bits)
+    assert (second.uplink, second.hess_evals) == (rounds[1].uplink, rounds[1].hess_evals)
+
+
+@pytest.mark.parametrize("name", ["fednl", "fednl_pp", "fednl_ls", "fednl_cr"])
+def test_the_former_spelling_h_init_is_refused_naming_init(name, capsys):
+    """FedNL's option is ``init``, as the spec writes it; ``H_init`` is refused in one line
+    that names the new spelling (from Python and from the CLI)."""
+    assert make_method(name, {"init": "zero"}).init == "zero"
+    with pytest.raises(FedTheoryError, match=r"'H_init' of method \w+ is now called 'init'"):
+        make_method(name, {"H_init": "zero"})
+    argv = ["run", "het_quadratic", "--method", name, "--param", "H_init=zero", "--rounds", "1"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "is now called 'init'" in err[0] and "init=" in err[0]

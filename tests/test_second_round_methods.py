@@ -144,7 +144,7 @@ def test_fedpm_server_memory_state_is_not_shared_between_rounds():
     """The round map is pure: applying it twice to one state gives one result."""
     problem = make_problem(24, N=5, d=3)
     method = make_method("fedpm", {"server_memory": True})
-    state = method.init(problem, np.zeros(3))
+    state = method.start(problem, np.zeros(3))[0]
     ctx = round_context(problem, np.array([1, 3]))
     a, _ = method.round(ctx, state)
     b, _ = method.round(ctx, state)
@@ -293,7 +293,7 @@ def test_dane_solves_its_local_subproblems_exactly(params, clients):
     method = make_method("dane", params)
     theta = np.linspace(-1, 1.5, problem.d)
     ctx = round_context(problem, None if clients is None else np.array(clients))
-    new, info = method.round(ctx, method.init(problem, theta))
+    new, info = method.round(ctx, method.start(problem, theta)[0])
     ids = list(range(problem.N)) if clients is None else clients
     res = dane_residual(problem, theta, np.asarray(info.theta_local), ids,
                         method.eta, method.mu_d)
@@ -339,7 +339,7 @@ def test_foof_preconditioner_is_the_input_covariance(name, delta):
     problem = heterogeneous()
     method = make_method(name, {"preconditioner": "foof", "delta": delta, "K": 2})
     ctx = round_context(problem, np.array([1, 4]))
-    _, info = method.round(ctx, method.init(problem, np.ones(problem.d)))
+    _, info = method.round(ctx, method.start(problem, np.ones(problem.d))[0])
     for row, i in enumerate([1, 4]):
         close(info.P[row], foof_matrix(problem, i, delta), 1e-13)
     assert info.hess_evals == 0

@@ -110,7 +110,7 @@ def test_reference_solution_is_the_same_in_both_layouts(pair):
 def _trajectory(problem, name, params, rounds, S, seed=0):
     method = make_method(name, params)
     theta0 = 0.3 * np.random.default_rng(seed).normal(size=problem.d)
-    state = method.init(problem, theta0)
+    state, _ = method.start(problem, theta0)
     rng = np.random.default_rng(seed)
     out = []
     for _ in range(rounds):

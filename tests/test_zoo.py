@@ -100,7 +100,7 @@ def test_fedpac_server_trajectory_is_heavy_ball(problem, params, partial, seed):
     + beta (theta^r - theta^{r-1}), with the d_i^k of an independent per-client loop."""
     method = make_method("fedpac", params)
     rng = np.random.default_rng(seed)
-    state = method.init(problem, np.zeros(problem.d))
+    state = method.start(problem, np.zeros(problem.d))[0]
     prev = state.theta
     for _ in range(4):
         S = int(rng.integers(1, problem.N + 1)) if partial else problem.N
@@ -129,7 +129,7 @@ def test_fedpac_k1_fixed_point_does_not_depend_on_beta(rho):
     limits = []
     for beta in (0.0, 0.3, 0.8):
         method = make_method("fedpac", {"K": 1, "beta": beta, "rho": rho})
-        state = method.init(problem, np.zeros(problem.d))
+        state = method.start(problem, np.zeros(problem.d))[0]
         for _ in range(3000):
             new, _ = method.round(ctx, state)
             done = np.linalg.norm(new.theta - state.theta) <= 1e-15 * (
@@ -154,8 +154,8 @@ def test_fedpac_rho0_beta0_k1_equals_sopm_k1(problem, eta, partial, seed):
     ctx = context(problem, np.sort(rng.choice(problem.N, size=S, replace=False)))
     fedpac = make_method("fedpac", {"K": 1, "eta": eta, "rho": 0.0, "beta": 0.0})
     sopm = make_method("sopm", {"K": 1, "eta": eta})
-    a, _ = fedpac.round(ctx, fedpac.init(problem, theta))
-    b, _ = sopm.round(ctx, sopm.init(problem, theta))
+    a, _ = fedpac.round(ctx, fedpac.start(problem, theta)[0])
+    b, _ = sopm.round(ctx, sopm.start(problem, theta)[0])
     assert np.linalg.norm(a.theta - b.theta) <= 1e-10 * (1 + np.linalg.norm(theta))
 
 
@@ -217,7 +217,7 @@ def test_scaffold_removes_the_fedavg_drift_floor():
 def test_scaffold_keeps_the_control_variates_of_absent_clients():
     problem = make_problem(6, N=5, d=3)
     method = make_method("scaffold", {"K": 2, "eta": 0.1})
-    state = method.init(problem, np.zeros(3))
+    state = method.start(problem, np.zeros(3))[0]
     state, _ = method.round(context(problem), state)
     before = state.c_local.copy()
     state, _ = method.round(context(problem, [1, 3]), state)
@@ -251,7 +251,7 @@ def test_first_order_methods_converge_linearly_at_the_gd_rate_on_ridge():
 def test_fedsophia_keep_state_persists_moments_for_absent_clients():
     problem = make_problem(9, N=4, d=3)
     method = make_method("fedsophia", {"K": 2, "keep_state": True})
-    state = method.init(problem, np.zeros(3))
+    state = method.start(problem, np.zeros(3))[0]
     state, _ = method.round(context(problem), state)
     m0, h0 = state.m.copy(), state.h.copy()
     state, info = method.round(context(problem, [0, 2]), state)
@@ -265,7 +265,7 @@ def test_fedsophia_step_is_clipped_at_eta_rho():
     problem = make_problem(10, N=3, d=4)
     method = make_method("fedsophia", {"K": 1, "eta": 0.05, "rho": 0.5})
     theta = np.full(4, 3.0)
-    _, info = method.round(context(problem), method.init(problem, theta))
+    _, info = method.round(context(problem), method.start(problem, theta)[0])
     assert np.abs(info.theta_local - theta).max() <= 0.05 * 0.5 * (1 + 1e-12)
 
 
@@ -342,7 +342,7 @@ BAD = [
     ("fedprox", {"mu_p": -1.0}, "mu_p"), ("scaffold", {"eta_g": 0.0}, "eta_g"),
     ("fednl", {"option": 3}, "3"), ("fednl", {"compressor": "randK"}, "randK"),
     ("fednl", {"R": 0}, "R"), ("fednl", {"Kc": -4}, "-4"), ("fednl", {"alpha": 1.5}, "1.5"),
-    ("fednl", {"H_init": "identity"}, "identity"),
+    ("fednl", {"init": "identity"}, "identity"),
 ]
 
 

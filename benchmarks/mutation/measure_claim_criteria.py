@@ -196,7 +196,7 @@ def c12() -> None:
         errs = []
         for name in ("fedpm", "sopm"):
             m = make_method(name, {"K": K, "eta": 0.5})
-            st, _ = m.round(round_context(problem), m.init(problem, theta))
+            st, _ = m.round(round_context(problem), m.start(problem, theta)[0])
             errs.append(np.linalg.norm(st.theta - want) / np.linalg.norm(want))
         print(f"  K = {K}: FedPM rel err {errs[0]:.1e}; simple mixing rel err {errs[1]:.2g}")
 

@@ -106,7 +106,7 @@ def one_round(problem: FederatedProblem, method: Method, theta: Any, *,
     ``clients`` (None: all), weights renormalised over them as the runner does."""
     xp = problem.xp
     if state is None:
-        state = method.init(problem, xp.asarray(theta, dtype=xp.float64))
+        state, _ = method.start(problem, xp.asarray(theta, dtype=xp.float64))
     sel = None if clients is None else np.sort(np.asarray(clients))
     new_state, _ = method.round(round_context(problem, sel), state)
     return new_state.theta

@@ -1,15 +1,26 @@
 """Local computations shared by the second-order methods (docs/algorithms.md).
 
-- :func:`local_newton_steps`, the client loop of FedPM and SOPM (docs/algorithms.md#fedpm):
-  client i in S_t starts from theta_i^0 = theta and, for k = 0..K-1,
+- :func:`local_steps`, the ONE client loop of FedPM, SOPM, FedPAC and FedSophia (the model is
+  :func:`.first_order.local_gd`): client i in S_t starts from theta_i^0 = theta and, for
+  k = 0..K-1,
 
-      P_i^k = H_i(theta_i^k) + delta I          (``preconditioner="hessian"``, the default)
-           or A_i^T A_i / n_i + (lam + delta) I  (``"foof"``, see FOOF in docs/algorithms.md)
-      theta_i^{k+1} = theta_i^k - eta_i^k (P_i^k)^{-1} g_i(theta_i^k)
+      (state_i^{k+1}, P_i^k) = curvature update at theta_i^k     (a :class:`Curvature`)
+      p_i^k = the curvature's direction from g_i(theta_i^k)
+      theta_i^{k+1} = theta_i^k - eta_i^k p_i^k - c_i(theta_i^k)   (``correction`` c, if any)
 
   with eta_i^k = eta, or (``line_search=True``, LocalNewton, Gupta et al. 2021) Armijo
   backtracking on f_i (:func:`armijo`): start at eta, halve until f_i decreases by
-  >= 1e-4 * step * g^T p.
+  >= 1e-4 * step * g^T p. The curvature rules:
+
+  - :class:`ExactHessian`: P_i^k = H_i(theta_i^k) + delta I, p = P^{-1} g (FedPM, SOPM; the
+    default ``preconditioner="hessian"``);
+  - :class:`Foof`: P_i = A_i^T A_i / n_i + (lam + delta) I, constant (``"foof"``, FOOF in
+    docs/algorithms.md), no Hessian evaluated;
+  - :class:`HessianEMA`: Theta_i^{k+1} = rho Theta_i^k + (1 - rho) H_i(theta_i^k), P from
+    Theta_i^{k+1} or Theta_i^k, p = P^{-1} g (FedPAC);
+  - :class:`DiagonalEMA`: Sophia's elementwise m_i, h_i EMAs and clipped step (FedSophia).
+
+  :func:`local_newton_steps` is FedPM's and SOPM's call of it.
 - :func:`solve_local_subproblem`, the exact local solve of DANE (docs/algorithms.md#dane):
   argmin_w f_i(w) - <c_i, w> + (mu/2) ||w - theta||^2 by Newton's method.
 - :func:`backtrack`, a server-level backtracking line search along one direction (GIANT).
@@ -20,14 +31,16 @@ All participants step at once (batched); nothing loops over clients in Python.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from dataclasses import dataclass
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 
 from .._backend import to_numpy
 from ..linalg import add_diag, spd_solve
 from ..objectives import OracleOut
-from .base import RoundContext, check_choice
+from ..validate import check_choice
+from .base import RoundContext
 
 ARMIJO_C = 1e-4
 MAX_HALVINGS = 60
@@ -44,10 +57,29 @@ SUBPROBLEM_MAX_ITER = 50
 
 class LocalRun(NamedTuple):
     theta: Any          # theta_i^K, (m, d)
-    P_first: Any        # P_i^0, (m, d, d)
+    P_first: Any        # P_i^0 as the curvature represents it ((m, d, d); DiagonalEMA: (m, d))
     P_last: Any         # P_i^{K-1}
     grad_evals: int     # totals over participants
     hess_evals: int
+    curvature: Any = None   # the curvature's state after step K-1 (FedPAC's Theta_i^K, ...)
+
+
+class Curvature(Protocol):
+    """How a client's preconditioner evolves over its local steps (the rule of one round).
+
+    ``initial(ctx)``: its state before step 0; ``needs_hessian(k)``: whether step k evaluates
+    H_i(theta_i^k); ``update(ctx, state, g, H, k)``: the state after step k's curvature update
+    (H is None when not evaluated); ``direction(ctx, state, g)``: the step direction p (m, d)
+    and the preconditioner P it used.
+    """
+
+    def initial(self, ctx: RoundContext) -> Any: ...
+
+    def needs_hessian(self, k: int) -> bool: ...
+
+    def update(self, ctx: RoundContext, state: Any, g: Any, H: Any, k: int) -> Any: ...
+
+    def direction(self, ctx: RoundContext, state: Any, g: Any) -> tuple[Any, Any]: ...
 
 
 def check_preconditioner(preconditioner: Any) -> None:
@@ -68,31 +100,151 @@ def foof_preconditioners(ctx: RoundContext, delta: float) -> Any:
     return add_diag(gram, delta)
 
 
-def local_newton_steps(ctx: RoundContext, theta: Any, *, K: int, eta: float, delta: float,
-                       line_search: bool = False, preconditioner: str = "hessian") -> LocalRun:
-    """K local preconditioned steps of every participant from the server's theta (see the
-    module docstring). ``preconditioner="foof"`` evaluates no Hessian (hess_evals = 0)."""
+@dataclass(frozen=True)
+class ExactHessian:
+    """P_i^k = H_i(theta_i^k) + delta I; p = P^{-1} g. State: P."""
+
+    delta: float = 0.0
+
+    def initial(self, ctx: RoundContext) -> Any:
+        return None
+
+    def needs_hessian(self, k: int) -> bool:
+        return True
+
+    def update(self, ctx: RoundContext, state: Any, g: Any, H: Any, k: int) -> Any:
+        return add_diag(H, self.delta)
+
+    def direction(self, ctx: RoundContext, state: Any, g: Any) -> tuple[Any, Any]:
+        return spd_solve(state, g, labels=ctx.labels), state
+
+
+@dataclass(frozen=True)
+class Foof(ExactHessian):
+    """FOOF's constant P_i = A_i^T A_i / n_i + (lam + delta) I (:func:`foof_preconditioners`);
+    no Hessian is evaluated."""
+
+    def initial(self, ctx: RoundContext) -> Any:
+        return foof_preconditioners(ctx, self.delta)
+
+    def needs_hessian(self, k: int) -> bool:
+        return False
+
+    def update(self, ctx: RoundContext, state: Any, g: Any, H: Any, k: int) -> Any:
+        return state
+
+
+class EMAState(NamedTuple):
+    Theta: Any      # Theta_i^{k+1} after step k's update, (m, d, d)
+    P: Any          # the preconditioner of step k
+
+
+@dataclass(frozen=True)
+class HessianEMA:
+    """FedPAC's curvature: Theta_i^{k+1} = rho Theta_i^k + (1 - rho) H_i(theta_i^k) from
+    Theta_i^0 = ``Theta0`` (one row per participant; None: Theta_i^0 = H_i(theta), the step-0
+    Hessian); P = Theta_i^{k+1} + delta I (``use_new``) or Theta_i^k + delta I; p = P^{-1} g.
+    rho = 1 keeps Theta fixed and evaluates no Hessian (but the step-0 one that Theta0 = None
+    needs)."""
+
+    rho: float
+    delta: float
+    use_new: bool
+    Theta0: Any = None
+
+    def initial(self, ctx: RoundContext) -> Any:
+        return EMAState(self.Theta0, None)
+
+    def needs_hessian(self, k: int) -> bool:
+        return self.rho < 1 or (k == 0 and self.Theta0 is None)
+
+    def update(self, ctx: RoundContext, state: EMAState, g: Any, H: Any, k: int) -> EMAState:
+        Th = H if state.Theta is None else state.Theta
+        Th_new = Th if self.rho == 1 else self.rho * Th + (1 - self.rho) * H
+        return EMAState(Th_new, add_diag(Th_new if self.use_new else Th, self.delta))
+
+    def direction(self, ctx: RoundContext, state: EMAState, g: Any) -> tuple[Any, Any]:
+        return spd_solve(state.P, g, labels=ctx.labels, what="FedPAC preconditioner",
+                         hint="use lam > 0 or delta > 0"), state.P
+
+
+class SophiaState(NamedTuple):
+    m: Any          # first moments (m, d)
+    h: Any          # Hessian-diagonal EMAs (m, d)
+    scale: Any      # max(gamma h, eps) of the last step (m, d); None before step 0
+
+
+@dataclass(frozen=True)
+class DiagonalEMA:
+    """Sophia's elementwise rule: m <- b1 m + (1 - b1) g; h <- b2 h + (1 - b2) diag(H) at steps
+    k % tau == 0; p = clip(m / max(gamma h, eps), -rho, rho). P is the diagonal
+    max(gamma h, eps), (m, d). ``m0``, ``h0``: the moments before step 0."""
+
+    b1: float
+    b2: float
+    gamma: float
+    eps: float
+    rho: float
+    tau: int
+    m0: Any
+    h0: Any
+
+    def initial(self, ctx: RoundContext) -> SophiaState:
+        return SophiaState(self.m0, self.h0, None)
+
+    def needs_hessian(self, k: int) -> bool:
+        return k % self.tau == 0
+
+    def update(self, ctx: RoundContext, state: SophiaState, g: Any, H: Any, k: int
+               ) -> SophiaState:
+        xp = ctx.problem.xp
+        m = self.b1 * state.m + (1 - self.b1) * g
+        h = state.h
+        if self.needs_hessian(k):
+            h = self.b2 * h + (1 - self.b2) * xp.diagonal(H, axis1=-2, axis2=-1)
+        return SophiaState(m, h, xp.maximum(self.gamma * h, self.eps))
+
+    def direction(self, ctx: RoundContext, state: SophiaState, g: Any) -> tuple[Any, Any]:
+        xp = ctx.problem.xp
+        return xp.clip(state.m / state.scale, -self.rho, self.rho), state.scale
+
+
+def local_steps(ctx: RoundContext, theta: Any, curvature: Curvature, *, K: int, eta: float,
+                correction: Callable[[Any], Any] | None = None,
+                line_search: bool = False) -> LocalRun:
+    """K local steps of every participant from the server's theta with the preconditioners of
+    ``curvature`` (see the module docstring): theta_i^{k+1} = theta_i^k - eta_i^k p_i^k
+    - c_i(theta_i^k), ``correction(x)`` (m, d) giving c_i (a displacement, None: none).
+    Hessians are evaluated (and counted) only at the steps the curvature needs them."""
     xp = ctx.problem.xp
-    foof = preconditioner == "foof"
     x = ctx.to_clients(theta)     # every client starts from the server's theta
-    P_first = P = foof_preconditioners(ctx, delta) if foof else None
-    for _ in range(K):
-        f, g, H = ctx.eval(x, value=line_search, grad=True, hess=not foof)
-        if not foof:
-            P = add_diag(H, delta)
-            del H        # with delta > 0 the stack H_i is no longer needed: free it now
-        p = spd_solve(P, g, labels=ctx.labels)
+    state = curvature.initial(ctx)
+    P_first = None
+    hess_evals = 0
+    for k in range(K):
+        hess = curvature.needs_hessian(k)
+        f, g, H = ctx.eval(x, value=line_search, grad=True, hess=hess)
+        hess_evals += ctx.m if hess else 0
+        state = curvature.update(ctx, state, g, H, k)
+        del H        # the curvature keeps what it needs of H_i: free the stack now
+        p, P = curvature.direction(ctx, state, g)
         if x.ndim == 1:
             x = xp.broadcast_to(x, p.shape)
-        if line_search:
-            step = armijo(ctx, x, f, g, p, eta)[:, None]
-        else:
-            step = eta
-        x = x - step * p
+        step = armijo(ctx, x, f, g, p, eta)[:, None] if line_search else eta
+        x_new = x - step * p
+        x = x_new if correction is None else x_new - correction(x)
         if P_first is None:
             P_first = P
-    m = ctx.m
-    return LocalRun(x, P_first, P, grad_evals=K * m, hess_evals=0 if foof else K * m)
+    return LocalRun(x, P_first, P, grad_evals=K * ctx.m, hess_evals=hess_evals,
+                    curvature=state)
+
+
+def local_newton_steps(ctx: RoundContext, theta: Any, *, K: int, eta: float, delta: float,
+                       line_search: bool = False, preconditioner: str = "hessian") -> LocalRun:
+    """FedPM's and SOPM's client loop: :func:`local_steps` with P_i^k = H_i(theta_i^k) + delta I
+    (``"hessian"``) or FOOF's constant P_i (``"foof"``, no Hessian evaluated)."""
+    curvature = Foof(delta) if preconditioner == "foof" else ExactHessian(delta)
+    return local_steps(ctx, theta, curvature, K=K, eta=eta, line_search=line_search)
 
 
 def armijo(ctx: RoundContext, x: Any, f0: Any, g: Any, p: Any, eta: float,

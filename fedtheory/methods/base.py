@@ -3,28 +3,30 @@
 A method (after optax's ``init``/``update`` pair) is a frozen dataclass of its hyperparameters
 with two functions:
 
-    init(problem, theta0) -> state          (a NamedTuple with at least ``theta``)
-    round(ctx, state)     -> (state, RoundInfo)
+    start(problem, theta0) -> (state, RoundInfo)   (state: a NamedTuple with at least ``theta``;
+                                                   the RoundInfo: what setting it up cost)
+    round(ctx, state)      -> (state, RoundInfo)
 
 ``ctx`` (:class:`RoundContext`) carries the round's participants, their renormalised weights
 w~_i, the run's seeded generator and the oracle; a method reads data only through ``ctx.eval``.
 Methods never compute metrics: they report in :class:`RoundInfo` what the runner needs for them
-(the last local preconditioners, the local iterates, floats sent, oracle calls).
+(the last local preconditioners, the local iterates, floats sent, oracle calls). Hyperparameter
+checks and the CLI's string parsing live in :mod:`fedtheory.validate`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 
-from ..errors import FedTheoryError, check
+from ..errors import check
 from ..objectives import OracleOut
 from ..oracles import RunDraws, make_oracle
+from ..validate import coerce_params
 
 
 class ServerState(NamedTuple):
@@ -61,6 +63,27 @@ class RoundInfo:
         if self.bits is None:
             return 32.0 * self.uplink
         return float(self.bits) if np.ndim(self.bits) == 0 else np.asarray(self.bits, float)
+
+    def plus(self, other: RoundInfo) -> RoundInfo:
+        """These counts and ``other``'s together (a round and the setup booked with it); the
+        preconditioners and local iterates are this round's."""
+        bits = None
+        if self.bits is not None or other.bits is not None:
+            bits = _bits(self) + _bits(other)
+        return RoundInfo(uplink=self.uplink + other.uplink,
+                         downlink=self.downlink + other.downlink,
+                         grad_evals=self.grad_evals + other.grad_evals,
+                         hess_evals=self.hess_evals + other.hess_evals, P=self.P,
+                         theta_local=self.theta_local, bits=bits)
+
+
+def _bits(info: RoundInfo) -> Any:
+    """The uplink bits of ``info`` as its own count (an integer stays an integer)."""
+    return 32 * info.uplink if info.bits is None else info.bits
+
+
+#: What a method without a setup (its state at theta^0 is theta^0) reports from ``start``.
+NO_SETUP = RoundInfo(uplink=0, downlink=0, grad_evals=0, hess_evals=0)
 
 
 @dataclass(frozen=True)
@@ -250,6 +273,12 @@ def _combine(values: list[Any], xp: Any) -> Any:
     return np.asarray([float(v) for v in values])
 
 
+def per_run_info(infos: list[RoundInfo]) -> RoundInfo:
+    """The RoundInfos of B runs, each alone, as one batched RoundInfo whose counts are each
+    run's own (host arrays (B,)); preconditioners and local iterates are dropped."""
+    return _combine([dataclasses.replace(i, P=None, theta_local=None) for i in infos], np)
+
+
 def round_context(problem: Any, clients: Any = None, *, rng: Any = None, oracle: Any = None,
                   runs: int = 1, batched: bool | None = None) -> RoundContext:
     """The one constructor of a round's context (no ``RoundContext(`` anywhere else).
@@ -287,10 +316,22 @@ def round_context(problem: Any, clients: Any = None, *, rng: Any = None, oracle:
 
 
 class Method:
-    """Base of every method; subclasses are frozen dataclasses registered by name.
+    """Base of every method: a frozen dataclass whose fields are its hyperparameters, and
+    nothing else, registered by name (``@register``).
 
-    A hyperparameter may not be called ``init``, ``round`` or ``params``: the dataclass field
-    would shadow the method of that name.
+    Lifecycle (the names below are taken, so no hyperparameter may use them; FedNL's option
+    ``init`` can keep the spec's name):
+
+        start(problem, theta0) -> (state, RoundInfo)   the state at theta^0 and the cost of
+                                                       setting it up (uploads, oracle calls)
+        round(ctx, state)      -> (state, RoundInfo)   one round
+        params()               -> the hyperparameters as a dict
+
+    The state holds only mathematics (iterates, curvature, client memories); a setup cost is
+    never kept in it: the runner books ``start``'s RoundInfo with round 1 (so the first row of
+    a trace counts it, as the papers do). Class attributes: ``name`` (the CLI name),
+    ``description``, ``source``, ``full_participation_only``, ``batchable``, ``renamed`` (old
+    spellings of options, refused with their new name).
     """
 
     name: ClassVar[str] = ""
@@ -298,9 +339,10 @@ class Method:
     source: ClassVar[str] = ""
     full_participation_only: ClassVar[bool] = False
     batchable: ClassVar[bool] = False   # written with the run-axis helpers of RoundContext
+    renamed: ClassVar[dict[str, str]] = {}
 
-    def init(self, problem: Any, theta0: Any) -> Any:
-        return ServerState(theta=theta0)
+    def start(self, problem: Any, theta0: Any) -> tuple[Any, RoundInfo]:
+        return ServerState(theta=theta0), NO_SETUP
 
     def round(self, ctx: RoundContext, state: Any) -> tuple[Any, RoundInfo]:
         raise NotImplementedError
@@ -308,6 +350,10 @@ class Method:
     def params(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+
+#: The lifecycle names of :class:`Method` that a hyperparameter may not take.
+LIFECYCLE = ("start", "round", "params", "name", "description", "source",
+             "full_participation_only", "batchable", "renamed")
 
 METHODS: dict[str, type[Method]] = {}
 
@@ -317,64 +363,10 @@ def register(cls: type[Method]) -> type[Method]:
     return cls
 
 
-# ---- hyperparameter validation, shared by every method -----------------------------------
-#: local steps per round: K Hessian evaluations and solves per client, so K = 1e9 would run for
-#: days without a word; larger K is refused (a local solve to convergence needs ~10-100)
-MAX_K = 100_000
-
-
-def check_K(K: Any) -> None:
-    check(isinstance(K, (int, np.integer)) and not isinstance(K, bool) and 1 <= K <= MAX_K,
-          f"K must be an integer in 1..{MAX_K:,} (each local step is a Hessian solve per "
-          f"client), got {K!r}")
-
-
-def _is_number(x: Any) -> bool:
-    return isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, bool)
-
-
-def check_eta(eta: Any, name: str = "eta") -> None:
-    check(_is_number(eta) and math.isfinite(eta) and eta > 0,
-          f"{name} must be a finite number > 0, got {eta!r}")
-
-
-def check_nonneg(x: Any, name: str) -> None:
-    check(_is_number(x) and math.isfinite(x) and x >= 0,
-          f"{name} must be a finite number >= 0, got {x!r}")
-
-
-def check_choice(x: Any, name: str, choices: tuple) -> None:
-    check(x in choices, f"{name} must be one of {choices}, got {x!r}")
-
-
-def _coerce(name: str, text: str, default: Any) -> Any:
-    """Parse a CLI value ``text`` to the type of the field's default."""
-    try:
-        if isinstance(default, bool):
-            low = text.lower()
-            if low not in ("true", "false", "1", "0"):
-                raise ValueError
-            return low in ("true", "1")
-        if isinstance(default, int):
-            return int(text)
-        if isinstance(default, float):
-            return float(text)
-    except ValueError:
-        raise FedTheoryError(f"parameter {name} must be a {type(default).__name__}, "
-                             f"got {text!r}") from None
-    return text
-
-
 def make_method(name: str, params: dict[str, Any] | None = None) -> Method:
-    """The method registered as ``name`` with ``params`` (strings are parsed to the field types)."""
+    """The method registered as ``name`` with ``params`` (strings are parsed to the field types,
+    :func:`fedtheory.validate.coerce_params`)."""
     check(name in METHODS, f"unknown method {name!r}; known methods: {', '.join(sorted(METHODS))}")
     cls = METHODS[name]
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    kw = {}
-    for key, value in (params or {}).items():
-        check(key in fields, f"unknown parameter {key!r} for method {name}; "
-                             f"accepted: {', '.join(fields) or 'none'}")
-        if isinstance(value, str):
-            value = _coerce(key, value, fields[key].default)
-        kw[key] = value
-    return cls(**kw)
+    defaults = {f.name: f.default for f in dataclasses.fields(cls)}
+    return cls(**coerce_params(params, defaults, owner=f"method {name}", renamed=cls.renamed))

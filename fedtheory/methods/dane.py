@@ -30,15 +30,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..linalg import add_diag, spd_solve
+from ..validate import check_choice, check_eta, check_nonneg
 from ._local import solve_local_subproblem
 from .base import (
     Method,
     RoundContext,
     RoundInfo,
     ServerState,
-    check_choice,
-    check_eta,
-    check_nonneg,
     register,
 )
 

@@ -12,7 +12,7 @@ Round k, at x^k: client i computes g_i(x^k) and H_i(x^k); the server forms H^k =
 
 then every client learns H_i^{k+1} = H_i^k + alpha C(H_i(x^k) - H_i^k), at the OLD point x^k.
 The solve is a Cholesky solve of the (projected or shifted) matrix. With the identity compressor
-and alpha = 1, H_i^{k+1} = H_i(x^k): after a first Newton step (``H_init="hessian"``) every step
+and alpha = 1, H_i^{k+1} = H_i(x^k): after a first Newton step (``init="hessian"``) every step
 uses the previous round's Hessian, and the order of convergence tends to the golden ratio
 (claim C9).
 
@@ -50,7 +50,7 @@ u-FedNL's choice: no eigenvalue problem, about 2x faster per round on the w8a sp
 compare costs with u-FedNL).
 
 Bits (the ``bits`` column, docs/algorithms.md#bits, the FedNL papers' convention): 32-bit
-floats, uplink only, per client; ``H_init="hessian"`` costs 32 d(d+1)/2 once; every round
+floats, uplink only, per client; ``init="hessian"`` costs 32 d(d+1)/2 once; every round
 32 d + the compressor's cost: identity 32 d(d+1)/2, rank-R 32 R d, top-K 32 Kc (values only,
 no cap at the triangle). FedNL charges nothing for option 2's l_i, as the reference code.
 
@@ -61,14 +61,15 @@ keeps (values, indices) and adds them at the selected entries. A round therefore
 input state: the state it returns shares the Hessian buffer, and calling ``round`` again on the
 consumed state raises an error instead of silently using Hessians already advanced (a
 deliberate exception to the methods' pure-state convention, for the memory target; call
-``init`` again to replay a round).
+``start`` again to replay a round).
 
 Choices the spec leaves open, made here:
 
-- The spec's ``init`` option is named ``H_init`` here (``init`` is the method's
-  ``init(problem, theta0)``). ``H_init="hessian"`` (H_i^0 = H_i(x^0), computed by ``init``
-  with the exact oracle) costs one d(d+1)/2 upload and one Hessian per client, reported with
-  the first round; ``H_init="zero"`` (H_i^0 = 0) costs nothing.
+- The spec's option ``init`` keeps its name (the method's lifecycle is ``start``; the old
+  spelling ``H_init`` is refused with a pointer to ``init``). ``init="hessian"``
+  (H_i^0 = H_i(x^0), computed by ``start`` with the exact oracle) costs one d(d+1)/2 upload and
+  one Hessian per client, ``start``'s RoundInfo, booked with the first round; ``init="zero"``
+  (H_i^0 = 0) costs nothing.
 - Uplink per client and round: g_i (d) + the compressed message + l_i (1 float, option 2);
   downlink: x^{k+1} (d).
 - No step size on x (the reference code's FedNL takes full steps).
@@ -88,9 +89,10 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from .._backend import xp_of
-from ..errors import FedTheoryError, check
+from ..errors import check
 from ..linalg import add_diag, spd_solve, sym_floats
-from .base import Method, RoundContext, RoundInfo, check_choice, register
+from ..validate import check_choice, check_count, is_real, number_or
+from .base import Method, RoundContext, RoundInfo, register
 
 COMPRESSORS = ("identity", "rankR", "topK")
 INITS = ("hessian", "zero")
@@ -250,27 +252,6 @@ def shift(H: Any, l: Any) -> Any:
 
 
 # ------------------------------------------------------------------------- Hessian learning
-def _check_count(x: Any, name: str) -> None:
-    check(isinstance(x, (int, np.integer)) and not isinstance(x, bool) and x >= 1,
-          f"{name} must be an integer >= 1, got {x!r}")
-
-
-def number_or(value: Any, name: str, words: tuple[str, ...]) -> Any:
-    """A CLI string holding a number becomes that number; other values are returned as given."""
-    if isinstance(value, str) and value not in words:
-        try:
-            return float(value)
-        except ValueError:
-            raise FedTheoryError(f"{name} must be a number or one of {words}, "
-                                 f"got {value!r}") from None
-    return value
-
-
-def is_real(x: Any) -> bool:
-    return (isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, bool)
-            and math.isfinite(x))
-
-
 class Current:
     """Whether a state still holds the current learned Hessians (they are updated in place)."""
 
@@ -284,7 +265,7 @@ def consume(token: Current, method: str) -> Current:
     """Mark a state as used by a round; a second round on it is refused."""
     check(token.current, f"this {method} state was already advanced by a round (its learned "
                          f"Hessians are updated in place): continue from the state that round "
-                         f"returned, or call init again to replay")
+                         f"returned, or call start again to replay")
     token.current = False
     return Current()
 
@@ -298,18 +279,20 @@ class HessianLearner(Method):
     R: int = 1
     Kc: int = 1
     alpha: Any = "one"
-    H_init: str = "hessian"
+    init: str = "hessian"
+
+    renamed = {"H_init": "init"}
 
     def __post_init__(self) -> None:
         check_choice(self.compressor, "compressor", COMPRESSORS)
-        _check_count(self.R, "R")
-        _check_count(self.Kc, "Kc")
+        check_count(self.R, "R")
+        check_count(self.Kc, "Kc")
         alpha = number_or(self.alpha, "alpha", ALPHA_RULES)
         check(alpha in ALPHA_RULES if isinstance(alpha, str)
               else is_real(alpha) and 0 < alpha <= 1,
               f"alpha must be a number in (0, 1], 'one' or 'rule1', got {self.alpha!r}")
         object.__setattr__(self, "alpha", alpha)
-        check_choice(self.H_init, "H_init", INITS)
+        check_choice(self.init, "init", INITS)
 
     # ---- counts ---------------------------------------------------------------------------
     def message(self, d: int) -> int:
@@ -319,16 +302,19 @@ class HessianLearner(Method):
         """Bits of one client's gradient (or g~_i) and compressed message: 32 d + C's cost."""
         return BITS_PER_FLOAT * d + message_bits(self.compressor, d, R=self.R, Kc=self.Kc)
 
-    def init_counts(self, N: int, d: int) -> tuple[int, int, int]:
-        """(uplink floats, Hessians, bits) of ``H_init`` for N clients."""
-        if self.H_init == "hessian":
-            return N * sym_floats(d), N, N * BITS_PER_FLOAT * sym_floats(d)
-        return 0, 0, 0
+    def setup(self, N: int, d: int, *, uplink: int = 0, grad_evals: int = 0) -> RoundInfo:
+        """The setup cost of the option ``init`` for N clients: H_i(x^0) uploaded, or nothing;
+        plus ``uplink`` floats and ``grad_evals`` gradients (whose bits are not charged)."""
+        up, hess, bits = 0, 0, 0
+        if self.init == "hessian":
+            up, hess, bits = N * sym_floats(d), N, N * BITS_PER_FLOAT * sym_floats(d)
+        return RoundInfo(uplink=up + uplink, downlink=0, grad_evals=grad_evals,
+                         hess_evals=hess, bits=bits)
 
     def initial_hessians(self, H_true: Any) -> Any:
         """H_i^0 from the clients' Hessians at x^0: a copy of them, or zeros."""
         xp = xp_of(H_true)
-        return xp.array(H_true, copy=True) if self.H_init == "hessian" else xp.zeros_like(H_true)
+        return xp.array(H_true, copy=True) if self.init == "hessian" else xp.zeros_like(H_true)
 
     def _alpha_rank(self, lam: Any, lam_r: Any) -> Any:
         xp = xp_of(lam)
@@ -438,9 +424,6 @@ class FedNLState(NamedTuple):
     theta: Any              # x^k (d,)
     H_local: Any            # H_i^k of every client (N, d, d) (per run: (B, N, d, d) in a batch);
     #                         the next round updates it in place
-    pending_uplink: int     # init's uploads, reported with the first round
-    pending_hess: int
-    pending_bits: int
     token: Current         # whether this state still holds the current H_i^k
 
 
@@ -453,10 +436,10 @@ class OldPointLearner(HessianLearner):
     full_participation_only = True
     batchable = True
 
-    def init(self, problem: Any, theta0: Any) -> FedNLState:
+    def start(self, problem: Any, theta0: Any) -> tuple[FedNLState, RoundInfo]:
         H = problem.oracle(theta0, grad=False, hess=True).H
-        up, hess, bits = self.init_counts(problem.N, problem.d)
-        return FedNLState(theta0, self.initial_hessians(H), up, hess, bits, Current())
+        state = FedNLState(theta0, self.initial_hessians(H), Current())
+        return state, self.setup(problem.N, problem.d)
 
     def learn_at_old_point(self, ctx: RoundContext, state: FedNLState, *, value: bool = False,
                            norm: str | None = None) -> tuple[Any, Any, Any, Current]:
@@ -470,13 +453,12 @@ class OldPointLearner(HessianLearner):
 
     def counts(self, ctx: RoundContext, state: FedNLState, *, extra_floats: int = 0,
                extra_bits: int = 0) -> RoundInfo:
-        """One round's counts: g_i and the message per client (+ extras per client), the
-        pending init costs (of every run), x^{k+1} down."""
-        d, m, B = ctx.problem.d, ctx.m, ctx.runs
-        return RoundInfo(
-            uplink=m * (d + self.message(d) + extra_floats) + B * state.pending_uplink,
-            downlink=m * d, grad_evals=m, hess_evals=m + B * state.pending_hess,
-            bits=m * (self.round_bits(d) + extra_bits) + B * state.pending_bits)
+        """One round's counts: g_i and the message per client (+ extras per client), x^{k+1}
+        down."""
+        d, m = ctx.problem.d, ctx.m
+        return RoundInfo(uplink=m * (d + self.message(d) + extra_floats), downlink=m * d,
+                         grad_evals=m, hess_evals=m,
+                         bits=m * (self.round_bits(d) + extra_bits))
 
 
 @register
@@ -498,11 +480,11 @@ class FedNL(OldPointLearner):
               f"option must be 1 or 2, got {self.option!r}")
         check_choice(self.l_norm, "l_norm", L_NORMS)
 
-    def init(self, problem: Any, theta0: Any) -> FedNLState:
+    def start(self, problem: Any, theta0: Any) -> tuple[FedNLState, RoundInfo]:
         check(self.option != 1 or problem.lam > 0,
               f"FedNL option 1 projects onto {{X >= mu I}} with mu = lam, but problem "
               f"{problem.name!r} has lam = {problem.lam:g}; use option=2 or a problem with lam > 0")
-        return super().init(problem, theta0)
+        return super().start(problem, theta0)
 
     def round(self, ctx: RoundContext, state: FedNLState) -> tuple[FedNLState, RoundInfo]:
         option2 = self.option == 2
@@ -515,4 +497,4 @@ class FedNL(OldPointLearner):
         step = spd_solve(Hk, ctx.mix(o.g), what="FedNL Hessian estimate",
                          hint="use a problem with lam > 0")
         info = self.counts(ctx, state, extra_floats=int(option2))
-        return FedNLState(state.theta - step, state.H_local, 0, 0, 0, token), info
+        return FedNLState(state.theta - step, state.H_local, token), info

@@ -5,9 +5,9 @@ FedNL-Public, ``methods.FedNL_PP``, ``FedNL_LS``, ``FedNL_CR``) except where not
 (docs/algorithms.md#fednl-pp, #fednl-ls, #fednl-cr).
 
 All three learn Hessians exactly as FedNL does (:class:`~fedtheory.methods.fednl.HessianLearner`:
-the same compressors, ``alpha`` = a number, ``"one"`` or ``"rule1"``, ``H_init``, in-place
+the same compressors, ``alpha`` = a number, ``"one"`` or ``"rule1"``, ``init``, in-place
 updates, so a round consumes its input state) and count ``bits`` with the FedNL papers'
-convention (32-bit floats, uplink only: init 32 d(d+1)/2 with ``H_init="hessian"``, every round
+convention (32-bit floats, uplink only: init 32 d(d+1)/2 with ``init="hessian"``, every round
 32 d + the compressor's cost per participant).
 
 FedNL-PP (``fednl_pp``). Client state (H_i, l_i, g~_i, w_i), w_i the last point client i saw.
@@ -25,13 +25,13 @@ The weights are the problem's w_i (the reference code's plain mean for equal cli
 unequal sizes the w_i keep theta* of f = sum w_i f_i the fixed point). With the identity
 compressor and alpha = 1 this is the Stochastic Newton method (Kovalev, Mishchenko, Richtarik
 2019); with tau = N it is Newton from its second step on (from the first with
-``H_init="hessian"``). Per participant and round: g~_i (d), the message and l_i (1 float) up,
+``init="hessian"``). Per participant and round: g~_i (d), the message and l_i (1 float) up,
 x+ (d) down; ``bits`` 32 d + the compressor's cost per participant, as the reference code
 counts (it does not charge l_i). The reference code adds those bits once per round whatever
 tau is (the bits of one participating node); here, as for every method, ``bits`` is the total
 over participants divided by N (the average node): multiply by N / tau to compare.
-Init costs: g~_i, l_i and (``H_init="hessian"``) the d(d+1)/2 triangle per client, one gradient
-and one Hessian per client, reported with the first round.
+Init costs: g~_i, l_i and (``init="hessian"``) the d(d+1)/2 triangle per client, one gradient
+and one Hessian per client: ``start``'s RoundInfo, booked with the first round.
 
 FedNL-LS (``fednl_ls``). Direction p = -[H^k]_mu^{-1} g(x^k) (FedNL option 1's); step t from 1,
 t <- gamma t while f(x + t p) > f(x) + c t <g(x), p> (the shared :func:`backtrack`, at most 60
@@ -62,6 +62,7 @@ Per client and round: g_i, the message and l_i up; ``bits`` 32 d + the compresso
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -72,8 +73,9 @@ from scipy.optimize import brentq
 from .._backend import to_numpy, xp_of
 from ..errors import check
 from ..linalg import spd_solve
+from ..validate import check_choice, check_open_unit, is_real, number_or
 from ._local import backtrack
-from .base import RoundContext, RoundInfo, check_choice, register
+from .base import RoundContext, RoundInfo, register
 from .fednl import (
     BITS_PER_FLOAT,
     L_NORMS,
@@ -82,9 +84,7 @@ from .fednl import (
     HessianLearner,
     OldPointLearner,
     consume,
-    is_real,
     matrix_norms,
-    number_or,
     project_mu,
     shift,
 )
@@ -102,10 +102,6 @@ class FedNLPPState(NamedTuple):
     l: Any                  # l_i (N,)
     g_tilde: Any            # g~_i (N, d)
     w: Any                  # w_i, the last point client i saw (N, d)
-    pending_uplink: int     # init's uploads and oracle calls, reported with the first round
-    pending_grad: int
-    pending_hess: int
-    pending_bits: int
     token: Current         # whether this state still holds the current client states
 
 
@@ -132,19 +128,19 @@ class FedNLPP(HessianLearner):
         X = xp.broadcast_to(x, g.shape)
         return _matvec(H, X) + l[:, None] * X - g
 
-    def init(self, problem: Any, theta0: Any) -> FedNLPPState:
+    def start(self, problem: Any, theta0: Any) -> tuple[FedNLPPState, RoundInfo]:
         xp, N, d = problem.xp, problem.N, problem.d
         o = problem.oracle(theta0, grad=True, hess=True)
         H = self.initial_hessians(o.H)
         l = matrix_norms(o.H - H, self.l_norm)
-        up, hess, bits = self.init_counts(N, d)
         w = xp.array(xp.broadcast_to(theta0, (N, d)))
-        return FedNLPPState(theta0, H, l, self._refresh(H, theta0, o.g, l), w,
-                            up + N * (d + 1), N, N, bits, Current())
+        state = FedNLPPState(theta0, H, l, self._refresh(H, theta0, o.g, l), w, Current())
+        setup = self.setup(N, d, uplink=N * (d + 1), grad_evals=N)     # g~_i and l_i up
+        return state, dataclasses.replace(setup, hess_evals=N)         # H_i(x^0), any init
 
     def round(self, ctx: RoundContext, state: FedNLPPState) -> tuple[FedNLPPState, RoundInfo]:
         token = consume(state.token, self.name)
-        d, m, B = ctx.problem.d, ctx.m, ctx.runs
+        d, m = ctx.problem.d, ctx.m
         H, l, g_tilde, pts = state.H_local, state.l, state.g_tilde, state.w
         # all N clients with their weights w_i, not the participants
         x_new = spd_solve(shift(ctx.mix_all(H), ctx.mix_all(l)), ctx.mix_all(g_tilde),
@@ -155,11 +151,9 @@ class FedNLPP(HessianLearner):
         ctx.put(l, l_new, in_place=True)
         ctx.put(pts, x_seen, in_place=True)
         ctx.put(g_tilde, self._refresh(ctx.take(H), x_seen, o.g, l_new), in_place=True)
-        info = RoundInfo(uplink=m * (d + self.message(d) + 1) + B * state.pending_uplink,
-                         downlink=m * d, grad_evals=m + B * state.pending_grad,
-                         hess_evals=m + B * state.pending_hess,
-                         bits=m * self.round_bits(d) + B * state.pending_bits)
-        return FedNLPPState(x_new, H, l, g_tilde, pts, 0, 0, 0, 0, token), info
+        info = RoundInfo(uplink=m * (d + self.message(d) + 1), downlink=m * d, grad_evals=m,
+                         hess_evals=m, bits=m * self.round_bits(d))
+        return FedNLPPState(x_new, H, l, g_tilde, pts, token), info
 
 
 # ------------------------------------------------------------------------------- FedNL-LS
@@ -178,15 +172,14 @@ class FedNLLS(OldPointLearner):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        for name in ("gamma", "c"):
-            v = getattr(self, name)
-            check(is_real(v) and 0 < v < 1, f"{name} must be a number in (0, 1), got {v!r}")
+        check_open_unit(self.gamma, "gamma")
+        check_open_unit(self.c, "c")
 
-    def init(self, problem: Any, theta0: Any) -> FedNLState:
+    def start(self, problem: Any, theta0: Any) -> tuple[FedNLState, RoundInfo]:
         check(problem.lam > 0,
               f"FedNL-LS projects onto {{X >= mu I}} with mu = lam, but problem "
               f"{problem.name!r} has lam = {problem.lam:g}; use a problem with lam > 0")
-        return super().init(problem, theta0)
+        return super().start(problem, theta0)
 
     def round(self, ctx: RoundContext, state: FedNLState) -> tuple[FedNLState, RoundInfo]:
         o, Hk, _, token = self.learn_at_old_point(ctx, state, value=True)
@@ -196,7 +189,7 @@ class FedNLLS(OldPointLearner):
         x_new, trials = ctx.per_run(self.line_search, state.theta, p, g, ctx.mix(o.f))
         info = ctx.per_run(lambda c, trials: self.counts(
             c, state, extra_floats=1 + trials, extra_bits=BITS_PER_FLOAT * (trials - 1)), trials)
-        return FedNLState(x_new, state.H_local, 0, 0, 0, token), info
+        return FedNLState(x_new, state.H_local, token), info
 
     def line_search(self, ctx: RoundContext, x: Any, p: Any, g: Any, f_x: Any
                     ) -> tuple[Any, int]:
@@ -276,7 +269,7 @@ class FedNLCR(OldPointLearner):
         M = self.cubic_constant(ctx.problem)
         h = ctx.per_run(lambda c, A, g: cubic_step(A, g, M), A, ctx.mix(o.g))   # on the host
         info = self.counts(ctx, state, extra_floats=1, extra_bits=BITS_PER_FLOAT)
-        return FedNLState(state.theta + h, state.H_local, 0, 0, 0, token), info
+        return FedNLState(state.theta + h, state.H_local, token), info
 
 
 __all__ = ["FedNLPP", "FedNLLS", "FedNLCR", "FedNLPPState", "cubic_step"]

@@ -1,8 +1,9 @@
 """FedPAC, preconditioner alignment and correction, exact-curvature instance, after Liu et al.
 2026 (arXiv 2602.19271, Algorithm 1 with the curvature state Theta an EMA of exact Hessians).
 
-Server state: theta, the curvature state Theta (d x d), the global direction gG (d) and the
-eta of the previous round. Client i in S_t:
+Server state: theta, the curvature state Theta (d x d) and the global direction gG (d).
+Client i in S_t (the shared local loop :func:`._local.local_steps` with the curvature rule
+:class:`._local.HessianEMA` and the correction eta beta gG):
 
     theta_i^0 = theta;  Theta_i^0 = Theta                              (alignment: warm start)
     for k = 0..K-1:
@@ -19,18 +20,18 @@ Theta+ = sum w~_i Theta_i^K.  Hence (claim C7) for constant eta and any particip
                             (theta^r - theta^{r-1}),
 
 heavy-ball momentum with coefficient beta (eta / eta_prev = 1 here: eta is a constant of the
-method; ``eta_prev`` is kept in the state as the spec's server state lists it). With rho = 0,
-beta = 0 and K = 1 a round is SOPM's with K = 1.
+method, so the state does not keep the previous round's eta). With rho = 0, beta = 0 and K = 1
+a round is SOPM's with K = 1.
 
 Choices the spec leaves open, made here:
 
 - ``theta_init="hessian"``: Theta^0 = sum_i w_i H_i(theta^0) over ALL N clients, computed by
-  ``init`` with the exact oracle (``init`` has no round context). Its cost, one d(d+1)/2 upload
-  and one Hessian evaluation per client, is added to the FIRST round's RoundInfo (uplink and
-  hess_evals). ``"identity"``: Theta^0 = I, free.
+  ``start`` with the exact oracle (``start`` has no round context). Its cost, one d(d+1)/2
+  upload and one Hessian evaluation per client, is ``start``'s RoundInfo, which the runner
+  books with the first round (uplink and hess_evals). ``"identity"``: Theta^0 = I, free.
 - ``align=False``: Theta_i^0 = H_i(theta) (the client's own Hessian at the round's start, the
   same evaluation as H_i(theta_i^0), so it costs nothing extra) and the server keeps no Theta:
-  ``init`` computes and counts nothing and the state's Theta is None.
+  ``start`` computes and counts nothing and the state's Theta is None.
 - Communication per participant and round: uplink Delta_i (d) plus Theta_i^K (d(d+1)/2, only
   when align=True); downlink theta (d), plus gG (d) when beta > 0, plus Theta (d(d+1)/2) when
   align=True.
@@ -51,18 +52,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from ..errors import check
-from ..linalg import add_diag, spd_solve, sym_floats
-from .base import (
-    Method,
-    RoundContext,
-    RoundInfo,
-    check_choice,
-    check_eta,
-    check_K,
-    check_nonneg,
-    register,
-)
+from ..linalg import sym_floats
+from ..validate import check_bool, check_choice, check_eta, check_K, check_nonneg, check_unit
+from ._local import HessianEMA, local_steps
+from .base import NO_SETUP, Method, RoundContext, RoundInfo, register
 
 ORDERS = ("update_then_use", "use_then_update")
 THETA_INITS = ("hessian", "identity")
@@ -72,15 +65,6 @@ class FedPACState(NamedTuple):
     theta: Any              # server model (d,)
     Theta: Any              # server curvature state (d, d); None when align=False
     gG: Any                 # global direction -Delta / (K eta) of the previous round (d,)
-    eta_prev: float         # the eta of the previous round
-    pending_uplink: int     # init's uploads, reported with the first round
-    pending_hess: int       # init's Hessian evaluations, reported with the first round
-
-
-def _check_unit(x: Any, name: str, *, closed: bool) -> None:
-    ok = isinstance(x, (int, float)) and not isinstance(x, bool) and 0 <= x
-    ok = ok and (x <= 1 if closed else x < 1)
-    check(ok, f"{name} must be a number in [0, 1{']' if closed else ')'}, got {x!r}")
 
 
 @register
@@ -104,49 +88,40 @@ class FedPAC(Method):
     def __post_init__(self) -> None:
         check_K(self.K)
         check_eta(self.eta)
-        _check_unit(self.beta, "beta", closed=False)
-        _check_unit(self.rho, "rho", closed=True)
+        check_unit(self.beta, "beta", closed=False)
+        check_unit(self.rho, "rho", closed=True)
         check_nonneg(self.delta, "delta")
         check_choice(self.order, "order", ORDERS)
         check_choice(self.theta_init, "theta_init", THETA_INITS)
-        check(isinstance(self.align, bool), f"align must be True or False, got {self.align!r}")
+        check_bool(self.align, "align")
 
-    def init(self, problem: Any, theta0: Any) -> FedPACState:
+    def start(self, problem: Any, theta0: Any) -> tuple[FedPACState, RoundInfo]:
         xp, d, N = problem.xp, problem.d, problem.N
-        Theta, up, hess = None, 0, 0
+        Theta, setup = None, NO_SETUP
         if self.align and self.theta_init == "hessian":
             Theta = problem.global_oracle(theta0, value=False, grad=False, hess=True).H
-            up, hess = N * sym_floats(d), N
+            setup = RoundInfo(uplink=N * sym_floats(d), downlink=0, grad_evals=0,
+                              hess_evals=N)
         elif self.align:
             Theta = xp.eye(d)
-        return FedPACState(theta0, Theta, xp.zeros(d), self.eta, up, hess)
+        return FedPACState(theta0, Theta, xp.zeros(d)), setup
 
     def round(self, ctx: RoundContext, state: FedPACState) -> tuple[FedPACState, RoundInfo]:
-        xp, d, m = ctx.problem.xp, ctx.problem.d, ctx.m
-        x = xp.broadcast_to(ctx.to_clients(state.theta), (m, d))
-        Th = None if not self.align else xp.broadcast_to(ctx.to_clients(state.Theta), (m, d, d))
-        correction = self.eta * self.beta * ctx.to_clients(state.gG)
-        hess_evals = 0
-        for k in range(self.K):
-            need_H = self.rho < 1 or (k == 0 and not self.align)
-            o = ctx.eval(x, grad=True, hess=need_H)
-            hess_evals += m if need_H else 0
-            if Th is None:                                   # align=False: Theta_i^0 = H_i(theta)
-                Th = o.H
-            Th_new = Th if self.rho == 1 else self.rho * Th + (1 - self.rho) * o.H
-            P = add_diag(Th_new if self.order == "update_then_use" else Th, self.delta)
-            step = spd_solve(P, o.g, labels=ctx.labels, what="FedPAC preconditioner",
-                             hint="use lam > 0 or delta > 0")
-            x = x - (self.eta * (1 - self.beta)) * step - correction
-            Th = Th_new
+        d, m = ctx.problem.d, ctx.m
+        shift = self.eta * self.beta * ctx.to_clients(state.gG)
+        Theta0 = None                                    # align=False: Theta_i^0 = H_i(theta)
+        if self.align:
+            Theta0 = ctx.problem.xp.broadcast_to(ctx.to_clients(state.Theta), (m, d, d))
+        curvature = HessianEMA(self.rho, self.delta, self.order == "update_then_use", Theta0)
+        loc = local_steps(ctx, state.theta, curvature, K=self.K,
+                          eta=self.eta * (1 - self.beta), correction=lambda x: shift)
+        x, Th = loc.theta, loc.curvature.Theta
         Delta = ctx.mix(x - ctx.to_clients(state.theta))
         Theta = ctx.mix(Th) if self.align else None
         mat = sym_floats(d) if self.align else 0
-        info = RoundInfo(
-            uplink=m * (d + mat) + ctx.runs * state.pending_uplink,
-            downlink=m * (d + (d if self.beta > 0 else 0) + mat),
-            grad_evals=self.K * m, hess_evals=hess_evals + ctx.runs * state.pending_hess,
-            P=P, theta_local=x)
-        new = FedPACState(state.theta + Delta, Theta, -Delta / (self.K * self.eta), self.eta,
-                          0, 0)
+        info = RoundInfo(uplink=m * (d + mat),
+                         downlink=m * (d + (d if self.beta > 0 else 0) + mat),
+                         grad_evals=loc.grad_evals, hess_evals=loc.hess_evals, P=loc.P_last,
+                         theta_local=x)
+        new = FedPACState(state.theta + Delta, Theta, -Delta / (self.K * self.eta))
         return new, info

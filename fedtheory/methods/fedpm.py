@@ -25,9 +25,9 @@ theta+ = [sum_i w_i H_i(z_i)]^{-1} sum_i w_i (H_i(z_i) z_i - g_i(z_i)), z_i the 
 client i saw, and theta* is a fixed point for every S (claim C14). Choices made here:
 
 - Initialisation: at theta^0 every client runs the same K local steps from theta^0 and uploads
-  its pair (Stochastic Newton's z_i^0 = x^0), with the exact oracle (``init`` has no run
+  its pair (Stochastic Newton's z_i^0 = x^0), with the exact oracle (``start`` has no run
   generator); this costs d(d+1)/2 + d floats and K gradients (and K Hessians) per client,
-  reported with the first round.
+  ``start``'s RoundInfo, which the runner books with the first round.
 - Round t: the participants refresh their pairs at the current theta, then the server mixes.
   So the first round (its participants refresh at theta^0, as in the initialisation) is the
   full-participation FedPM step from theta^0, and theta^{t+1} here is Stochastic Newton's x^t.
@@ -46,21 +46,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from ..errors import check
 from ..linalg import add_diag, spd_solve, sym_floats
+from ..validate import check_bool, check_choice, check_eta, check_K, check_nonneg
 from ._local import LocalRun, check_preconditioner, local_newton_steps
-from .base import (
-    Method,
-    RoundContext,
-    RoundInfo,
-    ServerState,
-    check_choice,
-    check_eta,
-    check_K,
-    check_nonneg,
-    register,
-    round_context,
-)
+from .base import NO_SETUP, Method, RoundContext, RoundInfo, ServerState, register, round_context
 
 MIXING = ("last", "start", "end")
 
@@ -71,9 +60,6 @@ class MemoryState(NamedTuple):
     theta: Any              # (d,)
     P: Any                  # (N, d, d)
     v: Any                  # (N, d)
-    pending_uplink: int     # the initialisation's uploads and oracle calls,
-    pending_grad: int       # reported with the first round
-    pending_hess: int
 
 
 @register
@@ -97,18 +83,18 @@ class FedPM(Method):
         check_eta(self.eta)
         check_nonneg(self.delta, "delta")
         check_choice(self.mixing_preconditioner, "mixing_preconditioner", MIXING)
-        check(isinstance(self.server_memory, bool),
-              f"server_memory must be True or False, got {self.server_memory!r}")
+        check_bool(self.server_memory, "server_memory")
         check_preconditioner(self.preconditioner)
 
-    def init(self, problem: Any, theta0: Any) -> ServerState | MemoryState:
+    def start(self, problem: Any, theta0: Any) -> tuple[ServerState | MemoryState, RoundInfo]:
         if not self.server_memory:
-            return ServerState(theta0)
+            return ServerState(theta0), NO_SETUP
         ctx = round_context(problem)          # every client, exact oracle
         loc, P, hess = self._clients(ctx, theta0)
         d, N = problem.d, problem.N
-        return MemoryState(theta0, P, self._v(ctx, P, loc), N * (sym_floats(d) + d),
-                           loc.grad_evals, hess)
+        setup = RoundInfo(uplink=N * (sym_floats(d) + d), downlink=0,
+                          grad_evals=loc.grad_evals, hess_evals=hess)
+        return MemoryState(theta0, P, self._v(ctx, P, loc)), setup
 
     def round(self, ctx: RoundContext, state: ServerState | MemoryState
               ) -> tuple[ServerState | MemoryState, RoundInfo]:
@@ -125,12 +111,7 @@ class FedPM(Method):
         P_all, v_all = ctx.put(state.P, P_mix), ctx.put(state.v, v)   # the state stays pure
         theta = spd_solve(ctx.mix_all(P_all), ctx.mix_all(v_all),    # w_i, all N clients
                           what="mixed preconditioner", hint="use lam > 0 or delta > 0")
-        B = ctx.runs
-        info = RoundInfo(uplink=info.uplink + B * state.pending_uplink, downlink=info.downlink,
-                         grad_evals=info.grad_evals + B * state.pending_grad,
-                         hess_evals=info.hess_evals + B * state.pending_hess, P=info.P,
-                         theta_local=info.theta_local)
-        return MemoryState(theta, P_all, v_all, 0, 0, 0), info
+        return MemoryState(theta, P_all, v_all), info
 
     def _clients(self, ctx: RoundContext, theta: Any) -> tuple[LocalRun, Any, int]:
         """The client loop and the preconditioner each participant uploads (with the Hessian

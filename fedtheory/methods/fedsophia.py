@@ -2,7 +2,8 @@
 Algorithm 3, with the exact Hessian diagonal as curvature estimate), simple averaging at the
 server, as in the Sophia instance of FedPAC's baselines (Liu et al. 2026, arXiv 2602.19271).
 
-Client i in S_t, from theta_i^0 = theta, for k = 0..K-1 (all operations elementwise):
+Client i in S_t, from theta_i^0 = theta, for k = 0..K-1 (all operations elementwise; the shared
+local loop :func:`._local.local_steps` with the curvature rule :class:`._local.DiagonalEMA`):
 
     m_i <- b1 m_i + (1 - b1) g_i(theta_i^k)
     h_i <- b2 h_i + (1 - b2) diag(H_i(theta_i^k))           (only when k % tau == 0)
@@ -34,28 +35,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-import numpy as np
-
-from ..errors import check
-from .base import (
-    Method,
-    RoundContext,
-    RoundInfo,
-    check_eta,
-    check_K,
-    register,
-)
+from ..validate import check_bool, check_count, check_eta, check_K, check_unit
+from ._local import DiagonalEMA, local_steps
+from .base import NO_SETUP, Method, RoundContext, RoundInfo, register
 
 
 class FedSophiaState(NamedTuple):
     theta: Any      # server model (d,)
     m: Any          # per-client first moments (N, d); None unless keep_state
     h: Any          # per-client Hessian-diagonal EMAs (N, d); None unless keep_state
-
-
-def _check_open_unit(x: Any, name: str) -> None:
-    check(isinstance(x, (int, float)) and not isinstance(x, bool) and 0 <= x < 1,
-          f"{name} must be a number in [0, 1), got {x!r}")
 
 
 @register
@@ -81,21 +69,19 @@ class FedSophia(Method):
     def __post_init__(self) -> None:
         check_K(self.K)
         check_eta(self.eta)
-        _check_open_unit(self.b1, "b1")
-        _check_open_unit(self.b2, "b2")
+        check_unit(self.b1, "b1", closed=False)
+        check_unit(self.b2, "b2", closed=False)
         check_eta(self.gamma, "gamma")
         check_eta(self.eps, "eps")
         check_eta(self.rho, "rho")
-        check(isinstance(self.tau, (int, np.integer)) and not isinstance(self.tau, bool)
-              and self.tau >= 1, f"tau must be an integer >= 1, got {self.tau!r}")
-        check(isinstance(self.keep_state, bool),
-              f"keep_state must be True or False, got {self.keep_state!r}")
+        check_count(self.tau, "tau")
+        check_bool(self.keep_state, "keep_state")
 
-    def init(self, problem: Any, theta0: Any) -> FedSophiaState:
+    def start(self, problem: Any, theta0: Any) -> tuple[FedSophiaState, RoundInfo]:
         if not self.keep_state:
-            return FedSophiaState(theta0, None, None)
+            return FedSophiaState(theta0, None, None), NO_SETUP
         xp, N, d = problem.xp, problem.N, problem.d
-        return FedSophiaState(theta0, xp.zeros((N, d)), xp.zeros((N, d)))
+        return FedSophiaState(theta0, xp.zeros((N, d)), xp.zeros((N, d))), NO_SETUP
 
     def round(self, ctx: RoundContext, state: FedSophiaState
               ) -> tuple[FedSophiaState, RoundInfo]:
@@ -104,21 +90,12 @@ class FedSophia(Method):
             m, h = ctx.take(state.m), ctx.take(state.h)
         else:
             m, h = xp.zeros((mm, d)), xp.zeros((mm, d))
-        x = xp.broadcast_to(ctx.to_clients(state.theta), (mm, d))
-        hess_evals = 0
-        for k in range(self.K):
-            refresh = k % self.tau == 0
-            o = ctx.eval(x, grad=True, hess=refresh)
-            m = self.b1 * m + (1 - self.b1) * o.g
-            if refresh:
-                h = self.b2 * h + (1 - self.b2) * xp.diagonal(o.H, axis1=-2, axis2=-1)
-                hess_evals += mm
-            scale = xp.maximum(self.gamma * h, self.eps)
-            x = x - self.eta * xp.clip(m / scale, -self.rho, self.rho)
+        curvature = DiagonalEMA(self.b1, self.b2, self.gamma, self.eps, self.rho, self.tau, m, h)
+        loc = local_steps(ctx, state.theta, curvature, K=self.K, eta=self.eta)
         new_m = new_h = None
         if self.keep_state:
-            new_m, new_h = ctx.put(state.m, m), ctx.put(state.h, h)
-        P = scale[:, :, None] * xp.eye(d)
-        info = RoundInfo(uplink=mm * d, downlink=mm * d, grad_evals=self.K * mm,
-                         hess_evals=hess_evals, P=P, theta_local=x)
-        return FedSophiaState(ctx.mix(x), new_m, new_h), info
+            new_m, new_h = ctx.put(state.m, loc.curvature.m), ctx.put(state.h, loc.curvature.h)
+        P = loc.P_last[:, :, None] * xp.eye(d)
+        info = RoundInfo(uplink=mm * d, downlink=mm * d, grad_evals=loc.grad_evals,
+                         hess_evals=loc.hess_evals, P=P, theta_local=loc.theta)
+        return FedSophiaState(ctx.mix(loc.theta), new_m, new_h), info

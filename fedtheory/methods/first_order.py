@@ -35,16 +35,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from .base import (
-    Method,
-    RoundContext,
-    RoundInfo,
-    ServerState,
-    check_eta,
-    check_K,
-    check_nonneg,
-    register,
-)
+from ..validate import check_eta, check_K, check_nonneg
+from .base import NO_SETUP, Method, RoundContext, RoundInfo, ServerState, register
 
 DEFAULT_ETA = 0.5
 
@@ -155,9 +147,10 @@ class Scaffold(Method):
         check_eta(self.eta)
         check_eta(self.eta_g, "eta_g")
 
-    def init(self, problem: Any, theta0: Any) -> ScaffoldState:
+    def start(self, problem: Any, theta0: Any) -> tuple[ScaffoldState, RoundInfo]:
         xp = problem.xp
-        return ScaffoldState(theta0, xp.zeros(problem.d), xp.zeros((problem.N, problem.d)))
+        zeros = ScaffoldState(theta0, xp.zeros(problem.d), xp.zeros((problem.N, problem.d)))
+        return zeros, NO_SETUP
 
     def round(self, ctx: RoundContext, state: ScaffoldState) -> tuple[ScaffoldState, RoundInfo]:
         theta, c = ctx.to_clients(state.theta), ctx.to_clients(state.c)   # as clients see them

@@ -36,10 +36,10 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from ..errors import check
 from ..linalg import spd_solve
+from ..validate import check_bool, check_eta
 from ._local import backtrack
-from .base import Method, RoundContext, RoundInfo, check_eta, register
+from .base import NO_SETUP, Method, RoundContext, RoundInfo, register
 
 GAMMA = 0.5
 ARMIJO_C = 1e-4
@@ -66,11 +66,10 @@ class GIANT(Method):
 
     def __post_init__(self) -> None:
         check_eta(self.eta)
-        check(isinstance(self.line_search, bool),
-              f"line_search must be True or False, got {self.line_search!r}")
+        check_bool(self.line_search, "line_search")
 
-    def init(self, problem: Any, theta0: Any) -> GIANTState:
-        return GIANTState(theta0, float(self.eta))
+    def start(self, problem: Any, theta0: Any) -> tuple[GIANTState, RoundInfo]:
+        return GIANTState(theta0, float(self.eta)), NO_SETUP
 
     def round(self, ctx: RoundContext, state: GIANTState) -> tuple[GIANTState, RoundInfo]:
         o = ctx.eval(ctx.to_clients(state.theta), value=self.line_search, grad=True, hess=True)

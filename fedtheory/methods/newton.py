@@ -13,7 +13,7 @@ Newton Learn and FedNL papers (Islamov, Qian, Richtarik 2021, arXiv 2102.07158, 
 It needs theta* (``problem.reference``). Since g(x) = H(theta*)(x - theta*) + O(||x - theta*||^2),
 x+ - theta* = O(||x - theta*||^2): linear with a ratio that vanishes near theta*, a local
 quadratic rate (precisely ||x+ - theta*|| <= (L_H / (2 mu)) ||x - theta*||^2). Choices made
-here: the H_i(theta*) are computed once by ``init`` with the exact oracle (a stochastic oracle
+here: the H_i(theta*) are computed once by ``start`` with the exact oracle (a stochastic oracle
 perturbs only the gradients) and charged as one d(d+1)/2 upload and one Hessian per client,
 reported with the first round, as FedNL charges its initial Hessians; each round costs one
 gradient and a d-vector each way per participant; no step size (the papers' NS takes full
@@ -27,7 +27,8 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from ..linalg import spd_solve, sym_floats
-from .base import Method, RoundContext, RoundInfo, ServerState, check_eta, register
+from ..validate import check_eta
+from .base import Method, RoundContext, RoundInfo, ServerState, register
 
 
 @register
@@ -56,8 +57,6 @@ class Newton(Method):
 class NewtonStarState(NamedTuple):
     theta: Any              # x (d,)
     H_star: Any             # H_i(theta*) of every client (N, d, d)
-    pending_uplink: int     # the initial upload of H_i(theta*), reported with the first round
-    pending_hess: int
 
 
 @register
@@ -71,19 +70,19 @@ class NewtonStar(Method):
     source = ("Islamov, Qian, Richtarik 2021 (Newton Learn), arXiv 2102.07158; a theoretical "
               "baseline of the FedNL papers")
 
-    def init(self, problem: Any, theta0: Any) -> NewtonStarState:
-        xp = problem.xp
+    def start(self, problem: Any, theta0: Any) -> tuple[NewtonStarState, RoundInfo]:
+        xp, N = problem.xp, problem.N
         theta_star = xp.asarray(problem.reference.theta_star)
         H = problem.oracle(theta_star, grad=False, hess=True).H
-        return NewtonStarState(theta0, xp.array(H, copy=True), problem.N * sym_floats(problem.d),
-                               problem.N)
+        setup = RoundInfo(uplink=N * sym_floats(problem.d), downlink=0, grad_evals=0,
+                          hess_evals=N)
+        return NewtonStarState(theta0, xp.array(H, copy=True)), setup
 
     def round(self, ctx: RoundContext, state: NewtonStarState
               ) -> tuple[NewtonStarState, RoundInfo]:
         H_star = ctx.take(state.H_star)
         g = ctx.mix(ctx.eval(ctx.to_clients(state.theta), grad=True).g)
         step = spd_solve(ctx.mix(H_star), g, what="global Hessian at theta*", hint="use lam > 0")
-        d, m, B = ctx.problem.d, ctx.m, ctx.runs
-        info = RoundInfo(uplink=m * d + B * state.pending_uplink, downlink=m * d, grad_evals=m,
-                         hess_evals=B * state.pending_hess)
-        return NewtonStarState(state.theta - step, state.H_star, 0, 0), info
+        d, m = ctx.problem.d, ctx.m
+        info = RoundInfo(uplink=m * d, downlink=m * d, grad_evals=m, hess_evals=0)
+        return NewtonStarState(state.theta - step, state.H_star), info

@@ -16,18 +16,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..errors import check
+from ..validate import check_bool, check_eta, check_K, check_nonneg
 from ._local import check_preconditioner, local_newton_steps
-from .base import (
-    Method,
-    RoundContext,
-    RoundInfo,
-    ServerState,
-    check_eta,
-    check_K,
-    check_nonneg,
-    register,
-)
+from .base import Method, RoundContext, RoundInfo, ServerState, register
 
 
 @register
@@ -49,8 +40,7 @@ class SOPM(Method):
         check_K(self.K)
         check_eta(self.eta)
         check_nonneg(self.delta, "delta")
-        check(isinstance(self.local_search, bool),
-              f"local_search must be True or False, got {self.local_search!r}")
+        check_bool(self.local_search, "local_search")
         check_preconditioner(self.preconditioner)
 
     def round(self, ctx: RoundContext, state: ServerState) -> tuple[ServerState, RoundInfo]:

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import check
-from ..methods.base import Method, round_context
+from ..methods.base import Method, per_run_info, round_context
 from ..oracles import make_oracle
 from ..problem import FederatedProblem
 from ..threads import DEFAULT_THREADS, blas_threads, check_threads
@@ -72,7 +72,9 @@ def _run_batch(problem: FederatedProblem, method: Method, rounds: int, seeds: li
     bound = diverge_factor * max(scale, float(xp.linalg.norm(theta - xp.asarray(ref.theta_star))))
     rngs = [np.random.default_rng(s) for s in seeds]
     alive = list(range(len(seeds)))
-    state = _stack([method.init(problem, theta) for _ in seeds], xp)
+    states, setups = zip(*(method.start(problem, theta) for _ in seeds), strict=True)
+    state = _stack(list(states), xp)
+    setup = per_run_info(list(setups))       # each run's own setup cost, booked with round 1
     totals = {key: np.zeros(len(seeds)) for key in metrics.new_totals()}   # per run
     seconds = 0.0
     traces = [Trace(meta=metrics.meta(problem, method, rounds, S, s, oracle, threads))
@@ -89,6 +91,8 @@ def _run_batch(problem: FederatedProblem, method: Method, rounds: int, seeds: li
                             runs=B, batched=True)
         state, info, sec = timed_round(method, ctx, state)
         seconds += sec
+        if t == 1:
+            _add_counts(totals, setup, alive)
         _add_counts(totals, info, alive)
         if bar is not None:
             bar.update(1)

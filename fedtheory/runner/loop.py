@@ -57,7 +57,10 @@ def iterate(problem: FederatedProblem, method: Method, *, rounds: int | None = N
 
     participation: None (all), S, or a schedule (see :mod:`.participation`); seed: the run's
     one generator (participation draws and stochastic oracles); theta0: the start (default 0);
-    state: a method state to start from instead of ``method.init(problem, theta0)``.
+    state: a method state to start from instead of ``method.start(problem, theta0)``.
+
+    The cost of ``method.start`` (its RoundInfo) is booked with round 1: the first step's
+    ``info`` is round 1's plus the setup's (none when ``state`` is given).
     """
     seed = check_seed(seed)
     check(rounds is not None or not isinstance(participation, (list, tuple, str)),
@@ -65,14 +68,17 @@ def iterate(problem: FederatedProblem, method: Method, *, rounds: int | None = N
     who = participants(problem, method, participation, rounds or 0)
     oracle = make_oracle(oracle)
     rng = np.random.default_rng(seed)
+    setup = None
     if state is None:
-        state = method.init(problem, start(problem, theta0))
+        state, setup = method.start(problem, start(problem, theta0))
     t = 0
     while rounds is None or t < rounds:
         t += 1
         ctx = round_context(problem, who.draw(t, rng), rng=rng, oracle=oracle)
         before = state
         state, info, seconds = timed_round(method, ctx, state)
+        if setup is not None:
+            info, setup = info.plus(setup), None
         yield Step(t, ctx, before, state, info, seconds)
 
 
