@@ -4,8 +4,9 @@
 #
 #   OUT=<folder> bash benchmarks/gpu_check_backend.sh        (from the repository root)
 #
-# Writes $OUT/check_gpu_<ID>.json and .log per claim, $OUT/check_gpu_summary.txt, and
-# $OUT/check_gpu_pytest.txt.
+# Writes $OUT/check_gpu_claims.tgz (check_gpu_<ID>.json and .log per claim),
+# $OUT/check_gpu_summary.txt and $OUT/check_gpu_pytest.txt (the GPU tests of the option and,
+# with ALL_GPU_TESTS=1, every test marked gpu).
 set -u
 OUT=${OUT:?set OUT}
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
@@ -27,5 +28,10 @@ for f in sorted(out.glob("check_gpu_*.json")):
             print("   " + r["details"]["traceback"].strip().splitlines()[-1])
             print("   " + "\n   ".join(r["details"]["traceback"].strip().splitlines()[-8:-1]))
 PY
-timeout 300 $PY -m pytest -q -p no:cacheprovider tests/test_gpu_check_backend.py tests/test_claims_cli.py > "$OUT/check_gpu_pytest.txt" 2>&1
+(cd "$OUT" && tar -czf check_gpu_claims.tgz check_gpu_*.json check_gpu_*.log && rm -f check_gpu_*.json check_gpu_*.log)
+if [ "${ALL_GPU_TESTS:-0}" = 1 ]; then
+    timeout 420 $PY -m pytest -q -p no:cacheprovider -m gpu tests > "$OUT/check_gpu_pytest.txt" 2>&1
+else
+    timeout 300 $PY -m pytest -q -p no:cacheprovider tests/test_gpu_check_backend.py tests/test_claims_cli.py > "$OUT/check_gpu_pytest.txt" 2>&1
+fi
 tail -3 "$OUT/check_gpu_pytest.txt"
