@@ -88,7 +88,7 @@ def identity_residuals(problem, factory: MethodFactory, *, K: int, beta: float,
                        partial: bool) -> list[float]:
     method = factory(K=K, eta=ETA, beta=beta, rho=RHO)
     rng = np.random.default_rng(1)
-    state, _ = method.start(problem, np.zeros(problem.d))
+    state, _ = method.start(problem, problem.xp.zeros(problem.d))
     prev_theta = state.theta
     residuals = []
     for _ in range(ROUNDS):
