@@ -101,9 +101,11 @@ ALPHA_RULES = ("one", "rule1")
 BITS_PER_FLOAT = 32
 #: The reference code's guard in rank-R's delta = kept / (total + 1e-15).
 RANK_DELTA_GUARD = 1e-15
-#: Bytes of the d x d matrices of one block of clients in the Hessian learning; its temporaries
-#: are a few times that (rank-R about 6), whatever N is.
+#: Bytes of the d x d matrices of one block of clients in the Hessian learning (at most this,
+#: and at most 1 / BLOCK_FRACTION of the stack, so that the temporaries, a few blocks' worth
+#: (rank-R about 6), stay well under one stack whatever N and d are).
 BLOCK_BYTES = 2**23
+BLOCK_FRACTION = 8
 
 
 # ------------------------------------------------------------------------------ compressors
@@ -346,7 +348,7 @@ class HessianLearner(Method):
         xp = xp_of(H)
         m, d = H_true.shape[0], H_true.shape[-1]
         norms = None if norm is None else xp.empty(m)
-        block = max(1, BLOCK_BYTES // (d * d * H.itemsize))
+        block = max(1, min(BLOCK_BYTES, H.nbytes // BLOCK_FRACTION) // (d * d * H.itemsize))
         for lo in range(0, m, block):
             hi = min(m, lo + block)
             at = slice(lo, hi) if rows is None else xp.asarray(rows[lo:hi])

@@ -139,9 +139,10 @@ def settled_status(dist: Any, scale: float) -> str:
 
 
 def weighted_sq_dist(P: Any, Q: Any, w: Any, block_bytes: int = 2**25) -> float:
-    """sum_i w_i ||P_i - Q||_F^2, in blocks of clients of at most ``block_bytes`` each, so no
-    temporary of the size of the (m, d, d) stack is made."""
+    """sum_i w_i ||P_i - Q||_F^2, in blocks of clients of at most ``block_bytes`` and at most
+    a quarter of the stack each, so no temporary of the size of the (m, d, d) stack is made."""
     xp = xp_of(P)
+    block_bytes = min(block_bytes, P.nbytes // 4)
     block = max(1, block_bytes // (P.shape[-1] * P.shape[-2] * P.itemsize))
     total = 0.0
     for lo in range(0, P.shape[0], block):
