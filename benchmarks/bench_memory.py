@@ -4,7 +4,9 @@
         [--N 1000] [--d 500] [--rows 8] [--where]
         [--problem synthetic|w8a|a9a|dense] [--methods fedpm,newton,fednl,...] [--w8a PATH]
 
-``--problem`` other than ``synthetic`` uses bench_peers.py's problems: the w8a and a9a FedNL
+``--fresh`` measures each case in a fresh process: the oracle keeps one Hessian stack for
+reuse between calls (objectives._hessian_stack), so in one process only the first case would
+pay for it. ``--problem`` other than ``synthetic`` uses bench_peers.py's problems: the w8a and a9a FedNL
 splits (sparse storage, as ``storage="auto"`` picks) and the w8a-shaped dense synthetic. With
 ``--methods`` every listed method is measured (``run`` of 1 round, drift off and on; FedNL with
 option 2, top-K Kc = 8d, the default spectral l^k); without it only FedPM, with the extra
@@ -284,6 +286,17 @@ def peak_cupy(fn, stack: float | None = None) -> dict:
     return out
 
 
+def fresh(case: str) -> dict:
+    """The figures of ``case`` measured by a fresh run of this script (``--only CASE``)."""
+    import subprocess
+
+    argv = [a for a in sys.argv[1:] if a != "--fresh"] + ["--only", case]
+    out = subprocess.run([sys.executable, __file__, *argv], capture_output=True, text=True,
+                         check=True).stdout
+    line = [x for x in out.splitlines() if x.startswith("#RESULT ")][-1]
+    return json.loads(line[len("#RESULT "):])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="N = 100, d = 100")
@@ -297,6 +310,10 @@ def main() -> None:
     ap.add_argument("--problem", choices=("synthetic", "w8a", "a9a", "dense"), default="synthetic")
     ap.add_argument("--methods", default="", help="comma-separated methods (default: fedpm only)")
     ap.add_argument("--w8a", default=None, help="LIBSVM w8a (.gz), for --problem w8a")
+    ap.add_argument("--fresh", action="store_true",
+                    help="measure each case in a fresh process (so that no case inherits the "
+                         "oracle's reused Hessian stack or any other cache from an earlier one)")
+    ap.add_argument("--only", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     for key, full, quick in (("N", 1000, 100), ("d", 500, 100)):
         if getattr(args, key) is None:
@@ -330,10 +347,17 @@ def main() -> None:
         fn()   # warm-up on a tiny problem: imports, kernel compilation, library handles
     rows = []
     for name, fn in cases(problem, methods).items():
-        if args.backend == "numpy":
+        if args.only is not None and name != args.only:
+            continue
+        if args.fresh:
+            m = fresh(name)
+        elif args.backend == "numpy":
             m = peak_numpy(fn)
         else:
             m = peak_cupy(fn, stack if args.where else None)
+        if args.only is not None:
+            print("#RESULT " + json.dumps(m))
+            return
         other = m.get("rss_peak_rise_bytes", m.get("pool_total_bytes"))
         over = m["peak_bytes"] - TARGET_STACKS * stack
         row = {"case": name, "peak_bytes": m["peak_bytes"], "peak_stacks": m["peak_bytes"] / stack,

@@ -36,7 +36,7 @@ from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 
-from .._backend import to_numpy
+from .._backend import to_numpy, xp_of
 from ..linalg import add_diag, spd_solve
 from ..objectives import OracleOut
 from ..validate import check_choice
@@ -50,6 +50,20 @@ EPS = float(np.finfo(np.float64).eps)
 #: DANE's inner solve: relative gradient tolerance (docs/algorithms.md#dane), the rounding
 #: allowance of the residual (in units of eps times the size of its cancelling terms) and the
 #: iteration cap.
+#: A block of a stack computed at once: at most BLOCK_BYTES and 1 / BLOCK_FRACTION of the stack.
+BLOCK_BYTES = 2**23
+BLOCK_FRACTION = 8
+
+
+def client_blocks(stack: Any) -> list[tuple[int, int]]:
+    """(lo, hi) ranges over the leading axis of ``stack`` (m, d, d) whose matrices take at most
+    BLOCK_BYTES and 1 / BLOCK_FRACTION of the stack's bytes (at least one matrix each)."""
+    m = stack.shape[0]
+    per = max(1, stack.nbytes // max(1, m))
+    step = max(1, min(BLOCK_BYTES, stack.nbytes // BLOCK_FRACTION) // per)
+    return [(lo, min(m, lo + step)) for lo in range(0, m, step)]
+
+
 SUBPROBLEM_RTOL = 1e-12
 SUBPROBLEM_FLOOR = 64.0
 SUBPROBLEM_MAX_ITER = 50
@@ -160,8 +174,18 @@ class HessianEMA:
 
     def update(self, ctx: RoundContext, state: EMAState, g: Any, H: Any, k: int) -> EMAState:
         Th = H if state.Theta is None else state.Theta
-        Th_new = Th if self.rho == 1 else self.rho * Th + (1 - self.rho) * H
+        Th_new = Th if self.rho == 1 else self.ema(Th, H)
         return EMAState(Th_new, add_diag(Th_new if self.use_new else Th, self.delta))
+
+    def ema(self, Th: Any, H: Any) -> Any:
+        """rho Theta + (1 - rho) H for the stack H (m, d, d) (Theta: the same stack or one
+        matrix), written block by block into one new stack: no temporary of the stack's size."""
+        xp = xp_of(H)
+        out = xp.empty_like(H)
+        Th = xp.broadcast_to(Th, H.shape)
+        for lo, hi in client_blocks(H):
+            out[lo:hi] = self.rho * Th[lo:hi] + (1 - self.rho) * H[lo:hi]
+        return out
 
     def direction(self, ctx: RoundContext, state: EMAState, g: Any) -> tuple[Any, Any]:
         return spd_solve(state.P, g, labels=ctx.labels, what="FedPAC preconditioner",
