@@ -3,11 +3,13 @@
     python benchmarks/bench_memory.py [--quick] [--backend numpy|cupy] [--out FILE.json]
         [--N 1000] [--d 500] [--rows 8] [--where]
         [--problem synthetic|w8a|a9a|dense] [--methods fedpm,newton,fednl,...] [--w8a PATH]
+        [--fresh]
 
 ``--fresh`` measures each case in a fresh process: the oracle keeps one Hessian stack for
 reuse between calls (objectives._hessian_stack), so in one process only the first case would
-pay for it. ``--problem`` other than ``synthetic`` uses bench_peers.py's problems: the w8a and a9a FedNL
-splits (sparse storage, as ``storage="auto"`` picks) and the w8a-shaped dense synthetic. With
+pay for it. ``--problem`` other than ``synthetic`` uses bench_peers.py's problems: the w8a and
+a9a FedNL splits (sparse storage, as ``storage="auto"`` picks) and the w8a-shaped dense
+synthetic. With
 ``--methods`` every listed method is measured (``run`` of 1 round, drift off and on; FedNL with
 option 2, top-K Kc = 8d, the default spectral l^k); without it only FedPM, with the extra
 "round" case below.

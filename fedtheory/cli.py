@@ -37,6 +37,7 @@ from .runner.metrics import environment
 from .suite import DEFAULT_PROBLEM, list_problems, load_problem
 from .threads import DEFAULT_THREADS
 from .trace import TIMING
+from .validate import check_int, check_min, coerce
 
 
 def _params(pairs: Sequence[str]) -> dict[str, str]:
@@ -49,13 +50,10 @@ def _params(pairs: Sequence[str]) -> dict[str, str]:
 
 
 def _oracle_params(pairs: Sequence[str]) -> dict[str, float]:
-    out = {}
-    for key, value in _params(pairs).items():
-        try:
-            out[key] = int(value) if key == "b" else float(value)
-        except ValueError:
-            raise FedTheoryError(f"--oracle-param {key} must be a number, got {value!r}") from None
-    return out
+    """--oracle-param KEY=VALUE: b (the minibatch size) an integer, any other a float."""
+    return {key: coerce(key, value, 1 if key == "b" else 1.0, label=f"--oracle-param {key}",
+                        expected="a number")
+            for key, value in _params(pairs).items()}
 
 
 def _check_out(path: str | None) -> Path | None:
@@ -117,12 +115,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     out = _check_out(args.out)
     if args.precision is not None:
         return _run_precise(args, out)
-    check(args.seed >= 0, f"--seed must be an integer >= 0, got {args.seed}")
-    check(args.threads >= 1, f"--threads must be an integer >= 1, got {args.threads}")
+    check_int(args.seed, "--seed", 0)
+    check_int(args.threads, "--threads", 1)
     method = make_method(args.method, _params(args.param))
     participation = _participation(args.participation)
     oracle = make_oracle(args.oracle, **_oracle_params(args.oracle_param))
-    check(args.diverge_factor > 0, f"--diverge-factor must be > 0, got {args.diverge_factor}")
+    check_min(args.diverge_factor, "--diverge-factor", 0, strict=True)
     host = load_problem(args.problem)
     theta0 = _theta0(args.theta0, host)
     problem = _backend(host, args.backend)
@@ -153,8 +151,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def _run_precise(args: argparse.Namespace, out: Path | None) -> int:
     """--precision BITS: the run in arb ball arithmetic (:mod:`fedtheory.precision`); the
     options it does not support are refused, never ignored."""
-    check(args.precision >= 53, f"--precision must be an integer >= 53 (bits), got "
-                                f"{args.precision}")
+    check_int(args.precision, "--precision", 53, note=" (bits)")
     unsupported = [opt for opt, used in (
         ("--participation", args.participation is not None),
         ("--oracle", args.oracle != "exact"), ("--oracle-param", bool(args.oracle_param)),
@@ -165,7 +162,7 @@ def _run_precise(args: argparse.Namespace, out: Path | None) -> int:
                            f"on the CPU; it does not take {', '.join(unsupported)}")
     from .precision import main_run_precise
 
-    check(args.seed >= 0, f"--seed must be an integer >= 0, got {args.seed}")
+    check_int(args.seed, "--seed", 0)
     return main_run_precise(load_problem(args.problem), args.method, _params(args.param),
                             args.rounds, args.precision, seed=args.seed, out=out)
 
@@ -181,7 +178,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         "SOPM(K=1)": make_method("sopm", {"K": 1, "eta": 1.0}),
         "Newton": make_method("newton", {"eta": 1.0}),
     }
-    check(args.threads >= 1, f"--threads must be an integer >= 1, got {args.threads}")
+    check_int(args.threads, "--threads", 1)
     traces = {name: run(problem, m, args.rounds, threads=args.threads)
               for name, m in runs.items()}
     print("# ||theta^t - theta*|| per round")

@@ -32,6 +32,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from fedtheory.errors import FedTheoryError, check
+from fedtheory.validate import check_choice, check_min
 
 Fail = Callable[[str], FedTheoryError]
 """The reader's error for the current line with the given reason (raised by the caller)."""
@@ -53,7 +54,7 @@ class Dataset:
     task: str
 
     def __post_init__(self) -> None:
-        check(self.task in TASKS, f"task must be one of {TASKS}, got {self.task!r}")
+        check_choice(self.task, "task", TASKS)
         check(self.X.ndim == 2, f"X must be 2-D, got shape {self.X.shape}")
         check(
             self.y.shape == (self.X.shape[0],),
@@ -155,12 +156,11 @@ def read_libsvm(
     it (see the comment that opens this section), so the arrays are the ones it reads.
     """
     path = Path(path)
-    check(task in TASKS, f"task must be one of {TASKS}, got {task!r}")
-    check(rows is None or rows >= 1, f"rows must be >= 1 or None, got {rows}")
-    check(
-        n_features is None or n_features >= 0,
-        f"n_features must be >= 0 or None, got {n_features}",
-    )
+    check_choice(task, "task", TASKS)
+    if rows is not None:
+        check_min(rows, "rows", 1, note=" or None")
+    if n_features is not None:
+        check_min(n_features, "n_features", 0, note=" or None")
     check(path.is_file(), f"{path}: no such file")
     fmt = _Format(path, task, bool(zero_based), n_features)
 
@@ -536,7 +536,7 @@ def _client_sizes(sizes: Sequence[int] | str, n_clients: int, mean_size: int,
             sizes in ("powerlaw", "equal"),
             f"sizes must be 'powerlaw', 'equal' or a list of ints, got {sizes!r}",
         )
-        check(mean_size >= 1, f"mean_size must be >= 1, got {mean_size}")
+        check_min(mean_size, "mean_size", 1)
         if sizes == "equal":
             return np.full(n_clients, mean_size, dtype=np.int64)
         # FedProx draws 50 + LogNormal(4, 2) rows per client (mean 50 + e^6); rescale so that the
@@ -578,8 +578,8 @@ def fedprox_synthetic(
     list gives the sizes. Rows are stacked client by client; the partition lists each client's
     row indices.
     """
-    check(n_clients >= 1, f"n_clients must be >= 1, got {n_clients}")
-    check(d >= 1, f"d must be >= 1, got {d}")
+    check_min(n_clients, "n_clients", 1)
+    check_min(d, "d", 1)
     check(alpha >= 0 and beta >= 0, f"alpha and beta must be >= 0, got {alpha}, {beta}")
     rng = np.random.default_rng(seed)
     n_k = _client_sizes(sizes, n_clients, mean_size, rng)
@@ -632,8 +632,8 @@ def heterogeneous_quadratic(
     (lam = 0), client i's minimiser of ``||A_i theta - y_i||^2 / (2 n_i)`` is exactly
     ``theta_i``. Needs ``n_i >= d``; ``d = 1`` needs ``mu == L``. Task is ``"regression"``.
     """
-    check(n_clients >= 1, f"n_clients must be >= 1, got {n_clients}")
-    check(d >= 1, f"d must be >= 1, got {d}")
+    check_min(n_clients, "n_clients", 1)
+    check_min(d, "d", 1)
     check(0 < mu <= L, f"need 0 < mu <= L, got mu={mu}, L={L}")
     check(d >= 2 or mu == L, f"d=1 cannot attain both mu={mu} and L={L}; use d >= 2 or mu == L")
     check(spread >= 0 and noise >= 0, f"spread and noise must be >= 0, got {spread}, {noise}")

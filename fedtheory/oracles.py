@@ -39,6 +39,7 @@ import numpy as np
 from ._types import Array
 from .errors import check
 from .objectives import ORACLES, OracleOut
+from .validate import check_count, check_nonneg, check_options
 
 
 class Oracle(Protocol):
@@ -107,8 +108,7 @@ class Minibatch:
     b: int = 1
 
     def __post_init__(self) -> None:
-        check(isinstance(self.b, (int, np.integer)) and not isinstance(self.b, bool)
-              and self.b >= 1, f"minibatch size b must be an integer >= 1, got {self.b!r}")
+        check_count(self.b, "minibatch size b")
 
     @property
     def name(self) -> str:
@@ -137,9 +137,7 @@ class Gaussian:
     sigma: float = 0.0
 
     def __post_init__(self) -> None:
-        check(isinstance(self.sigma, (int, float, np.floating)) and not isinstance(self.sigma, bool)
-              and math.isfinite(self.sigma) and self.sigma >= 0,
-              f"gaussian oracle sigma must be a finite number >= 0, got {self.sigma!r}")
+        check_nonneg(self.sigma, "gaussian oracle sigma")
 
     @property
     def name(self) -> str:
@@ -172,8 +170,5 @@ def make_oracle(spec: str | Oracle = "exact", **options: Any) -> Oracle:
     check(spec in ORACLE_MODELS,
           f"unknown oracle {spec!r}; known oracles: {', '.join(ORACLE_MODELS)}")
     cls = ORACLE_MODELS[spec]
-    fields = tuple(cls.__dataclass_fields__)
-    unknown = sorted(set(options) - set(fields))
-    check(not unknown, f"unknown option(s) {unknown} for oracle {spec!r}; "
-                       f"accepted: {', '.join(fields) or 'none'}")
+    check_options(options, tuple(cls.__dataclass_fields__), owner=f"oracle {spec!r}")
     return cls(**options)

@@ -21,13 +21,14 @@ from __future__ import annotations
 import numpy as np
 
 from fedtheory.errors import FedTheoryError, check
+from fedtheory.validate import check_min, check_options
 
 KINDS = ("iid", "contiguous", "sorted", "dirichlet")
 
 
 def _check_counts(n: int, n_clients: int) -> None:
-    check(n_clients >= 1, f"n_clients must be >= 1, got {n_clients}")
-    check(n >= 1, f"n must be >= 1, got {n}")
+    check_min(n_clients, "n_clients", 1)
+    check_min(n, "n", 1)
     check(n_clients <= n, f"more clients than samples: n_clients={n_clients} > n={n}")
 
 
@@ -63,7 +64,7 @@ def sorted_by_label(y: np.ndarray, n_clients: int) -> list[np.ndarray]:
 def quantile_bins(y: np.ndarray, k: int = 4) -> np.ndarray:
     """Discrete labels ``0..k-1`` from the ``k``-quantiles of a real target (for ``dirichlet``)."""
     y = _labels(y)
-    check(k >= 1, f"k must be >= 1, got {k}")
+    check_min(k, "k", 1)
     check(y.size >= 1, "y must not be empty")
     edges = np.quantile(y, np.arange(1, k) / k)
     return np.searchsorted(edges, y, side="right").astype(np.int64)
@@ -88,9 +89,9 @@ def dirichlet(
     y = _labels(y)
     n = y.size
     _check_counts(n, n_clients)
-    check(alpha > 0, f"alpha must be > 0, got {alpha}")
-    check(min_size >= 1, f"min_size must be >= 1, got {min_size}")
-    check(max_tries >= 1, f"max_tries must be >= 1, got {max_tries}")
+    check_min(alpha, "alpha", 0, strict=True)
+    check_min(min_size, "min_size", 1)
+    check_min(max_tries, "max_tries", 1)
     check(
         n >= n_clients * min_size,
         f"n={n} rows cannot give {n_clients} clients min_size={min_size} rows each",
@@ -137,12 +138,7 @@ def make_partition(
     ``min_size`` and ``max_tries``; ``sorted`` and ``dirichlet`` need ``y`` of length ``n``.
     """
     check(kind in KINDS, f"unknown partition kind {kind!r}; accepted: {', '.join(KINDS)}")
-    unknown = sorted(set(options) - set(_OPTIONS[kind]))
-    check(
-        not unknown,
-        f"unknown option(s) {unknown} for partition {kind!r}; "
-        f"accepted: {list(_OPTIONS[kind]) or 'none'}",
-    )
+    check_options(options, _OPTIONS[kind], owner=f"partition {kind!r}", listed=True)
     if kind in ("iid", "dirichlet"):
         check(seed is not None, f"partition {kind!r} needs a seed")
     if kind in ("sorted", "dirichlet"):

@@ -36,6 +36,7 @@ from .errors import ConditioningWarning, FactorizationError, FedTheoryError, che
 from .linalg import spd_solve
 from .objectives import ORACLES, ClientCSR, OracleOut
 from .resources import available_memory
+from .validate import check_choice, check_nonneg
 
 WEIGHTINGS = ("samples", "uniform")
 STORAGES = ("auto", "dense", "sparse")
@@ -80,11 +81,9 @@ class FederatedProblem:
     def __init__(self, A: Array | ClientCSR, y: Array, sw: Array, sizes: Sequence[int], *,
                  objective: str, lam: float, weighting: str = "samples", name: str = "problem",
                  spec: dict | None = None) -> None:
-        check(objective in ORACLES,
-              f"objective must be one of {sorted(ORACLES)}, got {objective!r}")
-        check(weighting in WEIGHTINGS, f"weighting must be one of {WEIGHTINGS}, got {weighting!r}")
-        check(isinstance(lam, (int, float)) and math.isfinite(lam) and lam >= 0,
-              f"lam must be a finite number >= 0, got {lam!r}")
+        check_choice(objective, "objective", sorted(ORACLES))
+        check_choice(weighting, "weighting", WEIGHTINGS)
+        check_nonneg(lam, "lam")
         self.A, self.y, self.sw = A, y, sw
         self.sizes = np.asarray(sizes, dtype=np.int64)
         self.objective, self.lam, self.weighting = objective, float(lam), weighting
@@ -103,7 +102,7 @@ class FederatedProblem:
         ``storage``: "dense", "sparse" or "auto" (sparse when at most
         :data:`SPARSE_DENSITY` of the entries are non-zero); see the module docstring.
         """
-        check(storage in STORAGES, f"storage must be one of {STORAGES}, got {storage!r}")
+        check_choice(storage, "storage", STORAGES)
         check(len(Xs) == len(ys) and len(Xs) >= 1,
               f"need one target vector per client and at least one client, got {len(Xs)} "
               f"design matrices and {len(ys)} target vectors")

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -40,6 +39,7 @@ from . import data as datasets
 from .errors import FedTheoryError, check, out_of_memory
 from .partitions import make_partition, quantile_bins
 from .problem import FederatedProblem
+from .validate import check_choice, check_int, check_kinds, check_table_keys
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -66,9 +66,9 @@ _TOP_KEYS = ("name", "description", "data", "partition", "objective")
 _PARTITION_KEYS = ("kind", "clients", "seed", "alpha", "min_size", "max_tries", "bins")
 _OBJECTIVE_KEYS = ("kind", "lam", "weighting")
 
-# What each key may hold, checked when a spec is read so that a wrong value is named with its
-# file and key before any loader sees it. Numbers must be finite, integers >= 0 (no spec size,
-# seed or count is negative), and true/false is neither.
+# What each key may hold (kinds of fedtheory.validate.KINDS), checked when a spec is read so
+# that a wrong value is named with its file and key before any loader sees it. Numbers must be
+# finite, integers >= 0 (no spec size, seed or count is negative), and true/false is neither.
 _STR, _BOOL, _COUNT, _NUM, _COUNTS = ("a string", "true or false", "an integer >= 0",
                                       "a finite number", "a list of integers >= 0")
 _TYPES: dict[str, tuple[str, ...]] = {
@@ -128,8 +128,8 @@ def read_spec(path: str | Path) -> dict[str, Any]:
         raise FedTheoryError(f"{path}: malformed TOML: {exc}") from None
     except OSError as exc:
         raise FedTheoryError(f"{path}: cannot read: {exc.strerror}") from None
-    check_keys(spec, _TOP_KEYS, path, "top level")
-    _types(spec, path, "top level")
+    check_table_keys(spec, _TOP_KEYS, path, "top level")
+    check_kinds(spec, _TYPES, f"{path}: top level")
     spec.setdefault("name", path.stem)
     for table in ("data", "partition", "objective"):
         if table in spec:
@@ -138,46 +138,20 @@ def read_spec(path: str | Path) -> dict[str, Any]:
     for table in ("data", "objective"):
         check(isinstance(spec.get(table), dict), f"{path}: the [{table}] table is missing")
     src = spec["data"].get("source")
-    check(isinstance(src, str) and src in _SOURCES,
-          f"{path}: [data] source must be one of {', '.join(_SOURCES)}, got {src!r}")
+    check_choice(src, f"{path}: [data] source", _SOURCES, joined=True)
     loader, options, partitioned = _SOURCES[src]
-    check_keys(spec["data"], ("source", "storage", *options), path, "[data]")
+    check_table_keys(spec["data"], ("source", "storage", *options), path, "[data]")
     if partitioned:
         check("partition" not in spec, f"{path}: source {src!r} comes partitioned; "
                                        f"remove the [partition] table")
     else:
         check(isinstance(spec.get("partition"), dict), f"{path}: the [partition] table is missing")
-        check_keys(spec["partition"], _PARTITION_KEYS, path, "[partition]")
-    check_keys(spec["objective"], _OBJECTIVE_KEYS, path, "[objective]")
+        check_table_keys(spec["partition"], _PARTITION_KEYS, path, "[partition]")
+    check_table_keys(spec["objective"], _OBJECTIVE_KEYS, path, "[objective]")
     for table in ("data", "partition", "objective"):
-        _types(spec.get(table, {}), path, f"[{table}]")
+        check_kinds(spec.get(table, {}), _TYPES, f"{path}: [{table}]")
     spec["_dir"], spec["_path"] = str(path.resolve().parent), str(path)
     return spec
-
-
-def check_keys(table: dict, allowed: tuple[str, ...], path: Path, where: str) -> None:
-    """Refuse a key of a TOML table that is not in ``allowed``, naming the file and table."""
-    for key in table:
-        check(key in allowed, f"{path}: unknown key {key!r} in {where}; accepted: "
-                              f"{', '.join(allowed)}")
-
-
-def _types(table: dict, path: Path, where: str) -> None:
-    for key, value in table.items():
-        kinds = _TYPES.get(key, ())
-        check(not kinds or any(_is(kind, value) for kind in kinds),
-              f"{path}: {where} {key} must be {' or '.join(kinds)}, got {value!r}")
-
-
-def _is(kind: str, value: Any) -> bool:
-    if kind == _COUNTS:
-        return isinstance(value, list) and bool(value) and all(_is(_COUNT, v) for v in value)
-    if kind == _STR or kind == _BOOL:
-        return isinstance(value, str if kind == _STR else bool)
-    number = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if kind == _NUM:
-        return number and math.isfinite(value)
-    return number and isinstance(value, int) and value >= 0
 
 
 def spec_hash(spec: dict[str, Any]) -> str:
@@ -255,8 +229,7 @@ def _build_problem(spec: dict[str, Any]) -> FederatedProblem:
         opts = dict(spec["partition"])
         kind = opts.pop("kind", None)
         n_clients = opts.pop("clients", None)
-        check(isinstance(n_clients, int), f"[partition] clients must be an integer, "
-                                          f"got {n_clients!r}")
+        check_int(n_clients, "[partition] clients", None)
         bins = opts.pop("bins", 4)
         # label skew needs labels: regression targets are binned into quantiles first
         labels = quantile_bins(ds.y, k=bins) if ds.task == "regression" else ds.y

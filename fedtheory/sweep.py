@@ -66,7 +66,7 @@ from .errors import FedTheoryError, WriteError, check
 from .methods import METHODS, make_method
 from .oracles import ORACLE_MODELS, make_oracle
 from .results import RUNS_DIR, label_facets, make_labels
-from .suite import check_keys, read_spec, resolve, spec_hash
+from .suite import read_spec, resolve, spec_hash
 from .sweep_worker import (
     ERRORS_DIR,
     Config,
@@ -76,6 +76,7 @@ from .sweep_worker import (
     run_file,
     save_run,
 )
+from .validate import check_bool, check_choice, check_count, check_int, check_table_keys, is_int
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -121,7 +122,7 @@ def read_sweep(path: str | os.PathLike, backend: str | None = None) -> dict[str,
         raise FedTheoryError(f"{path}: malformed TOML: {exc}") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise FedTheoryError(f"{path}: cannot read the sweep spec ({exc})") from None
-    check_keys(spec, _TOP_KEYS, path, "the top level")
+    check_table_keys(spec, _TOP_KEYS, path, "the top level")
     for key in ("problems", "rounds", "methods"):
         check(key in spec, f"{path}: missing key {key!r} at the top level")
 
@@ -130,19 +131,16 @@ def read_sweep(path: str | os.PathLike, backend: str | None = None) -> dict[str,
           f"{path}: problems must be a non-empty list of suite names or .toml paths, "
           f"got {problems!r}")
     rounds = spec["rounds"]
-    check(_is_int(rounds) and rounds >= 1, f"{path}: rounds must be an integer >= 1, "
-                                           f"got {rounds!r}")
+    check_count(rounds, f"{path}: rounds")
     spec["seeds"] = _seeds(spec.get("seeds", [0]), path)
     spec["participation"] = _participation(spec.get("participation", ["all"]), path)
     spec.setdefault("drift_metrics", True)
-    check(isinstance(spec["drift_metrics"], bool),
-          f"{path}: drift_metrics must be true or false, got {spec['drift_metrics']!r}")
+    check_bool(spec["drift_metrics"], f"{path}: drift_metrics", toml=True)
     spec.setdefault("backend", "numpy")
     where = f"{path}: backend" if backend is None else "--backend"
     if backend is not None:
         spec["backend"] = backend
-    check(spec["backend"] in BACKENDS,
-          f"{where} must be one of {', '.join(BACKENDS)}, got {spec['backend']!r}")
+    check_choice(spec["backend"], where, BACKENDS, joined=True)
     if spec["backend"] == "cupy":
         try:
             require_gpu("backend = \"cupy\"" if backend is None else "--backend cupy")
@@ -155,10 +153,8 @@ def read_sweep(path: str | os.PathLike, backend: str | None = None) -> dict[str,
           f"{path}: methods must be one or more [[methods]] tables, got {methods!r}")
     for i, entry in enumerate(methods, 1):
         where = f"[[methods]] #{i}"
-        check_keys(entry, _METHOD_KEYS, path, where)
-        check(isinstance(entry.get("name"), str) and entry["name"] in METHODS,
-              f"{path}: {where}: name must be one of {', '.join(sorted(METHODS))}, "
-              f"got {entry.get('name')!r}")
+        check_table_keys(entry, _METHOD_KEYS, path, where)
+        check_choice(entry.get("name"), f"{path}: {where}: name", sorted(METHODS), joined=True)
         params = entry.setdefault("params", {})
         check(isinstance(params, dict), f"{path}: {where}: params must be a table, "
                                         f"got {params!r}")
@@ -168,28 +164,21 @@ def read_sweep(path: str | os.PathLike, backend: str | None = None) -> dict[str,
             oracle = entry["oracle"] = {"name": oracle}
         check(isinstance(oracle, dict), f"{path}: {where}: oracle must be a name or a table "
                                         f"with a name, got {oracle!r}")
-        check(isinstance(oracle.get("name"), str) and oracle["name"] in ORACLE_MODELS,
-              f"{path}: {where}: oracle name must be one of {', '.join(ORACLE_MODELS)}, "
-              f"got {oracle.get('name')!r}")
+        check_choice(oracle.get("name"), f"{path}: {where}: oracle name", ORACLE_MODELS,
+                     joined=True)
         _grid_values({k: v for k, v in oracle.items() if k != "name"}, path, f"{where} oracle")
     spec["_dir"], spec["_path"] = str(path.resolve().parent), str(path)
     return spec
 
 
-def _is_int(x: Any) -> bool:
-    return isinstance(x, int) and not isinstance(x, bool)
-
-
 def _seeds(seeds: Any, path: Path) -> list[int]:
     if isinstance(seeds, dict):
-        check_keys(seeds, _SEED_KEYS, path, "seeds")
+        check_table_keys(seeds, _SEED_KEYS, path, "seeds")
         count, start = seeds.get("count"), seeds.get("start", 0)
-        check(_is_int(count) and count >= 1, f"{path}: seeds count must be an integer >= 1, "
-                                             f"got {count!r}")
-        check(_is_int(start) and start >= 0, f"{path}: seeds start must be an integer >= 0, "
-                                             f"got {start!r}")
+        check_count(count, f"{path}: seeds count")
+        check_int(start, f"{path}: seeds start", 0)
         return list(range(start, start + count))
-    check(isinstance(seeds, list) and seeds and all(_is_int(s) and s >= 0 for s in seeds),
+    check(isinstance(seeds, list) and seeds and all(is_int(s) and s >= 0 for s in seeds),
           f"{path}: seeds must be a list of integers >= 0 or {{count = .., start = ..}}, "
           f"got {seeds!r}")
     return list(dict.fromkeys(seeds))
@@ -200,7 +189,7 @@ def _participation(values: Any, path: Path) -> list[int | None]:
         values = [values]
     out: list[int | None] = []
     for v in values:
-        check(v == "all" or (_is_int(v) and v >= 1),
+        check(v == "all" or (is_int(v) and v >= 1),
               f"{path}: participation must be \"all\" or integers >= 1, got {v!r}")
         out.append(None if v == "all" else v)
     check(bool(out), f"{path}: participation must not be empty")
@@ -284,9 +273,8 @@ def run_sweep(spec_path: str | os.PathLike, out_dir: str | os.PathLike, jobs: in
     cluster at the ``scheduler`` address); both write the same files, so either resumes.
     ``backend`` replaces the spec's ``backend`` key (it is part of every configuration id, so
     runs on another backend are new runs beside the old ones)."""
-    check(_is_int(jobs) and jobs >= 1, f"jobs must be an integer >= 1, got {jobs!r}")
-    check(executor in EXECUTORS, f"executor must be one of {', '.join(EXECUTORS)}, "
-                                 f"got {executor!r}")
+    check_count(jobs, "jobs")
+    check_choice(executor, "executor", EXECUTORS, joined=True)
     check(scheduler is None or executor == "dask",
           f"a scheduler address ({scheduler!r}) needs the dask executor, got {executor!r}")
     dask = _dask_executor() if executor == "dask" else None

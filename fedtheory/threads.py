@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 
-from .errors import check
+from .validate import check_int
 
 #: the default thread count wherever results are computed (see the module docstring)
 DEFAULT_THREADS = 1
@@ -20,16 +20,16 @@ DEFAULT_THREADS = 1
 
 def check_threads(threads: object) -> int | None:
     """``threads`` as accepted everywhere: an integer >= 1, or None (leave BLAS as it is)."""
-    check(threads is None or (isinstance(threads, int) and not isinstance(threads, bool)
-                              and threads >= 1),
-          f"threads must be an integer >= 1 or None, got {threads!r}")
-    return threads  # type: ignore[return-value]
+    if threads is None:
+        return None
+    check_int(threads, "threads", 1, note=" or None")
+    return int(threads)
 
 
 @contextlib.contextmanager
 def blas_threads(threads: int | None = DEFAULT_THREADS) -> Iterator[None]:
     """Limit NumPy/SciPy's BLAS to ``threads`` threads inside the block (None: no limit)."""
-    check_threads(threads)
+    threads = check_threads(threads)
     if threads is None:
         yield
         return

@@ -19,7 +19,6 @@ import argparse
 import difflib
 import subprocess
 import sys
-from pathlib import Path
 
 from run_mutants import MUTANTS, REPO, load_mutants
 

@@ -32,6 +32,7 @@ from ..problem import FederatedProblem
 from ..resources import available_memory
 from ..threads import DEFAULT_THREADS, blas_threads, check_threads
 from ..trace import Trace
+from ..validate import check_count, check_int, check_min, check_seed
 from . import metrics
 from .participation import Participation
 
@@ -199,23 +200,16 @@ ROW_BYTES = 1024
 
 
 def check_common(rounds: Any, target: Any, log_every: Any) -> None:
-    check(isinstance(rounds, (int, np.integer)) and not isinstance(rounds, bool) and rounds >= 0,
-          f"rounds must be an integer >= 0, got {rounds!r}")
-    check(target is None or target > 0, f"target must be > 0, got {target!r}")
-    check(isinstance(log_every, (int, np.integer)) and log_every >= 1,
-          f"log_every must be an integer >= 1, got {log_every!r}")
+    check_int(rounds, "rounds", 0)
+    if target is not None:
+        check_min(target, "target", 0, strict=True, show=repr)
+    check_count(log_every, "log_every")
     rows = rounds // log_every + 2
     need, free = rows * ROW_BYTES, available_memory()
     check(free is None or need <= free / 2,
           f"rounds = {rounds:,} with log_every = {log_every} keeps {rows:,} rows "
           f"(~{need / 2**30:.2g} GiB), more than half of the {(free or 0) / 2**30:.2g} GiB "
           f"available; log fewer rounds (log_every) or run fewer rounds")
-
-
-def check_seed(seed: Any) -> int:
-    check(isinstance(seed, (int, np.integer)) and not isinstance(seed, bool) and seed >= 0,
-          f"seed must be an integer >= 0, got {seed!r}")
-    return int(seed)
 
 
 def start(problem: FederatedProblem, theta0: Any) -> Any:

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import FedTheoryError, check
+from ..validate import check_int, is_int
 
 
 class Participation:
@@ -26,11 +27,9 @@ class Participation:
     def __init__(self, N: int, participation: Any, rounds: int) -> None:
         self.N = N
         self.schedule: list[np.ndarray | None] | None = None
-        if participation is None or _is_int(participation):
+        if participation is None or is_int(participation):
             S = N if participation is None else participation
-            check(_is_int(S) and 1 <= S <= N,
-                  f"participation S must be an integer in 1..{N} (N = {N}), "
-                  f"got {participation!r}")
+            check_int(S, "participation S", 1, N, note=f" (N = {N})")
             self.S: int | None = int(S)
             return
         if isinstance(participation, (str, os.PathLike)):
@@ -93,17 +92,13 @@ def read_schedule(path: str | os.PathLike) -> list[list[int]]:
     return out
 
 
-def _is_int(x: Any) -> bool:
-    return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
-
-
 def _round(N: int, t: int, clients: Any) -> np.ndarray | None:
     check(isinstance(clients, (Sequence, np.ndarray)) and not isinstance(clients, str),
           f"participation schedule, round {t}: expected a list of client indices, "
           f"got {clients!r}")
     check(len(clients) >= 1, f"participation schedule, round {t} is empty")
     for c in clients:
-        check(_is_int(c) and 0 <= c < N,
+        check(is_int(c) and 0 <= c < N,
               f"participation schedule, round {t}: client index must be in 0..{N - 1}, "
               f"got {c!r}")
     c = np.sort(np.asarray(clients, dtype=np.int64))
