@@ -30,6 +30,7 @@ from collections.abc import Mapping
 from typing import TypeVar
 
 from .errors import check
+from .validate import check_choice
 
 SIZES = ("small", "medium", "full")
 SIZE_VAR = "FEDTHEORY_SIZE"
@@ -58,5 +59,5 @@ def notebook_size(environ: Mapping[str, str] | None = None) -> str:
 def by_size(*, small: T, medium: T, full: T, size: str | None = None) -> T:
     """The value for ``size`` (default: :func:`notebook_size` of the environment)."""
     size = notebook_size() if size is None else size
-    check(size in SIZES, f"size must be one of {', '.join(SIZES)}, got {size!r}")
+    check_choice(size, "size", SIZES, joined=True)
     return {"small": small, "medium": medium, "full": full}[size]

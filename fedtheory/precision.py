@@ -103,6 +103,7 @@ from .methods.first_order import GD
 from .methods.sopm import SOPM
 from .problem import FederatedProblem
 from .rates import OrderFit, RateFit, asymptotic_window, linear_rate, q_order
+from .validate import check_int
 
 MIN_PREC = 64
 #: A value is resolved when its radius is at most this fraction of it (its log is then known
@@ -474,8 +475,7 @@ def to_precise(problem: FederatedProblem, prec: int = 256, *,
     to the host first; sparse storage is read as its dense padded array.
     """
     _flint()
-    check(isinstance(prec, (int, np.integer)) and not isinstance(prec, bool)
-          and prec >= MIN_PREC, f"prec must be an integer >= {MIN_PREC} bits, got {prec!r}")
+    check_int(prec, "prec", MIN_PREC, note=" bits")
     est = estimate_round_seconds(problem, int(prec))
     if est > max_round_seconds:
         raise FedTheoryError(
@@ -785,8 +785,7 @@ def run_precise(problem: FederatedProblem | PreciseProblem, method_name: str,
     flint = _flint()
     method = make_method(method_name, params)
     _check_supported(method)
-    check(isinstance(rounds, (int, np.integer)) and rounds >= 0,
-          f"rounds must be an integer >= 0, got {rounds!r}")
+    check_int(rounds, "rounds", 0)
     if isinstance(problem, PreciseProblem):
         check(problem.prec == prec, f"the PreciseProblem is at {problem.prec} bits but prec = "
                                     f"{prec}; pass prec={problem.prec} or convert again")

@@ -29,6 +29,7 @@ from scipy import stats
 
 from fedtheory._backend import to_numpy
 from fedtheory.errors import FedTheoryError, check
+from fedtheory.validate import check_int
 
 EPS = float(np.finfo(np.float64).eps)
 
@@ -250,10 +251,7 @@ def asymptotic_window(
     lie above the floor.
     """
     arr = _as_errors(e)
-    check(
-        isinstance(min_points, (int, np.integer)) and min_points >= 3,
-        f"min_points must be an integer >= 3 (two pairs for the order fit), got {min_points!r}",
-    )
+    check_int(min_points, "min_points", 3, note=" (two pairs for the order fit)")
     check(math.isfinite(tol) and tol > 0, f"tol must be finite and > 0, got {tol!r}")
     if floor is None:
         floor = default_floor(scale)
