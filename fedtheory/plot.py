@@ -29,6 +29,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import matplotlib
+import matplotlib.colors
 import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
@@ -83,6 +85,36 @@ COMM_COLUMNS = ("uplink_floats", "downlink_floats", "bits")
 METHOD_ORDER = ("fedpm", "sopm", "newton", "fednl", "fedpac", "fedsophia", "giant", "dane",
                 "gd", "fedavg", "fedprox", "scaffold", "newton_star", "fednl_pp", "fednl_ls",
                 "fednl_cr")
+#: the fixed style of every registered method (fedtheory.methods.METHODS), the same in every
+#: figure: a colour of its own (Okabe-Ito's seven without yellow, then Paul Tol's muted and a
+#: few darker tones, so no two methods share one), a marker of its own and a line style, so
+#: (colour, marker, line style) is unique even in greyscale. Variants of one method (FedPM +
+#: FOOF, FedNL's compressors, ...) keep its colour and change line style and marker.
+METHOD_STYLES: dict[str, dict[str, str]] = {
+    "fedpm": dict(color="#0072B2", marker="o", ls="-"),        # blue
+    "sopm": dict(color="#D55E00", marker="s", ls="-"),         # vermilion
+    "newton": dict(color="#000000", marker="^", ls="-"),       # black
+    "fednl": dict(color="#CC79A7", marker="D", ls="-"),        # reddish purple
+    "fedpac": dict(color="#009E73", marker="v", ls="-"),       # bluish green
+    "fedsophia": dict(color="#E69F00", marker="P", ls="-"),    # orange
+    "giant": dict(color="#56B4E9", marker="X", ls="--"),       # sky blue
+    "dane": dict(color="#882255", marker="*", ls="--"),        # wine
+    "gd": dict(color="#332288", marker="<", ls="--"),          # indigo
+    "fedavg": dict(color="#999933", marker=">", ls="--"),      # olive
+    "fedprox": dict(color="#117733", marker="p", ls="-."),     # green
+    "scaffold": dict(color="#44AA99", marker="h", ls="-."),    # teal
+    "newton_star": dict(color="#777777", marker="d", ls="--"),  # grey (dotted: the floor)
+    "fednl_pp": dict(color="#8C564B", marker="H", ls="-."),    # brown
+    "fednl_ls": dict(color="#AA4499", marker="8", ls="--"),    # purple
+    "fednl_cr": dict(color="#A6761D", marker="x", ls=":"),     # mustard
+}
+#: colours of methods that are not registered, in order of appearance
+EXTRA_COLORS = tuple(dict.fromkeys(v["color"] for v in METHOD_STYLES.values()))
+#: markers of the variants of one method, after its own
+VARIANT_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">", "p", "h", "d", "H", "8")
+#: sequential colormaps for curves of one method that differ in one ordered parameter (the
+#: first method with such a sweep in a figure gets viridis, the next plasma, ...)
+SEQUENTIAL_CMAPS = ("viridis", "plasma", "cividis")
 #: a stall: the last STALL_ROUNDS step ratios e_{t+1}/e_t all lie within STALL_RATIO of 1
 STALL_ROUNDS, STALL_RATIO = 3, 0.02
 _FIGSIZE = {"size": (8.0, 4.5)}
@@ -362,16 +394,17 @@ def _draw(data: Any, column: str, *, by: str | Sequence[str], x: str, ax: Axes |
                     and np.abs(finite[finite <= 0]).max(initial=0.0) <= 1e-3 * pos.max())
     fl = _floor_value(floor, column, df, finite)
     positive = finite[finite > 0]
-    # where values <= 0 (exact zeros at the float floor, negative subopt) are drawn on a log
-    # axis: at the floor when there is one, else a decade below the smallest positive value
+    # where values at or below the floor (exact zeros, negative subopt, and positive values
+    # under the float floor) are drawn on a log axis: at the floor when there is one, else a
+    # decade below the smallest positive value
     bottom = (fl if fl is not None else float(positive.min()) / 10) if positive.size else 1.0
     fig, ax = _axes(ax)
     if logy:
         ax.set_yscale("log")
     if logx if logx is not None else x in COMM_COLUMNS:
         ax.set_xscale("log")
-    handles, missing, n_runs, n_nonpos = [], [], set(), 0
-    styles = curve_styles([name for name, _ in curves], groups)
+    handles, missing, n_runs, n_low, n_small = [], [], set(), 0, 0
+    styles, notes = _styles_and_notes([name for name, _ in curves], groups)
     for (name, agg), style in zip(curves, styles, strict=True):
         if not np.isfinite(agg["med"]).any():
             missing.append(name)
@@ -379,10 +412,13 @@ def _draw(data: Any, column: str, *, by: str | Sequence[str], x: str, ax: Axes |
         label = name + _fit_text(agg, fit, column, floor, df)
         handles.append(_draw_curve(ax, agg, style, label, logy, bottom))
         if logy:
-            n_nonpos += int((np.asarray(agg["med"], dtype=float) <= 0).sum())
+            med = np.asarray(agg["med"], dtype=float)
+            n_low += int((med <= bottom).sum())
+            n_small += int(((med > 0) & (med <= bottom)).sum())
         if agg["n"].max() > 1:
             n_runs.add(int(agg["n"].max()))
-    handles += _furniture(ax, band, n_runs, fl, floor, column, n_nonpos, bottom)
+    handles += [Line2D([], [], ls="none", label=note) for note in notes]
+    handles += _furniture(ax, band, n_runs, fl, floor, column, (n_low, n_small), bottom)
     if bound is not None:
         handles += _draw_bounds(ax, bound, curves, groups, styles, logy, bound_style, df)
     for name in missing:
@@ -430,14 +466,15 @@ def _curves(df: pd.DataFrame, column: str, x: str, by: list[str], band: str,
 
 def _draw_curve(ax: Axes, agg: pd.DataFrame, style: dict, label: str, logy: bool,
                 bottom: float) -> Line2D:
-    """One curve: its centre line, its exact zeros and negatives marked at ``bottom`` on a log
-    axis, and its band over runs."""
+    """One curve: its centre line, its values at or below ``bottom`` (the floor: exact zeros,
+    negatives and positive values under it) drawn at ``bottom`` and marked there on a log axis,
+    and its band over runs."""
     med = _clip(agg["med"], bottom) if logy else agg["med"]
     every = None if len(agg) <= _MAX_MARKERS else 1.0 / _MAX_MARKERS
     (line,) = ax.plot(agg["x"], med, lw=1.8, ms=5, markevery=every, label=label, **style)
     if logy:
-        nonpos = np.asarray(agg["med"], dtype=float) <= 0
-        if nonpos.any():  # exact zeros and negatives are data: marked where they are
+        nonpos = np.asarray(agg["med"], dtype=float) <= bottom
+        if nonpos.any():  # zeros, negatives and values under the floor: marked on the floor
             ax.plot(np.asarray(agg["x"])[nonpos], np.full(int(nonpos.sum()), bottom),
                     ls="none", marker="v", ms=8, mfc="none", mew=1.5, color=style["color"],
                     zorder=5)
@@ -448,8 +485,9 @@ def _draw_curve(ax: Axes, agg: pd.DataFrame, style: dict, label: str, logy: bool
 
 
 def _furniture(ax: Axes, band: str, n_runs: set, fl: float | None, floor: Any, column: str,
-               n_nonpos: int, bottom: float) -> list:
-    """The legend entries of the band, the float floor (drawn here) and the marked zeros."""
+               n_low: tuple[int, int], bottom: float) -> list:
+    """The legend entries of the band, the float floor (drawn here) and the values marked on
+    it; ``n_low``: (points at or below ``bottom``, those of them > 0)."""
     handles: list = []
     if n_runs:
         n = "/".join(str(v) for v in sorted(n_runs))
@@ -462,10 +500,12 @@ def _furniture(ax: Axes, band: str, n_runs: set, fl: float | None, floor: Any, c
         what = "given" if floor is not None else _FLOOR_NAMES[column]
         handles.append(ax.axhline(fl, color="0.35", ls=":", lw=1.3,
                                   label=f"float floor {fl:.1e} ({what})"))
-    if n_nonpos:
+    n, n_small = n_low
+    if n:
+        what = (f"exactly 0 or negative ({n} points)" if not n_small else
+                f"at or below the floor (0, negative or\nbelow it; {n} points)")
         handles.append(Line2D([], [], ls="none", marker="v", ms=8, mfc="none", mew=1.5,
-                              color="0.3", label=f"exactly 0 or negative ({n_nonpos} points), "
-                                                 f"drawn at {bottom:.1e}"))
+                              color="0.3", label=f"{what}, drawn at {bottom:.1e}"))
     return handles
 
 
@@ -499,10 +539,11 @@ def _aggregate(g: pd.DataFrame, column: str, x: str, band: str) -> pd.DataFrame:
 
 
 def _clip(s: pd.Series | np.ndarray, bottom: float) -> np.ndarray:
-    """Values for a log axis: those <= 0 (exact zeros, negative subopt) are drawn at ``bottom``
-    (and marked by the caller), never dropped; NaN stays a gap."""
+    """Values for a log axis: those <= ``bottom`` (exact zeros, negative subopt, positive values
+    under the float floor) are drawn at ``bottom`` (and marked by the caller), never dropped
+    and never below it; NaN stays a gap."""
     a = np.asarray(s, dtype=float)
-    return np.where(a > 0, a, np.where(np.isnan(a), np.nan, bottom))
+    return np.where(a > bottom, a, np.where(np.isnan(a), np.nan, bottom))
 
 
 def _meta_max(df: pd.DataFrame, column: str) -> float | None:
@@ -613,8 +654,13 @@ def _param(g: pd.DataFrame, name: str) -> float:
 def _draw_bounds(ax: Axes, bound: Any, curves: list, groups: dict, styles: list,
                  logy: bool, bound_style: str, df: pd.DataFrame) -> list:
     """Each curve's bound: bars from each measured e_t and/or the guaranteed sequence from
-    e_0; returns the legend handles."""
-    lim, handles, texts = ax.get_ylim(), [], set()
+    e_0; returns the legend handles. The y range stays that of the curves: a sequence that
+    lies above it at every round t >= 1 (a bound vacuous from e_0, C e_0 > 1) is not drawn
+    and the legend says so instead of listing an invisible line; one that enters the axes
+    late says from which round."""
+    lim, texts = ax.get_ylim(), set()
+    lo, hi = min(lim), max(lim)
+    bars_seen, seq_seen, late, hidden, n = False, False, 0.0, [], 0
     for i, (name, agg) in enumerate(curves):
         spec = bound
         if isinstance(bound, Mapping):
@@ -622,6 +668,7 @@ def _draw_bounds(ax: Axes, bound: Any, curves: list, groups: dict, styles: list,
             spec = bound.get(name, bound.get(method))
             if spec is None:
                 continue
+        n += 1
         fn, text = _bound_fn(spec, groups[name])
         e, xs = agg["med"].to_numpy(), agg["x"].to_numpy()
         color = styles[i]["color"]
@@ -631,6 +678,7 @@ def _draw_bounds(ax: Axes, bound: Any, curves: list, groups: dict, styles: list,
             ok = np.isfinite(pred) & (pred > 0) if logy else np.isfinite(pred)
             ax.plot(xs[1:][ok], pred[ok], ls="none", marker="_", ms=12, mew=2, color=color,
                     alpha=0.9, zorder=4)
+            bars_seen |= bool(((pred[ok] >= lo) & (pred[ok] <= hi)).any())
         if bound_style in ("both", "sequence") and np.isfinite(e[0]):
             seq = [float(e[0])]
             with np.errstate(all="ignore"):
@@ -638,42 +686,184 @@ def _draw_bounds(ax: Axes, bound: Any, curves: list, groups: dict, styles: list,
                     seq.append(float(fn(np.asarray(seq[-1]))))
             seq_a = np.asarray(seq)
             ok = np.isfinite(seq_a) & (seq_a > 0) if logy else np.isfinite(seq_a)
-            ax.plot(xs[ok], seq_a[ok], ls=(0, (4, 2)), lw=1.0, color=color, alpha=0.8,
-                    zorder=2)
+            inside = np.flatnonzero(ok[1:] & (seq_a[1:] >= lo) & (seq_a[1:] <= hi)) + 1
+            if inside.size == 0 and len(seq) > 1:  # above (or off) the axes after e_0
+                hidden.append((name, seq_a[1]))
+            else:
+                ax.plot(xs[ok], seq_a[ok], ls=(0, (4, 2)), lw=1.0, color=color, alpha=0.8,
+                        zorder=2)
+                seq_seen = True
+                if inside.size and inside[0] > 1 and (seq_a[1:inside[0]] > hi).all():
+                    late = max(late, float(xs[inside[0]]))
         texts.add(text)
     ax.set_ylim(lim)
+    return _bound_handles(bound_style, texts, bars_seen, seq_seen, late, hidden, n)
+
+
+def _bound_handles(bound_style: str, texts: set, bars_seen: bool, seq_seen: bool, late: float,
+                   hidden: list, n: int) -> list:
+    """The legend entries of the bounds: a line only for what shows inside the axes."""
+    handles = []
     text = "; ".join(sorted(texts)) if len(texts) <= 2 else "per curve"
     if bound_style in ("both", "bars"):
         handles.append(Line2D([], [], ls="none", marker="_", ms=12, mew=2, color="0.3",
-                              label=f"bound from each $e_t$: {text}"))
+                              label=f"bound from each $e_t$: {text}")
+                       if bars_seen else
+                       Line2D([], [], ls="none", label=f"bound from each $e_t$ ({text}):\n"
+                                                       f"above the axes at every round, not drawn"))
     if bound_style in ("both", "sequence"):
-        handles.append(Line2D([], [], ls=(0, (4, 2)), lw=1.0, color="0.3",
-                              label="guaranteed sequence from $e_0$"))
+        if seq_seen:
+            until = f" (above the axes until round {late:g})" if late else ""
+            handles.append(Line2D([], [], ls=(0, (4, 2)), lw=1.0, color="0.3",
+                                  label=f"guaranteed sequence from $e_0${until}"))
+        for name, first in hidden:
+            who = f" of {name}" if n > 1 else ""
+            handles.append(Line2D([], [], ls="none", label=(
+                f"guaranteed sequence from $e_0${who}:\nabove the axes from "
+                f"t = 1 on ({first:.2g} at t = 1), not drawn")))
     return handles
 
 
 def curve_styles(names: Sequence[str], groups: Mapping[str, pd.DataFrame] | None = None
                  ) -> list[dict[str, Any]]:
-    """A style per curve that is the same in every figure: colour (and base marker) from the
-    curve's method's place in METHOD_ORDER (unknown methods after them, in order of
-    appearance); curves of one method (different parameters) differ by marker and line
-    style. 8 colours x 8 markers x 4 line styles."""
-    extra: dict[str, int] = {}
-    seen: dict[str, int] = {}
-    out = []
-    for name in names:
-        g = None if groups is None else groups.get(name)
-        method = (str(g["method"].dropna().iloc[0]) if g is not None and "method" in g.columns
-                  and g["method"].notna().any() else str(name).split(",")[0].split(" ")[0])
-        if method in METHOD_ORDER:
-            idx = METHOD_ORDER.index(method)
+    """A style (``color``, ``marker``, ``ls``) per curve, the same for a method in every figure.
+
+    Every registered method has its fixed style of METHOD_STYLES in every figure (a reader
+    learns FedPM's colour once); methods that are not registered get the colours that no
+    method of the figure uses, in order of appearance. Several curves of one method:
+
+    * when they differ in exactly one ordered (numeric) parameter, e.g. eta, S, or only in
+      their problem (a data sweep, ordered as given), they keep the method's marker and line
+      style and take their colour from a sequential colormap (SEQUENTIAL_CMAPS) in the order
+      of that parameter, dark for the smallest; a note names the parameter;
+    * otherwise (variants: FedPM + FOOF, FedNL's compressors, ...) they keep the method's
+      colour and change line style and marker.
+
+    No two curves of one call share (colour, marker, line style).
+    """
+    return _styles_and_notes(names, groups)[0]
+
+
+def _styles_and_notes(names: Sequence[str], groups: Mapping[str, pd.DataFrame] | None
+                      ) -> tuple[list[dict[str, Any]], list[str]]:
+    """:func:`curve_styles`, and the legend notes that name the parameter of each sweep."""
+    methods = [_curve_method(name, None if groups is None else groups.get(name))
+               for name in names]
+    known = {m for m in methods if m in METHOD_STYLES}
+    free = [c for c in EXTRA_COLORS if c not in {METHOD_STYLES[m]["color"] for m in known}]
+    free += [c for c in EXTRA_COLORS if c not in free]
+    unknown = list(dict.fromkeys(m for m in methods if m not in METHOD_STYLES))
+    base: dict[str, dict[str, str]] = {}
+    for m in dict.fromkeys(methods):
+        if m in METHOD_STYLES:
+            base[m] = dict(METHOD_STYLES[m])
         else:
-            idx = len(METHOD_ORDER) + extra.setdefault(method, len(extra))
-        j = seen.get(method, 0)
-        seen[method] = j + 1
-        out.append(dict(color=OKABE_ITO[idx % 8], marker=MARKERS[(idx // 8 * 3 + j) % 8],
-                        ls=LINESTYLES[(idx // 8 + j) % 4]))
+            k = unknown.index(m)
+            base[m] = dict(color=free[k % len(free)],
+                           marker=VARIANT_MARKERS[k % len(VARIANT_MARKERS)],
+                           ls=LINESTYLES[(k // len(free)) % len(LINESTYLES)])
+    out: list[dict[str, Any]] = [dict(base[m]) for m in methods]
+    notes: list[str] = []
+    n_methods, n_sweeps = len(base), 0
+    for m in base:
+        idx = [i for i, mm in enumerate(methods) if mm == m]
+        if len(idx) < 2:
+            continue
+        sweep = None if groups is None else _sweep([groups.get(names[i]) for i in idx])
+        if sweep is not None:
+            what, rank, how = sweep
+            cmap_name = SEQUENTIAL_CMAPS[n_sweeps % len(SEQUENTIAL_CMAPS)]
+            n_sweeps += 1
+            cmap = matplotlib.colormaps[cmap_name]
+            shades = np.linspace(0.0, 0.8, len(idx))
+            for i, r in zip(idx, rank, strict=True):
+                out[i]["color"] = matplotlib.colors.to_hex(cmap(shades[r]))
+            who = f"{m}: " if n_methods > 1 else ""
+            notes.append(f"{who}colour = {what}\n({cmap_name}, dark = {how})")
+            continue
+        b = base[m]
+        others = [mk for mk in VARIANT_MARKERS if mk != b["marker"]]
+        for j, i in enumerate(idx[1:], start=1):
+            out[i]["ls"] = LINESTYLES[(LINESTYLES.index(b["ls"]) + j) % len(LINESTYLES)]
+            out[i]["marker"] = others[(j - 1) % len(others)]
+    used: set[tuple[str, str, str]] = set()
+    for st in out:   # the last resort: never two curves with one style
+        k = 0
+        while (st["color"], st["marker"], st["ls"]) in used:
+            st["marker"] = VARIANT_MARKERS[k % len(VARIANT_MARKERS)]
+            st["ls"] = LINESTYLES[(k // len(VARIANT_MARKERS)) % len(LINESTYLES)]
+            k += 1
+        used.add((st["color"], st["marker"], st["ls"]))
+    return out, notes
+
+
+def _curve_method(name: str, g: pd.DataFrame | None) -> str:
+    if g is not None and "method" in g.columns and g["method"].notna().any():
+        return str(g["method"].dropna().iloc[0])
+    return str(name).split(",")[0].split(" ")[0]
+
+
+#: what tells two curves of one method apart besides their parameters, and its legend name
+_FACET_NAMES = {"participation": "S (participants per round)", "oracle": "oracle",
+                "problem": "problem"}
+
+
+def _facets(g: pd.DataFrame | None) -> dict[str, Any]:
+    """A curve's parameters, S, oracle and problem (one value each; a tuple when its runs
+    differ)."""
+    out: dict[str, Any] = {}
+    if g is None:
+        return out
+    if "params" in g.columns:
+        ps = [json.loads(p) for p in g["params"].dropna().unique()]
+        for k in dict.fromkeys(k for p in ps for k in p):
+            vals = list(dict.fromkeys(json.dumps(p.get(k), sort_keys=True, default=str)
+                                      for p in ps))
+            out[k] = json.loads(vals[0]) if len(vals) == 1 else tuple(vals)
+    for c in _FACET_NAMES:
+        if c in g.columns:
+            vals = g[c].dropna().unique().tolist()
+            out[c] = vals[0] if len(vals) == 1 else tuple(sorted(map(str, vals)))
     return out
+
+
+def _is_number(v: Any) -> bool:
+    return (isinstance(v, (int, float, np.integer, np.floating))
+            and not isinstance(v, (bool, np.bool_)) and math.isfinite(float(v)))
+
+
+def _sweep(gs: list[pd.DataFrame | None]) -> tuple[str, list[int], str] | None:
+    """(the parameter, each curve's rank, which is darkest) when the curves of one method
+    differ in exactly one numeric parameter (ranked by value) or only in their problem
+    (ranked as given); else None."""
+    if any(g is None for g in gs):
+        return None
+    fs = [_facets(g) for g in gs]
+    keys = list(dict.fromkeys(k for f in fs for k in f))
+    def text(v: Any) -> str:
+        return json.dumps(v, sort_keys=True, default=str)
+    varying = [k for k in keys if len({text(f.get(k)) for f in fs}) > 1]
+    if len(varying) != 1:
+        return None
+    key = varying[0]
+    vals = [f.get(key) for f in fs]
+    if len({text(v) for v in vals}) != len(vals):
+        return None
+    if all(_is_number(v) for v in vals):
+        order = sorted(range(len(vals)), key=lambda i: float(vals[i]))
+        rank = [order.index(i) for i in range(len(vals))]
+        return _FACET_NAMES.get(key, key), rank, "smallest"
+    if key == "problem" and all(isinstance(v, str) for v in vals):
+        return f"problem{_swept_name(vals)}", list(range(len(vals))), "first in the legend"
+    return None
+
+
+def _swept_name(names: list[str]) -> str:
+    """`` (alpha)`` when the problem names carry one ``alpha=...`` part (all but one of them,
+    e.g. "phishing iid" among "phishing alpha=0.5", ...), else ``""``."""
+    keys = [k[0] for n in names if len(k := re.findall(r"(\w+)\s*=", n)) == 1]
+    return f" ({keys[0]})" if keys and len(set(keys)) == 1 and len(keys) >= len(names) - 1 \
+        else ""
 
 
 def _warn_modes(name: str, g: pd.DataFrame, column: str) -> None:

@@ -68,7 +68,10 @@ print(f"mu = {ref.mu:.3g}, L_H <= {ref.L_H:.3g}, L_H / (2 mu) = {C:.4g}, "
 #
 # The bars mark the bound $C e_t^2$, $C = L_H / (2\mu)$, drawn at round $t+1$ from the
 # measured $e_t$: the curve must pass below each bar. With $\mu = \lambda$ the constant is
-# large, so the bound only bites once $e_t < 1/C$.
+# large, so the bound only bites once $e_t < 1/C$; bars above the top of the axes are not
+# shown. For the same reason the theorem's guaranteed sequence from $e_0$ is vacuous here:
+# $C e_0 > 1$, so $C e_0^2$ lies above the axes from round 1 on and grows, and the legend
+# says so instead of drawing it. Points below the dotted float floor are drawn on it.
 
 # %%
 fedpm = ft.run(problem, ft.make_method("fedpm", {"K": 1, "eta": 1.0}), rounds=12,
@@ -109,9 +112,9 @@ print("      ", rates.superlinearity(e_nl, scale=scale))
 fig = Figure(figsize=(7.5, 5), layout="constrained")
 ax = fig.add_subplot()
 phi = (1 + math.sqrt(5)) / 2
-for (name, err, f, p, color, marker) in (
-        ("FedPM (K=1)", e, fit, 2.0, plot.OKABE_ITO[0], "o"),
-        ("FedNL (identity)", e_nl, fit_nl, phi, plot.OKABE_ITO[1], "s")):
+for (name, err, f, p, method) in (("FedPM (K=1)", e, fit, 2.0, "fedpm"),
+                                  ("FedNL (identity)", e_nl, fit_nl, phi, "fednl")):
+    color, marker = plot.METHOD_STYLES[method]["color"], plot.METHOD_STYLES[method]["marker"]
     x, y = err[f.window[0]:f.window[1] - 1], err[f.window[0] + 1:f.window[1]]
     ax.plot(x, y, marker, color=color, ms=7, label=f"{name}: fitted p = {f.p:.2f} "
             f"[{f.ci[0]:.2f}, {f.ci[1]:.2f}]")
@@ -133,7 +136,8 @@ fig
 #
 # Damped Newton is $e_{t+1} = (1 - \eta)\, e_t + O(\eta\, e_t^2)$: the ratio tends to
 # $1 - \eta$ from above as $e_t \to 0$, so the runs are long enough for the quadratic term to
-# die out. The dashed lines have slope $1 - \eta$ through each run's last fitted point.
+# die out. The dashed lines have slope $1 - \eta$ through each run's last fitted point; the
+# colour of each run follows $\eta$ (viridis, dark = smallest).
 
 # %%
 damped = {}
@@ -148,13 +152,14 @@ for eta in (0.25, 0.5, 0.75):
 # %%
 fig, ax = plot.error_vs_round({f"FedPM (K=1, eta={eta})": tr for eta, tr in damped.items()},
                               fit="linear", title="damped FedPM on a9a (FedNL split)")
-for i, (eta, tr) in enumerate(damped.items()):
+for eta, tr in damped.items():
     err = tr["dist_to_opt"]
     w0, w1 = rates.linear_rate(err, scale=scale).window
     t = np.arange(w0, w1)
-    ax.plot(t, err[w1 - 1] * (1 - eta) ** (t - (w1 - 1)), "--", color="0.2", lw=1, zorder=5,
-            label="$(1 - \\eta)^t$" if i == 0 else None)
-handles, labels = ax.get_legend_handles_labels()
+    ax.plot(t, err[w1 - 1] * (1 - eta) ** (t - (w1 - 1)), "--", color="0.2", lw=1, zorder=5)
+old = ax.get_legend()  # keep fedtheory.plot's entries (the colour note, the floor) and add
+handles = [*old.legend_handles, ax.get_lines()[-1]]  # one of the (1 - eta)^t lines
+labels = [*(t.get_text() for t in old.get_texts()), "$(1 - \\eta)^t$"]
 ax.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False,
           fontsize="small", title=r"ratio $q$: $e_t = q^t e_0$ (95% CI)", title_fontsize="small")
 fig

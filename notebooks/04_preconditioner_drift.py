@@ -48,6 +48,7 @@
 # %%
 # %matplotlib inline
 import numpy as np
+from matplotlib import colormaps as plt_colormaps
 from matplotlib.figure import Figure
 from scipy import stats
 
@@ -87,6 +88,7 @@ print(dataset)
 #
 # Left: the error stalls at a level set by the skew. Right: the relative drift of the
 # preconditioners used in each round, $\sum_i w_i \|P_i - \bar P\|_F^2 / \|\bar P\|_F^2$.
+# The colour follows the skew, from IID (dark) to $\alpha = 0.05$ (light).
 
 # %%
 sopm = ft.make_method("sopm", {"K": 1, "eta": 1.0})
@@ -190,11 +192,12 @@ for K in (2, 5):
 # %%
 fig = Figure(figsize=(13, 4.8), layout="constrained")
 left, right = fig.subplots(1, 2)
-for i, (key, name) in enumerate((("sopm_floor", "SOPM, K = 1"),
-                                 ("fedpm_K2_floor", "FedPM, K = 2, eta = 1/2"),
-                                 ("fedpm_K5_floor", "FedPM, K = 5, eta = 1/5"))):
-    left.plot(col["zeta_star_sq"], col[key], plot.MARKERS[i], color=plot.OKABE_ITO[i],
-              ms=7, label=name)
+viridis = plt_colormaps["viridis"]  # FedPM's two K: the colour follows K, as in fedtheory.plot
+for key, name, color, marker in (
+        ("sopm_floor", "SOPM, K = 1", plot.METHOD_STYLES["sopm"]["color"], "s"),
+        ("fedpm_K2_floor", "FedPM, K = 2, eta = 1/2", viridis(0.0), "o"),
+        ("fedpm_K5_floor", "FedPM, K = 5, eta = 1/5", viridis(0.8), "o")):
+    left.plot(col["zeta_star_sq"], col[key], marker, color=color, ms=7, label=name)
 groups = []  # name the skew of each SOPM point of the first split seed; merge coincident ones
 for r in sorted((r for r in rows if r["seed"] == SEEDS[0]), key=lambda r: r["zeta_star_sq"]):
     xy = (r["zeta_star_sq"], r["sopm_floor"])

@@ -40,8 +40,9 @@
 # %matplotlib inline
 import numpy as np
 import pandas as pd
+from matplotlib import colormaps
 from matplotlib.figure import Figure
-from matplotlib.ticker import NullFormatter
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 import fedtheory as ft
 from fedtheory import plot
@@ -113,9 +114,12 @@ traces = {label: ft.run(problem, ft.make_method(name, params), rounds=ROUNDS,
 # $10^{-8}$ when the run ends: FOOF converges only linearly (C16), GD crawls at
 # $L / \mu \approx 760$, and FedNL-CR with $M = L_H$ takes short steps: its cubic term,
 # with the bound $L_H$ rather than the local constant, dominates the small curvature
-# $\mu = \lambda = 10^{-3}$. Colours and markers follow the method (the FedNL variants share
-# pink); values at or below zero are drawn at the dotted float floor
-# $10^3 \varepsilon \max(1, |f^\star|)$.
+# $\mu = \lambda = 10^{-3}$. Every method has its own colour, marker and line style, the
+# same in every notebook; the four FedNL compressor variants share FedNL's pink and differ in
+# marker and line style, FedPM + FOOF shares FedPM's blue. Values at or below the dotted
+# float floor $10^3 \varepsilon \max(1, |f^\star|)$ (exact zeros, negative values and the
+# tiny positive ones that rounding leaves) are all drawn on it, marked with a triangle:
+# below the floor the computed $f - f^\star$ is rounding, not convergence.
 
 # %%
 fig, ax = plot.error_vs_round(traces, column="subopt",
@@ -190,10 +194,11 @@ with pd.option_context("display.float_format", "{:.4g}".format, "display.width",
 # %%
 fig = Figure(figsize=(10.5, 4.2), layout="constrained")
 left, right = fig.subplots(1, 2)
+viridis = colormaps["viridis"]  # colour follows alpha (dark = smallest), as in fedtheory.plot
 for i, alpha in enumerate(c13.ALPHAS):
     sel = law[law["alpha"] == alpha]
-    style = {"color": plot.OKABE_ITO[i], "marker": plot.MARKERS[i], "ls": "none",
-             "label": f"alpha = {alpha:g}"}
+    style = {"color": viridis(0.8 * i / max(1, len(c13.ALPHAS) - 1)),
+             "marker": plot.MARKERS[i], "ls": "none", "label": f"alpha = {alpha:g}"}
     left.loglog(sel["predicted"], sel["floor"], **style)
     right.loglog(sel["rel_floor"], sel["rel_error"], **style)
 lo, hi = law[["floor", "predicted"]].min().min(), law[["floor", "predicted"]].max().max()
@@ -204,9 +209,11 @@ left.set(xlabel=r"predicted $\|\sum_i w_i H_i(\theta^\star)^{-1} g_i(\theta^\sta
 right.axhline(c13.MAX_REL_ERROR, color="k", ls=":", lw=1, label="C13 threshold 0.1")
 right.set(xlabel=r"relative floor $\|\tilde\theta - \theta^\star\| / \|\theta^\star\|$",
           ylabel="relative error of the law", title="error of the first-order law")
-for a in (left, right):
-    a.xaxis.set_minor_formatter(NullFormatter())
-    a.yaxis.set_minor_formatter(NullFormatter())
+for a in (left, right):  # label 1, 2, 5 of every decade: these axes span one or two decades
+    for axis in (a.xaxis, a.yaxis):
+        axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        axis.set_minor_formatter(NullFormatter())
     a.grid(alpha=0.3)
     a.legend(fontsize="small")
 fig

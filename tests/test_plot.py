@@ -192,12 +192,11 @@ def test_an_exact_zero_at_the_float_floor_is_drawn_marked_and_floored(tmp_path, 
     floor = 1e3 * np.finfo(float).eps * 2.0
     y = ax.get_lines()[0].get_ydata()
     assert np.isfinite(y).all()                       # no gap where the zero is
+    assert y[-1] == pytest.approx(floor)              # a zero or a value under the floor
     if last == 0.0:
-        assert y[-1] == pytest.approx(floor)
         assert any(t.startswith("exactly 0 or negative (1 points)") for t in legend)
     else:
-        assert y[-1] == last
-        assert not any(t.startswith("exactly 0") for t in legend)
+        assert any(t.startswith("at or below the floor (0, negative or") for t in legend)
 
 
 def test_negative_subopt_at_the_floor_is_data_with_its_own_floor(tmp_path):
@@ -337,3 +336,121 @@ def test_plot_cli_takes_several_files_and_the_api_options(tmp_path, newton, caps
     assert main(["plot", str(a), "--metric", "drift", "--fit", "order", "--out",
                  str(tmp_path / "x.png")]) == 2
     assert "--fit and --bound apply to the error columns" in capsys.readouterr().err
+
+
+# ---- styles across methods, parameter sweeps, the floor, bounds off the axes ----------------
+
+
+def _method_trace(method, e=(1.0, 0.1, 1e-3), **params):
+    rows = [{"round": t, "dist_to_opt": v} for t, v in enumerate(e)]
+    return Trace(rows=rows, meta={"method": method, "params": params})
+
+
+def _curve_lines(ax, n):
+    return [(ln.get_color(), ln.get_marker(), ln.get_linestyle()) for ln in ax.get_lines()[:n]]
+
+
+def test_two_methods_in_one_figure_never_look_the_same():
+    """Every registered method has a colour of its own (old: SOPM and FedAvg vermilion, FedPM
+    and GD blue, FedNL-CR and DANE yellow, GIANT and FedNL-LS black), the same in every
+    figure; a variant keeps its method's colour and changes marker and line style."""
+    from fedtheory.methods import METHODS
+    from fedtheory.plot import curve_styles
+
+    styles = curve_styles(list(METHODS))
+    colours = [s["color"] for s in styles]
+    assert len(set(colours)) == len(METHODS)
+    assert len({(s["color"], s["marker"], s["ls"]) for s in styles}) == len(METHODS)
+    assert len({(s["marker"], s["ls"]) for s in styles}) == len(METHODS)   # greyscale too
+    again = curve_styles(list(reversed(METHODS)))
+    assert [s["color"] for s in again] == colours[::-1]
+    # a figure like notebook 06's: distinct methods distinct colours, FOOF on FedPM's colour
+    data = {"Newton": _method_trace("newton"), "FedPM": _method_trace("fedpm", K=1),
+            "GIANT": _method_trace("giant"), "FedNL-LS": _method_trace("fednl_ls"),
+            "FedNL-CR": _method_trace("fednl_cr"), "DANE": _method_trace("dane"),
+            "FedPM + FOOF": _method_trace("fedpm", K=1, preconditioner="foof"),
+            "GD": _method_trace("gd", eta=0.1), "SOPM": _method_trace("sopm"),
+            "FedAvg": _method_trace("fedavg", eta=0.1)}
+    _, ax = error_vs_round(data, floor=False)
+    drawn = dict(zip(data, _curve_lines(ax, len(data)), strict=True))
+    assert len(set(drawn.values())) == len(data)
+    methods = {k: v for k, v in drawn.items() if k != "FedPM + FOOF"}
+    assert len({c for c, _, _ in methods.values()}) == len(methods)
+    assert drawn["FedPM + FOOF"][0] == drawn["FedPM"][0]
+    assert drawn["FedPM + FOOF"][1:] != drawn["FedPM"][1:]
+
+
+def test_curves_of_one_method_differing_in_one_parameter_follow_a_colormap():
+    """Damped FedPM at three eta (given out of order): three colours of viridis in the order
+    of eta, the method's marker on each, and the legend names the parameter (old: one colour,
+    only the markers differed)."""
+    import matplotlib
+
+    etas = (0.5, 0.25, 0.75)
+    data = {f"FedPM eta={eta}": _method_trace("fedpm", K=1, eta=eta) for eta in etas}
+    _, ax = error_vs_round(data, floor=False)
+    lines = _curve_lines(ax, 3)
+    viridis = matplotlib.colormaps["viridis"]
+    shade = {0.25: 0.0, 0.5: 0.4, 0.75: 0.8}
+    for eta, (colour, marker, _) in zip(etas, lines, strict=True):
+        assert colour == matplotlib.colors.to_hex(viridis(shade[eta]))
+        assert marker == lines[0][1]
+    assert "colour = eta\n(viridis, dark = smallest)" in _legend(ax)
+    # a sweep of S (participation) and of the data split are shaded too
+    s_sweep = [Trace(rows=[{"round": t, "dist_to_opt": v} for t, v in enumerate((1, .1))],
+                     meta={"method": "fedpm", "params": {}, "participation": S})
+               for S in (2, 5, 10)]
+    _, ax = error_vs_round(s_sweep, floor=False)
+    assert len({c for c, _, _ in _curve_lines(ax, 3)}) == 3
+    assert any("colour = S (participants per round)" in t for t in _legend(ax))
+    split = [Trace(rows=[{"round": t, "dist_to_opt": v} for t, v in enumerate((1, .1))],
+                   meta={"method": "sopm", "params": {}, "problem": f"phishing {a}"})
+             for a in ("iid", "alpha=10", "alpha=0.1")]
+    _, ax = error_vs_round(split, floor=False)
+    assert len({c for c, _, _ in _curve_lines(ax, 3)}) == 3
+    assert "colour = problem (alpha)\n(viridis, dark = first in the legend)" in _legend(ax)
+
+
+def test_no_curve_is_drawn_below_its_floor():
+    """Zeros, negatives and positive values under the float floor are all drawn on the floor
+    and marked alike (old: 0 at the floor, 1e-16 drawn below it); the data stay as they are."""
+    e = [1.0, 1e-4, 1e-9, 0.0, 1e-16, -1e-17, 3e-16, 0.0]
+    tr = _star(e)
+    _, ax = error_vs_round(tr)
+    floor = 1e3 * np.finfo(float).eps * 2.0
+    (fl,) = [ln for ln in ax.get_lines() if ln.get_linestyle() == ":"]
+    assert fl.get_ydata()[0] == pytest.approx(floor)
+    y = np.asarray(ax.get_lines()[0].get_ydata(), dtype=float)
+    assert (y >= floor * (1 - 1e-12)).all()
+    np.testing.assert_allclose(y[:3], e[:3])
+    np.testing.assert_allclose(y[3:], floor)
+    (marks,) = [ln for ln in ax.get_lines() if ln.get_marker() == "v"]
+    np.testing.assert_array_equal(marks.get_xdata(), [3, 4, 5, 6, 7])
+    assert any("below it; 5 points), drawn at" in t for t in _legend(ax))
+    assert list(tr["dist_to_opt"]) == e                # the data are not changed
+
+
+def test_no_legend_entry_for_a_bound_line_outside_the_axes():
+    """C e_0^2 with C = 2490 from e_0 = 4 leaves the axes at round 1 and never returns (old:
+    the legend listed "guaranteed sequence from $e_0$" for a line that was not there)."""
+    e = [4.0, 1.0, 0.3, 0.03, 1e-4, 1e-9]
+    _, ax = error_vs_round({"fedpm": _with_meta(e)}, bound=("quadratic", 2490.0), floor=False)
+    lo, hi = ax.get_ylim()
+
+    def shown(ln):
+        y = np.asarray(ln.get_ydata(), dtype=float)[1:]
+        return bool(((y >= lo) & (y <= hi)).any())
+
+    seq = [ln for ln in ax.get_lines() if ln.get_linestyle() == "--" and len(ln.get_xdata())]
+    entries = [t for t in _legend(ax) if t.startswith("guaranteed sequence")]
+    assert entries
+    for t in entries:
+        assert "above the axes" in t or any(shown(ln) for ln in seq)
+    assert not any(t == "guaranteed sequence from $e_0$" for t in entries)
+    handles = ax.get_legend().legend_handles
+    for h, t in zip(handles, _legend(ax), strict=True):   # the note carries no line
+        if t.startswith("guaranteed sequence"):
+            assert h.get_linestyle() in ("None", "none", "")
+    # a bound that stays on the axes keeps its plain entry and its line
+    _, ax = error_vs_round({"fedpm": _with_meta(e)}, bound=("linear", 0.5), floor=False)
+    assert "guaranteed sequence from $e_0$" in _legend(ax)
