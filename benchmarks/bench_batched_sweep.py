@@ -68,7 +68,7 @@ from fedtheory.problem import FederatedProblem
 from fedtheory.runner import run_batch
 
 CHECK_RTOL = 1e-8
-TARGET_SPEEDUP = 200.0      # issue 15 (section c of BENCHMARKS.md used 50, issue 2's)
+TARGET_SPEEDUP = 200.0  # issue 15 (section c of BENCHMARKS.md used 50, issue 2's)
 
 
 def parse_oracle(spec: str):
@@ -91,8 +91,9 @@ def iid_logistic(N: int, d: int, rows: int, lam: float, seed: int = 0) -> Federa
         p = 1.0 / (1.0 + np.exp(-(X @ w)))
         Xs.append(X)
         ys.append(np.where(rng.random(rows) < p, 1.0, -1.0))
-    return FederatedProblem.from_clients(Xs, ys, objective="logistic", lam=lam,
-                                         name=f"iid_logistic_N{N}_d{d}_n{rows}")
+    return FederatedProblem.from_clients(
+        Xs, ys, objective="logistic", lam=lam, name=f"iid_logistic_N{N}_d{d}_n{rows}"
+    )
 
 
 def _sync(xp) -> None:
@@ -102,13 +103,31 @@ def _sync(xp) -> None:
 
 def one_by_one(host: FederatedProblem, method, S: int, seeds: int, args) -> tuple:
     """(traces, wall s, CPU core-s) of ``seeds`` NumPy runs, one after another."""
-    run(host, method, 2, seed=0, participation=S, oracle=args.oracle_obj, drift_metrics=False,
-        log_every=2)                                                             # warm-up
+    run(
+        host,
+        method,
+        2,
+        seed=0,
+        participation=S,
+        oracle=args.oracle_obj,
+        drift_metrics=False,
+        log_every=2,
+    )  # warm-up
     singles = []
     wall, cpu = time.perf_counter(), time.process_time()
     for s in range(seeds):
-        singles.append(run(host, method, args.rounds, seed=s, participation=S,
-                           oracle=args.oracle_obj, drift_metrics=False, log_every=args.rounds))
+        singles.append(
+            run(
+                host,
+                method,
+                args.rounds,
+                seed=s,
+                participation=S,
+                oracle=args.oracle_obj,
+                drift_metrics=False,
+                log_every=args.rounds,
+            )
+        )
     return singles, time.perf_counter() - wall, time.process_time() - cpu
 
 
@@ -116,22 +135,41 @@ def cpu_S(host: FederatedProblem, method, S: int, args: argparse.Namespace) -> d
     n_cpu = min(args.cpu_seeds, args.seeds)
     singles, wall, cpu = one_by_one(host, method, S, n_cpu, args)
     final = np.array([tr.final["dist_to_opt"] for tr in singles])
-    return {"S": S, "cpu_seeds_timed": n_cpu, "cpu_measured_s": wall, "cpu_core_s": cpu,
-            "cpu_extrapolated_s": wall * args.seeds / n_cpu,
-            "cpu_core_extrapolated_s": cpu * args.seeds / n_cpu,
-            "final_dist_to_opt": final.tolist()}
+    return {
+        "S": S,
+        "cpu_seeds_timed": n_cpu,
+        "cpu_measured_s": wall,
+        "cpu_core_s": cpu,
+        "cpu_extrapolated_s": wall * args.seeds / n_cpu,
+        "cpu_core_extrapolated_s": cpu * args.seeds / n_cpu,
+        "final_dist_to_opt": final.tolist(),
+    }
 
 
-def bench_S(host: FederatedProblem, problem: FederatedProblem, method, S: int,
-            args: argparse.Namespace, cpu_ref: dict | None) -> dict:
+def bench_S(
+    host: FederatedProblem,
+    problem: FederatedProblem,
+    method,
+    S: int,
+    args: argparse.Namespace,
+    cpu_ref: dict | None,
+) -> dict:
     xp = problem.xp
     oracle = args.oracle_obj
-    run_batch(problem, method, 2, seeds=[0, 1], participation=S, oracle=oracle,
-              log_every=2)   # warm-up
+    run_batch(
+        problem, method, 2, seeds=[0, 1], participation=S, oracle=oracle, log_every=2
+    )  # warm-up
     _sync(xp)
     start = time.perf_counter()
-    batched = run_batch(problem, method, args.rounds, seeds=range(args.seeds), participation=S,
-                        oracle=oracle, log_every=args.rounds)
+    batched = run_batch(
+        problem,
+        method,
+        args.rounds,
+        seeds=range(args.seeds),
+        participation=S,
+        oracle=oracle,
+        log_every=args.rounds,
+    )
     _sync(xp)
     t_batched = time.perf_counter() - start
 
@@ -145,27 +183,37 @@ def bench_S(host: FederatedProblem, problem: FederatedProblem, method, S: int,
         err = abs(a - c) / max(abs(a), abs(c), 1e-300)
         worst = max(worst, err)
         if (single.status, single.final["round"]) != (b.status, b.final["round"]):
-            failures.append(f"S={S} seed {s}: one-by-one {single.status} at round "
-                            f"{single.final['round']}, batched {b.status} at {b.final['round']}")
+            failures.append(
+                f"S={S} seed {s}: one-by-one {single.status} at round "
+                f"{single.final['round']}, batched {b.status} at {b.final['round']}"
+            )
         elif not err <= CHECK_RTOL:
-            failures.append(f"S={S} seed {s}: final dist_to_opt {a!r} one-by-one vs {c!r} "
-                            f"batched, relative difference {err:.3e} > {CHECK_RTOL:g}")
+            failures.append(
+                f"S={S} seed {s}: final dist_to_opt {a!r} one-by-one vs {c!r} "
+                f"batched, relative difference {err:.3e} > {CHECK_RTOL:g}"
+            )
     final = np.array([tr.final["dist_to_opt"] for tr in batched])
-    row = {"S": S, "batched_s": t_batched, "cpu_seeds_timed": n_cpu,
-           "cpu_measured_s": t_cpu, "cpu_core_s": c_cpu,
-           "cpu_extrapolated_s": t_cpu * args.seeds / max(n_cpu, 1),
-           "cpu_core_extrapolated_s": c_cpu * args.seeds / max(n_cpu, 1),
-           "check_max_rel_diff": worst, "check_failures": failures,
-           "diverged": int(sum(tr.status == "diverged" for tr in batched)),
-           "median_final_dist_to_opt": float(np.median(final))}
-    if cpu_ref is not None:       # the one-by-one figure of another machine (--cpu-json)
+    row = {
+        "S": S,
+        "batched_s": t_batched,
+        "cpu_seeds_timed": n_cpu,
+        "cpu_measured_s": t_cpu,
+        "cpu_core_s": c_cpu,
+        "cpu_extrapolated_s": t_cpu * args.seeds / max(n_cpu, 1),
+        "cpu_core_extrapolated_s": c_cpu * args.seeds / max(n_cpu, 1),
+        "check_max_rel_diff": worst,
+        "check_failures": failures,
+        "diverged": int(sum(tr.status == "diverged" for tr in batched)),
+        "median_final_dist_to_opt": float(np.median(final)),
+    }
+    if cpu_ref is not None:  # the one-by-one figure of another machine (--cpu-json)
         ref = cpu_ref[S]
         row["ref_cpu_seeds_timed"] = ref["cpu_seeds_timed"]
         row["ref_cpu_core_extrapolated_s"] = ref["cpu_core_extrapolated_s"]
         row["ref_cpu_wall_extrapolated_s"] = ref["cpu_extrapolated_s"]
         row["baseline_s"] = ref["cpu_core_extrapolated_s"]
         # the reference machine's seeds are seeds 0.. too: the same runs, so the same finals
-        for s, a in enumerate(ref["final_dist_to_opt"][:len(batched)]):
+        for s, a in enumerate(ref["final_dist_to_opt"][: len(batched)]):
             c = batched[s].final["dist_to_opt"]
             err = abs(a - c) / max(abs(a), abs(c), 1e-300)
             row["check_max_rel_diff"] = max(row["check_max_rel_diff"], err)
@@ -183,15 +231,24 @@ def profile_batched(problem: FederatedProblem, method, S: int, args) -> str:
     _sync(problem.xp)
     start = time.perf_counter()
     prof.enable()
-    run_batch(problem, method, rounds, seeds=range(args.seeds), participation=S,
-              oracle=args.oracle_obj, log_every=rounds)
+    run_batch(
+        problem,
+        method,
+        rounds,
+        seeds=range(args.seeds),
+        participation=S,
+        oracle=args.oracle_obj,
+        log_every=rounds,
+    )
     _sync(problem.xp)
     prof.disable()
     wall = time.perf_counter() - start
     buf = io.StringIO()
-    buf.write(f"# cProfile of run_batch: {args.seeds} seeds x {rounds} rounds, S = {S}, "
-              f"{args.method}, oracle {args.oracle_obj.name}, backend {args.backend}: "
-              f"{wall:.3f} s wall under the profiler\n")
+    buf.write(
+        f"# cProfile of run_batch: {args.seeds} seeds x {rounds} rounds, S = {S}, "
+        f"{args.method}, oracle {args.oracle_obj.name}, backend {args.backend}: "
+        f"{wall:.3f} s wall under the profiler\n"
+    )
     pstats.Stats(prof, stream=buf).sort_stats("cumulative").print_stats(40)
     buf.write("\n# by own (tottime)\n")
     pstats.Stats(prof, stream=buf).sort_stats("tottime").print_stats(25)
@@ -201,17 +258,27 @@ def profile_batched(problem: FederatedProblem, method, S: int, args) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="20 seeds, 20 rounds, 3 CPU seeds")
-    ap.add_argument("--backend", choices=("numpy", "cupy"), default="numpy",
-                    help="backend of the batched runs (the one-by-one runs are NumPy)")
+    ap.add_argument(
+        "--backend",
+        choices=("numpy", "cupy"),
+        default="numpy",
+        help="backend of the batched runs (the one-by-one runs are NumPy)",
+    )
     ap.add_argument("--seeds", type=int, default=None, help="seeds per S (default 1000)")
     ap.add_argument("--rounds", type=int, default=None, help="rounds per run (default 200)")
-    ap.add_argument("--cpu-seeds", type=int, default=None,
-                    help="seeds timed one by one per S (default 10)")
-    ap.add_argument("--check-seeds", type=int, default=2,
-                    help="--mode batched: one-by-one NumPy seeds per S for the equality check")
+    ap.add_argument(
+        "--cpu-seeds", type=int, default=None, help="seeds timed one by one per S (default 10)"
+    )
+    ap.add_argument(
+        "--check-seeds",
+        type=int,
+        default=2,
+        help="--mode batched: one-by-one NumPy seeds per S for the equality check",
+    )
     ap.add_argument("--mode", choices=("both", "batched", "cpu"), default="both")
-    ap.add_argument("--cpu-json", help="--mode batched: a --mode cpu output to take the "
-                                       "one-by-one figure from")
+    ap.add_argument(
+        "--cpu-json", help="--mode batched: a --mode cpu output to take the one-by-one figure from"
+    )
     ap.add_argument("--method", default="fedpac")
     ap.add_argument("--oracle", default="exact", help="exact, minibatch:B or gaussian:SIGMA")
     ap.add_argument("--target", type=float, default=TARGET_SPEEDUP)
@@ -237,27 +304,38 @@ def main() -> None:
     host = iid_logistic(args.N, args.d, args.rows, args.lam)
     host.reference  # noqa: B018  (cached, copied by .to(); not part of any timing)
     method = make_method(args.method, {})
-    print(f"# {host.name}: N={host.N}, {args.rows} rows/client, d={host.d}, lam={args.lam:g}; "
-          f"{args.method} {method.params()}; oracle {args.oracle_obj.name}; "
-          f"{args.seeds} seeds x {args.rounds} rounds per S")
-    meta = {"benchmark": "bench_batched_sweep", "command": command, "machine": info,
-            "args": {k: v for k, v in vars(args).items() if k != "oracle_obj"},
-            "method": method.params(), "method_name": args.method,
-            "oracle": args.oracle_obj.name}
+    print(
+        f"# {host.name}: N={host.N}, {args.rows} rows/client, d={host.d}, lam={args.lam:g}; "
+        f"{args.method} {method.params()}; oracle {args.oracle_obj.name}; "
+        f"{args.seeds} seeds x {args.rounds} rounds per S"
+    )
+    meta = {
+        "benchmark": "bench_batched_sweep",
+        "command": command,
+        "machine": info,
+        "args": {k: v for k, v in vars(args).items() if k != "oracle_obj"},
+        "method": method.params(),
+        "method_name": args.method,
+        "oracle": args.oracle_obj.name,
+    }
 
     if args.mode == "cpu":
-        print(f"# one-by-one: run() per seed on numpy, {min(args.cpu_seeds, args.seeds)} seeds "
-              f"measured, extrapolated x {args.seeds}/{min(args.cpu_seeds, args.seeds)}")
+        print(
+            f"# one-by-one: run() per seed on numpy, {min(args.cpu_seeds, args.seeds)} seeds "
+            f"measured, extrapolated x {args.seeds}/{min(args.cpu_seeds, args.seeds)}"
+        )
         print(f"{'S':>4}{'wall s':>10}{'core-s':>10}{'(seeds)':>8}{'wall s':>11}{'core-s':>11}")
-        print(f"{'':>4}{'measured':>10}{'measured':>10}{'':>8}{'extrapol.':>11}"
-              f"{'extrapol.':>11}")
+        print(f"{'':>4}{'measured':>10}{'measured':>10}{'':>8}{'extrapol.':>11}{'extrapol.':>11}")
         rows = []
         for S in S_list:
             r = cpu_S(host, method, S, args)
             rows.append(r)
-            print(f"{S:>4d}{r['cpu_measured_s']:>10.3f}{r['cpu_core_s']:>10.3f}"
-                  f"{r['cpu_seeds_timed']:>8d}{r['cpu_extrapolated_s']:>11.2f}"
-                  f"{r['cpu_core_extrapolated_s']:>11.2f}", flush=True)
+            print(
+                f"{S:>4d}{r['cpu_measured_s']:>10.3f}{r['cpu_core_s']:>10.3f}"
+                f"{r['cpu_seeds_timed']:>8d}{r['cpu_extrapolated_s']:>11.2f}"
+                f"{r['cpu_core_extrapolated_s']:>11.2f}",
+                flush=True,
+            )
         if args.out:
             with open(args.out, "w") as fh:
                 json.dump({**meta, "rows": rows}, fh, indent=2)
@@ -274,50 +352,79 @@ def main() -> None:
         for key in ("rounds", "seeds", "N", "d", "rows", "lam"):
             assert ref["args"][key] == meta["args"][key], (key, ref["args"][key])
         cpu_ref = {r["S"]: r for r in ref["rows"]}
-        meta["cpu_reference"] = {"file": args.cpu_json, "machine": ref["machine"],
-                                 "command": ref["command"]}
-        print(f"# one-by-one figure: {args.cpu_json} (core-seconds on "
-              f"{ref['machine'].get('platform')}, {ref['machine'].get('cpu_count')} cores, "
-              f"extrapolated); {args.check_seeds} seeds per S also run one by one here "
-              f"(equality check; wall s in the 'here' column)")
-        print(f"{'S':>4}{'batched s':>11}{'ref core-s':>12}{'speedup':>9}{'here s':>9}"
-              f"{'(seeds)':>8}{'here x':>8}{'check':>10}{'diverged':>9}{'med dist':>10}")
+        meta["cpu_reference"] = {
+            "file": args.cpu_json,
+            "machine": ref["machine"],
+            "command": ref["command"],
+        }
+        print(
+            f"# one-by-one figure: {args.cpu_json} (core-seconds on "
+            f"{ref['machine'].get('platform')}, {ref['machine'].get('cpu_count')} cores, "
+            f"extrapolated); {args.check_seeds} seeds per S also run one by one here "
+            f"(equality check; wall s in the 'here' column)"
+        )
+        print(
+            f"{'S':>4}{'batched s':>11}{'ref core-s':>12}{'speedup':>9}{'here s':>9}"
+            f"{'(seeds)':>8}{'here x':>8}{'check':>10}{'diverged':>9}{'med dist':>10}"
+        )
     else:
-        print(f"# batched: one run_batch per S on {args.backend}; one-by-one: run() per seed "
-              f"on numpy, seeds measured, extrapolated x {args.seeds}/seeds")
-        print(f"{'S':>4}{'batched s':>11}{'1-by-1 s':>11}{'(seeds)':>8}{'1-by-1 s':>12}"
-              f"{'speedup':>9}{'check':>10}{'diverged':>9}{'med dist':>10}")
+        print(
+            f"# batched: one run_batch per S on {args.backend}; one-by-one: run() per seed "
+            f"on numpy, seeds measured, extrapolated x {args.seeds}/seeds"
+        )
+        print(
+            f"{'S':>4}{'batched s':>11}{'1-by-1 s':>11}{'(seeds)':>8}{'1-by-1 s':>12}"
+            f"{'speedup':>9}{'check':>10}{'diverged':>9}{'med dist':>10}"
+        )
         print(f"{'':>4}{'(all)':>11}{'measured':>11}{'':>8}{'extrapol.':>12}")
     rows = []
     for S in S_list:
         r = bench_S(host, problem, method, S, args, cpu_ref)
         rows.append(r)
         if cpu_ref is not None:
-            print(f"{S:>4d}{r['batched_s']:>11.3f}{r['baseline_s']:>12.2f}{r['speedup']:>9.1f}"
-                  f"{r['cpu_extrapolated_s']:>9.2f}{r['cpu_seeds_timed']:>8d}"
-                  f"{r['cpu_extrapolated_s'] / r['batched_s']:>8.1f}"
-                  f"{r['check_max_rel_diff']:>10.1e}{r['diverged']:>9d}"
-                  f"{r['median_final_dist_to_opt']:>10.2e}", flush=True)
+            print(
+                f"{S:>4d}{r['batched_s']:>11.3f}{r['baseline_s']:>12.2f}{r['speedup']:>9.1f}"
+                f"{r['cpu_extrapolated_s']:>9.2f}{r['cpu_seeds_timed']:>8d}"
+                f"{r['cpu_extrapolated_s'] / r['batched_s']:>8.1f}"
+                f"{r['check_max_rel_diff']:>10.1e}{r['diverged']:>9d}"
+                f"{r['median_final_dist_to_opt']:>10.2e}",
+                flush=True,
+            )
         else:
-            print(f"{S:>4d}{r['batched_s']:>11.3f}{r['cpu_measured_s']:>11.3f}"
-                  f"{r['cpu_seeds_timed']:>8d}{r['cpu_extrapolated_s']:>12.2f}"
-                  f"{r['speedup']:>9.1f}{r['check_max_rel_diff']:>10.1e}{r['diverged']:>9d}"
-                  f"{r['median_final_dist_to_opt']:>10.2e}", flush=True)
+            print(
+                f"{S:>4d}{r['batched_s']:>11.3f}{r['cpu_measured_s']:>11.3f}"
+                f"{r['cpu_seeds_timed']:>8d}{r['cpu_extrapolated_s']:>12.2f}"
+                f"{r['speedup']:>9.1f}{r['check_max_rel_diff']:>10.1e}{r['diverged']:>9d}"
+                f"{r['median_final_dist_to_opt']:>10.2e}",
+                flush=True,
+            )
     t_b = sum(r["batched_s"] for r in rows)
     t_c = sum(r["baseline_s"] for r in rows)
-    total = {"batched_s": t_b, "baseline_s": t_c,
-             "cpu_measured_s": sum(r["cpu_measured_s"] for r in rows),
-             "cpu_extrapolated_s": sum(r["cpu_extrapolated_s"] for r in rows),
-             "speedup": t_c / t_b, "min_speedup": min(r["speedup"] for r in rows),
-             "target_speedup": args.target, "target_met": t_c / t_b >= args.target}
-    print(f"{'all':>4}{t_b:>11.3f}{t_c:>12.2f}{total['speedup']:>9.1f}  (min over S "
-          f"{total['min_speedup']:.1f})")
-    basis = ("the reference CPU's extrapolated one-by-one core-seconds" if cpu_ref is not None
-             else "extrapolated one-by-one NumPy wall seconds")
-    print(f"# speedup = {basis} / batched {args.backend} seconds; target >= {args.target:g}x "
-          f"overall: {'met' if total['target_met'] else 'NOT met'}; check = max relative "
-          f"difference of final dist_to_opt over the one-by-one seeds (asserted <= "
-          f"{CHECK_RTOL:g})")
+    total = {
+        "batched_s": t_b,
+        "baseline_s": t_c,
+        "cpu_measured_s": sum(r["cpu_measured_s"] for r in rows),
+        "cpu_extrapolated_s": sum(r["cpu_extrapolated_s"] for r in rows),
+        "speedup": t_c / t_b,
+        "min_speedup": min(r["speedup"] for r in rows),
+        "target_speedup": args.target,
+        "target_met": t_c / t_b >= args.target,
+    }
+    print(
+        f"{'all':>4}{t_b:>11.3f}{t_c:>12.2f}{total['speedup']:>9.1f}  (min over S "
+        f"{total['min_speedup']:.1f})"
+    )
+    basis = (
+        "the reference CPU's extrapolated one-by-one core-seconds"
+        if cpu_ref is not None
+        else "extrapolated one-by-one NumPy wall seconds"
+    )
+    print(
+        f"# speedup = {basis} / batched {args.backend} seconds; target >= {args.target:g}x "
+        f"overall: {'met' if total['target_met'] else 'NOT met'}; check = max relative "
+        f"difference of final dist_to_opt over the one-by-one seeds (asserted <= "
+        f"{CHECK_RTOL:g})"
+    )
     profile = None
     if args.profile_S is not None:
         profile = profile_batched(problem, method, args.profile_S, args)

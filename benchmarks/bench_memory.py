@@ -75,8 +75,9 @@ def synthetic(N: int, rows: int, d: int, seed: int = 0) -> FederatedProblem:
     w = rng.normal(size=d) / np.sqrt(d)
     y = np.where(X @ w + 0.5 * rng.normal(size=n) >= 0, 1.0, -1.0)
     parts = np.split(np.arange(n), N)
-    return FederatedProblem.from_dataset(X, y, parts, objective="logistic", lam=1e-3,
-                                         name=f"synthetic_N{N}_n{rows}_d{d}")
+    return FederatedProblem.from_dataset(
+        X, y, parts, objective="logistic", lam=1e-3, name=f"synthetic_N{N}_n{rows}_d{d}"
+    )
 
 
 METHOD_PARAMS = {"fednl": lambda d: {"option": 2, "compressor": "topK", "Kc": 8 * d, "alpha": 1.0}}
@@ -101,8 +102,10 @@ def method_cases(problem: FederatedProblem, methods: list[str]) -> dict:
         params = METHOD_PARAMS.get(name, lambda d: {})(problem.d)
         for drift in (False, True):
             out[f"{name}, drift {'on' if drift else 'off'}"] = (
-                lambda name=name, params=params, drift=drift:
-                run(problem, make_method(name, params), 1, drift_metrics=drift))
+                lambda name=name, params=params, drift=drift: run(
+                    problem, make_method(name, params), 1, drift_metrics=drift
+                )
+            )
     return out
 
 
@@ -110,6 +113,7 @@ def cases(problem: FederatedProblem, methods: list[str] | None = None) -> dict:
     """The measured calls, each a closure that builds what it needs and runs."""
     if methods:
         return method_cases(problem, methods)
+
     def one_round() -> None:
         method = make_method("fedpm")
         state, _ = method.start(problem, problem.xp.zeros(problem.d))
@@ -193,8 +197,11 @@ def where_numpy(fn, stack: float, top: int = 6) -> dict:
 
     def tracer(frame, event, arg):
         if event in ("line", "return"):
-            check(f"{_short(frame.f_code.co_filename)}:{frame.f_lineno}"
-                  if event == "line" else state["last"])
+            check(
+                f"{_short(frame.f_code.co_filename)}:{frame.f_lineno}"
+                if event == "line"
+                else state["last"]
+            )
         return tracer
 
     def global_tracer(frame, event, arg):
@@ -216,9 +223,14 @@ def where_numpy(fn, stack: float, top: int = 6) -> dict:
     sites = []
     if state["live"] is not None:
         stats = state["live"].compare_to(start_snap, "lineno")
-        sites = [{"site": f"{_short(s.traceback[0].filename)}:{s.traceback[0].lineno}",
-                  "stacks": s.size_diff / stack}
-                 for s in stats[:top] if s.size_diff > stack / 100]
+        sites = [
+            {
+                "site": f"{_short(s.traceback[0].filename)}:{s.traceback[0].lineno}",
+                "stacks": s.size_diff / stack,
+            }
+            for s in stats[:top]
+            if s.size_diff > stack / 100
+        ]
     return {"peak_stacks": state["peak"] / stack, "line": state["line"], "live_before": sites}
 
 
@@ -226,7 +238,7 @@ def _short(path: str) -> str:
     parts = path.replace("\\", "/").split("/")
     for anchor in ("fedtheory", "numpy", "scipy"):
         if anchor in parts:
-            return "/".join(parts[parts.index(anchor):])
+            return "/".join(parts[parts.index(anchor) :])
     return "/".join(parts[-2:])
 
 
@@ -262,7 +274,7 @@ def peak_cupy(fn, stack: float | None = None) -> dict:
             self.live.pop(kw["mem_ptr"], None)
 
     def _alloc_site() -> str:
-        frames = traceback.extract_stack()[:-2]   # drop _alloc_site and the hook
+        frames = traceback.extract_stack()[:-2]  # drop _alloc_site and the hook
         ours = [f for f in frames if "fedtheory" in f.filename]
         inner = frames[-1] if frames else None
         txt = f"{_short(ours[-1].filename)}:{ours[-1].lineno}" if ours else "?"
@@ -282,9 +294,14 @@ def peak_cupy(fn, stack: float | None = None) -> dict:
         by_site: dict = {}
         for size, site in hook.at_peak:
             by_site[site] = by_site.get(site, 0) + size
-        out["where"] = {"peak_stacks": hook.peak / stack, "line": None, "live_before": [
-            {"site": k, "stacks": v / stack}
-            for k, v in sorted(by_site.items(), key=lambda kv: -kv[1])]}
+        out["where"] = {
+            "peak_stacks": hook.peak / stack,
+            "line": None,
+            "live_before": [
+                {"site": k, "stacks": v / stack}
+                for k, v in sorted(by_site.items(), key=lambda kv: -kv[1])
+            ],
+        }
     return out
 
 
@@ -293,10 +310,11 @@ def fresh(case: str) -> dict:
     import subprocess
 
     argv = [a for a in sys.argv[1:] if a != "--fresh"] + ["--only", case]
-    out = subprocess.run([sys.executable, __file__, *argv], capture_output=True, text=True,
-                         check=True).stdout
+    out = subprocess.run(
+        [sys.executable, __file__, *argv], capture_output=True, text=True, check=True
+    ).stdout
     line = [x for x in out.splitlines() if x.startswith("#RESULT ")][-1]
-    return json.loads(line[len("#RESULT "):])
+    return json.loads(line[len("#RESULT ") :])
 
 
 def main() -> None:
@@ -306,15 +324,21 @@ def main() -> None:
     ap.add_argument("--N", type=int, default=None, help="clients (default 1000)")
     ap.add_argument("--d", type=int, default=None, help="dimension (default 500)")
     ap.add_argument("--rows", type=int, default=8, help="rows per client")
-    ap.add_argument("--where", action="store_true",
-                    help="name the allocating lines of the arrays live at the peak")
+    ap.add_argument(
+        "--where",
+        action="store_true",
+        help="name the allocating lines of the arrays live at the peak",
+    )
     ap.add_argument("--out", help="write the figures to this JSON file")
     ap.add_argument("--problem", choices=("synthetic", "w8a", "a9a", "dense"), default="synthetic")
     ap.add_argument("--methods", default="", help="comma-separated methods (default: fedpm only)")
     ap.add_argument("--w8a", default=None, help="LIBSVM w8a (.gz), for --problem w8a")
-    ap.add_argument("--fresh", action="store_true",
-                    help="measure each case in a fresh process (so that no case inherits the "
-                         "oracle's reused Hessian stack or any other cache from an earlier one)")
+    ap.add_argument(
+        "--fresh",
+        action="store_true",
+        help="measure each case in a fresh process (so that no case inherits the "
+        "oracle's reused Hessian stack or any other cache from an earlier one)",
+    )
     ap.add_argument("--only", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     for key, full, quick in (("N", 1000, 100), ("d", 500, 100)):
@@ -333,20 +357,26 @@ def main() -> None:
     stack = args.N * args.d * args.d * 8
     data = sum(int(a.nbytes) for a in (problem.A, problem.y, problem.sw))
     how = "tracemalloc" if args.backend == "numpy" else "CuPy pool hook"
-    print(f"# problem {problem.name} ({problem.storage}): "
-          f"N = {args.N}, d = {args.d}, {args.rows} rows/client; stack N*d*d*8 = "
-          f"{stack / 2**20:.1f} MiB; problem data (A, y, sw) = {data / 2**20:.1f} MiB, not "
-          f"counted; peak by {how}")
-    print(f"# target: excess = peak - {TARGET_STACKS:g} stacks <= {data / 2**20:.1f} MiB (one copy "
-          f"of the problem data, for O(N n d) temporaries such as A * v in the Hessian product)")
+    print(
+        f"# problem {problem.name} ({problem.storage}): "
+        f"N = {args.N}, d = {args.d}, {args.rows} rows/client; stack N*d*d*8 = "
+        f"{stack / 2**20:.1f} MiB; problem data (A, y, sw) = {data / 2**20:.1f} MiB, not "
+        f"counted; peak by {how}"
+    )
+    print(
+        f"# target: excess = peak - {TARGET_STACKS:g} stacks <= {data / 2**20:.1f} MiB (one copy "
+        f"of the problem data, for O(N n d) temporaries such as A * v in the Hessian product)"
+    )
     extra = "RSS rise" if args.backend == "numpy" else "pool total"
-    print(f"{'case':<20}{'peak MiB':>10}{'stacks':>8}{'excess MiB':>12}"
-          f"{extra + ' MiB':>16}{'stacks':>8}{'target':>8}")
+    print(
+        f"{'case':<20}{'peak MiB':>10}{'stacks':>8}{'excess MiB':>12}"
+        f"{extra + ' MiB':>16}{'stacks':>8}{'target':>8}"
+    )
     tiny = synthetic(4, args.rows, min(args.d, 10))
     tiny.reference  # noqa: B018
     tiny = tiny.to("cupy") if args.backend == "cupy" else tiny
     for fn in cases(tiny, methods).values():
-        fn()   # warm-up on a tiny problem: imports, kernel compilation, library handles
+        fn()  # warm-up on a tiny problem: imports, kernel compilation, library handles
     rows = []
     for name, fn in cases(problem, methods).items():
         if args.only is not None and name != args.only:
@@ -362,33 +392,59 @@ def main() -> None:
             return
         other = m.get("rss_peak_rise_bytes", m.get("pool_total_bytes"))
         over = m["peak_bytes"] - TARGET_STACKS * stack
-        row = {"case": name, "peak_bytes": m["peak_bytes"], "peak_stacks": m["peak_bytes"] / stack,
-               "over_target_stacks_bytes": over, "other_bytes": other, "other_kind": extra,
-               "target_met": over <= data}
+        row = {
+            "case": name,
+            "peak_bytes": m["peak_bytes"],
+            "peak_stacks": m["peak_bytes"] / stack,
+            "over_target_stacks_bytes": over,
+            "other_bytes": other,
+            "other_kind": extra,
+            "target_met": over <= data,
+        }
         if args.where:
             row["where"] = where_numpy(fn, stack) if args.backend == "numpy" else m["where"]
         rows.append(row)
-        other_txt = (f"{'n/a':>16}{'':>8}" if other is None
-                     else f"{other / 2**20:>16.1f}{other / stack:>8.2f}")
-        print(f"{name:<20}{m['peak_bytes'] / 2**20:>10.1f}{row['peak_stacks']:>8.2f}"
-              f"{over / 2**20:>12.1f}{other_txt}"
-              f"{'met' if row['target_met'] else 'NOT met':>8}", flush=True)
+        other_txt = (
+            f"{'n/a':>16}{'':>8}"
+            if other is None
+            else f"{other / 2**20:>16.1f}{other / stack:>8.2f}"
+        )
+        print(
+            f"{name:<20}{m['peak_bytes'] / 2**20:>10.1f}{row['peak_stacks']:>8.2f}"
+            f"{over / 2**20:>12.1f}{other_txt}"
+            f"{'met' if row['target_met'] else 'NOT met':>8}",
+            flush=True,
+        )
     if args.where:
         for row in rows:
             w = row["where"]
             if args.backend == "numpy":
-                print(f"# {row['case']}: peak {w['peak_stacks']:.2f} stacks (traced run) reached "
-                      f"while executing {w['line']}; live when that line started:")
+                print(
+                    f"# {row['case']}: peak {w['peak_stacks']:.2f} stacks (traced run) reached "
+                    f"while executing {w['line']}; live when that line started:"
+                )
             else:
-                print(f"# {row['case']}: blocks >= 1/100 stack live at the peak "
-                      f"({w['peak_stacks']:.2f} stacks), by allocating line:")
+                print(
+                    f"# {row['case']}: blocks >= 1/100 stack live at the peak "
+                    f"({w['peak_stacks']:.2f} stacks), by allocating line:"
+                )
             for s in w["live_before"]:
                 print(f"#     {s['stacks']:6.2f} stacks allocated at {s['site']}")
     if args.out:
         with open(args.out, "w") as fh:
-            json.dump({"benchmark": "bench_memory", "command": command, "machine": info,
-                       "args": vars(args), "stack_bytes": stack, "data_bytes": data,
-                       "rows": rows}, fh, indent=2)
+            json.dump(
+                {
+                    "benchmark": "bench_memory",
+                    "command": command,
+                    "machine": info,
+                    "args": vars(args),
+                    "stack_bytes": stack,
+                    "data_bytes": data,
+                    "rows": rows,
+                },
+                fh,
+                indent=2,
+            )
         print(f"# wrote {args.out}")
 
 

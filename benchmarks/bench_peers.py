@@ -73,20 +73,34 @@ from fedtheory.problem import FederatedProblem
 
 ROOT = Path(__file__).resolve().parents[1]
 W8A_DEFAULT = ROOT.parent / "shared" / "datasets" / "w8a.txt.gz"
-R1, R2 = 5, 25          # u-FedNL rounds of the two runs whose difference is timed
+R1, R2 = 5, 25  # u-FedNL rounds of the two runs whose difference is timed
 
 
 # ---- problems ---------------------------------------------------------------------------------
 def w8a(path: Path, storage: str) -> FederatedProblem:
     ds = read_libsvm(path, rows=49700, n_features=300)
-    return FederatedProblem.from_dataset(ds.X, ds.y, contiguous(49700, 142), objective="logistic",
-                                         lam=1e-3, name="w8a_fednl", storage=storage)
+    return FederatedProblem.from_dataset(
+        ds.X,
+        ds.y,
+        contiguous(49700, 142),
+        objective="logistic",
+        lam=1e-3,
+        name="w8a_fednl",
+        storage=storage,
+    )
 
 
 def a9a(storage: str) -> FederatedProblem:
     ds = load_a9a()
-    return FederatedProblem.from_dataset(ds.X, ds.y, contiguous(32560, 80), objective="logistic",
-                                         lam=1e-3, name="a9a_fednl", storage=storage)
+    return FederatedProblem.from_dataset(
+        ds.X,
+        ds.y,
+        contiguous(32560, 80),
+        objective="logistic",
+        lam=1e-3,
+        name="a9a_fednl",
+        storage=storage,
+    )
 
 
 def dense_synthetic() -> FederatedProblem:
@@ -96,8 +110,15 @@ def dense_synthetic() -> FederatedProblem:
     X = (rng.random((N * n, d)) < 0.04).astype(np.float64)
     w = rng.normal(size=d)
     y = np.where(X @ w + rng.normal(size=N * n) >= 0, 1.0, -1.0)
-    return FederatedProblem.from_dataset(X, y, np.split(np.arange(N * n), N), objective="logistic",
-                                         lam=1e-3, name="w8a_shaped", storage="dense")
+    return FederatedProblem.from_dataset(
+        X,
+        y,
+        np.split(np.arange(N * n), N),
+        objective="logistic",
+        lam=1e-3,
+        name="w8a_shaped",
+        storage="dense",
+    )
 
 
 # ---- flop models ------------------------------------------------------------------------------
@@ -139,6 +160,7 @@ def round_runner(problem: FederatedProblem, op: str):
     def step() -> None:
         nonlocal state
         state, _ = method.round(ctx, state)
+
     return step
 
 
@@ -155,12 +177,17 @@ def time_pair(problem: FederatedProblem, op: str, repeat: int) -> dict:
     step()
     mm()
     t_op, t_mm = [], []
-    for _ in range(repeat):        # interleaved, so both see the same machine load
+    for _ in range(repeat):  # interleaved, so both see the same machine load
         t_op.append(cpu_seconds(step))
         t_mm.append(cpu_seconds(mm))
-    return {"op_s": min(t[0] for t in t_op), "op_wall_s": min(t[1] for t in t_op),
-            "matmul_s": min(t[0] for t in t_mm), "matmul_wall_s": min(t[1] for t in t_mm),
-            "matmul_m": m, "gflop": flops(op, problem) / 1e9}
+    return {
+        "op_s": min(t[0] for t in t_op),
+        "op_wall_s": min(t[1] for t in t_op),
+        "matmul_s": min(t[0] for t in t_mm),
+        "matmul_wall_s": min(t[1] for t in t_mm),
+        "matmul_m": m,
+        "gflop": flops(op, problem) / 1e9,
+    }
 
 
 # ---- u-FedNL ----------------------------------------------------------------------------------
@@ -170,11 +197,35 @@ def _children_cpu() -> float:
 
 
 def ufednl_command(binary: str, data: Path, clients: int, rounds: int, out: Path) -> list[str]:
-    return [binary, "--train", "--train_dataset", str(data), "--clients", str(clients),
-            "--lambda", "0.001", "--algorithm", "fednl1", "--fednl-option-b",
-            "--compressor", "topk", "--k_compressor_as_d_mult", "8", "--alpha_step_size", "1",
-            "--rounds", str(rounds), "--workers", "1", "--server_grad_workers", "0",
-            "--server_hessian_workers", "0", "--out", str(out)]
+    return [
+        binary,
+        "--train",
+        "--train_dataset",
+        str(data),
+        "--clients",
+        str(clients),
+        "--lambda",
+        "0.001",
+        "--algorithm",
+        "fednl1",
+        "--fednl-option-b",
+        "--compressor",
+        "topk",
+        "--k_compressor_as_d_mult",
+        "8",
+        "--alpha_step_size",
+        "1",
+        "--rounds",
+        str(rounds),
+        "--workers",
+        "1",
+        "--server_grad_workers",
+        "0",
+        "--server_hessian_workers",
+        "0",
+        "--out",
+        str(out),
+    ]
 
 
 def run_ufednl(cmd: list[str], pin: bool) -> tuple[float, float]:
@@ -186,8 +237,10 @@ def run_ufednl(cmd: list[str], pin: bool) -> tuple[float, float]:
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
     cpu = _children_cpu() - before
     if proc.returncode != 0 or "finished successfully" not in proc.stdout:
-        raise RuntimeError(f"u-FedNL failed ({proc.returncode}): {' '.join(cmd)}\n"
-                           f"{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
+        raise RuntimeError(
+            f"u-FedNL failed ({proc.returncode}): {' '.join(cmd)}\n"
+            f"{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}"
+        )
     match = re.search(r"Average time per round: ([0-9.eE+-]+) milliseconds", proc.stdout)
     return cpu, float(match.group(1)) if match else float("nan")
 
@@ -204,11 +257,14 @@ def time_ufednl(binary: str, gz: Path, clients: int, tmp: Path) -> dict:
         c2, _ = run_ufednl(ufednl_command(binary, data, clients, R2, out), pin=False)
         per_round.append((c2 - c1) / (R2 - R1))
         if shutil.which("taskset"):
-            pinned.append(run_ufednl(ufednl_command(binary, data, clients, R2, out),
-                                     pin=True)[1] / 1e3)
-    return {"core_s_per_round": min(per_round),
-            "pinned_wall_s_per_round": min(pinned) if pinned else float("nan"),
-            "command": " ".join(ufednl_command(binary, data, clients, R2, out))}
+            pinned.append(
+                run_ufednl(ufednl_command(binary, data, clients, R2, out), pin=True)[1] / 1e3
+            )
+    return {
+        "core_s_per_round": min(per_round),
+        "pinned_wall_s_per_round": min(pinned) if pinned else float("nan"),
+        "command": " ".join(ufednl_command(binary, data, clients, R2, out)),
+    }
 
 
 # ---- main -------------------------------------------------------------------------------------
@@ -218,10 +274,14 @@ def machine() -> dict:
             return subprocess.run(cmd, shell=True, capture_output=True, text=True).stdout.strip()
         except OSError:
             return ""
-    return {"lscpu": sh("lscpu | head -20 | grep -v '^Flags'"),
-            "nproc": sh("env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc"),
-            "platform": platform.platform(), "python": platform.python_version(),
-            "numpy": np.__version__}
+
+    return {
+        "lscpu": sh("lscpu | head -20 | grep -v '^Flags'"),
+        "nproc": sh("env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc"),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+    }
 
 
 def fednl_ops() -> list[str]:
@@ -241,17 +301,20 @@ def main() -> None:
     args = ap.parse_args()
     info = machine()
     print(info["lscpu"])
-    print(f"nproc: {info['nproc']}; {info['platform']}; Python {info['python']}; "
-          f"NumPy {info['numpy']}; BLAS threads {args.blas_threads}; repeat {args.repeat}")
+    print(
+        f"nproc: {info['nproc']}; {info['platform']}; Python {info['python']}; "
+        f"NumPy {info['numpy']}; BLAS threads {args.blas_threads}; repeat {args.repeat}"
+    )
     print(f"command: {' '.join(sys.argv)}\n")
 
-    cases = []   # (problem label, storage, builder, LIBSVM .gz for u-FedNL or None)
+    cases = []  # (problem label, storage, builder, LIBSVM .gz for u-FedNL or None)
     names = args.problems.split(",")
     w8a_path = Path(args.w8a)
     if "w8a" in names:
         if w8a_path.is_file():
-            cases += [("w8a", s, lambda s=s: w8a(w8a_path, s), w8a_path)
-                      for s in ("sparse", "dense")]
+            cases += [
+                ("w8a", s, lambda s=s: w8a(w8a_path, s), w8a_path) for s in ("sparse", "dense")
+            ]
         else:
             print(f"# w8a skipped: {w8a_path} not found")
     if "a9a" in names:
@@ -262,8 +325,10 @@ def main() -> None:
         cases.append(("w8a-shaped", "dense", dense_synthetic, None))
 
     results, ufednl = [], {}
-    header = (f"{'problem':<11}{'storage':<8}{'op':<11}{'GFLOP':>7}{'wall s':>9}{'core-s':>9}"
-              f"{'matmul':>9}{'ratio':>7}{'u-FedNL':>9}{'x u-FedNL':>10}")
+    header = (
+        f"{'problem':<11}{'storage':<8}{'op':<11}{'GFLOP':>7}{'wall s':>9}{'core-s':>9}"
+        f"{'matmul':>9}{'ratio':>7}{'u-FedNL':>9}{'x u-FedNL':>10}"
+    )
     with tempfile.TemporaryDirectory() as tmp, threadpool_limits(limits=args.blas_threads):
         lines = [header]
         print(header, flush=True)
@@ -276,28 +341,43 @@ def main() -> None:
             ops = [op for op in ("newton", "fedpm") if op in wanted]
             for op in ops + (fednl_ops() if "fednl" in wanted else []):
                 r = time_pair(problem, op, args.repeat)
-                r.update(problem=label, storage=storage, op=op, N=problem.N,
-                         n=int(problem.A.shape[1]), d=problem.d)
-                uf = ufednl.get(label, {}).get("core_s_per_round") if op.startswith("fednl") \
+                r.update(
+                    problem=label,
+                    storage=storage,
+                    op=op,
+                    N=problem.N,
+                    n=int(problem.A.shape[1]),
+                    d=problem.d,
+                )
+                uf = (
+                    ufednl.get(label, {}).get("core_s_per_round")
+                    if op.startswith("fednl")
                     else None
+                )
                 r["ufednl_core_s"] = uf
                 results.append(r)
-                line = (f"{label:<11}{storage:<8}{op:<11}{r['gflop']:>7.2f}"
-                        f"{r['op_wall_s']:>9.4f}{r['op_s']:>9.4f}{r['matmul_s']:>9.4f}"
-                        f"{r['op_s'] / r['matmul_s']:>7.2f}"
-                        + (f"{uf:>9.4f}{r['op_s'] / uf:>10.2f}" if uf else ""))
+                line = (
+                    f"{label:<11}{storage:<8}{op:<11}{r['gflop']:>7.2f}"
+                    f"{r['op_wall_s']:>9.4f}{r['op_s']:>9.4f}{r['matmul_s']:>9.4f}"
+                    f"{r['op_s'] / r['matmul_s']:>7.2f}"
+                    + (f"{uf:>9.4f}{r['op_s'] / uf:>10.2f}" if uf else "")
+                )
                 lines.append(line)
                 print(line, flush=True)
         for label, u in ufednl.items():
-            print(f"\nu-FedNL {label}: {u['core_s_per_round']:.4f} core-s per round "
-                  f"(rounds {R1} -> {R2}); pinned to 1 core: "
-                  f"{u['pinned_wall_s_per_round']:.4f} s per round\n  {u['command']}")
+            print(
+                f"\nu-FedNL {label}: {u['core_s_per_round']:.4f} core-s per round "
+                f"(rounds {R1} -> {R2}); pinned to 1 core: "
+                f"{u['pinned_wall_s_per_round']:.4f} s per round\n  {u['command']}"
+            )
     if not args.ufednl:
         print("\n# u-FedNL skipped: no --ufednl binary given")
     if args.json:
-        Path(args.json).write_text(json.dumps({"machine": info, "argv": sys.argv,
-                                               "results": results, "ufednl": ufednl},
-                                              indent=1))
+        Path(args.json).write_text(
+            json.dumps(
+                {"machine": info, "argv": sys.argv, "results": results, "ufednl": ufednl}, indent=1
+            )
+        )
 
 
 if __name__ == "__main__":

@@ -40,10 +40,20 @@ from fedtheory.precision import (
 )
 from fedtheory.suite import load_problem
 
-SPEC = {"name": "fedprox_synthetic_1_1_d20_n500",
-        "data": {"source": "fedprox_synthetic", "alpha": 1.0, "beta": 1.0, "clients": 10,
-                 "d": 20, "sizes": "equal", "mean_size": 50, "seed": 0},
-        "objective": {"kind": "logistic", "lam": 1e-2}}
+SPEC = {
+    "name": "fedprox_synthetic_1_1_d20_n500",
+    "data": {
+        "source": "fedprox_synthetic",
+        "alpha": 1.0,
+        "beta": 1.0,
+        "clients": 10,
+        "d": 20,
+        "sizes": "equal",
+        "mean_size": 50,
+        "seed": 0,
+    },
+    "objective": {"kind": "logistic", "lam": 1e-2},
+}
 
 
 def median_time(fn, repeat: int) -> float:
@@ -67,9 +77,10 @@ def unit_costs(repeat: int) -> dict[str, float]:
         rows = [[A[i, j] for j in range(d)] for i in range(n)]
         v = [flint.arb(1) / (i + 3) for i in range(n)]
         t_mac = median_time(lambda: At * A, repeat) / (n * d * d)
-        t_entry = median_time(lambda: flint.arb_mat([[vj * a for a in r]
-                                                     for vj, r in zip(v, rows, strict=True)]),
-                              repeat) / (n * d)
+        t_entry = median_time(
+            lambda: flint.arb_mat([[vj * a for a in r] for vj, r in zip(v, rows, strict=True)]),
+            repeat,
+        ) / (n * d)
 
         def row_funcs():
             for x in v:
@@ -77,6 +88,7 @@ def unit_costs(repeat: int) -> dict[str, float]:
                 u.log1p()
                 u / (1 + u)
                 u / ((1 + u) * (1 + u))
+
         t_row = median_time(row_funcs, repeat) / n
     return {"mac": t_mac, "entry": t_entry, "row": t_row}
 
@@ -90,15 +102,17 @@ def main() -> None:
     problem = load_problem(SPEC)
     method = make_method("fedpm", {"K": 1, "eta": 1.0})
     print(f"# {problem!r}; {platform.platform()}; python-flint {flint.__version__}")
-    theta = problem.reference.theta_star * 0.5          # a point on the way, away from theta*
+    theta = problem.reference.theta_star * 0.5  # a point on the way, away from theta*
     t64 = median_time(lambda: one_round(problem, method, theta), max(20, args.repeat))
     print(f"# float64 FedPM K = 1 round (NumPy): {t64:.3e} s")
-    print(f"{'bits':>6} {'round s':>10} {'metrics s':>10} {'total s':>10} {'model s':>10} "
-          f"{'round / f64':>12} {'target':>8}")
+    print(
+        f"{'bits':>6} {'round s':>10} {'metrics s':>10} {'total s':>10} {'model s':>10} "
+        f"{'round / f64':>12} {'target':>8}"
+    )
     round_map = ROUND_MAPS[method.name]
     for bits in (int(b) for b in args.bits.split(",")):
         pp = to_precise(problem, bits)
-        _ = pp.reference                                # theta* once, not timed
+        _ = pp.reference  # theta* once, not timed
         with flint.ctx.workprec(bits):
             x = flint.arb_mat([[float(v)] for v in theta])
             state = PreciseState(x)
@@ -106,15 +120,21 @@ def main() -> None:
             t_metrics = median_time(lambda pp=pp, x=x: pp.metrics(x), args.repeat)
         model = estimate_round_seconds(problem, bits)
         target = ("<= 0.5" + (" met" if t_round <= 0.5 else " MISSED")) if bits == 256 else ""
-        print(f"{bits:>6} {t_round:>10.3e} {t_metrics:>10.3e} {t_round + t_metrics:>10.3e} "
-              f"{model:>10.3e} {t_round / t64:>12.0f} {target:>8}")
+        print(
+            f"{bits:>6} {t_round:>10.3e} {t_metrics:>10.3e} {t_round + t_metrics:>10.3e} "
+            f"{model:>10.3e} {t_round / t64:>12.0f} {target:>8}"
+        )
     u = unit_costs(args.repeat)
-    print(f"# unit costs at 256 bits: multiply-add {u['mac']:.2e} s, entry scaling "
-          f"{u['entry']:.2e} s, row functions {u['row']:.2e} s (model: 1.6e-08, 2.7e-07, 1.8e-06)")
+    print(
+        f"# unit costs at 256 bits: multiply-add {u['mac']:.2e} s, entry scaling "
+        f"{u['entry']:.2e} s, row functions {u['row']:.2e} s (model: 1.6e-08, 2.7e-07, 1.8e-06)"
+    )
     start = time.perf_counter()
     tr = run_precise(problem, "fedpm", {"K": 1}, 12, 256, stop_at_floor=True)
-    print(f"# run_precise fedpm K=1 at 256 bits, {len(tr) - 1} rounds to the floor (status "
-          f"{tr.status}), theta* included: {time.perf_counter() - start:.2f} s")
+    print(
+        f"# run_precise fedpm K=1 at 256 bits, {len(tr) - 1} rounds to the floor (status "
+        f"{tr.status}), theta* included: {time.perf_counter() - start:.2f} s"
+    )
 
 
 if __name__ == "__main__":

@@ -160,23 +160,40 @@ def old_read_libsvm(
     return Dataset(X=X, y=y, name=name, task=task)
 
 
-def _old_check_indices(idx: np.ndarray, val: np.ndarray, indptr: np.ndarray, counts: list[int],
-                   line_of: np.ndarray, path: Path, n_features: int | None,
-                   zero_based: bool) -> int:
+def _old_check_indices(
+    idx: np.ndarray,
+    val: np.ndarray,
+    indptr: np.ndarray,
+    counts: list[int],
+    line_of: np.ndarray,
+    path: Path,
+    n_features: int | None,
+    zero_based: bool,
+) -> int:
     """Refuse bad indices and values (naming the line); the number of columns d."""
     first = 0 if zero_based else 1
     if not zero_based:
-        _old_fail_at(idx == 0, line_of, path, lambda k: (
-            "feature index 0: LIBSVM indices start at 1; this file looks 0-based, as "
-            "scikit-learn's dump_svmlight_file writes by default, so set zero_based = true "
-            "(read_libsvm(..., zero_based=True), or zero_based = true in a spec's [data] "
-            "table)"))
+        _old_fail_at(
+            idx == 0,
+            line_of,
+            path,
+            lambda k: (
+                "feature index 0: LIBSVM indices start at 1; this file looks 0-based, as "
+                "scikit-learn's dump_svmlight_file writes by default, so set zero_based = true "
+                "(read_libsvm(..., zero_based=True), or zero_based = true in a spec's [data] "
+                "table)"
+            ),
+        )
     _old_fail_at(idx < first, line_of, path, lambda k: f"feature index {idx[k]} must be >= {first}")
-    _old_fail_at(idx > _OLD_MAX_INDEX, line_of, path,
-             lambda k: f"feature index {idx[k]} exceeds {_OLD_MAX_INDEX}, the largest LIBSVM "
-             "index")
-    _old_fail_at(~np.isfinite(val), line_of, path,
-                 lambda k: f"feature value {val[k]} is not finite")
+    _old_fail_at(
+        idx > _OLD_MAX_INDEX,
+        line_of,
+        path,
+        lambda k: f"feature index {idx[k]} exceeds {_OLD_MAX_INDEX}, the largest LIBSVM index",
+    )
+    _old_fail_at(
+        ~np.isfinite(val), line_of, path, lambda k: f"feature value {val[k]} is not finite"
+    )
     starts = np.zeros(idx.size, dtype=bool)
     starts[indptr[:-1][np.asarray(counts) > 0]] = True
     decreasing = np.concatenate([[False], np.diff(idx) <= 0]) & ~starts
@@ -191,8 +208,10 @@ def _old_check_indices(idx: np.ndarray, val: np.ndarray, indptr: np.ndarray, cou
         idx + 1 - first > d,
         line_of,
         path,
-        lambda k: f"feature index {idx[k]} exceeds n_features={n_features}"
-        + (" (0-based: indices up to n_features - 1)" if zero_based else ""),
+        lambda k: (
+            f"feature index {idx[k]} exceeds n_features={n_features}"
+            + (" (0-based: indices up to n_features - 1)" if zero_based else "")
+        ),
     )
     return d
 
@@ -233,8 +252,9 @@ def _old_c_number(tok: str) -> str:
     return tok
 
 
-def _old_to_array(tokens: list[str], dtype, what: str, line_of: np.ndarray,
-                  path: Path) -> np.ndarray:
+def _old_to_array(
+    tokens: list[str], dtype, what: str, line_of: np.ndarray, path: Path
+) -> np.ndarray:
     """Convert all tokens at once; on failure find the first bad one to report its line."""
     try:
         _old_c_number("".join(tokens))
@@ -274,9 +294,12 @@ def _digest(ds) -> dict:
     for a in (X.data, X.indices, X.indptr, ds.y):
         h.update(str(a.dtype).encode() + b"|")
         h.update(np.ascontiguousarray(a).tobytes())
-    return {"shape": list(X.shape), "nnz": int(X.nnz), "sha256": h.hexdigest()[:16],
-            "dtypes": [str(X.data.dtype), str(X.indices.dtype), str(X.indptr.dtype),
-                       str(ds.y.dtype)]}
+    return {
+        "shape": list(X.shape),
+        "nnz": int(X.nnz),
+        "sha256": h.hexdigest()[:16],
+        "dtypes": [str(X.data.dtype), str(X.indices.dtype), str(X.indptr.dtype), str(ds.y.dtype)],
+    }
 
 
 def _child(reader: str, path: str, kwargs: dict) -> None:
@@ -291,8 +314,11 @@ def _child(reader: str, path: str, kwargs: dict) -> None:
         before = _reset_peak_rss()
         w0, c0 = time.perf_counter(), time.process_time()
         ds = fn(path, **kwargs)
-        out = {"call_wall": time.perf_counter() - w0, "call_cpu": time.process_time() - c0,
-               **_digest(ds)}
+        out = {
+            "call_wall": time.perf_counter() - w0,
+            "call_cpu": time.process_time() - c0,
+            **_digest(ds),
+        }
         if before is not None:
             out["call_rss_mb"] = (_status_kb("VmHWM") - before) / 1024.0
     print(json.dumps(out))
@@ -318,53 +344,67 @@ def _reset_peak_rss() -> int | None:
 def _run_child(reader: str, path: str, kwargs: dict) -> dict:
     cmd = [sys.executable, __file__, "--child", reader, path, "--kwargs", json.dumps(kwargs)]
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, env={**os.environ,
-                                                             "OMP_NUM_THREADS": "1"})
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, env={**os.environ, "OMP_NUM_THREADS": "1"})
     out = proc.stdout.read()
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - t0
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
         raise SystemExit(f"{reader} reader failed on {path} (exit {proc.returncode})")
-    return {**json.loads(out), "wall": wall, "cpu": usage.ru_utime + usage.ru_stime,
-            "rss_mb": usage.ru_maxrss / 1024.0}
+    return {
+        **json.loads(out),
+        "wall": wall,
+        "cpu": usage.ru_utime + usage.ru_stime,
+        "rss_mb": usage.ru_maxrss / 1024.0,
+    }
 
 
 def _table(path: str, kwargs: dict, repeat: int) -> None:
     size = os.path.getsize(path)
     print(f"file: {path} ({size / 1e6:.1f} MB on disk), read_libsvm(path, **{kwargs})")
-    print(f"{'child':<15} {'process wall s':>14} {'process CPU s':>13} {'read call s':>11} "
-          f"{'read CPU s':>10} {'peak RSS MB':>11} {'over imports':>12} {'read call':>9}   result")
+    print(
+        f"{'child':<15} {'process wall s':>14} {'process CPU s':>13} {'read call s':>11} "
+        f"{'read CPU s':>10} {'peak RSS MB':>11} {'over imports':>12} {'read call':>9}   result"
+    )
     digests, base = {}, {}
     for reader in ("import", "import+sklearn", "old", "new"):
         runs = [_run_child(reader, path, kwargs) for _ in range(repeat)]
         best = min(runs, key=lambda r: r["wall"])
         rss = max(r["rss_mb"] for r in runs)
         base[reader] = rss
-        call = f"{best['call_wall']:>11.2f} {best['call_cpu']:>10.2f}" if "shape" in best \
+        call = (
+            f"{best['call_wall']:>11.2f} {best['call_cpu']:>10.2f}"
+            if "shape" in best
             else f"{'-':>11} {'-':>10}"
+        )
         over = {"old": "import", "new": "import+sklearn"}.get(reader)
         over = f"{rss - base[over]:>+12.0f}" if over else f"{'-':>12}"
         result = f"{best['shape']} nnz={best['nnz']} {best['sha256']}" if "shape" in best else ""
         label = {"import": "imports (old)", "import+sklearn": "imports (new)"}.get(reader, reader)
         in_call = max((r.get("call_rss_mb", math.nan) for r in runs), default=math.nan)
         in_call = f"{in_call:>+9.0f}" if "shape" in best else f"{'-':>9}"
-        print(f"{label:<15} {best['wall']:>14.2f} {best['cpu']:>13.2f} {call} {rss:>11.0f} "
-              f"{over} {in_call}   {result}")
+        print(
+            f"{label:<15} {best['wall']:>14.2f} {best['cpu']:>13.2f} {call} {rss:>11.0f} "
+            f"{over} {in_call}   {result}"
+        )
         digests[reader] = best.get("sha256")
     same = digests["old"] == digests["new"]
-    print("bit-identical X (data, indices, indptr, dtypes, shape) and y: "
-          + ("yes" if same else "NO"))
-    print(f"(best of {repeat} by wall time; peak RSS: the largest of the {repeat}; 'read "
-          "call': the read call alone, timed inside the child; 'imports (old)': a child that "
-          "imports fedtheory.data and reads nothing, the baseline of 'old'; 'imports (new)': "
-          "the same plus sklearn.datasets, which read_libsvm imports on its first call, the "
-          "baseline of 'new'; 'read call' under peak RSS: the peak during the read call over the "
-          "RSS just before it, Linux VmHWM reset through /proc/self/clear_refs)")
+    print(
+        "bit-identical X (data, indices, indptr, dtypes, shape) and y: " + ("yes" if same else "NO")
+    )
+    print(
+        f"(best of {repeat} by wall time; peak RSS: the largest of the {repeat}; 'read "
+        "call': the read call alone, timed inside the child; 'imports (old)': a child that "
+        "imports fedtheory.data and reads nothing, the baseline of 'old'; 'imports (new)': "
+        "the same plus sklearn.datasets, which read_libsvm imports on its first call, the "
+        "baseline of 'new'; 'read call' under peak RSS: the peak during the read call over the "
+        "RSS just before it, Linux VmHWM reset through /proc/self/clear_refs)"
+    )
 
 
-def make_synthetic(path: Path, mb: float, d: int = 300, density: float = 0.04,
-                   seed: int = 0) -> None:
+def make_synthetic(
+    path: Path, mb: float, d: int = 300, density: float = 0.04, seed: int = 0
+) -> None:
     """A binary LIBSVM file of about ``mb`` MB: ``d`` features, each present with probability
     ``density``, values N(0, 1) printed with 6 significant digits, labels -1/+1."""
     rng = np.random.default_rng(seed)
@@ -377,8 +417,14 @@ def make_synthetic(path: Path, mb: float, d: int = 300, density: float = 0.04,
             lines = []
             for r in range(block):
                 cols = np.flatnonzero(mask[r])
-                lines.append(" ".join([labels[r], *(f"{c + 1}:{v:.6g}" for c, v in
-                                                     zip(cols, vals[r, cols], strict=True))]))
+                lines.append(
+                    " ".join(
+                        [
+                            labels[r],
+                            *(f"{c + 1}:{v:.6g}" for c, v in zip(cols, vals[r, cols], strict=True)),
+                        ]
+                    )
+                )
             text = "\n".join(lines) + "\n"
             fh.write(text)
             written += len(text)
@@ -404,11 +450,14 @@ def main(argv=None) -> None:
         return
     if args.path is None:
         ap.error("give a LIBSVM file (or --make-synthetic PATH)")
-    kwargs = {k: v for k, v in (("rows", args.rows), ("n_features", args.n_features))
-              if v is not None}
-    print(f"python {platform.python_version()}, numpy {np.__version__}, "
-          f"scipy {sp.__name__ and __import__('scipy').__version__}, "
-          f"scikit-learn {__import__('sklearn').__version__}")
+    kwargs = {
+        k: v for k, v in (("rows", args.rows), ("n_features", args.n_features)) if v is not None
+    }
+    print(
+        f"python {platform.python_version()}, numpy {np.__version__}, "
+        f"scipy {sp.__name__ and __import__('scipy').__version__}, "
+        f"scikit-learn {__import__('sklearn').__version__}"
+    )
     _table(args.path, kwargs, args.repeat)
 
 

@@ -37,8 +37,9 @@ def w8a_shaped(seed: int = 0, storage: str = "dense") -> FederatedProblem:
     w = rng.normal(size=d)
     y = np.where(X @ w + rng.normal(size=N * n) >= 0, 1.0, -1.0)
     parts = np.split(np.arange(N * n), N)
-    return FederatedProblem.from_dataset(X, y, parts, objective="logistic", lam=1e-3,
-                                         name="w8a_shaped", storage=storage)
+    return FederatedProblem.from_dataset(
+        X, y, parts, objective="logistic", lam=1e-3, name="w8a_shaped", storage=storage
+    )
 
 
 def a9a(storage: str = "dense") -> FederatedProblem:
@@ -51,8 +52,14 @@ def a9a(storage: str = "dense") -> FederatedProblem:
 
 def round_flops(problem: FederatedProblem) -> float:
     N, n, d = problem.N, problem.A.shape[1], problem.d
-    return 2 * N * n * d**2 + 4 * N * n * d + N * (d**3 / 3 + 2 * d**2) + 3 * N * d**2 \
-        + d**3 / 3 + 2 * d**2
+    return (
+        2 * N * n * d**2
+        + 4 * N * n * d
+        + N * (d**3 / 3 + 2 * d**2)
+        + 3 * N * d**2
+        + d**3 / 3
+        + 2 * d**2
+    )
 
 
 def machine(backend: str) -> dict:
@@ -60,9 +67,15 @@ def machine(backend: str) -> dict:
     import os
 
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    info = {"platform": platform.platform(), "machine": platform.machine(),
-            "processor": platform.processor(), "cpu_count": cores,
-            "python": platform.python_version(), "numpy": np.__version__, "backend": backend}
+    info = {
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "processor": platform.processor(),
+        "cpu_count": cores,
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "backend": backend,
+    }
     if backend == "cupy":
         import cupy
 
@@ -114,8 +127,10 @@ def main() -> None:
     builders = {"a9a": a9a, "w8a": w8a_shaped}
     info = machine(args.backend)
     print("# machine: " + ", ".join(f"{k} {v}" for k, v in info.items()))
-    print(f"{'problem':<12}{'N x n x d':>16}{'GFLOP':>8}{'s/round':>11}{'matmul m':>10}"
-          f"{'s/matmul':>11}{'ratio':>8}{'GFLOP/s':>9}")
+    print(
+        f"{'problem':<12}{'N x n x d':>16}{'GFLOP':>8}{'s/round':>11}{'matmul m':>10}"
+        f"{'s/matmul':>11}{'ratio':>8}{'GFLOP/s':>9}"
+    )
     for name in args.problems.split(","):
         problem = builders[name]()
         problem.reference  # noqa: B018  (cached; not part of the timing)
@@ -125,8 +140,10 @@ def main() -> None:
         t_round = time_round(problem, args.repeat)
         m, t_mm = time_matmul(flops, problem.xp, args.repeat)
         shape = f"{problem.N}x{problem.A.shape[1]}x{problem.d}"
-        print(f"{name:<12}{shape:>16}{flops / 1e9:>8.3f}{t_round:>11.4e}{m:>10d}{t_mm:>11.4e}"
-              f"{t_round / t_mm:>8.2f}{flops / t_round / 1e9:>9.1f}")
+        print(
+            f"{name:<12}{shape:>16}{flops / 1e9:>8.3f}{t_round:>11.4e}{m:>10d}{t_mm:>11.4e}"
+            f"{t_round / t_mm:>8.2f}{flops / t_round / 1e9:>9.1f}"
+        )
 
 
 if __name__ == "__main__":

@@ -47,8 +47,9 @@ def synthetic(N: int, n: int, d: int, seed: int = 0) -> FederatedProblem:
     w = rng.normal(size=d) / np.sqrt(d)
     y = np.where(X @ w + 0.5 * rng.normal(size=n) >= 0, 1.0, -1.0)
     parts = np.array_split(np.arange(n), N)
-    return FederatedProblem.from_dataset(X, y, parts, objective="logistic", lam=1e-3,
-                                         name=f"synthetic_N{N}_n{n}_d{d}")
+    return FederatedProblem.from_dataset(
+        X, y, parts, objective="logistic", lam=1e-3, name=f"synthetic_N{N}_n{n}_d{d}"
+    )
 
 
 def _sync(xp) -> None:
@@ -81,11 +82,23 @@ def measure(series: str, N: int, n: int, d: int, args: argparse.Namespace) -> di
         problem = problem.to("cupy")
     t, reps = time_round(problem, args.repeat, args.budget)
     flops = round_flops(problem)
-    row = {"series": series, "N": N, "n": problem.n, "n_max": int(problem.A.shape[1]), "d": d,
-           "gflop": flops / 1e9, "s_per_round": t, "s_per_round_per_client": t / N,
-           "gflop_per_s": flops / t / 1e9, "timings": reps}
-    print(f"{series:<4}{N:>7d}{row['n_max']:>7d}{d:>5d}{row['gflop']:>10.4f}{t:>12.3e}"
-          f"{t / N:>13.3e}{row['gflop_per_s']:>9.2f}{reps:>5d}", flush=True)
+    row = {
+        "series": series,
+        "N": N,
+        "n": problem.n,
+        "n_max": int(problem.A.shape[1]),
+        "d": d,
+        "gflop": flops / 1e9,
+        "s_per_round": t,
+        "s_per_round_per_client": t / N,
+        "gflop_per_s": flops / t / 1e9,
+        "timings": reps,
+    }
+    print(
+        f"{series:<4}{N:>7d}{row['n_max']:>7d}{d:>5d}{row['gflop']:>10.4f}{t:>12.3e}"
+        f"{t / N:>13.3e}{row['gflop_per_s']:>9.2f}{reps:>5d}",
+        flush=True,
+    )
     return row
 
 
@@ -96,19 +109,25 @@ def plot(rows: list[dict], path: str, info: dict, sizes: dict) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 4.2))
-    panels = (("N", "N", f"(i) n = {sizes['n_total']} rows in all, d = {sizes['d_fixed']}",
-               "number of clients N"),
-              ("d", "d", f"(ii) N = {sizes['N_fixed']} clients x {sizes['rows']} rows",
-               "dimension d"))
+    panels = (
+        (
+            "N",
+            "N",
+            f"(i) n = {sizes['n_total']} rows in all, d = {sizes['d_fixed']}",
+            "number of clients N",
+        ),
+        ("d", "d", f"(ii) N = {sizes['N_fixed']} clients x {sizes['rows']} rows", "dimension d"),
+    )
     for ax, (series, key, title, xlabel) in zip(axes, panels, strict=True):
         pts = [r for r in rows if r["series"] == series]
         x = np.array([r[key] for r in pts], dtype=float)
         t = np.array([r["s_per_round"] for r in pts])
         gf = np.array([r["gflop"] for r in pts])
-        rate = float(np.max(gf / t))   # GFLOP/s, the series' best
+        rate = float(np.max(gf / t))  # GFLOP/s, the series' best
         ax.loglog(x, t, "o-", label="measured s / round")
-        ax.loglog(x, gf / rate, "k--", lw=1,
-                  label=f"flop model at the best rate, {rate:.2g} GFLOP/s")
+        ax.loglog(
+            x, gf / rate, "k--", lw=1, label=f"flop model at the best rate, {rate:.2g} GFLOP/s"
+        )
         if series == "N":
             ax.loglog(x, t / x, "s:", label="measured s / round / client")
         ax.set_xticks(x, [f"{v:g}" for v in x])
@@ -130,8 +149,12 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="small sizes, few repeats")
     ap.add_argument("--backend", choices=("numpy", "cupy"), default="numpy")
     ap.add_argument("--repeat", type=int, default=None, help="max timings per point (10)")
-    ap.add_argument("--budget", type=float, default=None,
-                    help="seconds per point after which repeating stops (2.0)")
+    ap.add_argument(
+        "--budget",
+        type=float,
+        default=None,
+        help="seconds per point after which repeating stops (2.0)",
+    )
     ap.add_argument("--out", help="write the figures to this JSON file")
     ap.add_argument("--plot", help="write a log-log plot of both series to this PNG file")
     args = ap.parse_args()
@@ -139,35 +162,62 @@ def main() -> None:
         if getattr(args, key) is None:
             setattr(args, key, quick if args.quick else full)
     if args.quick:
-        sizes = {"N_list": [10, 100, 1000], "n_total": 2000, "d_fixed": 20,
-                 "d_list": [10, 20, 50], "N_fixed": 100, "rows": 50}
+        sizes = {
+            "N_list": [10, 100, 1000],
+            "n_total": 2000,
+            "d_fixed": 20,
+            "d_list": [10, 20, 50],
+            "N_fixed": 100,
+            "rows": 50,
+        }
     else:
-        sizes = {"N_list": [10, 30, 100, 300, 1000, 3000, 10000], "n_total": 20000,
-                 "d_fixed": 20, "d_list": [10, 20, 50, 100, 200, 400], "N_fixed": 100,
-                 "rows": 50}
+        sizes = {
+            "N_list": [10, 30, 100, 300, 1000, 3000, 10000],
+            "n_total": 20000,
+            "d_fixed": 20,
+            "d_list": [10, 20, 50, 100, 200, 400],
+            "N_fixed": 100,
+            "rows": 50,
+        }
 
     info = machine(args.backend)
     command = "python " + shlex.join(sys.argv)
     print(f"# {command}")
     print("# machine: " + ", ".join(f"{k} {v}" for k, v in info.items()))
-    print(f"# FedPM K = 1, full participation; median of <= {args.repeat} timings "
-          f"(>= 3, until {args.budget:g} s spent) after 2 warm-ups; GFLOP from the flop model")
-    print(f"{'ser':<4}{'N':>7}{'n_max':>7}{'d':>5}{'GFLOP':>10}{'s/round':>12}"
-          f"{'s/rnd/client':>13}{'GFLOP/s':>9}{'reps':>5}")
+    print(
+        f"# FedPM K = 1, full participation; median of <= {args.repeat} timings "
+        f"(>= 3, until {args.budget:g} s spent) after 2 warm-ups; GFLOP from the flop model"
+    )
+    print(
+        f"{'ser':<4}{'N':>7}{'n_max':>7}{'d':>5}{'GFLOP':>10}{'s/round':>12}"
+        f"{'s/rnd/client':>13}{'GFLOP/s':>9}{'reps':>5}"
+    )
     rows = []
     for N in sizes["N_list"]:
         rows.append(measure("N", N, sizes["n_total"], sizes["d_fixed"], args))
     for d in sizes["d_list"]:
         rows.append(measure("d", sizes["N_fixed"], sizes["N_fixed"] * sizes["rows"], d, args))
-    print("# series N: fixed total rows n, rows per client n/N; series d: fixed N and rows per "
-          "client. s/rnd/client = s/round / N.")
+    print(
+        "# series N: fixed total rows n, rows per client n/N; series d: fixed N and rows per "
+        "client. s/rnd/client = s/round / N."
+    )
     if args.plot:
         plot(rows, args.plot, info, sizes)
         print(f"# wrote {args.plot}")
     if args.out:
         with open(args.out, "w") as fh:
-            json.dump({"benchmark": "bench_scaling", "command": command, "machine": info,
-                       "args": vars(args), "sizes": sizes, "rows": rows}, fh, indent=2)
+            json.dump(
+                {
+                    "benchmark": "bench_scaling",
+                    "command": command,
+                    "machine": info,
+                    "args": vars(args),
+                    "sizes": sizes,
+                    "rows": rows,
+                },
+                fh,
+                indent=2,
+            )
         print(f"# wrote {args.out}")
 
 

@@ -46,8 +46,12 @@ def make_trace(rows: int, seed: int = 0) -> Trace:
     values = np.frombuffer(rng.bytes(8 * rows * (len(COLUMNS) - 1)), dtype=np.float64)
     values = values.reshape(rows, len(COLUMNS) - 1)
     names = COLUMNS[1:]
-    return Trace(rows=[{"round": i, **dict(zip(names, map(float, values[i]), strict=True))}
-                       for i in range(rows)])
+    return Trace(
+        rows=[
+            {"round": i, **dict(zip(names, map(float, values[i]), strict=True))}
+            for i in range(rows)
+        ]
+    )
 
 
 def best_of(fn, path: Path, repeat: int) -> tuple[float, pd.DataFrame]:
@@ -62,8 +66,10 @@ def best_of(fn, path: Path, repeat: int) -> tuple[float, pd.DataFrame]:
 def same_bits(a: pd.DataFrame, b: pd.DataFrame) -> bool:
     if list(a.columns) != list(b.columns) or len(a) != len(b):
         return False
-    return all(np.array_equal(a[c].to_numpy().view(np.int64), b[c].to_numpy().view(np.int64))
-               for c in a.columns)
+    return all(
+        np.array_equal(a[c].to_numpy().view(np.int64), b[c].to_numpy().view(np.int64))
+        for c in a.columns
+    )
 
 
 def main() -> None:
@@ -79,9 +85,15 @@ def main() -> None:
         t_old, old = best_of(old_read_csv, path, args.repeat)
         t_new, new = best_of(read_csv, path, args.repeat)
         c_engine = pd.read_csv(path, engine="c")
-        c_wrong = sum(int(np.sum(c_engine[c].to_numpy(dtype=float).view(np.int64)
-                                 != old[c].to_numpy().view(np.int64)))
-                      for c in COLUMNS[1:])
+        c_wrong = sum(
+            int(
+                np.sum(
+                    c_engine[c].to_numpy(dtype=float).view(np.int64)
+                    != old[c].to_numpy().view(np.int64)
+                )
+            )
+            for c in COLUMNS[1:]
+        )
     exact = same_bits(old, new)
     lines = [
         f"trace CSV: {args.rows} rows x {len(COLUMNS)} columns, {size / 2**20:.1f} MiB "

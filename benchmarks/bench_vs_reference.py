@@ -45,8 +45,9 @@ CHECK_RTOL = 1e-10
 
 
 # ---- the reference: per-client, per-sample loops --------------------------------------------
-def reference_client(X: np.ndarray, y: np.ndarray, theta: np.ndarray, lam: float,
-                     eta: float) -> tuple[np.ndarray, np.ndarray]:
+def reference_client(
+    X: np.ndarray, y: np.ndarray, theta: np.ndarray, lam: float, eta: float
+) -> tuple[np.ndarray, np.ndarray]:
     """One client's Hessian H_i and local Newton iterate theta_i, sample by sample."""
     n, d = X.shape
     H = np.zeros((d, d))
@@ -61,8 +62,7 @@ def reference_client(X: np.ndarray, y: np.ndarray, theta: np.ndarray, lam: float
     return H, theta - eta * np.linalg.solve(H, g)
 
 
-def reference_server(Hs: list[np.ndarray], thetas: list[np.ndarray],
-                     w: np.ndarray) -> np.ndarray:
+def reference_server(Hs: list[np.ndarray], thetas: list[np.ndarray], w: np.ndarray) -> np.ndarray:
     """theta+ = (sum_i w_i H_i)^{-1} sum_i w_i H_i theta_i, client by client."""
     d = Hs[0].shape[0]
     P = np.zeros((d, d))
@@ -73,8 +73,14 @@ def reference_server(Hs: list[np.ndarray], thetas: list[np.ndarray],
     return np.linalg.solve(P, rhs)
 
 
-def reference_round(Xs: list[np.ndarray], ys: list[np.ndarray], w: np.ndarray,
-                    theta: np.ndarray, lam: float, eta: float = 1.0) -> np.ndarray:
+def reference_round(
+    Xs: list[np.ndarray],
+    ys: list[np.ndarray],
+    w: np.ndarray,
+    theta: np.ndarray,
+    lam: float,
+    eta: float = 1.0,
+) -> np.ndarray:
     out = [reference_client(X, y, theta, lam, eta) for X, y in zip(Xs, ys, strict=True)]
     return reference_server([h for h, _ in out], [t for _, t in out], w)
 
@@ -114,7 +120,8 @@ def bench_problem(name: str, host: FederatedProblem, args: argparse.Namespace) -
     rel_err = float(np.linalg.norm(ref_theta - lib_theta) / np.linalg.norm(lib_theta))
     assert rel_err <= CHECK_RTOL, (
         f"{name}: reference and fedtheory FedPM rounds differ: relative error {rel_err:.3e} "
-        f"> {CHECK_RTOL:g} on {m} of {N} clients")
+        f"> {CHECK_RTOL:g} on {m} of {N} clients"
+    )
 
     # fedtheory: the full round, on the chosen backend
     t_lib = _median_time(library_round(problem, theta, None), problem.xp, args.repeat)
@@ -125,8 +132,9 @@ def bench_problem(name: str, host: FederatedProblem, args: argparse.Namespace) -
     outs: list = []
 
     def clients_phase() -> None:
-        outs[:] = [reference_client(X, y, theta, host.lam, 1.0) for X, y in zip(Xk, yk,
-                                                                               strict=True)]
+        outs[:] = [
+            reference_client(X, y, theta, host.lam, 1.0) for X, y in zip(Xk, yk, strict=True)
+        ]
 
     t_clients_sub = _median_time(clients_phase, np, args.ref_repeat)
     Hs = [outs[i % k][0] for i in range(N)]
@@ -135,9 +143,15 @@ def bench_problem(name: str, host: FederatedProblem, args: argparse.Namespace) -
     t_server = _median_time(lambda: reference_server(Hs, thetas, w_all), np, args.ref_repeat)
     t_ref = t_clients_sub * N / k + t_server
     return {
-        "problem": name, "N": N, "n_max": int(host.A.shape[1]), "d": d, "n": host.n,
-        "check_clients": m, "check_rel_err": rel_err,
-        "fedtheory_s_per_round": t_lib, "fedtheory_backend": args.backend,
+        "problem": name,
+        "N": N,
+        "n_max": int(host.A.shape[1]),
+        "d": d,
+        "n": host.n,
+        "check_clients": m,
+        "check_rel_err": rel_err,
+        "fedtheory_s_per_round": t_lib,
+        "fedtheory_backend": args.backend,
         "reference_clients_timed": k,
         "reference_client_phase_s_measured": t_clients_sub,
         "reference_client_phase_s_scaled": t_clients_sub * N / k,
@@ -149,21 +163,40 @@ def bench_problem(name: str, host: FederatedProblem, args: argparse.Namespace) -
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true",
-                    help="fewer repeats, reference timed on 2 clients, check on 4 clients")
-    ap.add_argument("--backend", choices=("numpy", "cupy"), default="numpy",
-                    help="backend of fedtheory's round (the reference is always NumPy)")
+    ap.add_argument(
+        "--quick",
+        action="store_true",
+        help="fewer repeats, reference timed on 2 clients, check on 4 clients",
+    )
+    ap.add_argument(
+        "--backend",
+        choices=("numpy", "cupy"),
+        default="numpy",
+        help="backend of fedtheory's round (the reference is always NumPy)",
+    )
     ap.add_argument("--problems", default="a9a,w8a")
     ap.add_argument("--repeat", type=int, default=None, help="fedtheory timings (default 20)")
     ap.add_argument("--ref-repeat", type=int, default=None, help="reference timings (default 3)")
-    ap.add_argument("--ref-clients", type=int, default=None,
-                    help="clients the reference client phase is timed on (default 8)")
-    ap.add_argument("--check-clients", type=int, default=None,
-                    help="participants of the equality check, 0 = all (default 0)")
+    ap.add_argument(
+        "--ref-clients",
+        type=int,
+        default=None,
+        help="clients the reference client phase is timed on (default 8)",
+    )
+    ap.add_argument(
+        "--check-clients",
+        type=int,
+        default=None,
+        help="participants of the equality check, 0 = all (default 0)",
+    )
     ap.add_argument("--out", help="write the figures to this JSON file")
     args = ap.parse_args()
-    for key, full, quick in (("repeat", 20, 3), ("ref_repeat", 3, 1), ("ref_clients", 8, 2),
-                             ("check_clients", 0, 4)):
+    for key, full, quick in (
+        ("repeat", 20, 3),
+        ("ref_repeat", 3, 1),
+        ("ref_clients", 8, 2),
+        ("check_clients", 0, 4),
+    ):
         if getattr(args, key) is None:
             setattr(args, key, quick if args.quick else full)
 
@@ -171,9 +204,11 @@ def main() -> None:
     command = "python " + shlex.join(sys.argv)
     print(f"# {command}")
     print("# machine: " + ", ".join(f"{k} {v}" for k, v in info.items()))
-    print(f"# reference (NumPy, per-sample loops): client phase timed on {args.ref_clients} "
-          f"clients and scaled linearly by N/{args.ref_clients}; server phase timed on N "
-          f"clients. fedtheory: median of {args.repeat} full rounds on {args.backend}.")
+    print(
+        f"# reference (NumPy, per-sample loops): client phase timed on {args.ref_clients} "
+        f"clients and scaled linearly by N/{args.ref_clients}; server phase timed on N "
+        f"clients. fedtheory: median of {args.repeat} full rounds on {args.backend}."
+    )
     builders = {"a9a": a9a, "w8a": w8a_shaped}
     rows = []
     for name in args.problems.split(","):
@@ -181,20 +216,35 @@ def main() -> None:
         row = bench_problem(name, host, args)
         rows.append(row)
         if len(rows) == 1:
-            print(f"{'problem':<8}{'N x n x d':>14}{'check on':>9}{'rel err':>10}"
-                  f"{'ref s/rnd':>11}{'(meas. on)':>11}{'fedth s/rnd':>12}{'speedup':>9}")
+            print(
+                f"{'problem':<8}{'N x n x d':>14}{'check on':>9}{'rel err':>10}"
+                f"{'ref s/rnd':>11}{'(meas. on)':>11}{'fedth s/rnd':>12}{'speedup':>9}"
+            )
         shape = f"{row['N']}x{row['n_max']}x{row['d']}"
-        print(f"{name:<8}{shape:>14}{row['check_clients']:>9d}{row['check_rel_err']:>10.1e}"
-              f"{row['reference_s_per_round_extrapolated']:>11.3e}"
-              f"{str(row['reference_clients_timed']) + ' cl.':>11}"
-              f"{row['fedtheory_s_per_round']:>12.3e}{row['speedup']:>9.1f}")
-    print(f"# ref s/rnd is extrapolated (client phase x N/{args.ref_clients} + server phase); "
-          f"speedup = ref s/rnd / fedtheory s/rnd; check: FedPM round equal to {CHECK_RTOL:g} "
-          f"relative (asserted)")
+        print(
+            f"{name:<8}{shape:>14}{row['check_clients']:>9d}{row['check_rel_err']:>10.1e}"
+            f"{row['reference_s_per_round_extrapolated']:>11.3e}"
+            f"{str(row['reference_clients_timed']) + ' cl.':>11}"
+            f"{row['fedtheory_s_per_round']:>12.3e}{row['speedup']:>9.1f}"
+        )
+    print(
+        f"# ref s/rnd is extrapolated (client phase x N/{args.ref_clients} + server phase); "
+        f"speedup = ref s/rnd / fedtheory s/rnd; check: FedPM round equal to {CHECK_RTOL:g} "
+        f"relative (asserted)"
+    )
     if args.out:
         with open(args.out, "w") as fh:
-            json.dump({"benchmark": "bench_vs_reference", "command": command, "machine": info,
-                       "args": vars(args), "rows": rows}, fh, indent=2)
+            json.dump(
+                {
+                    "benchmark": "bench_vs_reference",
+                    "command": command,
+                    "machine": info,
+                    "args": vars(args),
+                    "rows": rows,
+                },
+                fh,
+                indent=2,
+            )
         print(f"# wrote {args.out}")
 
 

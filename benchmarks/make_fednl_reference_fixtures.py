@@ -56,7 +56,7 @@ from fedtheory.data import load_a9a, load_breast_cancer
 
 ROUNDS, TAU, LAM = 20, 3, 1e-2
 ROOT = Path(__file__).resolve().parents[1]
-START = 0.1             # x^0 = x_opt + START (1, ..., 1), as in the reference's example notebook
+START = 0.1  # x^0 = x_opt + START (1, ..., 1), as in the reference's example notebook
 #: dataset -> (rows, clients): a9a's first 400 rows (one-hot features: many exact ties in the
 #: Hessians) and breast cancer's first 560 (standardised, intercept column: no ties), 8 clients.
 DATA = {"a9a": (400, 8), "breast_cancer": (560, 8)}
@@ -65,43 +65,127 @@ DATA = {"a9a": (400, 8), "breast_cancer": (560, 8)}
 #         exact): exact = False where the reference's own rounding decides top-K ties (below)
 CONFIGS = {
     "fednl_opt2_rank4_rule1_zero": (
-        "a9a", "FedNL", dict(hes_comp_name="LowRank", hes_comp_param=4, init="zero",
-                             init_cost=False, option=2, upd_rule=1),
-        "fednl", dict(option=2, compressor="rankR", R=4, alpha="rule1", l_norm="spectral",
-                      init="zero"), 8, True),
+        "a9a",
+        "FedNL",
+        dict(
+            hes_comp_name="LowRank",
+            hes_comp_param=4,
+            init="zero",
+            init_cost=False,
+            option=2,
+            upd_rule=1,
+        ),
+        "fednl",
+        dict(option=2, compressor="rankR", R=4, alpha="rule1", l_norm="spectral", init="zero"),
+        8,
+        True,
+    ),
     "fednl_pp_rank4_rule1": (
-        "a9a", "FedNL_PP", dict(tau=TAU, hes_comp_name="LowRank", hes_comp_param=4,
-                                init="nonzero", init_cost=True, upd_rule=1),
-        "fednl_pp", dict(compressor="rankR", R=4, alpha="rule1", init="hessian"), 8, True),
+        "a9a",
+        "FedNL_PP",
+        dict(
+            tau=TAU,
+            hes_comp_name="LowRank",
+            hes_comp_param=4,
+            init="nonzero",
+            init_cost=True,
+            upd_rule=1,
+        ),
+        "fednl_pp",
+        dict(compressor="rankR", R=4, alpha="rule1", init="hessian"),
+        8,
+        True,
+    ),
     "fednl_cr_m0_one_client": (
-        "a9a", "FedNL_CR", dict(hes_comp_name="LowRank", hes_comp_param=2, init="nonzero",
-                                init_cost=True, upd_rule=1),
-        "fednl_cr", dict(M=0.0, compressor="rankR", R=2, alpha="rule1", init="hessian"), 1,
-        True),
+        "a9a",
+        "FedNL_CR",
+        dict(hes_comp_name="LowRank", hes_comp_param=2, init="nonzero", init_cost=True, upd_rule=1),
+        "fednl_cr",
+        dict(M=0.0, compressor="rankR", R=2, alpha="rule1", init="hessian"),
+        1,
+        True,
+    ),
     "fednl_opt2_topk_spectral": (
-        "breast_cancer", "FedNL", dict(hes_comp_name="TopK", hes_comp_param=62, init="nonzero",
-                                       init_cost=True, option=2, upd_rule=2),
-        "fednl", dict(option=2, compressor="topK", Kc=62, alpha="one", l_norm="spectral",
-                      init="hessian"), 8, True),
+        "breast_cancer",
+        "FedNL",
+        dict(
+            hes_comp_name="TopK",
+            hes_comp_param=62,
+            init="nonzero",
+            init_cost=True,
+            option=2,
+            upd_rule=2,
+        ),
+        "fednl",
+        dict(option=2, compressor="topK", Kc=62, alpha="one", l_norm="spectral", init="hessian"),
+        8,
+        True,
+    ),
     "fednl_opt1_topk_rule1": (
-        "breast_cancer", "FedNL", dict(hes_comp_name="TopK", hes_comp_param=62, init="nonzero",
-                                       init_cost=True, option=1, upd_rule=1),
-        "fednl", dict(option=1, compressor="topK", Kc=62, alpha="rule1", init="hessian"), 8,
-        True),
+        "breast_cancer",
+        "FedNL",
+        dict(
+            hes_comp_name="TopK",
+            hes_comp_param=62,
+            init="nonzero",
+            init_cost=True,
+            option=1,
+            upd_rule=1,
+        ),
+        "fednl",
+        dict(option=1, compressor="topK", Kc=62, alpha="rule1", init="hessian"),
+        8,
+        True,
+    ),
     "fednl_pp_topk_zero": (
-        "breast_cancer", "FedNL_PP", dict(tau=TAU, hes_comp_name="TopK", hes_comp_param=124,
-                                          init="zero", init_cost=False, upd_rule=2),
-        "fednl_pp", dict(compressor="topK", Kc=124, alpha="one", init="zero"), 8, True),
+        "breast_cancer",
+        "FedNL_PP",
+        dict(
+            tau=TAU,
+            hes_comp_name="TopK",
+            hes_comp_param=124,
+            init="zero",
+            init_cost=False,
+            upd_rule=2,
+        ),
+        "fednl_pp",
+        dict(compressor="topK", Kc=124, alpha="one", init="zero"),
+        8,
+        True,
+    ),
     "fednl_ls_topk_rule1_zero": (
-        "breast_cancer", "FedNL_LS", dict(hes_comp_name="TopK", hes_comp_param=62, init="zero",
-                                          init_cost=False, upd_rule=1, gamma=0.5, c=0.5),
-        "fednl_ls", dict(compressor="topK", Kc=62, alpha="rule1", init="zero", gamma=0.5,
-                         c=0.5), 8, True),
+        "breast_cancer",
+        "FedNL_LS",
+        dict(
+            hes_comp_name="TopK",
+            hes_comp_param=62,
+            init="zero",
+            init_cost=False,
+            upd_rule=1,
+            gamma=0.5,
+            c=0.5,
+        ),
+        "fednl_ls",
+        dict(compressor="topK", Kc=62, alpha="rule1", init="zero", gamma=0.5, c=0.5),
+        8,
+        True,
+    ),
     "fednl_opt2_topk_spectral_a9a": (
-        "a9a", "FedNL", dict(hes_comp_name="TopK", hes_comp_param=492, init="nonzero",
-                             init_cost=True, option=2, upd_rule=2),
-        "fednl", dict(option=2, compressor="topK", Kc=492, alpha="one", l_norm="spectral",
-                      init="hessian"), 8, False),
+        "a9a",
+        "FedNL",
+        dict(
+            hes_comp_name="TopK",
+            hes_comp_param=492,
+            init="nonzero",
+            init_cost=True,
+            option=2,
+            upd_rule=2,
+        ),
+        "fednl",
+        dict(option=2, compressor="topK", Kc=492, alpha="one", l_norm="spectral", init="hessian"),
+        8,
+        False,
+    ),
 }
 
 
@@ -113,7 +197,7 @@ class Recorder(np.ndarray):
 
     def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
         plain = [np.asarray(x) if isinstance(x, Recorder) else x for x in inputs]
-        return getattr(ufunc, method)(*plain, **kwargs)      # results are plain arrays
+        return getattr(ufunc, method)(*plain, **kwargs)  # results are plain arrays
 
     def __rsub__(self, other):
         self.seen.append(np.array(other, dtype=np.float64))
@@ -148,20 +232,21 @@ def run_reference(ref, key: str) -> dict:
     oracle.set_optimum(rec)
     method = getattr(ref, cls_name)(oracle)
     if cls_name == "FedNL_CR":
-        method.get_M = lambda: 0.0                 # M = 0: the reference's solver is exact there
+        method.get_M = lambda: 0.0  # M = 0: the reference's solver is exact there
     schedule: list[list[int]] = []
     shuffle = np.random.shuffle
 
     def recording_shuffle(x):
         shuffle(x)
-        schedule.append(sorted(int(i) for i in x[:kw["tau"]]))
+        schedule.append(sorted(int(i) for i in x[: kw["tau"]]))
 
     np.random.seed(0)  # noqa: NPY002  (the reference draws from NumPy's global generator)
     if cls_name == "FedNL_PP":
         np.random.shuffle = recording_shuffle
     try:
-        fv, bits, _ = method.method(x=x_opt + START, max_iter=ROUNDS - 1, tol=-1.0,
-                                    verbose=False, **kw)
+        fv, bits, _ = method.method(
+            x=x_opt + START, max_iter=ROUNDS - 1, tol=-1.0, verbose=False, **kw
+        )
     finally:
         np.random.shuffle = shuffle
     dup = (n if cls_name == "FedNL_CR" else 1) if kw.get("init_cost") else 0
@@ -170,14 +255,30 @@ def run_reference(ref, key: str) -> dict:
     fv = np.asarray(fv, dtype=np.float64)[keep]
     bits = np.asarray(bits, dtype=np.float64)
     assert theta.shape == (ROUNDS + 1, d) and len(bits) == ROUNDS + 1 + dup, (
-        key, theta.shape, bits.shape)
-    out = {"theta": theta, "f": fv, "round_bits": np.diff(bits[dup:]),
-           "init_bits": np.array(float(bits[dup]) if dup else 0.0), "x_opt": x_opt}
+        key,
+        theta.shape,
+        bits.shape,
+    )
+    out = {
+        "theta": theta,
+        "f": fv,
+        "round_bits": np.diff(bits[dup:]),
+        "init_bits": np.array(float(bits[dup]) if dup else 0.0),
+        "x_opt": x_opt,
+    }
     if schedule:
         out["schedule"] = np.array(schedule[:ROUNDS], dtype=np.int64)
-    out["meta"] = {"dataset": dataset, "rows": int(A.shape[0]), "clients": n, "lam": LAM,
-                   "reference_class": cls_name, "reference_kwargs": kw, "method": name,
-                   "params": params, "exact": exact}
+    out["meta"] = {
+        "dataset": dataset,
+        "rows": int(A.shape[0]),
+        "clients": n,
+        "lam": LAM,
+        "reference_class": cls_name,
+        "reference_kwargs": kw,
+        "method": name,
+        "params": params,
+        "exact": exact,
+    }
     return out
 
 
@@ -189,8 +290,9 @@ def replay(arrays: dict, key: str, meta: dict) -> np.ndarray:
     from fedtheory.problem import FederatedProblem
 
     X, y = fixture_data(meta["dataset"])
-    problem = FederatedProblem.from_dataset(X, y, contiguous(len(y), meta["clients"]),
-                                            objective="logistic", lam=meta["lam"])
+    problem = FederatedProblem.from_dataset(
+        X, y, contiguous(len(y), meta["clients"]), objective="logistic", lam=meta["lam"]
+    )
     theta = arrays[f"{key}__theta"]
     schedule = arrays.get(f"{key}__schedule")
     method = make_method(meta["method"], meta["params"])
@@ -224,10 +326,14 @@ def cr_subproblem_gap(ref) -> dict:
         return float(np.linalg.norm(g + H @ s + 0.5 * M * np.linalg.norm(s) * s))
 
     s_ref, s_ours = cr.subproblem_solver(g, H, M), cubic_step(H, g, M)
-    return {"M": M, "model_reference": model(s_ref), "model_fedtheory": model(s_ours),
-            "residual_reference": residual(s_ref), "residual_fedtheory": residual(s_ours),
-            "relative_step_difference": float(np.linalg.norm(s_ref - s_ours)
-                                              / np.linalg.norm(s_ours))}
+    return {
+        "M": M,
+        "model_reference": model(s_ref),
+        "model_fedtheory": model(s_ours),
+        "residual_reference": residual(s_ref),
+        "residual_fedtheory": residual(s_ours),
+        "relative_step_difference": float(np.linalg.norm(s_ref - s_ours) / np.linalg.norm(s_ours)),
+    }
 
 
 def main() -> None:
@@ -239,7 +345,7 @@ def main() -> None:
     import methods as ref_methods  # the reference code
     import oracles as ref_oracles
 
-    class Ref:                       # one namespace for the reference's classes
+    class Ref:  # one namespace for the reference's classes
         LogReg = ref_oracles.LogReg
         Standard_Newton = ref_methods.Standard_Newton
         FedNL = ref_methods.FedNL
@@ -248,14 +354,20 @@ def main() -> None:
         FedNL_CR = ref_methods.FedNL_CR
 
     try:
-        commit = subprocess.run(["git", "-C", args.reference, "rev-parse", "HEAD"],
-                                capture_output=True, text=True, check=True).stdout.strip()
+        commit = subprocess.run(
+            ["git", "-C", args.reference, "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         commit = "unknown"
     arrays: dict[str, np.ndarray] = {}
     configs = {}
-    print(f"{'configuration':<30}{'data':>14}  ||x^k - x*|| from -> to   max ||x_ft - x_ref||"
-          f" (max relative to ||x_ref - x*||)")
+    print(
+        f"{'configuration':<30}{'data':>14}  ||x^k - x*|| from -> to   max ||x_ft - x_ref||"
+        f" (max relative to ||x_ref - x*||)"
+    )
     for key in CONFIGS:
         out = run_reference(Ref, key)
         configs[key] = out.pop("meta")
@@ -263,15 +375,26 @@ def main() -> None:
             arrays[f"{key}__{field}"] = value
         dist = np.linalg.norm(out["theta"] - out["x_opt"], axis=1)
         err = np.linalg.norm(replay(arrays, key, configs[key]) - out["theta"], axis=1)
-        print(f"{key:<30}{configs[key]['dataset']:>14}  {dist[0]:.1e} -> {dist[-1]:.1e}"
-              f"          {err.max():.1e} ({np.max(err / np.maximum(dist, 1e-300)):.1e})")
+        print(
+            f"{key:<30}{configs[key]['dataset']:>14}  {dist[0]:.1e} -> {dist[-1]:.1e}"
+            f"          {err.max():.1e} ({np.max(err / np.maximum(dist, 1e-300)):.1e})"
+        )
     gap = cr_subproblem_gap(Ref)
-    print("FedNL-CR subproblem (a9a, one client, x = 0, M = L_H, l = 0.05): " +
-          ", ".join(f"{k} {v:.3e}" for k, v in gap.items()))
-    meta = {"reference": "github.com/Rustem-Islamov/FedNL-Public", "commit": commit,
-            "rounds": ROUNDS, "tau": TAU, "start": START, "partition": "contiguous",
-            "configs": configs, "cr_subproblem_gap": gap,
-            "command": "python benchmarks/make_fednl_reference_fixtures.py --reference DIR"}
+    print(
+        "FedNL-CR subproblem (a9a, one client, x = 0, M = L_H, l = 0.05): "
+        + ", ".join(f"{k} {v:.3e}" for k, v in gap.items())
+    )
+    meta = {
+        "reference": "github.com/Rustem-Islamov/FedNL-Public",
+        "commit": commit,
+        "rounds": ROUNDS,
+        "tau": TAU,
+        "start": START,
+        "partition": "contiguous",
+        "configs": configs,
+        "cr_subproblem_gap": gap,
+        "command": "python benchmarks/make_fednl_reference_fixtures.py --reference DIR",
+    }
     arrays["meta"] = np.array(json.dumps(meta))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(args.out, **arrays)

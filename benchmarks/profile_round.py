@@ -37,8 +37,9 @@ def main() -> None:
         "batched A^T (vA)": lambda: xp.matmul(A.transpose(0, 2, 1), A * v[:, :, None]),
         "cholesky": lambda: cholesky(o.H),
         "2 triangular solves": lambda: cho_solve(L, o.g),
-        "mix P theta_i": lambda: xp.tensordot(problem.weights, xp.matmul(o.H, o.g[:, :, None]),
-                                              axes=1),
+        "mix P theta_i": lambda: xp.tensordot(
+            problem.weights, xp.matmul(o.H, o.g[:, :, None]), axes=1
+        ),
     }
     for name, fn in parts.items():
         print(f"{name:<22}{_median_time(fn, xp, 20) * 1e3:>10.3f} ms")

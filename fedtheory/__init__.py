@@ -11,5 +11,16 @@ from .problem import FederatedProblem, Reference
 from .runner import iterate, run, run_batch
 from .trace import COLUMNS, Trace
 
-__all__ = ["__version__", "FedTheoryError", "FederatedProblem", "Reference", "METHODS",
-           "make_method", "run", "run_batch", "iterate", "Trace", "COLUMNS"]
+__all__ = [
+    "__version__",
+    "FedTheoryError",
+    "FederatedProblem",
+    "Reference",
+    "METHODS",
+    "make_method",
+    "run",
+    "run_batch",
+    "iterate",
+    "Trace",
+    "COLUMNS",
+]

@@ -39,8 +39,10 @@ def require_gpu(what: str) -> None:
 
         cupy.cuda.runtime.getDeviceCount()
     except Exception as exc:  # ImportError, or CUDA errors of a machine without a GPU
-        raise FedTheoryError(f"{what} needs CuPy and a CUDA GPU (pip install \".[gpu]\"): "
-                             f"{type(exc).__name__}: {' '.join(str(exc).split())}") from None
+        raise FedTheoryError(
+            f'{what} needs CuPy and a CUDA GPU (pip install ".[gpu]"): '
+            f"{type(exc).__name__}: {' '.join(str(exc).split())}"
+        ) from None
 
 
 def is_cupy(x: Any) -> bool:

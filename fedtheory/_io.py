@@ -82,20 +82,27 @@ def write_together(items: Sequence[tuple[str | os.PathLike, Writer]]) -> list[Pa
     return [p for p, _ in done]
 
 
-def check_destination(path: str | os.PathLike | None, option: str,
-                      suffixes: Sequence[str]) -> Path | None:
+def check_destination(
+    path: str | os.PathLike | None, option: str, suffixes: Sequence[str]
+) -> Path | None:
     """``path`` as an output file of ``option``, checked before anything is computed: the
     suffix, an existing folder that this process may write into, and not a folder itself."""
     if path is None:
         return None
     out = Path(path)
-    check(out.suffix in suffixes,
-          f"{option} must name a {' or '.join(suffixes)} file, got {str(path)!r}")
+    check(
+        out.suffix in suffixes,
+        f"{option} must name a {' or '.join(suffixes)} file, got {str(path)!r}",
+    )
     parent = out.parent if str(out.parent) else Path(".")
     check(parent.is_dir(), f"{option}: folder {str(parent)!r} does not exist")
     check(not out.is_dir(), f"{option}: {str(out)!r} is a folder, not a file")
-    check(os.access(parent, os.W_OK | os.X_OK),
-          f"{option}: cannot write into folder {str(parent)!r} (permission denied)")
-    check(not out.exists() or os.access(out, os.W_OK),
-          f"{option}: cannot overwrite {str(out)!r} (permission denied)")
+    check(
+        os.access(parent, os.W_OK | os.X_OK),
+        f"{option}: cannot write into folder {str(parent)!r} (permission denied)",
+    )
+    check(
+        not out.exists() or os.access(out, os.W_OK),
+        f"{option}: cannot overwrite {str(out)!r} (permission denied)",
+    )
     return out

@@ -65,8 +65,8 @@ __all__ = [
     "window_handle",
 ]
 
-PASS_COLOR = OKABE_ITO[2]   # bluish green
-FAIL_COLOR = OKABE_ITO[1]   # vermillion
+PASS_COLOR = OKABE_ITO[2]  # bluish green
+FAIL_COLOR = OKABE_ITO[1]  # vermillion
 FLOOR_COLOR = "0.35"
 #: colours of data series: Okabe-Ito without the pass and fail colours (and yellow), so
 #: green and vermillion always mean a verdict
@@ -98,9 +98,15 @@ def verdict_color(ok: bool) -> str:
 # --------------------------------------------------------------------------- figure, title
 
 
-def new_figure(rec: Any, what: str, *, ncols: int = 1, nrows: int = 1,
-               size: tuple[float, float] | None = None,
-               panels: int | None = None) -> tuple[Figure, list[Axes]]:
+def new_figure(
+    rec: Any,
+    what: str,
+    *,
+    ncols: int = 1,
+    nrows: int = 1,
+    size: tuple[float, float] | None = None,
+    panels: int | None = None,
+) -> tuple[Figure, list[Axes]]:
     """A constrained-layout figure of ``nrows`` x ``ncols`` axes (flattened, row by row)
     titled ``"<id> <verdict>: <what>"``, the verdict in the pass or fail colour. ``panels``:
     that many axes in rows of ``ncols`` (the unused places of the last row left empty)."""
@@ -112,13 +118,18 @@ def new_figure(rec: Any, what: str, *, ncols: int = 1, nrows: int = 1,
         for ax in axes[panels:]:
             ax.remove()
         axes = axes[:panels]
-    fig.suptitle(f"{rec.id} {rec.verdict}: {what}", fontsize=10, fontweight="bold",
-                 color="black" if rec.passed else FAIL_COLOR)
+    fig.suptitle(
+        f"{rec.id} {rec.verdict}: {what}",
+        fontsize=10,
+        fontweight="bold",
+        color="black" if rec.passed else FAIL_COLOR,
+    )
     return fig, axes
 
 
-def error_figure(rec: Any, what: str = "the check raised an error",
-                 text: str | None = None) -> Figure:
+def error_figure(
+    rec: Any, what: str = "the check raised an error", text: str | None = None
+) -> Figure:
     """A text figure: by default that of a check that raised, its error and the last lines of
     its traceback."""
     fig, (ax,) = new_figure(rec, what, size=(7.5, 3.0))
@@ -126,8 +137,17 @@ def error_figure(rec: Any, what: str = "the check raised an error",
     if text is None:
         tb = str(rec.details.get("traceback", "")).strip().splitlines()[-8:]
         text = "\n".join([str(rec.details.get("error", "")), "", *tb])
-    ax.text(0.0, 1.0, text, va="top", ha="left", family="monospace", fontsize=7,
-            transform=ax.transAxes, wrap=True)
+    ax.text(
+        0.0,
+        1.0,
+        text,
+        va="top",
+        ha="left",
+        family="monospace",
+        fontsize=7,
+        transform=ax.transAxes,
+        wrap=True,
+    )
     return fig
 
 
@@ -146,11 +166,14 @@ def draws_claim(draw: Callable[[Any], Figure]) -> Callable[[Any], Figure]:
             return draw(rec)
         except Exception as exc:  # noqa: BLE001 - a figure never sinks the report
             why = f"{type(exc).__name__}: {exc}"
-            warnings.warn(f"the figure of {rec.id} could not be drawn ({why})",
-                          RuntimeWarning, stacklevel=2)
-            return error_figure(rec, "the figure could not be drawn from the record",
-                                f"{why}\n\nmeasured: {rec.measured}\npredicted: "
-                                f"{rec.predicted}")
+            warnings.warn(
+                f"the figure of {rec.id} could not be drawn ({why})", RuntimeWarning, stacklevel=2
+            )
+            return error_figure(
+                rec,
+                "the figure could not be drawn from the record",
+                f"{why}\n\nmeasured: {rec.measured}\npredicted: {rec.predicted}",
+            )
 
     return figure
 
@@ -164,8 +187,10 @@ def legend(ax: Axes, **kw: Any) -> None:
 
 def pass_fail_handles() -> list[Patch]:
     """Legend patches of the pass and fail colours."""
-    return [Patch(color=PASS_COLOR, label="meets its criterion"),
-            Patch(color=FAIL_COLOR, label="fails its criterion")]
+    return [
+        Patch(color=PASS_COLOR, label="meets its criterion"),
+        Patch(color=FAIL_COLOR, label="fails its criterion"),
+    ]
 
 
 def relative_floor() -> float:
@@ -182,9 +207,14 @@ def grad_floor(L: float, theta_star_norm: float) -> float:
     return default_floor(L * max(1.0, theta_star_norm))
 
 
-def float_floor(ax: Axes, value: float | Sequence[float], *,
-                of: str = r"$10^3\varepsilon\max(1, \|\theta^\star\|)$", axis: str = "y",
-                colors: Sequence[str] | None = None) -> Line2D:
+def float_floor(
+    ax: Axes,
+    value: float | Sequence[float],
+    *,
+    of: str = r"$10^3\varepsilon\max(1, \|\theta^\star\|)$",
+    axis: str = "y",
+    colors: Sequence[str] | None = None,
+) -> Line2D:
     """Draw the float floor ``value`` (one per curve group when a sequence, in ``colors``) as
     dotted lines labelled "float floor ...". Call it after the data: if every drawn value lies
     more than 1e4 times above the floor on a log axis, the axes keep the data's view and the
@@ -199,8 +229,9 @@ def float_floor(ax: Axes, value: float | Sequence[float], *,
     label = f"float floor {of} = {span}" + (" (below the axes)" if off else "")
     first = None
     for k, (v, c) in enumerate(zip(values, colors, strict=True)):
-        kw = dict(color=c, ls=(0, (1, 1.5)), lw=1.3, zorder=1.5,
-                  label=label if k == 0 else "_nolegend_")
+        kw = dict(
+            color=c, ls=(0, (1, 1.5)), lw=1.3, zorder=1.5, label=label if k == 0 else "_nolegend_"
+        )
         line = ax.axhline(v, **kw) if axis == "y" else ax.axvline(v, **kw)
         first = first or line
     if off:
@@ -208,8 +239,9 @@ def float_floor(ax: Axes, value: float | Sequence[float], *,
     return first
 
 
-def pass_line(ax: Axes, value: float, label: str, *, axis: str = "y",
-              color: str = FAIL_COLOR) -> Line2D:
+def pass_line(
+    ax: Axes, value: float, label: str, *, axis: str = "y", color: str = FAIL_COLOR
+) -> Line2D:
     """A dashed line at a pass threshold. Call it after the data: on a log axis whose data
     lie more than 1e4 times above the threshold, the axes keep the data's view and the label
     says that the line lies below them."""
@@ -231,8 +263,9 @@ def log_values(values: Sequence[float], bottom: float) -> tuple[np.ndarray, np.n
     return np.where(low, bottom, a), low
 
 
-def mark_zeros(ax: Axes, x: Sequence[float], y: Sequence[float], mask: np.ndarray,
-               color: str, bottom: float) -> None:
+def mark_zeros(
+    ax: Axes, x: Sequence[float], y: Sequence[float], mask: np.ndarray, color: str, bottom: float
+) -> None:
     """Mark the points of ``mask`` (drawn at ``bottom``) with open down-triangles; the first
     call on ``ax`` adds the legend entry."""
     x, y, mask = np.asarray(x), np.asarray(y), np.asarray(mask, dtype=bool)
@@ -240,32 +273,64 @@ def mark_zeros(ax: Axes, x: Sequence[float], y: Sequence[float], mask: np.ndarra
         return
     first = not getattr(ax, "_fedtheory_zeros", False)
     ax._fedtheory_zeros = True
-    ax.plot(x[mask], y[mask], "v", mfc="none", color=color, ms=7, ls="none", zorder=4,
-            label=f"exact 0 or below (drawn at {bottom:.0e})" if first else "_nolegend_")
+    ax.plot(
+        x[mask],
+        y[mask],
+        "v",
+        mfc="none",
+        color=color,
+        ms=7,
+        ls="none",
+        zorder=4,
+        label=f"exact 0 or below (drawn at {bottom:.0e})" if first else "_nolegend_",
+    )
 
 
 # --------------------------------------------------------------------------- fits
 
 
-def mark_window(ax: Axes, t: Sequence[float], e: Sequence[float],
-                window: Sequence[int] | None, color: str, *, label: str | None = None) -> None:
+def mark_window(
+    ax: Axes,
+    t: Sequence[float],
+    e: Sequence[float],
+    window: Sequence[int] | None,
+    color: str,
+    *,
+    label: str | None = None,
+) -> None:
     """Mark the fit window (rounds start..stop-1) of one curve with a broad translucent band
     along it."""
     if not window:
         return
     start, stop = int(window[0]), int(window[1])
     t, e = np.asarray(t, dtype=float), np.asarray(e, dtype=float)
-    ax.plot(t[start:stop], e[start:stop], "-", color=color, lw=8, alpha=0.22,
-            solid_capstyle="round", zorder=1, label=label or "_nolegend_")
+    ax.plot(
+        t[start:stop],
+        e[start:stop],
+        "-",
+        color=color,
+        lw=8,
+        alpha=0.22,
+        solid_capstyle="round",
+        zorder=1,
+        label=label or "_nolegend_",
+    )
 
 
 def window_handle() -> Line2D:
     return Line2D([], [], color="grey", lw=8, alpha=0.3, label="fit window (rounds fitted)")
 
 
-def errors_panel(ax: Axes, runs: Sequence[dict], *, labels: Sequence[str],
-                 colors: Sequence[str] | None = None, floors: Sequence[float],
-                 windows: bool = True, bound: bool = False) -> None:
+def errors_panel(
+    ax: Axes,
+    runs: Sequence[dict],
+    *,
+    labels: Sequence[str],
+    colors: Sequence[str] | None = None,
+    floors: Sequence[float],
+    windows: bool = True,
+    bound: bool = False,
+) -> None:
     """e_t against t for each run (``run["errors"]``), with the fit window of each run
     (``run["window"]``), the float floors, exact zeros marked, and, if ``bound``, the one-step
     bound (L_H / 2 mu) e_t^2 (``run["bound_constant"]``) as bars one round on."""
@@ -280,11 +345,25 @@ def errors_panel(ax: Axes, runs: Sequence[dict], *, labels: Sequence[str],
             mark_window(ax, t, e, run.get("window"), c)
         if bound and run.get("bound_constant") and run.get("window"):
             C, (start, stop) = run["bound_constant"], run["window"]
-            ax.semilogy(t[start + 1:stop], C * e[start:stop - 1] ** 2, "_", color=c, ms=10,
-                        mew=1.6, zorder=3)
+            ax.semilogy(
+                t[start + 1 : stop],
+                C * e[start : stop - 1] ** 2,
+                "_",
+                color=c,
+                ms=10,
+                mew=1.6,
+                zorder=3,
+            )
     if bound:
-        ax.plot([], [], "_", color="grey", ms=10, mew=1.6,
-                label=r"bound $(L_H/2\mu)\,e_t^2$ one round on (window)")
+        ax.plot(
+            [],
+            [],
+            "_",
+            color="grey",
+            ms=10,
+            mew=1.6,
+            label=r"bound $(L_H/2\mu)\,e_t^2$ one round on (window)",
+        )
     if windows:
         ax.add_artist(ax.legend(handles=[window_handle()], fontsize=7, loc="upper right"))
     float_floor(ax, floors, colors=colors if len(set(floors)) > 1 else None)
@@ -292,10 +371,18 @@ def errors_panel(ax: Axes, runs: Sequence[dict], *, labels: Sequence[str],
     ax.set_ylabel(r"$e_t = \|\theta^t - \theta^\star\|$")
 
 
-def order_panel(ax: Axes, runs: Sequence[dict], *, labels: Sequence[str],
-                predicted: float, predicted_label: str, band: Sequence[float],
-                floors: Sequence[float], colors: Sequence[str] | None = None,
-                bound: bool = False) -> None:
+def order_panel(
+    ax: Axes,
+    runs: Sequence[dict],
+    *,
+    labels: Sequence[str],
+    predicted: float,
+    predicted_label: str,
+    band: Sequence[float],
+    floors: Sequence[float],
+    colors: Sequence[str] | None = None,
+    bound: bool = False,
+) -> None:
     """log e_{t+1} against log e_t: every pair of each run (filled: in the fit window, open:
     outside), the OLS line of the window (the fitted order), the predicted order through the
     window's centroid and the band of orders the claim passes (a wedge through the same
@@ -311,7 +398,7 @@ def order_panel(ax: Axes, runs: Sequence[dict], *, labels: Sequence[str],
         win = run.get("window")
         inside = np.zeros(e.size - 1, dtype=bool)
         if win:
-            inside[int(win[0]):int(win[1]) - 1] = True
+            inside[int(win[0]) : int(win[1]) - 1] = True
         ax.loglog(x[pos & ~inside], y[pos & ~inside], "o", mfc="none", color=c, ms=5)
         ax.loglog(x[pos & inside], y[pos & inside], "o", color=c, ms=5, label=label)
         if idx.size:
@@ -323,19 +410,32 @@ def order_panel(ax: Axes, runs: Sequence[dict], *, labels: Sequence[str],
             grid = np.linspace(lx.min(), lx.max(), 20)
             ax.loglog(np.exp(grid), np.exp(logc + p * grid), "-", color=c, lw=1.5)
             cx, cy = lx.mean(), ly.mean()
-            wide = np.linspace(lx.min() - 2.3, lx.max() + 2.3, 40)   # a decade either side
-            ax.loglog(np.exp(wide), np.exp(cy + predicted * (wide - cx)), "--", color="black",
-                      lw=1.2)
-            ax.fill_between(np.exp(wide), np.exp(cy + band[0] * (wide - cx)),
-                            np.exp(cy + band[1] * (wide - cx)), color="grey", alpha=0.25,
-                            lw=0)
+            wide = np.linspace(lx.min() - 2.3, lx.max() + 2.3, 40)  # a decade either side
+            ax.loglog(
+                np.exp(wide), np.exp(cy + predicted * (wide - cx)), "--", color="black", lw=1.2
+            )
+            ax.fill_between(
+                np.exp(wide),
+                np.exp(cy + band[0] * (wide - cx)),
+                np.exp(cy + band[1] * (wide - cx)),
+                color="grey",
+                alpha=0.25,
+                lw=0,
+            )
         if bound and run.get("bound_constant") and sel.any():
             C = run["bound_constant"]
             xs = np.geomspace(x[sel].min(), x[sel].max(), 20)
             ax.loglog(xs, C * xs**2, ":", color=c, lw=1.2)
     ax.plot([], [], "--", color="black", lw=1.2, label=predicted_label + " (through the window)")
-    ax.fill_between([], [], [], color="grey", alpha=0.25, lw=0,
-                    label=f"pass band: order in [{band[0]:g}, {band[1]:g}]")
+    ax.fill_between(
+        [],
+        [],
+        [],
+        color="grey",
+        alpha=0.25,
+        lw=0,
+        label=f"pass band: order in [{band[0]:g}, {band[1]:g}]",
+    )
     if bound:
         ax.plot([], [], ":", color="grey", lw=1.2, label=r"bound $(L_H/2\mu)\,e_t^2$")
     ax.plot([], [], "o", mfc="none", color="grey", ls="none", label="pair outside the window")
@@ -344,16 +444,22 @@ def order_panel(ax: Axes, runs: Sequence[dict], *, labels: Sequence[str],
         ax.set_xlim(min(lo_all, min(floors)) / 5, hi_all * 5)
         ax.set_ylim(min(lo_all, min(floors)) / 5, hi_all * 5)
     for axis in ("y", "x"):
-        line = float_floor(ax, floors, axis=axis,
-                           colors=colors if len(set(floors)) > 1 else None)
+        line = float_floor(ax, floors, axis=axis, colors=colors if len(set(floors)) > 1 else None)
         if axis == "x":
             line.set_label("_nolegend_")
     ax.set_xlabel(r"$e_t$")
     ax.set_ylabel(r"$e_{t+1}$")
 
 
-def order_figure(rec: Any, what: str, *, predicted: float, predicted_label: str,
-                 band: Sequence[float], bound: bool = False) -> Figure:
+def order_figure(
+    rec: Any,
+    what: str,
+    *,
+    predicted: float,
+    predicted_label: str,
+    band: Sequence[float],
+    bound: bool = False,
+) -> Figure:
     """The figure of a Q-order claim (C2, C9) from ``details["runs"]`` (each with
     ``errors``, ``theta_star_norm``, ``window``, ``order``, ``order_ci``, ``passed``,
     ``reason``): left the error sequences with their fit windows and float floors, right
@@ -365,20 +471,32 @@ def order_figure(rec: Any, what: str, *, predicted: float, predicted_label: str,
     verdicts = []
     for name, r in zip(names, runs, strict=True):
         why = str(r.get("reason") or "")
-        verdicts.append(f"{name}: {'passes' if r['passed'] else 'fails'}"
-                        + (f" ({_cut(why, 80)})" if why and not r["passed"] else ""))
+        verdicts.append(
+            f"{name}: {'passes' if r['passed'] else 'fails'}"
+            + (f" ({_cut(why, 80)})" if why and not r["passed"] else "")
+        )
     errors_panel(left, runs, labels=verdicts, floors=floors, bound=bound)
     legend(left, **BELOW)
     fits = []
     for name, r in zip(names, runs, strict=True):
         p, ci = float(r["order"]), [float(v) for v in r["order_ci"]]
         inside = band[0] <= p <= band[1]
-        interval = (f"[{ci[0]:.2f}, {ci[1]:.2f}]" if all(map(math.isfinite, ci))
-                    else "(no CI: 2 pairs)")
-        fits.append(f"{name}: fitted order {p:.2f} {interval}, "
-                    f"{'in' if inside else 'not in'} the pass band")
-    order_panel(right, runs, labels=fits, predicted=predicted, predicted_label=predicted_label,
-                band=band, floors=floors, bound=bound)
+        interval = (
+            f"[{ci[0]:.2f}, {ci[1]:.2f}]" if all(map(math.isfinite, ci)) else "(no CI: 2 pairs)"
+        )
+        fits.append(
+            f"{name}: fitted order {p:.2f} {interval}, {'in' if inside else 'not in'} the pass band"
+        )
+    order_panel(
+        right,
+        runs,
+        labels=fits,
+        predicted=predicted,
+        predicted_label=predicted_label,
+        band=band,
+        floors=floors,
+        bound=bound,
+    )
     legend(right, **BELOW)
     return fig
 

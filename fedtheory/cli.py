@@ -51,9 +51,12 @@ def _params(pairs: Sequence[str]) -> dict[str, str]:
 
 def _oracle_params(pairs: Sequence[str]) -> dict[str, float]:
     """--oracle-param KEY=VALUE: b (the minibatch size) an integer, any other a float."""
-    return {key: coerce(key, value, 1 if key == "b" else 1.0, label=f"--oracle-param {key}",
-                        expected="a number")
-            for key, value in _params(pairs).items()}
+    return {
+        key: coerce(
+            key, value, 1 if key == "b" else 1.0, label=f"--oracle-param {key}", expected="a number"
+        )
+        for key, value in _params(pairs).items()
+    }
 
 
 def _check_out(path: str | None) -> Path | None:
@@ -69,8 +72,10 @@ def _participation(text: str | None) -> int | str | None:
         return None
     if text.strip().lstrip("-").isdigit():
         return int(text)
-    check(Path(text).is_file(), f"--participation must be an integer S or a schedule file, "
-                                f"got {text!r} (no such file)")
+    check(
+        Path(text).is_file(),
+        f"--participation must be an integer S or a schedule file, got {text!r} (no such file)",
+    )
     return text
 
 
@@ -105,8 +110,7 @@ def _theta0(text: str | None, problem: FederatedProblem) -> np.ndarray | None:
     except (OSError, ValueError) as exc:
         raise FedTheoryError(f"--theta0 {text!r}: cannot read it: {exc}") from None
     x = np.asarray(x, dtype=float).ravel()
-    check(x.shape == (problem.d,), f"--theta0 {text!r}: expected {problem.d} numbers, "
-                                   f"got {x.size}")
+    check(x.shape == (problem.d,), f"--theta0 {text!r}: expected {problem.d} numbers, got {x.size}")
     check(bool(np.isfinite(x).all()), f"--theta0 {text!r} contains NaN or inf")
     return x
 
@@ -124,26 +128,40 @@ def cmd_run(args: argparse.Namespace) -> int:
     host = load_problem(args.problem)
     theta0 = _theta0(args.theta0, host)
     problem = _backend(host, args.backend)
-    trace = run(problem, method, args.rounds, participation=participation, seed=args.seed,
-                oracle=oracle, log_every=args.log_every, progress=args.progress,
-                drift_metrics=not args.no_drift, threads=args.threads, theta0=theta0,
-                diverge_factor=args.diverge_factor)
+    trace = run(
+        problem,
+        method,
+        args.rounds,
+        participation=participation,
+        seed=args.seed,
+        oracle=oracle,
+        log_every=args.log_every,
+        progress=args.progress,
+        drift_metrics=not args.no_drift,
+        threads=args.threads,
+        theta0=theta0,
+        diverge_factor=args.diverge_factor,
+    )
     print(f"# {problem!r}")
     params = ", ".join(f"{k}={v}" for k, v in method.params().items())
-    print(f"# method {method.name}({params}), S = {trace.meta['participation']}, "
-          f"oracle {trace.meta['oracle']}, seed {args.seed}, status {trace.status}")
+    print(
+        f"# method {method.name}({params}), S = {trace.meta['participation']}, "
+        f"oracle {trace.meta['oracle']}, seed {args.seed}, status {trace.status}"
+    )
     print(trace.table())
     if out is not None:
         if args.no_timing:  # wall time is never reproducible: record it as not measured
             for row in trace.rows:
                 row.update(dict.fromkeys(TIMING, float("nan")))
         meta = out.with_suffix(".json")
-        info = {**trace.meta, "timing": not args.no_timing,
-                "environment": environment(with_date=not args.no_timing)}
+        info = {
+            **trace.meta,
+            "timing": not args.no_timing,
+            "environment": environment(with_date=not args.no_timing),
+        }
         text = json.dumps(info, indent=2, default=float)
         # one unit: the metadata and the rows appear together or not at all
-        write_together([(meta, lambda tmp: Path(tmp).write_text(text)),
-                        (out, trace.csv_writer())])
+        write_together([(meta, lambda tmp: Path(tmp).write_text(text)), (out, trace.csv_writer())])
         print(f"# wrote {out} and {meta}")
     return 0
 
@@ -152,41 +170,62 @@ def _run_precise(args: argparse.Namespace, out: Path | None) -> int:
     """--precision BITS: the run in arb ball arithmetic (:mod:`fedtheory.precision`); the
     options it does not support are refused, never ignored."""
     check_int(args.precision, "--precision", 53, note=" (bits)")
-    unsupported = [opt for opt, used in (
-        ("--participation", args.participation is not None),
-        ("--oracle", args.oracle != "exact"), ("--oracle-param", bool(args.oracle_param)),
-        ("--backend cupy", args.backend != "numpy"), ("--log-every", args.log_every != 1),
-        ("--no-drift", args.no_drift), ("--theta0", args.theta0 != "zeros"),
-        ("--progress", args.progress)) if used]
-    check(not unsupported, f"--precision runs full participation, the exact oracle, from 0, "
-                           f"on the CPU; it does not take {', '.join(unsupported)}")
+    unsupported = [
+        opt
+        for opt, used in (
+            ("--participation", args.participation is not None),
+            ("--oracle", args.oracle != "exact"),
+            ("--oracle-param", bool(args.oracle_param)),
+            ("--backend cupy", args.backend != "numpy"),
+            ("--log-every", args.log_every != 1),
+            ("--no-drift", args.no_drift),
+            ("--theta0", args.theta0 != "zeros"),
+            ("--progress", args.progress),
+        )
+        if used
+    ]
+    check(
+        not unsupported,
+        f"--precision runs full participation, the exact oracle, from 0, "
+        f"on the CPU; it does not take {', '.join(unsupported)}",
+    )
     from .precision import main_run_precise
 
     check_int(args.seed, "--seed", 0)
-    return main_run_precise(load_problem(args.problem), args.method, _params(args.param),
-                            args.rounds, args.precision, seed=args.seed, out=out)
+    return main_run_precise(
+        load_problem(args.problem),
+        args.method,
+        _params(args.param),
+        args.rounds,
+        args.precision,
+        seed=args.seed,
+        out=out,
+    )
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
     problem = load_problem(DEFAULT_PROBLEM)
     ref = problem.reference
     print(f"# {problem!r}")
-    print(f"# theta*: ||theta*|| = {np.linalg.norm(ref.theta_star):.4g}, mu = {ref.mu:.3g}, "
-          f"L = {ref.L:.3g}, L_H <= {ref.L_H:.3g}")
+    print(
+        f"# theta*: ||theta*|| = {np.linalg.norm(ref.theta_star):.4g}, mu = {ref.mu:.3g}, "
+        f"L = {ref.L:.3g}, L_H <= {ref.L_H:.3g}"
+    )
     runs = {
         "FedPM(K=1)": make_method("fedpm", {"K": 1, "eta": 1.0}),
         "SOPM(K=1)": make_method("sopm", {"K": 1, "eta": 1.0}),
         "Newton": make_method("newton", {"eta": 1.0}),
     }
     check_int(args.threads, "--threads", 1)
-    traces = {name: run(problem, m, args.rounds, threads=args.threads)
-              for name, m in runs.items()}
+    traces = {name: run(problem, m, args.rounds, threads=args.threads) for name, m in runs.items()}
     print("# ||theta^t - theta*|| per round")
     print(f"{'round':>6}" + "".join(f"{name:>16}" for name in traces))
     for t in range(args.rounds + 1):
         print(f"{t:>6d}" + "".join(f"{tr['dist_to_opt'][t]:>16.4e}" for tr in traces.values()))
-    print("# FedPM with one local step is the Newton step (quadratic collapse); simple mixing "
-          "(SOPM) stalls at its drift floor.")
+    print(
+        "# FedPM with one local step is the Newton step (quadratic collapse); simple mixing "
+        "(SOPM) stalls at its drift floor."
+    )
     return 0
 
 
@@ -201,119 +240,261 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"fedtheory {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
-    r = sub.add_parser("run", help="run one method on one problem and print its per-round table",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    r = sub.add_parser(
+        "run",
+        help="run one method on one problem and print its per-round table",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     r.add_argument("problem", help="a suite name (see `fedtheory problems`) or a .toml path")
     r.add_argument("--method", required=True, help=f"one of: {', '.join(sorted(METHODS))}")
-    r.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
-                   help="a method hyperparameter, e.g. --param K=1 --param eta=1")
+    r.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a method hyperparameter, e.g. --param K=1 --param eta=1",
+    )
     r.add_argument("--rounds", type=int, default=20)
-    r.add_argument("--participation", default=None, metavar="S|FILE",
-                   help="clients per round, drawn uniformly without replacement (default: "
-                        "all), or a schedule file: one round per line, client indices from 0")
+    r.add_argument(
+        "--participation",
+        default=None,
+        metavar="S|FILE",
+        help="clients per round, drawn uniformly without replacement (default: "
+        "all), or a schedule file: one round per line, client indices from 0",
+    )
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--oracle", default="exact", help="exact (default), minibatch or gaussian")
-    r.add_argument("--oracle-param", action="append", default=[], metavar="KEY=VALUE",
-                   help="oracle option: b=8 (minibatch rows), sigma=0.1 (gaussian)")
-    r.add_argument("--out", default=None, metavar="FILE.csv",
-                   help="write the per-round rows (and FILE.json with the run's metadata)")
-    r.add_argument("--backend", choices=("numpy", "cupy"), default="numpy",
-                   help="array backend (cupy: on the GPU, needs the gpu extra)")
-    r.add_argument("--log-every", type=int, default=1, metavar="K",
-                   help="compute and print metrics every K rounds (and the last)")
-    r.add_argument("--no-timing", action="store_true",
-                   help="write the seconds column as nan (not measured), so that two runs "
-                        "with the same seed give byte-identical --out files")
+    r.add_argument(
+        "--oracle-param",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="oracle option: b=8 (minibatch rows), sigma=0.1 (gaussian)",
+    )
+    r.add_argument(
+        "--out",
+        default=None,
+        metavar="FILE.csv",
+        help="write the per-round rows (and FILE.json with the run's metadata)",
+    )
+    r.add_argument(
+        "--backend",
+        choices=("numpy", "cupy"),
+        default="numpy",
+        help="array backend (cupy: on the GPU, needs the gpu extra)",
+    )
+    r.add_argument(
+        "--log-every",
+        type=int,
+        default=1,
+        metavar="K",
+        help="compute and print metrics every K rounds (and the last)",
+    )
+    r.add_argument(
+        "--no-timing",
+        action="store_true",
+        help="write the seconds column as nan (not measured), so that two runs "
+        "with the same seed give byte-identical --out files",
+    )
     r.add_argument("--progress", action="store_true", help="show a progress bar")
-    r.add_argument("--theta0", default="zeros", metavar="START",
-                   help="start point: zeros, star, star+R (theta* + R along (1,..,1)/sqrt d) "
-                        "or a text file of d numbers (spaces or lines)")
-    r.add_argument("--diverge-factor", type=float, default=1e8, metavar="F",
-                   help="status diverged once ||theta - theta*|| > F max(1, ||theta*||, "
-                        "||theta0 - theta*||)")
-    r.add_argument("--precision", type=int, default=None, metavar="BITS",
-                   help="run in arbitrary precision (arb balls, rigorous radii) at BITS bits: "
-                        "newton, fedpm, sopm, fednl (identity), gd, giant; small problems only")
-    r.add_argument("--no-drift", action="store_true",
-                   help="skip the drift metrics (their columns are NaN)")
-    r.add_argument("--threads", type=int, default=DEFAULT_THREADS, metavar="T",
-                   help="BLAS threads (one is measured fastest on small and mid-sized rounds)")
+    r.add_argument(
+        "--theta0",
+        default="zeros",
+        metavar="START",
+        help="start point: zeros, star, star+R (theta* + R along (1,..,1)/sqrt d) "
+        "or a text file of d numbers (spaces or lines)",
+    )
+    r.add_argument(
+        "--diverge-factor",
+        type=float,
+        default=1e8,
+        metavar="F",
+        help="status diverged once ||theta - theta*|| > F max(1, ||theta*||, ||theta0 - theta*||)",
+    )
+    r.add_argument(
+        "--precision",
+        type=int,
+        default=None,
+        metavar="BITS",
+        help="run in arbitrary precision (arb balls, rigorous radii) at BITS bits: "
+        "newton, fedpm, sopm, fednl (identity), gd, giant; small problems only",
+    )
+    r.add_argument(
+        "--no-drift", action="store_true", help="skip the drift metrics (their columns are NaN)"
+    )
+    r.add_argument(
+        "--threads",
+        type=int,
+        default=DEFAULT_THREADS,
+        metavar="T",
+        help="BLAS threads (one is measured fastest on small and mid-sized rounds)",
+    )
     r.set_defaults(func=cmd_run)
 
-    d = sub.add_parser("demo", help=f"FedPM, SOPM and Newton on {DEFAULT_PROBLEM}",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    d = sub.add_parser(
+        "demo",
+        help=f"FedPM, SOPM and Newton on {DEFAULT_PROBLEM}",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     d.add_argument("--rounds", type=int, default=12, help="rounds per method")
     d.add_argument("--threads", type=int, default=DEFAULT_THREADS, help="BLAS threads")
     d.set_defaults(func=cmd_demo)
 
-    c = sub.add_parser("check", help="run the claim checks of docs/claims.md: measured vs "
-                                     "predicted, pass/fail (exit 1 if any claim fails)",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    c.add_argument("--claim", action="append", default=None, metavar="ID",
-                   help="a claim id (C1 .. C18, EXT-PP); repeat for several; default: all")
+    c = sub.add_parser(
+        "check",
+        help="run the claim checks of docs/claims.md: measured vs "
+        "predicted, pass/fail (exit 1 if any claim fails)",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    c.add_argument(
+        "--claim",
+        action="append",
+        default=None,
+        metavar="ID",
+        help="a claim id (C1 .. C18, EXT-PP); repeat for several; default: all",
+    )
     c.add_argument("--quick", action="store_true", help="the small CI-sized protocols")
     c.add_argument("--json", default=None, metavar="FILE", help="write every record as JSON")
-    c.add_argument("--report", default=None, metavar="FILE.md",
-                   help="write a Markdown report (figures as PNG and PDF beside it)")
+    c.add_argument(
+        "--report",
+        default=None,
+        metavar="FILE.md",
+        help="write a Markdown report (figures as PNG and PDF beside it)",
+    )
     c.add_argument("--csv", default=None, metavar="FILE.csv", help="write the claim table as CSV")
-    c.add_argument("--latex", default=None, metavar="FILE.tex",
-                   help="write the claim table as a LaTeX tabular (booktabs)")
-    c.add_argument("--problem", default=None, metavar="PROBLEM",
-                   help="run the chosen claims' protocols on this problem (a suite name or a "
-                        "TOML file) instead of theirs; e.g. --problem my.toml --claim C2")
-    c.add_argument("--backend", choices=("numpy", "cupy"), default="numpy",
-                   help="where the checks' problems and rounds run (cupy: on the GPU, needs the "
-                        "gpu extra; claims without a GPU protocol are refused)")
-    c.set_defaults(func=lambda a: _lazy("claims", "main_check")(
-        a.claim, a.quick, a.json, a.report, problem=a.problem, csv_path=a.csv,
-        latex_path=a.latex, backend=a.backend))
+    c.add_argument(
+        "--latex",
+        default=None,
+        metavar="FILE.tex",
+        help="write the claim table as a LaTeX tabular (booktabs)",
+    )
+    c.add_argument(
+        "--problem",
+        default=None,
+        metavar="PROBLEM",
+        help="run the chosen claims' protocols on this problem (a suite name or a "
+        "TOML file) instead of theirs; e.g. --problem my.toml --claim C2",
+    )
+    c.add_argument(
+        "--backend",
+        choices=("numpy", "cupy"),
+        default="numpy",
+        help="where the checks' problems and rounds run (cupy: on the GPU, needs the "
+        "gpu extra; claims without a GPU protocol are refused)",
+    )
+    c.set_defaults(
+        func=lambda a: _lazy("claims", "main_check")(
+            a.claim,
+            a.quick,
+            a.json,
+            a.report,
+            problem=a.problem,
+            csv_path=a.csv,
+            latex_path=a.latex,
+            backend=a.backend,
+        )
+    )
 
     pr = sub.add_parser("problems", help="list the problem suite")
     pr.set_defaults(func=cmd_problems)
 
-    sw = sub.add_parser("sweep", help="run (or resume) a sweep: problems x methods x params x "
-                                      "participation x seeds, one result file per run",
-                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    sw = sub.add_parser(
+        "sweep",
+        help="run (or resume) a sweep: problems x methods x params x "
+        "participation x seeds, one result file per run",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     sw.add_argument("spec", help="the sweep's TOML file (see examples/sweep_small.toml)")
     sw.add_argument("--out", required=True, metavar="DIR", help="the results folder")
     sw.add_argument("--jobs", type=int, default=1, help="parallel worker processes")
-    sw.add_argument("--executor", choices=("local", "dask"), default="local",
-                    help="local: worker processes here (default); dask: a Dask cluster, "
-                         "local with --jobs workers unless --scheduler is given")
-    sw.add_argument("--scheduler", default=None, metavar="tcp://HOST:PORT",
-                    help="with --executor dask: the address of a running Dask scheduler")
-    sw.add_argument("--backend", choices=("numpy", "cupy"), default=None,
-                    help="array backend of every run, replacing the spec's backend key "
-                         "(default: the spec's, else numpy; cupy needs the gpu extra)")
-    sw.set_defaults(func=lambda a: _lazy("sweep", "main_sweep")(
-        a.spec, a.out, a.jobs, executor=a.executor, scheduler=a.scheduler, backend=a.backend))
+    sw.add_argument(
+        "--executor",
+        choices=("local", "dask"),
+        default="local",
+        help="local: worker processes here (default); dask: a Dask cluster, "
+        "local with --jobs workers unless --scheduler is given",
+    )
+    sw.add_argument(
+        "--scheduler",
+        default=None,
+        metavar="tcp://HOST:PORT",
+        help="with --executor dask: the address of a running Dask scheduler",
+    )
+    sw.add_argument(
+        "--backend",
+        choices=("numpy", "cupy"),
+        default=None,
+        help="array backend of every run, replacing the spec's backend key "
+        "(default: the spec's, else numpy; cupy needs the gpu extra)",
+    )
+    sw.set_defaults(
+        func=lambda a: _lazy("sweep", "main_sweep")(
+            a.spec, a.out, a.jobs, executor=a.executor, scheduler=a.scheduler, backend=a.backend
+        )
+    )
 
-    pl = sub.add_parser("plot", help="plot a metric per round from sweep folders, "
-                                     "results.parquet files or trace CSVs",
-                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    pl = sub.add_parser(
+        "plot",
+        help="plot a metric per round from sweep folders, results.parquet files or trace CSVs",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     pl.add_argument("results", nargs="+", help="sweep folders, .parquet files or trace CSVs")
     pl.add_argument("--metric", default="dist_to_opt", help="a per-round column")
     pl.add_argument("--by", default="label", help="group curves by this column")
     pl.add_argument("--x", default="round", help="x axis column (e.g. bits, uplink_floats)")
     pl.add_argument("--out", required=True, metavar="FIG.png", help=".png or .pdf")
-    pl.add_argument("--fit", choices=("order", "linear"), default=None,
-                    help="fit the Q-order or the linear ratio of each curve")
-    pl.add_argument("--bound", choices=("quadratic", "damped_newton"), default=None,
-                    help="draw a theory bound on ||theta - theta*|| (constants from the runs)")
-    pl.add_argument("--floor", default=None, metavar="none|VALUE",
-                    help="the float-floor line: none, or a value (default: 1e3 eps scale)")
-    pl.add_argument("--band", choices=("minmax", "quantile", "bootstrap"), default="minmax",
-                    help="band over seeds: min-max, 10-90%% quantiles, or the mean's 95%% "
-                         "bootstrap CI")
+    pl.add_argument(
+        "--fit",
+        choices=("order", "linear"),
+        default=None,
+        help="fit the Q-order or the linear ratio of each curve",
+    )
+    pl.add_argument(
+        "--bound",
+        choices=("quadratic", "damped_newton"),
+        default=None,
+        help="draw a theory bound on ||theta - theta*|| (constants from the runs)",
+    )
+    pl.add_argument(
+        "--floor",
+        default=None,
+        metavar="none|VALUE",
+        help="the float-floor line: none, or a value (default: 1e3 eps scale)",
+    )
+    pl.add_argument(
+        "--band",
+        choices=("minmax", "quantile", "bootstrap"),
+        default="minmax",
+        help="band over seeds: min-max, 10-90%% quantiles, or the mean's 95%% bootstrap CI",
+    )
     pl.add_argument("--logx", action="store_true", default=None, help="log x axis")
     pl.add_argument("--title", default=None)
-    pl.add_argument("--facet", default=None, metavar="COLUMN",
-                    help="one panel per value of COLUMN (e.g. participation)")
-    pl.add_argument("--style", choices=("paper",), default=None,
-                    help="paper: serif, one column wide")
-    pl.set_defaults(func=lambda a: _lazy("plot", "main_plot")(
-        a.results, a.metric, a.by, a.out, x=a.x, fit=a.fit, bound=a.bound, floor=a.floor,
-        band=a.band, logx=a.logx, title=a.title, facet=a.facet, style=a.style))
+    pl.add_argument(
+        "--facet",
+        default=None,
+        metavar="COLUMN",
+        help="one panel per value of COLUMN (e.g. participation)",
+    )
+    pl.add_argument(
+        "--style", choices=("paper",), default=None, help="paper: serif, one column wide"
+    )
+    pl.set_defaults(
+        func=lambda a: _lazy("plot", "main_plot")(
+            a.results,
+            a.metric,
+            a.by,
+            a.out,
+            x=a.x,
+            fit=a.fit,
+            bound=a.bound,
+            floor=a.floor,
+            band=a.band,
+            logx=a.logx,
+            title=a.title,
+            facet=a.facet,
+            style=a.style,
+        )
+    )
     return p
 
 
@@ -350,12 +531,20 @@ def _unexpected(exc: Exception) -> str:
     text = " ".join(str(exc).split()) or "no message"
     if out_of_memory(exc):
         return f"not enough memory ({text}); use a smaller problem, batch or grid"
-    return (f"internal error {type(exc).__name__}: {text} (a bug: please report it; "
-            f"FEDTHEORY_TRACEBACK=1 shows the traceback)")
+    return (
+        f"internal error {type(exc).__name__}: {text} (a bug: please report it; "
+        f"FEDTHEORY_TRACEBACK=1 shows the traceback)"
+    )
 
 
-def _one_line_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
-                      file: TextIO | None = None, line: str | None = None) -> None:
+def _one_line_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: TextIO | None = None,
+    line: str | None = None,
+) -> None:
     text = " ".join(str(message).split())
     print(f"fedtheory: warning: {category.__name__}: {text}", file=sys.stderr)
 

@@ -80,8 +80,10 @@ def _run_task(spec: dict[str, Any], label: str) -> tuple[str, Any]:
     :func:`fedtheory.sweep_worker.compute`'s (start time, rows or error message)."""
     problem_spec = _SPECS.get(spec["problem_hash"])
     if problem_spec is None:  # not a bad input: the plugin has not reached this worker
-        raise RuntimeError(f"worker has no problem spec {spec['problem_hash']} "
-                           f"({spec['problem']}); was the ProblemSpecs plugin registered?")
+        raise RuntimeError(
+            f"worker has no problem spec {spec['problem_hash']} "
+            f"({spec['problem']}); was the ProblemSpecs plugin registered?"
+        )
     config = Config(config_id(spec), label, spec, problem_spec)
     with _BUILD:  # a worker of several threads still builds each problem once
         try:
@@ -91,8 +93,13 @@ def _run_task(spec: dict[str, Any], label: str) -> tuple[str, Any]:
     return compute(config)
 
 
-def execute_dask(configs: list[Config], out: Path, jobs: int = 1, scheduler: str | None = None,
-                 client: Client | None = None) -> Iterator[tuple[str, str | None]]:
+def execute_dask(
+    configs: list[Config],
+    out: Path,
+    jobs: int = 1,
+    scheduler: str | None = None,
+    client: Client | None = None,
+) -> Iterator[tuple[str, str | None]]:
     """Run ``configs`` on a Dask cluster and write each into the sweep folder ``out`` as it
     completes; yields (config id, None) or (config id, error message), in completion order.
 
@@ -106,13 +113,13 @@ def execute_dask(configs: list[Config], out: Path, jobs: int = 1, scheduler: str
         with connect(min(jobs, len(configs)), scheduler) as own:
             yield from execute_dask(configs, out, client=own)
         return
-    client.register_plugin(ProblemSpecs({c.spec["problem_hash"]: c.problem_spec
-                                         for c in configs}))
+    client.register_plugin(ProblemSpecs({c.spec["problem_hash"]: c.problem_spec for c in configs}))
     by_key = {}
     try:
         for c in configs:
-            future = client.submit(_run_task, c.spec, c.label, key=f"fedtheory-run-{c.id}",
-                                   retries=RETRIES)
+            future = client.submit(
+                _run_task, c.spec, c.label, key=f"fedtheory-run-{c.id}", retries=RETRIES
+            )
             by_key[future.key] = (future, c)
         for future in as_completed([f for f, _ in by_key.values()]):
             started, result = future.result()
@@ -137,9 +144,14 @@ def connect(jobs: int, scheduler: str | None) -> Iterator[Client]:
         # the error says what failed, in one line; FEDTHEORY_TRACEBACK=1 shows them
         quiet = logging.WARNING if os.environ.get("FEDTHEORY_TRACEBACK") else logging.CRITICAL
         with _starting():
-            cluster = LocalCluster(n_workers=jobs, threads_per_worker=1, processes=True,
-                                   host="127.0.0.1", dashboard_address=None,
-                                   silence_logs=quiet)
+            cluster = LocalCluster(
+                n_workers=jobs,
+                threads_per_worker=1,
+                processes=True,
+                host="127.0.0.1",
+                dashboard_address=None,
+                silence_logs=quiet,
+            )
         with cluster:
             with _starting():
                 client = Client(cluster)
@@ -149,9 +161,11 @@ def connect(jobs: int, scheduler: str | None) -> Iterator[Client]:
     try:
         client = Client(scheduler)
     except Exception as exc:  # refused, timed out, not an address: Dask's types vary
-        raise DaskStartError(f"cannot reach the Dask scheduler at {scheduler!r} "
-                             f"({_one_line(exc)}); expected the address of a running one, "
-                             f"e.g. tcp://HOST:8786") from None
+        raise DaskStartError(
+            f"cannot reach the Dask scheduler at {scheduler!r} "
+            f"({_one_line(exc)}); expected the address of a running one, "
+            f"e.g. tcp://HOST:8786"
+        ) from None
     with client:
         yield client
 
@@ -186,8 +200,10 @@ def _starting() -> Iterator[None]:
                 break
             root = inner
         died = "; ".join(dict.fromkeys(deaths.lines))
-        raise DaskStartError(f"dask cluster failed to start: {type(root).__name__}: "
-                             f"{_one_line(root)}" + (f" ({died})" if died else "")) from None
+        raise DaskStartError(
+            f"dask cluster failed to start: {type(root).__name__}: "
+            f"{_one_line(root)}" + (f" ({died})" if died else "")
+        ) from None
     finally:
         log.removeHandler(deaths)
 

@@ -288,7 +288,6 @@ class _CheckedStream(io.RawIOBase):
         out.append(b"")
         return b"\n".join(out)
 
-
     def _check_rest(self) -> None:
         """Decompress the rest of a gzip stream, unread: damage after the rows kept (a CRC
         that does not match) may have changed them too."""
@@ -458,6 +457,7 @@ def _c_number(tok: str) -> str:
         raise ValueError(tok)
     return tok
 
+
 def _with_intercept(X: np.ndarray | sp.spmatrix) -> np.ndarray | sp.spmatrix:
     ones = np.ones((X.shape[0], 1))
     if sp.issparse(X):
@@ -529,8 +529,9 @@ def load_diabetes(standardize: bool = True, intercept: bool = False) -> Dataset:
 # Generators
 
 
-def _client_sizes(sizes: Sequence[int] | str, n_clients: int, mean_size: int,
-                  rng: np.random.Generator) -> np.ndarray:
+def _client_sizes(
+    sizes: Sequence[int] | str, n_clients: int, mean_size: int, rng: np.random.Generator
+) -> np.ndarray:
     if isinstance(sizes, str):
         check(
             sizes in ("powerlaw", "equal"),

@@ -38,8 +38,10 @@ def out_of_memory(exc: BaseException) -> bool:
     """Whether ``exc`` is an allocation this machine cannot make: a MemoryError, or NumPy's
     ValueError for an array larger than the address space (``array is too big``)."""
     text = str(exc)
-    return isinstance(exc, MemoryError) or (isinstance(exc, ValueError) and (
-        text.startswith("array is too big") or "Maximum allowed dimension" in text))
+    return isinstance(exc, MemoryError) or (
+        isinstance(exc, ValueError)
+        and (text.startswith("array is too big") or "Maximum allowed dimension" in text)
+    )
 
 
 def check(condition: bool, message: str) -> None:

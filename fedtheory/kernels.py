@@ -41,12 +41,12 @@ def _external(module: str, name: str, nargs: int) -> types.ExternalFunction:
 
 
 # Fortran calling convention: every argument by pointer
-_dsyrk = _external("blas", "dsyrk", 10)      # uplo trans n k alpha a lda beta c ldc
-_dpotrf = _external("lapack", "dpotrf", 5)   # uplo n a lda info
-_dpotrs = _external("lapack", "dpotrs", 8)   # uplo n nrhs a lda b ldb info
+_dsyrk = _external("blas", "dsyrk", 10)  # uplo trans n k alpha a lda beta c ldc
+_dpotrf = _external("lapack", "dpotrf", 5)  # uplo n a lda info
+_dpotrs = _external("lapack", "dpotrs", 8)  # uplo n nrhs a lda b ldb info
 
-_U = np.uint64     # unsigned indices: no negative-index wraparound in the inner loops
-_BLOCK = 32        # tile of the blocked lower -> upper copy
+_U = np.uint64  # unsigned indices: no negative-index wraparound in the inner loops
+_BLOCK = 32  # tile of the blocked lower -> upper copy
 
 
 @nb.njit(cache=True, nogil=True)
@@ -139,7 +139,7 @@ def csr_gram(data, indices, indptr, row_start, clients, v, lam, out):
     cols, vals = np.empty(d, dtype=np.uint64), np.empty(d)
     for k in range(clients.shape[0]):
         H = out[k]
-        H[:, :] = 0.0          # a memset: faster than zeroing the lower triangle alone
+        H[:, :] = 0.0  # a memset: faster than zeroing the lower triangle alone
         _csr_accumulate(H, data, indices, indptr, _U(clients[k]), row_start, v[k], cols, vals)
         _mirror_lower(H, lam)
 
@@ -180,8 +180,18 @@ def _syrk_client(A_k, v_k, buf, H, beta, consts):
     kk[0] = cnt
     alpha = np.ones(1)
     # column-major buf is B^T (d x cnt): B^T B into the column-major upper = C-order lower
-    _dsyrk(ch[0:].ctypes, ch[1:].ctypes, dims.ctypes, kk.ctypes, alpha.ctypes, buf.ctypes,
-           dims.ctypes, beta.ctypes, H.ctypes, dims.ctypes)
+    _dsyrk(
+        ch[0:].ctypes,
+        ch[1:].ctypes,
+        dims.ctypes,
+        kk.ctypes,
+        alpha.ctypes,
+        buf.ctypes,
+        dims.ctypes,
+        beta.ctypes,
+        H.ctypes,
+        dims.ctypes,
+    )
 
 
 @nb.njit(cache=True, nogil=True)
@@ -241,8 +251,16 @@ def potrs_stack(L, b, x):
     for k in range(m):
         if x.ctypes.data != b.ctypes.data:
             x[k] = b[k]
-        _dpotrs(uplo.ctypes, n.ctypes, nrhs.ctypes, L[k].ctypes, n.ctypes, x[k].ctypes,
-                n.ctypes, info.ctypes)
+        _dpotrs(
+            uplo.ctypes,
+            n.ctypes,
+            nrhs.ctypes,
+            L[k].ctypes,
+            n.ctypes,
+            x[k].ctypes,
+            n.ctypes,
+            info.ctypes,
+        )
 
 
 @nb.njit(cache=True, nogil=True, fastmath={"reassoc", "nsz", "contract"})
@@ -324,7 +342,7 @@ def spd_solve_stack(P, b, x):  # noqa: C901 - one compiled loop; helpers cost ca
     rhs = np.empty(d * r)
     idx = np.empty(d, dtype=np.uint64)
     col = np.empty(d)
-    uplo = np.array([ord("L")], dtype=np.uint8)   # OpenBLAS: 'L' is the faster of the two
+    uplo = np.array([ord("L")], dtype=np.uint8)  # OpenBLAS: 'L' is the faster of the two
     n = np.zeros(1, dtype=np.int32)
     nrhs = np.array([r], dtype=np.int32)
     info = np.zeros(1, dtype=np.int32)
@@ -332,7 +350,7 @@ def spd_solve_stack(P, b, x):  # noqa: C901 - one compiled loop; helpers cost ca
         Pk, bk, xk = P[k], b[k], x[k]
         cnt = _used_coordinates(Pk, col, idx)
         a = _U(0)
-        for p in range(d):      # the decoupled coordinates: x_p = b_p / P_pp
+        for p in range(d):  # the decoupled coordinates: x_p = b_p / P_pp
             if a < cnt and idx[a] == p:
                 a += _U(1)
             elif Pk[p, p] <= 0.0:
@@ -362,8 +380,16 @@ def spd_solve_stack(P, b, x):  # noqa: C901 - one compiled loop; helpers cost ca
         if r == 1:
             _cholesky_substitutions(buf, cnt, rhs)
         else:
-            _dpotrs(uplo.ctypes, n.ctypes, nrhs.ctypes, buf.ctypes, n.ctypes, rhs.ctypes,
-                    n.ctypes, info.ctypes)
+            _dpotrs(
+                uplo.ctypes,
+                n.ctypes,
+                nrhs.ctypes,
+                buf.ctypes,
+                n.ctypes,
+                rhs.ctypes,
+                n.ctypes,
+                info.ctypes,
+            )
         for j in range(r):
             for a in range(cnt):
                 xk[j, idx[a]] = rhs[j * cnt + a]

@@ -39,8 +39,13 @@ def _failing_index(P: Array) -> int:
     return 0
 
 
-def cholesky(P: Array, *, labels: Sequence[Any] | None = None, what: str = "preconditioner",
-             hint: str = "use lam > 0 or delta > 0") -> Array:
+def cholesky(
+    P: Array,
+    *,
+    labels: Sequence[Any] | None = None,
+    what: str = "preconditioner",
+    hint: str = "use lam > 0 or delta > 0",
+) -> Array:
     """Lower Cholesky factors (zeros above the diagonal) of SPD matrices P (..., d, d).
 
     NumPy float64: LAPACK's dpotrf on one C-ordered copy of P, factored in place (the lower
@@ -60,13 +65,17 @@ def _raise(ndim: int, index: int, labels: Sequence[Any] | None, what: str, hint:
         raise FactorizationError(f"the {what} is not positive definite: {hint}") from None
     who = labels[index] if labels is not None else index
     raise FactorizationError(
-        f"the {what} of client {who} is not positive definite: {hint}") from None
+        f"the {what} of client {who} is not positive definite: {hint}"
+    ) from None
 
 
 def _lapack_ready(*arrays: Array) -> bool:
     """NumPy float64 arrays with a matrix axis: the compiled LAPACK loops apply."""
-    return all(type(a) is np.ndarray and a.dtype == np.float64 for a in arrays) \
-        and arrays[0].ndim >= 2 and arrays[0].shape[-1] >= 1
+    return (
+        all(type(a) is np.ndarray and a.dtype == np.float64 for a in arrays)
+        and arrays[0].ndim >= 2
+        and arrays[0].shape[-1] >= 1
+    )
 
 
 def _library_cholesky(P: Array) -> Array:
@@ -82,7 +91,8 @@ def _library_cholesky(P: Array) -> Array:
             return np.linalg.cholesky(P)
         except np.linalg.LinAlgError:
             raise _NotPositiveDefinite(
-                _failing_index(P.reshape(-1, *P.shape[-2:])) if P.ndim > 2 else 0) from None
+                _failing_index(P.reshape(-1, *P.shape[-2:])) if P.ndim > 2 else 0
+            ) from None
     if P.ndim == 2:
         import cupyx
 
@@ -108,13 +118,20 @@ def _cupy_batched_cholesky(P: Array, check: bool = True) -> Array:
     ptrs = cupy.arange(x.data.ptr, x.data.ptr + step * batch, step, dtype=cupy.uintp)
     info = cupy.empty(batch, dtype=cupy.int32)
     # column-major UPPER of a C-ordered matrix is its row-major LOWER triangle
-    cusolver.dpotrfBatched(device.get_cusolver_handle(), cublas.CUBLAS_FILL_MODE_UPPER, n,
-                           ptrs.data.ptr, n, info.data.ptr, batch)
+    cusolver.dpotrfBatched(
+        device.get_cusolver_handle(),
+        cublas.CUBLAS_FILL_MODE_UPPER,
+        n,
+        ptrs.data.ptr,
+        n,
+        info.data.ptr,
+        batch,
+    )
     if check:
-        bad = cupy.flatnonzero(info)      # a device sync on a few bytes, to raise if needed
+        bad = cupy.flatnonzero(info)  # a device sync on a few bytes, to raise if needed
         if bad.size:
             raise _NotPositiveDefinite(int(bad[0]))
-    x *= cupy.tri(n, dtype=x.dtype)      # zero the upper triangle in place
+    x *= cupy.tri(n, dtype=x.dtype)  # zero the upper triangle in place
     return x
 
 
@@ -140,8 +157,7 @@ def _stacked(P: Array, b: Array) -> tuple[np.ndarray, np.ndarray] | None:
         return np.ascontiguousarray(P)[None], np.ascontiguousarray(b).reshape(1, -1, d)
     if b.shape[:-1] != P.shape[:-2]:
         return None
-    return (np.ascontiguousarray(P).reshape(-1, d, d),
-            np.ascontiguousarray(b).reshape(-1, 1, d))
+    return (np.ascontiguousarray(P).reshape(-1, d, d), np.ascontiguousarray(b).reshape(-1, 1, d))
 
 
 def _solve_tri(L: Array, b: Array, trans: int) -> Array:
@@ -161,22 +177,31 @@ def _solve_tri(L: Array, b: Array, trans: int) -> Array:
     if L.ndim == 2 or batch <= d:
         from scipy.linalg import solve_triangular
 
-        return solve_triangular(L, b[..., None], lower=True, trans=trans,
-                                check_finite=False)[..., 0]
+        return solve_triangular(L, b[..., None], lower=True, trans=trans, check_finite=False)[
+            ..., 0
+        ]
     x = np.empty_like(b)
     if trans == 0:
         for i in range(d):
-            x[..., i] = (b[..., i] - np.einsum("...j,...j->...", L[..., i, :i], x[..., :i])
-                         ) / L[..., i, i]
+            x[..., i] = (b[..., i] - np.einsum("...j,...j->...", L[..., i, :i], x[..., :i])) / L[
+                ..., i, i
+            ]
     else:
         for i in range(d - 1, -1, -1):
-            x[..., i] = (b[..., i] - np.einsum("...j,...j->...", L[..., i + 1:, i],
-                                               x[..., i + 1:])) / L[..., i, i]
+            x[..., i] = (
+                b[..., i] - np.einsum("...j,...j->...", L[..., i + 1 :, i], x[..., i + 1 :])
+            ) / L[..., i, i]
     return x
 
 
-def spd_solve(P: Array, b: Array, *, labels: Sequence[Any] | None = None,
-              what: str = "preconditioner", hint: str = "use lam > 0 or delta > 0") -> Array:
+def spd_solve(
+    P: Array,
+    b: Array,
+    *,
+    labels: Sequence[Any] | None = None,
+    what: str = "preconditioner",
+    hint: str = "use lam > 0 or delta > 0",
+) -> Array:
     """x = P^{-1} b through a Cholesky factorisation; batched over leading axes.
 
     P (..., d, d) with b (..., d) (one right-hand side per matrix), or P (d, d) with b (d,) or

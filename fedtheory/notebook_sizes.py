@@ -44,14 +44,18 @@ def notebook_size(environ: Mapping[str, str] | None = None) -> str:
     (default ``os.environ``); see the module docstring for the rules."""
     env = os.environ if environ is None else environ
     small = env.get(SMALL_VAR, "").strip()
-    check(small in ("", "0", "1"),
-          f"{SMALL_VAR}={env.get(SMALL_VAR)!r} is not understood: {SMALL_VAR} is 1 (the small "
-          f"size) or 0; or set {SIZE_VAR} to one of {', '.join(SIZES)}")
+    check(
+        small in ("", "0", "1"),
+        f"{SMALL_VAR}={env.get(SMALL_VAR)!r} is not understood: {SMALL_VAR} is 1 (the small "
+        f"size) or 0; or set {SIZE_VAR} to one of {', '.join(SIZES)}",
+    )
     size = env.get(SIZE_VAR, "").strip().lower()
     if size:
-        check(size in SIZES,
-              f"{SIZE_VAR}={env.get(SIZE_VAR)!r} is not a notebook size; use one of "
-              f"{', '.join(SIZES)}")
+        check(
+            size in SIZES,
+            f"{SIZE_VAR}={env.get(SIZE_VAR)!r} is not a notebook size; use one of "
+            f"{', '.join(SIZES)}",
+        )
         return size
     return "small" if small == "1" else "full"
 

@@ -49,9 +49,19 @@ class Objective(Protocol):
     (N, n, d) or :class:`~fedtheory.objectives.ClientCSR`), labels y and row weights sw (N, n),
     at theta (d,) or one row per client (N, d)."""
 
-    def __call__(self, A: Any, y: Array, sw: Array, lam: float, theta: Array, *,
-                 value: bool = True, grad: bool = True, hess: bool = False,
-                 hess_weights: Array | None = None) -> OracleOut: ...
+    def __call__(
+        self,
+        A: Any,
+        y: Array,
+        sw: Array,
+        lam: float,
+        theta: Array,
+        *,
+        value: bool = True,
+        grad: bool = True,
+        hess: bool = False,
+        hess_weights: Array | None = None,
+    ) -> OracleOut: ...
 
 
 class ClientCSR:
@@ -69,8 +79,9 @@ class ClientCSR:
     ndim = 3
     dtype = np.dtype(np.float64)
 
-    def __init__(self, X: sp.csr_matrix, row_start: np.ndarray, n_max: int,
-                 clients: np.ndarray | None = None) -> None:
+    def __init__(
+        self, X: sp.csr_matrix, row_start: np.ndarray, n_max: int, clients: np.ndarray | None = None
+    ) -> None:
         X = sp.csr_matrix(X, dtype=np.float64)
         if not X.has_sorted_indices:
             X = X.sorted_indices()
@@ -81,8 +92,11 @@ class ClientCSR:
         self.row_start = np.ascontiguousarray(row_start, dtype=np.int64)
         self.n_max = int(n_max)
         N = self.row_start.shape[0] - 1
-        self.clients = (np.arange(N, dtype=np.int64) if clients is None
-                        else np.ascontiguousarray(clients, dtype=np.int64))
+        self.clients = (
+            np.arange(N, dtype=np.int64)
+            if clients is None
+            else np.ascontiguousarray(clients, dtype=np.int64)
+        )
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -90,8 +104,13 @@ class ClientCSR:
 
     @property
     def nbytes(self) -> int:
-        return int(self.data.nbytes + self.indices.nbytes + self.indptr.nbytes
-                   + self.row_start.nbytes + self.clients.nbytes)
+        return int(
+            self.data.nbytes
+            + self.indices.nbytes
+            + self.indptr.nbytes
+            + self.row_start.nbytes
+            + self.clients.nbytes
+        )
 
     @property
     def sizes(self) -> np.ndarray:
@@ -132,13 +151,16 @@ class ClientCSR:
         return self.shape[0]
 
     def __getitem__(self, key: Any) -> Any:
-        if isinstance(key, tuple) and len(key) == 2 and all(
-                isinstance(k, (int, np.integer, np.ndarray)) for k in key):
+        if (
+            isinstance(key, tuple)
+            and len(key) == 2
+            and all(isinstance(k, (int, np.integer, np.ndarray)) for k in key)
+        ):
             return self.rows(*key)
         if isinstance(key, (int, np.integer)):
             key = (key,)
         if isinstance(key, tuple) and key and isinstance(key[0], (int, np.integer)):
-            return self.take([key[0]]).toarray()[0][key[1:]]        # one client, dense
+            return self.take([key[0]]).toarray()[0][key[1:]]  # one client, dense
         if isinstance(key, (list, np.ndarray)) and np.asarray(key).dtype.kind in "iu":
             return self.take(key)
         if isinstance(key, slice):
@@ -147,8 +169,10 @@ class ClientCSR:
 
     def __repr__(self) -> str:
         m, n_max, d = self.shape
-        return (f"ClientCSR({m} clients, n_max={n_max}, d={d}, nnz={self.X.nnz}, "
-                f"density={self.density:.3g})")
+        return (
+            f"ClientCSR({m} clients, n_max={n_max}, d={d}, nnz={self.X.nnz}, "
+            f"density={self.density:.3g})"
+        )
 
     @property
     def density(self) -> float:
@@ -199,8 +223,9 @@ def _theta_rows(theta: Array) -> Array:
 def margins(A: Array | ClientCSR, theta: Array) -> Array:
     """z_ij = a_ij^T theta_i, shape (m, n_max)."""
     if _is_sparse(A):
-        return kernels.csr_margins(A.data, A.indices, A.indptr, A.row_start, A.clients,
-                                   A.n_max, _theta_rows(theta))
+        return kernels.csr_margins(
+            A.data, A.indices, A.indptr, A.row_start, A.clients, A.n_max, _theta_rows(theta)
+        )
     if theta.ndim == 1:
         return A @ theta
     return (A @ theta[:, :, None])[..., 0]
@@ -209,8 +234,15 @@ def margins(A: Array | ClientCSR, theta: Array) -> Array:
 def rmatvec(A: Array | ClientCSR, u: Array) -> Array:
     """A_i^T u_i for every client, shape (m, d); ``u`` (m, n_max) is 0 on padding."""
     if _is_sparse(A):
-        return kernels.csr_rmatvec(A.data, A.indices, A.indptr, A.row_start, A.clients,
-                                   np.ascontiguousarray(u, dtype=np.float64), A.shape[2])
+        return kernels.csr_rmatvec(
+            A.data,
+            A.indices,
+            A.indptr,
+            A.row_start,
+            A.clients,
+            np.ascontiguousarray(u, dtype=np.float64),
+            A.shape[2],
+        )
     return (A.transpose(0, 2, 1) @ u[:, :, None])[..., 0]
 
 
@@ -236,8 +268,7 @@ def gram(A: Array | ClientCSR, v: Array, lam: float, hess_weights: Array | None 
             kernels.csr_gram(A.data, A.indices, A.indptr, A.row_start, A.clients, v, lam, H)
         else:
             H = np.empty((d, d))
-            kernels.csr_gram_sum(A.data, A.indices, A.indptr, A.row_start, A.clients, v, lam,
-                                 H)
+            kernels.csr_gram_sum(A.data, A.indices, A.indptr, A.row_start, A.clients, v, lam, H)
         return H
     if _numpy_f64(A, v) and A.flags.c_contiguous and m and bool((v >= 0).all()):
         v = np.ascontiguousarray(v)
@@ -266,17 +297,26 @@ def _reg(theta: Array, m: int, lam: float, xp: ArrayModule) -> tuple[Array, Arra
     return 0.5 * lam * xp.sum(t * t, axis=-1), lam * t
 
 
-def logistic(A: Array | ClientCSR, y: Array, sw: Array, lam: float, theta: Array, *,
-             value: bool = True, grad: bool = True, hess: bool = True,
-             hess_weights: Array | None = None) -> OracleOut:
+def logistic(
+    A: Array | ClientCSR,
+    y: Array,
+    sw: Array,
+    lam: float,
+    theta: Array,
+    *,
+    value: bool = True,
+    grad: bool = True,
+    hess: bool = True,
+    hess_weights: Array | None = None,
+) -> OracleOut:
     """L2-regularised logistic loss, labels in {-1, +1}. With ``hess_weights`` the Hessian
     returned is sum_i w_i H_i (d, d) (see :func:`gram`)."""
     xp = xp_of(y, theta)
-    t = y * margins(A, theta)                  # y_j a_j^T theta
+    t = y * margins(A, theta)  # y_j a_j^T theta
     # log(1 + exp(-t)), never overflows; NumPy's logaddexp(0, -t) is the same up to an ulp
     # but not vectorised (0.62 ms against 0.20 ms for a9a's 32,560 margins)
     loss = xp.maximum(-t, 0.0) + xp.log1p(xp.exp(-xp.abs(t)))
-    s = xp.exp(-(loss + t))                    # sigmoid(-t) = 1 / (1 + exp(t))
+    s = xp.exp(-(loss + t))  # sigmoid(-t) = 1 / (1 + exp(t))
     f = g = H = None
     m = A.shape[0]
     if value or grad:
@@ -286,14 +326,27 @@ def logistic(A: Array | ClientCSR, y: Array, sw: Array, lam: float, theta: Array
     if grad:
         g = r_grad - rmatvec(A, sw * y * s)
     if hess:
-        H = gram(A, sw * s * xp.exp(-loss), lam,  # s (1 - s), 1 - s = exp(-loss)
-                 hess_weights)
+        H = gram(
+            A,
+            sw * s * xp.exp(-loss),
+            lam,  # s (1 - s), 1 - s = exp(-loss)
+            hess_weights,
+        )
     return OracleOut(f, g, H)
 
 
-def ridge(A: Array | ClientCSR, y: Array, sw: Array, lam: float, theta: Array, *,
-          value: bool = True, grad: bool = True, hess: bool = True,
-          hess_weights: Array | None = None) -> OracleOut:
+def ridge(
+    A: Array | ClientCSR,
+    y: Array,
+    sw: Array,
+    lam: float,
+    theta: Array,
+    *,
+    value: bool = True,
+    grad: bool = True,
+    hess: bool = True,
+    hess_weights: Array | None = None,
+) -> OracleOut:
     """Ridge regression f_i = (1/(2 n_i)) ||A_i theta - b_i||^2 + (lam/2) ||theta||^2."""
     xp = xp_of(y, theta)
     r = margins(A, theta) - y

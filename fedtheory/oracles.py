@@ -50,8 +50,17 @@ class Oracle(Protocol):
 
     name: str
 
-    def __call__(self, problem: Any, theta: Array, clients: Array | None, *, value: bool,
-                 grad: bool, hess: bool, rng: Any) -> OracleOut: ...
+    def __call__(
+        self,
+        problem: Any,
+        theta: Array,
+        clients: Array | None,
+        *,
+        value: bool,
+        grad: bool,
+        hess: bool,
+        rng: Any,
+    ) -> OracleOut: ...
 
 
 @dataclass(frozen=True)
@@ -63,8 +72,11 @@ class RunDraws:
     runs: np.ndarray
 
 
-def draw(rng: np.random.Generator | RunDraws, sample: Callable[[np.random.Generator, Array], Array],
-         n: int) -> np.ndarray:
+def draw(
+    rng: np.random.Generator | RunDraws,
+    sample: Callable[[np.random.Generator, Array], Array],
+    n: int,
+) -> np.ndarray:
     """The draws of a call with ``n`` rows: ``sample(generator, rows)`` draws for the rows
     ``rows`` (an index into the call's rows) from ``generator``, one leading entry per row.
 
@@ -91,8 +103,17 @@ class Exact:
 
     name = "exact"
 
-    def __call__(self, problem: Any, theta: Array, clients: Array | None, *, value: bool,
-                 grad: bool, hess: bool, rng: np.random.Generator | RunDraws) -> OracleOut:
+    def __call__(
+        self,
+        problem: Any,
+        theta: Array,
+        clients: Array | None,
+        *,
+        value: bool,
+        grad: bool,
+        hess: bool,
+        rng: np.random.Generator | RunDraws,
+    ) -> OracleOut:
         return problem.oracle(theta, clients, value=value, grad=grad, hess=hess)
 
 
@@ -114,20 +135,31 @@ class Minibatch:
     def name(self) -> str:
         return f"minibatch(b={self.b})"
 
-    def __call__(self, problem: Any, theta: Array, clients: Array | None, *, value: bool,
-                 grad: bool, hess: bool, rng: np.random.Generator | RunDraws) -> OracleOut:
+    def __call__(
+        self,
+        problem: Any,
+        theta: Array,
+        clients: Array | None,
+        *,
+        value: bool,
+        grad: bool,
+        hess: bool,
+        rng: np.random.Generator | RunDraws,
+    ) -> OracleOut:
         xp = problem.xp
         sel = _selected(problem, clients)
+
         def sample(gen: np.random.Generator, at: Array) -> np.ndarray:
             n = problem.sizes[sel[at]]
             return gen.integers(0, n[:, None], size=(len(n), self.b))
 
         rows = draw(rng, sample, len(sel))
         ci, ri = xp.asarray(sel[:, None]), xp.asarray(rows)
-        A, y = problem.A[ci, ri], problem.y[ci, ri]            # (m, b, d), (m, b)
+        A, y = problem.A[ci, ri], problem.y[ci, ri]  # (m, b, d), (m, b)
         sw = xp.full(y.shape, 1.0 / self.b)
-        return ORACLES[problem.objective](A, y, sw, problem.lam, theta, value=value,
-                                          grad=grad, hess=hess)
+        return ORACLES[problem.objective](
+            A, y, sw, problem.lam, theta, value=value, grad=grad, hess=hess
+        )
 
 
 @dataclass(frozen=True)
@@ -143,8 +175,17 @@ class Gaussian:
     def name(self) -> str:
         return f"gaussian(sigma={self.sigma:g})"
 
-    def __call__(self, problem: Any, theta: Array, clients: Array | None, *, value: bool,
-                 grad: bool, hess: bool, rng: np.random.Generator | RunDraws) -> OracleOut:
+    def __call__(
+        self,
+        problem: Any,
+        theta: Array,
+        clients: Array | None,
+        *,
+        value: bool,
+        grad: bool,
+        hess: bool,
+        rng: np.random.Generator | RunDraws,
+    ) -> OracleOut:
         out = problem.oracle(theta, clients, value=value, grad=grad, hess=hess)
         if not grad:
             return out
@@ -164,11 +205,15 @@ def make_oracle(spec: str | Oracle = "exact", **options: Any) -> Oracle:
     """An oracle from its name and options (``make_oracle("minibatch", b=8)``,
     ``make_oracle("gaussian", sigma=0.1)``), or an oracle object passed through unchanged."""
     if callable(spec):
-        check(not options, f"options {sorted(options)} given with an oracle object {spec!r}; "
-                           f"pass options only with an oracle name")
+        check(
+            not options,
+            f"options {sorted(options)} given with an oracle object {spec!r}; "
+            f"pass options only with an oracle name",
+        )
         return spec
-    check(spec in ORACLE_MODELS,
-          f"unknown oracle {spec!r}; known oracles: {', '.join(ORACLE_MODELS)}")
+    check(
+        spec in ORACLE_MODELS, f"unknown oracle {spec!r}; known oracles: {', '.join(ORACLE_MODELS)}"
+    )
     cls = ORACLE_MODELS[spec]
     check_options(options, tuple(cls.__dataclass_fields__), owner=f"oracle {spec!r}")
     return cls(**options)

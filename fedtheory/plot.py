@@ -46,8 +46,7 @@ from .results import label_facets, load, make_labels, trace_frame
 from .trace import Trace
 
 #: Okabe & Ito (2008), yellow last: it is faint on white.
-OKABE_ITO = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000",
-             "#F0E442")
+OKABE_ITO = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000", "#F0E442")
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 LINESTYLES = ("-", "--", "-.", ":")
 
@@ -73,8 +72,12 @@ AXIS_LABELS = {
 ERROR_COLUMNS = ("dist_to_opt", "rel_dist", "subopt", "grad_norm")  # columns with a float floor
 #: what each column's floor line is: 1e3 eps max(1, scale), the fit cut-off of the rate fits,
 #: where rounding of the computed values, not convergence, sets the error.
-_FLOOR_NAMES = {"dist_to_opt": "1e3 eps max(1, ||theta*||)", "rel_dist": "1e3 eps",
-                "subopt": "1e3 eps max(1, |f*|)", "grad_norm": "1e3 eps max(1, L ||theta*||)"}
+_FLOOR_NAMES = {
+    "dist_to_opt": "1e3 eps max(1, ||theta*||)",
+    "rel_dist": "1e3 eps",
+    "subopt": "1e3 eps max(1, |f*|)",
+    "grad_norm": "1e3 eps max(1, L ||theta*||)",
+}
 BANDS = ("minmax", "quantile", "bootstrap")
 FITS = ("order", "linear")
 BOUNDS = ("quadratic", "linear", "damped_newton")
@@ -82,31 +85,46 @@ BOUND_STYLES = ("both", "bars", "sequence")
 #: x columns that count communication: a log axis by default
 COMM_COLUMNS = ("uplink_floats", "downlink_floats", "bits")
 #: every method keeps its colour (and marker) in every figure: its place in this order
-METHOD_ORDER = ("fedpm", "sopm", "newton", "fednl", "fedpac", "fedsophia", "giant", "dane",
-                "gd", "fedavg", "fedprox", "scaffold", "newton_star", "fednl_pp", "fednl_ls",
-                "fednl_cr")
+METHOD_ORDER = (
+    "fedpm",
+    "sopm",
+    "newton",
+    "fednl",
+    "fedpac",
+    "fedsophia",
+    "giant",
+    "dane",
+    "gd",
+    "fedavg",
+    "fedprox",
+    "scaffold",
+    "newton_star",
+    "fednl_pp",
+    "fednl_ls",
+    "fednl_cr",
+)
 #: the fixed style of every registered method (fedtheory.methods.METHODS), the same in every
 #: figure: a colour of its own (Okabe-Ito's seven without yellow, then Paul Tol's muted and a
 #: few darker tones, so no two methods share one), a marker of its own and a line style, so
 #: (colour, marker, line style) is unique even in greyscale. Variants of one method (FedPM +
 #: FOOF, FedNL's compressors, ...) keep its colour and change line style and marker.
 METHOD_STYLES: dict[str, dict[str, str]] = {
-    "fedpm": dict(color="#0072B2", marker="o", ls="-"),        # blue
-    "sopm": dict(color="#D55E00", marker="s", ls="-"),         # vermilion
-    "newton": dict(color="#000000", marker="^", ls="-"),       # black
-    "fednl": dict(color="#CC79A7", marker="D", ls="-"),        # reddish purple
-    "fedpac": dict(color="#009E73", marker="v", ls="-"),       # bluish green
-    "fedsophia": dict(color="#E69F00", marker="P", ls="-"),    # orange
-    "giant": dict(color="#56B4E9", marker="X", ls="--"),       # sky blue
-    "dane": dict(color="#882255", marker="*", ls="--"),        # wine
-    "gd": dict(color="#332288", marker="<", ls="--"),          # indigo
-    "fedavg": dict(color="#999933", marker=">", ls="--"),      # olive
-    "fedprox": dict(color="#117733", marker="p", ls="-."),     # green
-    "scaffold": dict(color="#44AA99", marker="h", ls="-."),    # teal
+    "fedpm": dict(color="#0072B2", marker="o", ls="-"),  # blue
+    "sopm": dict(color="#D55E00", marker="s", ls="-"),  # vermilion
+    "newton": dict(color="#000000", marker="^", ls="-"),  # black
+    "fednl": dict(color="#CC79A7", marker="D", ls="-"),  # reddish purple
+    "fedpac": dict(color="#009E73", marker="v", ls="-"),  # bluish green
+    "fedsophia": dict(color="#E69F00", marker="P", ls="-"),  # orange
+    "giant": dict(color="#56B4E9", marker="X", ls="--"),  # sky blue
+    "dane": dict(color="#882255", marker="*", ls="--"),  # wine
+    "gd": dict(color="#332288", marker="<", ls="--"),  # indigo
+    "fedavg": dict(color="#999933", marker=">", ls="--"),  # olive
+    "fedprox": dict(color="#117733", marker="p", ls="-."),  # green
+    "scaffold": dict(color="#44AA99", marker="h", ls="-."),  # teal
     "newton_star": dict(color="#777777", marker="d", ls="--"),  # grey (dotted: the floor)
-    "fednl_pp": dict(color="#8C564B", marker="H", ls="-."),    # brown
-    "fednl_ls": dict(color="#AA4499", marker="8", ls="--"),    # purple
-    "fednl_cr": dict(color="#A6761D", marker="x", ls=":"),     # mustard
+    "fednl_pp": dict(color="#8C564B", marker="H", ls="-."),  # brown
+    "fednl_ls": dict(color="#AA4499", marker="8", ls="--"),  # purple
+    "fednl_cr": dict(color="#A6761D", marker="x", ls=":"),  # mustard
 }
 #: colours of methods that are not registered, in order of appearance
 EXTRA_COLORS = tuple(dict.fromkeys(v["color"] for v in METHOD_STYLES.values()))
@@ -124,11 +142,22 @@ _MAX_MARKERS = 25  # beyond this, markers are spaced evenly along the curve
 # --------------------------------------------------------------------------- public
 
 
-def error_vs_round(data: Any, *, column: str = "dist_to_opt", by: str | Sequence[str] = "label",
-                   x: str = "round", ax: Axes | None = None, fit: str | None = None,
-                   bound: Any = None, floor: float | bool | None = None, logy: bool = True,
-                   band: str = "minmax", title: str | None = None, logx: bool | None = None,
-                   bound_style: str = "both") -> tuple[Figure, Axes]:
+def error_vs_round(
+    data: Any,
+    *,
+    column: str = "dist_to_opt",
+    by: str | Sequence[str] = "label",
+    x: str = "round",
+    ax: Axes | None = None,
+    fit: str | None = None,
+    bound: Any = None,
+    floor: float | bool | None = None,
+    logy: bool = True,
+    band: str = "minmax",
+    title: str | None = None,
+    logx: bool | None = None,
+    bound_style: str = "both",
+) -> tuple[Figure, Axes]:
     """The error ``column`` (default ||theta^t - theta*||) of every curve against ``x``.
 
     fit: ``"order"`` fits the Q-order p of e_{t+1} = C e_t^p, ``"linear"`` the ratio q of
@@ -153,29 +182,72 @@ def error_vs_round(data: Any, *, column: str = "dist_to_opt", by: str | Sequence
         for 1e3 eps max(1, ||theta*||) (1e3 eps for ``rel_dist``) when the runs' ||theta*||
         is known and the errors come within a factor 1e3 of it.
     """
-    check(bound_style in BOUND_STYLES,
-          f"bound_style must be one of {BOUND_STYLES}, got {bound_style!r}")
-    return _draw(data, column, by=by, x=x, ax=ax, fit=fit, bound=bound,
-                 floor=None if floor is True else floor, logy=logy, band=band, title=title,
-                 logx=logx, bound_style=bound_style)
+    check(
+        bound_style in BOUND_STYLES,
+        f"bound_style must be one of {BOUND_STYLES}, got {bound_style!r}",
+    )
+    return _draw(
+        data,
+        column,
+        by=by,
+        x=x,
+        ax=ax,
+        fit=fit,
+        bound=bound,
+        floor=None if floor is True else floor,
+        logy=logy,
+        band=band,
+        title=title,
+        logx=logx,
+        bound_style=bound_style,
+    )
 
 
-def metric_vs_round(data: Any, column: str, *, by: str | Sequence[str] = "label",
-                    x: str = "round", ax: Axes | None = None, logy: bool | None = None,
-                    band: str = "minmax", title: str | None = None,
-                    logx: bool | None = None) -> tuple[Figure, Axes]:
+def metric_vs_round(
+    data: Any,
+    column: str,
+    *,
+    by: str | Sequence[str] = "label",
+    x: str = "round",
+    ax: Axes | None = None,
+    logy: bool | None = None,
+    band: str = "minmax",
+    title: str | None = None,
+    logx: bool | None = None,
+) -> tuple[Figure, Axes]:
     """Any trace column (``drift``, ``grad_norm``, ``uplink_floats``, ...) of every curve
     against ``x`` (``"round"``, or e.g. ``"uplink_floats"`` to plot against communication).
     ``logy=None`` picks a log axis when the values are positive and span more than two
     decades. Columns that are NaN for a method (drift for Newton) leave that curve out and
     say so in the legend."""
-    return _draw(data, column, by=by, x=x, ax=ax, fit=None, bound=None, floor=False,
-                 logy=logy, band=band, title=title, logx=logx, bound_style="both")
+    return _draw(
+        data,
+        column,
+        by=by,
+        x=x,
+        ax=ax,
+        fit=None,
+        bound=None,
+        floor=False,
+        logy=logy,
+        band=band,
+        title=title,
+        logx=logx,
+        bound_style="both",
+    )
 
 
-def loglog_fit(x: Any, y: Any, *, predicted: float | None = None, ax: Axes | None = None,
-               label: str = "measured", xlabel: str = "x", ylabel: str = "y",
-               level: float = 0.95) -> tuple[Figure, Axes]:
+def loglog_fit(
+    x: Any,
+    y: Any,
+    *,
+    predicted: float | None = None,
+    ax: Axes | None = None,
+    label: str = "measured",
+    xlabel: str = "x",
+    ylabel: str = "y",
+    level: float = 0.95,
+) -> tuple[Figure, Axes]:
     """Points (x, y) on log-log axes with the OLS line of log y on log x, the band of lines
     whose slopes span the ``level`` CI (pivoting at the centroid, through which every OLS
     line passes), and, if given, the ``predicted`` slope through the same centroid. The
@@ -189,16 +261,35 @@ def loglog_fit(x: Any, y: Any, *, predicted: float | None = None, ax: Axes | Non
     grid = np.linspace(lx.min(), lx.max(), 100)
     ci = f"[{fit.ci[0]:.2f}, {fit.ci[1]:.2f}]" if math.isfinite(fit.ci[0]) else "[no CI: 2 pts]"
     ax.plot(xs, ys, "o", color=OKABE_ITO[0], ms=6, label=label, zorder=3)
-    ax.plot(np.exp(grid), np.exp(fit.intercept + fit.slope * grid), "-", color=OKABE_ITO[1],
-            lw=2, label=f"fit: slope {fit.slope:.2f} {ci} ({level:.0%} CI)")
+    ax.plot(
+        np.exp(grid),
+        np.exp(fit.intercept + fit.slope * grid),
+        "-",
+        color=OKABE_ITO[1],
+        lw=2,
+        label=f"fit: slope {fit.slope:.2f} {ci} ({level:.0%} CI)",
+    )
     if math.isfinite(fit.ci[0]):
         lines = np.exp(cy + np.outer(fit.ci, grid - cx))
-        ax.fill_between(np.exp(grid), lines.min(axis=0), lines.max(axis=0), color=OKABE_ITO[1],
-                        alpha=0.2, lw=0, label=f"slopes in the {level:.0%} CI")
+        ax.fill_between(
+            np.exp(grid),
+            lines.min(axis=0),
+            lines.max(axis=0),
+            color=OKABE_ITO[1],
+            alpha=0.2,
+            lw=0,
+            label=f"slopes in the {level:.0%} CI",
+        )
     if predicted is not None:
         verdict = "inside" if fit.contains() else "outside"
-        ax.plot(np.exp(grid), np.exp(cy + predicted * (grid - cx)), "--", color="black",
-                lw=1.5, label=f"predicted slope {predicted:g} ({verdict} the CI)")
+        ax.plot(
+            np.exp(grid),
+            np.exp(cy + predicted * (grid - cx)),
+            "--",
+            color="black",
+            lw=1.5,
+            label=f"predicted slope {predicted:g} ({verdict} the CI)",
+        )
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel(xlabel)
@@ -207,14 +298,21 @@ def loglog_fit(x: Any, y: Any, *, predicted: float | None = None, ax: Axes | Non
     return fig, ax
 
 
-def reach_table(data: Any, eps: float, *, column: str = "rel_dist",
-                by: str | Sequence[str] = "label",
-                x: Sequence[str] = ("round", "bits", "uplink_floats")) -> pd.DataFrame:
-    """"Rounds to eps" and "bits to eps": per curve, the first value of each ``x`` column at
+def reach_table(
+    data: Any,
+    eps: float,
+    *,
+    column: str = "rel_dist",
+    by: str | Sequence[str] = "label",
+    x: Sequence[str] = ("round", "bits", "uplink_floats"),
+) -> pd.DataFrame:
+    """ "Rounds to eps" and "bits to eps": per curve, the first value of each ``x`` column at
     which ``column`` <= ``eps``, the median over the curve's runs that reach it, and how many
     runs reach it (``reached`` = "k/n"; NaN where none does)."""
-    check(isinstance(eps, (int, float)) and math.isfinite(eps) and eps > 0,
-          f"eps must be a number > 0, got {eps!r}")
+    check(
+        isinstance(eps, (int, float)) and math.isfinite(eps) and eps > 0,
+        f"eps must be a number > 0, got {eps!r}",
+    )
     df = tidy(data)
     by = [by] if isinstance(by, str) else list(by)
     for c in (column, *by, *x):
@@ -222,24 +320,30 @@ def reach_table(data: Any, eps: float, *, column: str = "rel_dist",
     out = []
     for key, g in df.groupby(by, sort=False, dropna=False):
         key = key if isinstance(key, tuple) else (key,)
-        firsts = (g[g[column] <= eps].sort_values("round").groupby("run")[list(x)].first())
+        firsts = g[g[column] <= eps].sort_values("round").groupby("run")[list(x)].first()
         n = g["run"].nunique()
         row = dict(zip(by, key, strict=True))
-        row.update({f"{c}_to_eps": float(firsts[c].median()) if len(firsts) else math.nan
-                    for c in x})
+        row.update(
+            {f"{c}_to_eps": float(firsts[c].median()) if len(firsts) else math.nan for c in x}
+        )
         row["reached"] = f"{len(firsts)}/{n}"
         out.append(row)
     return pd.DataFrame(out)
 
 
-def facets(data: Any, facet: str, *, plot: Callable[..., tuple[Figure, Axes]] | None = None,
-           ncols: int = 3, **kw: Any) -> tuple[Figure, list[Axes]]:
+def facets(
+    data: Any,
+    facet: str,
+    *,
+    plot: Callable[..., tuple[Figure, Axes]] | None = None,
+    ncols: int = 3,
+    **kw: Any,
+) -> tuple[Figure, list[Axes]]:
     """One panel per value of the column ``facet`` (e.g. ``"participation"``), each drawn by
     ``plot`` (default :func:`error_vs_round`) with the keywords ``kw``; the y axes are shared,
     and each method keeps its colour across panels."""
     df = tidy(data)
-    check(facet in df.columns, f"no column {facet!r} to facet by; columns: "
-                               f"{', '.join(df.columns)}")
+    check(facet in df.columns, f"no column {facet!r} to facet by; columns: {', '.join(df.columns)}")
     values = sorted(df[facet].dropna().unique(), key=lambda v: _natural(str(v)))
     check(len(values) >= 1, f"column {facet!r} has no value to facet by")
     plot = plot or error_vs_round
@@ -250,27 +354,28 @@ def facets(data: Any, facet: str, *, plot: Callable[..., tuple[Figure, Axes]] | 
     axes = fig.subplots(nrows, ncols, sharey=True, squeeze=False).ravel().tolist()
     for ax, value in zip(axes, values, strict=False):
         plot(df[df[facet] == value], ax=ax, title=f"{facet} = {value}", **kw)
-    for ax in axes[len(values):]:
+    for ax in axes[len(values) :]:
         ax.set_visible(False)
-    return fig, axes[:len(values)]
+    return fig, axes[: len(values)]
 
 
-def save(fig: Figure, path: str | os.PathLike, *, pdf: bool = False,
-         dpi: int = 150) -> list[Path]:
+def save(fig: Figure, path: str | os.PathLike, *, pdf: bool = False, dpi: int = 150) -> list[Path]:
     """Write ``fig`` to ``path`` atomically (temporary file, then rename): PNG at ``dpi`` for a
     ``.png`` path (or no suffix, which becomes ``.png``), PDF for a ``.pdf`` path; ``pdf=True``
     also writes the PDF beside a PNG. Returns the paths written."""
     path = Path(path)
     if path.suffix == "":
         path = path.with_suffix(".png")
-    check(path.suffix in (".png", ".pdf"),
-          f"figure path must end in .png or .pdf, got {str(path)!r}")
+    check(
+        path.suffix in (".png", ".pdf"), f"figure path must end in .png or .pdf, got {str(path)!r}"
+    )
     check(path.parent.is_dir(), f"folder {str(path.parent)!r} does not exist")
     paths = [path] + ([path.with_suffix(".pdf")] if pdf and path.suffix == ".png" else [])
     for p in paths:
         fmt = p.suffix[1:]
-        write_atomic(p, lambda tmp, fmt=fmt: fig.savefig(tmp, format=fmt, dpi=dpi,
-                                                         bbox_inches="tight"))
+        write_atomic(
+            p, lambda tmp, fmt=fmt: fig.savefig(tmp, format=fmt, dpi=dpi, bbox_inches="tight")
+        )
     return paths
 
 
@@ -288,33 +393,54 @@ def tidy(data: Any) -> pd.DataFrame:
     if isinstance(data, (list, tuple)):
         data = [_from_precise(t) if _is_precise(t) else t for t in data]
     elif isinstance(data, Mapping):
-        data = {k: ([_from_precise(t) if _is_precise(t) else t for t in v]
-                    if isinstance(v, (list, tuple)) else (_from_precise(v) if _is_precise(v)
-                                                          else v))
-                for k, v in data.items()}
+        data = {
+            k: (
+                [_from_precise(t) if _is_precise(t) else t for t in v]
+                if isinstance(v, (list, tuple))
+                else (_from_precise(v) if _is_precise(v) else v)
+            )
+            for k, v in data.items()
+        }
     if isinstance(data, Trace):
         data = [data]
     if isinstance(data, pd.DataFrame):
         return _tidy_frame(data)
     if isinstance(data, Mapping):
-        pairs = [(str(k), t) for k, v in data.items()
-                 for t in (v if isinstance(v, (list, tuple)) else [v])]
+        pairs = [
+            (str(k), t)
+            for k, v in data.items()
+            for t in (v if isinstance(v, (list, tuple)) else [v])
+        ]
     elif isinstance(data, (list, tuple)):
         traces = list(data)
-        check(all(isinstance(t, Trace) for t in traces),
-              "a list to plot must hold Traces only, got "
-              + ", ".join(sorted({type(t).__name__ for t in traces})))
-        labels = make_labels((t.meta.get("method", "run"), label_facets(
-            t.meta.get("params") or {}, t.meta.get("participation"), t.meta.get("oracle"),
-            t.meta.get("problem"))) for t in traces)
+        check(
+            all(isinstance(t, Trace) for t in traces),
+            "a list to plot must hold Traces only, got "
+            + ", ".join(sorted({type(t).__name__ for t in traces})),
+        )
+        labels = make_labels(
+            (
+                t.meta.get("method", "run"),
+                label_facets(
+                    t.meta.get("params") or {},
+                    t.meta.get("participation"),
+                    t.meta.get("oracle"),
+                    t.meta.get("problem"),
+                ),
+            )
+            for t in traces
+        )
         pairs = list(zip(labels, traces, strict=True))
     else:
-        raise FedTheoryError(f"cannot plot a {type(data).__name__}: pass a Trace, a list or "
-                             f"dict of Traces, or a DataFrame")
+        raise FedTheoryError(
+            f"cannot plot a {type(data).__name__}: pass a Trace, a list or "
+            f"dict of Traces, or a DataFrame"
+        )
     check(bool(pairs), "nothing to plot: no traces given")
     for label, t in pairs:
-        check(isinstance(t, Trace), f"the value for {label!r} must be a Trace, "
-                                    f"got {type(t).__name__}")
+        check(
+            isinstance(t, Trace), f"the value for {label!r} must be a Trace, got {type(t).__name__}"
+        )
     frames = [trace_frame(t, label).assign(run=i) for i, (label, t) in enumerate(pairs)]
     return pd.concat(frames, ignore_index=True)
 
@@ -331,16 +457,17 @@ def _from_precise(t: Any) -> Trace:
         v = np.asarray(t[c], dtype=float)
         ok = np.asarray(t.resolved(c)) & (np.abs(v) >= np.finfo(float).tiny)
         values[c] = np.where(ok, v, np.nan)
-    rows = [{"round": int(r["round"]), **{c: float(values[c][i]) for c in cols}}
-            for i, r in enumerate(t.rows)]
-    return Trace(rows=rows, status=t.status,
-                 meta={**t.meta, "precision_bits": t.meta.get("prec")})
+    rows = [
+        {"round": int(r["round"]), **{c: float(values[c][i]) for c in cols}}
+        for i, r in enumerate(t.rows)
+    ]
+    return Trace(rows=rows, status=t.status, meta={**t.meta, "precision_bits": t.meta.get("prec")})
 
 
 def _eps(df: pd.DataFrame) -> float:
     """The unit roundoff of the runs: 2^-bits for arbitrary-precision runs, else float64's."""
     bits = _meta_max(df, "precision_bits")
-    return 2.0 ** -bits if bits else float(np.finfo(float).eps)
+    return 2.0**-bits if bits else float(np.finfo(float).eps)
 
 
 def _tidy_frame(df: pd.DataFrame) -> pd.DataFrame:
@@ -351,12 +478,24 @@ def _tidy_frame(df: pd.DataFrame) -> pd.DataFrame:
             df[key] = df.attrs[key]
     if "label" not in df.columns:
         if "method" in df.columns and "params" in df.columns:
-            cols = [c for c in ("method", "params", "participation", "oracle", "problem")
-                    if c in df.columns]
+            cols = [
+                c
+                for c in ("method", "params", "participation", "oracle", "problem")
+                if c in df.columns
+            ]
             groups = df.groupby(cols, dropna=False, sort=False)
-            names = make_labels((r["method"], label_facets(
-                json.loads(r["params"]), r.get("participation"), r.get("oracle"),
-                r.get("problem"))) for r in groups.head(1)[cols].to_dict("records"))
+            names = make_labels(
+                (
+                    r["method"],
+                    label_facets(
+                        json.loads(r["params"]),
+                        r.get("participation"),
+                        r.get("oracle"),
+                        r.get("problem"),
+                    ),
+                )
+                for r in groups.head(1)[cols].to_dict("records")
+            )
             df["label"] = np.asarray(names, dtype=object)[groups.ngroup().to_numpy()]
         else:
             df["label"] = df["method"] if "method" in df.columns else "run"
@@ -364,34 +503,56 @@ def _tidy_frame(df: pd.DataFrame) -> pd.DataFrame:
         if "config_id" in df.columns:
             df["run"] = df["config_id"]
         else:
-            ids = [c for c in ("problem", "label", "params", "participation", "oracle", "seed")
-                   if c in df.columns]
+            ids = [
+                c
+                for c in ("problem", "label", "params", "participation", "oracle", "seed")
+                if c in df.columns
+            ]
             df["run"] = df.groupby(ids, dropna=False, sort=False).ngroup()
             # rows that still repeat a round within one run are different runs, in order
-            df["run"] = df["run"].astype(str) + ":" + \
-                df.groupby(["run", "round"]).cumcount().astype(str)
+            df["run"] = (
+                df["run"].astype(str) + ":" + df.groupby(["run", "round"]).cumcount().astype(str)
+            )
     return df
 
 
 # --------------------------------------------------------------------------- drawing
 
 
-def _draw(data: Any, column: str, *, by: str | Sequence[str], x: str, ax: Axes | None,
-          fit: str | None, bound: Any, floor: float | bool | None, logy: bool | None,
-          band: str, title: str | None, logx: bool | None,
-          bound_style: str) -> tuple[Figure, Axes]:
+def _draw(
+    data: Any,
+    column: str,
+    *,
+    by: str | Sequence[str],
+    x: str,
+    ax: Axes | None,
+    fit: str | None,
+    bound: Any,
+    floor: float | bool | None,
+    logy: bool | None,
+    band: str,
+    title: str | None,
+    logx: bool | None,
+    bound_style: str,
+) -> tuple[Figure, Axes]:
     df = tidy(data)
     by = [by] if isinstance(by, str) else list(by)
     _check_draw(df, column, x, by, band, fit, bound)
     curves, groups = _curves(df, column, x, by, band, sort=isinstance(data, pd.DataFrame))
     values = np.concatenate([c[1]["med"].to_numpy() for c in curves])
     finite = values[np.isfinite(values)]
-    check(finite.size > 0, f"column {column!r} has no finite value in any run (methods "
-                           f"without local preconditioners report NaN drift metrics)")
+    check(
+        finite.size > 0,
+        f"column {column!r} has no finite value in any run (methods "
+        f"without local preconditioners report NaN drift metrics)",
+    )
     if logy is None:  # log when the positive values span decades and the rest is rounding
         pos = finite[finite > 0]
-        logy = bool(pos.size and pos.max() > 100 * pos.min()
-                    and np.abs(finite[finite <= 0]).max(initial=0.0) <= 1e-3 * pos.max())
+        logy = bool(
+            pos.size
+            and pos.max() > 100 * pos.min()
+            and np.abs(finite[finite <= 0]).max(initial=0.0) <= 1e-3 * pos.max()
+        )
     fl = _floor_value(floor, column, df, finite)
     positive = finite[finite > 0]
     # where values at or below the floor (exact zeros, negative subopt, and positive values
@@ -428,34 +589,41 @@ def _draw(data: Any, column: str, *, by: str | Sequence[str], x: str, ax: Axes |
     if x == "round":
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_title(_title(df) if title is None else title, fontsize="medium")
-    legend_title = {"order": r"order $p$: $e_{t+1} = C e_t^{\,p}$ (95% CI)",
-                    "linear": r"ratio $q$: $e_t = q^t e_0$ (95% CI)"}.get(fit)
+    legend_title = {
+        "order": r"order $p$: $e_{t+1} = C e_t^{\,p}$ (95% CI)",
+        "linear": r"ratio $q$: $e_t = q^t e_0$ (95% CI)",
+    }.get(fit)
     _finish(ax, handles, legend_title)
     return fig, ax
 
 
-def _check_draw(df: pd.DataFrame, column: str, x: str, by: list[str], band: str,
-                fit: str | None, bound: Any) -> None:
+def _check_draw(
+    df: pd.DataFrame, column: str, x: str, by: list[str], band: str, fit: str | None, bound: Any
+) -> None:
     for c in (column, x, *by):
         check(c in df.columns, f"no column {c!r} to plot; columns: {', '.join(df.columns)}")
-    check(pd.api.types.is_numeric_dtype(df[column]),
-          f"column {column!r} is not numeric (dtype {df[column].dtype})")
+    check(
+        pd.api.types.is_numeric_dtype(df[column]),
+        f"column {column!r} is not numeric (dtype {df[column].dtype})",
+    )
     check(band in BANDS, f"band must be one of {BANDS}, got {band!r}")
     check(fit is None or fit in FITS, f"fit must be one of {FITS} or None, got {fit!r}")
-    check(bound is None or callable(bound) or column == "dist_to_opt",
-          f"the built-in bounds are bounds on ||theta - theta*|| (dist_to_opt); they cannot be "
-          f"drawn on {column!r} (pass a callable for a bound on {column!r})")
+    check(
+        bound is None or callable(bound) or column == "dist_to_opt",
+        f"the built-in bounds are bounds on ||theta - theta*|| (dist_to_opt); they cannot be "
+        f"drawn on {column!r} (pass a callable for a bound on {column!r})",
+    )
 
 
-def _curves(df: pd.DataFrame, column: str, x: str, by: list[str], band: str,
-            sort: bool) -> tuple[list, dict]:
+def _curves(
+    df: pd.DataFrame, column: str, x: str, by: list[str], band: str, sort: bool
+) -> tuple[list, dict]:
     """(name, per-round aggregate) per curve, and each curve's rows; ``sort`` orders the
     curves naturally ("K=2" before "K=10") when the input gave no order."""
     curves, groups = [], {}
     for key, g in df.groupby(by, sort=False, dropna=False):
         key = key if isinstance(key, tuple) else (key,)
-        name = ", ".join([str(key[0]), *(f"{b}={v}" for b, v in zip(by[1:], key[1:],
-                                                                   strict=True))])
+        name = ", ".join([str(key[0]), *(f"{b}={v}" for b, v in zip(by[1:], key[1:], strict=True))])
         curves.append((name, _aggregate(g, column, x, band)))
         groups[name] = g
         _warn_modes(name, g, column)
@@ -464,8 +632,9 @@ def _curves(df: pd.DataFrame, column: str, x: str, by: list[str], band: str,
     return curves, groups
 
 
-def _draw_curve(ax: Axes, agg: pd.DataFrame, style: dict, label: str, logy: bool,
-                bottom: float) -> Line2D:
+def _draw_curve(
+    ax: Axes, agg: pd.DataFrame, style: dict, label: str, logy: bool, bottom: float
+) -> Line2D:
     """One curve: its centre line, its values at or below ``bottom`` (the floor: exact zeros,
     negatives and positive values under it) drawn at ``bottom`` and marked there on a log axis,
     and its band over runs."""
@@ -475,43 +644,78 @@ def _draw_curve(ax: Axes, agg: pd.DataFrame, style: dict, label: str, logy: bool
     if logy:
         nonpos = np.asarray(agg["med"], dtype=float) <= bottom
         if nonpos.any():  # zeros, negatives and values under the floor: marked on the floor
-            ax.plot(np.asarray(agg["x"])[nonpos], np.full(int(nonpos.sum()), bottom),
-                    ls="none", marker="v", ms=8, mfc="none", mew=1.5, color=style["color"],
-                    zorder=5)
+            ax.plot(
+                np.asarray(agg["x"])[nonpos],
+                np.full(int(nonpos.sum()), bottom),
+                ls="none",
+                marker="v",
+                ms=8,
+                mfc="none",
+                mew=1.5,
+                color=style["color"],
+                zorder=5,
+            )
     if agg["n"].max() > 1:
         lo, hi = (_clip(agg[c], bottom) if logy else agg[c] for c in ("lo", "hi"))
         ax.fill_between(agg["x"], lo, hi, color=style["color"], alpha=0.18, lw=0)
     return line
 
 
-def _furniture(ax: Axes, band: str, n_runs: set, fl: float | None, floor: Any, column: str,
-               n_low: tuple[int, int], bottom: float) -> list:
+def _furniture(
+    ax: Axes,
+    band: str,
+    n_runs: set,
+    fl: float | None,
+    floor: Any,
+    column: str,
+    n_low: tuple[int, int],
+    bottom: float,
+) -> list:
     """The legend entries of the band, the float floor (drawn here) and the values marked on
     it; ``n_low``: (points at or below ``bottom``, those of them > 0)."""
     handles: list = []
     if n_runs:
         n = "/".join(str(v) for v in sorted(n_runs))
-        what = {"minmax": "min–max", "quantile": "10–90% quantiles",
-                "bootstrap": "95% bootstrap CI of the mean"}[band]
+        what = {
+            "minmax": "min–max",
+            "quantile": "10–90% quantiles",
+            "bootstrap": "95% bootstrap CI of the mean",
+        }[band]
         centre = "mean" if band == "bootstrap" else "median"
-        handles.append(Patch(color="0.5", alpha=0.3,
-                             label=f"{centre} of {n} runs; band: {what}"))
+        handles.append(Patch(color="0.5", alpha=0.3, label=f"{centre} of {n} runs; band: {what}"))
     if fl is not None:
         what = "given" if floor is not None else _FLOOR_NAMES[column]
-        handles.append(ax.axhline(fl, color="0.35", ls=":", lw=1.3,
-                                  label=f"float floor {fl:.1e} ({what})"))
+        handles.append(
+            ax.axhline(fl, color="0.35", ls=":", lw=1.3, label=f"float floor {fl:.1e} ({what})")
+        )
     n, n_small = n_low
     if n:
-        what = (f"exactly 0 or negative ({n} points)" if not n_small else
-                f"at or below the floor (0, negative or\nbelow it; {n} points)")
-        handles.append(Line2D([], [], ls="none", marker="v", ms=8, mfc="none", mew=1.5,
-                              color="0.3", label=f"{what}, drawn at {bottom:.1e}"))
+        what = (
+            f"exactly 0 or negative ({n} points)"
+            if not n_small
+            else f"at or below the floor (0, negative or\nbelow it; {n} points)"
+        )
+        handles.append(
+            Line2D(
+                [],
+                [],
+                ls="none",
+                marker="v",
+                ms=8,
+                mfc="none",
+                mew=1.5,
+                color="0.3",
+                label=f"{what}, drawn at {bottom:.1e}",
+            )
+        )
     return handles
 
 
 def _natural(text: str) -> list[tuple[int, Any]]:
-    return [(1, float(part)) if i % 2 else (0, part)
-            for i, part in enumerate(re.split(r"(\d+(?:\.\d+)?)", text))]
+    return [
+        (1, float(part)) if i % 2 else (0, part)
+        for i, part in enumerate(re.split(r"(\d+(?:\.\d+)?)", text))
+    ]
 
 
 def _aggregate(g: pd.DataFrame, column: str, x: str, band: str) -> pd.DataFrame:
@@ -524,18 +728,22 @@ def _aggregate(g: pd.DataFrame, column: str, x: str, band: str) -> pd.DataFrame:
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rounds of NaN metrics
         if band == "bootstrap":
             med = np.nanmean(vals, axis=1)
-            idx = np.random.default_rng(0).integers(0, vals.shape[1],
-                                                    size=(2000, vals.shape[1]))
-            means = np.nanmean(vals[:, idx], axis=2)            # (rounds, resamples)
+            idx = np.random.default_rng(0).integers(0, vals.shape[1], size=(2000, vals.shape[1]))
+            means = np.nanmean(vals[:, idx], axis=2)  # (rounds, resamples)
             lo, hi = np.nanquantile(means, 0.025, axis=1), np.nanquantile(means, 0.975, axis=1)
         else:
             med = np.nanmedian(vals, axis=1)
             q = (0.0, 1.0) if band == "minmax" else (0.1, 0.9)
             lo, hi = np.nanquantile(vals, q[0], axis=1), np.nanquantile(vals, q[1], axis=1)
-    xs = table.index.to_numpy(dtype=float) if x == "round" else \
-        g.groupby("round")[x].median().reindex(table.index).to_numpy(dtype=float)
-    return pd.DataFrame({"x": xs, "med": med, "lo": lo, "hi": hi,
-                         "n": np.isfinite(vals).sum(axis=1)}, index=table.index)
+    xs = (
+        table.index.to_numpy(dtype=float)
+        if x == "round"
+        else g.groupby("round")[x].median().reindex(table.index).to_numpy(dtype=float)
+    )
+    return pd.DataFrame(
+        {"x": xs, "med": med, "lo": lo, "hi": hi, "n": np.isfinite(vals).sum(axis=1)},
+        index=table.index,
+    )
 
 
 def _clip(s: pd.Series | np.ndarray, bottom: float) -> np.ndarray:
@@ -576,12 +784,11 @@ def _stalls(e: np.ndarray, kw: dict[str, Any]) -> bool:
         return False
     floor = kw.get("floor", rates.default_floor(1.0))
     with np.errstate(all="ignore"):
-        ratios = e[-STALL_ROUNDS:] / e[-STALL_ROUNDS - 1:-1]
+        ratios = e[-STALL_ROUNDS:] / e[-STALL_ROUNDS - 1 : -1]
     return bool(e[-1] > 1e3 * floor and (np.abs(ratios - 1) <= STALL_RATIO).all())
 
 
-def _fit_text(agg: pd.DataFrame, fit: str | None, column: str, floor: Any,
-              df: pd.DataFrame) -> str:
+def _fit_text(agg: pd.DataFrame, fit: str | None, column: str, floor: Any, df: pd.DataFrame) -> str:
     if fit is None:
         return ""
     e = agg["med"].to_numpy()
@@ -594,7 +801,7 @@ def _fit_text(agg: pd.DataFrame, fit: str | None, column: str, floor: Any,
         f = rates.q_order(e, **kw) if fit == "order" else rates.linear_rate(e, **kw)
     except FedTheoryError:
         return f"\n{fit} fit: too few rounds above the floor"
-    seg = e[f.window[0]:f.window[1]]
+    seg = e[f.window[0] : f.window[1]]
     if not (np.diff(seg) < 0).all():
         return "\nno fit: not contracting"
     if _stalls(e, kw):
@@ -610,6 +817,7 @@ def _fit_text(agg: pd.DataFrame, fit: str | None, column: str, floor: Any,
 
 def _bound_fn(spec: Any, g: pd.DataFrame) -> tuple[Callable | None, str]:
     """One curve's bound e_t -> bound on e_{t+1}, and its legend text."""
+
     def const(c: str) -> float:
         return pd.to_numeric(g[c], errors="coerce").max() if c in g.columns else math.nan
 
@@ -617,20 +825,31 @@ def _bound_fn(spec: Any, g: pd.DataFrame) -> tuple[Callable | None, str]:
         return (lambda e: np.asarray(spec(e), dtype=float)), "theory bound on $e_{t+1}$"
     if spec in ("quadratic", "damped_newton"):
         mu, lh = const("mu"), const("L_H")
-        check(math.isfinite(mu) and math.isfinite(lh) and mu > 0,
-              f"bound={spec!r} needs the runs' mu and L_H; pass ({spec!r}, ...) explicitly")
+        check(
+            math.isfinite(mu) and math.isfinite(lh) and mu > 0,
+            f"bound={spec!r} needs the runs' mu and L_H; pass ({spec!r}, ...) explicitly",
+        )
         if spec == "quadratic":
             spec = ("quadratic", lh / (2 * mu))
         else:
             eta = const("param_eta") if "param_eta" in g.columns else _param(g, "eta")
-            check(math.isfinite(eta) and eta > 0, "bound='damped_newton' needs the curve's "
-                                                  "eta; pass ('damped_newton', eta, C)")
+            check(
+                math.isfinite(eta) and eta > 0,
+                "bound='damped_newton' needs the curve's eta; pass ('damped_newton', eta, C)",
+            )
             spec = ("damped_newton", eta, lh / (2 * mu))
-    ok = (isinstance(spec, tuple) and len(spec) in (2, 3) and spec[0] in BOUNDS
-          and len(spec) == (3 if spec[0] == "damped_newton" else 2)
-          and all(isinstance(v, (int, float)) and math.isfinite(v) for v in spec[1:]))
-    check(ok, f"bound must be (\"quadratic\", C), (\"linear\", q), (\"damped_newton\", eta, C), "
-              f"\"quadratic\", \"damped_newton\", a callable, or a dict of them, got {spec!r}")
+    ok = (
+        isinstance(spec, tuple)
+        and len(spec) in (2, 3)
+        and spec[0] in BOUNDS
+        and len(spec) == (3 if spec[0] == "damped_newton" else 2)
+        and all(isinstance(v, (int, float)) and math.isfinite(v) for v in spec[1:])
+    )
+    check(
+        ok,
+        f'bound must be ("quadratic", C), ("linear", q), ("damped_newton", eta, C), '
+        f'"quadratic", "damped_newton", a callable, or a dict of them, got {spec!r}',
+    )
     kind = spec[0]
     if kind == "quadratic":
         c = float(spec[1])
@@ -639,8 +858,10 @@ def _bound_fn(spec: Any, g: pd.DataFrame) -> tuple[Callable | None, str]:
         q = float(spec[1])
         return (lambda e: q * e), rf"$q\, e_t$, $q$ = {q:.3g}"
     eta, c = float(spec[1]), float(spec[2])
-    return ((lambda e: (1 - eta) * e + eta * c * e**2),
-            rf"$(1-\eta) e_t + \eta C e_t^2$, $\eta$ = {eta:.3g}, $C$ = {c:.3g}")
+    return (
+        (lambda e: (1 - eta) * e + eta * c * e**2),
+        rf"$(1-\eta) e_t + \eta C e_t^2$, $\eta$ = {eta:.3g}, $C$ = {c:.3g}",
+    )
 
 
 def _param(g: pd.DataFrame, name: str) -> float:
@@ -651,8 +872,16 @@ def _param(g: pd.DataFrame, name: str) -> float:
     return float(values.pop()) if len(values) == 1 and None not in values else math.nan
 
 
-def _draw_bounds(ax: Axes, bound: Any, curves: list, groups: dict, styles: list,
-                 logy: bool, bound_style: str, df: pd.DataFrame) -> list:
+def _draw_bounds(
+    ax: Axes,
+    bound: Any,
+    curves: list,
+    groups: dict,
+    styles: list,
+    logy: bool,
+    bound_style: str,
+    df: pd.DataFrame,
+) -> list:
     """Each curve's bound: bars from each measured e_t and/or the guaranteed sequence from
     e_0; returns the legend handles. The y range stays that of the curves: a sequence that
     lies above it at every round t >= 1 (a bound vacuous from e_0, C e_0 > 1) is not drawn
@@ -676,8 +905,17 @@ def _draw_bounds(ax: Axes, bound: Any, curves: list, groups: dict, styles: list,
             with np.errstate(all="ignore"):
                 pred = fn(e[:-1])
             ok = np.isfinite(pred) & (pred > 0) if logy else np.isfinite(pred)
-            ax.plot(xs[1:][ok], pred[ok], ls="none", marker="_", ms=12, mew=2, color=color,
-                    alpha=0.9, zorder=4)
+            ax.plot(
+                xs[1:][ok],
+                pred[ok],
+                ls="none",
+                marker="_",
+                ms=12,
+                mew=2,
+                color=color,
+                alpha=0.9,
+                zorder=4,
+            )
             bars_seen |= bool(((pred[ok] >= lo) & (pred[ok] <= hi)).any())
         if bound_style in ("both", "sequence") and np.isfinite(e[0]):
             seq = [float(e[0])]
@@ -690,42 +928,73 @@ def _draw_bounds(ax: Axes, bound: Any, curves: list, groups: dict, styles: list,
             if inside.size == 0 and len(seq) > 1:  # above (or off) the axes after e_0
                 hidden.append((name, seq_a[1]))
             else:
-                ax.plot(xs[ok], seq_a[ok], ls=(0, (4, 2)), lw=1.0, color=color, alpha=0.8,
-                        zorder=2)
+                ax.plot(xs[ok], seq_a[ok], ls=(0, (4, 2)), lw=1.0, color=color, alpha=0.8, zorder=2)
                 seq_seen = True
-                if inside.size and inside[0] > 1 and (seq_a[1:inside[0]] > hi).all():
+                if inside.size and inside[0] > 1 and (seq_a[1 : inside[0]] > hi).all():
                     late = max(late, float(xs[inside[0]]))
         texts.add(text)
     ax.set_ylim(lim)
     return _bound_handles(bound_style, texts, bars_seen, seq_seen, late, hidden, n)
 
 
-def _bound_handles(bound_style: str, texts: set, bars_seen: bool, seq_seen: bool, late: float,
-                   hidden: list, n: int) -> list:
+def _bound_handles(
+    bound_style: str, texts: set, bars_seen: bool, seq_seen: bool, late: float, hidden: list, n: int
+) -> list:
     """The legend entries of the bounds: a line only for what shows inside the axes."""
     handles = []
     text = "; ".join(sorted(texts)) if len(texts) <= 2 else "per curve"
     if bound_style in ("both", "bars"):
-        handles.append(Line2D([], [], ls="none", marker="_", ms=12, mew=2, color="0.3",
-                              label=f"bound from each $e_t$: {text}")
-                       if bars_seen else
-                       Line2D([], [], ls="none", label=f"bound from each $e_t$ ({text}):\n"
-                                                       f"above the axes at every round, not drawn"))
+        handles.append(
+            Line2D(
+                [],
+                [],
+                ls="none",
+                marker="_",
+                ms=12,
+                mew=2,
+                color="0.3",
+                label=f"bound from each $e_t$: {text}",
+            )
+            if bars_seen
+            else Line2D(
+                [],
+                [],
+                ls="none",
+                label=f"bound from each $e_t$ ({text}):\nabove the axes at every round, not drawn",
+            )
+        )
     if bound_style in ("both", "sequence"):
         if seq_seen:
             until = f" (above the axes until round {late:g})" if late else ""
-            handles.append(Line2D([], [], ls=(0, (4, 2)), lw=1.0, color="0.3",
-                                  label=f"guaranteed sequence from $e_0${until}"))
+            handles.append(
+                Line2D(
+                    [],
+                    [],
+                    ls=(0, (4, 2)),
+                    lw=1.0,
+                    color="0.3",
+                    label=f"guaranteed sequence from $e_0${until}",
+                )
+            )
         for name, first in hidden:
             who = f" of {name}" if n > 1 else ""
-            handles.append(Line2D([], [], ls="none", label=(
-                f"guaranteed sequence from $e_0${who}:\nabove the axes from "
-                f"t = 1 on ({first:.2g} at t = 1), not drawn")))
+            handles.append(
+                Line2D(
+                    [],
+                    [],
+                    ls="none",
+                    label=(
+                        f"guaranteed sequence from $e_0${who}:\nabove the axes from "
+                        f"t = 1 on ({first:.2g} at t = 1), not drawn"
+                    ),
+                )
+            )
     return handles
 
 
-def curve_styles(names: Sequence[str], groups: Mapping[str, pd.DataFrame] | None = None
-                 ) -> list[dict[str, Any]]:
+def curve_styles(
+    names: Sequence[str], groups: Mapping[str, pd.DataFrame] | None = None
+) -> list[dict[str, Any]]:
     """A style (``color``, ``marker``, ``ls``) per curve, the same for a method in every figure.
 
     Every registered method has its fixed style of METHOD_STYLES in every figure (a reader
@@ -744,11 +1013,11 @@ def curve_styles(names: Sequence[str], groups: Mapping[str, pd.DataFrame] | None
     return _styles_and_notes(names, groups)[0]
 
 
-def _styles_and_notes(names: Sequence[str], groups: Mapping[str, pd.DataFrame] | None
-                      ) -> tuple[list[dict[str, Any]], list[str]]:
+def _styles_and_notes(
+    names: Sequence[str], groups: Mapping[str, pd.DataFrame] | None
+) -> tuple[list[dict[str, Any]], list[str]]:
     """:func:`curve_styles`, and the legend notes that name the parameter of each sweep."""
-    methods = [_curve_method(name, None if groups is None else groups.get(name))
-               for name in names]
+    methods = [_curve_method(name, None if groups is None else groups.get(name)) for name in names]
     known = {m for m in methods if m in METHOD_STYLES}
     free = [c for c in EXTRA_COLORS if c not in {METHOD_STYLES[m]["color"] for m in known}]
     free += [c for c in EXTRA_COLORS if c not in free]
@@ -759,9 +1028,11 @@ def _styles_and_notes(names: Sequence[str], groups: Mapping[str, pd.DataFrame] |
             base[m] = dict(METHOD_STYLES[m])
         else:
             k = unknown.index(m)
-            base[m] = dict(color=free[k % len(free)],
-                           marker=VARIANT_MARKERS[k % len(VARIANT_MARKERS)],
-                           ls=LINESTYLES[(k // len(free)) % len(LINESTYLES)])
+            base[m] = dict(
+                color=free[k % len(free)],
+                marker=VARIANT_MARKERS[k % len(VARIANT_MARKERS)],
+                ls=LINESTYLES[(k // len(free)) % len(LINESTYLES)],
+            )
     out: list[dict[str, Any]] = [dict(base[m]) for m in methods]
     notes: list[str] = []
     n_methods, n_sweeps = len(base), 0
@@ -787,7 +1058,7 @@ def _styles_and_notes(names: Sequence[str], groups: Mapping[str, pd.DataFrame] |
             out[i]["ls"] = LINESTYLES[(LINESTYLES.index(b["ls"]) + j) % len(LINESTYLES)]
             out[i]["marker"] = others[(j - 1) % len(others)]
     used: set[tuple[str, str, str]] = set()
-    for st in out:   # the last resort: never two curves with one style
+    for st in out:  # the last resort: never two curves with one style
         k = 0
         while (st["color"], st["marker"], st["ls"]) in used:
             st["marker"] = VARIANT_MARKERS[k % len(VARIANT_MARKERS)]
@@ -804,8 +1075,11 @@ def _curve_method(name: str, g: pd.DataFrame | None) -> str:
 
 
 #: what tells two curves of one method apart besides their parameters, and its legend name
-_FACET_NAMES = {"participation": "S (participants per round)", "oracle": "oracle",
-                "problem": "problem"}
+_FACET_NAMES = {
+    "participation": "S (participants per round)",
+    "oracle": "oracle",
+    "problem": "problem",
+}
 
 
 def _facets(g: pd.DataFrame | None) -> dict[str, Any]:
@@ -817,8 +1091,9 @@ def _facets(g: pd.DataFrame | None) -> dict[str, Any]:
     if "params" in g.columns:
         ps = [json.loads(p) for p in g["params"].dropna().unique()]
         for k in dict.fromkeys(k for p in ps for k in p):
-            vals = list(dict.fromkeys(json.dumps(p.get(k), sort_keys=True, default=str)
-                                      for p in ps))
+            vals = list(
+                dict.fromkeys(json.dumps(p.get(k), sort_keys=True, default=str) for p in ps)
+            )
             out[k] = json.loads(vals[0]) if len(vals) == 1 else tuple(vals)
     for c in _FACET_NAMES:
         if c in g.columns:
@@ -828,8 +1103,11 @@ def _facets(g: pd.DataFrame | None) -> dict[str, Any]:
 
 
 def _is_number(v: Any) -> bool:
-    return (isinstance(v, (int, float, np.integer, np.floating))
-            and not isinstance(v, (bool, np.bool_)) and math.isfinite(float(v)))
+    return (
+        isinstance(v, (int, float, np.integer, np.floating))
+        and not isinstance(v, (bool, np.bool_))
+        and math.isfinite(float(v))
+    )
 
 
 def _sweep(gs: list[pd.DataFrame | None]) -> tuple[str, list[int], str] | None:
@@ -840,8 +1118,10 @@ def _sweep(gs: list[pd.DataFrame | None]) -> tuple[str, list[int], str] | None:
         return None
     fs = [_facets(g) for g in gs]
     keys = list(dict.fromkeys(k for f in fs for k in f))
+
     def text(v: Any) -> str:
         return json.dumps(v, sort_keys=True, default=str)
+
     varying = [k for k in keys if len({text(f.get(k)) for f in fs}) > 1]
     if len(varying) != 1:
         return None
@@ -862,8 +1142,7 @@ def _swept_name(names: list[str]) -> str:
     """`` (alpha)`` when the problem names carry one ``alpha=...`` part (all but one of them,
     e.g. "phishing iid" among "phishing alpha=0.5", ...), else ``""``."""
     keys = [k[0] for n in names if len(k := re.findall(r"(\w+)\s*=", n)) == 1]
-    return f" ({keys[0]})" if keys and len(set(keys)) == 1 and len(keys) >= len(names) - 1 \
-        else ""
+    return f" ({keys[0]})" if keys and len(set(keys)) == 1 and len(keys) >= len(names) - 1 else ""
 
 
 def _warn_modes(name: str, g: pd.DataFrame, column: str) -> None:
@@ -879,20 +1158,24 @@ def _warn_modes(name: str, g: pd.DataFrame, column: str) -> None:
     gaps = np.diff(logs)
     k = int(np.argmax(gaps))
     if gaps[k] > 2:
-        warnings.warn(f"the runs of {name!r} split into modes: {k + 1} end near "
-                      f"{10 ** np.median(logs[:k + 1]):.2g} and {logs.size - k - 1} near "
-                      f"{10 ** np.median(logs[k + 1:]):.2g} ({column}); the centre line and "
-                      f"band describe neither: plot the runs separately (by='seed')",
-                      RuntimeWarning, stacklevel=4)
+        warnings.warn(
+            f"the runs of {name!r} split into modes: {k + 1} end near "
+            f"{10 ** np.median(logs[: k + 1]):.2g} and {logs.size - k - 1} near "
+            f"{10 ** np.median(logs[k + 1 :]):.2g} ({column}); the centre line and "
+            f"band describe neither: plot the runs separately (by='seed')",
+            RuntimeWarning,
+            stacklevel=4,
+        )
 
 
-def _floor_value(floor: Any, column: str, df: pd.DataFrame,
-                 finite: np.ndarray) -> float | None:
+def _floor_value(floor: Any, column: str, df: pd.DataFrame, finite: np.ndarray) -> float | None:
     if floor is False:
         return None
     if floor is not None:
-        check(isinstance(floor, (int, float)) and math.isfinite(floor) and floor > 0,
-              f"floor must be a number > 0, False or None, got {floor!r}")
+        check(
+            isinstance(floor, (int, float)) and math.isfinite(floor) and floor > 0,
+            f"floor must be a number > 0, False or None, got {floor!r}",
+        )
         return float(floor)
     scale = _scale(df, column)
     if column not in ERROR_COLUMNS or scale is None:
@@ -928,10 +1211,17 @@ def paper(width: float = 3.4, height: float = 2.4) -> Iterator[None]:
     old = _FIGSIZE["size"]
     _FIGSIZE["size"] = (width, height)
     try:
-        with matplotlib.rc_context({"font.family": "serif", "font.size": 8,
-                                    "axes.titlesize": 8, "legend.fontsize": 6,
-                                    "lines.linewidth": 1.0, "lines.markersize": 3,
-                                    "mathtext.fontset": "dejavuserif"}):
+        with matplotlib.rc_context(
+            {
+                "font.family": "serif",
+                "font.size": 8,
+                "axes.titlesize": 8,
+                "legend.fontsize": 6,
+                "lines.linewidth": 1.0,
+                "lines.markersize": 3,
+                "mathtext.fontset": "dejavuserif",
+            }
+        ):
             yield
     finally:
         _FIGSIZE["size"] = old
@@ -939,17 +1229,31 @@ def paper(width: float = 3.4, height: float = 2.4) -> Iterator[None]:
 
 def _finish(ax: Axes, handles: list | None = None, title: str | None = None) -> None:
     ax.grid(True, which="major", alpha=0.3)
-    for axis, scale, (lo, hi) in ((ax.yaxis, ax.get_yscale(), ax.get_ylim()),
-                                  (ax.xaxis, ax.get_xscale(), ax.get_xlim())):
+    for axis, scale, (lo, hi) in (
+        (ax.yaxis, ax.get_yscale(), ax.get_ylim()),
+        (ax.xaxis, ax.get_xscale(), ax.get_xlim()),
+    ):
         if scale == "log" and lo > 0 and hi / lo < 300:
             # few decades: plain numbers (0.2, 3, 50) read better than 2 x 10^-1
             keep = {1, 2, 3, 4, 5, 6, 7, 8, 9} if hi / lo < 10 else {1, 2, 5}
-            fmt = FuncFormatter(lambda v, _, keep=keep: f"{v:g}" if v > 0 and round(
-                v / 10 ** math.floor(math.log10(v) + 1e-9)) in keep else "")
+            fmt = FuncFormatter(
+                lambda v, _, keep=keep: (
+                    f"{v:g}"
+                    if v > 0 and round(v / 10 ** math.floor(math.log10(v) + 1e-9)) in keep
+                    else ""
+                )
+            )
             axis.set_major_formatter(fmt)
             axis.set_minor_formatter(fmt)
-    kw = dict(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0,
-              frameon=False, fontsize="small", title=title, title_fontsize="small")
+    kw = dict(
+        loc="upper left",
+        bbox_to_anchor=(1.02, 1.0),
+        borderaxespad=0.0,
+        frameon=False,
+        fontsize="small",
+        title=title,
+        title_fontsize="small",
+    )
     if ax.figure.get_figwidth() < 5:  # a paper column: the legend goes below the axes
         kw.update(loc="upper center", bbox_to_anchor=(0.5, -0.22), ncols=2)
     if handles is not None:
@@ -961,17 +1265,29 @@ def _finish(ax: Axes, handles: list | None = None, title: str | None = None) -> 
 # --------------------------------------------------------------------------- CLI
 
 
-def main_plot(results: str | Sequence[str], metric: str, by: str, out: str, x: str = "round",
-              *, fit: str | None = None, bound: str | None = None, floor: str | None = None,
-              band: str = "minmax", logx: bool | None = None, title: str | None = None,
-              facet: str | None = None, style: str | None = None) -> int:
+def main_plot(
+    results: str | Sequence[str],
+    metric: str,
+    by: str,
+    out: str,
+    x: str = "round",
+    *,
+    fit: str | None = None,
+    bound: str | None = None,
+    floor: str | None = None,
+    band: str = "minmax",
+    logx: bool | None = None,
+    title: str | None = None,
+    facet: str | None = None,
+    style: str | None = None,
+) -> int:
     """``fedtheory plot RESULTS... --metric M --by COL --out FIG.png``: one figure of
     ``metric`` from sweep folders, results.parquet files or trace CSVs (several are drawn
     together), written to ``out`` (.png, or .pdf). Error metrics get a log axis and the float
     floor; ``fit``, ``bound``, ``floor`` ("none" or a number), ``band``, ``logx``, ``title``,
     ``facet`` (a column: one panel per value) and ``style="paper"`` are those of the Python
     API."""
-    check_destination(out, "--out", (".png", ".pdf"))   # before anything is read or drawn
+    check_destination(out, "--out", (".png", ".pdf"))  # before anything is read or drawn
     paths = [results] if isinstance(results, (str, os.PathLike)) else list(results)
     check(len(paths) >= 1, "plot needs at least one results path")
     check(style in (None, "paper"), f"--style must be 'paper', got {style!r}")
@@ -987,8 +1303,10 @@ def main_plot(results: str | Sequence[str], metric: str, by: str, out: str, x: s
         except ValueError:
             raise FedTheoryError(f"--floor must be 'none' or a number, got {floor!r}") from None
     error = metric in ERROR_COLUMNS
-    check(error or (fit is None and bound is None),
-          f"--fit and --bound apply to the error columns {ERROR_COLUMNS}, not {metric!r}")
+    check(
+        error or (fit is None and bound is None),
+        f"--fit and --bound apply to the error columns {ERROR_COLUMNS}, not {metric!r}",
+    )
     kw: dict[str, Any] = dict(by=by, x=x, band=band, logx=logx)
     if error:
         kw.update(column=metric, fit=fit, bound=bound, floor=fl)
@@ -997,8 +1315,11 @@ def main_plot(results: str | Sequence[str], metric: str, by: str, out: str, x: s
             draw = error_vs_round if error else (lambda d, **k: metric_vs_round(d, metric, **k))
             fig, _ = facets(df, facet, plot=draw, **kw)
         else:
-            fig, _ = (error_vs_round(df, title=title, **kw) if error
-                      else metric_vs_round(df, metric, title=title, **kw))
+            fig, _ = (
+                error_vs_round(df, title=title, **kw)
+                if error
+                else metric_vs_round(df, metric, title=title, **kw)
+            )
         if facet is not None and title:
             fig.suptitle(title)
     for path in save(fig, out):

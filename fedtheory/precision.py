@@ -112,8 +112,12 @@ RESOLVED = 1e-3
 #: Default refusal threshold of :func:`to_precise`: estimated seconds per round.
 MAX_ROUND_SECONDS = 5.0
 COLUMNS = ("dist_to_opt", "rel_dist", "subopt", "grad_norm")
-RADIUS = {"dist_to_opt": "dist_radius", "rel_dist": "rel_dist_radius",
-          "subopt": "subopt_radius", "grad_norm": "grad_radius"}
+RADIUS = {
+    "dist_to_opt": "dist_radius",
+    "rel_dist": "rel_dist_radius",
+    "subopt": "subopt_radius",
+    "grad_norm": "grad_radius",
+}
 CSV_COLUMNS = ("round", *(c for col in COLUMNS for c in (col, RADIUS[col])), "seconds")
 STATUSES = ("completed", "diverged", "reached_floor")
 
@@ -134,8 +138,10 @@ def _flint() -> Any:
     try:
         import flint
     except ImportError:
-        raise FedTheoryError("the arbitrary-precision backend needs python-flint "
-                             "(pip install python-flint); it is not installed") from None
+        raise FedTheoryError(
+            "the arbitrary-precision backend needs python-flint "
+            "(pip install python-flint); it is not installed"
+        ) from None
     return flint
 
 
@@ -201,7 +207,8 @@ def _solve(M: Any, b: Any, what: str) -> Any:
     except ZeroDivisionError:
         raise FactorizationError(
             f"the {what} cannot be certified nonsingular at this precision (its ball may hold "
-            f"a singular matrix): raise prec, or use carry_radius=False") from None
+            f"a singular matrix): raise prec, or use carry_radius=False"
+        ) from None
 
 
 def _upper(x: Any) -> float:
@@ -264,28 +271,36 @@ class PreciseProblem:
 
     def __init__(self, problem: FederatedProblem, prec: int) -> None:
         flint = _flint()
-        check(problem.objective in ("logistic", "ridge"),
-              f"objective must be 'logistic' or 'ridge', got {problem.objective!r}")
-        check(problem.objective != "logistic" or problem.lam > 0,
-              f"the arb backend encloses a logistic theta* through lam-strong convexity, but "
-              f"problem {problem.name!r} has lam = {problem.lam:g}; use lam > 0")
+        check(
+            problem.objective in ("logistic", "ridge"),
+            f"objective must be 'logistic' or 'ridge', got {problem.objective!r}",
+        )
+        check(
+            problem.objective != "logistic" or problem.lam > 0,
+            f"the arb backend encloses a logistic theta* through lam-strong convexity, but "
+            f"problem {problem.name!r} has lam = {problem.lam:g}; use lam > 0",
+        )
         self.problem, self.prec = problem, int(prec)
         self.name, self.objective = problem.name, problem.objective
         self.N, self.d, self.n = problem.N, problem.d, problem.n
         A = np.asarray(problem.A, dtype=np.float64)
         y = np.asarray(problem.y, dtype=np.float64)
         sizes = [int(s) for s in problem.sizes]
-        self.lam = flint.arb(problem.lam)          # exact: a float64 is a dyadic number
+        self.lam = flint.arb(problem.lam)  # exact: a float64 is a dyadic number
         # the weights as exact rationals (fmpq), rounded only where used, at the caller's bits
         n = sum(sizes)
-        self.weights = [flint.fmpq(s, n) if problem.weighting == "samples"
-                        else flint.fmpq(1, self.N) for s in sizes]
-        self.clients = [self._rows(A[i, :s], y[i, :s], [flint.fmpq(1, s)] * s)
-                        for i, s in enumerate(sizes)]
+        self.weights = [
+            flint.fmpq(s, n) if problem.weighting == "samples" else flint.fmpq(1, self.N)
+            for s in sizes
+        ]
+        self.clients = [
+            self._rows(A[i, :s], y[i, :s], [flint.fmpq(1, s)] * s) for i, s in enumerate(sizes)
+        ]
         self.all = self._rows(
             np.concatenate([A[i, :s] for i, s in enumerate(sizes)]),
             np.concatenate([y[i, :s] for i, s in enumerate(sizes)]),
-            [w / s for w, s in zip(self.weights, sizes, strict=True) for _ in range(s)])
+            [w / s for w, s in zip(self.weights, sizes, strict=True) for _ in range(s)],
+        )
         self._ridge_H: dict[int, Any] = {}
 
     @staticmethod
@@ -296,29 +311,32 @@ class PreciseProblem:
         return _Rows(M, M.transpose(), rows, [float(v) for v in y], c)
 
     def __repr__(self) -> str:
-        return (f"PreciseProblem({self.name!r}, {self.objective}, N={self.N}, d={self.d}, "
-                f"n={self.n}, prec={self.prec})")
+        return (
+            f"PreciseProblem({self.name!r}, {self.objective}, N={self.N}, d={self.d}, "
+            f"n={self.n}, prec={self.prec})"
+        )
 
     # ---- oracles (docs/algorithms.md "Objectives") -----------------------------------------
-    def _losses(self, z: list[Any], y: list[float], value: bool, grad: bool, hess: bool
-                ) -> tuple[list, list, list]:
+    def _losses(
+        self, z: list[Any], y: list[float], value: bool, grad: bool, hess: bool
+    ) -> tuple[list, list, list]:
         """Per row: loss, dloss/dz and d2loss/dz2 at the margins z."""
         if self.objective == "ridge":
             r = [zj - yj for zj, yj in zip(z, y, strict=True)]
             return [0.5 * rj * rj for rj in r] if value else [], r, []
         loss, d1, d2 = [], [], []
         for zj, yj in zip(z, y, strict=True):
-            t = zj if yj > 0 else -zj                  # t = y a^T theta, y in {-1, +1}
+            t = zj if yj > 0 else -zj  # t = y a^T theta, y in {-1, +1}
             # u = exp(-|t|) <= 1: log1p and the quotients below never overflow
             pos = t.mid() >= 0
             u = (-t).exp() if pos else t.exp()
             if value:
-                loss.append(u.log1p() if pos else u.log1p() - t)   # log(1 + exp(-t))
+                loss.append(u.log1p() if pos else u.log1p() - t)  # log(1 + exp(-t))
             if grad:
-                s = u / (1 + u) if pos else 1 / (1 + u)            # sigmoid(-t)
-                d1.append(-s if yj > 0 else s)                     # d/dz = -y sigmoid(-t)
+                s = u / (1 + u) if pos else 1 / (1 + u)  # sigmoid(-t)
+                d1.append(-s if yj > 0 else s)  # d/dz = -y sigmoid(-t)
             if hess:
-                d2.append(u / ((1 + u) * (1 + u)))                 # s (1 - s)
+                d2.append(u / ((1 + u) * (1 + u)))  # s (1 - s)
         return loss, d1, d2
 
     def _oracle(self, rows: _Rows, theta: Any, value: bool, grad: bool, hess: bool) -> OracleOut:
@@ -329,27 +347,29 @@ class PreciseProblem:
         if value:
             reg = (theta.transpose() * theta)[0, 0] * self.lam / 2
             f = sum((cj * lj for cj, lj in zip(c, loss, strict=True)), reg)
-        g = (rows.At * _col([cj * v for cj, v in zip(c, d1, strict=True)]) + self.lam * theta
-             if grad else None)
+        g = (
+            rows.At * _col([cj * v for cj, v in zip(c, d1, strict=True)]) + self.lam * theta
+            if grad
+            else None
+        )
         H = None
         if hess:
             if self.objective == "ridge":
                 H = self._ridge_hessian(rows)
             else:
-                H = rows.At * _scale_rows(rows.rows, [cj * v for cj, v in zip(c, d2,
-                                                                              strict=True)])
+                H = rows.At * _scale_rows(rows.rows, [cj * v for cj, v in zip(c, d2, strict=True)])
                 H = H + _eye(self.d, self.lam)
         return OracleOut(f, g, H)
 
     def _ridge_hessian(self, rows: _Rows) -> Any:
         key = (id(rows), _flint().ctx.prec)
-        if key not in self._ridge_H:      # constant: A^T diag(c) A + lam I
-            self._ridge_H[key] = rows.At * _scale_rows(rows.rows, rows.c) + _eye(self.d,
-                                                                                self.lam)
+        if key not in self._ridge_H:  # constant: A^T diag(c) A + lam I
+            self._ridge_H[key] = rows.At * _scale_rows(rows.rows, rows.c) + _eye(self.d, self.lam)
         return self._ridge_H[key]
 
-    def client_oracle(self, i: int, theta: Any, *, value: bool = False, grad: bool = True,
-                      hess: bool = False) -> OracleOut:
+    def client_oracle(
+        self, i: int, theta: Any, *, value: bool = False, grad: bool = True, hess: bool = False
+    ) -> OracleOut:
         """f_i, g_i, H_i of client i at theta."""
         return self._oracle(self.clients[i], theta, value, grad, hess)
 
@@ -357,8 +377,9 @@ class PreciseProblem:
         """FOOF's P_i = A_i^T A_i / n_i + lam I (ridge's Hessian on client i's rows), cached."""
         return self._ridge_hessian(self.clients[i])
 
-    def global_oracle(self, theta: Any, *, value: bool = True, grad: bool = True,
-                      hess: bool = False) -> OracleOut:
+    def global_oracle(
+        self, theta: Any, *, value: bool = True, grad: bool = True, hess: bool = False
+    ) -> OracleOut:
         """f, g, H of sum_i w_i f_i, as one product over all rows with the weights folded in
         (sum_i w_i = 1 exactly, so the regulariser is lam/2 ||theta||^2 once)."""
         return self._oracle(self.all, theta, value, grad, hess)
@@ -390,33 +411,37 @@ class PreciseProblem:
         for it in range(1, 101):  # noqa: B007 (it is reported below)
             step = _solve(o.H, o.g, "global Hessian")
             t = 1.0
-            while True:     # the float64 reference's safeguard: a smaller gradient counts
+            while True:  # the float64 reference's safeguard: a smaller gradient counts
                 cand = (theta - t * step).mid()
                 oc = self.global_oracle(cand, hess=True)
                 gc = _norm(oc.g).upper()
                 if gc < gnorm or gnorm <= tol or t < 1e-10:
                     break
                 t *= 0.5
-            if gc >= gnorm:          # no progress: the guard precision's floor, or a failure
+            if gc >= gnorm:  # no progress: the guard precision's floor, or a failure
                 break
             theta, o, gnorm = cand, oc, gc
             if gnorm <= tol:
                 polish += 1
                 if polish == 3:
                     break
-        check(gnorm <= tol, f"{self.name}: Newton at {wp} bits stopped at ||grad f|| <= "
-                            f"{_sci(gnorm, 4)} after {it} steps, above 2^-{self.prec} max(1, "
-                            f"||grad f(0)||) = {_sci(tol, 4)}")
-        radius = (gnorm / self.lam).upper()             # lam-strong convexity
+        check(
+            gnorm <= tol,
+            f"{self.name}: Newton at {wp} bits stopped at ||grad f|| <= "
+            f"{_sci(gnorm, 4)} after {it} steps, above 2^-{self.prec} max(1, "
+            f"||grad f(0)||) = {_sci(tol, 4)}",
+        )
+        radius = (gnorm / self.lam).upper()  # lam-strong convexity
         half_gap = (gnorm * gnorm / (4 * self.lam)).upper()
-        gap = flint_ball(half_gap, half_gap)            # [0, ||g||^2 / (2 lam)]
+        gap = flint_ball(half_gap, half_gap)  # [0, ||g||^2 / (2 lam)]
         return self._make_reference(theta, o, radius, gap, wp, it)
 
     def _ridge_reference(self, wp: int) -> PreciseReference:
         H = self._ridge_hessian(self.all)
         arb = _flint().arb
-        b = self.all.At * _col([arb(yj) * cj for cj, yj in zip(self.all.c, self.all.y,
-                                                               strict=True)])
+        b = self.all.At * _col(
+            [arb(yj) * cj for cj, yj in zip(self.all.c, self.all.y, strict=True)]
+        )
         ball = _solve(H, b, "ridge Hessian")
         theta = ball.mid()
         radius = _norm(_col([e.rad() for e in ball.entries()])).upper()
@@ -424,14 +449,22 @@ class PreciseProblem:
         gap = (o.g.transpose() * _solve(H, o.g, "ridge Hessian"))[0, 0] / 2
         return self._make_reference(theta, o, radius, gap, wp, 1)
 
-    def _make_reference(self, theta: Any, o: OracleOut, radius: Any, gap: Any, wp: int,
-                        iters: int) -> PreciseReference:
+    def _make_reference(
+        self, theta: Any, o: OracleOut, radius: Any, gap: Any, wp: int, iters: int
+    ) -> PreciseReference:
         if o.f is None:
             o = self.global_oracle(theta)
-        return PreciseReference(theta_star=theta, radius=radius, f_tilde=o.f, g_tilde=o.g,
-                                gap=gap, f_star=o.f - gap,
-                                norm=_norm(theta) + flint_ball(0, radius), prec=wp,
-                                newton_iters=iters)
+        return PreciseReference(
+            theta_star=theta,
+            radius=radius,
+            f_tilde=o.f,
+            g_tilde=o.g,
+            gap=gap,
+            f_star=o.f - gap,
+            norm=_norm(theta) + flint_ball(0, radius),
+            prec=wp,
+            newton_iters=iters,
+        )
 
     # ---- row metrics --------------------------------------------------------------------------
     def metrics(self, theta: Any) -> dict[str, Any]:
@@ -444,21 +477,25 @@ class PreciseProblem:
         rel = dist / (ref.norm.max(one))
         o = self.global_oracle(theta, value=True, grad=True)
         direct = o.f - ref.f_star
-        hull = _col([a.union(b) for a, b in zip(theta.entries(), ref.theta_star.entries(),
-                                                strict=True)])
+        hull = _col(
+            [a.union(b) for a, b in zip(theta.entries(), ref.theta_star.entries(), strict=True)]
+        )
         HB = self.global_oracle(hull, value=False, grad=False, hess=True).H
-        taylor = ((ref.g_tilde.transpose() * delta)[0, 0]
-                  + (delta.transpose() * (HB * delta))[0, 0] / 2 + ref.gap)
+        taylor = (
+            (ref.g_tilde.transpose() * delta)[0, 0]
+            + (delta.transpose() * (HB * delta))[0, 0] / 2
+            + ref.gap
+        )
         subopt = direct
-        if taylor.is_finite():   # far from theta*, H(B) may overflow to [+- inf]: no help
-            if not direct.overlaps(taylor):   # both enclose f(theta) - f*, if H = f''
+        if taylor.is_finite():  # far from theta*, H(B) may overflow to [+- inf]: no help
+            if not direct.overlaps(taylor):  # both enclose f(theta) - f*, if H = f''
                 raise FedTheoryError(
                     f"the direct and the Taylor enclosures of f(theta) - f* are disjoint "
                     f"({direct.str(5)} and {taylor.str(5)}): the Hessian oracle does not "
-                    f"match f (a wrong derivative)")
+                    f"match f (a wrong derivative)"
+                )
             subopt = direct.intersection(taylor)
-        return {"dist_to_opt": dist, "rel_dist": rel, "subopt": subopt,
-                "grad_norm": _norm(o.g)}
+        return {"dist_to_opt": dist, "rel_dist": rel, "subopt": subopt, "grad_norm": _norm(o.g)}
 
 
 def flint_ball(mid: Any, rad: Any) -> Any:
@@ -466,8 +503,9 @@ def flint_ball(mid: Any, rad: Any) -> Any:
     return _flint().arb(mid, rad)
 
 
-def to_precise(problem: FederatedProblem, prec: int = 256, *,
-               max_round_seconds: float = MAX_ROUND_SECONDS) -> PreciseProblem:
+def to_precise(
+    problem: FederatedProblem, prec: int = 256, *, max_round_seconds: float = MAX_ROUND_SECONDS
+) -> PreciseProblem:
     """``problem`` in arb at ``prec`` bits (>= 64, so the float64 data convert exactly).
 
     Refuses, before converting anything, a problem whose estimated round time
@@ -484,7 +522,8 @@ def to_precise(problem: FederatedProblem, prec: int = 256, *,
             f"{est:.3g} s per round (FedPM K = 1 with metrics; about {est * 20 / 60:.3g} min "
             f"for 20 rounds), above max_round_seconds = {max_round_seconds:g}. It is meant "
             f"for d up to ~50 and a few thousand rows: use a smaller problem, fewer bits, or "
-            f"raise max_round_seconds")
+            f"raise max_round_seconds"
+        )
     if problem.backend != "numpy":
         problem = problem.to("numpy")
     return PreciseProblem(problem, int(prec))
@@ -494,12 +533,18 @@ def to_precise(problem: FederatedProblem, prec: int = 256, *,
 
 
 class PreciseState(NamedTuple):
-    theta: Any                  # column arb_mat (d, 1)
-    H_local: Any = None         # FedNL: list of the learned Hessians H_i^k (None: all zero)
+    theta: Any  # column arb_mat (d, 1)
+    H_local: Any = None  # FedNL: list of the learned Hessians H_i^k (None: all zero)
 
 
-def _local_newton(pp: PreciseProblem, theta: Any, K: int, eta: float, delta: float,
-                  preconditioner: str = "hessian") -> tuple[list, list, list]:
+def _local_newton(
+    pp: PreciseProblem,
+    theta: Any,
+    K: int,
+    eta: float,
+    delta: float,
+    preconditioner: str = "hessian",
+) -> tuple[list, list, list]:
     """FedPM/SOPM client loop: theta_i^{k+1} = theta_i^k - eta (P_i^k)^{-1} g_i(theta_i^k) with
     P_i^k = H_i(theta_i^k) + delta I, or FOOF's constant A_i^T A_i / n_i + (lam + delta) I;
     returns theta_i^K, P_i^0 and P_i^{K-1} of every client."""
@@ -510,8 +555,10 @@ def _local_newton(pp: PreciseProblem, theta: Any, K: int, eta: float, delta: flo
         outs = [pp.client_oracle(i, x[i], grad=True, hess=not foof) for i in range(pp.N)]
         P = [pp.foof_preconditioner(i) if foof else o.H for i, o in enumerate(outs)]
         P = [Pi + shift if shift is not None else Pi for Pi in P]
-        x = [xi - eta * _solve(Pi, o.g, f"preconditioner of client {i}")
-             for i, (xi, Pi, o) in enumerate(zip(x, P, outs, strict=True))]
+        x = [
+            xi - eta * _solve(Pi, o.g, f"preconditioner of client {i}")
+            for i, (xi, Pi, o) in enumerate(zip(x, P, outs, strict=True))
+        ]
         P_first = P if P_first is None else P_first
     return x, P_first, P
 
@@ -559,14 +606,16 @@ def _fednl_round(pp: PreciseProblem, m: FedNL, st: PreciseState) -> PreciseState
     H_old = st.H_local if st.H_local is not None else [flint.arb_mat(pp.d, pp.d)] * pp.N
     diff = [o.H - Hi for o, Hi in zip(outs, H_old, strict=True)]
     if m.option == 2:
-        l_k = sum((w * _norm(_col(D.entries())) for w, D in zip(pp.weights, diff,
-                                                                  strict=True)), flint.arb(0))
+        l_k = sum(
+            (w * _norm(_col(D.entries())) for w, D in zip(pp.weights, diff, strict=True)),
+            flint.arb(0),
+        )
         Hk = _mix(pp.weights, H_old) + _eye(pp.d, l_k)
-    elif st.H_local is None:                     # init = "zero": [0]_mu = mu I
+    elif st.H_local is None:  # init = "zero": [0]_mu = mu I
         Hk = _eye(pp.d, pp.lam)
     else:
         Hk = _mix(pp.weights, H_old)
-    alpha = m._alpha_fixed(pp.d)                 # the float64 method's alpha for identity
+    alpha = m._alpha_fixed(pp.d)  # the float64 method's alpha for identity
     H_local = [Hi + alpha * D for Hi, D in zip(H_old, diff, strict=True)]
     return PreciseState(st.theta - _solve(Hk, g, "FedNL Hessian estimate"), H_local)
 
@@ -574,8 +623,9 @@ def _fednl_round(pp: PreciseProblem, m: FedNL, st: PreciseState) -> PreciseState
 def _fednl_init(pp: PreciseProblem, m: FedNL, theta: Any) -> PreciseState:
     if m.init == "zero":
         return PreciseState(theta, None)
-    return PreciseState(theta, [pp.client_oracle(i, theta, grad=False, hess=True).H
-                                for i in range(pp.N)])
+    return PreciseState(
+        theta, [pp.client_oracle(i, theta, grad=False, hess=True).H for i in range(pp.N)]
+    )
 
 
 def _giant_round(pp: PreciseProblem, m: Method, st: PreciseState) -> PreciseState:
@@ -589,13 +639,18 @@ def _giant_round(pp: PreciseProblem, m: Method, st: PreciseState) -> PreciseStat
 #: The arb round map of each method name (the float64 class of that name validates its
 #: parameters; a subclass is refused: its maths may differ).
 ROUND_MAPS: dict[str, Callable[..., PreciseState]] = {
-    "newton": _newton_round, "gd": _gd_round, "fedpm": _fedpm_round, "sopm": _sopm_round,
-    "fednl": _fednl_round, "giant": _giant_round,
+    "newton": _newton_round,
+    "gd": _gd_round,
+    "fedpm": _fedpm_round,
+    "sopm": _sopm_round,
+    "fednl": _fednl_round,
+    "giant": _giant_round,
 }
 #: The options each arb round map implements; any other option must keep its default (a new
 #: option of a float64 method is refused here until its arb map is written).
 ARB_OPTIONS: dict[str, tuple[str, ...]] = {
-    "newton": ("eta",), "gd": ("eta",),
+    "newton": ("eta",),
+    "gd": ("eta",),
     "fedpm": ("K", "eta", "delta", "mixing_preconditioner", "server_memory", "preconditioner"),
     "sopm": ("K", "eta", "delta", "preconditioner"),
     "fednl": ("compressor", "alpha", "init", "option", "l_norm", "R", "Kc"),
@@ -605,27 +660,39 @@ ARB_OPTIONS: dict[str, tuple[str, ...]] = {
 
 def _check_supported(m: Method) -> None:
     names = ", ".join(sorted(ROUND_MAPS))
-    check(m.name in ROUND_MAPS and type(m) is METHODS.get(m.name),
-          f"method {m.name!r} ({type(m).__name__}) has no arb round map; the arb backend "
-          f"runs: {names}")
+    check(
+        m.name in ROUND_MAPS and type(m) is METHODS.get(m.name),
+        f"method {m.name!r} ({type(m).__name__}) has no arb round map; the arb backend "
+        f"runs: {names}",
+    )
     for f in dataclasses.fields(m):
         value = getattr(m, f.name)
-        check(f.name in ARB_OPTIONS[m.name] or value == f.default,
-              f"{m.name} option {f.name}={value!r} has no arb round map (only the default "
-              f"{f.name}={f.default!r}; arb implements {', '.join(ARB_OPTIONS[m.name])})")
-    check(m.name != "giant" or not m.line_search,
-          "giant in arb needs line_search=False (Armijo's comparisons are not exact in ball "
-          "arithmetic)")
+        check(
+            f.name in ARB_OPTIONS[m.name] or value == f.default,
+            f"{m.name} option {f.name}={value!r} has no arb round map (only the default "
+            f"{f.name}={f.default!r}; arb implements {', '.join(ARB_OPTIONS[m.name])})",
+        )
+    check(
+        m.name != "giant" or not m.line_search,
+        "giant in arb needs line_search=False (Armijo's comparisons are not exact in ball "
+        "arithmetic)",
+    )
     if isinstance(m, FedNL):
-        check(m.compressor == "identity",
-              f"fednl in arb supports compressor='identity' only (rank-R and top-K need "
-              f"eigenvectors or a ranking of entries), got {m.compressor!r}")
-        check(m.option == 1 or m.l_norm == "frobenius",
-              "fednl option 2 in arb needs l_norm='frobenius' (the spectral norm needs an "
-              "eigenvalue problem), got l_norm='spectral'")
-        check(m.option == 2 or m.init == "hessian" or m._alpha_fixed(2) == 1.0,
-              f"fednl option 1 with init='zero' needs alpha = 1 in arb (otherwise the "
-              f"projection [H^k]_mu is not provably the identity), got alpha = {m.alpha!r}")
+        check(
+            m.compressor == "identity",
+            f"fednl in arb supports compressor='identity' only (rank-R and top-K need "
+            f"eigenvectors or a ranking of entries), got {m.compressor!r}",
+        )
+        check(
+            m.option == 1 or m.l_norm == "frobenius",
+            "fednl option 2 in arb needs l_norm='frobenius' (the spectral norm needs an "
+            "eigenvalue problem), got l_norm='spectral'",
+        )
+        check(
+            m.option == 2 or m.init == "hessian" or m._alpha_fixed(2) == 1.0,
+            f"fednl option 1 with init='zero' needs alpha = 1 in arb (otherwise the "
+            f"projection [H^k]_mu is not provably the identity), got alpha = {m.alpha!r}",
+        )
 
 
 # ------------------------------------------------------------------------------- the trace
@@ -693,12 +760,19 @@ class PreciseTrace:
                 writer = csv.writer(fh)
                 writer.writerow(CSV_COLUMNS)
                 for t, r in enumerate(self.rows):
-                    writer.writerow([r["round"], *(s for c in COLUMNS for s in cols[c][t]),
-                                     repr(float(r["seconds"]))])
+                    writer.writerow(
+                        [
+                            r["round"],
+                            *(s for c in COLUMNS for s in cols[c][t]),
+                            repr(float(r["seconds"])),
+                        ]
+                    )
+
         return write
 
-    def table(self, columns: tuple[str, ...] = ("dist_to_opt", "subopt", "grad_norm"),
-              digits: int = 6) -> str:
+    def table(
+        self, columns: tuple[str, ...] = ("dist_to_opt", "subopt", "grad_norm"), digits: int = 6
+    ) -> str:
         """Fixed-width text: round, then each column as mid +- radius (``digits`` digits) and
         whether it is resolved (``*`` marks an unresolved value)."""
         w = digits + 20
@@ -765,11 +839,20 @@ def read_precise_csv(path: str | os.PathLike, prec: int = 256) -> list[dict[str,
 # ------------------------------------------------------------------------------- the run
 
 
-def run_precise(problem: FederatedProblem | PreciseProblem, method_name: str,
-                params: dict[str, Any] | None = None, rounds: int = 20, prec: int = 256,
-                seed: int = 0, *, theta0: Any = None, carry_radius: bool = False,
-                stop_at_floor: bool = False, diverge_factor: float = 1e8,
-                max_round_seconds: float = MAX_ROUND_SECONDS) -> PreciseTrace:
+def run_precise(
+    problem: FederatedProblem | PreciseProblem,
+    method_name: str,
+    params: dict[str, Any] | None = None,
+    rounds: int = 20,
+    prec: int = 256,
+    seed: int = 0,
+    *,
+    theta0: Any = None,
+    carry_radius: bool = False,
+    stop_at_floor: bool = False,
+    diverge_factor: float = 1e8,
+    max_round_seconds: float = MAX_ROUND_SECONDS,
+) -> PreciseTrace:
     """Run ``method_name`` (with ``params``, as :func:`fedtheory.methods.make_method` parses
     them) for ``rounds`` rounds in arb at ``prec`` bits; row 0 is theta0 (default 0).
 
@@ -787,8 +870,11 @@ def run_precise(problem: FederatedProblem | PreciseProblem, method_name: str,
     _check_supported(method)
     check_int(rounds, "rounds", 0)
     if isinstance(problem, PreciseProblem):
-        check(problem.prec == prec, f"the PreciseProblem is at {problem.prec} bits but prec = "
-                                    f"{prec}; pass prec={problem.prec} or convert again")
+        check(
+            problem.prec == prec,
+            f"the PreciseProblem is at {problem.prec} bits but prec = "
+            f"{prec}; pass prec={problem.prec} or convert again",
+        )
         pp = problem
     else:
         pp = to_precise(problem, prec, max_round_seconds=max_round_seconds)
@@ -797,14 +883,15 @@ def run_precise(problem: FederatedProblem | PreciseProblem, method_name: str,
         x0 = np.zeros(pp.d) if theta0 is None else np.asarray(theta0, dtype=np.float64)
         check(x0.shape == (pp.d,), f"theta0 must have shape ({pp.d},), got {x0.shape}")
         theta = _col([float(v) for v in x0])
-        state = (_fednl_init(pp, method, theta) if isinstance(method, FedNL)
-                 else PreciseState(theta))
+        state = _fednl_init(pp, method, theta) if isinstance(method, FedNL) else PreciseState(theta)
         step = ROUND_MAPS[method.name]
         first = pp.metrics(theta)
         scale = max(1.0, float(ref.norm.mid()))
         bound = diverge_factor * max(scale, float(first["dist_to_opt"].mid()))
-        trace = PreciseTrace(rows=[{"round": 0, "seconds": 0.0, **first}],
-                             meta=_meta(pp, method, rounds, seed, carry_radius))
+        trace = PreciseTrace(
+            rows=[{"round": 0, "seconds": 0.0, **first}],
+            meta=_meta(pp, method, rounds, seed, carry_radius),
+        )
         seconds = 0.0
         for t in range(1, rounds + 1):
             start = time.perf_counter()
@@ -816,8 +903,7 @@ def run_precise(problem: FederatedProblem | PreciseProblem, method_name: str,
                     break
                 raise
             seconds += time.perf_counter() - start
-            if (not _finite(state.theta)
-                    or float(_norm(state.theta - ref.theta_star).mid()) > bound):
+            if not _finite(state.theta) or float(_norm(state.theta - ref.theta_star).mid()) > bound:
                 trace.status = "diverged"
                 break
             trace.rows.append({"round": t, "seconds": seconds, **pp.metrics(state.theta)})
@@ -830,21 +916,40 @@ def run_precise(problem: FederatedProblem | PreciseProblem, method_name: str,
     return trace
 
 
-def _meta(pp: PreciseProblem, method: Method, rounds: int, seed: int,
-          carry_radius: bool) -> dict[str, Any]:
+def _meta(
+    pp: PreciseProblem, method: Method, rounds: int, seed: int, carry_radius: bool
+) -> dict[str, Any]:
     ref = pp.reference
-    return {"problem": pp.name, "method": method.name, "params": method.params(),
-            "rounds": rounds, "participation": pp.N, "N": pp.N, "d": pp.d, "n": pp.n,
-            "seed": seed, "oracle": "exact", "backend": "arb", "prec": pp.prec,
-            "carry_radius": carry_radius, "reference_prec": ref.prec,
-            "theta_star_radius": _sci(ref.radius, 3, up=True),
-            "theta_star_norm": float(ref.norm.mid()),
-            "reference_newton_iters": ref.newton_iters}
+    return {
+        "problem": pp.name,
+        "method": method.name,
+        "params": method.params(),
+        "rounds": rounds,
+        "participation": pp.N,
+        "N": pp.N,
+        "d": pp.d,
+        "n": pp.n,
+        "seed": seed,
+        "oracle": "exact",
+        "backend": "arb",
+        "prec": pp.prec,
+        "carry_radius": carry_radius,
+        "reference_prec": ref.prec,
+        "theta_star_radius": _sci(ref.radius, 3, up=True),
+        "theta_star_norm": float(ref.norm.mid()),
+        "reference_newton_iters": ref.newton_iters,
+    }
 
 
-def main_run_precise(problem: FederatedProblem, method_name: str, params: dict[str, Any] | None,
-                     rounds: int, prec: int, seed: int = 0,
-                     out: str | os.PathLike | None = None) -> int:
+def main_run_precise(
+    problem: FederatedProblem,
+    method_name: str,
+    params: dict[str, Any] | None,
+    rounds: int,
+    prec: int,
+    seed: int = 0,
+    out: str | os.PathLike | None = None,
+) -> int:
     """``fedtheory run PROBLEM --method M --precision BITS [--out FILE.csv]``: run, print a
     header and :meth:`PreciseTrace.table`, write the CSV (and FILE.json with the metadata)."""
     import json
@@ -852,17 +957,20 @@ def main_run_precise(problem: FederatedProblem, method_name: str, params: dict[s
     trace = run_precise(problem, method_name, params, rounds, prec, seed)
     m = trace.meta
     params_txt = ", ".join(f"{k}={v}" for k, v in m["params"].items())
-    print(f"# {problem!r} in arb at {prec} bits (theta* at {m['reference_prec']} bits, "
-          f"radius {m['theta_star_radius']})")
-    print(f"# method {m['method']}({params_txt}), S = {m['N']}, status {trace.status}; "
-          f"mid +- rigorous radius, * = unresolved (radius > {RESOLVED:g} x value)")
+    print(
+        f"# {problem!r} in arb at {prec} bits (theta* at {m['reference_prec']} bits, "
+        f"radius {m['theta_star_radius']})"
+    )
+    print(
+        f"# method {m['method']}({params_txt}), S = {m['N']}, status {trace.status}; "
+        f"mid +- rigorous radius, * = unresolved (radius > {RESOLVED:g} x value)"
+    )
     print(trace.table())
     if out is not None:
         path = Path(out)
         meta = path.with_suffix(".json")
         text = json.dumps(m, indent=2, default=str)
-        write_together([(meta, lambda tmp: Path(tmp).write_text(text)),
-                        (path, trace.csv_writer())])
+        write_together([(meta, lambda tmp: Path(tmp).write_text(text)), (path, trace.csv_writer())])
         print(f"# wrote {path} and {meta}")
     return 0
 
@@ -870,8 +978,9 @@ def main_run_precise(problem: FederatedProblem, method_name: str, params: dict[s
 # ------------------------------------------------------------------------------- rates
 
 
-def resolved_stop(trace: PreciseTrace, column: str = "dist_to_opt",
-                  rel_radius: float = RESOLVED) -> int:
+def resolved_stop(
+    trace: PreciseTrace, column: str = "dist_to_opt", rel_radius: float = RESOLVED
+) -> int:
     """The number of leading rows whose ``column`` is resolved (the first unresolved row and
     everything after it are dropped, as the float floor drops rows in float64)."""
     ok = trace.resolved(column, rel_radius)
@@ -883,14 +992,22 @@ def _powered(log10_e: np.ndarray) -> tuple[np.ndarray, int]:
     normal number. log e^(1/k) = (log e) / k: a Q-order fit is unchanged by that scaling of
     both axes, a linear rate's ratio becomes q^(1/k)."""
     arr = np.asarray(log10_e, dtype=np.float64)
-    check(arr.ndim == 1 and bool(np.isfinite(arr).all()),
-          "log10 errors must be a 1-D array of finite values")
+    check(
+        arr.ndim == 1 and bool(np.isfinite(arr).all()),
+        "log10 errors must be a 1-D array of finite values",
+    )
     k = max(1, math.ceil(float(np.max(np.abs(arr), initial=0.0)) / 300))
     return 10.0 ** (arr / k), k
 
 
-def q_order_log10(log10_e: Sequence[float], *, window: slice | tuple[int, int] | None = None,
-                  tol: float = 0.1, min_points: int = 3, level: float = 0.95) -> OrderFit:
+def q_order_log10(
+    log10_e: Sequence[float],
+    *,
+    window: slice | tuple[int, int] | None = None,
+    tol: float = 0.1,
+    min_points: int = 3,
+    level: float = 0.95,
+) -> OrderFit:
     """:func:`fedtheory.rates.q_order` of errors given by their log10 (any size: 1e-5000 is
     fine). Without ``window`` the window is :func:`~fedtheory.rates.asymptotic_window` with
     ``tol`` and ``min_points`` and no floor (drop unresolved points before calling)."""
@@ -901,18 +1018,25 @@ def q_order_log10(log10_e: Sequence[float], *, window: slice | tuple[int, int] |
     return replace(fit, log_C=fit.log_C * k, residual_std=fit.residual_std * k)
 
 
-def precise_q_order(trace: PreciseTrace, column: str = "dist_to_opt", *,
-                    rel_radius: float = RESOLVED, **kw: Any) -> OrderFit:
+def precise_q_order(
+    trace: PreciseTrace, column: str = "dist_to_opt", *, rel_radius: float = RESOLVED, **kw: Any
+) -> OrderFit:
     """Q-order of ``column`` over the asymptotic window of its resolved prefix
     (:func:`q_order_log10` with ``kw``)."""
     stop = resolved_stop(trace, column, rel_radius)
     return q_order_log10(trace.log10(column)[:stop], **kw)
 
 
-def precise_linear_rate(trace: PreciseTrace, column: str = "dist_to_opt", *,
-                        rel_radius: float = RESOLVED, window: slice | tuple[int, int] | None
-                        = None, tol: float = 0.1, min_points: int = 3,
-                        level: float = 0.95) -> RateFit:
+def precise_linear_rate(
+    trace: PreciseTrace,
+    column: str = "dist_to_opt",
+    *,
+    rel_radius: float = RESOLVED,
+    window: slice | tuple[int, int] | None = None,
+    tol: float = 0.1,
+    min_points: int = 3,
+    level: float = 0.95,
+) -> RateFit:
     """:func:`fedtheory.rates.linear_rate` of the resolved prefix of ``column``, in log-space
     like :func:`precise_q_order`."""
     stop = resolved_stop(trace, column, rel_radius)
@@ -920,9 +1044,15 @@ def precise_linear_rate(trace: PreciseTrace, column: str = "dist_to_opt", *,
     if window is None:
         window = asymptotic_window(e, floor=0.0, tol=tol / k, min_points=min_points)
     fit = linear_rate(e, window=window, level=level)
-    return replace(fit, q=fit.q**k, ci=(fit.ci[0] ** k, fit.ci[1] ** k),
-                   log_e0=fit.log_e0 * k, residual_std=fit.residual_std * k,
-                   ratios=tuple(r**k for r in fit.ratios), median_ratio=fit.median_ratio**k)
+    return replace(
+        fit,
+        q=fit.q**k,
+        ci=(fit.ci[0] ** k, fit.ci[1] ** k),
+        log_e0=fit.log_e0 * k,
+        residual_std=fit.residual_std * k,
+        ratios=tuple(r**k for r in fit.ratios),
+        median_ratio=fit.median_ratio**k,
+    )
 
 
 def successive_orders(log10_e: Sequence[float]) -> np.ndarray:
@@ -938,10 +1068,28 @@ def successive_orders(log10_e: Sequence[float]) -> np.ndarray:
 
 
 __all__ = [
-    "ARB_OPTIONS", "COLUMNS", "CSV_COLUMNS", "MAX_ROUND_SECONDS", "RADIUS", "RESOLVED",
-    "STATUSES", "OracleOut",
-    "PreciseProblem", "PreciseReference", "PreciseState", "PreciseTrace", "ROUND_MAPS",
-    "estimate_round_seconds", "main_run_precise", "precise_linear_rate", "precise_q_order",
-    "python_flint_available", "q_order_log10", "read_precise_csv", "resolved_stop",
-    "run_precise", "successive_orders", "to_precise",
+    "ARB_OPTIONS",
+    "COLUMNS",
+    "CSV_COLUMNS",
+    "MAX_ROUND_SECONDS",
+    "RADIUS",
+    "RESOLVED",
+    "STATUSES",
+    "OracleOut",
+    "PreciseProblem",
+    "PreciseReference",
+    "PreciseState",
+    "PreciseTrace",
+    "ROUND_MAPS",
+    "estimate_round_seconds",
+    "main_run_precise",
+    "precise_linear_rate",
+    "precise_q_order",
+    "python_flint_available",
+    "q_order_log10",
+    "read_precise_csv",
+    "resolved_stop",
+    "run_precise",
+    "successive_orders",
+    "to_precise",
 ]

@@ -78,9 +78,19 @@ class FederatedProblem:
     :meth:`from_clients` rather than this constructor.
     """
 
-    def __init__(self, A: Array | ClientCSR, y: Array, sw: Array, sizes: Sequence[int], *,
-                 objective: str, lam: float, weighting: str = "samples", name: str = "problem",
-                 spec: dict | None = None) -> None:
+    def __init__(
+        self,
+        A: Array | ClientCSR,
+        y: Array,
+        sw: Array,
+        sizes: Sequence[int],
+        *,
+        objective: str,
+        lam: float,
+        weighting: str = "samples",
+        name: str = "problem",
+        spec: dict | None = None,
+    ) -> None:
         check_choice(objective, "objective", sorted(ORACLES))
         check_choice(weighting, "weighting", WEIGHTINGS)
         check_nonneg(lam, "lam")
@@ -94,38 +104,60 @@ class FederatedProblem:
 
     # ---- construction -------------------------------------------------------------------
     @classmethod
-    def from_clients(cls, Xs: Sequence[Any], ys: Sequence[Any], *, objective: str, lam: float,
-                     weighting: str = "samples", name: str = "problem",
-                     spec: dict | None = None, storage: str = "auto") -> FederatedProblem:
+    def from_clients(
+        cls,
+        Xs: Sequence[Any],
+        ys: Sequence[Any],
+        *,
+        objective: str,
+        lam: float,
+        weighting: str = "samples",
+        name: str = "problem",
+        spec: dict | None = None,
+        storage: str = "auto",
+    ) -> FederatedProblem:
         """Build from one (X_i, y_i) per client; X_i dense or scipy.sparse, float64.
 
         ``storage``: "dense", "sparse" or "auto" (sparse when at most
         :data:`SPARSE_DENSITY` of the entries are non-zero); see the module docstring.
         """
         check_choice(storage, "storage", STORAGES)
-        check(len(Xs) == len(ys) and len(Xs) >= 1,
-              f"need one target vector per client and at least one client, got {len(Xs)} "
-              f"design matrices and {len(ys)} target vectors")
-        Xs = [sp.csr_matrix(X, dtype=np.float64) if sp.issparse(X)
-              else np.asarray(X, dtype=np.float64) for X in Xs]
+        check(
+            len(Xs) == len(ys) and len(Xs) >= 1,
+            f"need one target vector per client and at least one client, got {len(Xs)} "
+            f"design matrices and {len(ys)} target vectors",
+        )
+        Xs = [
+            sp.csr_matrix(X, dtype=np.float64)
+            if sp.issparse(X)
+            else np.asarray(X, dtype=np.float64)
+            for X in Xs
+        ]
         ys = [np.asarray(v, dtype=np.float64).ravel() for v in ys]
         d = Xs[0].shape[1] if Xs[0].ndim == 2 else 0
-        check(d >= 1, f"the data have no features (client 0's design matrix has shape "
-                      f"{Xs[0].shape}): a problem needs d >= 1")
+        check(
+            d >= 1,
+            f"the data have no features (client 0's design matrix has shape "
+            f"{Xs[0].shape}): a problem needs d >= 1",
+        )
         for i, (X, v) in enumerate(zip(Xs, ys, strict=True)):
-            check(X.ndim == 2 and X.shape[1] == d,
-                  f"client {i}: design matrix must be (n_i, {d}), got shape {X.shape}")
+            check(
+                X.ndim == 2 and X.shape[1] == d,
+                f"client {i}: design matrix must be (n_i, {d}), got shape {X.shape}",
+            )
             check(X.shape[0] >= 1, f"client {i} is empty: every client needs at least one sample")
-            check(X.shape[0] == v.shape[0],
-                  f"client {i}: {X.shape[0]} rows but {v.shape[0]} targets")
+            check(
+                X.shape[0] == v.shape[0], f"client {i}: {X.shape[0]} rows but {v.shape[0]} targets"
+            )
             values = X.data if sp.issparse(X) else X
             check(bool(np.isfinite(values).all()), f"client {i}: the data contain NaN or inf")
             check(bool(np.isfinite(v).all()), f"client {i}: the targets contain NaN or inf")
             if objective == "logistic":
                 bad = v[(v != 1.0) & (v != -1.0)]
                 if bad.size:
-                    raise FedTheoryError(f"client {i}: logistic labels must be -1 or +1, "
-                                         f"got {bad[0]!r}")
+                    raise FedTheoryError(
+                        f"client {i}: logistic labels must be -1 or +1, got {bad[0]!r}"
+                    )
         sizes = [X.shape[0] for X in Xs]
         N, n_max = len(Xs), max(sizes)
         if storage == "auto":
@@ -145,12 +177,14 @@ class FederatedProblem:
             A = np.zeros((N, n_max, d))
             for i, X in enumerate(Xs):
                 A[i, : X.shape[0]] = X.toarray() if sp.issparse(X) else X
-        return cls(A, y, sw, sizes, objective=objective, lam=lam, weighting=weighting,
-                   name=name, spec=spec)
+        return cls(
+            A, y, sw, sizes, objective=objective, lam=lam, weighting=weighting, name=name, spec=spec
+        )
 
     @classmethod
-    def from_dataset(cls, X: Array | sp.spmatrix, y: Array, parts: Sequence[np.ndarray],
-                     **kw: Any) -> FederatedProblem:
+    def from_dataset(
+        cls, X: Array | sp.spmatrix, y: Array, parts: Sequence[np.ndarray], **kw: Any
+    ) -> FederatedProblem:
         """Build from a design matrix X (n, d), targets y (n,) and a partition of the rows;
         keywords as :meth:`from_clients` (``storage`` included)."""
         n = X.shape[0]
@@ -164,15 +198,16 @@ class FederatedProblem:
         check(backend in ("numpy", "cupy"), f"backend must be 'numpy' or 'cupy', got {backend!r}")
         if backend == "cupy":
             import cupy as xp
+
             move = xp.asarray
         else:
             move = to_numpy
         new = object.__new__(FederatedProblem)
         new.__dict__.update({k: v for k, v in self.__dict__.items() if k != "_H_const"})
         new.y, new.sw, new.weights = (move(a) for a in (self.y, self.sw, self.weights))
-        host_csr = self.__dict__.get("_host_csr")   # the sparse data of a problem sent to a GPU
+        host_csr = self.__dict__.get("_host_csr")  # the sparse data of a problem sent to a GPU
         if isinstance(self.A, ClientCSR):
-            if backend == "cupy":          # CuPy computes on the dense layout
+            if backend == "cupy":  # CuPy computes on the dense layout
                 new._host_csr, new.A = self.A, move(self.A.toarray())
         elif backend == "numpy" and host_csr is not None:
             new.A = host_csr
@@ -200,7 +235,7 @@ class FederatedProblem:
 
     @property
     def storage(self) -> str:
-        """"sparse" (rows in one CSR matrix) or "dense" (padded (N, n_max, d) array)."""
+        """ "sparse" (rows in one CSR matrix) or "dense" (padded (N, n_max, d) array)."""
         return "sparse" if isinstance(self.A, ClientCSR) else "dense"
 
     @property
@@ -208,18 +243,35 @@ class FederatedProblem:
         return "numpy" if self.xp is np else "cupy"
 
     def __repr__(self) -> str:
-        return (f"FederatedProblem({self.name!r}, {self.objective}, N={self.N}, d={self.d}, "
-                f"n={self.n}, lam={self.lam:g}, backend={self.backend}, storage={self.storage})")
+        return (
+            f"FederatedProblem({self.name!r}, {self.objective}, N={self.N}, d={self.d}, "
+            f"n={self.n}, lam={self.lam:g}, backend={self.backend}, storage={self.storage})"
+        )
 
     # ---- oracles ------------------------------------------------------------------------
     @cached_property
     def _H_const(self) -> Array:
-        return ORACLES["ridge"](self.A, self.y, self.sw, self.lam, self.xp.zeros(self.d),
-                               value=False, grad=False, hess=True).H
+        return ORACLES["ridge"](
+            self.A,
+            self.y,
+            self.sw,
+            self.lam,
+            self.xp.zeros(self.d),
+            value=False,
+            grad=False,
+            hess=True,
+        ).H
 
-    def oracle(self, theta: Array, clients: Array | None = None, *, value: bool = False,
-               grad: bool = True, hess: bool = False,
-               hess_weights: Array | None = None) -> OracleOut:
+    def oracle(
+        self,
+        theta: Array,
+        clients: Array | None = None,
+        *,
+        value: bool = False,
+        grad: bool = True,
+        hess: bool = False,
+        hess_weights: Array | None = None,
+    ) -> OracleOut:
         """f_i, g_i, H_i of the given clients (all when ``clients`` is None).
 
         ``theta`` is (d,) or (m, d) with one row per selected client. Ridge Hessians are
@@ -230,18 +282,34 @@ class FederatedProblem:
         """
         theta = self.xp.asarray(theta)
         sel = slice(None) if clients is None else clients
-        A, y, sw = (self.A, self.y, self.sw) if clients is None else (
-            self.A.take(clients) if isinstance(self.A, ClientCSR) else self.A[sel],
-            self.y[sel], self.sw[sel])
+        A, y, sw = (
+            (self.A, self.y, self.sw)
+            if clients is None
+            else (
+                self.A.take(clients) if isinstance(self.A, ClientCSR) else self.A[sel],
+                self.y[sel],
+                self.sw[sel],
+            )
+        )
         const_hess = hess and self.objective == "ridge" and hess_weights is None
-        out = self._oracle(A, y, sw, self.lam, theta, value=value, grad=grad,
-                           hess=hess and not const_hess, hess_weights=hess_weights)
+        out = self._oracle(
+            A,
+            y,
+            sw,
+            self.lam,
+            theta,
+            value=value,
+            grad=grad,
+            hess=hess and not const_hess,
+            hess_weights=hess_weights,
+        )
         if const_hess:
             out = out._replace(H=self._H_const[sel])
         return out
 
-    def global_oracle(self, theta: Array, *, value: bool = True, grad: bool = True,
-                      hess: bool = False) -> OracleOut:
+    def global_oracle(
+        self, theta: Array, *, value: bool = True, grad: bool = True, hess: bool = False
+    ) -> OracleOut:
         """f, g, H of the global objective sum_i w_i f_i at one point theta (d,).
 
         The Hessian is built as one product over all rows with the client weights folded in,
@@ -287,20 +355,29 @@ class FederatedProblem:
                 f"= {kappa:.3g} (L = {ev[-1]:.3g}, mu = {ev[0]:.3g}), above {KAPPA_WARN:.0e}: "
                 f"in float64 theta* and every iterate are accurate only to about kappa * eps "
                 f"= {kappa * eps:.1e} relative, so smaller errors are rounding, not convergence",
-                ConditioningWarning, stacklevel=2)
-        return Reference(theta_star=theta, f_star=float(o.f),
-                         grad_norm=float(np.linalg.norm(o.g)), mu=float(ev[0]),
-                         L=float(ev[-1]), L_H=host._hessian_lipschitz(), newton_iters=iters)
+                ConditioningWarning,
+                stacklevel=2,
+            )
+        return Reference(
+            theta_star=theta,
+            f_star=float(o.f),
+            grad_norm=float(np.linalg.norm(o.g)),
+            mu=float(ev[0]),
+            L=float(ev[-1]),
+            L_H=host._hessian_lipschitz(),
+            newton_iters=iters,
+        )
 
     def _hessian_lipschitz(self) -> float:
         if self.objective == "ridge":
             return 0.0
         if isinstance(self.A, ClientCSR):
             X, sizes = self.A.X, self.sizes
-            owner = np.repeat(np.arange(self.N), sizes)           # client of each row
+            owner = np.repeat(np.arange(self.N), sizes)  # client of each row
             norms3 = np.zeros((self.N, self.A.n_max))
-            norms3[owner, np.arange(X.shape[0]) - self.A.row_start[owner]] = \
+            norms3[owner, np.arange(X.shape[0]) - self.A.row_start[owner]] = (
                 np.sqrt(np.asarray(X.multiply(X).sum(axis=1)).ravel()) ** 3
+            )
         else:
             norms3 = np.linalg.norm(to_numpy(self.A), axis=2) ** 3
         per_client = (to_numpy(self.sw) * norms3).sum(axis=1)
@@ -333,11 +410,13 @@ def _check_memory(N: int, n_max: int, d: int, data_bytes: float | None = None) -
     if free is None:
         free, what = _physical_memory(), "total"
     layout = "the padded data" if data_bytes is None else "the sparse data"
-    check(free is None or need <= free,
-          f"N = {N} clients of up to {n_max} rows with d = {d} features need "
-          f"{need / 2**30:.3g} GiB ({layout}, the oracle's temporaries and two (N, d, d) stacks "
-          f"of client Hessians, float64), more than the {free / 2**30 if free else 0:.3g} GiB "
-          f"of memory {what} on this machine; use fewer features or clients")
+    check(
+        free is None or need <= free,
+        f"N = {N} clients of up to {n_max} rows with d = {d} features need "
+        f"{need / 2**30:.3g} GiB ({layout}, the oracle's temporaries and two (N, d, d) stacks "
+        f"of client Hessians, float64), more than the {free / 2**30 if free else 0:.3g} GiB "
+        f"of memory {what} on this machine; use fewer features or clients",
+    )
 
 
 #: Logistic with lam = 0 has no minimiser when mu = lambda_min(H(theta)) at the returned point
@@ -362,7 +441,8 @@ def _refuse_overflow(problem: FederatedProblem, o: OracleOut) -> None:
         raise FedTheoryError(
             f"{problem.name}: the objective, gradient or Hessian at theta = 0 is not finite in "
             f"float64 (overflow: the largest |feature| is {_largest_feature(problem):.3g}), so "
-            f"no reference solution can be computed (it would be NaN); rescale the features")
+            f"no reference solution can be computed (it would be NaN); rescale the features"
+        )
 
 
 def _no_minimiser(problem: FederatedProblem, theta: np.ndarray, detail: str) -> FedTheoryError:
@@ -370,11 +450,13 @@ def _no_minimiser(problem: FederatedProblem, theta: np.ndarray, detail: str) -> 
         f"{problem.name}: logistic objective with lam = 0 has no minimiser: the data are "
         f"linearly separable, so f decreases towards its infimum while ||theta|| grows without "
         f"bound (the reference Newton reached ||theta|| = {np.linalg.norm(theta):.3g}, "
-        f"{detail}); use lam > 0")
+        f"{detail}); use lam > 0"
+    )
 
 
-def _certify(problem: FederatedProblem, theta: np.ndarray, o: OracleOut,
-             start: OracleOut) -> np.ndarray:
+def _certify(
+    problem: FederatedProblem, theta: np.ndarray, o: OracleOut, start: OracleOut
+) -> np.ndarray:
     """The eigenvalues of H(theta*) once theta*, f*, grad f(theta*) are finite, ||grad f|| is
     within the tolerance and mu > 0 (relative to L for logistic with lam = 0); else an error."""
     tol = 1e-13 * max(1.0, float(np.linalg.norm(start.g)))
@@ -382,24 +464,34 @@ def _certify(problem: FederatedProblem, theta: np.ndarray, o: OracleOut,
         raise FedTheoryError(
             f"{problem.name}: the reference solution is not finite (theta*, f* or the gradient "
             f"is NaN or inf: overflow, largest |feature| {_largest_feature(problem):.3g}); "
-            f"rescale the features")
+            f"rescale the features"
+        )
     gnorm = float(np.linalg.norm(o.g))
-    check(gnorm <= tol, f"{problem.name}: the reference solution is not certified: "
-                        f"||grad f(theta*)|| = {gnorm:.3e} is above the tolerance {tol:.3e}")
+    check(
+        gnorm <= tol,
+        f"{problem.name}: the reference solution is not certified: "
+        f"||grad f(theta*)|| = {gnorm:.3e} is above the tolerance {tol:.3e}",
+    )
     ev = np.linalg.eigvalsh(o.H)
     L0 = float(np.linalg.eigvalsh(start.H)[-1])
     if problem.objective == "logistic" and problem.lam == 0 and ev[0] <= SEPARABLE_MU * L0:
-        raise _no_minimiser(problem, theta, f"where mu = lambda_min(H) = {ev[0]:.3g} is "
-                                            f"{ev[0] / L0:.1e} times lambda_max(H(0))")
-    check(ev[0] > 0 and math.isfinite(ev[-1] / ev[0]),
-          f"{problem.name}: the global Hessian at theta* is not positive definite (mu = "
-          f"lambda_min = {ev[0]:.3g}, L = {ev[-1]:.3g}): theta* is not a unique minimiser; "
-          f"use lam > 0")
+        raise _no_minimiser(
+            problem,
+            theta,
+            f"where mu = lambda_min(H) = {ev[0]:.3g} is {ev[0] / L0:.1e} times lambda_max(H(0))",
+        )
+    check(
+        ev[0] > 0 and math.isfinite(ev[-1] / ev[0]),
+        f"{problem.name}: the global Hessian at theta* is not positive definite (mu = "
+        f"lambda_min = {ev[0]:.3g}, L = {ev[-1]:.3g}): theta* is not a unique minimiser; "
+        f"use lam > 0",
+    )
     return ev
 
 
-def _newton_solve(problem: FederatedProblem, theta: np.ndarray, max_iter: int = 100
-                  ) -> tuple[np.ndarray, int]:
+def _newton_solve(
+    problem: FederatedProblem, theta: np.ndarray, max_iter: int = 100
+) -> tuple[np.ndarray, int]:
     o = problem.global_oracle(theta, hess=True)
     tol = 1e-13 * max(1.0, float(np.linalg.norm(o.g)))
     best = math.inf
@@ -410,8 +502,11 @@ def _newton_solve(problem: FederatedProblem, theta: np.ndarray, max_iter: int = 
         while True:
             cand = problem.global_oracle(theta - t * step, hess=True)
             # near theta* the decrease of f drowns in rounding: a smaller gradient also counts
-            if (cand.f <= o.f - 1e-4 * t * slope or t < 1e-10
-                    or np.linalg.norm(cand.g) < np.linalg.norm(o.g)):
+            if (
+                cand.f <= o.f - 1e-4 * t * slope
+                or t < 1e-10
+                or np.linalg.norm(cand.g) < np.linalg.norm(o.g)
+            ):
                 break
             t *= 0.5
         theta, o = theta - t * step, cand
@@ -422,8 +517,12 @@ def _newton_solve(problem: FederatedProblem, theta: np.ndarray, max_iter: int = 
             break
         best = min(best, gnorm)
     if problem.objective == "logistic" and problem.lam == 0:
-        raise _no_minimiser(problem, theta, f"||grad f|| = {gnorm:.3e} still above the "
-                                            f"tolerance {tol:.3e} after {it} iterations")
+        raise _no_minimiser(
+            problem,
+            theta,
+            f"||grad f|| = {gnorm:.3e} still above the tolerance {tol:.3e} after {it} iterations",
+        )
     raise FedTheoryError(
         f"reference Newton stopped at ||grad f|| = {gnorm:.3e} above the tolerance {tol:.3e} "
-        f"after {it} iterations ({problem.name}); the problem may be too ill-conditioned")
+        f"after {it} iterations ({problem.name}); the problem may be too ill-conditioned"
+    )

@@ -31,17 +31,51 @@ from .trace import read_csv as read_trace_csv
 #: Provenance columns every row carries (sweeps add ``config_id``, ``problem_hash``,
 #: ``started_at`` and ``drift_metrics``).
 PROVENANCE = (
-    "version", "problem", "method", "params", "label", "participation", "seed", "backend",
-    "oracle", "status", "rounds", "N", "d", "mu", "L", "L_H", "f_star", "theta_star_norm",
-    "precision_bits", "threads",
+    "version",
+    "problem",
+    "method",
+    "params",
+    "label",
+    "participation",
+    "seed",
+    "backend",
+    "oracle",
+    "status",
+    "rounds",
+    "N",
+    "d",
+    "mu",
+    "L",
+    "L_H",
+    "f_star",
+    "theta_star_norm",
+    "precision_bits",
+    "threads",
 )
 
 RESULTS_FILE = "results.parquet"
 RUNS_DIR = "runs"
 
-_META_KEYS = ("version", "problem", "method", "participation", "seed", "backend", "oracle",
-              "status", "rounds", "N", "d", "mu", "L", "L_H", "f_star", "theta_star_norm",
-              "precision_bits", "threads")
+_META_KEYS = (
+    "version",
+    "problem",
+    "method",
+    "participation",
+    "seed",
+    "backend",
+    "oracle",
+    "status",
+    "rounds",
+    "N",
+    "d",
+    "mu",
+    "L",
+    "L_H",
+    "f_star",
+    "theta_star_norm",
+    "precision_bits",
+    "threads",
+)
 
 
 def params_json(params: Mapping[str, Any]) -> str:
@@ -58,17 +92,21 @@ def make_labels(runs: Iterable[tuple[str, Mapping[str, Any]]]) -> list[str]:
     for method in {m for m, _ in runs}:
         mine = [p for m, p in runs if m == method]
         keys = list(dict.fromkeys(k for p in mine for k in p))
-        varying[method] = [k for k in keys
-                           if len({params_json({k: p.get(k)}) for p in mine}) > 1]
+        varying[method] = [k for k in keys if len({params_json({k: p.get(k)}) for p in mine}) > 1]
     return [" ".join([m, *(f"{k}={_short(p.get(k))}" for k in varying[m])]) for m, p in runs]
 
 
-def label_facets(params: Mapping[str, Any], participation: Any = None, oracle: Any = None,
-                 problem: Any = None) -> dict[str, Any]:
+def label_facets(
+    params: Mapping[str, Any], participation: Any = None, oracle: Any = None, problem: Any = None
+) -> dict[str, Any]:
     """What tells two runs of one method apart, seed excepted: their parameters, S, oracle
     and problem (``None`` participation reads "all")."""
-    return {**params, "S": "all" if participation is None else participation,
-            "oracle": oracle, "problem": problem}
+    return {
+        **params,
+        "S": "all" if participation is None else participation,
+        "oracle": oracle,
+        "problem": problem,
+    }
 
 
 def _short(value: Any) -> str:
@@ -120,14 +158,18 @@ def load(path: str | os.PathLike) -> pd.DataFrame:
             return df[[c for c in df.columns if c not in params] + params]
         if (path / RESULTS_FILE).is_file():
             return _read_parquet(path / RESULTS_FILE)
-        raise FedTheoryError(f"{path}: no runs found (expected {RUNS_DIR}/*.parquet or "
-                             f"{RESULTS_FILE}; is this a sweep folder?)")
+        raise FedTheoryError(
+            f"{path}: no runs found (expected {RUNS_DIR}/*.parquet or "
+            f"{RESULTS_FILE}; is this a sweep folder?)"
+        )
     if path.suffix == ".parquet":
         return _read_parquet(path)
     if path.suffix == ".csv":
         return _read_trace_csv(path)
-    raise FedTheoryError(f"cannot read results from {str(path)!r}: expected a sweep folder, "
-                         f"a .parquet file or a trace .csv")
+    raise FedTheoryError(
+        f"cannot read results from {str(path)!r}: expected a sweep folder, "
+        f"a .parquet file or a trace .csv"
+    )
 
 
 def _read_parquet(path: Path) -> pd.DataFrame:
@@ -145,8 +187,7 @@ def _read_trace_csv(path: Path) -> pd.DataFrame:
     except (OSError, ValueError) as exc:
         raise FedTheoryError(f"{path}: not a readable CSV file ({exc})") from None
     missing = [c for c in COLUMNS if c not in df.columns]
-    check(not missing, f"{path}: not a fedtheory trace CSV (missing columns "
-                       f"{', '.join(missing)})")
+    check(not missing, f"{path}: not a fedtheory trace CSV (missing columns {', '.join(missing)})")
     meta_path = path.with_suffix(".json")
     meta: dict[str, Any] = {}
     if meta_path.is_file():
@@ -177,6 +218,8 @@ def consolidate(out_dir: str | os.PathLike) -> Path:
     (atomically) and return its path."""
     out_dir = Path(out_dir)
     check(out_dir.is_dir(), f"sweep folder {str(out_dir)!r} does not exist")
-    check(any((out_dir / RUNS_DIR).glob("*.parquet")),
-          f"{out_dir}: no runs to consolidate (no {RUNS_DIR}/*.parquet)")
+    check(
+        any((out_dir / RUNS_DIR).glob("*.parquet")),
+        f"{out_dir}: no runs to consolidate (no {RUNS_DIR}/*.parquet)",
+    )
     return write_parquet(load(out_dir), out_dir / RESULTS_FILE)

@@ -54,13 +54,21 @@ _SOURCES: dict[str, tuple[Callable[..., Any], tuple[str, ...], bool]] = {
     "phishing": (datasets.load_phishing, ("rows", "intercept"), False),
     "breast_cancer": (datasets.load_breast_cancer, ("standardize", "intercept"), False),
     "diabetes": (datasets.load_diabetes, ("standardize", "intercept"), False),
-    "libsvm": (datasets.read_libsvm, ("path", "rows", "intercept", "n_features", "task",
-                                        "zero_based"), False),
-    "fedprox_synthetic": (datasets.fedprox_synthetic,
-                          ("alpha", "beta", "clients", "d", "sizes", "mean_size", "seed"), True),
-    "heterogeneous_quadratic": (datasets.heterogeneous_quadratic,
-                                ("clients", "d", "n_per_client", "mu", "L", "spread", "noise",
-                                 "seed"), True),
+    "libsvm": (
+        datasets.read_libsvm,
+        ("path", "rows", "intercept", "n_features", "task", "zero_based"),
+        False,
+    ),
+    "fedprox_synthetic": (
+        datasets.fedprox_synthetic,
+        ("alpha", "beta", "clients", "d", "sizes", "mean_size", "seed"),
+        True,
+    ),
+    "heterogeneous_quadratic": (
+        datasets.heterogeneous_quadratic,
+        ("clients", "d", "n_per_client", "mu", "L", "spread", "noise", "seed"),
+        True,
+    ),
 }
 _TOP_KEYS = ("name", "description", "data", "partition", "objective")
 _PARTITION_KEYS = ("kind", "clients", "seed", "alpha", "min_size", "max_tries", "bins")
@@ -69,16 +77,35 @@ _OBJECTIVE_KEYS = ("kind", "lam", "weighting")
 # What each key may hold (kinds of fedtheory.validate.KINDS), checked when a spec is read so
 # that a wrong value is named with its file and key before any loader sees it. Numbers must be
 # finite, integers >= 0 (no spec size, seed or count is negative), and true/false is neither.
-_STR, _BOOL, _COUNT, _NUM, _COUNTS = ("a string", "true or false", "an integer >= 0",
-                                      "a finite number", "a list of integers >= 0")
+_STR, _BOOL, _COUNT, _NUM, _COUNTS = (
+    "a string",
+    "true or false",
+    "an integer >= 0",
+    "a finite number",
+    "a list of integers >= 0",
+)
 _TYPES: dict[str, tuple[str, ...]] = {
-    **dict.fromkeys(("name", "description", "source", "path", "task", "kind", "weighting",
-                     "storage"), (_STR,)),
+    **dict.fromkeys(
+        ("name", "description", "source", "path", "task", "kind", "weighting", "storage"), (_STR,)
+    ),
     **dict.fromkeys(("intercept", "standardize", "zero_based"), (_BOOL,)),
-    **dict.fromkeys(("rows", "n_features", "clients", "d", "mean_size", "seed", "min_size",
-                     "max_tries", "bins"), (_COUNT,)),
+    **dict.fromkeys(
+        (
+            "rows",
+            "n_features",
+            "clients",
+            "d",
+            "mean_size",
+            "seed",
+            "min_size",
+            "max_tries",
+            "bins",
+        ),
+        (_COUNT,),
+    ),
     **dict.fromkeys(("alpha", "beta", "mu", "L", "spread", "noise", "lam"), (_NUM,)),
-    "n_per_client": (_COUNT, _COUNTS), "sizes": (_STR, _COUNTS),
+    "n_per_client": (_COUNT, _COUNTS),
+    "sizes": (_STR, _COUNTS),
 }
 
 
@@ -89,8 +116,10 @@ def suite_dir() -> Path:
     for candidate in (here / "_suite", here.parent / "problems"):
         if candidate.is_dir():
             return candidate
-    raise FedTheoryError(f"the problem suite is missing (looked in {here / '_suite'} and "
-                         f"{here.parent / 'problems'}); reinstall fedtheory")
+    raise FedTheoryError(
+        f"the problem suite is missing (looked in {here / '_suite'} and "
+        f"{here.parent / 'problems'}); reinstall fedtheory"
+    )
 
 
 def list_problems() -> list[tuple[str, str]]:
@@ -111,8 +140,10 @@ def resolve(problem: str | Path) -> Path:
     path = suite_dir() / f"{problem}.toml"
     if not path.is_file():
         names = ", ".join(n for n, _ in list_problems())
-        raise FedTheoryError(f"unknown problem {str(problem)!r}; the suite has: {names} "
-                             f"(or pass a path to a .toml file)")
+        raise FedTheoryError(
+            f"unknown problem {str(problem)!r}; the suite has: {names} "
+            f"(or pass a path to a .toml file)"
+        )
     return path
 
 
@@ -122,8 +153,7 @@ def read_spec(path: str | Path) -> dict[str, Any]:
     try:
         spec = tomllib.loads(path.read_text(encoding="utf-8"))
     except UnicodeDecodeError as exc:
-        raise FedTheoryError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") \
-            from None
+        raise FedTheoryError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     except tomllib.TOMLDecodeError as exc:
         raise FedTheoryError(f"{path}: malformed TOML: {exc}") from None
     except OSError as exc:
@@ -133,8 +163,10 @@ def read_spec(path: str | Path) -> dict[str, Any]:
     spec.setdefault("name", path.stem)
     for table in ("data", "partition", "objective"):
         if table in spec:
-            check(isinstance(spec[table], dict),
-                  f"{path}: {table} must be a [{table}] table, got {spec[table]!r}")
+            check(
+                isinstance(spec[table], dict),
+                f"{path}: {table} must be a [{table}] table, got {spec[table]!r}",
+            )
     for table in ("data", "objective"):
         check(isinstance(spec.get(table), dict), f"{path}: the [{table}] table is missing")
     src = spec["data"].get("source")
@@ -142,8 +174,10 @@ def read_spec(path: str | Path) -> dict[str, Any]:
     loader, options, partitioned = _SOURCES[src]
     check_table_keys(spec["data"], ("source", "storage", *options), path, "[data]")
     if partitioned:
-        check("partition" not in spec, f"{path}: source {src!r} comes partitioned; "
-                                       f"remove the [partition] table")
+        check(
+            "partition" not in spec,
+            f"{path}: source {src!r} comes partitioned; remove the [partition] table",
+        )
     else:
         check(isinstance(spec.get("partition"), dict), f"{path}: the [partition] table is missing")
         check_table_keys(spec["partition"], _PARTITION_KEYS, path, "[partition]")
@@ -194,7 +228,7 @@ def build_problem(spec: dict[str, Any]) -> FederatedProblem:
     way, chained to the original exception.
     """
     where = spec.get("_path", spec["name"])
-    spec = {**spec, "_hash": spec.get("_hash") or spec_hash(spec)}   # the problem carries it
+    spec = {**spec, "_hash": spec.get("_hash") or spec_hash(spec)}  # the problem carries it
     try:
         return _build_problem(spec)
     except FedTheoryError as exc:
@@ -239,11 +273,22 @@ def _build_problem(spec: dict[str, Any]) -> FederatedProblem:
             raise FedTheoryError(f"[partition]: {exc}") from None
     obj = spec["objective"]
     kind = obj.get("kind")
-    check(kind in ("logistic", "ridge"), f"[objective] kind must be 'logistic' or 'ridge', "
-                                         f"got {kind!r}")
-    check(not (kind == "logistic" and ds.task != "classification"),
-          f"a logistic objective needs a classification dataset, got {ds.name} ({ds.task})")
+    check(
+        kind in ("logistic", "ridge"),
+        f"[objective] kind must be 'logistic' or 'ridge', got {kind!r}",
+    )
+    check(
+        not (kind == "logistic" and ds.task != "classification"),
+        f"a logistic objective needs a classification dataset, got {ds.name} ({ds.task})",
+    )
     return FederatedProblem.from_dataset(
-        ds.X, ds.y, parts, objective=kind, lam=obj.get("lam", 0.0),
-        weighting=obj.get("weighting", "samples"), name=spec["name"], spec=spec,
-        storage=storage)
+        ds.X,
+        ds.y,
+        parts,
+        objective=kind,
+        lam=obj.get("lam", 0.0),
+        weighting=obj.get("weighting", "samples"),
+        name=spec["name"],
+        spec=spec,
+        storage=storage,
+    )

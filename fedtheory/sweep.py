@@ -83,8 +83,17 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-_TOP_KEYS = ("name", "description", "problems", "rounds", "seeds", "participation",
-             "drift_metrics", "backend", "methods")
+_TOP_KEYS = (
+    "name",
+    "description",
+    "problems",
+    "rounds",
+    "seeds",
+    "participation",
+    "drift_metrics",
+    "backend",
+    "methods",
+)
 _METHOD_KEYS = ("name", "params", "oracle")
 _SEED_KEYS = ("count", "start")
 BACKENDS = ("numpy", "cupy")
@@ -103,8 +112,10 @@ class SweepSummary:
     failed: dict[str, str]
 
     def __str__(self) -> str:
-        s = (f"{self.total} configurations: {self.ran} run, {self.skipped} already done, "
-             f"{len(self.failed)} failed; results in {self.out_dir}")
+        s = (
+            f"{self.total} configurations: {self.ran} run, {self.skipped} already done, "
+            f"{len(self.failed)} failed; results in {self.out_dir}"
+        )
         return s + "".join(f"\n  {cid}: {msg}" for cid, msg in self.failed.items())
 
 
@@ -127,9 +138,11 @@ def read_sweep(path: str | os.PathLike, backend: str | None = None) -> dict[str,
         check(key in spec, f"{path}: missing key {key!r} at the top level")
 
     problems = spec["problems"]
-    check(isinstance(problems, list) and problems and all(isinstance(p, str) for p in problems),
-          f"{path}: problems must be a non-empty list of suite names or .toml paths, "
-          f"got {problems!r}")
+    check(
+        isinstance(problems, list) and problems and all(isinstance(p, str) for p in problems),
+        f"{path}: problems must be a non-empty list of suite names or .toml paths, "
+        f"got {problems!r}",
+    )
     rounds = spec["rounds"]
     check_count(rounds, f"{path}: rounds")
     spec["seeds"] = _seeds(spec.get("seeds", [0]), path)
@@ -143,29 +156,33 @@ def read_sweep(path: str | os.PathLike, backend: str | None = None) -> dict[str,
     check_choice(spec["backend"], where, BACKENDS, joined=True)
     if spec["backend"] == "cupy":
         try:
-            require_gpu("backend = \"cupy\"" if backend is None else "--backend cupy")
+            require_gpu('backend = "cupy"' if backend is None else "--backend cupy")
         except FedTheoryError as exc:
             raise FedTheoryError(f"{path}: {exc}") from None
     spec.setdefault("name", path.stem)
 
     methods = spec["methods"]
-    check(isinstance(methods, list) and methods and all(isinstance(m, dict) for m in methods),
-          f"{path}: methods must be one or more [[methods]] tables, got {methods!r}")
+    check(
+        isinstance(methods, list) and methods and all(isinstance(m, dict) for m in methods),
+        f"{path}: methods must be one or more [[methods]] tables, got {methods!r}",
+    )
     for i, entry in enumerate(methods, 1):
         where = f"[[methods]] #{i}"
         check_table_keys(entry, _METHOD_KEYS, path, where)
         check_choice(entry.get("name"), f"{path}: {where}: name", sorted(METHODS), joined=True)
         params = entry.setdefault("params", {})
-        check(isinstance(params, dict), f"{path}: {where}: params must be a table, "
-                                        f"got {params!r}")
+        check(isinstance(params, dict), f"{path}: {where}: params must be a table, got {params!r}")
         _grid_values(params, path, f"{where} params")
         oracle = entry.setdefault("oracle", "exact")
         if isinstance(oracle, str):
             oracle = entry["oracle"] = {"name": oracle}
-        check(isinstance(oracle, dict), f"{path}: {where}: oracle must be a name or a table "
-                                        f"with a name, got {oracle!r}")
-        check_choice(oracle.get("name"), f"{path}: {where}: oracle name", ORACLE_MODELS,
-                     joined=True)
+        check(
+            isinstance(oracle, dict),
+            f"{path}: {where}: oracle must be a name or a table with a name, got {oracle!r}",
+        )
+        check_choice(
+            oracle.get("name"), f"{path}: {where}: oracle name", ORACLE_MODELS, joined=True
+        )
         _grid_values({k: v for k, v in oracle.items() if k != "name"}, path, f"{where} oracle")
     spec["_dir"], spec["_path"] = str(path.resolve().parent), str(path)
     return spec
@@ -178,9 +195,11 @@ def _seeds(seeds: Any, path: Path) -> list[int]:
         check_count(count, f"{path}: seeds count")
         check_int(start, f"{path}: seeds start", 0)
         return list(range(start, start + count))
-    check(isinstance(seeds, list) and seeds and all(is_int(s) and s >= 0 for s in seeds),
-          f"{path}: seeds must be a list of integers >= 0 or {{count = .., start = ..}}, "
-          f"got {seeds!r}")
+    check(
+        isinstance(seeds, list) and seeds and all(is_int(s) and s >= 0 for s in seeds),
+        f"{path}: seeds must be a list of integers >= 0 or {{count = .., start = ..}}, "
+        f"got {seeds!r}",
+    )
     return list(dict.fromkeys(seeds))
 
 
@@ -189,8 +208,10 @@ def _participation(values: Any, path: Path) -> list[int | None]:
         values = [values]
     out: list[int | None] = []
     for v in values:
-        check(v == "all" or (is_int(v) and v >= 1),
-              f"{path}: participation must be \"all\" or integers >= 1, got {v!r}")
+        check(
+            v == "all" or (is_int(v) and v >= 1),
+            f'{path}: participation must be "all" or integers >= 1, got {v!r}',
+        )
         out.append(None if v == "all" else v)
     check(bool(out), f"{path}: participation must not be empty")
     return list(dict.fromkeys(out))
@@ -199,10 +220,14 @@ def _participation(values: Any, path: Path) -> list[int | None]:
 def _grid_values(table: dict, path: Path, where: str) -> None:
     for key, value in table.items():
         if isinstance(value, list):
-            check(len(value) >= 1, f"{path}: {where}: {key} is an empty list (a grid needs "
-                                   f"at least one value)")
-        check(not isinstance(value, dict), f"{path}: {where}: {key} must be a value or a list "
-                                           f"of values, got a table {value!r}")
+            check(
+                len(value) >= 1,
+                f"{path}: {where}: {key} is an empty list (a grid needs at least one value)",
+            )
+        check(
+            not isinstance(value, dict),
+            f"{path}: {where}: {key} must be a value or a list of values, got a table {value!r}",
+        )
 
 
 def _grid(table: dict[str, Any]) -> list[dict[str, Any]]:
@@ -221,8 +246,9 @@ def expand(spec: dict[str, Any]) -> list[Config]:
     for name in spec["problems"]:
         local = base / name
         try:
-            pspec = read_spec(resolve(local if name.endswith(".toml") and local.is_file()
-                                      else name))
+            pspec = read_spec(
+                resolve(local if name.endswith(".toml") and local.is_file() else name)
+            )
         except FedTheoryError as exc:
             raise FedTheoryError(f"{spec['_path']}: problems: {exc}") from None
         for i, entry in enumerate(spec["methods"], 1):
@@ -240,18 +266,30 @@ def expand(spec: dict[str, Any]) -> list[Config]:
                     except (FedTheoryError, TypeError) as exc:
                         raise FedTheoryError(f"{where} oracle {opts}: {exc}") from None
                     for S, seed in itertools.product(spec["participation"], spec["seeds"]):
-                        c = {"problem": pspec["name"], "problem_hash": spec_hash(pspec),
-                             "method": entry["name"], "params": full,
-                             "oracle": {"name": oracle_name, **opts}, "participation": S,
-                             "seed": seed, "rounds": spec["rounds"],
-                             "drift_metrics": spec["drift_metrics"],
-                             "backend": spec["backend"]}
+                        c = {
+                            "problem": pspec["name"],
+                            "problem_hash": spec_hash(pspec),
+                            "method": entry["name"],
+                            "params": full,
+                            "oracle": {"name": oracle_name, **opts},
+                            "participation": S,
+                            "seed": seed,
+                            "rounds": spec["rounds"],
+                            "drift_metrics": spec["drift_metrics"],
+                            "backend": spec["backend"],
+                        }
                         configs.setdefault(config_id(c), (c, pspec))
-    labels = make_labels((c["method"], label_facets(c["params"], c["participation"],
-                                                    _oracle_name(c["oracle"]), c["problem"]))
-                         for c, _ in configs.values())
-    return [Config(cid, label, c, p)
-            for (cid, (c, p)), label in zip(configs.items(), labels, strict=True)]
+    labels = make_labels(
+        (
+            c["method"],
+            label_facets(c["params"], c["participation"], _oracle_name(c["oracle"]), c["problem"]),
+        )
+        for c, _ in configs.values()
+    )
+    return [
+        Config(cid, label, c, p)
+        for (cid, (c, p)), label in zip(configs.items(), labels, strict=True)
+    ]
 
 
 def _oracle_name(oracle: dict[str, Any]) -> str:
@@ -262,9 +300,15 @@ def _oracle_name(oracle: dict[str, Any]) -> str:
 # --------------------------------------------------------------------------- running
 
 
-def run_sweep(spec_path: str | os.PathLike, out_dir: str | os.PathLike, jobs: int = 1,
-              progress: bool = True, executor: str = "local",
-              scheduler: str | None = None, backend: str | None = None) -> SweepSummary:
+def run_sweep(
+    spec_path: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    jobs: int = 1,
+    progress: bool = True,
+    executor: str = "local",
+    scheduler: str | None = None,
+    backend: str | None = None,
+) -> SweepSummary:
     """Run every configuration of the sweep spec at ``spec_path`` whose result is not yet in
     ``out_dir`` (see the module docstring for the layout); returns what was done.
 
@@ -275,8 +319,10 @@ def run_sweep(spec_path: str | os.PathLike, out_dir: str | os.PathLike, jobs: in
     runs on another backend are new runs beside the old ones)."""
     check_count(jobs, "jobs")
     check_choice(executor, "executor", EXECUTORS, joined=True)
-    check(scheduler is None or executor == "dask",
-          f"a scheduler address ({scheduler!r}) needs the dask executor, got {executor!r}")
+    check(
+        scheduler is None or executor == "dask",
+        f"a scheduler address ({scheduler!r}) needs the dask executor, got {executor!r}",
+    )
     dask = _dask_executor() if executor == "dask" else None
     spec_path = Path(spec_path)
     spec = read_sweep(spec_path, backend)
@@ -293,8 +339,9 @@ def run_sweep(spec_path: str | os.PathLike, out_dir: str | os.PathLike, jobs: in
         try:
             (out / RUNS_DIR).mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise FedTheoryError(f"cannot create the sweep folder {str(out)!r} "
-                                 f"({exc.strerror})") from None
+            raise FedTheoryError(
+                f"cannot create the sweep folder {str(out)!r} ({exc.strerror})"
+            ) from None
         stack.enter_context(_exclusive(out))
         _clean_temporaries(out)
         _save_spec(spec_path, out)
@@ -310,8 +357,10 @@ def _dask_executor() -> tuple[Any, Any]:
         missing = (exc.name or "").partition(".")[0]
         if missing not in ("dask", "distributed"):
             raise
-        raise FedTheoryError(f"--executor dask needs Dask, which is not installed (no module "
-                             f"{exc.name!r}): pip install 'fedtheory[dask]'") from None
+        raise FedTheoryError(
+            f"--executor dask needs Dask, which is not installed (no module "
+            f"{exc.name!r}): pip install 'fedtheory[dask]'"
+        ) from None
     return connect, execute_dask
 
 
@@ -327,8 +376,10 @@ def _exclusive(out: Path) -> Iterator[None]:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise FedTheoryError(f"another sweep is running on {str(out)!r}; wait for it, or "
-                                 f"use another --out folder") from None
+            raise FedTheoryError(
+                f"another sweep is running on {str(out)!r}; wait for it, or "
+                f"use another --out folder"
+            ) from None
         yield
     finally:
         os.close(fd)
@@ -343,16 +394,23 @@ def _clean_temporaries(out: Path) -> None:
                 tmp.unlink(missing_ok=True)
 
 
-def _run_todo(spec: dict[str, Any], configs: list[Config], out: Path, jobs: int,
-              progress: bool, execute: Any = None) -> SweepSummary:
+def _run_todo(
+    spec: dict[str, Any],
+    configs: list[Config],
+    out: Path,
+    jobs: int,
+    progress: bool,
+    execute: Any = None,
+) -> SweepSummary:
     """Run what ``out`` lacks, locally or through ``execute`` (a Dask client's
     ``execute_dask``). A write that fails (a full disk) stops the sweep with one line: the
     path, the OS error, and how many runs are saved (a re-run resumes from there)."""
     todo = [c for c in configs if not run_file(out, c.id).exists()]
     summary = SweepSummary(out, len(configs), 0, len(configs) - len(todo), {})
     bar = _bar(len(todo), spec["name"], summary.skipped) if progress and todo else None
-    results = execute(todo, out) if execute is not None else \
-        _execute([(c, str(out)) for c in todo], jobs)
+    results = (
+        execute(todo, out) if execute is not None else _execute([(c, str(out)) for c in todo], jobs)
+    )
     try:
         for cid, error in results:
             if error is None:
@@ -365,11 +423,13 @@ def _run_todo(spec: dict[str, Any], configs: list[Config], out: Path, jobs: int,
                     bar.set_postfix(failed=len(summary.failed))
     except WriteError as exc:  # the executor has stopped: every file on disk is whole
         saved = sum(run_file(out, c.id).exists() for c in configs)
-        raise WriteError(f"{exc}; {saved} of {len(configs)} runs finished and saved; re-run "
-                         f"the same command to resume") from None
+        raise WriteError(
+            f"{exc}; {saved} of {len(configs)} runs finished and saved; re-run "
+            f"the same command to resume"
+        ) from None
     finally:
-        results.close()   # now, while a Dask client is still open: stop what is still running
-        if bar is not None:   # end the bar's line, so that an error starts a line of its own
+        results.close()  # now, while a Dask client is still open: stop what is still running
+        if bar is not None:  # end the bar's line, so that an error starts a line of its own
             bar.close()
     return summary
 
@@ -382,8 +442,12 @@ def _execute(tasks: list[tuple[Config, str]], jobs: int):
         return
     methods = multiprocessing.get_all_start_methods()
     ctx = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
-    with ProcessPoolExecutor(max_workers=min(jobs, len(tasks)), mp_context=ctx,
-                             initializer=init_worker, initargs=(os.getpid(),)) as pool:
+    with ProcessPoolExecutor(
+        max_workers=min(jobs, len(tasks)),
+        mp_context=ctx,
+        initializer=init_worker,
+        initargs=(os.getpid(),),
+    ) as pool:
         pending = {pool.submit(_run_one, task) for task in tasks}
         try:
             while pending:
@@ -395,11 +459,11 @@ def _execute(tasks: list[tuple[Config, str]], jobs: int):
                 fut.cancel()
             raise
 
+
 def _run_one(task: tuple[Config, str]) -> tuple[str, str | None]:
     """Run one configuration and write its file; returns (id, None) or (id, error message)."""
     config, out_dir = task
     return save_run(Path(out_dir), config, *compute(config))
-
 
 
 def _save_spec(spec_path: Path, out: Path) -> None:
@@ -425,13 +489,20 @@ def _bar(total: int, name: str, skipped: int) -> Any:
 # --------------------------------------------------------------------------- CLI
 
 
-def main_sweep(spec: str, out: str, jobs: int, executor: str = "local",
-               scheduler: str | None = None, backend: str | None = None) -> int:
+def main_sweep(
+    spec: str,
+    out: str,
+    jobs: int,
+    executor: str = "local",
+    scheduler: str | None = None,
+    backend: str | None = None,
+) -> int:
     """``fedtheory sweep SPEC --out DIR --jobs J [--executor dask [--scheduler ADDR]]``: run
     (or resume) a sweep, print a summary. Returns 0 when every configuration has its file, 1
     when some failed (listed)."""
     start = time.perf_counter()
-    summary = run_sweep(spec, out, jobs=jobs, progress=True, executor=executor,
-                        scheduler=scheduler, backend=backend)
+    summary = run_sweep(
+        spec, out, jobs=jobs, progress=True, executor=executor, scheduler=scheduler, backend=backend
+    )
     print(f"{summary} ({time.perf_counter() - start:.1f} s)")
     return 1 if summary.failed else 0

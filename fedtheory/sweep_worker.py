@@ -49,7 +49,6 @@ def config_id(spec: dict[str, Any]) -> str:
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
-
 def init_worker(parent: int | None = None) -> None:
     """One BLAS thread per worker (``jobs`` workers share the cores instead of fighting; the
     same count as a single-process sweep, so results are the same bits), and, given the pid
@@ -59,8 +58,9 @@ def init_worker(parent: int | None = None) -> None:
 
     threadpool_limits(1)
     if parent is not None:
-        threading.Thread(target=_watch, args=(parent,), daemon=True,
-                         name="fedtheory-parent-watchdog").start()
+        threading.Thread(
+            target=_watch, args=(parent,), daemon=True, name="fedtheory-parent-watchdog"
+        ).start()
 
 
 def _watch(parent: int, every: float = 0.5) -> None:
@@ -86,8 +86,10 @@ PROBLEMS: dict[tuple[str, str], Any] = {}
 
 def problem_for(config: Config) -> Any:
     """This process's copy of the configuration's problem, built once per spec and backend."""
-    key = (config.spec["problem_hash"] + config.problem_spec.get("_dir", ""),
-           config.spec["backend"])
+    key = (
+        config.spec["problem_hash"] + config.problem_spec.get("_dir", ""),
+        config.spec["backend"],
+    )
     if key not in PROBLEMS:
         problem = load_problem(config.problem_spec)
         if config.spec["backend"] != problem.backend:
@@ -107,10 +109,18 @@ def compute(config: Config) -> tuple[str, Any]:
     try:
         problem = problem_for(config)
         method = make_method(c["method"], c["params"])
-        oracle = make_oracle(c["oracle"]["name"],
-                             **{k: v for k, v in c["oracle"].items() if k != "name"})
-        trace = run(problem, method, c["rounds"], participation=c["participation"],
-                    seed=c["seed"], oracle=oracle, drift_metrics=c["drift_metrics"])
+        oracle = make_oracle(
+            c["oracle"]["name"], **{k: v for k, v in c["oracle"].items() if k != "name"}
+        )
+        trace = run(
+            problem,
+            method,
+            c["rounds"],
+            participation=c["participation"],
+            seed=c["seed"],
+            oracle=oracle,
+            drift_metrics=c["drift_metrics"],
+        )
     except FedTheoryError as exc:
         return started, str(exc)
     except (MemoryError, ValueError) as exc:  # a configuration too large for this machine
@@ -135,8 +145,10 @@ def save_run(out: Path, config: Config, started: str, result: Any) -> tuple[str,
     dest = run_file(out, config.id)
     try:
         if isinstance(result, str):
-            msg = f"{config.label} on {c['problem']}, S = {c['participation'] or 'all'}, " \
-                  f"seed {c['seed']}: {result}"
+            msg = (
+                f"{config.label} on {c['problem']}, S = {c['participation'] or 'all'}, "
+                f"seed {c['seed']}: {result}"
+            )
             errors = out / ERRORS_DIR
             errors.mkdir(exist_ok=True)
             text = json.dumps({"config": c, "error": result, "started_at": started}, indent=2)

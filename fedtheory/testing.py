@@ -14,9 +14,18 @@ from hypothesis import strategies as st
 from .problem import FederatedProblem
 
 
-def make_problem(seed: int, *, objective: str = "logistic", N: int = 4, d: int = 5,
-                 lam: float = 1e-2, min_rows: int = 3, max_rows: int = 25,
-                 heterogeneity: float = 1.0, weighting: str = "samples") -> FederatedProblem:
+def make_problem(
+    seed: int,
+    *,
+    objective: str = "logistic",
+    N: int = 4,
+    d: int = 5,
+    lam: float = 1e-2,
+    min_rows: int = 3,
+    max_rows: int = 25,
+    heterogeneity: float = 1.0,
+    weighting: str = "samples",
+) -> FederatedProblem:
     """A small heterogeneous problem: clients of unequal sizes, shifted feature means and
     client-specific label models (so client optima differ), built from ``seed``."""
     rng = np.random.default_rng(seed)
@@ -24,8 +33,9 @@ def make_problem(seed: int, *, objective: str = "logistic", N: int = 4, d: int =
     w_common = rng.normal(size=d)
     for _ in range(N):
         n_i = int(rng.integers(min_rows, max_rows + 1))
-        X = rng.normal(size=(n_i, d)) * rng.uniform(0.5, 2.0, size=d) \
-            + heterogeneity * rng.normal(size=d)
+        X = rng.normal(size=(n_i, d)) * rng.uniform(0.5, 2.0, size=d) + heterogeneity * rng.normal(
+            size=d
+        )
         w_i = w_common + heterogeneity * rng.normal(size=d)
         if objective == "logistic":
             y = np.where(X @ w_i + 0.5 * rng.normal(size=n_i) >= 0, 1.0, -1.0)
@@ -33,18 +43,24 @@ def make_problem(seed: int, *, objective: str = "logistic", N: int = 4, d: int =
             y = X @ w_i + 0.1 * rng.normal(size=n_i)
         Xs.append(X)
         ys.append(y)
-    return FederatedProblem.from_clients(Xs, ys, objective=objective, lam=lam,
-                                         weighting=weighting, name=f"random-{objective}-{seed}")
+    return FederatedProblem.from_clients(
+        Xs, ys, objective=objective, lam=lam, weighting=weighting, name=f"random-{objective}-{seed}"
+    )
 
 
 @st.composite
-def problems(draw: st.DrawFn, objectives: tuple[str, ...] = ("logistic", "ridge"),
-             N: tuple[int, int] = (2, 8), d: tuple[int, int] = (2, 10)) -> FederatedProblem:
+def problems(
+    draw: st.DrawFn,
+    objectives: tuple[str, ...] = ("logistic", "ridge"),
+    N: tuple[int, int] = (2, 8),
+    d: tuple[int, int] = (2, 10),
+) -> FederatedProblem:
     """Hypothesis strategy: random heterogeneous logistic or ridge problems (docs/algorithms.md)."""
     return make_problem(
         draw(st.integers(0, 2**31 - 1)),
         objective=draw(st.sampled_from(objectives)),
-        N=draw(st.integers(*N)), d=draw(st.integers(*d)),
+        N=draw(st.integers(*N)),
+        d=draw(st.integers(*d)),
         lam=draw(st.sampled_from([1e-3, 1e-2, 1e-1])),
         heterogeneity=draw(st.sampled_from([0.0, 0.5, 2.0])),
         weighting=draw(st.sampled_from(["samples", "uniform"])),

@@ -37,4 +37,3 @@ def blas_threads(threads: int | None = DEFAULT_THREADS) -> Iterator[None]:
 
     with threadpool_limits(limits=threads, user_api="blas"):
         yield
-

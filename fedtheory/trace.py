@@ -20,10 +20,24 @@ import numpy as np
 from ._io import write_atomic
 
 COLUMNS = (
-    "round", "dist_to_opt", "rel_dist", "subopt", "grad_norm", "participants",
-    "uplink_floats", "downlink_floats", "bits", "local_grad_evals", "local_hess_evals", "seconds",
+    "round",
+    "dist_to_opt",
+    "rel_dist",
+    "subopt",
+    "grad_norm",
+    "participants",
+    "uplink_floats",
+    "downlink_floats",
+    "bits",
+    "local_grad_evals",
+    "local_hess_evals",
+    "seconds",
     "metric_seconds",
-    "drift", "rel_drift", "hess_gap", "grad_dissimilarity", "client_drift",
+    "drift",
+    "rel_drift",
+    "hess_gap",
+    "grad_dissimilarity",
+    "client_drift",
 )
 
 #: wall-time columns: never reproducible, left out when comparing runs (``--no-timing``
@@ -69,42 +83,59 @@ class Trace:
 
     def csv_writer(self) -> Callable[[str], None]:
         """A writer of the rows as CSV into a given file (for :mod:`fedtheory._io`)."""
+
         def write(tmp: str) -> None:
             with open(tmp, "w", newline="") as fh:
                 writer = csv.writer(fh)
                 writer.writerow(COLUMNS)
                 for r in self.rows:
                     writer.writerow([_fmt(r[c]) for c in COLUMNS])
+
         return write
 
     def _repr_html_(self) -> str:
         """The notebook view: status, metadata and the first and last rows as a table."""
         import html
 
-        head = (f"<b>Trace</b>: {html.escape(str(self.meta.get('method', '?')))} on "
-                f"{html.escape(str(self.meta.get('problem', '?')))}, {len(self.rows)} rows, "
-                f"status <b>{html.escape(self.status)}</b>")
+        head = (
+            f"<b>Trace</b>: {html.escape(str(self.meta.get('method', '?')))} on "
+            f"{html.escape(str(self.meta.get('problem', '?')))}, {len(self.rows)} rows, "
+            f"status <b>{html.escape(self.status)}</b>"
+        )
         if not self.rows:
             return head
-        df = self.to_frame()[["round", "dist_to_opt", "rel_dist", "subopt", "grad_norm",
-                              "uplink_floats", "bits"]]
-        body = df if len(df) <= 12 else df.iloc[list(range(6)) + list(range(len(df) - 6,
-                                                                           len(df)))]
+        df = self.to_frame()[
+            ["round", "dist_to_opt", "rel_dist", "subopt", "grad_norm", "uplink_floats", "bits"]
+        ]
+        body = df if len(df) <= 12 else df.iloc[list(range(6)) + list(range(len(df) - 6, len(df)))]
         return head + body.to_html(index=False, float_format=lambda v: f"{v:.3e}")
 
     def __repr__(self) -> str:
         last = self.rows[-1]["dist_to_opt"] if self.rows else float("nan")
-        return (f"Trace({self.meta.get('method', '?')} on {self.meta.get('problem', '?')}, "
-                f"{len(self.rows)} rows, status={self.status!r}, final dist_to_opt={last:.3e})")
+        return (
+            f"Trace({self.meta.get('method', '?')} on {self.meta.get('problem', '?')}, "
+            f"{len(self.rows)} rows, status={self.status!r}, final dist_to_opt={last:.3e})"
+        )
 
-    def table(self, columns: tuple[str, ...] = ("round", "dist_to_opt", "rel_dist", "subopt",
-                                                "grad_norm", "drift", "uplink_floats")) -> str:
+    def table(
+        self,
+        columns: tuple[str, ...] = (
+            "round",
+            "dist_to_opt",
+            "rel_dist",
+            "subopt",
+            "grad_norm",
+            "drift",
+            "uplink_floats",
+        ),
+    ) -> str:
         """The rows as a fixed-width text table."""
         head = "".join(f"{c:>14}" for c in columns)
         lines = [head]
         for r in self.rows:
-            lines.append("".join(
-                f"{int(r[c]):>14d}" if c == "round" else f"{r[c]:>14.4e}" for c in columns))
+            lines.append(
+                "".join(f"{int(r[c]):>14d}" if c == "round" else f"{r[c]:>14.4e}" for c in columns)
+            )
         return "\n".join(lines)
 
 
@@ -135,8 +166,9 @@ def read_csv(path: str | os.PathLike) -> Any:
     types = {c: ("int64" if c == "round" else "float64") for c in header}
     # only the writer's "nan" is missing (Arrow reads it as NaN itself); pandas' other NA
     # strings ("", "NA", "null", ...) are not numbers, so a cell holding one is an error
-    return pd.read_csv(path, engine="pyarrow", dtype=types, keep_default_na=False,
-                       na_values=[], encoding="utf-8")
+    return pd.read_csv(
+        path, engine="pyarrow", dtype=types, keep_default_na=False, na_values=[], encoding="utf-8"
+    )
 
 
 def _fmt(x: float) -> str:

@@ -55,8 +55,15 @@ def is_real(x: Any) -> bool:
     return is_number(x) and math.isfinite(x)
 
 
-def check_int(x: Any, name: str, low: int | None = 1, high: int | None = None, *,
-              span: str | None = None, note: str = "") -> None:
+def check_int(
+    x: Any,
+    name: str,
+    low: int | None = 1,
+    high: int | None = None,
+    *,
+    span: str | None = None,
+    note: str = "",
+) -> None:
     """An integer (:func:`is_int`) >= ``low`` and, when given, <= ``high`` (``low`` None: any
     integer). The message: ``{name} must be an integer >= {low}{note}, got {x!r}``, or
     ``... an integer in {low}..{high}{note} ...`` (``span`` replaces ``low..high``)."""
@@ -80,16 +87,31 @@ def check_seed(seed: Any, name: str = "seed") -> int:
 
 
 def check_K(K: Any) -> None:
-    check_int(K, "K", 1, MAX_K, span=f"1..{MAX_K:,}",
-              note=" (each local step is a Hessian solve per client)")
+    check_int(
+        K,
+        "K",
+        1,
+        MAX_K,
+        span=f"1..{MAX_K:,}",
+        note=" (each local step is a Hessian solve per client)",
+    )
 
 
-def check_min(x: Any, name: str, low: float, *, strict: bool = False, note: str = "",
-              show: Callable[[Any], str] = str) -> None:
+def check_min(
+    x: Any,
+    name: str,
+    low: float,
+    *,
+    strict: bool = False,
+    note: str = "",
+    show: Callable[[Any], str] = str,
+) -> None:
     """``x >= low`` (``x > low`` when ``strict``) for an argument whose type is already known
     (no type check): ``{name} must be >= {low}{note}, got {show(x)}``."""
-    check(x > low if strict else x >= low,
-          f"{name} must be {'>' if strict else '>='} {low}{note}, got {show(x)}")
+    check(
+        x > low if strict else x >= low,
+        f"{name} must be {'>' if strict else '>='} {low}{note}, got {show(x)}",
+    )
 
 
 def check_eta(eta: Any, name: str = "eta") -> None:
@@ -128,30 +150,42 @@ def check_choice(x: Any, name: str, choices: Collection[Any], *, joined: bool = 
     check(x in tuple(choices), f"{name} must be one of {shown}, got {x!r}")
 
 
-def check_keys(keys: Iterable[Any], accepted: Iterable[str], *, owner: str,
-               renamed: Mapping[str, str] | None = None, what: str = "parameter",
-               relation: str = "for", at: str = "") -> None:
+def check_keys(
+    keys: Iterable[Any],
+    accepted: Iterable[str],
+    *,
+    owner: str,
+    renamed: Mapping[str, str] | None = None,
+    what: str = "parameter",
+    relation: str = "for",
+    at: str = "",
+) -> None:
     """Every key is an accepted option of ``owner`` (e.g. ``method fednl``); a key in
     ``renamed`` (old spelling -> new) is refused with its new spelling. The first other key
     is refused as ``{at}unknown {what} {key!r} {relation} {owner}; accepted: a, b``."""
     accepted = list(accepted)
     for key in keys:
         if renamed and key in renamed:
-            raise FedTheoryError(f"parameter {key!r} of {owner} is now called "
-                                 f"{renamed[key]!r}: pass {renamed[key]}=... instead")
-        check(key in accepted, f"{at}unknown {what} {key!r} {relation} {owner}; "
-                               f"accepted: {', '.join(accepted) or 'none'}")
+            raise FedTheoryError(
+                f"parameter {key!r} of {owner} is now called "
+                f"{renamed[key]!r}: pass {renamed[key]}=... instead"
+            )
+        check(
+            key in accepted,
+            f"{at}unknown {what} {key!r} {relation} {owner}; "
+            f"accepted: {', '.join(accepted) or 'none'}",
+        )
 
 
-def check_table_keys(table: Iterable[Any], accepted: Iterable[str], path: Any,
-                     where: str) -> None:
+def check_table_keys(table: Iterable[Any], accepted: Iterable[str], path: Any, where: str) -> None:
     """The keys of a table (``where``: ``[data]``, ``the top level``) of the TOML file
     ``path``: ``{path}: unknown key 'x' in [data]; accepted: a, b``."""
     check_keys(table, accepted, owner=where, what="key", relation="in", at=f"{path}: ")
 
 
-def check_options(options: Iterable[str], accepted: Collection[str], *, owner: str,
-                  listed: bool = False) -> None:
+def check_options(
+    options: Iterable[str], accepted: Collection[str], *, owner: str, listed: bool = False
+) -> None:
     """The keyword options of ``owner`` (``oracle 'minibatch'``), every unknown one named at
     once: ``unknown option(s) ['x', 'y'] for {owner}; accepted: a, b`` (``listed``: the
     accepted ones as a list, ``['a', 'b']``)."""
@@ -175,19 +209,21 @@ KINDS: dict[str, Callable[[Any], bool]] = {
 }
 
 
-def check_kinds(table: Mapping[str, Any], kinds: Mapping[str, tuple[str, ...]],
-                where: str) -> None:
+def check_kinds(table: Mapping[str, Any], kinds: Mapping[str, tuple[str, ...]], where: str) -> None:
     """Each value of ``table`` whose key is in ``kinds`` is of one of its kinds (names of
     :data:`KINDS`): ``{where} {key} must be a string or ..., got {value!r}``."""
     for key, value in table.items():
         allowed = kinds.get(key, ())
-        check(not allowed or any(KINDS[kind](value) for kind in allowed),
-              f"{where} {key} must be {' or '.join(allowed)}, got {value!r}")
+        check(
+            not allowed or any(KINDS[kind](value) for kind in allowed),
+            f"{where} {key} must be {' or '.join(allowed)}, got {value!r}",
+        )
 
 
 # ---- strings to values ---------------------------------------------------------------------
-def coerce(name: str, text: str, default: Any, *, label: str | None = None,
-           expected: str | None = None) -> Any:
+def coerce(
+    name: str, text: str, default: Any, *, label: str | None = None, expected: str | None = None
+) -> Any:
     """Parse a CLI value ``text`` to the type of the option's default (a bool, int or float;
     any other default leaves the text as it is). A text that does not parse is refused as
     ``{label} must be {expected}, got {text!r}`` (by default ``parameter {name}`` and ``a
@@ -209,14 +245,21 @@ def coerce(name: str, text: str, default: Any, *, label: str | None = None,
     return text
 
 
-def coerce_params(params: Mapping[str, Any] | None, defaults: Mapping[str, Any], *,
-                  owner: str, renamed: Mapping[str, str] | None = None) -> dict[str, Any]:
+def coerce_params(
+    params: Mapping[str, Any] | None,
+    defaults: Mapping[str, Any],
+    *,
+    owner: str,
+    renamed: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
     """Options as given (``params``), checked against ``defaults`` (name -> default value) and
     with every string parsed to its default's type (:func:`coerce`)."""
     params = dict(params or {})
     check_keys(params, defaults, owner=owner, renamed=renamed)
-    return {key: coerce(key, value, defaults[key]) if isinstance(value, str) else value
-            for key, value in params.items()}
+    return {
+        key: coerce(key, value, defaults[key]) if isinstance(value, str) else value
+        for key, value in params.items()
+    }
 
 
 def number_or(value: Any, name: str, words: tuple[str, ...]) -> Any:
@@ -225,6 +268,7 @@ def number_or(value: Any, name: str, words: tuple[str, ...]) -> Any:
         try:
             return float(value)
         except ValueError:
-            raise FedTheoryError(f"{name} must be a number or one of {words}, "
-                                 f"got {value!r}") from None
+            raise FedTheoryError(
+                f"{name} must be a number or one of {words}, got {value!r}"
+            ) from None
     return value

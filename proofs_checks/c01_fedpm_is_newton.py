@@ -63,24 +63,41 @@ def check(quick: bool = True, method_factory: MethodFactory = fedpm_factory) -> 
     examples = 100 if quick else 400
     seen: list[dict] = []
 
-    @settings(max_examples=examples, derandomize=True, deadline=None, database=None,
-              suppress_health_check=list(HealthCheck), print_blob=False)
+    @settings(
+        max_examples=examples,
+        derandomize=True,
+        deadline=None,
+        database=None,
+        suppress_health_check=list(HealthCheck),
+        print_blob=False,
+    )
     @given(case=cases())
     def one_example(case):
         problem, theta, eta, clients = case
-        problem = on_backend(problem)          # fedtheory check --backend cupy
+        problem = on_backend(problem)  # fedtheory check --backend cupy
         scale = 1.0 + float(np.linalg.norm(theta))
         for label, sel in (("full", None), ("partial", clients)):
             fedpm = one_round(problem, method_factory(K=1, eta=eta), theta, clients=sel)
             newton = one_round(problem, make_method("newton", {"eta": eta}), theta, clients=sel)
             residual = float(np.linalg.norm(fedpm - newton)) / scale
-            seen.append({"residual": residual, "participation": label,
-                         "problem": problem.name, "objective": problem.objective,
-                         "N": problem.N, "d": problem.d, "lam": problem.lam,
-                         "S": problem.N if sel is None else len(sel), "eta": eta,
-                         "theta_norm": scale - 1.0})
-            assert residual <= TOL, (f"residual {residual:.3e} > {TOL:g} ({label} "
-                                     f"participation, {problem!r}, eta = {eta:.4g})")
+            seen.append(
+                {
+                    "residual": residual,
+                    "participation": label,
+                    "problem": problem.name,
+                    "objective": problem.objective,
+                    "N": problem.N,
+                    "d": problem.d,
+                    "lam": problem.lam,
+                    "S": problem.N if sel is None else len(sel),
+                    "eta": eta,
+                    "theta_norm": scale - 1.0,
+                }
+            )
+            assert residual <= TOL, (
+                f"residual {residual:.3e} > {TOL:g} ({label} "
+                f"participation, {problem!r}, eta = {eta:.4g})"
+            )
 
     falsified = None
     try:
@@ -104,14 +121,28 @@ def check(quick: bool = True, method_factory: MethodFactory = fedpm_factory) -> 
         "falsifying_example": falsified,
         # for the figure: every residual, by (participation, objective), to 3 digits
         "residuals_by_case": {
-            f"{part}, {obj}": cf.rounded([s["residual"] for s in seen
-                                         if s["participation"] == part
-                                         and s["objective"] == obj], 3)
-            for part in ("full", "partial") for obj in ("logistic", "ridge")},
+            f"{part}, {obj}": cf.rounded(
+                [
+                    s["residual"]
+                    for s in seen
+                    if s["participation"] == part and s["objective"] == obj
+                ],
+                3,
+            )
+            for part in ("full", "partial")
+            for obj in ("logistic", "ridge")
+        },
     }
-    return record(CLAIM_ID, STATEMENT, SOURCE, started,
-                  measured=f"max residual {residuals.max():.2e} ({len(seen)} rounds)",
-                  predicted=f"0 (pass: <= {TOL:g})", passed=passed, details=details)
+    return record(
+        CLAIM_ID,
+        STATEMENT,
+        SOURCE,
+        started,
+        measured=f"max residual {residuals.max():.2e} ({len(seen)} rounds)",
+        predicted=f"0 (pass: <= {TOL:g})",
+        passed=passed,
+        details=details,
+    )
 
 
 @cf.draws_claim
@@ -120,8 +151,9 @@ def figure(rec: ClaimRecord) -> Figure:
     (participation x objective) with its median, against the pass line 1e-9 and the relative
     float floor 1e3 eps; exact zeros drawn at the bottom."""
     d = rec.details
-    fig, (ax,) = cf.new_figure(rec, "one FedPM round (K = 1) equals one damped Newton round",
-                               size=(7.8, 4.6))
+    fig, (ax,) = cf.new_figure(
+        rec, "one FedPM round (K = 1) equals one damped Newton round", size=(7.8, 4.6)
+    )
     floor = cf.relative_floor()
     cases = d["residuals_by_case"]
     positive = [float(v) for vs in cases.values() for v in vs if float(v) > 0]
@@ -135,19 +167,33 @@ def figure(rec: ClaimRecord) -> Figure:
             ax.semilogy(x[sel], y[sel], "o", color=c, ms=3.5, alpha=0.6, ls="none")
         cf.mark_zeros(ax, x, y, low, "black", bottom)
         if len(values):
-            ax.plot([k - 0.35, k + 0.35], [max(float(np.median(y)), bottom)] * 2, "-",
-                    color="black", lw=2, label="median of the case" if k == 0 else "_nolegend_")
-    ax.set_xticks(range(len(cases)),
-                  [f"{c}\n({len(v)} rounds)" for c, v in cases.items()], fontsize=8)
+            ax.plot(
+                [k - 0.35, k + 0.35],
+                [max(float(np.median(y)), bottom)] * 2,
+                "-",
+                color="black",
+                lw=2,
+                label="median of the case" if k == 0 else "_nolegend_",
+            )
+    ax.set_xticks(
+        range(len(cases)), [f"{c}\n({len(v)} rounds)" for c, v in cases.items()], fontsize=8
+    )
     ax.set_xlim(-0.6, len(cases) - 0.4)
-    ax.axhline(d["tolerance"], color=cf.FAIL_COLOR, ls="--", lw=1.3,
-               label=f"pass: every residual <= {d['tolerance']:g}")
+    ax.axhline(
+        d["tolerance"],
+        color=cf.FAIL_COLOR,
+        ls="--",
+        lw=1.3,
+        label=f"pass: every residual <= {d['tolerance']:g}",
+    )
     ax.plot([], [], "o", color=cf.PASS_COLOR, label=f"residual (max {d['max_residual']:.1e})")
     if d.get("falsifying_example"):
         ax.plot([], [], "o", color=cf.FAIL_COLOR, label="residual above the pass line")
     cf.float_floor(ax, floor, of=r"$10^3\varepsilon$ (relative)")
-    ax.set_ylim(bottom / 3, max(1e-6, 10 * float(d["max_residual"])
-                                if np.isfinite(float(d["max_residual"])) else 1e-6))
+    ax.set_ylim(
+        bottom / 3,
+        max(1e-6, 10 * float(d["max_residual"]) if np.isfinite(float(d["max_residual"])) else 1e-6),
+    )
     ax.set_ylabel(r"$\|\theta^+_{\rm FedPM} - \theta^+_{\rm Newton}\| / (1 + \|\theta\|)$")
     cf.legend(ax, loc="upper left", bbox_to_anchor=(1.02, 1.0))
     return fig

@@ -71,8 +71,10 @@ from fedtheory.rates import default_floor, q_order, superlinearity
 from fedtheory.runner import iterate, run
 
 CLAIM_ID = "C2"
-STATEMENT = ("FedPM with K = 1, eta = 1 converges quadratically near theta* "
-             "(e_{t+1} <= (L_H / (2 mu)) e_t^2) on strongly convex logistic problems")
+STATEMENT = (
+    "FedPM with K = 1, eta = 1 converges quadratically near theta* "
+    "(e_{t+1} <= (L_H / (2 mu)) e_t^2) on strongly convex logistic problems"
+)
 SOURCE = "Ishii et al. 2025 (arXiv 2511.09100), FedPM local convergence theorem"
 ORDER_RANGE = (1.8, 2.2)
 LAST_RATIO = 1e-3
@@ -81,10 +83,20 @@ PREDICTION_TOL = 0.15
 
 
 def _synthetic(alpha: float, beta: float) -> dict:
-    return {"name": f"fedprox_synthetic_{alpha:g}_{beta:g}",
-            "data": {"source": "fedprox_synthetic", "alpha": alpha, "beta": beta,
-                     "clients": 30, "d": 60, "sizes": "powerlaw", "mean_size": 100, "seed": 0},
-            "objective": {"kind": "logistic", "lam": 1e-2}}
+    return {
+        "name": f"fedprox_synthetic_{alpha:g}_{beta:g}",
+        "data": {
+            "source": "fedprox_synthetic",
+            "alpha": alpha,
+            "beta": beta,
+            "clients": 30,
+            "d": 60,
+            "sizes": "powerlaw",
+            "mean_size": 100,
+            "seed": 0,
+        },
+        "objective": {"kind": "logistic", "lam": 1e-2},
+    }
 
 
 def problems(quick: bool) -> list:
@@ -102,8 +114,14 @@ def _rows(problem) -> tuple[Any, np.ndarray, np.ndarray]:
     local = np.arange(owner.size) - np.repeat(np.cumsum(sizes) - sizes, sizes)
     A = problem.A
     if isinstance(A, ClientCSR):
-        X = A.X[np.concatenate([np.arange(A.row_start[k], A.row_start[k] + n)
-                                for k, n in zip(A.clients, sizes, strict=True)])]
+        X = A.X[
+            np.concatenate(
+                [
+                    np.arange(A.row_start[k], A.row_start[k] + n)
+                    for k, n in zip(A.clients, sizes, strict=True)
+                ]
+            )
+        ]
     else:
         X = to_numpy(A)[owner, local]
     c = to_numpy(problem.weights)[owner] * to_numpy(problem.sw)[owner, local]
@@ -118,8 +136,9 @@ def _loss_derivatives(problem, rows, theta) -> tuple[np.ndarray, np.ndarray]:
     if problem.objective == "ridge":
         return np.ones_like(y), np.zeros_like(y)
     if problem.objective != "logistic":
-        raise FedTheoryError(f"C2's second-order prediction knows logistic and ridge, not "
-                             f"{problem.objective!r}")
+        raise FedTheoryError(
+            f"C2's second-order prediction knows logistic and ridge, not {problem.objective!r}"
+        )
     s = expit(y * (X @ to_numpy(theta)))
     second = s * (1 - s)
     return second * y**2, second * (1 - 2 * s) * y**3
@@ -155,8 +174,9 @@ def second_order_errors(problem, method, pairs: range) -> list[float]:
     star = to_numpy(problem.reference.theta_star)
     rows = _rows(problem)
     H = hessian(problem, star, rows)
-    e = [-star] + [to_numpy(s.state.theta) - star
-                   for s in iterate(problem, method, rounds=pairs[-1] + 1)]
+    e = [-star] + [
+        to_numpy(s.state.theta) - star for s in iterate(problem, method, rounds=pairs[-1] + 1)
+    ]
     out = []
     for t in pairs:
         pred = 0.5 * np.linalg.solve(H, third_derivative(problem, star, e[t], rows))
@@ -169,18 +189,29 @@ def measure(problem, method) -> dict:
     scale = scale_of(problem)
     floor = default_floor(scale)
     ref = problem.reference
-    trace = run(problem, method, MAX_ROUNDS, target=floor / max(1.0, scale),
-                drift_metrics=False)
+    trace = run(problem, method, MAX_ROUNDS, target=floor / max(1.0, scale), drift_metrics=False)
     e = trace["dist_to_opt"]
-    out = {"problem": problem.name, "N": problem.N, "d": problem.d, "lam": problem.lam,
-           "theta_star_norm": scale, "status": trace.status, "errors": e.tolist(),
-           "L_H": ref.L_H, "mu": ref.mu}
+    out = {
+        "problem": problem.name,
+        "N": problem.N,
+        "d": problem.d,
+        "lam": problem.lam,
+        "theta_star_norm": scale,
+        "status": trace.status,
+        "errors": e.tolist(),
+        "L_H": ref.L_H,
+        "mu": ref.mu,
+    }
     try:
         fit = q_order(e, scale=scale)
         sup = superlinearity(e, window=fit.window)
     except FedTheoryError as exc:
-        out.update(passed=False, reason=f"no rate can be fitted: {exc}", order=float("nan"),
-                   order_ci=(float("nan"), float("nan")))
+        out.update(
+            passed=False,
+            reason=f"no rate can be fitted: {exc}",
+            order=float("nan"),
+            order_ci=(float("nan"), float("nan")),
+        )
         return out
     start, stop = fit.window
     C = ref.L_H / (2 * ref.mu)
@@ -189,7 +220,7 @@ def measure(problem, method) -> dict:
     order_ok = ORDER_RANGE[0] <= fit.p <= ORDER_RANGE[1]
     ratio_ok = sup.passed(LAST_RATIO)
     second = second_order_errors(problem, method, range(start, stop - 1))
-    second_ok = bool(second) and all(v <= PREDICTION_TOL for v in second)   # nan fails
+    second_ok = bool(second) and all(v <= PREDICTION_TOL for v in second)  # nan fails
     reasons = []
     if not order_ok:
         reasons.append(f"order {fit.p:.3f} outside {list(ORDER_RANGE)}")
@@ -198,21 +229,34 @@ def measure(problem, method) -> dict:
     if not bound_ok:
         reasons.append("e_(t+1) > (L_H / (2 mu)) e_t^2 on some round of the window")
     if not second_ok:
-        reasons.append(f"second-order prediction off by {max(second, default=float('nan')):.3g}"
-                       f" > {PREDICTION_TOL:g} (relative, vector) on the window")
-    out.update(order=fit.p, order_ci=fit.ci, window=fit.window, pairs=fit.n_points,
-               ratios=sup.ratios, last_ratio=sup.last_ratio, ratios_decreasing=sup.decreasing,
-               bound_constant=C,
-               bound_tightness=[lhs / rhs for lhs, rhs in pairs],
-               second_order_rel_error=second, second_order_ok=second_ok,
-               order_ok=order_ok, ratio_ok=ratio_ok, bound_ok=bound_ok,
-               passed=order_ok and ratio_ok and bound_ok and second_ok,
-               reason="; ".join(reasons))
+        reasons.append(
+            f"second-order prediction off by {max(second, default=float('nan')):.3g}"
+            f" > {PREDICTION_TOL:g} (relative, vector) on the window"
+        )
+    out.update(
+        order=fit.p,
+        order_ci=fit.ci,
+        window=fit.window,
+        pairs=fit.n_points,
+        ratios=sup.ratios,
+        last_ratio=sup.last_ratio,
+        ratios_decreasing=sup.decreasing,
+        bound_constant=C,
+        bound_tightness=[lhs / rhs for lhs, rhs in pairs],
+        second_order_rel_error=second,
+        second_order_ok=second_ok,
+        order_ok=order_ok,
+        ratio_ok=ratio_ok,
+        bound_ok=bound_ok,
+        passed=order_ok and ratio_ok and bound_ok and second_ok,
+        reason="; ".join(reasons),
+    )
     return out
 
 
-def check(quick: bool = True, method_factory: MethodFactory = fedpm_factory,
-          on: list | None = None) -> ClaimRecord:
+def check(
+    quick: bool = True, method_factory: MethodFactory = fedpm_factory, on: list | None = None
+) -> ClaimRecord:
     """The claim on the protocol's problems, or on the problems ``on`` (a user's problem:
     ``fedtheory check --problem FILE --claim C2``)."""
     started = time.perf_counter()
@@ -222,19 +266,26 @@ def check(quick: bool = True, method_factory: MethodFactory = fedpm_factory,
     orders = ", ".join(f"{r['order']:.2f}" for r in results)
     second = [v for r in results for v in r.get("second_order_rel_error", ())]
     worst = max(second) if second else float("nan")
-    details = {"problems": [r["problem"] for r in results],
-               "criteria": f"order in {list(ORDER_RANGE)}; ratios decreasing, last < "
-                           f"{LAST_RATIO:g}; e_(t+1) <= (L_H/(2 mu)) e_t^2 on the window; "
-                           f"||e_(t+1) - H*^-1 D3f(theta*)[e_t, e_t] / 2|| <= "
-                           f"{PREDICTION_TOL:g} ||e_(t+1)|| on the window",
-               "second_order_max_rel_error": worst,
-               "runs": results}
-    return record(CLAIM_ID, STATEMENT, SOURCE, started,
-                  measured=f"order {orders} ({len(results)} problems); 2nd-order err "
-                           f"{worst:.2g}",
-                  predicted=f"2 (in {list(ORDER_RANGE)}); err <= {PREDICTION_TOL:g}",
-                  interval=f"{fmt_ci(head['order_ci'], '.2f')} ({head['problem']})",
-                  passed=passed, details=details)
+    details = {
+        "problems": [r["problem"] for r in results],
+        "criteria": f"order in {list(ORDER_RANGE)}; ratios decreasing, last < "
+        f"{LAST_RATIO:g}; e_(t+1) <= (L_H/(2 mu)) e_t^2 on the window; "
+        f"||e_(t+1) - H*^-1 D3f(theta*)[e_t, e_t] / 2|| <= "
+        f"{PREDICTION_TOL:g} ||e_(t+1)|| on the window",
+        "second_order_max_rel_error": worst,
+        "runs": results,
+    }
+    return record(
+        CLAIM_ID,
+        STATEMENT,
+        SOURCE,
+        started,
+        measured=f"order {orders} ({len(results)} problems); 2nd-order err {worst:.2g}",
+        predicted=f"2 (in {list(ORDER_RANGE)}); err <= {PREDICTION_TOL:g}",
+        interval=f"{fmt_ci(head['order_ci'], '.2f')} ({head['problem']})",
+        passed=passed,
+        details=details,
+    )
 
 
 @cf.draws_claim
@@ -242,9 +293,14 @@ def figure(rec: ClaimRecord) -> Figure:
     """Left: e_t of every problem with its fit window, the one-step bound (L_H / 2 mu) e_t^2
     and the float floor. Right: e_{t+1} against e_t with the fitted order, the predicted order
     2 and the pass band [1.8, 2.2]."""
-    return cf.order_figure(rec, "FedPM (K = 1, eta = 1) converges quadratically",
-                           predicted=2.0, predicted_label="predicted order 2 (slope 2)",
-                           band=ORDER_RANGE, bound=True)
+    return cf.order_figure(
+        rec,
+        "FedPM (K = 1, eta = 1) converges quadratically",
+        predicted=2.0,
+        predicted_label="predicted order 2 (slope 2)",
+        band=ORDER_RANGE,
+        bound=True,
+    )
 
 
 def test_claim():

@@ -61,11 +61,15 @@ from fedtheory.claims.protocol import load_problem
 from fedtheory.linalg import spd_solve
 
 CLAIM_ID = "C4"
-STATEMENT = ("Simple mixing (SOPM) has a drift floor under heterogeneity: on ridge it converges "
-             "to the average of the local optima, on logistic (K = 1) to a zero of "
-             "sum w_i P_i^{-1} g_i away from theta*")
-SOURCE = ("Ishii et al. 2025 (arXiv 2511.09100), simple vs preconditioned mixing; LocalNewton "
-          "(Gupta et al. 2021)")
+STATEMENT = (
+    "Simple mixing (SOPM) has a drift floor under heterogeneity: on ridge it converges "
+    "to the average of the local optima, on logistic (K = 1) to a zero of "
+    "sum w_i P_i^{-1} g_i away from theta*"
+)
+SOURCE = (
+    "Ishii et al. 2025 (arXiv 2511.09100), simple vs preconditioned mixing; LocalNewton "
+    "(Gupta et al. 2021)"
+)
 TOL = 1e-10
 MIN_GAP = 1e-3
 RIDGE = ("het_quadratic", "diabetes_ridge_dirichlet")
@@ -83,7 +87,7 @@ def independent_oracle(problem, theta) -> tuple[np.ndarray, np.ndarray]:
     weights s_ij, 0 on padding) without the package's oracle:
     g_i = -sum_j s_ij y_ij sigma(-z_ij) a_ij + lam theta,
     H_i = sum_j s_ij sigma(z_ij) sigma(-z_ij) a_ij a_ij^T + lam I, z_ij = y_ij a_ij^T theta."""
-    A = to_numpy(problem.A)                  # a sparse problem: its dense padded rows
+    A = to_numpy(problem.A)  # a sparse problem: its dense padded rows
     y, sw = to_numpy(problem.y), to_numpy(problem.sw)
     theta = to_numpy(theta).astype(np.float64, copy=False)
     s = expit(y * (A @ theta))
@@ -109,11 +113,19 @@ def ridge_runs(quick: bool, factory: MethodFactory) -> list[dict]:
             for eta in etas:
                 lim = limit_point(problem, factory(K=K, eta=eta), max_rounds=2000)
                 err = float(np.linalg.norm(lim.theta - avg)) / max(1.0, float(np.linalg.norm(avg)))
-                out.append({"problem": name, "K": K, "eta": eta, "rounds": lim.rounds,
-                            "converged": lim.converged, "rel_error_to_average": err,
-                            "average_to_theta_star": gap_star,
-                            "theta_star_norm": scale_of(problem),   # for the figure
-                            "passed": lim.converged and err <= TOL})
+                out.append(
+                    {
+                        "problem": name,
+                        "K": K,
+                        "eta": eta,
+                        "rounds": lim.rounds,
+                        "converged": lim.converged,
+                        "rel_error_to_average": err,
+                        "average_to_theta_star": gap_star,
+                        "theta_star_norm": scale_of(problem),  # for the figure
+                        "passed": lim.converged and err <= TOL,
+                    }
+                )
     return out
 
 
@@ -130,13 +142,27 @@ def logistic_runs(quick: bool, factory: MethodFactory) -> list[dict]:
         ind = float(np.linalg.norm(independent_residual(problem, lim.theta)))
         star = scale_of(problem)
         gap = float(np.linalg.norm(lim.theta - problem.reference.theta_star))
-        out.append({"problem": name, "eta_used": eta, "rounds": lim.rounds,
-                    "converged": lim.converged, "residual": res, "rel_residual": res / scale,
-                    "independent_residual": ind, "independent_rel_residual": ind / scale,
-                    "independent_ok": ind / scale <= TOL,      # nan fails
-                    "dist_to_theta_star": gap, "rel_dist": gap / star,
-                    "passed": (lim.converged and res / scale <= TOL and ind / scale <= TOL
-                               and gap > MIN_GAP * star)})
+        out.append(
+            {
+                "problem": name,
+                "eta_used": eta,
+                "rounds": lim.rounds,
+                "converged": lim.converged,
+                "residual": res,
+                "rel_residual": res / scale,
+                "independent_residual": ind,
+                "independent_rel_residual": ind / scale,
+                "independent_ok": ind / scale <= TOL,  # nan fails
+                "dist_to_theta_star": gap,
+                "rel_dist": gap / star,
+                "passed": (
+                    lim.converged
+                    and res / scale <= TOL
+                    and ind / scale <= TOL
+                    and gap > MIN_GAP * star
+                ),
+            }
+        )
     return out
 
 
@@ -149,16 +175,23 @@ def check(quick: bool = True, method_factory: MethodFactory = sopm_factory) -> C
     res = max(r["rel_residual"] for r in logistic)
     ind = max(r["independent_rel_residual"] for r in logistic)
     gap = min(r["rel_dist"] for r in logistic)
-    return record(CLAIM_ID, STATEMENT, SOURCE, started,
-                  measured=f"ridge {ridge_err:.1e}; logit res {res:.1e} (indep. {ind:.1e}), "
-                           f"gap {gap:.2g}",
-                  predicted=f"0, 0, 0 (<= {TOL:g}); gap > {MIN_GAP:g}",
-                  passed=passed,
-                  details={"ridge_max_rel_error_to_local_optima_average": ridge_err,
-                           "logistic_max_rel_residual": res,
-                           "logistic_max_independent_rel_residual": ind,
-                           "logistic_min_rel_dist_to_theta_star": gap,
-                           "ridge": ridge, "logistic": logistic})
+    return record(
+        CLAIM_ID,
+        STATEMENT,
+        SOURCE,
+        started,
+        measured=f"ridge {ridge_err:.1e}; logit res {res:.1e} (indep. {ind:.1e}), gap {gap:.2g}",
+        predicted=f"0, 0, 0 (<= {TOL:g}); gap > {MIN_GAP:g}",
+        passed=passed,
+        details={
+            "ridge_max_rel_error_to_local_optima_average": ridge_err,
+            "logistic_max_rel_residual": res,
+            "logistic_max_independent_rel_residual": ind,
+            "logistic_min_rel_dist_to_theta_star": gap,
+            "ridge": ridge,
+            "logistic": logistic,
+        },
+    )
 
 
 @cf.draws_claim
@@ -170,54 +203,72 @@ def figure(rec: ClaimRecord) -> Figure:
     d = rec.details
     ridge, logistic = d["ridge"], d["logistic"]
     fig, (left, right) = cf.new_figure(
-        rec, "simple mixing (SOPM) stops at a drift floor away from theta*", ncols=2,
-        size=(12.5, 5.6))
+        rec,
+        "simple mixing (SOPM) stops at a drift floor away from theta*",
+        ncols=2,
+        size=(12.5, 5.6),
+    )
     floor = cf.relative_floor()
     bottom = floor / 1e5
-    rows = ([(f"{r['problem']}\nK={r['K']} eta={r['eta']:g}", r["rel_error_to_average"],
-              r["passed"]) for r in ridge]
-            + [(f"{r['problem']}\nlogistic K=1", r["rel_residual"], r["passed"])
-               for r in logistic])
+    rows = [
+        (f"{r['problem']}\nK={r['K']} eta={r['eta']:g}", r["rel_error_to_average"], r["passed"])
+        for r in ridge
+    ] + [(f"{r['problem']}\nlogistic K=1", r["rel_residual"], r["passed"]) for r in logistic]
     y, low = cf.log_values([v for _, v, _ in rows], bottom)
     x = np.arange(len(rows))
     left.bar(x, y, color=[cf.verdict_color(ok) for *_, ok in rows], width=0.7)
     left.set_yscale("log")
     cf.mark_zeros(left, x, y, low, "black", bottom)
     independent = [r.get("independent_rel_residual") for r in logistic]
-    if logistic and all(v is not None for v in independent):   # records before the criterion
-        left.plot(len(ridge) + np.arange(len(logistic)),
-                  np.maximum(np.asarray(independent, dtype=float), bottom), "D", ms=6,
-                  mfc="none", color="black", ls="none",
-                  label="logistic: the residual by an independent oracle")
+    if logistic and all(v is not None for v in independent):  # records before the criterion
+        left.plot(
+            len(ridge) + np.arange(len(logistic)),
+            np.maximum(np.asarray(independent, dtype=float), bottom),
+            "D",
+            ms=6,
+            mfc="none",
+            color="black",
+            ls="none",
+            label="logistic: the residual by an independent oracle",
+        )
     left.axvline(len(ridge) - 0.5, color="black", lw=0.8)
     left.axhline(TOL, color=cf.FAIL_COLOR, ls="--", lw=1.3, label=f"pass: <= {TOL:g}")
     cf.float_floor(left, floor, of=r"$10^3\varepsilon$ (relative)")
     shown = [v for _, v, _ in rows] + [v for v in independent if v is not None]
     top = max((float(v) for v in shown if np.isfinite(float(v))), default=0.0)
-    left.set_ylim(bottom / 3, max(1e-6, 3 * top))     # a failing residual stays in view
+    left.set_ylim(bottom / 3, max(1e-6, 3 * top))  # a failing residual stays in view
     left.set_xticks(x, [name for name, *_ in rows], fontsize=6, rotation=90)
     left.set_ylabel("relative residual of the limit's equation")
-    left.set_title(r"ridge: limit $= \sum_i w_i\theta_i^\star$;   "
-                   r"logistic: $\sum_i w_i P_i^{-1} g_i = 0$ at the limit", fontsize=9)
-    left.legend(handles=[*cf.pass_fail_handles(), *left.get_legend_handles_labels()[0]],
-                fontsize=7, loc="upper left")
+    left.set_title(
+        r"ridge: limit $= \sum_i w_i\theta_i^\star$;   "
+        r"logistic: $\sum_i w_i P_i^{-1} g_i = 0$ at the limit",
+        fontsize=9,
+    )
+    left.legend(
+        handles=[*cf.pass_fail_handles(), *left.get_legend_handles_labels()[0]],
+        fontsize=7,
+        loc="upper left",
+    )
     left.grid(alpha=0.3, axis="y")
     # the floor: one bar per ridge problem (the limit is the same for every K and eta)
     seen = {}
     for r in ridge:
-        seen.setdefault(r["problem"], r["average_to_theta_star"] / max(r["theta_star_norm"],
-                                                                       1e-300))
-    floors = ([(f"{n}\n(ridge, any K, eta)", v, None) for n, v in seen.items()]
-              + [(f"{r['problem']}\n(logistic, K=1)", r["rel_dist"], float(r["rel_dist"]) > MIN_GAP)
-                 for r in logistic])
+        seen.setdefault(
+            r["problem"], r["average_to_theta_star"] / max(r["theta_star_norm"], 1e-300)
+        )
+    floors = [(f"{n}\n(ridge, any K, eta)", v, None) for n, v in seen.items()] + [
+        (f"{r['problem']}\n(logistic, K=1)", r["rel_dist"], float(r["rel_dist"]) > MIN_GAP)
+        for r in logistic
+    ]
     y, low = cf.log_values([v for _, v, _ in floors], bottom)
     x = np.arange(len(floors))
     colors = [cf.OKABE_ITO[0] if ok is None else cf.verdict_color(ok) for *_, ok in floors]
     right.bar(x, y, color=colors, width=0.6)
     right.set_yscale("log")
     cf.mark_zeros(right, x, y, low, "black", bottom)
-    right.axhline(MIN_GAP, color=cf.FAIL_COLOR, ls="--", lw=1.3,
-                  label=f"pass (logistic): > {MIN_GAP:g}")
+    right.axhline(
+        MIN_GAP, color=cf.FAIL_COLOR, ls="--", lw=1.3, label=f"pass (logistic): > {MIN_GAP:g}"
+    )
     right.bar([], [], color=cf.OKABE_ITO[0], label="ridge: not judged (shown)")
     cf.float_floor(right, floor, of=r"$10^3\varepsilon$ (relative)")
     right.set_xticks(x, [name for name, *_ in floors], fontsize=7)

@@ -82,20 +82,20 @@ from fedtheory.claims import (
 from fedtheory.linalg import spd_solve
 
 CLAIM_ID = "C5"
-STATEMENT = ("At the K = 1 SOPM limit, ||grad f|| <= (Lambda / mu^2) sqrt(Delta_D) zeta, and the "
-             "floor tracks sqrt(Delta_D) zeta across heterogeneity levels")
+STATEMENT = (
+    "At the K = 1 SOPM limit, ||grad f|| <= (Lambda / mu^2) sqrt(Delta_D) zeta, and the "
+    "floor tracks sqrt(Delta_D) zeta across heterogeneity levels"
+)
 SOURCE = "Ishii et al. 2025 (arXiv 2511.09100), drift-coupled bias bound of simple mixing"
 ALPHAS = (0.05, 0.1, 0.5, 1.0, 10.0, None)  # None: IID
 MIN_SPEARMAN = 0.8
 FIXED_POINT_TOL = 1e-10
-MAX_LAW_RATIO = 0.75          # law's relative error / relative floor
+MAX_LAW_RATIO = 0.75  # law's relative error / relative floor
 MAX_WITNESS_TIGHTNESS = 10.0
 #: near-tight instances of the bound: one feature, two clients (rows, labels), lam = 1e-3
 WITNESSES = {
-    "witness_1d_a": ([[0.1, 0.1, 0.1, 0.1], [0.12, 0.12, 0.12]],
-                     [[1, 1, 1, -1], [1, -1, -1]]),
-    "witness_1d_b": ([[0.2, 0.1, 0.3], [0.15, 0.25, 0.1]],
-                     [[1, 1, -1], [-1, -1, 1]]),
+    "witness_1d_a": ([[0.1, 0.1, 0.1, 0.1], [0.12, 0.12, 0.12]], [[1, 1, 1, -1], [1, -1, -1]]),
+    "witness_1d_b": ([[0.2, 0.1, 0.3], [0.15, 0.25, 0.1]], [[1, 1, -1], [-1, -1, 1]]),
 }
 
 
@@ -118,9 +118,16 @@ def bound_terms(problem, theta: np.ndarray) -> dict:
     Lam, mu = float(eig[:, -1].max()), float(eig[:, 0].min())
     grad = float(np.linalg.norm(w @ g))
     bound = Lam / mu**2 * np.sqrt(delta_D) * zeta
-    return {"grad_norm": grad, "Delta_D": delta_D, "zeta": zeta, "Lambda": Lam, "mu": mu,
-            "sqrt_DeltaD_zeta": float(np.sqrt(delta_D) * zeta), "bound": float(bound),
-            "tightness": float(bound / grad) if grad > 0 else float("inf")}
+    return {
+        "grad_norm": grad,
+        "Delta_D": delta_D,
+        "zeta": zeta,
+        "Lambda": Lam,
+        "mu": mu,
+        "sqrt_DeltaD_zeta": float(np.sqrt(delta_D) * zeta),
+        "bound": float(bound),
+        "tightness": float(bound / grad) if grad > 0 else float("inf"),
+    }
 
 
 def drift_floor_law(problem) -> np.ndarray:
@@ -136,13 +143,21 @@ def _limit_and_bound(problem, factory: MethodFactory) -> dict:
     res = float(np.linalg.norm(local_newton_residual(problem, lim.theta)))
     fixed = lim.converged and res <= FIXED_POINT_TOL * max(1.0, float(np.linalg.norm(lim.theta)))
     terms = bound_terms(problem, lim.theta)
-    return {"problem": problem.name, "eta_used": eta, "rounds": lim.rounds,
-            "fixed_point_residual": res, "is_fixed_point": fixed, **terms,
-            "bound_holds": terms["grad_norm"] <= terms["bound"], "theta": lim.theta}
+    return {
+        "problem": problem.name,
+        "eta_used": eta,
+        "rounds": lim.rounds,
+        "fixed_point_residual": res,
+        "is_fixed_point": fixed,
+        **terms,
+        "bound_holds": terms["grad_norm"] <= terms["bound"],
+        "theta": lim.theta,
+    }
 
 
-def measure(dataset: str, rows: int | None, alpha: float | None, seed: int,
-            factory: MethodFactory) -> dict:
+def measure(
+    dataset: str, rows: int | None, alpha: float | None, seed: int, factory: MethodFactory
+) -> dict:
     problem = heterogeneous_problem(dataset, rows=rows, clients=10, alpha=alpha, seed=seed)
     out = _limit_and_bound(problem, factory)
     theta = out.pop("theta")
@@ -151,25 +166,39 @@ def measure(dataset: str, rows: int | None, alpha: float | None, seed: int,
     predicted = drift_floor_law(problem)
     law = float(np.linalg.norm(theta - star - predicted)) / dist if dist > 0 else np.inf
     rel_floor = dist / scale_of(problem)
-    law_ok = law <= MAX_LAW_RATIO * rel_floor              # nan fails
-    return {"dataset": dataset, "rows": problem.n, "alpha": "iid" if alpha is None else alpha,
-            "seed": seed, **out, "rel_dist": dist / max(1.0, scale_of(problem)),
-            "rel_floor": rel_floor, "law_rel_error": law,
-            "law_error_over_floor": law / rel_floor if rel_floor > 0 else np.inf,
-            "predicted_floor": float(np.linalg.norm(predicted)), "law_ok": law_ok,
-            "passed": out["is_fixed_point"] and out["bound_holds"] and law_ok,
-            # for the figure's float floor of ||grad f||
-            "L": problem.reference.L, "theta_star_norm": scale_of(problem)}
+    law_ok = law <= MAX_LAW_RATIO * rel_floor  # nan fails
+    return {
+        "dataset": dataset,
+        "rows": problem.n,
+        "alpha": "iid" if alpha is None else alpha,
+        "seed": seed,
+        **out,
+        "rel_dist": dist / max(1.0, scale_of(problem)),
+        "rel_floor": rel_floor,
+        "law_rel_error": law,
+        "law_error_over_floor": law / rel_floor if rel_floor > 0 else np.inf,
+        "predicted_floor": float(np.linalg.norm(predicted)),
+        "law_ok": law_ok,
+        "passed": out["is_fixed_point"] and out["bound_holds"] and law_ok,
+        # for the figure's float floor of ||grad f||
+        "L": problem.reference.L,
+        "theta_star_norm": scale_of(problem),
+    }
 
 
 def witness(name: str, factory: MethodFactory) -> dict:
     """A near-tight instance of :data:`WITNESSES`: the bound must hold within a factor
     :data:`MAX_WITNESS_TIGHTNESS`."""
     rows, labels = WITNESSES[name]
-    problem = on_backend(FederatedProblem.from_clients(
-        [np.asarray(a, dtype=float)[:, None] for a in rows],
-        [np.asarray(y, dtype=float) for y in labels], objective="logistic", lam=1e-3,
-        name=name))
+    problem = on_backend(
+        FederatedProblem.from_clients(
+            [np.asarray(a, dtype=float)[:, None] for a in rows],
+            [np.asarray(y, dtype=float) for y in labels],
+            objective="logistic",
+            lam=1e-3,
+            name=name,
+        )
+    )
     out = _limit_and_bound(problem, factory)
     out.pop("theta")
     tight_ok = out["bound_holds"] and out["tightness"] <= MAX_WITNESS_TIGHTNESS
@@ -183,51 +212,77 @@ def check(quick: bool = True, method_factory: MethodFactory = sopm_factory) -> C
     spearman = {}
     for ds in dict.fromkeys(r["dataset"] for r in runs):
         sub = [r for r in runs if r["dataset"] == ds]
-        rho = stats.spearmanr([r["grad_norm"] for r in sub],
-                              [r["sqrt_DeltaD_zeta"] for r in sub]).statistic
+        rho = stats.spearmanr(
+            [r["grad_norm"] for r in sub], [r["sqrt_DeltaD_zeta"] for r in sub]
+        ).statistic
         spearman[ds] = float(rho) if np.isfinite(rho) else float("nan")
-    pooled = stats.spearmanr([r["grad_norm"] for r in runs],
-                             [r["sqrt_DeltaD_zeta"] for r in runs]).statistic
+    pooled = stats.spearmanr(
+        [r["grad_norm"] for r in runs], [r["sqrt_DeltaD_zeta"] for r in runs]
+    ).statistic
     rho_min = min(spearman.values())
     all_hold = all(r["passed"] for r in runs)
     witnesses_ok = all(r["passed"] for r in witnesses)
     passed = all_hold and witnesses_ok and rho_min >= MIN_SPEARMAN  # nan compares False
     tight = [r["tightness"] for r in runs]
     law_ratio = max(r["law_error_over_floor"] for r in runs)
-    failures = [f"{r['problem']}: " + ("not a SOPM fixed point" if not r["is_fixed_point"]
-                                        else "bound violated" if not r["bound_holds"]
-                                        else f"drift-floor law off by {r['law_rel_error']:.3g}"
-                                             f" > {MAX_LAW_RATIO:g} x relative floor "
-                                             f"{r['rel_floor']:.3g}")
-                for r in runs if not r["passed"]]
-    failures += [f"{r['problem']}: " + ("not a SOPM fixed point" if not r["is_fixed_point"]
-                                         else "bound violated" if not r["bound_holds"]
-                                         else f"bound / measured {r['tightness']:.3g} > "
-                                              f"{MAX_WITNESS_TIGHTNESS:g}")
-                 for r in witnesses if not r["passed"]]
+    failures = [
+        f"{r['problem']}: "
+        + (
+            "not a SOPM fixed point"
+            if not r["is_fixed_point"]
+            else "bound violated"
+            if not r["bound_holds"]
+            else f"drift-floor law off by {r['law_rel_error']:.3g}"
+            f" > {MAX_LAW_RATIO:g} x relative floor "
+            f"{r['rel_floor']:.3g}"
+        )
+        for r in runs
+        if not r["passed"]
+    ]
+    failures += [
+        f"{r['problem']}: "
+        + (
+            "not a SOPM fixed point"
+            if not r["is_fixed_point"]
+            else "bound violated"
+            if not r["bound_holds"]
+            else f"bound / measured {r['tightness']:.3g} > {MAX_WITNESS_TIGHTNESS:g}"
+        )
+        for r in witnesses
+        if not r["passed"]
+    ]
     witness_tight = ", ".join(f"{r['tightness']:.2g}" for r in witnesses)
-    return record(CLAIM_ID, STATEMENT, SOURCE, started,
-                  measured=f"holds {sum(r['is_fixed_point'] and r['bound_holds'] for r in runs)}"
-                           f"/{len(runs)}, "
-                           f"rho {', '.join(f'{v:.2f}' for v in spearman.values())}; "
-                           f"witness tight {witness_tight}; law/floor {law_ratio:.2f}",
-                  predicted=f"holds all, rho >= {MIN_SPEARMAN}; witness <= "
-                            f"{MAX_WITNESS_TIGHTNESS:g}; law <= {MAX_LAW_RATIO:g}",
-                  interval=f"tight {min(tight):.1e}..{max(tight):.1e}",
-                  passed=passed,
-                  details={"spearman_by_dataset": spearman, "spearman_pooled": float(pooled),
-                           "tightness_range": (min(tight), max(tight)),
-                           "constants": "Lambda = max_i lambda_max(P_i), "
-                                        "mu = min_i lambda_min(P_i), at the limit",
-                           "witness_tightness": [r["tightness"] for r in witnesses],
-                           "law_max_error_over_floor": law_ratio,
-                           "criteria": f"bound holds on every instance; Spearman >= "
-                                       f"{MIN_SPEARMAN} per data set; near-tight witnesses: "
-                                       f"bound holds with bound / measured <= "
-                                       f"{MAX_WITNESS_TIGHTNESS:g}; drift-floor law: "
-                                       f"relative error <= {MAX_LAW_RATIO:g} x relative "
-                                       f"floor on every instance",
-                           "failures": failures, "runs": runs, "witnesses": witnesses})
+    return record(
+        CLAIM_ID,
+        STATEMENT,
+        SOURCE,
+        started,
+        measured=f"holds {sum(r['is_fixed_point'] and r['bound_holds'] for r in runs)}"
+        f"/{len(runs)}, "
+        f"rho {', '.join(f'{v:.2f}' for v in spearman.values())}; "
+        f"witness tight {witness_tight}; law/floor {law_ratio:.2f}",
+        predicted=f"holds all, rho >= {MIN_SPEARMAN}; witness <= "
+        f"{MAX_WITNESS_TIGHTNESS:g}; law <= {MAX_LAW_RATIO:g}",
+        interval=f"tight {min(tight):.1e}..{max(tight):.1e}",
+        passed=passed,
+        details={
+            "spearman_by_dataset": spearman,
+            "spearman_pooled": float(pooled),
+            "tightness_range": (min(tight), max(tight)),
+            "constants": "Lambda = max_i lambda_max(P_i), mu = min_i lambda_min(P_i), at the limit",
+            "witness_tightness": [r["tightness"] for r in witnesses],
+            "law_max_error_over_floor": law_ratio,
+            "criteria": f"bound holds on every instance; Spearman >= "
+            f"{MIN_SPEARMAN} per data set; near-tight witnesses: "
+            f"bound holds with bound / measured <= "
+            f"{MAX_WITNESS_TIGHTNESS:g}; drift-floor law: "
+            f"relative error <= {MAX_LAW_RATIO:g} x relative "
+            f"floor on every instance",
+            "failures": failures,
+            "runs": runs,
+            "witnesses": witnesses,
+        },
+    )
 
 
 @cf.draws_claim
@@ -239,8 +294,9 @@ def figure(rec: ClaimRecord) -> Figure:
     witnesses, where it must lie in [1, 10]."""
     d = rec.details
     runs = d["runs"]
-    fig, (left, right) = cf.new_figure(rec, "the drift-coupled bound on the SOPM bias",
-                                       ncols=2, size=(12.0, 5.8))
+    fig, (left, right) = cf.new_figure(
+        rec, "the drift-coupled bound on the SOPM bias", ncols=2, size=(12.0, 5.8)
+    )
     datasets = list(dict.fromkeys(r["dataset"] for r in runs))
     ticks: tuple = ([], [])
     for i, name in enumerate(datasets):
@@ -249,30 +305,58 @@ def figure(rec: ClaimRecord) -> Figure:
         rho = float(d["spearman_by_dataset"][name])
         verdict = "meets" if rho >= MIN_SPEARMAN else "fails"
         x = [float(r["sqrt_DeltaD_zeta"]) for r in sel]
-        left.loglog(x, [float(r["grad_norm"]) for r in sel], "o", color=c,
-                    label=f"{name}: measured floor; Spearman {rho:.2f} ({verdict} >= "
-                          f"{MIN_SPEARMAN})")
-        left.loglog(x, [float(r["bound"]) for r in sel], "v", mfc="none", color=c,
-                    label=f"{name}: bound (holds {sum(r['bound_holds'] for r in sel)}"
-                          f"/{len(sel)})")
+        left.loglog(
+            x,
+            [float(r["grad_norm"]) for r in sel],
+            "o",
+            color=c,
+            label=f"{name}: measured floor; Spearman {rho:.2f} ({verdict} >= {MIN_SPEARMAN})",
+        )
+        left.loglog(
+            x,
+            [float(r["bound"]) for r in sel],
+            "v",
+            mfc="none",
+            color=c,
+            label=f"{name}: bound (holds {sum(r['bound_holds'] for r in sel)}/{len(sel)})",
+        )
         bad = [r for r in sel if not r["is_fixed_point"]]
         if bad:
-            left.loglog([float(r["sqrt_DeltaD_zeta"]) for r in bad],
-                        [float(r["grad_norm"]) for r in bad],
-                        "x", color=cf.FAIL_COLOR, ms=9, label="not a SOPM fixed point (fails)")
+            left.loglog(
+                [float(r["sqrt_DeltaD_zeta"]) for r in bad],
+                [float(r["grad_norm"]) for r in bad],
+                "x",
+                color=cf.FAIL_COLOR,
+                ms=9,
+                label="not a SOPM fixed point (fails)",
+            )
         seeds = len({r["seed"] for r in sel}) > 1
-        labels = [("IID" if r["alpha"] == "iid" else f"alpha {r['alpha']}")
-                  + (f", seed {r['seed']}" if seeds else "") for r in sel]
-        right.semilogy(range(len(sel)), [float(r["tightness"]) for r in sel], "-", color=c,
-                       marker=cf.MARKERS[i % 8], label=name)
+        labels = [
+            ("IID" if r["alpha"] == "iid" else f"alpha {r['alpha']}")
+            + (f", seed {r['seed']}" if seeds else "")
+            for r in sel
+        ]
+        right.semilogy(
+            range(len(sel)),
+            [float(r["tightness"]) for r in sel],
+            "-",
+            color=c,
+            marker=cf.MARKERS[i % 8],
+            label=name,
+        )
         ticks = (range(len(sel)), labels)
-    witnesses = d.get("witnesses", [])                  # records before the criterion: none
+    witnesses = d.get("witnesses", [])  # records before the criterion: none
     if witnesses:
         wx = np.arange(len(witnesses)) + len(ticks[0]) + 0.5
-        right.semilogy(wx, [float(r["tightness"]) for r in witnesses], "*", ms=12,
-                       color="black", ls="none",
-                       label=f"near-tight witnesses (pass: 1 <= . <= "
-                             f"{MAX_WITNESS_TIGHTNESS:g})")
+        right.semilogy(
+            wx,
+            [float(r["tightness"]) for r in witnesses],
+            "*",
+            ms=12,
+            color="black",
+            ls="none",
+            label=f"near-tight witnesses (pass: 1 <= . <= {MAX_WITNESS_TIGHTNESS:g})",
+        )
         right.axhline(MAX_WITNESS_TIGHTNESS, color="black", ls=":", lw=1.0)
         ticks = ([*ticks[0], *wx], [*ticks[1], *(r["problem"] for r in witnesses)])
     right.set_xticks(list(ticks[0]), list(ticks[1]), fontsize=7, rotation=30, ha="right")
@@ -281,11 +365,15 @@ def figure(rec: ClaimRecord) -> Figure:
     left.set_xlabel(r"$\sqrt{\Delta_D}\,\zeta$ at the SOPM limit")
     left.set_ylabel(r"$\|\nabla f\|$ at the limit")
     cf.legend(left, **cf.BELOW)
-    right.axhline(1.0, color=cf.FAIL_COLOR, ls="--", lw=1.3,
-                  label="bound = measured (pass: every point >= 1)")
+    right.axhline(
+        1.0, color=cf.FAIL_COLOR, ls="--", lw=1.3, label="bound = measured (pass: every point >= 1)"
+    )
     right.set_ylabel(r"tightness: bound / $\|\nabla f\|$")
-    right.set_title(r"$\Lambda = \max_i \lambda_{\max}(P_i)$, "
-                    r"$\mu = \min_i \lambda_{\min}(P_i)$ at the limit", fontsize=9)
+    right.set_title(
+        r"$\Lambda = \max_i \lambda_{\max}(P_i)$, "
+        r"$\mu = \min_i \lambda_{\min}(P_i)$ at the limit",
+        fontsize=9,
+    )
     cf.legend(right, **cf.BELOW)
     return fig
 

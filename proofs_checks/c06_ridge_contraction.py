@@ -51,8 +51,9 @@ from fedtheory.runner import run
 
 CLAIM_ID = "C6"
 STATEMENT = "FedPM on ridge contracts by exactly (1 - eta)^K per round, for any K and heterogeneity"
-SOURCE = ("Ishii et al. 2025 (arXiv 2511.09100), FedPM on quadratics; derivation in the "
-          "module docstring")
+SOURCE = (
+    "Ishii et al. 2025 (arXiv 2511.09100), FedPM on quadratics; derivation in the module docstring"
+)
 KS = (1, 2, 5)
 ETAS = (0.3, 0.5, 1.0)
 REL_TOL = 1e-8
@@ -69,14 +70,26 @@ def measure(problem, method, K: int, eta: float) -> dict:
     q = (1 - eta) ** K
     trace = run(problem, method, MAX_ROUNDS, target=F / max(1.0, scale), drift_metrics=False)
     e = trace["dist_to_opt"]
-    out = {"problem": problem.name, "K": K, "eta": eta, "predicted": q, "rounds": len(e) - 1,
-           "float_floor": F, "reached_floor": bool(e[-1] <= F),
-           "errors": cf.rounded(e, 4)}   # for the figure
+    out = {
+        "problem": problem.name,
+        "K": K,
+        "eta": eta,
+        "predicted": q,
+        "rounds": len(e) - 1,
+        "float_floor": F,
+        "reached_floor": bool(e[-1] <= F),
+        "errors": cf.rounded(e, 4),
+    }  # for the figure
     if q == 0.0:
         ok = bool(len(e) > 1 and e[1] <= F)
-        return {**out, "e1": float(e[1]) if len(e) > 1 else None, "max_rel_dev": 0.0,
-                "resolvable_rounds": 0, "passed": ok,
-                "reason": "" if ok else f"e_1 = {e[1]:.3e} above the float floor {F:.3e}"}
+        return {
+            **out,
+            "e1": float(e[1]) if len(e) > 1 else None,
+            "max_rel_dev": 0.0,
+            "resolvable_rounds": 0,
+            "passed": ok,
+            "reason": "" if ok else f"e_1 = {e[1]:.3e} above the float floor {F:.3e}",
+        }
     t = np.flatnonzero(e[1:] > F)  # rounds t with e_{t+1} above the floor
     ratios = e[t + 1] / e[t]
     dev = np.abs(ratios - q) / q
@@ -87,37 +100,62 @@ def measure(problem, method, K: int, eta: float) -> dict:
     reasons = []
     if bad.size:
         k = bad[0]
-        reasons.append(f"round {t[k] + 1}: ratio {ratios[k]:.12g} vs {q:.12g} (relative "
-                       f"deviation {dev[k]:.3e} > allowed {allowed[k]:.3e})")
+        reasons.append(
+            f"round {t[k] + 1}: ratio {ratios[k]:.12g} vs {q:.12g} (relative "
+            f"deviation {dev[k]:.3e} > allowed {allowed[k]:.3e})"
+        )
     if not strict.any():
         reasons.append("no round with e_(t+1) >= 2e8 F, where 1e-8 is resolvable")
     if not out["reached_floor"]:
         reasons.append(f"did not reach the float floor in {MAX_ROUNDS} rounds (e = {e[-1]:.3e})")
-    out["deviations"] = [cf.rounded(e[t + 1] / F, 3),   # for the figure: every tested round
-                         cf.rounded(dev, 3)]
-    return {**out, "max_rel_dev": float(dev[strict].max()) if strict.any() else float("nan"),
-            "max_rel_dev_all_rounds": float(dev.max()) if dev.size else float("nan"),
-            "resolvable_rounds": int(strict.sum()), "tested_rounds": int(t.size),
-            "passed": bool(ok), "reason": "; ".join(reasons)}
+    out["deviations"] = [
+        cf.rounded(e[t + 1] / F, 3),  # for the figure: every tested round
+        cf.rounded(dev, 3),
+    ]
+    return {
+        **out,
+        "max_rel_dev": float(dev[strict].max()) if strict.any() else float("nan"),
+        "max_rel_dev_all_rounds": float(dev.max()) if dev.size else float("nan"),
+        "resolvable_rounds": int(strict.sum()),
+        "tested_rounds": int(t.size),
+        "passed": bool(ok),
+        "reason": "; ".join(reasons),
+    }
 
 
 def check(quick: bool = True, method_factory: MethodFactory = fedpm_factory) -> ClaimRecord:
     started = time.perf_counter()
-    runs = [measure(load_problem(name), method_factory(K=K, eta=eta), K, eta)
-            for name in problem_names(quick) for K in KS for eta in ETAS]
+    runs = [
+        measure(load_problem(name), method_factory(K=K, eta=eta), K, eta)
+        for name in problem_names(quick)
+        for K in KS
+        for eta in ETAS
+    ]
     passed = all(r["passed"] for r in runs)
     devs = [r["max_rel_dev"] for r in runs if r["predicted"] > 0]
     worst = max(devs) if all(d == d for d in devs) else float("nan")
-    return record(CLAIM_ID, STATEMENT, SOURCE, started,
-                  measured=f"max rel dev {worst:.1e} ({len(runs)} runs)",
-                  predicted=f"(1-eta)^K exactly (pass: <= {REL_TOL:g})",
-                  passed=passed,
-                  details={"problems": problem_names(quick), "Ks": KS, "etas": ETAS,
-                           "criterion": "|r - q| <= q (1e-8 + 2 F / e_(t+1)) on every round "
-                                        "above the float floor F; q = 0: e_1 <= F",
-                           "failures": [f"{r['problem']} K={r['K']} eta={r['eta']}: "
-                                        f"{r['reason']}" for r in runs if not r["passed"]],
-                           "runs": runs})
+    return record(
+        CLAIM_ID,
+        STATEMENT,
+        SOURCE,
+        started,
+        measured=f"max rel dev {worst:.1e} ({len(runs)} runs)",
+        predicted=f"(1-eta)^K exactly (pass: <= {REL_TOL:g})",
+        passed=passed,
+        details={
+            "problems": problem_names(quick),
+            "Ks": KS,
+            "etas": ETAS,
+            "criterion": "|r - q| <= q (1e-8 + 2 F / e_(t+1)) on every round "
+            "above the float floor F; q = 0: e_1 <= F",
+            "failures": [
+                f"{r['problem']} K={r['K']} eta={r['eta']}: {r['reason']}"
+                for r in runs
+                if not r["passed"]
+            ],
+            "runs": runs,
+        },
+    )
 
 
 @cf.draws_claim
@@ -128,8 +166,8 @@ def figure(rec: ClaimRecord) -> Figure:
     grants, the float floor (e_{t+1} = F) and where 1e-8 is resolvable (e_{t+1} >= 2e8 F)."""
     runs = rec.details["runs"]
     fig, (ax_e, ax_r, ax_d) = cf.new_figure(
-        rec, "FedPM on ridge contracts by exactly (1 - eta)^K per round", ncols=3,
-        size=(16.0, 6.0))
+        rec, "FedPM on ridge contracts by exactly (1 - eta)^K per round", ncols=3, size=(16.0, 6.0)
+    )
     etas = list(dict.fromkeys(r["eta"] for r in runs))
     Ks = list(dict.fromkeys(r["K"] for r in runs))
     problems = list(dict.fromkeys(r["problem"] for r in runs))
@@ -148,44 +186,82 @@ def figure(rec: ClaimRecord) -> Figure:
             F = r["float_floor"]
             tt = np.flatnonzero(e[1:] > F)
             with np.errstate(divide="ignore", invalid="ignore"):
-                ax_r.semilogy(tt + 1, e[tt + 1] / e[tt], ls="none", marker=m, ms=3.5,
-                              color=c, mfc="none" if style[r["problem"]] != "-" else c)
+                ax_r.semilogy(
+                    tt + 1,
+                    e[tt + 1] / e[tt],
+                    ls="none",
+                    marker=m,
+                    ms=3.5,
+                    color=c,
+                    mfc="none" if style[r["problem"]] != "-" else c,
+                )
             ax_r.axhline(r["predicted"], color=c, lw=0.8, ls="--")
             if r.get("deviations"):
                 x, y = r["deviations"]
                 y, low = cf.log_values(y, 1e-18)
-                ax_d.loglog(x, y, ls="none", marker=m, ms=3.5, color=c,
-                            mfc="none" if style[r["problem"]] != "-" else c)
+                ax_d.loglog(
+                    x,
+                    y,
+                    ls="none",
+                    marker=m,
+                    ms=3.5,
+                    color=c,
+                    mfc="none" if style[r["problem"]] != "-" else c,
+                )
                 cf.mark_zeros(ax_d, x, y, low, "black", 1e-18)
-    handles = ([Line2D([], [], color=color[eta], lw=2, label=f"eta = {eta:g}") for eta in etas]
-               + [Line2D([], [], color="grey", marker=marker[K], ls="none", label=f"K = {K}")
-                  for K in Ks]
-               + [Line2D([], [], color="grey", ls=style[p], label=p) for p in problems])
+    handles = (
+        [Line2D([], [], color=color[eta], lw=2, label=f"eta = {eta:g}") for eta in etas]
+        + [Line2D([], [], color="grey", marker=marker[K], ls="none", label=f"K = {K}") for K in Ks]
+        + [Line2D([], [], color="grey", ls=style[p], label=p) for p in problems]
+    )
     cf.float_floor(ax_e, list(floors.values()))
     ax_e.set_xlabel("round $t$")
     ax_e.set_ylabel(r"$e_t = \|\theta^t - \theta^\star\|$")
     ax_e.set_title("errors (every run, to the float floor F)", fontsize=9)
     cf.legend(ax_e, **cf.BELOW)
-    ax_e.legend(handles=[*handles, *ax_e.get_legend_handles_labels()[0]], fontsize=7,
-                ncols=2, **cf.BELOW)
+    ax_e.legend(
+        handles=[*handles, *ax_e.get_legend_handles_labels()[0]], fontsize=7, ncols=2, **cf.BELOW
+    )
     ax_r.plot([], [], "--", color="grey", lw=0.8, label=r"predicted $(1-\eta)^K$")
     ax_r.set_xlabel("round $t + 1$ (rounds with $e_{t+1} > F$)")
     ax_r.set_ylabel(r"$e_{t+1} / e_t$")
     ax_r.set_title("per-round ratios (open markers: second problem)", fontsize=9)
     q0 = [r for r in runs if r["predicted"] == 0]
     if q0:
-        ax_r.plot([], [], ls="none", label=f"eta = 1: predicted 0; e_1 <= F in "
-                                           f"{sum(r['passed'] for r in q0)}/{len(q0)} runs")
+        ax_r.plot(
+            [],
+            [],
+            ls="none",
+            label=f"eta = 1: predicted 0; e_1 <= F in "
+            f"{sum(r['passed'] for r in q0)}/{len(q0)} runs",
+        )
     cf.legend(ax_r, **cf.BELOW)
     grid = np.geomspace(1.0, 1e16, 200)
-    ax_d.fill_between(grid, 1e-19, REL_TOL + 2 / grid, color=cf.PASS_COLOR, alpha=0.15, lw=0,
-                      label=r"pass: $|r - q|/q \leq 10^{-8} + 2F/e_{t+1}$")
+    ax_d.fill_between(
+        grid,
+        1e-19,
+        REL_TOL + 2 / grid,
+        color=cf.PASS_COLOR,
+        alpha=0.15,
+        lw=0,
+        label=r"pass: $|r - q|/q \leq 10^{-8} + 2F/e_{t+1}$",
+    )
     ax_d.loglog(grid, REL_TOL + 2 / grid, "-", color="black", lw=1)
-    ax_d.axvline(1.0, color=cf.FLOOR_COLOR, ls=(0, (1, 1.5)), lw=1.3,
-                 label="float floor: $e_{t+1} = F$, F = " + ", ".join(
-                     f"{v:.1e}" for v in dict.fromkeys(floors.values())))
-    ax_d.axvline(2 / REL_TOL, color="black", ls="--", lw=0.8,
-                 label=r"$e_{t+1} = 2\cdot 10^8 F$: 1e-8 resolvable to the right")
+    ax_d.axvline(
+        1.0,
+        color=cf.FLOOR_COLOR,
+        ls=(0, (1, 1.5)),
+        lw=1.3,
+        label="float floor: $e_{t+1} = F$, F = "
+        + ", ".join(f"{v:.1e}" for v in dict.fromkeys(floors.values())),
+    )
+    ax_d.axvline(
+        2 / REL_TOL,
+        color="black",
+        ls="--",
+        lw=0.8,
+        label=r"$e_{t+1} = 2\cdot 10^8 F$: 1e-8 resolvable to the right",
+    )
     ax_d.set_ylim(1e-18 / 3, 10)
     ax_d.set_xlim(0.3, 3e16)
     ax_d.set_xlabel(r"$e_{t+1} / F$")

@@ -50,8 +50,10 @@ from fedtheory.methods import make_method
 from fedtheory.methods.base import round_context
 
 CLAIM_ID = "C7"
-STATEMENT = ("FedPAC's server trajectory is heavy-ball momentum with coefficient beta; beta "
-             "leaves the K = 1 fixed point unchanged")
+STATEMENT = (
+    "FedPAC's server trajectory is heavy-ball momentum with coefficient beta; beta "
+    "leaves the K = 1 fixed point unchanged"
+)
 SOURCE = "Liu et al. 2026 (arXiv 2602.19271), FedPAC; docs/algorithms.md identity (a)"
 BETAS = (0.0, 0.3, 0.8)
 IDENTITY_TOL = 1e-10
@@ -65,8 +67,9 @@ def fedpac_factory(**params) -> object:
     return make_method("fedpac", params)
 
 
-def direction_sums(problem, state, clients, *, K: int, eta: float, beta: float, rho: float,
-                   delta: float = 0.0) -> np.ndarray:
+def direction_sums(
+    problem, state, clients, *, K: int, eta: float, beta: float, rho: float, delta: float = 0.0
+) -> np.ndarray:
     """sum_k d_i^k of every participant, from the recursion of docs/algorithms.md (one client at
     a time, written out as the spec writes it; "update_then_use", align = True)."""
     ids = range(problem.N) if clients is None else clients
@@ -84,16 +87,18 @@ def direction_sums(problem, state, clients, *, K: int, eta: float, beta: float, 
     return problem.xp.stack(out)
 
 
-def identity_residuals(problem, factory: MethodFactory, *, K: int, beta: float,
-                       partial: bool) -> list[float]:
+def identity_residuals(
+    problem, factory: MethodFactory, *, K: int, beta: float, partial: bool
+) -> list[float]:
     method = factory(K=K, eta=ETA, beta=beta, rho=RHO)
     rng = np.random.default_rng(1)
     state, _ = method.start(problem, problem.xp.zeros(problem.d))
     prev_theta = state.theta
     residuals = []
     for _ in range(ROUNDS):
-        clients = (np.sort(rng.choice(problem.N, size=problem.N // 2, replace=False))
-                   if partial else None)
+        clients = (
+            np.sort(rng.choice(problem.N, size=problem.N // 2, replace=False)) if partial else None
+        )
         ctx = round_context(problem, clients, rng=rng)
         new, _ = method.round(ctx, state)
         sums = direction_sums(problem, state, clients, K=K, eta=ETA, beta=beta, rho=RHO)
@@ -115,34 +120,62 @@ def check(quick: bool = True, method_factory: MethodFactory = fedpac_factory) ->
         for beta in BETAS:
             for K in (1, 3):
                 for partial in (False, True):
-                    res = identity_residuals(problem, method_factory, K=K, beta=beta,
-                                             partial=partial)
-                    identity.append({"problem": name, "beta": beta, "K": K,
-                                     "participation": "partial" if partial else "full",
-                                     "max_residual": max(res),
-                                     "residuals": cf.rounded(res, 3)})   # for the figure
+                    res = identity_residuals(
+                        problem, method_factory, K=K, beta=beta, partial=partial
+                    )
+                    identity.append(
+                        {
+                            "problem": name,
+                            "beta": beta,
+                            "K": K,
+                            "participation": "partial" if partial else "full",
+                            "max_residual": max(res),
+                            "residuals": cf.rounded(res, 3),
+                        }
+                    )  # for the figure
     fp_problem = load_problem("fedprox_synthetic_1_1" if quick else "breast_cancer_dirichlet")
-    limits = {beta: limit_point(fp_problem, method_factory(K=1, eta=1.0, beta=beta, rho=RHO),
-                                max_rounds=3000) for beta in BETAS}
+    limits = {
+        beta: limit_point(
+            fp_problem, method_factory(K=1, eta=1.0, beta=beta, rho=RHO), max_rounds=3000
+        )
+        for beta in BETAS
+    }
     base = limits[BETAS[0]].theta
     scale = max(1.0, float(np.linalg.norm(base)))
-    fixed = [{"beta": beta, "rounds": lim.rounds, "converged": lim.converged,
-              "rel_gap_to_beta0": float(np.linalg.norm(lim.theta - base)) / scale,
-              "dist_to_theta_star": float(np.linalg.norm(lim.theta
-                                                         - fp_problem.reference.theta_star))}
-             for beta, lim in limits.items()]
+    fixed = [
+        {
+            "beta": beta,
+            "rounds": lim.rounds,
+            "converged": lim.converged,
+            "rel_gap_to_beta0": float(np.linalg.norm(lim.theta - base)) / scale,
+            "dist_to_theta_star": float(
+                np.linalg.norm(lim.theta - fp_problem.reference.theta_star)
+            ),
+        }
+        for beta, lim in limits.items()
+    ]
     max_res = max(r["max_residual"] for r in identity)
     max_gap = max(f["rel_gap_to_beta0"] for f in fixed)
     converged = all(f["converged"] for f in fixed)
     passed = max_res <= IDENTITY_TOL and max_gap <= FIXED_POINT_TOL and converged
-    return record(CLAIM_ID, STATEMENT, SOURCE, started,
-                  measured=f"identity {max_res:.1e}, fixed-point gap {max_gap:.1e}",
-                  predicted=f"0 (<= {IDENTITY_TOL:g}), 0 (<= {FIXED_POINT_TOL:g})",
-                  passed=passed,
-                  details={"identity_problems": id_problems, "fixed_point_problem":
-                           fp_problem.name, "eta": ETA, "rho": RHO,
-                           "all_limits_converged": converged, "identity": identity,
-                           "fixed_points": fixed})
+    return record(
+        CLAIM_ID,
+        STATEMENT,
+        SOURCE,
+        started,
+        measured=f"identity {max_res:.1e}, fixed-point gap {max_gap:.1e}",
+        predicted=f"0 (<= {IDENTITY_TOL:g}), 0 (<= {FIXED_POINT_TOL:g})",
+        passed=passed,
+        details={
+            "identity_problems": id_problems,
+            "fixed_point_problem": fp_problem.name,
+            "eta": ETA,
+            "rho": RHO,
+            "all_limits_converged": converged,
+            "identity": identity,
+            "fixed_points": fixed,
+        },
+    )
 
 
 @cf.draws_claim
@@ -152,8 +185,9 @@ def figure(rec: ClaimRecord) -> Figure:
     floor. Right: the K = 1 fixed point reached with each beta, its relative gap to beta = 0's
     against the pass line 1e-8."""
     d = rec.details
-    fig, (left, right) = cf.new_figure(rec, "FedPAC's server trajectory is heavy-ball momentum",
-                                       ncols=2, size=(12.0, 5.8))
+    fig, (left, right) = cf.new_figure(
+        rec, "FedPAC's server trajectory is heavy-ball momentum", ncols=2, size=(12.0, 5.8)
+    )
     floor = cf.relative_floor()
     bottom = 1e-19
     betas = list(dict.fromkeys(r["beta"] for r in d["identity"]))
@@ -165,26 +199,38 @@ def figure(rec: ClaimRecord) -> Figure:
         y, low = cf.log_values(r.get("residuals", [r["max_residual"]]), bottom)
         t = np.arange(1, len(y) + 1)
         c = color[r["beta"]]
-        left.semilogy(t, y, ls=style[r["participation"]], marker=marker[r["K"]], color=c,
-                      ms=4, lw=1)
+        left.semilogy(
+            t, y, ls=style[r["participation"]], marker=marker[r["K"]], color=c, ms=4, lw=1
+        )
         cf.mark_zeros(left, t, y, low, "black", bottom)
-    left.axhline(IDENTITY_TOL, color=cf.FAIL_COLOR, ls="--", lw=1.3,
-                 label=f"pass: every residual <= {IDENTITY_TOL:g}")
+    left.axhline(
+        IDENTITY_TOL,
+        color=cf.FAIL_COLOR,
+        ls="--",
+        lw=1.3,
+        label=f"pass: every residual <= {IDENTITY_TOL:g}",
+    )
     cf.float_floor(left, floor, of=r"$10^3\varepsilon$ (relative)")
     left.set_ylim(bottom / 3, 1e-6)
-    handles = ([Line2D([], [], color=color[b], lw=2, label=f"beta = {b:g}") for b in betas]
-               + [Line2D([], [], color="grey", marker=marker[K], ls="none", label=f"K = {K}")
-                  for K in Ks]
-               + [Line2D([], [], color="grey", ls=s, label=f"{p} participation")
-                  for p, s in style.items()])
-    left.legend(handles=[*handles, *left.get_legend_handles_labels()[0]], fontsize=7,
-                ncols=2, **cf.BELOW)
+    handles = (
+        [Line2D([], [], color=color[b], lw=2, label=f"beta = {b:g}") for b in betas]
+        + [Line2D([], [], color="grey", marker=marker[K], ls="none", label=f"K = {K}") for K in Ks]
+        + [Line2D([], [], color="grey", ls=s, label=f"{p} participation") for p, s in style.items()]
+    )
+    left.legend(
+        handles=[*handles, *left.get_legend_handles_labels()[0]], fontsize=7, ncols=2, **cf.BELOW
+    )
     left.grid(alpha=0.3)
     left.set_xlabel("round $r + 1$")
-    left.set_ylabel(r"$\|\Delta\theta - \mathrm{heavy\ ball}\| / (\|\Delta\theta\|"
-                    r" + \beta\|\theta^r - \theta^{r-1}\|)$")
-    left.set_title(f"identity (a), eta = {d['eta']:g}, rho = {d['rho']:g}, "
-                   f"{', '.join(d['identity_problems'])}", fontsize=9)
+    left.set_ylabel(
+        r"$\|\Delta\theta - \mathrm{heavy\ ball}\| / (\|\Delta\theta\|"
+        r" + \beta\|\theta^r - \theta^{r-1}\|)$"
+    )
+    left.set_title(
+        f"identity (a), eta = {d['eta']:g}, rho = {d['rho']:g}, "
+        f"{', '.join(d['identity_problems'])}",
+        fontsize=9,
+    )
     fixed = d["fixed_points"]
     x = np.arange(len(fixed))
     gaps = [f["rel_gap_to_beta0"] for f in fixed]
@@ -193,17 +239,32 @@ def figure(rec: ClaimRecord) -> Figure:
     right.bar(x, y, color=[cf.verdict_color(o) for o in ok], width=0.6)
     right.set_yscale("log")
     cf.mark_zeros(right, x, y, low, "black", bottom)
-    right.axhline(FIXED_POINT_TOL, color=cf.FAIL_COLOR, ls="--", lw=1.3,
-                  label=f"pass: gap <= {FIXED_POINT_TOL:g} (every limit converged)")
+    right.axhline(
+        FIXED_POINT_TOL,
+        color=cf.FAIL_COLOR,
+        ls="--",
+        lw=1.3,
+        label=f"pass: gap <= {FIXED_POINT_TOL:g} (every limit converged)",
+    )
     cf.float_floor(right, floor, of=r"$10^3\varepsilon$ (relative)")
     right.set_ylim(bottom / 3, 1e-4)
-    right.set_xticks(x, [f"beta = {f['beta']:g}\n{f['rounds']} rounds"
-                         + ("" if f["converged"] else ", not converged") for f in fixed])
+    right.set_xticks(
+        x,
+        [
+            f"beta = {f['beta']:g}\n{f['rounds']} rounds"
+            + ("" if f["converged"] else ", not converged")
+            for f in fixed
+        ],
+    )
     right.set_ylabel(r"$\|\bar\theta_\beta - \bar\theta_0\| / \max(1, \|\bar\theta_0\|)$")
-    right.set_title(f"K = 1 fixed points ({d['fixed_point_problem']}; beta = 0 is the "
-                    "reference)", fontsize=9)
-    right.legend(handles=[*cf.pass_fail_handles(), *right.get_legend_handles_labels()[0]],
-                 fontsize=7, **cf.BELOW)
+    right.set_title(
+        f"K = 1 fixed points ({d['fixed_point_problem']}; beta = 0 is the reference)", fontsize=9
+    )
+    right.legend(
+        handles=[*cf.pass_fail_handles(), *right.get_legend_handles_labels()[0]],
+        fontsize=7,
+        **cf.BELOW,
+    )
     right.grid(alpha=0.3, axis="y")
     return fig
 

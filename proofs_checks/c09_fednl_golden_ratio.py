@@ -38,8 +38,10 @@ from fedtheory.rates import default_floor, q_order, superlinearity
 from fedtheory.runner import run
 
 CLAIM_ID = "C9"
-STATEMENT = ("FedNL with identity compression (one-round-stale Hessian) converges superlinearly "
-             "with order tending to the golden ratio 1.618")
+STATEMENT = (
+    "FedNL with identity compression (one-round-stale Hessian) converges superlinearly "
+    "with order tending to the golden ratio 1.618"
+)
 SOURCE = "Safaryan, Islamov, Qian, Richtarik 2022 (ICML, arXiv 2106.02969), FedNL"
 ORDER_RANGE = (1.5, 1.75)
 LAST_RATIO = 1e-3
@@ -60,45 +62,81 @@ def configurations(quick: bool) -> list[tuple[str, int]]:
 
 def measure(problem, method) -> dict:
     scale = scale_of(problem)
-    trace = run(problem, method, MAX_ROUNDS, target=default_floor(scale) / max(1.0, scale),
-                drift_metrics=False)
+    trace = run(
+        problem,
+        method,
+        MAX_ROUNDS,
+        target=default_floor(scale) / max(1.0, scale),
+        drift_metrics=False,
+    )
     e = trace["dist_to_opt"]
-    out = {"problem": problem.name, "status": trace.status, "errors": e.tolist(),
-           "theta_star_norm": scale}
+    out = {
+        "problem": problem.name,
+        "status": trace.status,
+        "errors": e.tolist(),
+        "theta_star_norm": scale,
+    }
     try:
         fit = q_order(e, scale=scale)
         sup = superlinearity(e, window=fit.window)
     except FedTheoryError as exc:
-        return {**out, "order": float("nan"), "order_ci": (float("nan"),) * 2, "passed": False,
-                "reason": f"no rate can be fitted: {exc}"}
+        return {
+            **out,
+            "order": float("nan"),
+            "order_ci": (float("nan"),) * 2,
+            "passed": False,
+            "reason": f"no rate can be fitted: {exc}",
+        }
     order_ok = ORDER_RANGE[0] <= fit.p <= ORDER_RANGE[1]
     ratio_ok = sup.passed(LAST_RATIO)
-    reasons = [r for r, ok in ((f"order {fit.p:.3f} outside {list(ORDER_RANGE)}", order_ok),
-                               (f"ratios do not fall below {LAST_RATIO:g}: {sup}", ratio_ok))
-               if not ok]
-    return {**out, "order": fit.p, "order_ci": fit.ci, "window": fit.window,
-            "pairs": fit.n_points, "ratios": sup.ratios, "last_ratio": sup.last_ratio,
-            "passed": order_ok and ratio_ok, "reason": "; ".join(reasons)}
+    reasons = [
+        r
+        for r, ok in (
+            (f"order {fit.p:.3f} outside {list(ORDER_RANGE)}", order_ok),
+            (f"ratios do not fall below {LAST_RATIO:g}: {sup}", ratio_ok),
+        )
+        if not ok
+    ]
+    return {
+        **out,
+        "order": fit.p,
+        "order_ci": fit.ci,
+        "window": fit.window,
+        "pairs": fit.n_points,
+        "ratios": sup.ratios,
+        "last_ratio": sup.last_ratio,
+        "passed": order_ok and ratio_ok,
+        "reason": "; ".join(reasons),
+    }
 
 
-def check(quick: bool = True, method_factory: MethodFactory = fednl_factory,
-          on: list | None = None) -> ClaimRecord:
+def check(
+    quick: bool = True, method_factory: MethodFactory = fednl_factory, on: list | None = None
+) -> ClaimRecord:
     """The claim on the protocol's problems, or on the problems ``on`` (a user's problem,
     option 1)."""
     started = time.perf_counter()
     runs = []
-    chosen = ([(p, 1) for p in on] if on else
-              [(load_problem(name), option) for name, option in configurations(quick)])
+    chosen = (
+        [(p, 1) for p in on]
+        if on
+        else [(load_problem(name), option) for name, option in configurations(quick)]
+    )
     for problem, option in chosen:
         res = measure(problem, method_factory(option=option))
         runs.append({"option": option, **res})
     head = runs[0]
-    return record(CLAIM_ID, STATEMENT, SOURCE, started,
-                  measured="order " + ", ".join(f"{r['order']:.3f}" for r in runs),
-                  predicted=f"{GOLDEN:.3f} (pass: in {list(ORDER_RANGE)})",
-                  interval=fmt_ci(head["order_ci"], ".3f"),
-                  passed=all(r["passed"] for r in runs),
-                  details={"golden_ratio": GOLDEN, "runs": runs})
+    return record(
+        CLAIM_ID,
+        STATEMENT,
+        SOURCE,
+        started,
+        measured="order " + ", ".join(f"{r['order']:.3f}" for r in runs),
+        predicted=f"{GOLDEN:.3f} (pass: in {list(ORDER_RANGE)})",
+        interval=fmt_ci(head["order_ci"], ".3f"),
+        passed=all(r["passed"] for r in runs),
+        details={"golden_ratio": GOLDEN, "runs": runs},
+    )
 
 
 @cf.draws_claim
@@ -106,10 +144,13 @@ def figure(rec: ClaimRecord) -> Figure:
     """Left: e_t of every run with its fit window and the float floor. Right: e_{t+1} against
     e_t (log-log) with the fitted order, the golden-ratio reference slope 1.618 and the pass
     band [1.5, 1.75]."""
-    return cf.order_figure(rec, "FedNL (identity compressor): order tends to the golden ratio",
-                           predicted=GOLDEN,
-                           predicted_label=f"golden ratio: slope {GOLDEN:.3f}",
-                           band=ORDER_RANGE)
+    return cf.order_figure(
+        rec,
+        "FedNL (identity compressor): order tends to the golden ratio",
+        predicted=GOLDEN,
+        predicted_label=f"golden ratio: slope {GOLDEN:.3f}",
+        band=ORDER_RANGE,
+    )
 
 
 def test_claim():

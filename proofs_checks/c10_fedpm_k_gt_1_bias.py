@@ -53,8 +53,10 @@ from fedtheory.claims.protocol import load_problem
 from fedtheory.rates import EPS, default_floor
 
 CLAIM_ID = "C10"
-STATEMENT = ("FedPM with K > 1 on a non-quadratic (logistic) objective is biased: its floor is > 0 "
-             "and grows with heterogeneity; on ridge it has no floor")
+STATEMENT = (
+    "FedPM with K > 1 on a non-quadratic (logistic) objective is biased: its floor is > 0 "
+    "and grows with heterogeneity; on ridge it has no floor"
+)
 SOURCE = "Ishii et al. 2025 (arXiv 2511.09100): the FedPM theory covers K = 1 only"
 KS = (2, 5)
 ALPHAS = (None, 10.0, 1.0, 0.5, 0.1, 0.05)  # None: IID, least to most heterogeneous
@@ -63,22 +65,36 @@ MIN_FLOOR = 1e3 * (1e3 * EPS)  # relative distance, far above the relative float
 RIDGE = ("het_quadratic", "diabetes_ridge_dirichlet")
 
 
-def sweep(K: int, factory: MethodFactory, *, dataset: str = "phishing", rows: int | None,
-          seeds: tuple[int, ...]) -> list[dict]:
+def sweep(
+    K: int,
+    factory: MethodFactory,
+    *,
+    dataset: str = "phishing",
+    rows: int | None,
+    seeds: tuple[int, ...],
+) -> list[dict]:
     """Floor and zeta*^2 of FedPM(K, eta = 1/K) on every (alpha, seed) instance."""
     out = []
     for alpha in ALPHAS:
         for seed in seeds:
-            problem = heterogeneous_problem(dataset, rows=rows, clients=10, alpha=alpha,
-                                            seed=seed)
+            problem = heterogeneous_problem(dataset, rows=rows, clients=10, alpha=alpha, seed=seed)
             lim = limit_point(problem, factory(K=K, eta=1.0 / K), max_rounds=1000)
             theta_star = problem.reference.theta_star
             floor = float(np.linalg.norm(lim.theta - theta_star)) / max(1.0, scale_of(problem))
             g = to_numpy(problem.oracle(theta_star, grad=True).g)
             zeta2 = float(to_numpy(problem.weights) @ np.sum(g * g, axis=1))
-            out.append({"problem": problem.name, "alpha": "iid" if alpha is None else alpha,
-                        "seed": seed, "K": K, "floor": floor, "zeta_star_sq": zeta2,
-                        "rounds": lim.rounds, "converged": lim.converged})
+            out.append(
+                {
+                    "problem": problem.name,
+                    "alpha": "iid" if alpha is None else alpha,
+                    "seed": seed,
+                    "K": K,
+                    "floor": floor,
+                    "zeta_star_sq": zeta2,
+                    "rounds": lim.rounds,
+                    "converged": lim.converged,
+                }
+            )
     return out
 
 
@@ -86,17 +102,20 @@ def judge(runs: list[dict]) -> dict:
     floors = np.array([r["floor"] for r in runs])
     rho = stats.spearmanr(floors, [r["zeta_star_sq"] for r in runs]).statistic
     levels = list(dict.fromkeys(r["alpha"] for r in runs))
-    means = {str(a): float(np.mean([r["floor"] for r in runs if r["alpha"] == a]))
-             for a in levels}
+    means = {str(a): float(np.mean([r["floor"] for r in runs if r["alpha"] == a])) for a in levels}
     mean_list = list(means.values())
     positive = bool(np.all(floors > MIN_FLOOR)) and all(r["converged"] for r in runs)
     endpoints = mean_list[-1] > mean_list[0]
     rho = float(rho) if np.isfinite(rho) else float("nan")
-    return {"spearman_floor_zeta": rho, "mean_floor_by_alpha": means,
-            "monotone_in_alpha": bool(np.all(np.diff(mean_list) >= 0)),
-            "min_floor": float(floors.min()), "all_positive": positive,
-            "most_heterogeneous_above_iid": endpoints,
-            "passed": positive and endpoints and rho >= MIN_SPEARMAN}
+    return {
+        "spearman_floor_zeta": rho,
+        "mean_floor_by_alpha": means,
+        "monotone_in_alpha": bool(np.all(np.diff(mean_list) >= 0)),
+        "min_floor": float(floors.min()),
+        "all_positive": positive,
+        "most_heterogeneous_above_iid": endpoints,
+        "passed": positive and endpoints and rho >= MIN_SPEARMAN,
+    }
 
 
 def ridge_runs(factory: MethodFactory) -> list[dict]:
@@ -107,8 +126,9 @@ def ridge_runs(factory: MethodFactory) -> list[dict]:
         for K in KS:
             lim = limit_point(problem, factory(K=K, eta=1.0 / K), max_rounds=1000)
             dist = float(np.linalg.norm(lim.theta - problem.reference.theta_star))
-            out.append({"problem": name, "K": K, "dist": dist, "float_floor": F,
-                        "passed": dist <= F})
+            out.append(
+                {"problem": name, "K": K, "dist": dist, "float_floor": F, "passed": dist <= F}
+            )
     return out
 
 
@@ -125,14 +145,23 @@ def check(quick: bool = True, method_factory: MethodFactory = fedpm_factory) -> 
     rho = ", ".join(f"{v['spearman_floor_zeta']:.2f}" for v in verdicts.values())
     low = min(v["min_floor"] for v in verdicts.values())
     ridge_max = max(r["dist"] / r["float_floor"] for r in ridge)
-    return record(CLAIM_ID, STATEMENT, SOURCE, started,
-                  measured=f"floor >= {low:.1e}, rho {rho.replace(', ', '/')}, "
-                           f"ridge {ridge_max:.1f} F",
-                  predicted=f"floor > 0, rho >= {MIN_SPEARMAN}, ridge <= 1 F",
-                  passed=passed,
-                  details={"dataset": "phishing", "rows": rows or 8619, "seeds": seeds,
-                           "ridge_max_dist_over_float_floor": ridge_max, "ridge": ridge,
-                           **verdicts})
+    return record(
+        CLAIM_ID,
+        STATEMENT,
+        SOURCE,
+        started,
+        measured=f"floor >= {low:.1e}, rho {rho.replace(', ', '/')}, ridge {ridge_max:.1f} F",
+        predicted=f"floor > 0, rho >= {MIN_SPEARMAN}, ridge <= 1 F",
+        passed=passed,
+        details={
+            "dataset": "phishing",
+            "rows": rows or 8619,
+            "seeds": seeds,
+            "ridge_max_dist_over_float_floor": ridge_max,
+            "ridge": ridge,
+            **verdicts,
+        },
+    )
 
 
 @cf.draws_claim
@@ -144,31 +173,50 @@ def figure(rec: ClaimRecord) -> Figure:
     (pass: <= 1)."""
     d = rec.details
     fig, (left, right) = cf.new_figure(
-        rec, "FedPM with K > 1 on logistic is biased; on ridge it is not", ncols=2,
-        size=(12.5, 5.8), )
+        rec,
+        "FedPM with K > 1 on logistic is biased; on ridge it is not",
+        ncols=2,
+        size=(12.5, 5.8),
+    )
     for k, key in enumerate(k for k in d if k.startswith("K=")):
         v = d[key]
         runs = sorted(v["runs"], key=lambda r: float(r["zeta_star_sq"]))
         c, m = cf.SERIES[k % len(cf.SERIES)], cf.MARKERS[k % 8]
         rho = float(v["spearman_floor_zeta"])
         ok = "meets" if rho >= MIN_SPEARMAN else "fails"
-        trend = "most heterogeneous above IID" if v["most_heterogeneous_above_iid"] \
+        trend = (
+            "most heterogeneous above IID"
+            if v["most_heterogeneous_above_iid"]
             else "most heterogeneous NOT above IID"
+        )
         x = [float(r["zeta_star_sq"]) for r in runs]
         y = [float(r["floor"]) for r in runs]
-        left.loglog(x, y, "-", color=c, marker=m, lw=1,
-                    label=f"{key}, eta = 1/{key[2:]}: Spearman {rho:.2f} ({ok} >= "
-                          f"{MIN_SPEARMAN}); {trend}")
-        for j, r in enumerate(runs if k == 0 else []):   # the same instances for every K
-            left.annotate("IID" if r["alpha"] == "iid" else f"alpha {r['alpha']:g}",
-                          (float(r["zeta_star_sq"]), float(r["floor"])),
-                          textcoords="offset points",
-                          xytext=(2, -12 - 8 * (j % 2)), fontsize=7, color="0.3")
-    cf.pass_line(left, MIN_FLOOR, f"pass: every floor > 1e3 x the relative float floor = "
-                                  f"{MIN_FLOOR:.1e}")
+        left.loglog(
+            x,
+            y,
+            "-",
+            color=c,
+            marker=m,
+            lw=1,
+            label=f"{key}, eta = 1/{key[2:]}: Spearman {rho:.2f} ({ok} >= {MIN_SPEARMAN}); {trend}",
+        )
+        for j, r in enumerate(runs if k == 0 else []):  # the same instances for every K
+            left.annotate(
+                "IID" if r["alpha"] == "iid" else f"alpha {r['alpha']:g}",
+                (float(r["zeta_star_sq"]), float(r["floor"])),
+                textcoords="offset points",
+                xytext=(2, -12 - 8 * (j % 2)),
+                fontsize=7,
+                color="0.3",
+            )
+    cf.pass_line(
+        left, MIN_FLOOR, f"pass: every floor > 1e3 x the relative float floor = {MIN_FLOOR:.1e}"
+    )
     cf.float_floor(left, cf.relative_floor(), of=r"$10^3\varepsilon$ (relative)")
-    left.set_xlabel(r"heterogeneity $\zeta_\star^2 = \sum_i w_i\|g_i(\theta^\star)\|^2$"
-                    " (labels: the split)")
+    left.set_xlabel(
+        r"heterogeneity $\zeta_\star^2 = \sum_i w_i\|g_i(\theta^\star)\|^2$"
+        " (labels: the split)"
+    )
     left.set_ylabel(r"floor $\|\bar\theta - \theta^\star\| / \max(1, \|\theta^\star\|)$")
     left.set_title(f"logistic, {d['dataset']} ({d['rows']} rows), 10 clients", fontsize=9)
     cf.legend(left, **cf.BELOW)
@@ -179,15 +227,23 @@ def figure(rec: ClaimRecord) -> Figure:
     right.bar(x, y, color=[cf.verdict_color(r["passed"]) for r in ridge], width=0.6)
     right.set_yscale("log")
     cf.mark_zeros(right, x, y, low, "black", 1e-6)
-    right.axhline(1.0, color=cf.FLOOR_COLOR, ls=(0, (1, 1.5)), lw=1.3,
-                  label=r"float floor F = $10^3\varepsilon\max(1, \|\theta^\star\|)$ "
-                        "(pass: dist <= F)")
+    right.axhline(
+        1.0,
+        color=cf.FLOOR_COLOR,
+        ls=(0, (1, 1.5)),
+        lw=1.3,
+        label=r"float floor F = $10^3\varepsilon\max(1, \|\theta^\star\|)$ "
+        "(pass: dist <= F)",
+    )
     right.set_ylim(1e-6 / 3, 1e3)
     right.set_xticks(x, [f"{r['problem']}\nK = {r['K']}" for r in ridge], fontsize=7)
     right.set_ylabel(r"$\|\bar\theta - \theta^\star\| / F$")
     right.set_title("ridge (as in C6): no floor", fontsize=9)
-    right.legend(handles=[*cf.pass_fail_handles(), *right.get_legend_handles_labels()[0]],
-                 fontsize=7, **cf.BELOW)
+    right.legend(
+        handles=[*cf.pass_fail_handles(), *right.get_legend_handles_labels()[0]],
+        fontsize=7,
+        **cf.BELOW,
+    )
     right.grid(alpha=0.3, axis="y")
     return fig
 

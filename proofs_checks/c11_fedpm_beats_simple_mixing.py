@@ -37,8 +37,10 @@ from fedtheory.plot import curve_styles
 from fedtheory.runner import run
 
 CLAIM_ID = "C11"
-STATEMENT = ("FedPM beats simple mixing under heterogeneity (SOPM never reaches rel_dist 1e-8) "
-             "and matches FedNL-class speed")
+STATEMENT = (
+    "FedPM beats simple mixing under heterogeneity (SOPM never reaches rel_dist 1e-8) "
+    "and matches FedNL-class speed"
+)
 SOURCE = "Ishii et al. 2025 (arXiv 2511.09100), experiments; FedNL (Safaryan et al. 2022)"
 TARGET = 1e-8
 BUDGETS = {"FedPM": 15, "FedNL": 25}
@@ -50,8 +52,9 @@ def fednl_factory(**params) -> object:
     return make_method("fednl", {"compressor": "identity", "alpha": 1.0, "option": 1, **params})
 
 
-def rounds_to_target(problem, method, rounds: int,
-                     curve: list | None = None) -> tuple[int | None, float]:
+def rounds_to_target(
+    problem, method, rounds: int, curve: list | None = None
+) -> tuple[int | None, float]:
     """First round with rel_dist <= TARGET (None if never within ``rounds``), best rel_dist.
     ``curve``, if given, receives the rel_dist of every round (for the figure)."""
     trace = run(problem, method, rounds, target=TARGET, drift_metrics=False)
@@ -62,38 +65,54 @@ def rounds_to_target(problem, method, rounds: int,
     return hit, float(rel.min())
 
 
-def check(quick: bool = True, fedpm_factory: MethodFactory = fedpm_factory,
-          sopm_factory: MethodFactory = sopm_factory,
-          fednl_factory: MethodFactory = fednl_factory) -> ClaimRecord:
+def check(
+    quick: bool = True,
+    fedpm_factory: MethodFactory = fedpm_factory,
+    sopm_factory: MethodFactory = sopm_factory,
+    fednl_factory: MethodFactory = fednl_factory,
+) -> ClaimRecord:
     started = time.perf_counter()
     runs, ok = [], True
     for name in PROBLEMS:
         problem = load_problem(name)
         curves: dict[str, list] = {"FedPM": [], "SOPM": [], "FedNL": []}
-        fedpm = rounds_to_target(problem, fedpm_factory(K=1, eta=1.0), SOPM_ROUNDS,
-                                 curves["FedPM"])
-        sopm = rounds_to_target(problem, sopm_factory(K=1, eta=1.0), SOPM_ROUNDS,
-                                curves["SOPM"])
+        fedpm = rounds_to_target(problem, fedpm_factory(K=1, eta=1.0), SOPM_ROUNDS, curves["FedPM"])
+        sopm = rounds_to_target(problem, sopm_factory(K=1, eta=1.0), SOPM_ROUNDS, curves["SOPM"])
         fednl = rounds_to_target(problem, fednl_factory(), SOPM_ROUNDS, curves["FedNL"])
-        verdict = {"FedPM": fedpm[0] is not None and fedpm[0] <= BUDGETS["FedPM"],
-                   "SOPM": sopm[0] is None,
-                   "FedNL": fednl[0] is not None and fednl[0] <= BUDGETS["FedNL"]}
+        verdict = {
+            "FedPM": fedpm[0] is not None and fedpm[0] <= BUDGETS["FedPM"],
+            "SOPM": sopm[0] is None,
+            "FedNL": fednl[0] is not None and fednl[0] <= BUDGETS["FedNL"],
+        }
         ok = ok and all(verdict.values())
-        runs.append({"problem": name, "FedPM_round": fedpm[0], "SOPM_round": sopm[0],
-                     "FedNL_round": fednl[0], "FedPM_best_rel_dist": fedpm[1],
-                     "SOPM_best_rel_dist": sopm[1], "FedNL_best_rel_dist": fednl[1],
-                     "verdict": verdict, "rel_dist": curves})
+        runs.append(
+            {
+                "problem": name,
+                "FedPM_round": fedpm[0],
+                "SOPM_round": sopm[0],
+                "FedNL_round": fednl[0],
+                "FedPM_best_rel_dist": fedpm[1],
+                "SOPM_best_rel_dist": sopm[1],
+                "FedNL_best_rel_dist": fednl[1],
+                "verdict": verdict,
+                "rel_dist": curves,
+            }
+        )
 
     def cell(key: str) -> str:
         return "/".join("-" if r[key] is None else str(r[key]) for r in runs)
 
-    return record(CLAIM_ID, STATEMENT, SOURCE, started,
-                  measured=f"FedPM {cell('FedPM_round')}, SOPM {cell('SOPM_round')}, "
-                           f"FedNL {cell('FedNL_round')} (rounds)",
-                  predicted=f"<= {BUDGETS['FedPM']}, never in {SOPM_ROUNDS}, "
-                            f"<= {BUDGETS['FedNL']}",
-                  passed=ok,
-                  details={"target_rel_dist": TARGET, "problems": PROBLEMS, "runs": runs})
+    return record(
+        CLAIM_ID,
+        STATEMENT,
+        SOURCE,
+        started,
+        measured=f"FedPM {cell('FedPM_round')}, SOPM {cell('SOPM_round')}, "
+        f"FedNL {cell('FedNL_round')} (rounds)",
+        predicted=f"<= {BUDGETS['FedPM']}, never in {SOPM_ROUNDS}, <= {BUDGETS['FedNL']}",
+        passed=ok,
+        details={"target_rel_dist": TARGET, "problems": PROBLEMS, "runs": runs},
+    )
 
 
 @cf.draws_claim
@@ -103,8 +122,12 @@ def figure(rec: ClaimRecord) -> Figure:
     100), and the relative float floor."""
     d = rec.details
     runs = d["runs"]
-    fig, axes = cf.new_figure(rec, "FedPM beats simple mixing and matches FedNL's speed",
-                              ncols=len(runs), size=(6.2 * len(runs), 5.8))
+    fig, axes = cf.new_figure(
+        rec,
+        "FedPM beats simple mixing and matches FedNL's speed",
+        ncols=len(runs),
+        size=(6.2 * len(runs), 5.8),
+    )
     methods = ("FedPM", "SOPM", "FedNL")
     styles = dict(zip(methods, curve_styles([m.lower() for m in methods]), strict=True))
     budgets = {**BUDGETS, "SOPM": SOPM_ROUNDS}
@@ -116,18 +139,30 @@ def figure(rec: ClaimRecord) -> Figure:
             t = np.arange(len(rel))
             hit = r[f"{m}_round"]
             ok = r["verdict"][m]
-            what = (f"reaches 1e-8 at round {hit}" if hit is not None
-                    else f"never reaches 1e-8 (best {float(r[f'{m}_best_rel_dist']):.1e})")
-            rule = ("must not reach it in" if m == "SOPM" else "budget")
-            ax.semilogy(t, rel, color=st["color"], marker=st["marker"], ls=st["ls"], ms=3,
-                        lw=1.2, markevery=max(1, len(t) // 25),
-                        label=f"{m}: {what}; {rule} {budgets[m]} ({'meets' if ok else 'fails'})")
+            what = (
+                f"reaches 1e-8 at round {hit}"
+                if hit is not None
+                else f"never reaches 1e-8 (best {float(r[f'{m}_best_rel_dist']):.1e})"
+            )
+            rule = "must not reach it in" if m == "SOPM" else "budget"
+            ax.semilogy(
+                t,
+                rel,
+                color=st["color"],
+                marker=st["marker"],
+                ls=st["ls"],
+                ms=3,
+                lw=1.2,
+                markevery=max(1, len(t) // 25),
+                label=f"{m}: {what}; {rule} {budgets[m]} ({'meets' if ok else 'fails'})",
+            )
             cf.mark_zeros(ax, t, rel, low, st["color"], floor / 100)
             if m != "SOPM":
                 ax.axvline(budgets[m], color=st["color"], ls="-.", lw=1.2)
         ax.plot([], [], "-.", color="grey", label="round budgets (FedPM 15, FedNL 25)")
-        cf.pass_line(ax, d["target_rel_dist"], f"target rel_dist {d['target_rel_dist']:g}",
-                     color="black")
+        cf.pass_line(
+            ax, d["target_rel_dist"], f"target rel_dist {d['target_rel_dist']:g}", color="black"
+        )
         cf.float_floor(ax, floor, of=r"$10^3\varepsilon$ (relative)")
         ax.set_xlabel("round $t$")
         ax.set_ylabel(r"$\|\theta^t - \theta^\star\| / \max(1, \|\theta^\star\|)$")

@@ -74,21 +74,30 @@ from fedtheory.claims import ClaimRecord, assert_claim, record
 from fedtheory.methods import round_context
 
 CLAIM_ID = "C12"
-STATEMENT = ("Symbolic identities: FedPM eq. 8, the logistic gradient and Hessian, "
-             "sup |sigma''| = 1/(6 sqrt 3), FedPAC's heavy ball, ridge FedPM's (1 - eta)^K")
+STATEMENT = (
+    "Symbolic identities: FedPM eq. 8, the logistic gradient and Hessian, "
+    "sup |sigma''| = 1/(6 sqrt 3), FedPAC's heavy ball, ridge FedPM's (1 - eta)^K"
+)
 GPU = False
 GPU_WHY = "its identities are proved in exact rational arithmetic (sympy) on the host"
-SOURCE = ("Ishii et al. 2025 (arXiv 2511.09100) eq. 6-8; docs/algorithms.md objectives; "
-          "Liu et al. 2026 (arXiv 2602.19271) FedPAC")
+SOURCE = (
+    "Ishii et al. 2025 (arXiv 2511.09100) eq. 6-8; docs/algorithms.md objectives; "
+    "Liu et al. 2026 (arXiv 2602.19271) FedPAC"
+)
 
 Mixing = Callable[[list, list, list], sp.Matrix]
 PACKAGE_TOL = 1e-12
 R = sp.Rational
 #: small ridge problems with integer data: (client rows, client targets), lam = 1/2
 RIDGE_2D = ([[[1, 2], [3, -1], [0, 1]], [[2, 1], [-1, 1]]], [[1, 0, 2], [-1, 3]])
-RIDGE_3D = ([[[1, 0, 2], [2, -1, 1]], [[0, 1, 1], [3, 1, -2], [1, 1, 1]],
-             [[2, 2, 0], [-1, 0, 1], [1, -2, 3], [0, 1, -1]]],
-            [[1, -2], [0, 3, 1], [2, -1, 0, 4]])
+RIDGE_3D = (
+    [
+        [[1, 0, 2], [2, -1, 1]],
+        [[0, 1, 1], [3, 1, -2], [1, 1, 1]],
+        [[2, 2, 0], [-1, 0, 1], [1, -2, 3], [0, 1, -1]],
+    ],
+    [[1, -2], [0, 3, 1], [2, -1, 0, 4]],
+)
 LAM = R(1, 2)
 
 
@@ -134,8 +143,10 @@ def _entry_is_zero(e) -> bool:
 def preconditioned_mixing(P: list, theta_local: list, w: list) -> sp.Matrix:
     """FedPM's server: P^{-1} sum w_i P_i theta_i, P = sum w_i P_i."""
     Pbar = sum((wi * Pi for wi, Pi in zip(w, P, strict=True)), sp.zeros(*P[0].shape))
-    rhs = sum((wi * Pi * ti for wi, Pi, ti in zip(w, P, theta_local, strict=True)),
-              sp.zeros(P[0].shape[0], 1))
+    rhs = sum(
+        (wi * Pi * ti for wi, Pi, ti in zip(w, P, theta_local, strict=True)),
+        sp.zeros(P[0].shape[0], 1),
+    )
     return _inv(Pbar) * _cancel(rhs)
 
 
@@ -148,19 +159,24 @@ class _ExactRidge:
     def __init__(self, data: tuple) -> None:
         rows, targets = data
         self.problem = FederatedProblem.from_clients(
-            [np.asarray(a, dtype=float) for a in rows], [np.asarray(b, dtype=float)
-                                                         for b in targets],
-            objective="ridge", lam=float(LAM), storage="dense")
+            [np.asarray(a, dtype=float) for a in rows],
+            [np.asarray(b, dtype=float) for b in targets],
+            objective="ridge",
+            lam=float(LAM),
+            storage="dense",
+        )
         n = sum(len(b) for b in targets)
         A = [sp.Matrix(a) for a in rows]
         self.d = A[0].shape[1]
         self.w = [R(len(b), n) for b in targets]
         self.H = [a.T * a / a.shape[0] + LAM * sp.eye(self.d) for a in A]
         self.c = [a.T * sp.Matrix(b) / a.shape[0] for a, b in zip(A, targets, strict=True)]
-        self.Hbar = sum((wi * Hi for wi, Hi in zip(self.w, self.H, strict=True)),
-                        sp.zeros(self.d, self.d))
+        self.Hbar = sum(
+            (wi * Hi for wi, Hi in zip(self.w, self.H, strict=True)), sp.zeros(self.d, self.d)
+        )
         self.theta_star = self.Hbar.inv() * sum(
-            (wi * ci for wi, ci in zip(self.w, self.c, strict=True)), sp.zeros(self.d, 1))
+            (wi * ci for wi, ci in zip(self.w, self.c, strict=True)), sp.zeros(self.d, 1)
+        )
 
     def grad(self, i: int, x: sp.Matrix) -> sp.Matrix:
         return self.H[i] * x - self.c[i]
@@ -230,8 +246,9 @@ class _RidgeExactPAC:
         return Theta.inv() * self.ex.grad(i, x), Theta
 
     def mix(self, states, w):
-        return sum((wi * s for wi, s in zip(w, states, strict=True)),
-                   sp.zeros(self.ex.d, self.ex.d))
+        return sum(
+            (wi * s for wi, s in zip(w, states, strict=True)), sp.zeros(self.ex.d, self.ex.d)
+        )
 
 
 def package_fedpac_heavy_ball() -> dict:
@@ -247,18 +264,32 @@ def package_fedpac_heavy_ball() -> dict:
         client = _RidgeExactPAC(ex, theta0, rho, theta_init)
         thetas, sums = _fedpac_rounds(K, len(ex.w), rounds, client, ex.w, eta, beta)
         heavy = heavy and all(
-            thetas[r + 1] - thetas[r] == -eta * (1 - beta) * sum(
-                (wi * s for wi, s in zip(ex.w, sums[r], strict=True)), sp.zeros(ex.d, 1))
+            thetas[r + 1] - thetas[r]
+            == -eta
+            * (1 - beta)
+            * sum((wi * s for wi, s in zip(ex.w, sums[r], strict=True)), sp.zeros(ex.d, 1))
             + beta * (thetas[r] - thetas[max(r - 1, 0)])
-            for r in range(rounds))
-        method = make_method("fedpac", {"K": K, "eta": float(eta), "beta": float(beta),
-                                        "rho": float(rho), "theta_init": theta_init})
+            for r in range(rounds)
+        )
+        method = make_method(
+            "fedpac",
+            {
+                "K": K,
+                "eta": float(eta),
+                "beta": float(beta),
+                "rho": float(rho),
+                "theta_init": theta_init,
+            },
+        )
         got = _package_rounds(method, ex.problem, theta0, rounds)
-        worst = max(worst, *(_rel_error(t, exact)
-                             for t, exact in zip(got, thetas[1:], strict=True)))
-    return {"exact_trajectory_is_heavy_ball": bool(heavy),
-            "package_trajectory_is_exact": worst <= PACKAGE_TOL,
-            "package_max_rel_error": worst}
+        worst = max(
+            worst, *(_rel_error(t, exact) for t, exact in zip(got, thetas[1:], strict=True))
+        )
+    return {
+        "exact_trajectory_is_heavy_ball": bool(heavy),
+        "package_trajectory_is_exact": worst <= PACKAGE_TOL,
+        "package_max_rel_error": worst,
+    }
 
 
 # ---------------------------------------------------------------------------- (a)
@@ -292,17 +323,23 @@ def part_b() -> dict:
     out = {}
     for labels in itertools.product((-1, 1), repeat=n):
         y = sp.Matrix(labels)
-        f = sum(sp.log(1 + sp.exp(-y[j] * (a.row(j) * theta)[0])) for j in range(n)) / n \
+        f = (
+            sum(sp.log(1 + sp.exp(-y[j] * (a.row(j) * theta)[0])) for j in range(n)) / n
             + lam / 2 * (theta.T * theta)[0]
+        )
         grad_sym = sp.Matrix([sp.diff(f, t) for t in theta])
         hess_sym = sp.hessian(f, list(theta))
         s = [1 / (1 + sp.exp(y[j] * (a.row(j) * theta)[0])) for j in range(n)]  # sigma(-y z)
         grad_formula = -a.T * sp.Matrix([y[j] * s[j] for j in range(n)]) / n + lam * theta
-        hess_formula = a.T * sp.diag(*[s[j] * (1 - s[j]) for j in range(n)]) * a / n \
-            + lam * sp.eye(2)
-        ok = all(sp.simplify((e1 - e2).rewrite(sp.exp)) == 0
-                 for e1, e2 in itertools.chain(zip(grad_sym, grad_formula, strict=True),
-                                               zip(hess_sym, hess_formula, strict=True)))
+        hess_formula = a.T * sp.diag(*[s[j] * (1 - s[j]) for j in range(n)]) * a / n + lam * sp.eye(
+            2
+        )
+        ok = all(
+            sp.simplify((e1 - e2).rewrite(sp.exp)) == 0
+            for e1, e2 in itertools.chain(
+                zip(grad_sym, grad_formula, strict=True), zip(hess_sym, hess_formula, strict=True)
+            )
+        )
         out[f"y={labels}"] = ok
     out["oracle_matches_sympy"], out["oracle_max_rel_error"] = _oracle_vs_sympy(a, theta, lam)
     return out
@@ -315,8 +352,10 @@ def _oracle_vs_sympy(a, theta, lam) -> tuple[bool, float]:
     rng = np.random.default_rng(0)
     y_sym = sp.Matrix(sp.symbols("y0 y1", real=True))
     n = a.shape[0]
-    f = sum(sp.log(1 + sp.exp(-y_sym[j] * (a.row(j) * theta)[0])) for j in range(n)) / n \
+    f = (
+        sum(sp.log(1 + sp.exp(-y_sym[j] * (a.row(j) * theta)[0])) for j in range(n)) / n
         + lam / 2 * (theta.T * theta)[0]
+    )
     args = [*a, *theta, lam, *y_sym]
     grad_fn = sp.lambdify(args, sp.Matrix([sp.diff(f, t) for t in theta]), "numpy")
     hess_fn = sp.lambdify(args, sp.hessian(f, list(theta)), "numpy")
@@ -328,8 +367,10 @@ def _oracle_vs_sympy(a, theta, lam) -> tuple[bool, float]:
         lam_v = float(rng.choice([1e-3, 1e-1]))
         vals = [*A.ravel(), *t, lam_v, *y]
         o = logistic(A[None], y[None], np.full((1, n), 1.0 / n), lam_v, t)
-        for got, want in ((o.g[0], np.asarray(grad_fn(*vals), float).ravel()),
-                          (o.H[0], np.asarray(hess_fn(*vals), float))):
+        for got, want in (
+            (o.g[0], np.asarray(grad_fn(*vals), float).ravel()),
+            (o.H[0], np.asarray(hess_fn(*vals), float)),
+        ):
             err = float(np.max(np.abs(got - want)) / max(1e-300, np.max(np.abs(want))))
             worst = max(worst, err)
     return worst <= 1e-12, worst
@@ -346,9 +387,12 @@ def part_c() -> dict:
     sup = max(values, key=lambda v: float(v)) if values else sp.nan
     limits = [sp.limit(s2, x, sp.oo), sp.limit(s2, x, -sp.oo)]
     target = 1 / (6 * sp.sqrt(3))
-    return {"roots": [str(r) for r in roots], "sup": str(sup),
-            "equals_1_over_6_sqrt3": bool(sp.simplify(sup - target) == 0),
-            "vanishes_at_infinity": all(v == 0 for v in limits)}
+    return {
+        "roots": [str(r) for r in roots],
+        "sup": str(sup),
+        "equals_1_over_6_sqrt3": bool(sp.simplify(sup - target) == 0),
+        "vanishes_at_infinity": all(v == 0 for v in limits),
+    }
 
 
 # ---------------------------------------------------------------------------- (d)
@@ -433,8 +477,8 @@ def part_d() -> dict:
         for r in (0, 1):  # theta^{-1} = theta^0: gG^0 = 0
             step = thetas[r + 1] - thetas[r]
             heavy_ball = -eta * (1 - beta) * sum(
-                (wi * s for wi, s in zip(w, sums[r], strict=True)), 0 * thetas[0]) \
-                + beta * (thetas[r] - thetas[max(r - 1, 0)])
+                (wi * s for wi, s in zip(w, sums[r], strict=True)), 0 * thetas[0]
+            ) + beta * (thetas[r] - thetas[max(r - 1, 0)])
             ok = ok and _is_zero(sp.expand(step - heavy_ball))
         out[label] = ok
     return {**out, **package_fedpac_heavy_ball()}
@@ -466,22 +510,31 @@ def check(quick: bool = True, mixing: Mixing = preconditioned_mixing) -> ClaimRe
     """``mixing``: the server rule of parts (a) and (e) (injectable to show the check fails
     for simple mixing). ``quick`` does not change the protocol: every part runs in seconds."""
     started = time.perf_counter()
-    parts = {"a_fedpm_eq8": part_a(mixing), "b_logistic_oracle": part_b(),
-             "c_sup_sigma2": part_c(), "d_fedpac_heavy_ball": part_d(),
-             "e_ridge_contraction": part_e(mixing)}
+    parts = {
+        "a_fedpm_eq8": part_a(mixing),
+        "b_logistic_oracle": part_b(),
+        "c_sup_sigma2": part_c(),
+        "d_fedpac_heavy_ball": part_d(),
+        "e_ridge_contraction": part_e(mixing),
+    }
     verdicts = {}
     for name, res in parts.items():
         flags = [v for k, v in res.items() if isinstance(v, bool)]
         verdicts[name] = all(flags) and bool(flags)
     n_ok = sum(verdicts.values())
-    tie = max(res["package_max_rel_error"] for res in parts.values()
-              if "package_max_rel_error" in res)
-    return record(CLAIM_ID, STATEMENT, SOURCE, started,
-                  measured=f"{n_ok}/{len(parts)} parts hold; package rounds {tie:.1e}",
-                  predicted=f"{len(parts)}/{len(parts)} (every difference = 0); "
-                            f"<= {PACKAGE_TOL:g}",
-                  passed=n_ok == len(parts),
-                  details={"verdicts": verdicts, **parts})
+    tie = max(
+        res["package_max_rel_error"] for res in parts.values() if "package_max_rel_error" in res
+    )
+    return record(
+        CLAIM_ID,
+        STATEMENT,
+        SOURCE,
+        started,
+        measured=f"{n_ok}/{len(parts)} parts hold; package rounds {tie:.1e}",
+        predicted=f"{len(parts)}/{len(parts)} (every difference = 0); <= {PACKAGE_TOL:g}",
+        passed=n_ok == len(parts),
+        details={"verdicts": verdicts, **parts},
+    )
 
 
 PART_TITLES = {
@@ -492,12 +545,10 @@ PART_TITLES = {
     "e_ridge_contraction": "(e) ridge FedPM: theta+ - theta* = (1 - eta)^K (theta - theta*)",
 }
 _CASE_TEXT = {
-    "package_round_is_newton": "package's FedPM round (K = 1) = exact Newton step "
-                               "(<= 1e-12)",
+    "package_round_is_newton": "package's FedPM round (K = 1) = exact Newton step (<= 1e-12)",
     "package_round_contracts": "package's FedPM round (K = 1, 2, 3) = exact "
-                               "(1 - eta)^K contraction (<= 1e-12)",
-    "package_trajectory_is_exact": "package's FedPAC trajectory = exact recursion "
-                                   "(<= 1e-12)",
+    "(1 - eta)^K contraction (<= 1e-12)",
+    "package_trajectory_is_exact": "package's FedPAC trajectory = exact recursion (<= 1e-12)",
     "exact_trajectory_is_heavy_ball": "exact FedPAC trajectory is heavy ball (3 rounds)",
     "package_max_rel_error": "largest relative error of the package's iterates",
     "oracle_matches_sympy": "package oracle vs lambdified sympy (numeric, <= 1e-12)",
@@ -516,7 +567,7 @@ def figure(rec: ClaimRecord) -> Figure:
     d = rec.details
     rows, colors = [], []
 
-    def verdict_color(ok: bool) -> tuple:   # a light tint: the black text stays readable
+    def verdict_color(ok: bool) -> tuple:  # a light tint: the black text stays readable
         return tuple(0.45 * np.asarray(to_rgb(cf.verdict_color(ok))) + 0.55)
 
     for part, title in PART_TITLES.items():
@@ -526,22 +577,35 @@ def figure(rec: ClaimRecord) -> Figure:
         for case, value in d.get(part, {}).items():
             label = f"    {_CASE_TEXT.get(case, case)}"
             if isinstance(value, bool):
-                text = ("yes" if value else "NO") if case in _CASE_TEXT else (
-                    "difference reduces to 0" if value else "difference is NOT 0")
+                text = (
+                    ("yes" if value else "NO")
+                    if case in _CASE_TEXT
+                    else ("difference reduces to 0" if value else "difference is NOT 0")
+                )
                 rows.append([label, text, ""])
                 colors.append(["white", verdict_color(value), "white"])
             else:
-                shown = (f"{float(value):.1e}" if isinstance(value, float)
-                         else ", ".join(map(str, value)) if isinstance(value, list)
-                         else str(value))
+                shown = (
+                    f"{float(value):.1e}"
+                    if isinstance(value, float)
+                    else ", ".join(map(str, value))
+                    if isinstance(value, list)
+                    else str(value)
+                )
                 rows.append([label, shown, ""])
                 colors.append(["white"] * 3)
-    fig, (ax,) = cf.new_figure(rec, "the suite's identities, proved with sympy",
-                               size=(11.0, 0.24 * len(rows) + 1.2))
+    fig, (ax,) = cf.new_figure(
+        rec, "the suite's identities, proved with sympy", size=(11.0, 0.24 * len(rows) + 1.2)
+    )
     ax.axis("off")
-    table = ax.table(cellText=rows, cellColours=colors, loc="upper center", cellLoc="left",
-                     colLabels=["identity / case", "sympy", "part"],
-                     colWidths=[0.62, 0.26, 0.12])
+    table = ax.table(
+        cellText=rows,
+        cellColours=colors,
+        loc="upper center",
+        cellLoc="left",
+        colLabels=["identity / case", "sympy", "part"],
+        colWidths=[0.62, 0.26, 0.12],
+    )
     table.auto_set_font_size(False)
     table.set_fontsize(7.5)
     table.scale(1.0, 1.15)

@@ -68,11 +68,15 @@ from fedtheory.plot import OKABE_ITO
 from fedtheory.rates import loglog_slope
 
 CLAIM_ID = "C13"
-STATEMENT = ("Drift-floor law: at the K = 1 SOPM limit, theta~ - theta* = -sum_i w_i "
-             "H_i(theta*)^{-1} g_i(theta*) + O(||theta~ - theta*||^2): preconditioner drift "
-             "applied to gradient heterogeneity")
-SOURCE = ("derived in this suite (first-order expansion of the SOPM K = 1 fixed point); "
-          "simple mixing after LocalNewton (Gupta et al. 2021) and FedPM (Ishii et al. 2025)")
+STATEMENT = (
+    "Drift-floor law: at the K = 1 SOPM limit, theta~ - theta* = -sum_i w_i "
+    "H_i(theta*)^{-1} g_i(theta*) + O(||theta~ - theta*||^2): preconditioner drift "
+    "applied to gradient heterogeneity"
+)
+SOURCE = (
+    "derived in this suite (first-order expansion of the SOPM K = 1 fixed point); "
+    "simple mixing after LocalNewton (Gupta et al. 2021) and FedPM (Ishii et al. 2025)"
+)
 MAX_REL_ERROR = 0.1
 MIN_SLOPE = 0.8
 FIXED_POINT_TOL = 1e-10
@@ -91,16 +95,41 @@ def drift_floor_law(problem) -> np.ndarray:
 def instances(quick: bool) -> list[dict]:
     """Every instance: how to build it, its group (named, sweep or shown) and whether judged."""
     seeds = (0,) if quick else (0, 1, 2)
-    out = [{"group": "named", "build": lambda: load_problem("a9a_fednl"), "alpha": None},
-           {"group": "named", "build": lambda: load_problem("phishing_iid"), "alpha": None},
-           {"group": "named", "alpha": 0.1, "build": lambda: heterogeneous_problem(
-               "breast_cancer", clients=10, alpha=0.1, seed=0, min_size=5, lam=1.0)}]
-    out += [{"group": "sweep", "alpha": a, "build": lambda a=a, s=s: heterogeneous_problem(
-        "phishing", clients=10, alpha=a, seed=s, lam=1e-2)} for s in seeds for a in ALPHAS]
-    out += [{"group": "shown", "alpha": 0.1,
-             "build": lambda: load_problem("breast_cancer_dirichlet")}]
-    out += [{"group": "shown", "alpha": a, "build": lambda a=a: heterogeneous_problem(
-        "a9a", rows=2000, clients=10, alpha=a, seed=0)} for a in ALPHAS]
+    out = [
+        {"group": "named", "build": lambda: load_problem("a9a_fednl"), "alpha": None},
+        {"group": "named", "build": lambda: load_problem("phishing_iid"), "alpha": None},
+        {
+            "group": "named",
+            "alpha": 0.1,
+            "build": lambda: heterogeneous_problem(
+                "breast_cancer", clients=10, alpha=0.1, seed=0, min_size=5, lam=1.0
+            ),
+        },
+    ]
+    out += [
+        {
+            "group": "sweep",
+            "alpha": a,
+            "build": lambda a=a, s=s: heterogeneous_problem(
+                "phishing", clients=10, alpha=a, seed=s, lam=1e-2
+            ),
+        }
+        for s in seeds
+        for a in ALPHAS
+    ]
+    out += [
+        {"group": "shown", "alpha": 0.1, "build": lambda: load_problem("breast_cancer_dirichlet")}
+    ]
+    out += [
+        {
+            "group": "shown",
+            "alpha": a,
+            "build": lambda a=a: heterogeneous_problem(
+                "a9a", rows=2000, clients=10, alpha=a, seed=0
+            ),
+        }
+        for a in ALPHAS
+    ]
     return out
 
 
@@ -116,50 +145,85 @@ def measure(inst: dict, factory: MethodFactory, predictor: Predictor, bound_term
     rel_error = float(np.linalg.norm(measured - predicted)) / floor if floor > 0 else np.inf
     c5 = bound_terms(problem, lim.theta)
     judged = inst["group"] != "shown"
-    return {"problem": problem.name, "group": inst["group"], "judged": judged,
-            "alpha": "iid" if inst["alpha"] is None else inst["alpha"], "lam": problem.lam,
-            "eta_used": eta, "rounds": lim.rounds, "fixed_point_residual": res,
-            "is_fixed_point": fixed, "floor": floor, "rel_floor": floor / scale_of(problem),
-            "predicted_floor": float(np.linalg.norm(predicted)), "rel_error": rel_error,
-            "cosine": float(measured @ predicted / (floor * np.linalg.norm(predicted)))
-            if floor > 0 and np.linalg.norm(predicted) > 0 else float("nan"),
-            "grad_norm": c5["grad_norm"], "c5_bound": c5["bound"],
-            "c5_tightness": c5["tightness"],
-            "passed": (not judged) or (fixed and rel_error <= MAX_REL_ERROR)}
+    return {
+        "problem": problem.name,
+        "group": inst["group"],
+        "judged": judged,
+        "alpha": "iid" if inst["alpha"] is None else inst["alpha"],
+        "lam": problem.lam,
+        "eta_used": eta,
+        "rounds": lim.rounds,
+        "fixed_point_residual": res,
+        "is_fixed_point": fixed,
+        "floor": floor,
+        "rel_floor": floor / scale_of(problem),
+        "predicted_floor": float(np.linalg.norm(predicted)),
+        "rel_error": rel_error,
+        "cosine": float(measured @ predicted / (floor * np.linalg.norm(predicted)))
+        if floor > 0 and np.linalg.norm(predicted) > 0
+        else float("nan"),
+        "grad_norm": c5["grad_norm"],
+        "c5_bound": c5["bound"],
+        "c5_tightness": c5["tightness"],
+        "passed": (not judged) or (fixed and rel_error <= MAX_REL_ERROR),
+    }
 
 
-def check(quick: bool = True, method_factory: MethodFactory = sopm_factory,
-          predictor: Predictor = drift_floor_law) -> ClaimRecord:
+def check(
+    quick: bool = True,
+    method_factory: MethodFactory = sopm_factory,
+    predictor: Predictor = drift_floor_law,
+) -> ClaimRecord:
     started = time.perf_counter()
-    bound_terms = load_check("C5").bound_terms      # C5's bound, printed beside the law
+    bound_terms = load_check("C5").bound_terms  # C5's bound, printed beside the law
     runs = [measure(inst, method_factory, predictor, bound_terms) for inst in instances(quick)]
     judged = [r for r in runs if r["judged"]]
     sweep = [r for r in runs if r["group"] == "sweep"]
     try:
         fit = loglog_slope([r["floor"] for r in sweep], [r["rel_error"] for r in sweep])
         slope, ci = fit.slope, fit.ci
-    except Exception as exc:          # a zero floor or a zero error: no slope to fit
+    except Exception as exc:  # a zero floor or a zero error: no slope to fit
         slope, ci = float("nan"), (float("nan"), float("nan"))
         fit_error = f"{type(exc).__name__}: {exc}"
     else:
         fit_error = ""
     worst = max(r["rel_error"] for r in judged)
     a9a = next(r["rel_error"] for r in runs if r["problem"] == "a9a_fednl")
-    failures = [f"{r['problem']}: " + ("not a SOPM fixed point" if not r["is_fixed_point"]
-                                        else f"relative error {r['rel_error']:.3g}")
-                for r in judged if not r["passed"]]
-    if not slope >= MIN_SLOPE:                     # nan fails too
+    failures = [
+        f"{r['problem']}: "
+        + (
+            "not a SOPM fixed point"
+            if not r["is_fixed_point"]
+            else f"relative error {r['rel_error']:.3g}"
+        )
+        for r in judged
+        if not r["passed"]
+    ]
+    if not slope >= MIN_SLOPE:  # nan fails too
         failures.append(f"sweep slope {slope:.3g} < {MIN_SLOPE} {fit_error}".strip())
     passed = not failures
-    return record(CLAIM_ID, STATEMENT, SOURCE, started,
-                  measured=f"rel err max {worst:.3g} (a9a {a9a:.3g}); slope {slope:.2f}",
-                  predicted=f"<= {MAX_REL_ERROR:g} each; slope >= {MIN_SLOPE:g}",
-                  interval=f"slope {fmt_ci(ci, '.2f')}", passed=passed,
-                  details={"max_rel_error_judged": worst, "a9a_fednl_rel_error": a9a,
-                           "sweep_slope": slope, "sweep_slope_ci": ci, "failures": failures,
-                           "c5_tightness_range": (min(r["c5_tightness"] for r in runs),
-                                                  max(r["c5_tightness"] for r in runs)),
-                           "runs": runs})
+    return record(
+        CLAIM_ID,
+        STATEMENT,
+        SOURCE,
+        started,
+        measured=f"rel err max {worst:.3g} (a9a {a9a:.3g}); slope {slope:.2f}",
+        predicted=f"<= {MAX_REL_ERROR:g} each; slope >= {MIN_SLOPE:g}",
+        interval=f"slope {fmt_ci(ci, '.2f')}",
+        passed=passed,
+        details={
+            "max_rel_error_judged": worst,
+            "a9a_fednl_rel_error": a9a,
+            "sweep_slope": slope,
+            "sweep_slope_ci": ci,
+            "failures": failures,
+            "c5_tightness_range": (
+                min(r["c5_tightness"] for r in runs),
+                max(r["c5_tightness"] for r in runs),
+            ),
+            "runs": runs,
+        },
+    )
 
 
 def figure(rec: ClaimRecord) -> Figure:
@@ -170,18 +234,34 @@ def figure(rec: ClaimRecord) -> Figure:
     runs = rec.details["runs"]
     fig = Figure(figsize=(10.5, 4.2), layout="constrained")
     left, right = fig.subplots(1, 2)
-    styles = {"named": (OKABE_ITO[0], "o", "named instances"),
-              "sweep": (OKABE_ITO[1], "s", "phishing Dirichlet sweep (lam 1e-2)"),
-              "shown": ("grey", "^", "not judged: outside the first-order regime")}
+    styles = {
+        "named": (OKABE_ITO[0], "o", "named instances"),
+        "sweep": (OKABE_ITO[1], "s", "phishing Dirichlet sweep (lam 1e-2)"),
+        "shown": ("grey", "^", "not judged: outside the first-order regime"),
+    }
     for group, (color, marker, label) in styles.items():
         sel = [r for r in runs if r["group"] == group]
         if not sel:
             continue
         face = "none" if group == "shown" else color
-        left.loglog([r["predicted_floor"] for r in sel], [r["floor"] for r in sel], marker,
-                    color=color, mfc=face, ls="none", label=label)
-        right.loglog([r["rel_floor"] for r in sel], [max(r["rel_error"], 1e-16) for r in sel],
-                     marker, color=color, mfc=face, ls="none", label=label)
+        left.loglog(
+            [r["predicted_floor"] for r in sel],
+            [r["floor"] for r in sel],
+            marker,
+            color=color,
+            mfc=face,
+            ls="none",
+            label=label,
+        )
+        right.loglog(
+            [r["rel_floor"] for r in sel],
+            [max(r["rel_error"], 1e-16) for r in sel],
+            marker,
+            color=color,
+            mfc=face,
+            ls="none",
+            label=label,
+        )
     lo = min(min(r["floor"], r["predicted_floor"]) for r in runs if r["floor"] > 0)
     hi = max(max(r["floor"], r["predicted_floor"]) for r in runs)
     left.loglog([lo, hi], [lo, hi], "k--", lw=1, label="measured = predicted")
@@ -191,12 +271,18 @@ def figure(rec: ClaimRecord) -> Figure:
     sweep = [r for r in runs if r["group"] == "sweep"]
     slope = rec.details["sweep_slope"]
     if sweep and isinstance(slope, float) and np.isfinite(slope):
-        x = np.array([r["rel_floor"] for r in sweep])     # one theta* over the sweep
+        x = np.array([r["rel_floor"] for r in sweep])  # one theta* over the sweep
         y = np.array([r["rel_error"] for r in sweep])
         grid = np.geomspace(x.min(), x.max(), 50)
         c = np.exp(np.mean(np.log(y)) - slope * np.mean(np.log(x)))
-        right.loglog(grid, c * grid**slope, "-", color=OKABE_ITO[1], lw=1,
-                     label=f"sweep fit: slope {slope:.2f}")
+        right.loglog(
+            grid,
+            c * grid**slope,
+            "-",
+            color=OKABE_ITO[1],
+            lw=1,
+            label=f"sweep fit: slope {slope:.2f}",
+        )
     right.set_xlabel(r"relative floor $\|\tilde\theta - \theta^\star\| / \|\theta^\star\|$")
     right.set_ylabel("relative error of the law")
     for ax in (left, right):

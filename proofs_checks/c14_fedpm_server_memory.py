@@ -51,10 +51,14 @@ from fedtheory.rates import q_order
 from fedtheory.runner import run
 
 CLAIM_ID = "C14"
-STATEMENT = ("FedPM with server memory (FedPM-PP, = Stochastic Newton) keeps theta* as its fixed "
-             "point under partial participation, and its linear rate improves with S / N")
-SOURCE = ("Kovalev, Mishchenko, Richtarik 2019 (arXiv 1912.01597), Stochastic Newton; FedPM "
-          "(Ishii et al. 2025) with server memory")
+STATEMENT = (
+    "FedPM with server memory (FedPM-PP, = Stochastic Newton) keeps theta* as its fixed "
+    "point under partial participation, and its linear rate improves with S / N"
+)
+SOURCE = (
+    "Kovalev, Mishchenko, Richtarik 2019 (arXiv 1912.01597), Stochastic Newton; FedPM "
+    "(Ishii et al. 2025) with server memory"
+)
 TARGET = 1e-10
 LOCAL = 1e-3
 ORDER_RANGE = (1.8, 2.2)
@@ -64,7 +68,7 @@ MEMORYLESS_SEEDS = 3
 QUICK_LOGISTIC = {
     "name": "a9a4000_fednl_N20",
     "description": "a9a, first 4,000 rows, contiguous split over 20 clients x 200 rows, "
-                   "lam = 1e-3 (C14's quick problem)",
+    "lam = 1e-3 (C14's quick problem)",
     "data": {"source": "a9a", "rows": 4000, "intercept": False},
     "partition": {"kind": "contiguous", "clients": 20},
     "objective": {"kind": "logistic", "lam": 1e-3},
@@ -78,14 +82,14 @@ def memory_factory(**params) -> object:
 
 def configurations(quick: bool) -> list[dict]:
     if quick:
-        return [{"problem": QUICK_LOGISTIC, "S": (2, 5, 10, 20), "eta": 1.0, "seeds": 5,
-                 "cap": 1000},
-                {"problem": "het_quadratic", "S": (2, 5, 10, 20), "eta": 0.5, "seeds": 5,
-                 "cap": 1000}]
-    return [{"problem": "a9a_fednl", "S": (1, 8, 20, 40, 80), "eta": 1.0, "seeds": 20,
-             "cap": 5000},
-            {"problem": "het_quadratic", "S": (1, 2, 5, 10, 20), "eta": 0.5, "seeds": 20,
-             "cap": 5000}]
+        return [
+            {"problem": QUICK_LOGISTIC, "S": (2, 5, 10, 20), "eta": 1.0, "seeds": 5, "cap": 1000},
+            {"problem": "het_quadratic", "S": (2, 5, 10, 20), "eta": 0.5, "seeds": 5, "cap": 1000},
+        ]
+    return [
+        {"problem": "a9a_fednl", "S": (1, 8, 20, 40, 80), "eta": 1.0, "seeds": 20, "cap": 5000},
+        {"problem": "het_quadratic", "S": (1, 2, 5, 10, 20), "eta": 0.5, "seeds": 20, "cap": 5000},
+    ]
 
 
 def log_contraction(e: np.ndarray) -> float:
@@ -105,15 +109,28 @@ def measure(cfg: dict, factory: MethodFactory) -> dict:
     method = factory(K=1, eta=cfg["eta"])
     per_S, order = [], None
     for S in cfg["S"]:
-        seeds = range(cfg["seeds"]) if S < problem.N else range(1)   # S = N draws nothing
+        seeds = range(cfg["seeds"]) if S < problem.N else range(1)  # S = N draws nothing
         runs = []
         for seed in seeds:
-            tr = run(problem, method, cfg["cap"], participation=S, seed=seed, target=TARGET,
-                     drift_metrics=False)
+            tr = run(
+                problem,
+                method,
+                cfg["cap"],
+                participation=S,
+                seed=seed,
+                target=TARGET,
+                drift_metrics=False,
+            )
             e = tr["rel_dist"]
-            runs.append({"seed": seed, "reached": tr.status == "reached_target",
-                         "rounds": len(e) - 1, "final_rel_dist": float(e[-1]),
-                         "log_contraction": log_contraction(e)})
+            runs.append(
+                {
+                    "seed": seed,
+                    "reached": tr.status == "reached_target",
+                    "rounds": len(e) - 1,
+                    "final_rel_dist": float(e[-1]),
+                    "log_contraction": log_contraction(e),
+                }
+            )
             if S == problem.N and cfg["eta"] == 1.0:
                 try:
                     order = q_order(tr["dist_to_opt"], scale=scale)
@@ -121,32 +138,54 @@ def measure(cfg: dict, factory: MethodFactory) -> dict:
                     order = str(exc)
                 errors = [float(x) for x in tr["dist_to_opt"]]
             if not runs[-1]["reached"]:
-                break            # the claim fails already: the other seeds would not save it
+                break  # the claim fails already: the other seeds would not save it
         memoryless, statuses = None, []
         if S < problem.N:
             floors = []
             for seed in range(MEMORYLESS_SEEDS):
-                tr = run(problem, make_method("fedpm", {"eta": cfg["eta"]}), MEMORYLESS_ROUNDS,
-                         participation=S, seed=seed, drift_metrics=False)
+                tr = run(
+                    problem,
+                    make_method("fedpm", {"eta": cfg["eta"]}),
+                    MEMORYLESS_ROUNDS,
+                    participation=S,
+                    seed=seed,
+                    drift_metrics=False,
+                )
                 floors.append(float(np.median(tr["rel_dist"][-20:])))
                 statuses.append(tr.status)
             memoryless = float(np.median(floors))
         lc = [r["log_contraction"] for r in runs]
-        per_S.append({"S": S, "S_over_N": S / problem.N, "runs": runs,
-                      "all_reached": all(r["reached"] for r in runs),
-                      "median_log_contraction": float(np.median(lc)),
-                      "median_rounds": float(np.median([r["rounds"] for r in runs])),
-                      "memoryless_floor": memoryless, "memoryless_status": statuses})
+        per_S.append(
+            {
+                "S": S,
+                "S_over_N": S / problem.N,
+                "runs": runs,
+                "all_reached": all(r["reached"] for r in runs),
+                "median_log_contraction": float(np.median(lc)),
+                "median_rounds": float(np.median([r["rounds"] for r in runs])),
+                "memoryless_floor": memoryless,
+                "memoryless_status": statuses,
+            }
+        )
     med = [s["median_log_contraction"] for s in per_S]
-    monotone = all(b > a for a, b in zip(med, med[1:], strict=False))   # nan compares False
-    out = {"problem": problem.name, "N": problem.N, "eta": cfg["eta"], "per_S": per_S,
-           "all_reached": all(s["all_reached"] for s in per_S), "monotone": monotone}
+    monotone = all(b > a for a, b in zip(med, med[1:], strict=False))  # nan compares False
+    out = {
+        "problem": problem.name,
+        "N": problem.N,
+        "eta": cfg["eta"],
+        "per_S": per_S,
+        "all_reached": all(s["all_reached"] for s in per_S),
+        "monotone": monotone,
+    }
     if cfg["eta"] == 1.0:
         ok = not isinstance(order, str) and ORDER_RANGE[0] <= order.p <= ORDER_RANGE[1]
-        out.update(full_order=order.p if not isinstance(order, str) else float("nan"),
-                   full_order_ci=order.ci if not isinstance(order, str) else None,
-                   full_order_error="" if not isinstance(order, str) else order,
-                   full_errors=errors, quadratic=ok)
+        out.update(
+            full_order=order.p if not isinstance(order, str) else float("nan"),
+            full_order_ci=order.ci if not isinstance(order, str) else None,
+            full_order_error="" if not isinstance(order, str) else order,
+            full_errors=errors,
+            quadratic=ok,
+        )
     out["passed"] = out["all_reached"] and monotone and out.get("quadratic", True)
     return out
 
@@ -162,17 +201,24 @@ def check(quick: bool = True, method_factory: MethodFactory = memory_factory) ->
         if not p["monotone"]:
             failures.append(f"{p['problem']}: median log-contraction not increasing in S")
         if not p.get("quadratic", True):
-            failures.append(f"{p['problem']}: S = N order {p['full_order']:.3g} outside "
-                            f"{list(ORDER_RANGE)}")
+            failures.append(
+                f"{p['problem']}: S = N order {p['full_order']:.3g} outside {list(ORDER_RANGE)}"
+            )
     head = problems[0]
     contractions = ", ".join(f"{s['median_log_contraction']:.2g}" for s in head["per_S"])
     scope = "quick: smaller a9a, 5 seeds, S/N >= 1/10" if quick else "full: 20 seeds"
-    return record(CLAIM_ID, STATEMENT, SOURCE, started,
-                  measured=f"reached all: {all(p['all_reached'] for p in problems)}; "
-                           f"log-contr. {contractions}; order {head.get('full_order', 0):.2f}",
-                  predicted="reach 1e-10; increasing in S; order in [1.8, 2.2]",
-                  interval=scope, passed=not failures,
-                  details={"mode": scope, "failures": failures, "problems": problems})
+    return record(
+        CLAIM_ID,
+        STATEMENT,
+        SOURCE,
+        started,
+        measured=f"reached all: {all(p['all_reached'] for p in problems)}; "
+        f"log-contr. {contractions}; order {head.get('full_order', 0):.2f}",
+        predicted="reach 1e-10; increasing in S; order in [1.8, 2.2]",
+        interval=scope,
+        passed=not failures,
+        details={"mode": scope, "failures": failures, "problems": problems},
+    )
 
 
 def figure(rec: ClaimRecord) -> Figure:
@@ -188,13 +234,31 @@ def figure(rec: ClaimRecord) -> Figure:
         lo = [min(r["log_contraction"] for r in s["runs"]) for s in p["per_S"]]
         hi = [max(r["log_contraction"] for r in s["runs"]) for s in p["per_S"]]
         err = np.array([np.subtract(med, lo), np.subtract(hi, med)])
-        left.errorbar(x, med, yerr=np.clip(err, 0, None), fmt="o-", color=c, capsize=3,
-                      label=f"{p['problem']} (eta {p['eta']:g})")
+        left.errorbar(
+            x,
+            med,
+            yerr=np.clip(err, 0, None),
+            fmt="o-",
+            color=c,
+            capsize=3,
+            label=f"{p['problem']} (eta {p['eta']:g})",
+        )
         sel = [s for s in p["per_S"] if s["memoryless_floor"] is not None]
-        right.loglog([s["S_over_N"] for s in sel], [s["memoryless_floor"] for s in sel], "v--",
-                     color=c, mfc="none", label=f"{p['problem']}: memoryless FedPM floor")
-        right.loglog(x, [max(r["final_rel_dist"] for r in s["runs"]) for s in p["per_S"]], "o-",
-                     color=c, label=f"{p['problem']}: FedPM-PP, worst final error")
+        right.loglog(
+            [s["S_over_N"] for s in sel],
+            [s["memoryless_floor"] for s in sel],
+            "v--",
+            color=c,
+            mfc="none",
+            label=f"{p['problem']}: memoryless FedPM floor",
+        )
+        right.loglog(
+            x,
+            [max(r["final_rel_dist"] for r in s["runs"]) for s in p["per_S"]],
+            "o-",
+            color=c,
+            label=f"{p['problem']}: FedPM-PP, worst final error",
+        )
     right.axhline(TARGET, color="k", ls=":", lw=1, label=f"target {TARGET:g}")
     left.set_xscale("log")
     left.set_yscale("log")

@@ -57,8 +57,10 @@ from fedtheory.rates import linear_rate
 from fedtheory.runner import run
 
 CLAIM_ID = "C15"
-STATEMENT = ("GIANT has no drift floor; its local linear ratio (eta = 1, no line search) is the "
-             "spectral radius of I - (sum_i w_i H_i(theta*)^{-1}) H(theta*)")
+STATEMENT = (
+    "GIANT has no drift floor; its local linear ratio (eta = 1, no line search) is the "
+    "spectral radius of I - (sum_i w_i H_i(theta*)^{-1}) H(theta*)"
+)
 SOURCE = "Wang, Roosta, Xu, Mahoney 2018 (NeurIPS), arXiv 1709.03528, GIANT"
 PROBLEMS = ("a9a_fednl", "breast_cancer_dirichlet")
 TARGET = 1e-10
@@ -89,9 +91,15 @@ def local_ratio(problem, factory: MethodFactory, rho: float) -> dict:
     u = np.random.default_rng(0).standard_normal(problem.d)
     r = 1e-3 if rho < 1 else 1e-12
     theta0 = star + r * scale * u / np.linalg.norm(u)
-    rounds = RATIO_ROUNDS if rho < 1 else 20      # growth leaves the linear regime fast
-    tr = run(problem, factory(eta=1.0, line_search=False), rounds, theta0=theta0,
-             drift_metrics=False, diverge_factor=1e30)
+    rounds = RATIO_ROUNDS if rho < 1 else 20  # growth leaves the linear regime fast
+    tr = run(
+        problem,
+        factory(eta=1.0, line_search=False),
+        rounds,
+        theta0=theta0,
+        drift_metrics=False,
+        diverge_factor=1e30,
+    )
     e = tr["dist_to_opt"]
     try:
         if rho < 1:
@@ -99,14 +107,19 @@ def local_ratio(problem, factory: MethodFactory, rho: float) -> dict:
         else:
             inside = (e >= 1e2 * e[0]) & (e <= 1e-4 * scale)
             idx = np.flatnonzero(inside)
-            if idx.size < 3 or not inside[idx[0]:idx[-1] + 1].all():
+            if idx.size < 3 or not inside[idx[0] : idx[-1] + 1].all():
                 raise FedTheoryError(f"no linear growth regime: errors {e[:12].tolist()}")
             fit = linear_rate(e, window=(int(idx[0]), int(idx[-1]) + 1))
     except FedTheoryError as exc:
-        return {"start_offset": r, "errors": e.tolist(), "ratio": float("nan"),
-                "reason": str(exc)}
-    return {"start_offset": r, "errors": e.tolist(), "ratio": fit.q, "ratio_ci": fit.ci,
-            "window": fit.window, "reason": ""}
+        return {"start_offset": r, "errors": e.tolist(), "ratio": float("nan"), "reason": str(exc)}
+    return {
+        "start_offset": r,
+        "errors": e.tolist(),
+        "ratio": fit.q,
+        "ratio_ci": fit.ci,
+        "window": fit.window,
+        "reason": "",
+    }
 
 
 def measure(problem, factory: MethodFactory) -> dict:
@@ -117,21 +130,41 @@ def measure(problem, factory: MethodFactory) -> dict:
     dev = abs(loc["ratio"] / rho - 1.0)
     sopm, _ = sopm_limit(problem, K=1)
     sopm_floor = float(np.linalg.norm(sopm.theta - problem.reference.theta_star)) / max(
-        1.0, scale_of(problem))
-    reasons = [r for r, bad in (
-        (f"default GIANT stopped at rel_dist {tr['rel_dist'][-1]:.3g} ({tr.status})",
-         not reached),
-        (f"ratio {loc['ratio']:.4g} vs predicted {rho:.4g} {loc['reason']}".strip(),
-         not dev <= RATIO_TOL)) if bad]
-    return {"problem": problem.name, "predicted_radius": rho, "eig_MH_min": eigs[0],
-            "eig_MH_max": eigs[-1], "reached": reached, "rounds": len(tr.rows) - 1,
-            "errors": tr["rel_dist"].tolist(), "sopm_floor": sopm_floor,
-            **{f"local_{k}": v for k, v in loc.items()}, "ratio_deviation": dev,
-            "passed": not reasons, "reasons": reasons}
+        1.0, scale_of(problem)
+    )
+    reasons = [
+        r
+        for r, bad in (
+            (
+                f"default GIANT stopped at rel_dist {tr['rel_dist'][-1]:.3g} ({tr.status})",
+                not reached,
+            ),
+            (
+                f"ratio {loc['ratio']:.4g} vs predicted {rho:.4g} {loc['reason']}".strip(),
+                not dev <= RATIO_TOL,
+            ),
+        )
+        if bad
+    ]
+    return {
+        "problem": problem.name,
+        "predicted_radius": rho,
+        "eig_MH_min": eigs[0],
+        "eig_MH_max": eigs[-1],
+        "reached": reached,
+        "rounds": len(tr.rows) - 1,
+        "errors": tr["rel_dist"].tolist(),
+        "sopm_floor": sopm_floor,
+        **{f"local_{k}": v for k, v in loc.items()},
+        "ratio_deviation": dev,
+        "passed": not reasons,
+        "reasons": reasons,
+    }
 
 
-def check(quick: bool = True, method_factory: MethodFactory = giant_factory,
-          on: list | None = None) -> ClaimRecord:
+def check(
+    quick: bool = True, method_factory: MethodFactory = giant_factory, on: list | None = None
+) -> ClaimRecord:
     """The claim on the protocol's problems, or on the problems ``on`` (a user's problem). The
     protocol has one size (both problems are small enough for CI): ``quick`` is accepted for
     the common interface and changes nothing.
@@ -143,15 +176,26 @@ def check(quick: bool = True, method_factory: MethodFactory = giant_factory,
     started = time.perf_counter()
     problems = on if on else [load_problem(name) for name in PROBLEMS]
     runs = [measure(problem, method_factory) for problem in problems]
-    return record(CLAIM_ID, STATEMENT, SOURCE, started,
-                  measured="ratio " + ", ".join(f"{r['local_ratio']:.4g}" for r in runs)
-                           + "; reached " + ", ".join(str(r["rounds"]) if r["reached"] else "no"
-                                                      for r in runs),
-                  predicted="rho " + ", ".join(f"{r['predicted_radius']:.4g}" for r in runs)
-                            + f" (+-{RATIO_TOL:.0%}); reach {TARGET:g}",
-                  passed=all(r["passed"] for r in runs),
-                  details={"failures": [f"{r['problem']}: {'; '.join(r['reasons'])}"
-                                        for r in runs if not r["passed"]], "runs": runs})
+    return record(
+        CLAIM_ID,
+        STATEMENT,
+        SOURCE,
+        started,
+        measured="ratio "
+        + ", ".join(f"{r['local_ratio']:.4g}" for r in runs)
+        + "; reached "
+        + ", ".join(str(r["rounds"]) if r["reached"] else "no" for r in runs),
+        predicted="rho "
+        + ", ".join(f"{r['predicted_radius']:.4g}" for r in runs)
+        + f" (+-{RATIO_TOL:.0%}); reach {TARGET:g}",
+        passed=all(r["passed"] for r in runs),
+        details={
+            "failures": [
+                f"{r['problem']}: {'; '.join(r['reasons'])}" for r in runs if not r["passed"]
+            ],
+            "runs": runs,
+        },
+    )
 
 
 def figure(rec: ClaimRecord) -> Figure:
@@ -166,13 +210,25 @@ def figure(rec: ClaimRecord) -> Figure:
         left.semilogy(range(len(e)), e, "-", color=c, label=f"{r['problem']}: GIANT")
         left.axhline(r["sopm_floor"], color=c, ls="--", lw=1, label=f"{r['problem']}: SOPM floor")
         le = np.array(r["local_errors"], dtype=float)
-        right.semilogy(range(len(le)), le, "o", color=c, ms=3,
-                       label=f"{r['problem']}: fitted {r['local_ratio']:.4g}")
+        right.semilogy(
+            range(len(le)),
+            le,
+            "o",
+            color=c,
+            ms=3,
+            label=f"{r['problem']}: fitted {r['local_ratio']:.4g}",
+        )
         w = r.get("local_window")
         if w:
             t = np.arange(w[0], w[1])
-            right.semilogy(t, le[t[-1]] * r["predicted_radius"] ** (t - t[-1]), "-", color=c,
-                           lw=1, label=f"predicted rho = {r['predicted_radius']:.4g}")
+            right.semilogy(
+                t,
+                le[t[-1]] * r["predicted_radius"] ** (t - t[-1]),
+                "-",
+                color=c,
+                lw=1,
+                label=f"predicted rho = {r['predicted_radius']:.4g}",
+            )
     left.axhline(TARGET, color="k", ls=":", lw=1, label=f"target {TARGET:g}")
     left.set_xlabel("round $t$")
     left.set_ylabel(r"$\|\theta^t - \theta^\star\| / \max(1, \|\theta^\star\|)$")

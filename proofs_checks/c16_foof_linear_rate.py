@@ -45,13 +45,17 @@ from fedtheory.rates import linear_rate
 from fedtheory.runner import run
 
 CLAIM_ID = "C16"
-STATEMENT = ("FOOF-preconditioned FedPM is linear with ratio rho(I - P^{-1} H(theta*)), "
-             "P = sum_i w_i P_i^FOOF; exact-Hessian FedPM reaches 1e-10 in fewer rounds")
-SOURCE = ("FedPM (Ishii et al. 2025, arXiv 2511.09100), its scalable approximation; FOOF "
-          "(Benzing 2022, ICML)")
+STATEMENT = (
+    "FOOF-preconditioned FedPM is linear with ratio rho(I - P^{-1} H(theta*)), "
+    "P = sum_i w_i P_i^FOOF; exact-Hessian FedPM reaches 1e-10 in fewer rounds"
+)
+SOURCE = (
+    "FedPM (Ishii et al. 2025, arXiv 2511.09100), its scalable approximation; FOOF "
+    "(Benzing 2022, ICML)"
+)
 TARGET = 1e-10
 RATIO_TOL = 0.05
-QUICK_CAP = 250       # FOOF rounds on a9a in quick mode
+QUICK_CAP = 250  # FOOF rounds on a9a in quick mode
 FULL_CAP = 3000
 
 
@@ -87,8 +91,9 @@ def measure(problem, cap: int, factory: MethodFactory) -> dict:
     scale = scale_of(problem)
     rho, lam_min = predicted_ratio(problem)
     foof = run(problem, factory(K=1, eta=1.0), cap, target=TARGET, drift_metrics=False)
-    exact = run(problem, make_method("fedpm", {"K": 1, "eta": 1.0}), 100, target=TARGET,
-                drift_metrics=False)
+    exact = run(
+        problem, make_method("fedpm", {"K": 1, "eta": 1.0}), 100, target=TARGET, drift_metrics=False
+    )
     e = foof["dist_to_opt"]
     try:
         fit = linear_rate(e, scale=scale)
@@ -98,38 +103,70 @@ def measure(problem, cap: int, factory: MethodFactory) -> dict:
     r_foof, r_exact = first_round(foof["rel_dist"]), first_round(exact["rel_dist"])
     faster = r_exact is not None and (r_foof is None or r_exact < r_foof)
     dev = abs(q / rho - 1.0)
-    reasons = [m for m, bad in (
-        (f"ratio {q:.5g} vs predicted {rho:.5g} {reason}".strip(), not dev <= RATIO_TOL),
-        (f"exact FedPM {r_exact} rounds, FOOF {r_foof}", not faster)) if bad]
-    return {"problem": problem.name, "predicted_ratio": rho, "lambda_min_PinvH": lam_min,
-            "fitted_ratio": q, "ratio_ci": ci, "window": window, "ratio_deviation": dev,
-            "rate_1_minus_q": 1.0 - q, "rate_1_minus_rho": 1.0 - rho, "cap": cap,
-            "foof_rounds": r_foof, "exact_rounds": r_exact, "foof_errors": e.tolist(),
-            "exact_errors": exact["dist_to_opt"].tolist(), "passed": not reasons,
-            "reasons": reasons}
+    reasons = [
+        m
+        for m, bad in (
+            (f"ratio {q:.5g} vs predicted {rho:.5g} {reason}".strip(), not dev <= RATIO_TOL),
+            (f"exact FedPM {r_exact} rounds, FOOF {r_foof}", not faster),
+        )
+        if bad
+    ]
+    return {
+        "problem": problem.name,
+        "predicted_ratio": rho,
+        "lambda_min_PinvH": lam_min,
+        "fitted_ratio": q,
+        "ratio_ci": ci,
+        "window": window,
+        "ratio_deviation": dev,
+        "rate_1_minus_q": 1.0 - q,
+        "rate_1_minus_rho": 1.0 - rho,
+        "cap": cap,
+        "foof_rounds": r_foof,
+        "exact_rounds": r_exact,
+        "foof_errors": e.tolist(),
+        "exact_errors": exact["dist_to_opt"].tolist(),
+        "passed": not reasons,
+        "reasons": reasons,
+    }
 
 
-def check(quick: bool = True, method_factory: MethodFactory = foof_factory,
-          on: list | None = None) -> ClaimRecord:
+def check(
+    quick: bool = True, method_factory: MethodFactory = foof_factory, on: list | None = None
+) -> ClaimRecord:
     """The claim on the protocol's problems, or on the problems ``on`` (a user's problem, with
     the full round cap)."""
     started = time.perf_counter()
-    chosen = ([(p, FULL_CAP) for p in on] if on else
-              [(load_problem(name), cap) for name, cap in configurations(quick)])
+    chosen = (
+        [(p, FULL_CAP) for p in on]
+        if on
+        else [(load_problem(name), cap) for name, cap in configurations(quick)]
+    )
     runs = [measure(problem, cap, method_factory) for problem, cap in chosen]
 
     def rounds(r: dict) -> str:
         return str(r["foof_rounds"]) if r["foof_rounds"] is not None else f">{r['cap']}"
 
-    return record(CLAIM_ID, STATEMENT, SOURCE, started,
-                  measured="ratio " + ", ".join(f"{r['fitted_ratio']:.4g}" for r in runs)
-                           + "; rounds FOOF/exact " + ", ".join(
-                               f"{rounds(r)}/{r['exact_rounds']}" for r in runs),
-                  predicted="rho " + ", ".join(f"{r['predicted_ratio']:.4g}" for r in runs)
-                            + f" (+-{RATIO_TOL:.0%}); exact fewer",
-                  passed=all(r["passed"] for r in runs),
-                  details={"failures": [f"{r['problem']}: {'; '.join(r['reasons'])}"
-                                        for r in runs if not r["passed"]], "runs": runs})
+    return record(
+        CLAIM_ID,
+        STATEMENT,
+        SOURCE,
+        started,
+        measured="ratio "
+        + ", ".join(f"{r['fitted_ratio']:.4g}" for r in runs)
+        + "; rounds FOOF/exact "
+        + ", ".join(f"{rounds(r)}/{r['exact_rounds']}" for r in runs),
+        predicted="rho "
+        + ", ".join(f"{r['predicted_ratio']:.4g}" for r in runs)
+        + f" (+-{RATIO_TOL:.0%}); exact fewer",
+        passed=all(r["passed"] for r in runs),
+        details={
+            "failures": [
+                f"{r['problem']}: {'; '.join(r['reasons'])}" for r in runs if not r["passed"]
+            ],
+            "runs": runs,
+        },
+    )
 
 
 def figure(rec: ClaimRecord) -> Figure:
@@ -140,15 +177,19 @@ def figure(rec: ClaimRecord) -> Figure:
     for k, r in enumerate(rec.details["runs"]):
         c = OKABE_ITO[k % len(OKABE_ITO)]
         e = np.array(r["foof_errors"], dtype=float)
-        ax.semilogy(range(len(e)), e, ".", color=c, ms=2,
-                    label=f"{r['problem']}: FedPM-FOOF, fitted {r['fitted_ratio']:.4g}")
+        ax.semilogy(
+            range(len(e)),
+            e,
+            ".",
+            color=c,
+            ms=2,
+            label=f"{r['problem']}: FedPM-FOOF, fitted {r['fitted_ratio']:.4g}",
+        )
         x = np.array(r["exact_errors"], dtype=float)
-        ax.semilogy(range(len(x)), x, "-", color=c, lw=1.5,
-                    label=f"{r['problem']}: exact FedPM")
+        ax.semilogy(range(len(x)), x, "-", color=c, lw=1.5, label=f"{r['problem']}: exact FedPM")
         if r["window"]:
             t = np.arange(r["window"][0], r["window"][1])
-            ax.semilogy(t, e[t[-1]] * r["predicted_ratio"] ** (t - t[-1]), "--", color="k",
-                        lw=0.8)
+            ax.semilogy(t, e[t[-1]] * r["predicted_ratio"] ** (t - t[-1]), "--", color="k", lw=0.8)
     ax.plot([], [], "--", color="k", lw=0.8, label=r"predicted $\rho(I - P^{-1}H^\star)^t$")
     ax.set_xlabel("round $t$")
     ax.set_ylabel(r"$\|\theta^t - \theta^\star\|$")

@@ -49,17 +49,23 @@ from fedtheory.plot import LINESTYLES, OKABE_ITO
 from fedtheory.runner import iterate
 
 CLAIM_ID = "C17"
-STATEMENT = ("FedNL-PP reaches theta* for every number of participants tau, with a linear rate "
-             "that improves with tau / n")
-SOURCE = ("Safaryan, Islamov, Qian, Richtarik 2022 (ICML, arXiv 2106.02969), FedNL-PP "
-          "(Algorithm 3) and its local linear rate")
+STATEMENT = (
+    "FedNL-PP reaches theta* for every number of participants tau, with a linear rate "
+    "that improves with tau / n"
+)
+SOURCE = (
+    "Safaryan, Islamov, Qian, Richtarik 2022 (ICML, arXiv 2106.02969), FedNL-PP "
+    "(Algorithm 3) and its local linear rate"
+)
 PROBLEM = "a9a_fednl"
 TARGET = 1e-10
 MILESTONE = 1e-8
 LOCAL = 1e-3
 STALL = 100
-COMPRESSORS = {"identity": {"compressor": "identity"},
-               "top-4d": {"compressor": "topK", "Kc": 4 * 123}}
+COMPRESSORS = {
+    "identity": {"compressor": "identity"},
+    "top-4d": {"compressor": "topK", "Kc": 4 * 123},
+}
 
 
 def fednl_pp_factory(**params) -> object:
@@ -69,10 +75,18 @@ def fednl_pp_factory(**params) -> object:
 
 def configuration(quick: bool) -> dict:
     if quick:
-        return {"taus": (8, 20, 80), "seeds": 3, "cap": 2000,
-                "scope": "quick: tau in {8, 20, 80}, 3 seeds"}
-    return {"taus": (4, 8, 20, 80), "seeds": 10, "cap": 3000,
-            "scope": "full: tau in {4, 8, 20, 80}, 10 seeds"}
+        return {
+            "taus": (8, 20, 80),
+            "seeds": 3,
+            "cap": 2000,
+            "scope": "quick: tau in {8, 20, 80}, 3 seeds",
+        }
+    return {
+        "taus": (4, 8, 20, 80),
+        "seeds": 10,
+        "cap": 3000,
+        "scope": "full: tau in {4, 8, 20, 80}, 10 seeds",
+    }
 
 
 def first_round(e: np.ndarray, level: float) -> int | None:
@@ -95,7 +109,7 @@ def errors(problem, method, tau: int, seed: int, cap: int) -> tuple[np.ndarray, 
     iterate ("diverged") or ``cap`` rounds ("cap")."""
     star = problem.reference.theta_star
     scale = max(1.0, float(np.linalg.norm(star)))
-    e = [float(np.linalg.norm(star)) / scale]           # x^0 = 0
+    e = [float(np.linalg.norm(star)) / scale]  # x^0 = 0
     best_round = 0
     for step in iterate(problem, method, rounds=cap, participation=tau, seed=seed):
         e.append(float(np.linalg.norm(to_numpy(step.state.theta) - star)) / scale)
@@ -116,18 +130,31 @@ def measure(problem, method, taus, seeds: int, cap: int) -> list[dict]:
         runs = []
         for seed in range(seeds if tau < problem.N else 1):
             e, status = errors(problem, method, tau, seed, cap)
-            runs.append({"seed": seed, "status": status, "reached": status == "reached",
-                         "rounds": len(e) - 1, "rounds_to_milestone": first_round(e, MILESTONE),
-                         "final_rel_dist": float(e[-1]), "log_contraction": log_contraction(e),
-                         "errors": [float(x) for x in e] if seed == 0 else None})
+            runs.append(
+                {
+                    "seed": seed,
+                    "status": status,
+                    "reached": status == "reached",
+                    "rounds": len(e) - 1,
+                    "rounds_to_milestone": first_round(e, MILESTONE),
+                    "final_rel_dist": float(e[-1]),
+                    "log_contraction": log_contraction(e),
+                    "errors": [float(x) for x in e] if seed == 0 else None,
+                }
+            )
         hits = [r["rounds_to_milestone"] for r in runs]
         median = float(np.median(hits)) if None not in hits else float("inf")
-        per_tau.append({"tau": tau, "tau_over_n": tau / problem.N, "runs": runs,
-                        "all_reached": all(r["reached"] for r in runs),
-                        "median_rounds_to_milestone": median,
-                        "normalised_rounds": median * tau / problem.N,
-                        "median_log_contraction": float(np.median(
-                            [r["log_contraction"] for r in runs]))})
+        per_tau.append(
+            {
+                "tau": tau,
+                "tau_over_n": tau / problem.N,
+                "runs": runs,
+                "all_reached": all(r["reached"] for r in runs),
+                "median_rounds_to_milestone": median,
+                "normalised_rounds": median * tau / problem.N,
+                "median_log_contraction": float(np.median([r["log_contraction"] for r in runs])),
+            }
+        )
     return per_tau
 
 
@@ -137,33 +164,51 @@ def check(quick: bool = True, method_factory: MethodFactory = fednl_pp_factory) 
     problem = load_problem(PROBLEM)
     results, failures = {}, []
     for label, params in COMPRESSORS.items():
-        per_tau = measure(problem, method_factory(**params), cfg["taus"], cfg["seeds"],
-                          cfg["cap"])
+        per_tau = measure(problem, method_factory(**params), cfg["taus"], cfg["seeds"], cfg["cap"])
         med = [t["median_rounds_to_milestone"] for t in per_tau]
         decreasing = all(b < a for a, b in zip(med, med[1:], strict=False))
         reached = all(t["all_reached"] for t in per_tau)
-        results[label] = {"params": params, "per_tau": per_tau, "all_reached": reached,
-                          "decreasing": decreasing}
+        results[label] = {
+            "params": params,
+            "per_tau": per_tau,
+            "all_reached": reached,
+            "decreasing": decreasing,
+        }
         if not reached:
             missed = [f"tau={t['tau']}" for t in per_tau if not t["all_reached"]]
             failures.append(f"{label}: not every run reached {TARGET:g} ({', '.join(missed)})")
         if not decreasing:
-            failures.append(f"{label}: median rounds to {MILESTONE:g} not decreasing in tau "
-                            f"({med})")
+            failures.append(
+                f"{label}: median rounds to {MILESTONE:g} not decreasing in tau ({med})"
+            )
 
     def cell(label: str) -> str:
-        return "/".join("-" if math.isinf(t["median_rounds_to_milestone"])
-                        else f"{t['median_rounds_to_milestone']:g}"
-                        for t in results[label]["per_tau"])
+        return "/".join(
+            "-"
+            if math.isinf(t["median_rounds_to_milestone"])
+            else f"{t['median_rounds_to_milestone']:g}"
+            for t in results[label]["per_tau"]
+        )
 
     taus = "/".join(str(t) for t in cfg["taus"])
-    return record(CLAIM_ID, STATEMENT, SOURCE, started,
-                  measured=f"median rounds to 1e-8 (tau {taus}): " + "; ".join(
-                      f"{label} {cell(label)}" for label in results),
-                  predicted="every run reaches 1e-10; rounds fall with tau (about n / tau)",
-                  interval=cfg["scope"], passed=not failures,
-                  details={"mode": cfg["scope"], "problem": problem.name, "n": problem.N,
-                           "failures": failures, "compressors": results})
+    return record(
+        CLAIM_ID,
+        STATEMENT,
+        SOURCE,
+        started,
+        measured=f"median rounds to 1e-8 (tau {taus}): "
+        + "; ".join(f"{label} {cell(label)}" for label in results),
+        predicted="every run reaches 1e-10; rounds fall with tau (about n / tau)",
+        interval=cfg["scope"],
+        passed=not failures,
+        details={
+            "mode": cfg["scope"],
+            "problem": problem.name,
+            "n": problem.N,
+            "failures": failures,
+            "compressors": results,
+        },
+    )
 
 
 def figure(rec: ClaimRecord) -> Figure:
@@ -177,19 +222,35 @@ def figure(rec: ClaimRecord) -> Figure:
         c = OKABE_ITO[k % len(OKABE_ITO)]
         per_tau = res["per_tau"]
         taus = [t["tau"] for t in per_tau]
-        left.loglog(taus, [t["median_rounds_to_milestone"] for t in per_tau], "o-", color=c,
-                    label=f"FedNL-PP, {label}: median")
+        left.loglog(
+            taus,
+            [t["median_rounds_to_milestone"] for t in per_tau],
+            "o-",
+            color=c,
+            label=f"FedNL-PP, {label}: median",
+        )
         for t in per_tau:
             pts = [r["rounds_to_milestone"] for r in t["runs"] if r["rounds_to_milestone"]]
             left.loglog([t["tau"]] * len(pts), pts, ".", color=c, alpha=0.4)
         ref = per_tau[0]["median_rounds_to_milestone"] * taus[0]
-        left.loglog(taus, [ref / tau for tau in taus], ":", color=c, lw=1,
-                    label=r"$\propto n/\tau$" if k == 0 else None)
+        left.loglog(
+            taus,
+            [ref / tau for tau in taus],
+            ":",
+            color=c,
+            lw=1,
+            label=r"$\propto n/\tau$" if k == 0 else None,
+        )
         for j, t in enumerate(per_tau):
             e = t["runs"][0]["errors"]
-            right.semilogy(range(len(e)), e, LINESTYLES[k % len(LINESTYLES)],
-                           color=OKABE_ITO[(j + 2) % len(OKABE_ITO)], lw=1.2,
-                           label=f"{label}, tau = {t['tau']}")
+            right.semilogy(
+                range(len(e)),
+                e,
+                LINESTYLES[k % len(LINESTYLES)],
+                color=OKABE_ITO[(j + 2) % len(OKABE_ITO)],
+                lw=1.2,
+                label=f"{label}, tau = {t['tau']}",
+            )
     taus = [t["tau"] for t in next(iter(rec.details["compressors"].values()))["per_tau"]]
     left.set_xticks(taus, [str(t) for t in taus])
     left.xaxis.set_minor_locator(NullLocator())

@@ -59,13 +59,17 @@ from fedtheory.rates import default_floor, q_order
 from fedtheory.runner import run
 
 CLAIM_ID = "C18"
-STATEMENT = ("In arbitrary precision with rigorous radii, FedPM (K = 1) has Q-order 2 and FedNL "
-             "(identity) the golden ratio 1.618, each fitted over >= 6 asymptotic rounds with "
-             "intervals that separate them")
+STATEMENT = (
+    "In arbitrary precision with rigorous radii, FedPM (K = 1) has Q-order 2 and FedNL "
+    "(identity) the golden ratio 1.618, each fitted over >= 6 asymptotic rounds with "
+    "intervals that separate them"
+)
 GPU = False
 GPU_WHY = "it runs in ball arithmetic (python-flint), which has no GPU backend"
-SOURCE = ("FedPM local theorem (Ishii et al. 2025, arXiv 2511.09100) and FedNL's stale-Hessian "
-          "order (Safaryan et al. 2022, arXiv 2106.02969), measured in arb (fedtheory.precision)")
+SOURCE = (
+    "FedPM local theorem (Ishii et al. 2025, arXiv 2511.09100) and FedNL's stale-Hessian "
+    "order (Safaryan et al. 2022, arXiv 2106.02969), measured in arb (fedtheory.precision)"
+)
 GOLDEN = (1 + math.sqrt(5)) / 2
 PREC = 1024
 SIDE_PREC = 256
@@ -75,16 +79,30 @@ MAX_CI_WIDTH = 0.04
 #: name -> (arb method, params, pass range, the other method's value its interval must exclude)
 METHODS: dict[str, tuple[str, dict[str, Any], tuple[float, float], float]] = {
     "FedPM": ("fedpm", {"K": 1, "eta": 1.0}, (1.98, 2.02), GOLDEN),
-    "FedNL": ("fednl", {"option": 1, "compressor": "identity", "alpha": 1.0,
-                        "init": "hessian"}, (1.58, 1.66), 2.0),
+    "FedNL": (
+        "fednl",
+        {"option": 1, "compressor": "identity", "alpha": 1.0, "init": "hessian"},
+        (1.58, 1.66),
+        2.0,
+    ),
 }
 
 
 def _synthetic(alpha: float, beta: float) -> dict:
-    return {"name": f"fedprox_synthetic_{alpha:g}_{beta:g}_d20",
-            "data": {"source": "fedprox_synthetic", "alpha": alpha, "beta": beta,
-                     "clients": 10, "d": 20, "sizes": "powerlaw", "mean_size": 50, "seed": 0},
-            "objective": {"kind": "logistic", "lam": 1e-2}}
+    return {
+        "name": f"fedprox_synthetic_{alpha:g}_{beta:g}_d20",
+        "data": {
+            "source": "fedprox_synthetic",
+            "alpha": alpha,
+            "beta": beta,
+            "clients": 10,
+            "d": 20,
+            "sizes": "powerlaw",
+            "mean_size": 50,
+            "seed": 0,
+        },
+        "objective": {"kind": "logistic", "lam": 1e-2},
+    }
 
 
 def problems(quick: bool) -> list:
@@ -103,39 +121,68 @@ def measure_precise(pp, method: str, params: dict, prec: int) -> dict:
     trace = run_precise(pp, method, params, MAX_ROUNDS, prec, stop_at_floor=True)
     logs = trace.log10()
     stop = resolved_stop(trace)
-    out = {"prec": prec, "status": trace.status, "rounds": len(trace) - 1,
-           "resolved_rounds": stop, "log10_errors": logs.tolist(),
-           "log10_radii": trace.log10("dist_to_opt", radius=True).tolist(),
-           "successive_orders": successive_orders(logs[:stop]).tolist(),
-           "seconds": trace.rows[-1]["seconds"]}
+    out = {
+        "prec": prec,
+        "status": trace.status,
+        "rounds": len(trace) - 1,
+        "resolved_rounds": stop,
+        "log10_errors": logs.tolist(),
+        "log10_radii": trace.log10("dist_to_opt", radius=True).tolist(),
+        "successive_orders": successive_orders(logs[:stop]).tolist(),
+        "seconds": trace.rows[-1]["seconds"],
+    }
     try:
         fit = precise_q_order(trace)
     except FedTheoryError as exc:
-        return {**out, "order": math.nan, "order_ci": (math.nan, math.nan), "window": None,
-                "window_rounds": 0, "pairs": 0, "fit_error": str(exc)}
+        return {
+            **out,
+            "order": math.nan,
+            "order_ci": (math.nan, math.nan),
+            "window": None,
+            "window_rounds": 0,
+            "pairs": 0,
+            "fit_error": str(exc),
+        }
     start, stop_w = fit.window
     rel = [float(b.rad() / b.mid()) for b in trace.balls("dist_to_opt")[start:stop_w]]
-    return {**out, "order": fit.p, "order_ci": fit.ci, "window": fit.window,
-            "window_rounds": stop_w - start, "pairs": fit.n_points,
-            "max_rel_radius_in_window": max(rel)}
+    return {
+        **out,
+        "order": fit.p,
+        "order_ci": fit.ci,
+        "window": fit.window,
+        "window_rounds": stop_w - start,
+        "pairs": fit.n_points,
+        "max_rel_radius_in_window": max(rel),
+    }
 
 
 def measure_float64(problem, method: str, params: dict) -> dict:
     """The same method in float64 (fedtheory.runner), fitted as C2 and C9 fit theirs."""
     scale = scale_of(problem)
-    trace = run(problem, make_method(method, params), MAX_ROUNDS,
-                target=default_floor(scale) / max(1.0, scale), drift_metrics=False)
+    trace = run(
+        problem,
+        make_method(method, params),
+        MAX_ROUNDS,
+        target=default_floor(scale) / max(1.0, scale),
+        drift_metrics=False,
+    )
     e = trace["dist_to_opt"]
-    out = {"prec": 53, "errors": e.tolist(),
-           "successive_orders": successive_orders(np.log10(e[e > default_floor(scale)]))
-           .tolist()}
+    out = {
+        "prec": 53,
+        "errors": e.tolist(),
+        "successive_orders": successive_orders(np.log10(e[e > default_floor(scale)])).tolist(),
+    }
     try:
         fit = q_order(e, scale=scale)
     except FedTheoryError as exc:
-        return {**out, "order": math.nan, "order_ci": (math.nan, math.nan), "pairs": 0,
-                "fit_error": str(exc)}
-    return {**out, "order": fit.p, "order_ci": fit.ci, "window": fit.window,
-            "pairs": fit.n_points}
+        return {
+            **out,
+            "order": math.nan,
+            "order_ci": (math.nan, math.nan),
+            "pairs": 0,
+            "fit_error": str(exc),
+        }
+    return {**out, "order": fit.p, "order_ci": fit.ci, "window": fit.window, "pairs": fit.n_points}
 
 
 def judge(run_: dict, order_range: tuple[float, float], other: float) -> list[str]:
@@ -166,35 +213,60 @@ def check(quick: bool = True, methods: dict | None = None) -> ClaimRecord:
         for label, (name, params, order_range, other) in methods.items():
             res = measure_precise(pp, name, params, PREC)
             reasons = judge(res, order_range, other)
-            runs.append({"problem": problem.name, "method": label, "arb": res,
-                         "arb_256": measure_precise(side, name, params, SIDE_PREC),
-                         "float64": measure_float64(problem, name, params),
-                         "passed": not reasons, "reason": "; ".join(reasons)})
+            runs.append(
+                {
+                    "problem": problem.name,
+                    "method": label,
+                    "arb": res,
+                    "arb_256": measure_precise(side, name, params, SIDE_PREC),
+                    "float64": measure_float64(problem, name, params),
+                    "passed": not reasons,
+                    "reason": "; ".join(reasons),
+                }
+            )
             failures += [f"{problem.name} {label}: {r}" for r in reasons]
     by = {(r["problem"], r["method"]): r for r in runs}
     head = runs[0]["problem"]
-    fits = {m: _fmt(by[head, m]["arb"]["order"], by[head, m]["arb"]["order_ci"], 4)
-            for m in methods}
-    main = ", ".join(f"{m} {fits[m]} ({by[head, m]['arb']['window_rounds']} rounds)"
-                     for m in methods)
+    fits = {
+        m: _fmt(by[head, m]["arb"]["order"], by[head, m]["arb"]["order_ci"], 4) for m in methods
+    }
+    main = ", ".join(
+        f"{m} {fits[m]} ({by[head, m]['arb']['window_rounds']} rounds)" for m in methods
+    )
 
     def side(m: str) -> str:
         f, a = by[head, m]["float64"], by[head, m]["arb_256"]
-        return (f"{_fmt(f['order'], f['order_ci'], 3)} ({f['pairs']} pairs) | "
-                f"{_fmt(a['order'], a['order_ci'], 4)} ({a['pairs']} pairs)")
+        return (
+            f"{_fmt(f['order'], f['order_ci'], 3)} ({f['pairs']} pairs) | "
+            f"{_fmt(a['order'], a['order_ci'], 4)} ({a['pairs']} pairs)"
+        )
 
-    measured = (f"{main} at {PREC} bits on {head}; C2 and C9 side by side, float64 | "
-                f"{SIDE_PREC} bits: C2 (FedPM) {side('FedPM')}; C9 (FedNL) {side('FedNL')}"
-                if {"FedPM", "FedNL"} <= set(methods) else main)
-    return record(CLAIM_ID, STATEMENT, SOURCE, started, measured=measured,
-                  predicted=f"2 and {GOLDEN:.4f} (pass: in [1.98, 2.02] and [1.58, 1.66], "
-                            f"intervals <= {MAX_CI_WIDTH} wide excluding each other's value, "
-                            f">= {MIN_ROUNDS} rounds)",
-                  interval=", ".join(f"{m} {fits[m]}" for m in methods),
-                  passed=not failures,
-                  details={"prec": PREC, "side_prec": SIDE_PREC, "golden_ratio": GOLDEN,
-                           "problems": sorted({r["problem"] for r in runs}),
-                           "failures": failures, "runs": runs})
+    measured = (
+        f"{main} at {PREC} bits on {head}; C2 and C9 side by side, float64 | "
+        f"{SIDE_PREC} bits: C2 (FedPM) {side('FedPM')}; C9 (FedNL) {side('FedNL')}"
+        if {"FedPM", "FedNL"} <= set(methods)
+        else main
+    )
+    return record(
+        CLAIM_ID,
+        STATEMENT,
+        SOURCE,
+        started,
+        measured=measured,
+        predicted=f"2 and {GOLDEN:.4f} (pass: in [1.98, 2.02] and [1.58, 1.66], "
+        f"intervals <= {MAX_CI_WIDTH} wide excluding each other's value, "
+        f">= {MIN_ROUNDS} rounds)",
+        interval=", ".join(f"{m} {fits[m]}" for m in methods),
+        passed=not failures,
+        details={
+            "prec": PREC,
+            "side_prec": SIDE_PREC,
+            "golden_ratio": GOLDEN,
+            "problems": sorted({r["problem"] for r in runs}),
+            "failures": failures,
+            "runs": runs,
+        },
+    )
 
 
 def figure(rec: ClaimRecord) -> Figure:
@@ -208,14 +280,31 @@ def figure(rec: ClaimRecord) -> Figure:
         for k, r in enumerate(x for x in rec.details["runs"] if x["problem"] == name):
             color, marker = OKABE_ITO[k % len(OKABE_ITO)], "os"[k % 2]
             q = np.array(r["arb"]["successive_orders"], dtype=float)
-            ax.plot(np.arange(q.size), q, marker + "-", color=color, ms=5,
-                    label=f"{r['method']}, {r['arb']['prec']} bits: p = {r['arb']['order']:.4f}")
+            ax.plot(
+                np.arange(q.size),
+                q,
+                marker + "-",
+                color=color,
+                ms=5,
+                label=f"{r['method']}, {r['arb']['prec']} bits: p = {r['arb']['order']:.4f}",
+            )
             q64 = np.array(r["float64"]["successive_orders"], dtype=float)
-            ax.plot(np.arange(q64.size), q64, marker, color=color, mfc="none", ms=8,
-                    label=f"{r['method']}, float64: p = {r['float64']['order']:.3f}")
+            ax.plot(
+                np.arange(q64.size),
+                q64,
+                marker,
+                color=color,
+                mfc="none",
+                ms=8,
+                label=f"{r['method']}, float64: p = {r['float64']['order']:.3f}",
+            )
             if r["arb"]["window"]:
-                ax.axvspan(r["arb"]["window"][0] - 0.3, r["arb"]["window"][1] - 0.7,
-                           color=color, alpha=0.08)
+                ax.axvspan(
+                    r["arb"]["window"][0] - 0.3,
+                    r["arb"]["window"][1] - 0.7,
+                    color=color,
+                    alpha=0.08,
+                )
         ax.axhline(2.0, color="k", ls="--", lw=1, label="2 (Newton)")
         ax.axhline(GOLDEN, color="k", ls=":", lw=1, label=r"$\varphi = 1.618$ (stale Hessian)")
         ax.set_ylim(0.8, 2.6)

@@ -49,8 +49,10 @@ from fedtheory.rates import default_floor, loglog_slope
 from fedtheory.runner import run
 
 CLAIM_ID = "EXT-PP"
-STATEMENT = ("Extension: FedPM with S < N is Newton on a random sub-objective; its stationary "
-             "error grows with (N - S) / (S (N - 1)) times the gradient heterogeneity at theta*")
+STATEMENT = (
+    "Extension: FedPM with S < N is Newton on a random sub-objective; its stationary "
+    "error grows with (N - S) / (S (N - 1)) times the gradient heterogeneity at theta*"
+)
 SOURCE = "no paper reports it; first-order analysis in the module docstring"
 N = 20
 S_VALUES = (2, 5, 10, 15, 19)
@@ -71,12 +73,13 @@ def predicted_terms(problem) -> tuple[float, float]:
 def measure(problem, factory: MethodFactory, S: int, rounds: int, seeds: range) -> float:
     errs = []
     for seed in seeds:
-        trace = run(problem, factory(K=1, eta=1.0), rounds, participation=S, seed=seed,
-                    drift_metrics=False)
+        trace = run(
+            problem, factory(K=1, eta=1.0), rounds, participation=S, seed=seed, drift_metrics=False
+        )
         e = trace["dist_to_opt"]
         if trace.status == "diverged" or len(e) <= BURN_IN + 1:
             return float("inf")
-        errs.append(np.mean(e[BURN_IN + 1:] ** 2))
+        errs.append(np.mean(e[BURN_IN + 1 :] ** 2))
     return float(np.mean(errs))
 
 
@@ -92,42 +95,71 @@ def check(quick: bool = True, method_factory: MethodFactory = fedpm_factory) -> 
     rows, rounds, seeds = (2000, 40, range(3)) if quick else (4000, 80, range(8))
     points = []
     for alpha in LEVELS:
-        problem = heterogeneous_problem("phishing", rows=rows, clients=N, alpha=alpha, seed=0,
-                                        weighting="uniform")
+        problem = heterogeneous_problem(
+            "phishing", rows=rows, clients=N, alpha=alpha, seed=0, weighting="uniform"
+        )
         G2, HG2 = predicted_terms(problem)
         floor2 = default_floor(scale_of(problem)) ** 2
         for S in S_VALUES:
             v = (N - S) / (S * (N - 1))
             err = measure(problem, method_factory, S, rounds, seeds)
-            points.append({"split": "iid" if alpha is None else f"dirichlet{alpha:g}", "S": S,
-                           "v": v, "G_star_sq": G2, "x": v * G2, "stationary_sq_error": err,
-                           "predicted_sq_error": v * HG2, "ratio": err / (v * HG2),
-                           "above_floor": bool(np.isfinite(err) and err > floor2),
-                           "theta_star_norm": scale_of(problem)})   # for the figure
+            points.append(
+                {
+                    "split": "iid" if alpha is None else f"dirichlet{alpha:g}",
+                    "S": S,
+                    "v": v,
+                    "G_star_sq": G2,
+                    "x": v * G2,
+                    "stationary_sq_error": err,
+                    "predicted_sq_error": v * HG2,
+                    "ratio": err / (v * HG2),
+                    "above_floor": bool(np.isfinite(err) and err > floor2),
+                    "theta_star_norm": scale_of(problem),
+                }
+            )  # for the figure
     usable = all(p["above_floor"] for p in points)
     try:
-        fit = loglog_slope([p["x"] for p in points], [p["stationary_sq_error"] for p in points],
-                           predicted=1.0)
+        fit = loglog_slope(
+            [p["x"] for p in points], [p["stationary_sq_error"] for p in points], predicted=1.0
+        )
         slope, ci, why = fit.slope, fit.ci, ""
     except FedTheoryError as exc:
         slope, ci, why = float("nan"), (float("nan"), float("nan")), str(exc)
     passed = usable and slope > 0
-    by_prediction = _slope([p["predicted_sq_error"] for p in points],
-                           [p["stationary_sq_error"] for p in points])
-    by_split = {split: _slope([p["v"] for p in points if p["split"] == split],
-                              [p["stationary_sq_error"] for p in points if p["split"] == split])
-                for split in dict.fromkeys(p["split"] for p in points)}
-    return record(CLAIM_ID, STATEMENT, SOURCE, started,
-                  measured=f"log-log slope {slope:.2f}",
-                  predicted="> 0 (first order: 1)",
-                  interval=fmt_ci(ci, ".2f"),
-                  passed=passed,
-                  details={"slope": slope, "slope_ci": ci, "ci_excludes_zero": ci[0] > 0,
-                           "all_above_float_floor": usable, "fit_error": why,
-                           "slope_vs_first_order_prediction": by_prediction,
-                           "slope_vs_v_by_split": by_split,
-                           "N": N, "rows": rows, "rounds": rounds, "seeds": len(seeds),
-                           "points": points})
+    by_prediction = _slope(
+        [p["predicted_sq_error"] for p in points], [p["stationary_sq_error"] for p in points]
+    )
+    by_split = {
+        split: _slope(
+            [p["v"] for p in points if p["split"] == split],
+            [p["stationary_sq_error"] for p in points if p["split"] == split],
+        )
+        for split in dict.fromkeys(p["split"] for p in points)
+    }
+    return record(
+        CLAIM_ID,
+        STATEMENT,
+        SOURCE,
+        started,
+        measured=f"log-log slope {slope:.2f}",
+        predicted="> 0 (first order: 1)",
+        interval=fmt_ci(ci, ".2f"),
+        passed=passed,
+        details={
+            "slope": slope,
+            "slope_ci": ci,
+            "ci_excludes_zero": ci[0] > 0,
+            "all_above_float_floor": usable,
+            "fit_error": why,
+            "slope_vs_first_order_prediction": by_prediction,
+            "slope_vs_v_by_split": by_split,
+            "N": N,
+            "rows": rows,
+            "rounds": rounds,
+            "seeds": len(seeds),
+            "points": points,
+        },
+    )
 
 
 @cf.draws_claim
@@ -140,32 +172,55 @@ def figure(rec: ClaimRecord) -> Figure:
     d = rec.details
     points = d["points"]
     fig, (left, right) = cf.new_figure(
-        rec, "FedPM under partial participation: the error grows with v(S) x heterogeneity",
-        ncols=2, size=(12.5, 5.8))
+        rec,
+        "FedPM under partial participation: the error grows with v(S) x heterogeneity",
+        ncols=2,
+        size=(12.5, 5.8),
+    )
     splits = list(dict.fromkeys(p["split"] for p in points))
     floor2 = default_floor(max(p.get("theta_star_norm", 1.0) for p in points)) ** 2
     for k, split in enumerate(splits):
         sel = [p for p in points if p["split"] == split]
         c, m = cf.SERIES[k % len(cf.SERIES)], cf.MARKERS[k % 8]
         meas = [float(p["stationary_sq_error"]) for p in sel]
-        left.loglog([p["predicted_sq_error"] for p in sel], meas, ls="none", marker=m,
-                    color=c, label=f"{split}: S = " + ", ".join(str(p["S"]) for p in sel))
-        right.loglog([p["x"] for p in sel], meas, ls="none", marker=m, color=c,
-                     label=f"{split} (slope within the split "
-                           f"{float(d['slope_vs_v_by_split'][split]):.2f})")
+        left.loglog(
+            [p["predicted_sq_error"] for p in sel],
+            meas,
+            ls="none",
+            marker=m,
+            color=c,
+            label=f"{split}: S = " + ", ".join(str(p["S"]) for p in sel),
+        )
+        right.loglog(
+            [p["x"] for p in sel],
+            meas,
+            ls="none",
+            marker=m,
+            color=c,
+            label=f"{split} (slope within the split {float(d['slope_vs_v_by_split'][split]):.2f})",
+        )
         for p, y in zip(sel, meas, strict=True):
-            left.annotate(f"S={p['S']}", (p["predicted_sq_error"], y), fontsize=6,
-                          textcoords="offset points", xytext=(4, 3 if k % 2 == 0 else -10),
-                          color=c)
+            left.annotate(
+                f"S={p['S']}",
+                (p["predicted_sq_error"], y),
+                fontsize=6,
+                textcoords="offset points",
+                xytext=(4, 3 if k % 2 == 0 else -10),
+                color=c,
+            )
     pred = [p["predicted_sq_error"] for p in points]
     lo, hi = min(pred), max(pred)
     left.loglog([lo, hi], [lo, hi], "k--", lw=1, label="measured = first-order prediction")
     cf.float_floor(left, floor2, of=r"$(10^3\varepsilon\max(1, \|\theta^\star\|))^2$")
     left.set_xlabel(r"predicted $v(S)\,\frac{1}{N}\sum_i \|H^{-1} g_i(\theta^\star)\|^2$")
-    left.set_ylabel(r"stationary $\mathbb{E}\|\theta^t - \theta^\star\|^2$ (after round "
-                    f"{BURN_IN})")
-    left.set_title(f"N = {d['N']}, {d['rows']} rows of phishing, {d['rounds']} rounds, "
-                   f"{d['seeds']} seeds", fontsize=9)
+    left.set_ylabel(
+        r"stationary $\mathbb{E}\|\theta^t - \theta^\star\|^2$ (after round "
+        f"{BURN_IN})"
+    )
+    left.set_title(
+        f"N = {d['N']}, {d['rows']} rows of phishing, {d['rounds']} rounds, {d['seeds']} seeds",
+        fontsize=9,
+    )
     cf.legend(left, **cf.BELOW)
     slope, ci = float(d["slope"]), [float(v) for v in d["slope_ci"]]
     xs = np.array([p["x"] for p in points], dtype=float)
@@ -175,24 +230,52 @@ def figure(rec: ClaimRecord) -> Figure:
         lx, ly = np.log(xs[good]), np.log(ys[good])
         cx, cy = lx.mean(), ly.mean()
         grid = np.linspace(lx.min(), lx.max(), 50)
-        right.loglog(np.exp(grid), np.exp(cy + slope * (grid - cx)), "-", color="black",
-                     lw=1.5, label=f"fit: slope {slope:.2f} [{ci[0]:.2f}, {ci[1]:.2f}] "
-                                   f"(95 % CI); pass: slope > 0 "
-                                   f"({'meets' if slope > 0 else 'fails'})")
+        right.loglog(
+            np.exp(grid),
+            np.exp(cy + slope * (grid - cx)),
+            "-",
+            color="black",
+            lw=1.5,
+            label=f"fit: slope {slope:.2f} [{ci[0]:.2f}, {ci[1]:.2f}] "
+            f"(95 % CI); pass: slope > 0 "
+            f"({'meets' if slope > 0 else 'fails'})",
+        )
         if all(map(math.isfinite, ci)):
             lines = np.exp(cy + np.outer(ci, grid - cx))
-            right.fill_between(np.exp(grid), lines.min(axis=0), lines.max(axis=0),
-                               color="grey", alpha=0.2, lw=0, label="slopes in the 95 % CI")
-        right.loglog(np.exp(grid), np.exp(cy + 1.0 * (grid - cx)), "-.", color="black",
-                     lw=1.2, label="first-order slope 1 (reported, not judged)")
+            right.fill_between(
+                np.exp(grid),
+                lines.min(axis=0),
+                lines.max(axis=0),
+                color="grey",
+                alpha=0.2,
+                lw=0,
+                label="slopes in the 95 % CI",
+            )
+        right.loglog(
+            np.exp(grid),
+            np.exp(cy + 1.0 * (grid - cx)),
+            "-.",
+            color="black",
+            lw=1.2,
+            label="first-order slope 1 (reported, not judged)",
+        )
     below = [p for p in points if not p["above_floor"]]
     if below:
-        right.loglog([p["x"] for p in below],
-                     [max(float(p["stationary_sq_error"]), 1e-300) for p in below], "x",
-                     color=cf.FAIL_COLOR, ms=9, ls="none",
-                     label="fails: not above the squared float floor")
-    cf.float_floor(right, floor2, of=r"$(10^3\varepsilon\max(1, \|\theta^\star\|))^2$"
-                                     " (pass: every point above it)")
+        right.loglog(
+            [p["x"] for p in below],
+            [max(float(p["stationary_sq_error"]), 1e-300) for p in below],
+            "x",
+            color=cf.FAIL_COLOR,
+            ms=9,
+            ls="none",
+            label="fails: not above the squared float floor",
+        )
+    cf.float_floor(
+        right,
+        floor2,
+        of=r"$(10^3\varepsilon\max(1, \|\theta^\star\|))^2$"
+        " (pass: every point above it)",
+    )
     right.set_xlabel(r"$x = v(S)\,G_\star^2$, $v(S) = (N - S) / (S (N - 1))$")
     right.set_ylabel(r"stationary $\mathbb{E}\|\theta^t - \theta^\star\|^2$")
     right.set_title("the trend the extension passes on", fontsize=9)

@@ -24,11 +24,11 @@ from typing import Any
 
 import numpy as np
 
-ARMIJO_C = 1e-4              # SOPM local search: f_i decreases by >= 1e-4 * step * slope
-MAX_HALVINGS = 60            # documented choice of the package (never reached in the tests)
-SUP_SIGMA2 = 1.0 / (6.0 * math.sqrt(3.0))   # sup_z |sigma''(z)|
-RANK_GUARD = 1e-15           # FedNL rank-R's delta = kept / (total + 1e-15) (reference code)
-BITS = 32                    # FedNL papers' bit convention: 32-bit floats
+ARMIJO_C = 1e-4  # SOPM local search: f_i decreases by >= 1e-4 * step * slope
+MAX_HALVINGS = 60  # documented choice of the package (never reached in the tests)
+SUP_SIGMA2 = 1.0 / (6.0 * math.sqrt(3.0))  # sup_z |sigma''(z)|
+RANK_GUARD = 1e-15  # FedNL rank-R's delta = kept / (total + 1e-15) (reference code)
+BITS = 32  # FedNL papers' bit convention: 32-bit floats
 
 
 def sym(d: int) -> int:
@@ -51,8 +51,9 @@ def _sigmoid(z: np.ndarray) -> np.ndarray:
 class RefProblem:
     """N clients' data (dense), the objective and the weights; oracles one client at a time."""
 
-    def __init__(self, Xs: list, ys: list, *, objective: str, lam: float,
-                 weighting: str = "samples") -> None:
+    def __init__(
+        self, Xs: list, ys: list, *, objective: str, lam: float, weighting: str = "samples"
+    ) -> None:
         self.Xs = [np.array(X, dtype=float) for X in Xs]
         self.ys = [np.array(y, dtype=float).ravel() for y in ys]
         self.objective, self.lam = objective, float(lam)
@@ -118,14 +119,21 @@ class RefProblem:
                 break
             step = np.linalg.solve(self.HH(theta), g)
             t, f0 = 1.0, self.F(theta)
-            while (self.F(theta - t * step) > f0 - 1e-4 * t * (g @ step)
-                   and np.linalg.norm(self.G(theta - t * step)) >= np.linalg.norm(g)
-                   and t > 1e-10):
+            while (
+                self.F(theta - t * step) > f0 - 1e-4 * t * (g @ step)
+                and np.linalg.norm(self.G(theta - t * step)) >= np.linalg.norm(g)
+                and t > 1e-10
+            ):
                 t *= 0.5
             theta = theta - t * step
         ev = np.linalg.eigvalsh(self.HH(theta))
-        return {"theta_star": theta, "f_star": self.F(theta), "mu": float(ev[0]),
-                "L": float(ev[-1]), "L_H": self.hessian_lipschitz()}
+        return {
+            "theta_star": theta,
+            "f_star": self.F(theta),
+            "mu": float(ev[0]),
+            "L": float(ev[-1]),
+            "L_H": self.hessian_lipschitz(),
+        }
 
     def hessian_lipschitz(self) -> float:
         """L_H <= (1/(6 sqrt 3)) sum_i w_i (1/n_i) sum_j ||a_j||^3 (logistic); 0 (ridge)."""
@@ -174,8 +182,15 @@ def armijo_step(pb: RefProblem, i: int, x: np.ndarray, p: np.ndarray, eta: float
     return t
 
 
-def local_newton(pb: RefProblem, i: int, theta: np.ndarray, K: int, eta: float, delta: float,
-                 line_search: bool = False) -> tuple[np.ndarray, list]:
+def local_newton(
+    pb: RefProblem,
+    i: int,
+    theta: np.ndarray,
+    K: int,
+    eta: float,
+    delta: float,
+    line_search: bool = False,
+) -> tuple[np.ndarray, list]:
     """Client i's K damped local Newton steps from theta: (theta_i^K, [P_i^0 .. P_i^{K-1}])."""
     x, Ps = theta.copy(), []
     for _ in range(K):
@@ -187,20 +202,35 @@ def local_newton(pb: RefProblem, i: int, theta: np.ndarray, K: int, eta: float, 
     return x, Ps
 
 
-def ref_newton_round(pb: RefProblem, theta: np.ndarray, S: list[int] | None, *,
-                     eta: float = 1.0) -> RefRound:
+def ref_newton_round(
+    pb: RefProblem, theta: np.ndarray, S: list[int] | None, *, eta: float = 1.0
+) -> RefRound:
     S = _all(pb, S)
     wt = pb.weights_over(S)
     Hm = sum(w * pb.H(i, theta) for w, i in zip(wt, S, strict=True))
     gm = sum(w * pb.g(i, theta) for w, i in zip(wt, S, strict=True))
     d, m = pb.d, len(S)
-    return RefRound(theta - eta * np.linalg.solve(Hm, gm), S, wt, uplink=m * (d + sym(d)),
-                    downlink=m * d, grad=m, hess=m)
+    return RefRound(
+        theta - eta * np.linalg.solve(Hm, gm),
+        S,
+        wt,
+        uplink=m * (d + sym(d)),
+        downlink=m * d,
+        grad=m,
+        hess=m,
+    )
 
 
-def ref_fedpm_round(pb: RefProblem, theta: np.ndarray, S: list[int] | None, *, K: int = 1,
-                    eta: float = 1.0, delta: float = 0.0,
-                    mixing_preconditioner: str = "last") -> RefRound:
+def ref_fedpm_round(
+    pb: RefProblem,
+    theta: np.ndarray,
+    S: list[int] | None,
+    *,
+    K: int = 1,
+    eta: float = 1.0,
+    delta: float = 0.0,
+    mixing_preconditioner: str = "last",
+) -> RefRound:
     """FedPM: local Newton steps; upload theta_i^K and P_i (default the LAST step's);
     theta+ = (sum w~_i P_i)^{-1} sum w~_i P_i theta_i^K."""
     S = _all(pb, S)
@@ -216,19 +246,34 @@ def ref_fedpm_round(pb: RefProblem, theta: np.ndarray, S: list[int] | None, *, K
             P_mix.append(Ps[-1])
         elif mixing_preconditioner == "start":
             P_mix.append(pb.H(i, theta) + delta * np.eye(d))
-        else:                                                  # "end": one more Hessian
+        else:  # "end": one more Hessian
             P_mix.append(pb.H(i, x) + delta * np.eye(d))
             extra_hess += 1
     Pbar = sum(w * P for w, P in zip(wt, P_mix, strict=True))
     rhs = sum(w * (P @ x) for w, P, x in zip(wt, P_mix, locals_, strict=True))
-    return RefRound(np.linalg.solve(Pbar, rhs), S, wt, P=P_last, local=locals_,
-                    uplink=m * (d + sym(d)), downlink=m * d, grad=K * m,
-                    hess=K * m + extra_hess)
+    return RefRound(
+        np.linalg.solve(Pbar, rhs),
+        S,
+        wt,
+        P=P_last,
+        local=locals_,
+        uplink=m * (d + sym(d)),
+        downlink=m * d,
+        grad=K * m,
+        hess=K * m + extra_hess,
+    )
 
 
-def ref_sopm_round(pb: RefProblem, theta: np.ndarray, S: list[int] | None, *, K: int = 1,
-                   eta: float = 1.0, delta: float = 0.0, local_search: bool = False
-                   ) -> RefRound:
+def ref_sopm_round(
+    pb: RefProblem,
+    theta: np.ndarray,
+    S: list[int] | None,
+    *,
+    K: int = 1,
+    eta: float = 1.0,
+    delta: float = 0.0,
+    local_search: bool = False,
+) -> RefRound:
     """SOPM: the same local steps, theta+ = sum w~_i theta_i^K."""
     S = _all(pb, S)
     wt = pb.weights_over(S)
@@ -239,8 +284,17 @@ def ref_sopm_round(pb: RefProblem, theta: np.ndarray, S: list[int] | None, *, K:
         locals_.append(x)
         P_last.append(Ps[-1])
     theta_new = sum(w * x for w, x in zip(wt, locals_, strict=True))
-    return RefRound(theta_new, S, wt, P=P_last, local=locals_, uplink=m * d, downlink=m * d,
-                    grad=K * m, hess=K * m)
+    return RefRound(
+        theta_new,
+        S,
+        wt,
+        P=P_last,
+        local=locals_,
+        uplink=m * d,
+        downlink=m * d,
+        grad=K * m,
+        hess=K * m,
+    )
 
 
 # ---------------------------------------------------------------------------- FedPAC
@@ -253,8 +307,9 @@ class PACState:
     pending_hess: float = 0.0
 
 
-def ref_fedpac_init(pb: RefProblem, theta0: np.ndarray, *, theta_init: str = "hessian",
-                    align: bool = True) -> PACState:
+def ref_fedpac_init(
+    pb: RefProblem, theta0: np.ndarray, *, theta_init: str = "hessian", align: bool = True
+) -> PACState:
     """Theta^0 = sum_i w_i H_i(theta^0) over all N clients (one d(d+1)/2 upload each,
     counted with the first round: documented choice) or I; gG = 0."""
     d = pb.d
@@ -265,9 +320,19 @@ def ref_fedpac_init(pb: RefProblem, theta0: np.ndarray, *, theta_init: str = "he
     return PACState(theta0.copy(), np.eye(d), np.zeros(d))
 
 
-def ref_fedpac_round(pb: RefProblem, st: PACState, S: list[int] | None, *, K: int = 1,
-                     eta: float = 1.0, beta: float = 0.5, rho: float = 0.9, delta: float = 0.0,
-                     order: str = "update_then_use", align: bool = True) -> RefRound:
+def ref_fedpac_round(
+    pb: RefProblem,
+    st: PACState,
+    S: list[int] | None,
+    *,
+    K: int = 1,
+    eta: float = 1.0,
+    beta: float = 0.5,
+    rho: float = 0.9,
+    delta: float = 0.0,
+    order: str = "update_then_use",
+    align: bool = True,
+) -> RefRound:
     S = _all(pb, S)
     wt = pb.weights_over(S)
     d, m = pb.d, len(S)
@@ -276,13 +341,13 @@ def ref_fedpac_round(pb: RefProblem, st: PACState, S: list[int] | None, *, K: in
     hess = 0
     for i in S:
         x = theta.copy()
-        Th = st.Theta.copy() if align else pb.H(i, theta)    # alignment (warm start)
+        Th = st.Theta.copy() if align else pb.H(i, theta)  # alignment (warm start)
         for _ in range(K):
             Hx = pb.H(i, x)
-            Th_new = rho * Th + (1 - rho) * Hx                 # curvature EMA
+            Th_new = rho * Th + (1 - rho) * Hx  # curvature EMA
             P = (Th_new if order == "update_then_use" else Th) + delta * np.eye(d)
             dk = np.linalg.solve(P, pb.g(i, x))
-            x = x - eta * ((1 - beta) * dk + beta * st.gG)     # correction
+            x = x - eta * ((1 - beta) * dk + beta * st.gG)  # correction
             Th = Th_new
         hess += K if rho < 1 else (0 if align else 1)
         deltas.append(x - theta)
@@ -293,24 +358,43 @@ def ref_fedpac_round(pb: RefProblem, st: PACState, S: list[int] | None, *, K: in
     Theta = sum(w * T for w, T in zip(wt, thetas_K, strict=True)) if align else None
     mat = sym(d) if align else 0
     new = PACState(theta + Delta, Theta, -Delta / (K * eta))
-    return RefRound(theta + Delta, S, wt, P=P_last, local=locals_,
-                    uplink=m * (d + mat) + st.pending_up,
-                    downlink=m * (d + (d if beta > 0 else 0) + mat), grad=K * m,
-                    hess=hess + st.pending_hess, state=new)
+    return RefRound(
+        theta + Delta,
+        S,
+        wt,
+        P=P_last,
+        local=locals_,
+        uplink=m * (d + mat) + st.pending_up,
+        downlink=m * (d + (d if beta > 0 else 0) + mat),
+        grad=K * m,
+        hess=hess + st.pending_hess,
+        state=new,
+    )
 
 
 # ---------------------------------------------------------------------------- FedSophia
 @dataclass
 class SophiaState:
     theta: np.ndarray
-    m: dict = field(default_factory=dict)      # client -> m_i (keep_state only)
+    m: dict = field(default_factory=dict)  # client -> m_i (keep_state only)
     h: dict = field(default_factory=dict)
 
 
-def ref_fedsophia_round(pb: RefProblem, st: SophiaState, S: list[int] | None, *, K: int = 1,
-                        eta: float = 0.01, b1: float = 0.9, b2: float = 0.99, gamma: float = 1.0,
-                        eps: float = 1e-12, rho: float = 1.0, tau: int = 1,
-                        keep_state: bool = False) -> RefRound:
+def ref_fedsophia_round(
+    pb: RefProblem,
+    st: SophiaState,
+    S: list[int] | None,
+    *,
+    K: int = 1,
+    eta: float = 0.01,
+    b1: float = 0.9,
+    b2: float = 0.99,
+    gamma: float = 1.0,
+    eps: float = 1e-12,
+    rho: float = 1.0,
+    tau: int = 1,
+    keep_state: bool = False,
+) -> RefRound:
     """K local Sophia steps with the exact Hessian diagonal (refreshed at k = 0, tau, ...;
     m, h start at 0 and are reset every round unless keep_state), server average."""
     S = _all(pb, S)
@@ -335,13 +419,24 @@ def ref_fedsophia_round(pb: RefProblem, st: SophiaState, S: list[int] | None, *,
         if keep_state:
             new_m[i], new_h[i] = m, h
     theta = sum(w * x for w, x in zip(wt, locals_, strict=True))
-    return RefRound(theta, S, wt, P=P_last, local=locals_, uplink=mm * d, downlink=mm * d,
-                    grad=K * mm, hess=hess, state=SophiaState(theta, new_m, new_h))
+    return RefRound(
+        theta,
+        S,
+        wt,
+        P=P_last,
+        local=locals_,
+        uplink=mm * d,
+        downlink=mm * d,
+        grad=K * mm,
+        hess=hess,
+        state=SophiaState(theta, new_m, new_h),
+    )
 
 
 # ---------------------------------------------------------------------------- first order
-def ref_gd_round(pb: RefProblem, theta: np.ndarray, S: list[int] | None, *,
-                 eta: float = 0.5) -> RefRound:
+def ref_gd_round(
+    pb: RefProblem, theta: np.ndarray, S: list[int] | None, *, eta: float = 0.5
+) -> RefRound:
     S = _all(pb, S)
     wt = pb.weights_over(S)
     g = sum(w * pb.g(i, theta) for w, i in zip(wt, S, strict=True))
@@ -349,8 +444,15 @@ def ref_gd_round(pb: RefProblem, theta: np.ndarray, S: list[int] | None, *,
     return RefRound(theta - eta * g, S, wt, uplink=m * d, downlink=m * d, grad=m)
 
 
-def ref_fedprox_round(pb: RefProblem, theta: np.ndarray, S: list[int] | None, *, K: int = 1,
-                      eta: float = 0.5, mu_p: float = 0.0) -> RefRound:
+def ref_fedprox_round(
+    pb: RefProblem,
+    theta: np.ndarray,
+    S: list[int] | None,
+    *,
+    K: int = 1,
+    eta: float = 0.5,
+    mu_p: float = 0.0,
+) -> RefRound:
     """K local GD steps on f_i + (mu_p/2)||. - theta||^2 (mu_p = 0: FedAvg), simple average."""
     S = _all(pb, S)
     wt = pb.weights_over(S)
@@ -372,8 +474,15 @@ class ScaffoldState:
     c_local: dict
 
 
-def ref_scaffold_round(pb: RefProblem, st: ScaffoldState, S: list[int] | None, *, K: int = 1,
-                       eta: float = 0.5, eta_g: float = 1.0) -> RefRound:
+def ref_scaffold_round(
+    pb: RefProblem,
+    st: ScaffoldState,
+    S: list[int] | None,
+    *,
+    K: int = 1,
+    eta: float = 0.5,
+    eta_g: float = 1.0,
+) -> RefRound:
     """Option II control variates; the server's c moves by sum_{i in S} w_i (c_i^+ - c_i)
     with the original weights (documented choice: keeps c = sum_i w_i c_i)."""
     S = _all(pb, S)
@@ -392,8 +501,16 @@ def ref_scaffold_round(pb: RefProblem, st: ScaffoldState, S: list[int] | None, *
         locals_.append(x)
     step = sum(w * (x - st.theta) for w, x in zip(wt, locals_, strict=True))
     theta = st.theta + eta_g * step
-    return RefRound(theta, S, wt, local=locals_, uplink=2 * m * d, downlink=2 * m * d,
-                    grad=K * m, state=ScaffoldState(theta, st.c + dc, c_local))
+    return RefRound(
+        theta,
+        S,
+        wt,
+        local=locals_,
+        uplink=2 * m * d,
+        downlink=2 * m * d,
+        grad=K * m,
+        state=ScaffoldState(theta, st.c + dc, c_local),
+    )
 
 
 # ---------------------------------------------------------------------------- FedNL
@@ -427,7 +544,7 @@ def fednl_alpha(alpha: Any, compressor: str, d: int, Kc: int, kept: float | None
         if compressor == "identity":
             delta_c = 1.0
         elif compressor == "topK":
-            delta_c = min(Kc, sym(d)) / sym(d)        # 2 K / (d (d + 1))
+            delta_c = min(Kc, sym(d)) / sym(d)  # 2 K / (d (d + 1))
         else:
             delta_c = kept
         return 1.0 - math.sqrt(max(1.0 - delta_c, 0.0))
@@ -437,7 +554,7 @@ def fednl_alpha(alpha: Any, compressor: str, d: int, Kc: int, kept: float | None
 @dataclass
 class FedNLState:
     x: np.ndarray
-    Hl: list                  # learned Hessians H_i^k
+    Hl: list  # learned Hessians H_i^k
     pending_up: float = 0.0
     pending_hess: float = 0.0
     pending_bits: float = 0.0
@@ -446,14 +563,23 @@ class FedNLState:
 def ref_fednl_init(pb: RefProblem, x0: np.ndarray, *, H_init: str = "hessian") -> FedNLState:
     d = pb.d
     if H_init == "hessian":
-        return FedNLState(x0.copy(), [pb.H(i, x0) for i in range(pb.N)], pb.N * sym(d), pb.N,
-                          pb.N * BITS * sym(d))
+        return FedNLState(
+            x0.copy(), [pb.H(i, x0) for i in range(pb.N)], pb.N * sym(d), pb.N, pb.N * BITS * sym(d)
+        )
     return FedNLState(x0.copy(), [np.zeros((d, d)) for _ in range(pb.N)])
 
 
-def ref_fednl_round(pb: RefProblem, st: FedNLState, *, option: int = 1,
-                    compressor: str = "identity", Kc: int = 1, R: int = 1, alpha: Any = "one",
-                    l_norm: str = "spectral") -> RefRound:
+def ref_fednl_round(
+    pb: RefProblem,
+    st: FedNLState,
+    *,
+    option: int = 1,
+    compressor: str = "identity",
+    Kc: int = 1,
+    R: int = 1,
+    alpha: Any = "one",
+    l_norm: str = "spectral",
+) -> RefRound:
     """FedNL option 1 ([H^k]_mu with mu = lam, eigenvalues clipped below) or option 2
     (H^k + l^k I, l^k = sum w_i ||H_i(x) - H_i^k||), then H_i += alpha C(H_i(x) - H_i) at the
     OLD point. Full participation."""
@@ -491,21 +617,32 @@ def ref_fednl_round(pb: RefProblem, st: FedNLState, *, option: int = 1,
         msg, msg_bits = min(min(R, d) * (d + 1), sym(d)), BITS * min(R, d) * d
     extra = 1 if option == 2 else 0
     S = list(range(N))
-    return RefRound(x_new, S, w.copy(), uplink=N * (d + msg + extra) + st.pending_up,
-                    downlink=N * d, grad=N, hess=N + st.pending_hess,
-                    bits=N * (BITS * d + msg_bits) + st.pending_bits,
-                    state=FedNLState(x_new, Hl))
+    return RefRound(
+        x_new,
+        S,
+        w.copy(),
+        uplink=N * (d + msg + extra) + st.pending_up,
+        downlink=N * d,
+        grad=N,
+        hess=N + st.pending_hess,
+        bits=N * (BITS * d + msg_bits) + st.pending_bits,
+        state=FedNLState(x_new, Hl),
+    )
 
 
 # ------------------------------------------------------------------------------ runs and rows
 METHOD_ROUNDS = {
-    "newton": ref_newton_round, "fedpm": ref_fedpm_round, "sopm": ref_sopm_round,
-    "gd": ref_gd_round, "fedprox": ref_fedprox_round,
+    "newton": ref_newton_round,
+    "fedpm": ref_fedpm_round,
+    "sopm": ref_sopm_round,
+    "gd": ref_gd_round,
+    "fedprox": ref_fedprox_round,
 }
 
 
-def ref_run(pb: RefProblem, method: str, params: dict, schedule: list, *,
-            theta0: np.ndarray | None = None) -> list[RefRound]:
+def ref_run(
+    pb: RefProblem, method: str, params: dict, schedule: list, *, theta0: np.ndarray | None = None
+) -> list[RefRound]:
     """Rounds of ``method`` with the participants of ``schedule`` (one list per round; None
     means all clients), from theta0 (default 0). ``fedavg`` is FedProx with mu_p = 0."""
     theta = np.zeros(pb.d) if theta0 is None else np.array(theta0, dtype=float)
@@ -514,8 +651,12 @@ def ref_run(pb: RefProblem, method: str, params: dict, schedule: list, *,
     if method == "fedavg":
         method, params = "fedprox", {**params, "mu_p": 0.0}
     if method == "fedpac":
-        st = ref_fedpac_init(pb, theta, theta_init=params.pop("theta_init", "hessian"),
-                             align=params.get("align", True))
+        st = ref_fedpac_init(
+            pb,
+            theta,
+            theta_init=params.pop("theta_init", "hessian"),
+            align=params.get("align", True),
+        )
         for S in schedule:
             r = ref_fedpac_round(pb, st, S, **params)
             out.append(r)
@@ -554,8 +695,9 @@ def _frob2(M: np.ndarray) -> float:
     return float(np.sum(M * M))
 
 
-def ref_rows(pb: RefProblem, sol: dict, rounds: list[RefRound],
-             theta0: np.ndarray | None = None) -> list[dict]:
+def ref_rows(
+    pb: RefProblem, sol: dict, rounds: list[RefRound], theta0: np.ndarray | None = None
+) -> list[dict]:
     """The per-round metric rows of docs/algorithms.md "Per-round metrics" for a reference run:
     row 0 at theta^0, row t after round t; counts cumulative and divided by N; the drift
     metrics of row t over round t's participants (their last-step P_i, H and g at the round's
@@ -569,13 +711,24 @@ def ref_rows(pb: RefProblem, sol: dict, rounds: list[RefRound],
 
     def base(t: int, theta: np.ndarray, S: int) -> dict:
         dist = float(np.linalg.norm(theta - theta_star))
-        return {"round": t, "dist_to_opt": dist, "rel_dist": dist / scale,
-                "subopt": pb.F(theta) - sol["f_star"],
-                "grad_norm": float(np.linalg.norm(pb.G(theta))), "participants": S,
-                "uplink_floats": tot["up"] / N, "downlink_floats": tot["down"] / N,
-                "bits": tot["bits"] / N, "local_grad_evals": tot["grad"] / N,
-                "local_hess_evals": tot["hess"] / N, "drift": nan, "rel_drift": nan,
-                "hess_gap": nan, "grad_dissimilarity": nan, "client_drift": nan}
+        return {
+            "round": t,
+            "dist_to_opt": dist,
+            "rel_dist": dist / scale,
+            "subopt": pb.F(theta) - sol["f_star"],
+            "grad_norm": float(np.linalg.norm(pb.G(theta))),
+            "participants": S,
+            "uplink_floats": tot["up"] / N,
+            "downlink_floats": tot["down"] / N,
+            "bits": tot["bits"] / N,
+            "local_grad_evals": tot["grad"] / N,
+            "local_hess_evals": tot["hess"] / N,
+            "drift": nan,
+            "rel_drift": nan,
+            "hess_gap": nan,
+            "grad_dissimilarity": nan,
+            "client_drift": nan,
+        }
 
     rows = [base(0, prev, 0)]
     for t, r in enumerate(rounds, start=1):
@@ -586,9 +739,12 @@ def ref_rows(pb: RefProblem, sol: dict, rounds: list[RefRound],
         tot["bits"] += BITS * r.uplink if r.bits is None else r.bits
         row = base(t, r.theta, len(r.S))
         g_all = pb.G(prev)
-        row["grad_dissimilarity"] = float(sum(
-            w * float(np.sum((pb.g(i, prev) - g_all) ** 2))
-            for w, i in zip(r.wt, r.S, strict=True)))
+        row["grad_dissimilarity"] = float(
+            sum(
+                w * float(np.sum((pb.g(i, prev) - g_all) ** 2))
+                for w, i in zip(r.wt, r.S, strict=True)
+            )
+        )
         if r.P is not None:
             Pbar = sum(w * P for w, P in zip(r.wt, r.P, strict=True))
             drift = float(sum(w * _frob2(P - Pbar) for w, P in zip(r.wt, r.P, strict=True)))
@@ -596,8 +752,12 @@ def ref_rows(pb: RefProblem, sol: dict, rounds: list[RefRound],
             gap = float(sum(w * _frob2(P - Hprev) for w, P in zip(r.wt, r.P, strict=True)))
             row.update(drift=drift, rel_drift=drift / _frob2(Pbar), hess_gap=gap)
         if r.local is not None:
-            row["client_drift"] = float(sum(w * float(np.sum((x - r.theta) ** 2))
-                                            for w, x in zip(r.wt, r.local, strict=True)))
+            row["client_drift"] = float(
+                sum(
+                    w * float(np.sum((x - r.theta) ** 2))
+                    for w, x in zip(r.wt, r.local, strict=True)
+                )
+            )
         rows.append(row)
         prev = r.theta
     return rows

@@ -31,14 +31,21 @@ from fedtheory import FederatedProblem, iterate, make_method, run
 
 RTOL = 1e-10
 ROUNDS = 8
-SIZES = (3, 8, 15, 6, 24)            # unequal client sizes: w = (3, 8, 15, 6, 24) / 56
+SIZES = (3, 8, 15, 6, 24)  # unequal client sizes: w = (3, 8, 15, 6, 24) / 56
 #: a partial-participation schedule over N = 5 clients: pairs, triples, one full round,
 #: a one-client round
 SCHEDULE = [[0, 2, 4], [1, 3], [0, 1, 2, 3, 4], [1, 4], [0, 2, 3], [3, 4], [0, 1], [2]]
 
 
-def client_data(seed: int, *, objective: str = "logistic", sizes=SIZES, d: int = 4,
-                shift: float = 1.0, sparse_frac: float = 0.0) -> tuple[list, list]:
+def client_data(
+    seed: int,
+    *,
+    objective: str = "logistic",
+    sizes=SIZES,
+    d: int = 4,
+    shift: float = 1.0,
+    sparse_frac: float = 0.0,
+) -> tuple[list, list]:
     """Heterogeneous clients: shifted feature means and scales, client-specific label models.
     ``sparse_frac`` zeroes that fraction of the features (so the package may store them CSR)."""
     rng = np.random.default_rng(seed)
@@ -73,13 +80,21 @@ def pair(name: str, *, storage: str = "dense", weighting: str = "samples"):
     key = (name, storage, weighting)
     if key not in _CACHE:
         spec = PROBLEMS[name]
-        Xs, ys = client_data(spec["seed"], objective=spec["objective"],
-                             sparse_frac=0.7 if storage == "sparse" else 0.0)
-        problem = FederatedProblem.from_clients(Xs, ys, objective=spec["objective"],
-                                                lam=spec["lam"], weighting=weighting,
-                                                storage=storage, name=f"ref-{name}")
-        ref = RefProblem(Xs, ys, objective=spec["objective"], lam=spec["lam"],
-                         weighting=weighting)
+        Xs, ys = client_data(
+            spec["seed"],
+            objective=spec["objective"],
+            sparse_frac=0.7 if storage == "sparse" else 0.0,
+        )
+        problem = FederatedProblem.from_clients(
+            Xs,
+            ys,
+            objective=spec["objective"],
+            lam=spec["lam"],
+            weighting=weighting,
+            storage=storage,
+            name=f"ref-{name}",
+        )
+        ref = RefProblem(Xs, ys, objective=spec["objective"], lam=spec["lam"], weighting=weighting)
         _CACHE[key] = (problem, ref, ref.solve())
     return _CACHE[key]
 
@@ -146,22 +161,41 @@ CASES = [
     ("sopm", {"K": 3, "eta": 1.8, "local_search": True}, PARTIAL),
     ("sopm", {"K": 2, "eta": 4.0, "local_search": True, "delta": 0.01}, FULL),
     ("fedpac", {"K": 3, "eta": 0.6, "beta": 0.3, "rho": 0.7}, PARTIAL),
-    ("fedpac", {"K": 2, "eta": 0.5, "beta": 0.5, "rho": 0.9, "order": "use_then_update",
-                "theta_init": "identity", "delta": 0.1}, PARTIAL),
+    (
+        "fedpac",
+        {
+            "K": 2,
+            "eta": 0.5,
+            "beta": 0.5,
+            "rho": 0.9,
+            "order": "use_then_update",
+            "theta_init": "identity",
+            "delta": 0.1,
+        },
+        PARTIAL,
+    ),
     ("fedpac", {"K": 2, "eta": 0.7, "beta": 0.2, "rho": 0.5, "align": False}, PARTIAL),
     ("fedpac", {"K": 1, "eta": 1.0, "beta": 0.0, "rho": 0.0}, FULL),
     ("fednl", {"option": 1, "alpha": 0.5}, FULL),
     ("fednl", {"option": 2, "alpha": 0.7, "l_norm": "spectral"}, FULL),
     ("fednl", {"option": 2, "alpha": 0.6, "l_norm": "frobenius"}, FULL),
-    ("fednl", {"option": 1, "compressor": "topK", "Kc": 3, "alpha": "rule1",
-               "init": "zero"}, FULL),
-    ("fednl", {"option": 2, "compressor": "topK", "Kc": 4, "alpha": 0.8,
-               "l_norm": "spectral"}, FULL),
-    ("fednl", {"option": 2, "compressor": "rankR", "R": 2, "alpha": "rule1",
-               "l_norm": "spectral"}, FULL),
+    ("fednl", {"option": 1, "compressor": "topK", "Kc": 3, "alpha": "rule1", "init": "zero"}, FULL),
+    (
+        "fednl",
+        {"option": 2, "compressor": "topK", "Kc": 4, "alpha": 0.8, "l_norm": "spectral"},
+        FULL,
+    ),
+    (
+        "fednl",
+        {"option": 2, "compressor": "rankR", "R": 2, "alpha": "rule1", "l_norm": "spectral"},
+        FULL,
+    ),
     ("fedsophia", {"K": 3, "eta": 0.1, "b1": 0.5, "b2": 0.8, "rho": 5.0, "tau": 2}, PARTIAL),
-    ("fedsophia", {"K": 2, "eta": 0.05, "b1": 0.7, "b2": 0.9, "gamma": 0.5, "rho": 3.0,
-                   "keep_state": True}, PARTIAL),
+    (
+        "fedsophia",
+        {"K": 2, "eta": 0.05, "b1": 0.7, "b2": 0.9, "gamma": 0.5, "rho": 3.0, "keep_state": True},
+        PARTIAL,
+    ),
     ("fedsophia", {"K": 2}, FULL),
     ("fedprox", {"K": 3, "eta": 0.3, "mu_p": 0.5}, PARTIAL),
     ("fedavg", {"K": 3, "eta": 0.3}, PARTIAL),
@@ -185,8 +219,10 @@ def _schedule(part: str) -> tuple[object, list]:
 def _package_thetas(problem, name, params, part):
     participation, _ = _schedule(part)
     method = make_method(name, params)
-    return [s.state.theta for s in iterate(problem, method, rounds=ROUNDS,
-                                           participation=participation, seed=0)]
+    return [
+        s.state.theta
+        for s in iterate(problem, method, rounds=ROUNDS, participation=participation, seed=0)
+    ]
 
 
 @pytest.mark.parametrize("case", CASES, ids=_id)
@@ -197,8 +233,10 @@ def test_trajectory_matches_reference(case, pname):
     got = _package_thetas(problem, name, params, part)
     want = ref_run(ref, name, params, _schedule(part)[1])
     for t, (a, r) in enumerate(zip(got, want, strict=True), start=1):
-        assert close(a, r.theta), (f"round {t}: package {a} vs reference {r.theta} "
-                                   f"(difference {np.linalg.norm(a - r.theta):.3e})")
+        assert close(a, r.theta), (
+            f"round {t}: package {a} vs reference {r.theta} "
+            f"(difference {np.linalg.norm(a - r.theta):.3e})"
+        )
 
 
 @pytest.mark.parametrize("case", [c for c in CASES if c[0] not in ("fednl",)], ids=_id)
@@ -217,25 +255,41 @@ def test_seeded_draws_are_without_replacement_and_follow_the_reference(S):
     round map on the drawn participants is the reference's."""
     problem, ref, _ = pair("logistic")
     params = {"K": 2, "eta": 0.8}
-    steps = list(iterate(problem, make_method("fedpm", params), rounds=12, participation=S,
-                         seed=7))
-    drawn = [list(range(ref.N)) if s.ctx.clients is None else [int(c) for c in s.ctx.clients]
-             for s in steps]
+    steps = list(iterate(problem, make_method("fedpm", params), rounds=12, participation=S, seed=7))
+    drawn = [
+        list(range(ref.N)) if s.ctx.clients is None else [int(c) for c in s.ctx.clients]
+        for s in steps
+    ]
     assert all(len(c) == S and len(set(c)) == S for c in drawn), drawn
-    assert len({tuple(c) for c in drawn}) > 1             # the draw changes between rounds
+    assert len({tuple(c) for c in drawn}) > 1  # the draw changes between rounds
     want = ref_run(ref, "fedpm", params, drawn)
     for s, r in zip(steps, want, strict=True):
         assert close(s.state.theta, r.theta)
 
 
 # ------------------------------------------------------------------------------ metric rows
-COUNT_COLUMNS = ("round", "participants", "uplink_floats", "downlink_floats", "bits",
-                 "local_grad_evals", "local_hess_evals")
+COUNT_COLUMNS = (
+    "round",
+    "participants",
+    "uplink_floats",
+    "downlink_floats",
+    "bits",
+    "local_grad_evals",
+    "local_hess_evals",
+)
 #: absolute allowance of each float column on top of RTOL (rounding of quantities that go to
 #: zero: distances and subopt at the float floor); ``scale`` multiplies by max(1, ||theta*||)
-FLOAT_COLUMNS = {"dist_to_opt": 1e-11, "rel_dist": 1e-11, "subopt": 1e-13, "grad_norm": 1e-12,
-                 "drift": 1e-12, "rel_drift": 1e-12, "hess_gap": 1e-12,
-                 "grad_dissimilarity": 1e-12, "client_drift": 1e-12}
+FLOAT_COLUMNS = {
+    "dist_to_opt": 1e-11,
+    "rel_dist": 1e-11,
+    "subopt": 1e-13,
+    "grad_norm": 1e-12,
+    "drift": 1e-12,
+    "rel_drift": 1e-12,
+    "hess_gap": 1e-12,
+    "grad_dissimilarity": 1e-12,
+    "client_drift": 1e-12,
+}
 
 
 def _compare_rows(got: list[dict], want: list[dict], scale: float) -> list[str]:
@@ -254,8 +308,10 @@ def _compare_rows(got: list[dict], want: list[dict], scale: float) -> list[str]:
                 continue
             allow = RTOL * abs(b) + atol * (scale if c == "dist_to_opt" else 1.0)
             if not abs(a - b) <= allow:
-                bad.append(f"round {t} {c}: {a!r} vs reference {b!r} "
-                           f"(difference {abs(a - b):.3e} > {allow:.1e})")
+                bad.append(
+                    f"round {t} {c}: {a!r} vs reference {b!r} "
+                    f"(difference {abs(a - b):.3e} > {allow:.1e})"
+                )
     return bad
 
 
@@ -268,8 +324,7 @@ def test_metric_rows_match_reference(case, pname):
     name, params, part = case
     problem, ref, sol = pair(pname)
     participation, schedule = _schedule(part)
-    trace = run(problem, make_method(name, params), ROUNDS, participation=participation,
-                seed=0)
+    trace = run(problem, make_method(name, params), ROUNDS, participation=participation, seed=0)
     assert trace.status == "completed"
     want = ref_rows(ref, sol, ref_run(ref, name, params, schedule))
     scale = max(1.0, float(np.linalg.norm(sol["theta_star"])))
@@ -283,7 +338,7 @@ def test_rel_dist_divides_by_max_one_norm_theta_star():
     trace = run(problem, make_method("fedpm", {"K": 2, "eta": 0.5}), 3)
     dist, rel = trace["dist_to_opt"], trace["rel_dist"]
     assert np.linalg.norm(sol["theta_star"]) < 1
-    np.testing.assert_array_equal(rel, dist)       # max(1, ||theta*||) = 1
+    np.testing.assert_array_equal(rel, dist)  # max(1, ||theta*||) = 1
 
 
 LOCAL_SEARCH = [c for c in CASES if c[1].get("local_search")]
@@ -310,20 +365,26 @@ def test_fednl_option1_projects_onto_mu_equals_lam():
     """With init = "zero", H^0 = 0 and [0]_mu = lam I: the first step is -g / lam (a
     projection onto {X >= 0} would leave a singular matrix)."""
     problem, ref, _ = pair("logistic_small")
-    steps = list(iterate(problem, make_method("fednl", {"option": 1, "init": "zero",
-                                                         "compressor": "topK", "Kc": 2}),
-                         rounds=1))
+    steps = list(
+        iterate(
+            problem,
+            make_method("fednl", {"option": 1, "init": "zero", "compressor": "topK", "Kc": 2}),
+            rounds=1,
+        )
+    )
     want = -ref.G(np.zeros(ref.d)) / ref.lam
     assert close(steps[0].state.theta, want)
-    st = ref_fednl_round(ref, ref_fednl_init(ref, np.zeros(ref.d), H_init="zero"), option=1,
-                         compressor="topK", Kc=2)
+    st = ref_fednl_round(
+        ref, ref_fednl_init(ref, np.zeros(ref.d), H_init="zero"), option=1, compressor="topK", Kc=2
+    )
     assert close(st.theta, want)
 
 
 def test_topk_breaks_ties_towards_the_larger_index():
     M = np.array([[1.0, 2.0, -2.0], [2.0, 0.5, 2.0], [-2.0, 2.0, 3.0]])
     from fedtheory.methods.fednl import top_k
-    want = topk_sym(M, 2)                      # 3 at (2, 2), then the tie at (1, 2)
+
+    want = topk_sym(M, 2)  # 3 at (2, 2), then the tie at (1, 2)
     assert want[1, 2] == 2.0 and want[0, 2] == 0.0 and want[0, 1] == 0.0
     np.testing.assert_array_equal(top_k(M, 2), want)
 
@@ -345,7 +406,7 @@ def test_rate_helpers_follow_their_definitions():
 
     eps = np.finfo(np.float64).eps
     assert default_floor(0.5) == 1e3 * eps and default_floor(7.0) == 7e3 * eps
-    e = np.array([1.0, 0.1, 0.05, 0.04])                      # ratios 0.1, 0.5, 0.8
+    e = np.array([1.0, 0.1, 0.05, 0.04])  # ratios 0.1, 0.5, 0.8
     sup = superlinearity(e, window=(0, 4))
     np.testing.assert_allclose(sup.ratios, [0.1, 0.5, 0.8], rtol=1e-14)
     assert sup.last_ratio == pytest.approx(0.8, rel=1e-14) and not sup.decreasing

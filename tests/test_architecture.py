@@ -45,8 +45,9 @@ def import_graph() -> dict[str, set[str]]:
                 targets = [a.name for a in node.names]
             elif isinstance(node, ast.ImportFrom):
                 base = _resolve(mod, is_pkg, node)
-                targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in mods else base
-                           for a in node.names]
+                targets = [
+                    f"{base}.{a.name}" if f"{base}.{a.name}" in mods else base for a in node.names
+                ]
             for t in targets:
                 while t and t not in mods:
                     t = t.rpartition(".")[0]
@@ -66,7 +67,7 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
             if _is_parent(v, u):  # an upward import: the test below reports it
                 continue
             if state.get(v) == 1:
-                found.append(stack[stack.index(v):] + [v])
+                found.append(stack[stack.index(v) :] + [v])
             elif v not in state:
                 visit(v)
         stack.pop()
@@ -97,19 +98,27 @@ def test_no_module_imports_upward_from_the_package_face():
 
 
 def test_the_cycle_finder_finds_a_planted_cycle():
-    graph = {"fedtheory.a": {"fedtheory.b"}, "fedtheory.b": {"fedtheory.c"},
-             "fedtheory.c": {"fedtheory.a"}, "fedtheory.d": set()}
+    graph = {
+        "fedtheory.a": {"fedtheory.b"},
+        "fedtheory.b": {"fedtheory.c"},
+        "fedtheory.c": {"fedtheory.a"},
+        "fedtheory.d": set(),
+    }
     assert cycles(graph) == [["fedtheory.a", "fedtheory.b", "fedtheory.c", "fedtheory.a"]]
     assert cycles({"fedtheory.a": {"fedtheory.b"}, "fedtheory.b": set()}) == []
 
 
-@pytest.mark.parametrize("folder", ["fedtheory", "proofs_checks", "benchmarks", "notebooks",
-                                    "tests"])
+@pytest.mark.parametrize(
+    "folder", ["fedtheory", "proofs_checks", "benchmarks", "notebooks", "tests"]
+)
 def test_a_round_context_is_built_only_by_its_constructor(folder):
     """``RoundContext(`` appears only in fedtheory/methods/base.py (``round_context``)."""
     allowed = {PKG / "methods" / "base.py", Path(__file__).resolve()}
-    hits = [str(p.relative_to(ROOT)) for p in (ROOT / folder).rglob("*.py")
-            if p not in allowed and re.search(r"\bRoundContext\(", p.read_text("utf-8"))]
+    hits = [
+        str(p.relative_to(ROOT))
+        for p in (ROOT / folder).rglob("*.py")
+        if p not in allowed and re.search(r"\bRoundContext\(", p.read_text("utf-8"))
+    ]
     assert hits == []
 
 
@@ -125,7 +134,9 @@ def test_no_hyperparameter_takes_a_name_of_the_method_lifecycle():
 
     public = {n for n in vars(Method) if not n.startswith("_")} - {"init"}
     assert public == set(LIFECYCLE)
-    clashes = {name: sorted({f.name for f in dataclasses.fields(cls)} & public)
-               for name, cls in METHODS.items()}
+    clashes = {
+        name: sorted({f.name for f in dataclasses.fields(cls)} & public)
+        for name, cls in METHODS.items()
+    }
     assert {name: c for name, c in clashes.items() if c} == {}
     assert "init" in {f.name for f in dataclasses.fields(METHODS["fednl"])}

@@ -15,16 +15,25 @@ from fedtheory.problem import FederatedProblem
 from fedtheory.runner import run_batch
 from fedtheory.testing import make_problem
 
-COMPARED = ("dist_to_opt", "subopt", "grad_norm", "drift", "hess_gap", "grad_dissimilarity",
-            "client_drift")
+COMPARED = (
+    "dist_to_opt",
+    "subopt",
+    "grad_norm",
+    "drift",
+    "hess_gap",
+    "grad_dissimilarity",
+    "client_drift",
+)
 
 
 def test_the_numpy_path_never_imports_cupy():
-    code = ("import sys, fedtheory as ft; from fedtheory.testing import make_problem; "
-            "p = make_problem(0); ft.run(p, ft.make_method('fedpac'), 2, participation=2); "
-            "from fedtheory.runner import run_batch; "
-            "run_batch(p, ft.make_method('fedpm'), 2, seeds=[0, 1]); "
-            "assert 'cupy' not in sys.modules, 'cupy was imported'")
+    code = (
+        "import sys, fedtheory as ft; from fedtheory.testing import make_problem; "
+        "p = make_problem(0); ft.run(p, ft.make_method('fedpac'), 2, participation=2); "
+        "from fedtheory.runner import run_batch; "
+        "run_batch(p, ft.make_method('fedpm'), 2, seeds=[0, 1]); "
+        "assert 'cupy' not in sys.modules, 'cupy was imported'"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
@@ -39,14 +48,21 @@ def test_oracles_agree_with_numpy(backend, objective):
     for x, y in zip(a, b, strict=True):
         np.testing.assert_allclose(to_numpy(y), x, rtol=1e-12, atol=1e-14)
     G = problem.global_oracle(problem.xp.asarray(theta), hess=True)
-    np.testing.assert_allclose(to_numpy(G.H), host.global_oracle(theta, hess=True).H,
-                               rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(
+        to_numpy(G.H), host.global_oracle(theta, hess=True).H, rtol=1e-12, atol=1e-14
+    )
 
 
-@pytest.mark.parametrize("name,params", [("newton", {"eta": 0.8}), ("fedpm", {"K": 2}),
-                                         ("sopm", {"K": 2, "eta": 0.7}),
-                                         ("fedpac", {"K": 2, "eta": 0.5}),
-                                         ("fednl", {"compressor": "rankR", "R": 2})])
+@pytest.mark.parametrize(
+    "name,params",
+    [
+        ("newton", {"eta": 0.8}),
+        ("fedpm", {"K": 2}),
+        ("sopm", {"K": 2, "eta": 0.7}),
+        ("fedpac", {"K": 2, "eta": 0.5}),
+        ("fednl", {"compressor": "rankR", "R": 2}),
+    ],
+)
 def test_trajectories_agree_between_backends(backend, name, params):
     host = make_problem(21, N=6, d=5, heterogeneity=1.0)
     method = make_method(name, params)

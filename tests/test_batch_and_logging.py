@@ -9,8 +9,18 @@ from fedtheory import FedTheoryError, make_method, run
 from fedtheory.runner import run_batch
 from fedtheory.testing import make_problem
 
-COMPARED = ("round", "dist_to_opt", "rel_dist", "subopt", "grad_norm", "participants",
-            "uplink_floats", "downlink_floats", "local_grad_evals", "local_hess_evals")
+COMPARED = (
+    "round",
+    "dist_to_opt",
+    "rel_dist",
+    "subopt",
+    "grad_norm",
+    "participants",
+    "uplink_floats",
+    "downlink_floats",
+    "local_grad_evals",
+    "local_hess_evals",
+)
 
 
 def _assert_same_rows(a, b, rtol=1e-12):
@@ -20,11 +30,16 @@ def _assert_same_rows(a, b, rtol=1e-12):
             np.testing.assert_allclose(ra[c], rb[c], rtol=rtol, atol=1e-15, err_msg=c)
 
 
-@pytest.mark.parametrize("name,params", [("newton", {"eta": 0.7}),
-                                         ("fedpm", {"K": 2, "eta": 0.6}),
-                                         ("sopm", {"K": 2, "eta": 0.8}),
-                                         ("sopm", {"K": 1, "local_search": True}),
-                                         ("fedpac", {"K": 2, "eta": 0.5, "beta": 0.3})])
+@pytest.mark.parametrize(
+    "name,params",
+    [
+        ("newton", {"eta": 0.7}),
+        ("fedpm", {"K": 2, "eta": 0.6}),
+        ("sopm", {"K": 2, "eta": 0.8}),
+        ("sopm", {"K": 1, "local_search": True}),
+        ("fedpac", {"K": 2, "eta": 0.5, "beta": 0.3}),
+    ],
+)
 @pytest.mark.parametrize("S", [3, None])
 def test_batched_runs_equal_runs_seed_by_seed(name, params, S):
     problem = make_problem(12, N=7, d=4, heterogeneity=1.0)
@@ -48,11 +63,13 @@ def test_batched_metrics_in_chunks_equal_one_chunk():
 
 def test_a_diverging_batch_keeps_the_rows_before():
     problem = make_problem(2, objective="ridge", N=3, d=3)
-    traces = run_batch(problem, make_method("fedpm", {"eta": 3.0}), 200, seeds=[0, 1],
-                       theta0=np.ones(3))
+    traces = run_batch(
+        problem, make_method("fedpm", {"eta": 3.0}), 200, seeds=[0, 1], theta0=np.ones(3)
+    )
     for tr in traces:
-        single = run(problem, make_method("fedpm", {"eta": 3.0}), 200, theta0=np.ones(3),
-                     drift_metrics=False)
+        single = run(
+            problem, make_method("fedpm", {"eta": 3.0}), 200, theta0=np.ones(3), drift_metrics=False
+        )
         assert tr.status == "diverged" == single.status
         _assert_same_rows(tr, single)
 

@@ -33,8 +33,11 @@ from fedtheory.trace import TIMING
 SEEDS = [5, 0, 17]
 ROUNDS = 5
 RTOL, ATOL = 1e-12, 1e-15
-ORACLES = {"exact": make_oracle("exact"), "minibatch": make_oracle("minibatch", b=4),
-           "gaussian": make_oracle("gaussian", sigma=0.01)}
+ORACLES = {
+    "exact": make_oracle("exact"),
+    "minibatch": make_oracle("minibatch", b=4),
+    "gaussian": make_oracle("gaussian", sigma=0.01),
+}
 
 # (method, hyperparameters, objective): every registered method, its stateful and line-search
 # variants, with hyperparameters that make each round do something non-trivial
@@ -70,8 +73,10 @@ CASES = [
     ("giant", {"line_search": False, "eta": 0.8}, "logistic"),
 ]
 
-PROBLEMS = {objective: make_problem(31, objective=objective, N=6, d=4, heterogeneity=0.5)
-            for objective in ("logistic", "ridge")}
+PROBLEMS = {
+    objective: make_problem(31, objective=objective, N=6, d=4, heterogeneity=0.5)
+    for objective in ("logistic", "ridge")
+}
 
 
 def _id(case):
@@ -110,22 +115,38 @@ def test_a_batch_of_seeds_equals_the_seeds_run_one_by_one(case, oracle):
     problem = PROBLEMS[objective]
     method = make_method(name, params)
     S = None if method.full_participation_only else 3
-    batch = run_batch(problem, method, ROUNDS, seeds=SEEDS, participation=S,
-                      oracle=ORACLES[oracle])
-    singles = [run(problem, method, ROUNDS, participation=S, seed=seed, oracle=ORACLES[oracle],
-                   drift_metrics=False) for seed in SEEDS]
+    batch = run_batch(problem, method, ROUNDS, seeds=SEEDS, participation=S, oracle=ORACLES[oracle])
+    singles = [
+        run(
+            problem,
+            method,
+            ROUNDS,
+            participation=S,
+            seed=seed,
+            oracle=ORACLES[oracle],
+            drift_metrics=False,
+        )
+        for seed in SEEDS
+    ]
     for trace, single in zip(batch, singles, strict=True):
         assert_same_trace(trace, single)
-    if S is not None or oracle != "exact":        # the seeds matter: the runs differ
+    if S is not None or oracle != "exact":  # the seeds matter: the runs differ
         dist = [tuple(t["dist_to_opt"]) for t in singles]
         assert len(set(dist)) == len(SEEDS)
 
 
-@pytest.mark.parametrize("name,params", [("scaffold", {"K": 2, "eta": 0.1}),
-                                         ("fedsophia", {"K": 2, "keep_state": True}),
-                                         ("fednl_pp", {}), ("fednl_ls", {"c": 0.3}),
-                                         ("giant", {}), ("fedpm", {"server_memory": True}),
-                                         ("sopm", {"K": 2})])
+@pytest.mark.parametrize(
+    "name,params",
+    [
+        ("scaffold", {"K": 2, "eta": 0.1}),
+        ("fedsophia", {"K": 2, "keep_state": True}),
+        ("fednl_pp", {}),
+        ("fednl_ls", {"c": 0.3}),
+        ("giant", {}),
+        ("fedpm", {"server_memory": True}),
+        ("sopm", {"K": 2}),
+    ],
+)
 def test_a_batch_of_one_seed_equals_its_run(name, params):
     """B = 1 keeps the run axis (a batch whose other runs have left has one run too)."""
     problem = PROBLEMS["logistic"]
@@ -133,14 +154,21 @@ def test_a_batch_of_one_seed_equals_its_run(name, params):
     S = None if method.full_participation_only else 3
     oracle = ORACLES["minibatch"]
     (trace,) = run_batch(problem, method, ROUNDS, seeds=[9], participation=S, oracle=oracle)
-    assert_same_trace(trace, run(problem, method, ROUNDS, participation=S, seed=9,
-                                 oracle=oracle, drift_metrics=False))
+    assert_same_trace(
+        trace,
+        run(problem, method, ROUNDS, participation=S, seed=9, oracle=oracle, drift_metrics=False),
+    )
 
 
-@pytest.mark.parametrize("name,params", [("scaffold", {"K": 2, "eta": 0.3}),
-                                         ("giant", {}), ("fednl_pp", {}),
-                                         ("fedsophia", {"K": 2, "keep_state": True,
-                                                        "eta": 0.05})])
+@pytest.mark.parametrize(
+    "name,params",
+    [
+        ("scaffold", {"K": 2, "eta": 0.3}),
+        ("giant", {}),
+        ("fednl_pp", {}),
+        ("fedsophia", {"K": 2, "keep_state": True, "eta": 0.05}),
+    ],
+)
 def test_runs_that_reach_the_target_leave_the_batch_with_their_state(name, params):
     """Runs stop at different rounds; the others go on with their own per-client state and
     server scalars (GIANT's last step)."""
@@ -149,15 +177,26 @@ def test_runs_that_reach_the_target_leave_the_batch_with_their_state(name, param
     S = None if method.full_participation_only else 3
     seeds = list(range(6))
     oracle = ORACLES["gaussian"]
-    singles = [run(problem, method, 12, participation=S, seed=s, oracle=oracle,
-                   drift_metrics=False) for s in seeds]
+    singles = [
+        run(problem, method, 12, participation=S, seed=s, oracle=oracle, drift_metrics=False)
+        for s in seeds
+    ]
     target = _spreading_target([t["rel_dist"] for t in singles])
-    batch = run_batch(problem, method, 12, seeds=seeds, participation=S, oracle=oracle,
-                      target=target)
+    batch = run_batch(
+        problem, method, 12, seeds=seeds, participation=S, oracle=oracle, target=target
+    )
     lengths = set()
     for seed, trace in zip(seeds, batch, strict=True):
-        single = run(problem, method, 12, participation=S, seed=seed, oracle=oracle,
-                     target=target, drift_metrics=False)
+        single = run(
+            problem,
+            method,
+            12,
+            participation=S,
+            seed=seed,
+            oracle=oracle,
+            target=target,
+            drift_metrics=False,
+        )
         assert_same_trace(trace, single)
         lengths.add(len(trace.rows))
     assert len(lengths) > 1
@@ -185,7 +224,7 @@ def test_a_batched_context_splits_into_the_runs_own_contexts():
     ctx = round_context(problem, clients, rng=rngs, runs=2)
     assert ctx.batched and ctx.S == 3
     for r in range(2):
-        alone = round_context(problem, clients[3 * r:3 * r + 3], rng=rngs[r])
+        alone = round_context(problem, clients[3 * r : 3 * r + 3], rng=rngs[r])
         one = ctx.one_run(r)
         np.testing.assert_array_equal(one.clients, alone.clients)
         np.testing.assert_array_equal(one.weights, alone.weights)
@@ -197,7 +236,7 @@ def test_a_batched_context_splits_into_the_runs_own_contexts():
     assert (new[0, [0, 2, 5]] == -1).all() and (new[1, [1, 2, 3]] == -1).all()
     np.testing.assert_array_equal(new[0, [1, 3, 4]], state[0, [1, 3, 4]])
     np.testing.assert_array_equal(new[1, [0, 4, 5]], state[1, [0, 4, 5]])
-    assert (state >= 0).all()                        # put copies unless in_place
+    assert (state >= 0).all()  # put copies unless in_place
     w = problem.weights
     np.testing.assert_allclose(ctx.mix_all(state), [w @ state[0], w @ state[1]], rtol=1e-15)
 
@@ -226,8 +265,9 @@ def test_a_batch_on_cupy_equals_the_batch_on_numpy(case, oracle):
     method = make_method(name, params)
     S = None if method.full_participation_only else 3
     a = run_batch(host, method, ROUNDS, seeds=SEEDS, participation=S, oracle=ORACLES[oracle])
-    b = run_batch(host.to("cupy"), method, ROUNDS, seeds=SEEDS, participation=S,
-                  oracle=ORACLES[oracle])
+    b = run_batch(
+        host.to("cupy"), method, ROUNDS, seeds=SEEDS, participation=S, oracle=ORACLES[oracle]
+    )
     for ta, tb in zip(a, b, strict=True):
         assert tb.meta["backend"] == "cupy" and ta.status == tb.status
         assert len(ta.rows) == len(tb.rows)
@@ -235,4 +275,8 @@ def test_a_batch_on_cupy_equals_the_batch_on_numpy(case, oracle):
             for c in ra:
                 if c not in TIMING and not (isinstance(ra[c], float) and math.isnan(ra[c])):
                     assert abs(rb[c] - ra[c]) <= 1e-10 * abs(ra[c]) + 1e-13, (
-                        ra["round"], c, ra[c], rb[c])
+                        ra["round"],
+                        c,
+                        ra[c],
+                        rb[c],
+                    )

@@ -56,8 +56,7 @@ class GradientShiftedNewton(FedPM):
         g = ctx.mix(o.g)
         H = add_diag(ctx.mix(o.H), self.c * float(np.linalg.norm(g)))
         d, m = ctx.problem.d, ctx.m
-        info = RoundInfo(uplink=m * (d + sym_floats(d)), downlink=m * d, grad_evals=m,
-                         hess_evals=m)
+        info = RoundInfo(uplink=m * (d + sym_floats(d)), downlink=m * d, grad_evals=m, hess_evals=m)
         return ServerState(state.theta - self.eta * spd_solve(H, g)), info
 
 
@@ -82,8 +81,9 @@ def test_c2_slack_is_what_the_issue_reports():
     assert 0 < rec.details["second_order_max_rel_error"] <= 0.15
 
 
-@pytest.mark.parametrize("name", ["a9a_fednl", "breast_cancer_dirichlet", "random-logistic",
-                                  "random-ridge"])
+@pytest.mark.parametrize(
+    "name", ["a9a_fednl", "breast_cancer_dirichlet", "random-logistic", "random-ridge"]
+)
 def test_c2_closed_form_derivatives_match_the_oracle_and_finite_differences(name):
     """C2's closed-form H(theta) equals the package's Hessian, and its D^3 f(theta)[u, u]
     equals the central difference (H(theta + h u) - H(theta - h u)) u / (2 h) of the
@@ -92,8 +92,11 @@ def test_c2_closed_form_derivatives_match_the_oracle_and_finite_differences(name
     from fedtheory.testing import make_problem
 
     c2 = load_check("C2")
-    problem = (make_problem(3, N=5, d=4, objective=name.split("-")[1])
-               if name.startswith("random") else load_problem(name))
+    problem = (
+        make_problem(3, N=5, d=4, objective=name.split("-")[1])
+        if name.startswith("random")
+        else load_problem(name)
+    )
     rng = np.random.default_rng(0)
     theta, u = 0.3 * rng.normal(size=problem.d), rng.normal(size=problem.d)
 
@@ -170,8 +173,11 @@ def _patched_bound(monkeypatch, scale):
     monkeypatch.setattr(module, "bound_terms", wrong_bound)
 
 
-@pytest.mark.parametrize("scale", [lambda t: t["mu"], lambda t: 1e-3],
-                         ids=["Lambda/mu instead of Lambda/mu^2", "1000x smaller"])
+@pytest.mark.parametrize(
+    "scale",
+    [lambda t: t["mu"], lambda t: 1e-3],
+    ids=["Lambda/mu instead of Lambda/mu^2", "1000x smaller"],
+)
 def test_c5_rejects_a_bound_1000x_too_small(monkeypatch, scale):
     """The wrong bound still holds on every protocol instance (their slack is >= 6e3), and
     fails on the near-tight witnesses."""
@@ -186,7 +192,7 @@ def test_c5_witnesses_are_near_tight():
     rec = _run("C5")
     assert rec.passed, rec.explain()
     assert all(1 <= t <= 10 for t in rec.details["witness_tightness"])
-    assert rec.details["tightness_range"][0] > 1e3        # the protocol's instances: loose
+    assert rec.details["tightness_range"][0] > 1e3  # the protocol's instances: loose
     assert rec.details["law_max_error_over_floor"] <= 0.75
 
 
@@ -215,7 +221,7 @@ def test_c8b_fails_without_noise(monkeypatch):
     rec = _run("C8")
     b = rec.details["b_tuned_eta"]
     assert not b["passed"] and not rec.passed, rec.explain()
-    assert b["total_passed"], b                         # the documented criterion alone
+    assert b["total_passed"], b  # the documented criterion alone
     assert all(v == 0 for v in b["noise_excess"])
     assert not b["excess"]["passed"] and "noise excess" in b["reason"]
 
@@ -227,8 +233,9 @@ def _simple_mixing_round(self, ctx, state):
 
     loc = local_newton_steps(ctx, state.theta, K=self.K, eta=self.eta, delta=self.delta)
     d, m = ctx.problem.d, ctx.m
-    return ServerState(ctx.mix(loc.theta)), RoundInfo(uplink=m * d, downlink=m * d,
-                                                      grad_evals=m, hess_evals=m)
+    return ServerState(ctx.mix(loc.theta)), RoundInfo(
+        uplink=m * d, downlink=m * d, grad_evals=m, hess_evals=m
+    )
 
 
 def _no_correction_round(self, ctx, state):
@@ -246,9 +253,13 @@ def test_c12_sees_the_package_round_maps(monkeypatch):
     rec = _run("C12")
     assert not rec.passed, rec.explain()
     d = rec.details
-    assert d["verdicts"] == {"a_fedpm_eq8": False, "b_logistic_oracle": True,
-                             "c_sup_sigma2": True, "d_fedpac_heavy_ball": False,
-                             "e_ridge_contraction": False}
+    assert d["verdicts"] == {
+        "a_fedpm_eq8": False,
+        "b_logistic_oracle": True,
+        "c_sup_sigma2": True,
+        "d_fedpac_heavy_ball": False,
+        "e_ridge_contraction": False,
+    }
     assert d["a_fedpm_eq8"]["2x2"] and d["a_fedpm_eq8"]["3x3"]
     assert not d["a_fedpm_eq8"]["package_round_is_newton"]
     assert d["d_fedpac_heavy_ball"]["exact_trajectory_is_heavy_ball"]

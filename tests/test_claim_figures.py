@@ -29,7 +29,7 @@ def _first_round(claim_id: str) -> bool:
 FIRST_ROUND = [c for c in claim_ids() if _first_round(c)]
 # a figure that falls back to a text panel warns; here that is an error
 pytestmark = pytest.mark.filterwarnings("error:the figure of:RuntimeWarning")
-WITHOUT_ERRORS = {"C12"}   # symbolic: nothing is drawn that has a float floor
+WITHOUT_ERRORS = {"C12"}  # symbolic: nothing is drawn that has a float floor
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
@@ -47,7 +47,7 @@ def records():
 
 
 def _title(fig) -> str:
-    sup = getattr(fig, "_suptitle", None)   # Figure.get_suptitle needs matplotlib >= 3.8
+    sup = getattr(fig, "_suptitle", None)  # Figure.get_suptitle needs matplotlib >= 3.8
     return sup.get_text() if sup is not None else ""
 
 
@@ -60,8 +60,13 @@ def _line_labels(fig) -> list[str]:
 
 
 def _legend_texts(fig) -> list[str]:
-    return [t.get_text() for ax in fig.axes for leg in [ax.get_legend()] if leg is not None
-            for t in leg.get_texts()]
+    return [
+        t.get_text()
+        for ax in fig.axes
+        for leg in [ax.get_legend()]
+        if leg is not None
+        for t in leg.get_texts()
+    ]
 
 
 def test_every_first_round_claim_is_covered():
@@ -74,7 +79,7 @@ def test_every_first_round_claim_is_covered():
 @pytest.mark.parametrize("claim_id", FIRST_ROUND)
 def test_figure_has_title_floor_and_saves(claim_id, records, tmp_path):
     rec = records(claim_id)
-    assert rec.passed, rec.explain()            # the quick checks pass: a PASS figure
+    assert rec.passed, rec.explain()  # the quick checks pass: a PASS figure
     fig = load_check(claim_id).figure(rec)
     assert fig is not None
     title = _title(fig)
@@ -116,8 +121,9 @@ def test_a_real_failure_is_drawn_and_titled_fail(tmp_path):
     """C9 with a rank-1 compressed Hessian in place of the stale one (the mutation of
     tests/test_claims_mutations.py): the order falls below 1.5 and the figure says FAIL."""
     c9 = load_check("C9")
-    rec = c9.check(quick=True,
-                   method_factory=lambda **kw: c9.fednl_factory(compressor="rankR", R=1, **kw))
+    rec = c9.check(
+        quick=True, method_factory=lambda **kw: c9.fednl_factory(compressor="rankR", R=1, **kw)
+    )
     assert not rec.passed
     fig = c9.figure(rec)
     title = _title(fig)
@@ -128,25 +134,35 @@ def test_a_real_failure_is_drawn_and_titled_fail(tmp_path):
 
 def test_a_check_that_raised_gets_an_error_figure():
     module = load_check("C2")
-    rec = record("C2", module.STATEMENT, module.SOURCE, time.perf_counter(), measured="error",
-                 predicted="-", passed=False,
-                 details={"error": "RuntimeError: boom", "traceback": "Traceback ...\nboom"})
+    rec = record(
+        "C2",
+        module.STATEMENT,
+        module.SOURCE,
+        time.perf_counter(),
+        measured="error",
+        predicted="-",
+        passed=False,
+        details={"error": "RuntimeError: boom", "traceback": "Traceback ...\nboom"},
+    )
     fig = module.figure(rec)
     assert fig is not None and _names(rec, _title(fig))
     assert "boom" in " ".join(t.get_text() for ax in fig.axes for t in ax.texts)
 
 
 def test_a_record_the_figure_cannot_read_gets_a_text_figure():
-    rec = dataclasses.replace(ClaimRecord(id="C3", statement="", source="", measured="m",
-                                          predicted="p", interval="", passed=False),
-                              details={"runs": "not a list of runs"})
+    rec = dataclasses.replace(
+        ClaimRecord(
+            id="C3", statement="", source="", measured="m", predicted="p", interval="", passed=False
+        ),
+        details={"runs": "not a list of runs"},
+    )
     with pytest.warns(RuntimeWarning, match="could not be drawn"):
         fig = load_check("C3").figure(rec)
     assert _names(rec, _title(fig))
 
 
 def test_the_fallback_draws_nothing():
-    rec = ClaimRecord(id="X99", statement="", source="", measured="", predicted="",
-                      interval="", passed=True)
+    rec = ClaimRecord(
+        id="X99", statement="", source="", measured="", predicted="", interval="", passed=True
+    )
     assert claim_figure(rec) is None
-

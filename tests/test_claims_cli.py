@@ -18,20 +18,32 @@ def _fake_module(claim_id: str, *, passed: bool = True, crash: bool = False):
     def check(quick: bool = True) -> ClaimRecord:
         if crash:
             raise RuntimeError("boom")
-        return record(claim_id, f"statement of {claim_id}", "a paper, eq. 1",
-                      time.perf_counter(), measured="1.00", predicted="1 (pass: +- 0.1)",
-                      interval="[0.9, 1.1]", passed=passed,
-                      details={"quick": quick, "value": float("nan")})
+        return record(
+            claim_id,
+            f"statement of {claim_id}",
+            "a paper, eq. 1",
+            time.perf_counter(),
+            measured="1.00",
+            predicted="1 (pass: +- 0.1)",
+            interval="[0.9, 1.1]",
+            passed=passed,
+            details={"quick": quick, "value": float("nan")},
+        )
 
-    return types.SimpleNamespace(CLAIM_ID=claim_id, STATEMENT=f"statement of {claim_id}",
-                                 SOURCE="a paper, eq. 1", check=check,
-                                 __file__=f"{claim_id}.py")
+    return types.SimpleNamespace(
+        CLAIM_ID=claim_id,
+        STATEMENT=f"statement of {claim_id}",
+        SOURCE="a paper, eq. 1",
+        check=check,
+        __file__=f"{claim_id}.py",
+    )
 
 
 @pytest.fixture
 def fake_registry(monkeypatch):
     def install(**modules):
         monkeypatch.setattr(claims.checks, "registry", lambda: dict(modules))
+
     return install
 
 
@@ -67,14 +79,26 @@ def test_check_prints_a_row_per_claim_and_writes_json_and_report(tmp_path, capsy
     payload = json.loads(json_path.read_text())
     assert payload["passed"] is True and payload["mode"] == "quick"
     assert [r["id"] for r in payload["records"]] == ["C1", "C6"]
-    assert {"id", "statement", "source", "measured", "predicted", "interval", "passed",
-            "details", "seconds"} <= set(payload["records"][0])
+    assert {
+        "id",
+        "statement",
+        "source",
+        "measured",
+        "predicted",
+        "interval",
+        "passed",
+        "details",
+        "seconds",
+    } <= set(payload["records"][0])
     report = report_path.read_text()
     assert "| C1 |" in report and "### C6: PASS" in report
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["claims.json", "report.md",
-                                                          "report_figures"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "claims.json",
+        "report.md",
+        "report_figures",
+    ]
     figures = sorted(p.name for p in (tmp_path / "report_figures").iterdir())
-    assert figures == ["C1.pdf", "C1.png", "C6.pdf", "C6.png"]      # every claim has one
+    assert figures == ["C1.pdf", "C1.png", "C6.pdf", "C6.png"]  # every claim has one
 
 
 def test_a_failing_claim_makes_the_exit_code_1(fake_registry, tmp_path, capsys):
@@ -111,20 +135,25 @@ def test_unknown_claim_id_is_refused_naming_it(tmp_path, capsys):
     assert "C1 " not in capsys.readouterr().out  # nothing ran
 
 
-@pytest.mark.parametrize("json_path, report_path, message", [
-    ("out.txt", None, "--json must name a .json file"),
-    (None, "report.txt", "--report must name a .md file"),
-    ("missing/out.json", None, "folder"),
-])
-def test_bad_output_paths_are_refused_before_running(tmp_path, json_path, report_path,
-                                                     message, fake_registry):
+@pytest.mark.parametrize(
+    "json_path, report_path, message",
+    [
+        ("out.txt", None, "--json must name a .json file"),
+        (None, "report.txt", "--report must name a .md file"),
+        ("missing/out.json", None, "folder"),
+    ],
+)
+def test_bad_output_paths_are_refused_before_running(
+    tmp_path, json_path, report_path, message, fake_registry
+):
     ran = []
     module = _fake_module("C1")
     module.check = lambda quick=True: ran.append(1)
     fake_registry(C1=module)
     with pytest.raises(FedTheoryError, match=message):
-        main_check(None, True, json_path and tmp_path / json_path,
-                   report_path and tmp_path / report_path)
+        main_check(
+            None, True, json_path and tmp_path / json_path, report_path and tmp_path / report_path
+        )
     assert not ran
 
 
@@ -160,8 +189,7 @@ def test_the_claim_table_exports_as_csv_and_latex(tmp_path):
     from fedtheory.cli import main
 
     csv, tex = tmp_path / "t.csv", tmp_path / "t.tex"
-    assert main(["check", "--claim", "C3", "--quick", "--csv", str(csv), "--latex",
-                 str(tex)]) == 0
+    assert main(["check", "--claim", "C3", "--quick", "--csv", str(csv), "--latex", str(tex)]) == 0
     table = pd.read_csv(csv)
     assert table["claim"].tolist() == ["C3"] and table["result"].tolist() == ["PASS"]
     text = tex.read_text()
@@ -195,12 +223,11 @@ def test_check_backend_cupy_is_refused_in_one_line_without_a_gpu(tmp_path, capsy
     from fedtheory.cli import main
 
     def no_gpu(what):
-        raise FedTheoryError(f"{what} needs CuPy and a CUDA GPU (pip install \".[gpu]\"): none")
+        raise FedTheoryError(f'{what} needs CuPy and a CUDA GPU (pip install ".[gpu]"): none')
 
     monkeypatch.setattr(_backend, "require_gpu", no_gpu)
     out = tmp_path / "c3.json"
-    assert main(["check", "--claim", "C3", "--quick", "--backend", "cupy",
-                 "--json", str(out)]) == 2
+    assert main(["check", "--claim", "C3", "--quick", "--backend", "cupy", "--json", str(out)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--backend cupy needs CuPy and a CUDA GPU" in err[0]
     assert not out.exists()
@@ -213,8 +240,10 @@ def test_check_backend_refuses_claims_without_a_gpu_protocol(capsys, monkeypatch
     from fedtheory.cli import main
 
     monkeypatch.setattr(_backend, "require_gpu", lambda what: None)
-    assert main(["check", "--claim", "C12", "--claim", "C3", "--claim", "C18",
-                 "--backend", "cupy"]) == 2
+    assert (
+        main(["check", "--claim", "C12", "--claim", "C3", "--claim", "C18", "--backend", "cupy"])
+        == 2
+    )
     err = capsys.readouterr().err
     assert "claim(s) C12, C18 have no GPU protocol" in err and "C3" in err
     assert not claims.runs_on_gpu(claims.load_check("C12"))
@@ -232,8 +261,9 @@ def test_check_backend_reaches_every_problem_the_checks_build(tmp_path, monkeypa
     moved: list[str] = []
     real_to = FederatedProblem.to
     monkeypatch.setattr(_backend, "require_gpu", lambda what: None)
-    monkeypatch.setattr(FederatedProblem, "backend", property(
-        lambda self: getattr(self, "_fake_backend", "numpy")))
+    monkeypatch.setattr(
+        FederatedProblem, "backend", property(lambda self: getattr(self, "_fake_backend", "numpy"))
+    )
 
     def fake_to(self, backend):
         new = real_to(self, "numpy")
@@ -243,12 +273,27 @@ def test_check_backend_reaches_every_problem_the_checks_build(tmp_path, monkeypa
 
     monkeypatch.setattr(FederatedProblem, "to", fake_to)
     out = tmp_path / "gpu.json"
-    assert main(["check", "--claim", "C3", "--claim", "C5", "--quick", "--backend", "cupy",
-                 "--json", str(out)]) == 0
+    assert (
+        main(
+            [
+                "check",
+                "--claim",
+                "C3",
+                "--claim",
+                "C5",
+                "--quick",
+                "--backend",
+                "cupy",
+                "--json",
+                str(out),
+            ]
+        )
+        == 0
+    )
     payload = json.loads(out.read_text())
     assert payload["backend"] == "cupy"
-    names = {m.split("->")[0] for m in moved if m.endswith("->cupy")}   # (->numpy: the host
+    names = {m.split("->")[0] for m in moved if m.endswith("->cupy")}  # (->numpy: the host
     # reference solver's copy of a device problem)
-    assert set(payload["records"][0]["details"]["problems"]) <= names          # C3's suite
-    assert {"witness_1d_a", "witness_1d_b"} <= names                           # C5's witnesses
-    assert any("dirichlet" in n for n in names), names                         # C5's sweep
+    assert set(payload["records"][0]["details"]["problems"]) <= names  # C3's suite
+    assert {"witness_1d_a", "witness_1d_b"} <= names  # C5's witnesses
+    assert any("dirichlet" in n for n in names), names  # C5's sweep

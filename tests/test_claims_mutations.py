@@ -80,8 +80,9 @@ def test_double_damping_breaks_the_linear_ratio_c3():
     assert rec.details["largest_deviation"] > 0.05
 
 
-@pytest.mark.parametrize("factory", [squared_damping, lm_shifted_fedpm],
-                         ids=["double-damping", "lm-shift"])
+@pytest.mark.parametrize(
+    "factory", [squared_damping, lm_shifted_fedpm], ids=["double-damping", "lm-shift"]
+)
 def test_wrong_damping_breaks_the_ridge_contraction_c6(factory):
     rec = _fails("C6", method_factory=factory)
     assert rec.details["failures"]
@@ -110,8 +111,9 @@ def test_simple_mixing_does_not_beat_simple_mixing_c11():
 
 def test_simple_mixing_breaks_the_symbolic_identities_c12():
     def simple_mixing(P, local, w):
-        return sum((wi * li for wi, li in zip(w, local, strict=True)),
-                   sp.zeros(local[0].shape[0], 1))
+        return sum(
+            (wi * li for wi, li in zip(w, local, strict=True)), sp.zeros(local[0].shape[0], 1)
+        )
 
     rec = _fails("C12", mixing=simple_mixing)
     assert rec.details["verdicts"]["a_fedpm_eq8"] is False
@@ -147,8 +149,7 @@ def test_misscaled_correction_is_not_heavy_ball_c7():
 @needs_fednl
 def test_compressed_hessian_is_not_golden_ratio_c9():
     c9 = load_check("C9")
-    rec = _fails("C9", method_factory=lambda **kw: c9.fednl_factory(compressor="rankR", R=1,
-                                                                   **kw))
+    rec = _fails("C9", method_factory=lambda **kw: c9.fednl_factory(compressor="rankR", R=1, **kw))
     assert rec.details["runs"][0]["order"] < 1.5
 
 

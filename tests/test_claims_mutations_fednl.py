@@ -49,8 +49,12 @@ def test_participants_only_gradient_loses_the_fixed_point_c17():
     rec = _fails("C17", method_factory=_factory(ParticipantsOnlyFedNLPP))
     res = rec.details["compressors"]["identity"]
     assert not res["all_reached"]
-    stalled = [r["final_rel_dist"] for t in res["per_tau"] if t["tau"] < rec.details["n"]
-               for r in t["runs"]]
+    stalled = [
+        r["final_rel_dist"]
+        for t in res["per_tau"]
+        if t["tau"] < rec.details["n"]
+        for r in t["runs"]
+    ]
     assert min(stalled) > 1e-10
     assert any("not every run reached" in f for f in rec.details["failures"])
 

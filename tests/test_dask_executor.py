@@ -23,8 +23,10 @@ from fedtheory.results import load  # noqa: E402
 from fedtheory.sweep import expand, read_sweep, run_sweep  # noqa: E402
 from fedtheory.trace import TIMING as TRACE_TIMING  # noqa: E402
 
-pytestmark = [pytest.mark.slow,
-              pytest.mark.skipif(sys.platform == "win32", reason="needs SIGKILL and SIGALRM")]
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(sys.platform == "win32", reason="needs SIGKILL and SIGALRM"),
+]
 
 from test_sweep import TINY  # noqa: E402  (the same tiny spec as the local executor's tests)
 
@@ -41,7 +43,7 @@ name = "fedpm"
 params = {K = 4, eta = 0.5}
 """
 TIMING = [*TRACE_TIMING, "started_at"]
-DEADLINE_S = 600   # catches a hang only: a busy 2-core machine may be slow, never wrong
+DEADLINE_S = 600  # catches a hang only: a busy 2-core machine may be slow, never wrong
 
 
 @pytest.fixture(autouse=True)
@@ -57,8 +59,9 @@ def _deadline():
 
 
 def _cluster() -> distributed.LocalCluster:
-    return distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                    host="127.0.0.1", dashboard_address=None)
+    return distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None
+    )
 
 
 @pytest.fixture(scope="module")
@@ -93,12 +96,20 @@ def test_cli_dask_executor_starts_a_loopback_cluster_of_jobs_workers(tmp_path, m
 
     monkeypatch.setattr(dask_executor, "LocalCluster", Recording)
     spec = _spec(tmp_path)
-    code = main(["sweep", str(spec), "--out", str(tmp_path / "out"), "--jobs", "2",
-                 "--executor", "dask"])
+    code = main(
+        ["sweep", str(spec), "--out", str(tmp_path / "out"), "--jobs", "2", "--executor", "dask"]
+    )
     assert code == 0
-    assert made == [{"n_workers": 2, "threads_per_worker": 1, "processes": True,
-                     "host": "127.0.0.1", "dashboard_address": None,
-                     "silence_logs": logging.CRITICAL}]
+    assert made == [
+        {
+            "n_workers": 2,
+            "threads_per_worker": 1,
+            "processes": True,
+            "host": "127.0.0.1",
+            "dashboard_address": None,
+            "silence_logs": logging.CRITICAL,
+        }
+    ]
     assert len(list((tmp_path / "out" / "runs").glob("*.parquet"))) == 4
 
 
@@ -109,8 +120,9 @@ def test_a_worker_killed_mid_sweep_loses_and_duplicates_nothing(tmp_path):
 
     def sweep(address):
         try:
-            done["summary"] = run_sweep(spec, out, progress=False, executor="dask",
-                                        scheduler=address)
+            done["summary"] = run_sweep(
+                spec, out, progress=False, executor="dask", scheduler=address
+            )
         except BaseException as exc:  # re-raised in the test's thread below
             done["error"] = exc
 
@@ -147,12 +159,14 @@ def test_scheduler_address_needs_the_dask_executor_and_a_live_scheduler(tmp_path
     spec = _spec(tmp_path)
     with pytest.raises(FedTheoryError, match="needs the dask executor"):
         run_sweep(spec, tmp_path / "a", progress=False, scheduler="tcp://127.0.0.1:8786")
-    with dask.config.set({"distributed.comm.timeouts.connect": "1s"}), \
-            pytest.raises(FedTheoryError, match="cannot reach the Dask scheduler"):
-        run_sweep(spec, tmp_path / "b", progress=False, executor="dask",
-                  scheduler="tcp://127.0.0.1:9")
-    assert not (tmp_path / "b").exists()          # connected before writing anything
-
+    with (
+        dask.config.set({"distributed.comm.timeouts.connect": "1s"}),
+        pytest.raises(FedTheoryError, match="cannot reach the Dask scheduler"),
+    ):
+        run_sweep(
+            spec, tmp_path / "b", progress=False, executor="dask", scheduler="tcp://127.0.0.1:9"
+        )
+    assert not (tmp_path / "b").exists()  # connected before writing anything
 
 
 def test_dask_and_local_sweeps_write_the_same_rows_and_resume_each_other(tmp_path, cluster):
@@ -182,11 +196,17 @@ def test_dask_and_local_sweeps_write_the_same_rows_and_resume_each_other(tmp_pat
 
 def test_a_failing_run_is_recorded_by_the_client_as_in_local_sweeps(tmp_path, cluster):
     spec = _spec(tmp_path, TINY.replace("participation = [10]", "participation = [50]"))
-    summary = run_sweep(spec, tmp_path / "out", progress=False, executor="dask",
-                        scheduler=cluster[0].scheduler_address)
+    summary = run_sweep(
+        spec,
+        tmp_path / "out",
+        progress=False,
+        executor="dask",
+        scheduler=cluster[0].scheduler_address,
+    )
     assert (summary.ran, len(summary.failed)) == (0, 4)
-    assert all("participation S must be an integer in 1..20" in msg
-               for msg in summary.failed.values())
+    assert all(
+        "participation S must be an integer in 1..20" in msg for msg in summary.failed.values()
+    )
     errors = tmp_path / "out" / "errors"
     assert sorted(f.stem for f in errors.iterdir()) == sorted(summary.failed)
     assert not any((tmp_path / "out" / "runs").iterdir())

@@ -96,6 +96,7 @@ def test_libsvm_reader_agrees_with_sklearn_on_a9a():
 
 # (issue 11 item 14) files written by scikit-learn's dump_svmlight_file (0-based by default)
 
+
 def _digits():
     from sklearn.datasets import load_digits
 
@@ -119,7 +120,7 @@ def test_libsvm_reads_sklearn_dump_of_digits_exactly(tmp_path, zero_based):
     binary = np.where(y >= 5, 1.0, -1.0)
     dump_svmlight_file(X, binary, str(path), zero_based=zero_based)
     data = read_libsvm(path, zero_based=zero_based)
-    assert data.d <= X.shape[1] and not X[:, data.d:].any()   # d = the last non-zero column
+    assert data.d <= X.shape[1] and not X[:, data.d :].any()  # d = the last non-zero column
     np.testing.assert_array_equal(data.X.toarray(), X[:, : data.d])
     np.testing.assert_array_equal(data.y, binary)
 
@@ -142,17 +143,22 @@ def test_a_zero_based_file_read_as_one_based_says_to_set_zero_based(tmp_path):
 
     X, y = _digits()
     path = tmp_path / "digits.svm"
-    dump_svmlight_file(X, y, str(path))                          # scikit-learn's default: 0-based
-    with pytest.raises(FedTheoryError, match=r"digits.svm, line \d+: feature index 0: .*"
-                                             r"dump_svmlight_file.*set zero_based = true"):
+    dump_svmlight_file(X, y, str(path))  # scikit-learn's default: 0-based
+    with pytest.raises(
+        FedTheoryError,
+        match=r"digits.svm, line \d+: feature index 0: .*"
+        r"dump_svmlight_file.*set zero_based = true",
+    ):
         read_libsvm(path, task="regression")
 
 
 def _spec(tmp_path, kind, data_extra=""):
     spec = tmp_path / "p.toml"
-    spec.write_text(f'name = "digits"\n[data]\nsource = "libsvm"\npath = "digits.svm"\n'
-                    f'{data_extra}[partition]\nkind = "iid"\nclients = 3\nseed = 0\n'
-                    f'[objective]\nkind = "{kind}"\nlam = 1e-2\n')
+    spec.write_text(
+        f'name = "digits"\n[data]\nsource = "libsvm"\npath = "digits.svm"\n'
+        f'{data_extra}[partition]\nkind = "iid"\nclients = 3\nseed = 0\n'
+        f'[objective]\nkind = "{kind}"\nlam = 1e-2\n'
+    )
     return spec
 
 
@@ -165,9 +171,9 @@ def test_a_spec_reads_sklearn_digits_for_ridge_without_a_task_key(tmp_path):
     dump_svmlight_file(X, y, str(tmp_path / "digits.svm"), zero_based=True)
     problem = build_problem(read_spec(_spec(tmp_path, "ridge", "zero_based = true\n")))
     assert problem.objective == "ridge" and problem.n == 300 and problem.d == 63
-    assert problem.spec["data"].get("task") is None          # nothing added to the user's spec
+    assert problem.spec["data"].get("task") is None  # nothing added to the user's spec
     ys = np.sort(np.concatenate([problem.y[i, : problem.sizes[i]] for i in range(3)]))
-    np.testing.assert_array_equal(ys, np.sort(y))              # the real targets 0..9, kept
+    np.testing.assert_array_equal(ys, np.sort(y))  # the real targets 0..9, kept
     assert problem.reference.grad_norm <= 1e-10
     with pytest.raises(FedTheoryError, match=r"zero_based = true"):
         build_problem(read_spec(_spec(tmp_path, "ridge")))

@@ -48,15 +48,18 @@ NORMS = {"spectral": 2, "frobenius": "fro"}
 
 
 @settings(max_examples=25, deadline=None)
-@given(problem=problems(), option=st.sampled_from([1, 2]), seed=st.integers(0, 2**31 - 1),
-       l_norm=st.sampled_from(sorted(NORMS)))
+@given(
+    problem=problems(),
+    option=st.sampled_from([1, 2]),
+    seed=st.integers(0, 2**31 - 1),
+    l_norm=st.sampled_from(sorted(NORMS)),
+)
 def test_fednl_identity_is_newton_then_one_round_stale_newton(problem, option, seed, l_norm):
     """x^1 = x^0 - H(x^0)^{-1} g(x^0) (init = hessian); afterwards, option 1:
     x^{k+1} = x^k - H(x^{k-1})^{-1} g(x^k); option 2 adds l^k I with
     l^k = sum w_i ||H_i(x^k) - H_i(x^{k-1})|| in the chosen norm (the reference code's
     spectral norm, or the paper's Frobenius norm; a direct computation, client by client)."""
-    method = make_method("fednl", {"option": option, "compressor": "identity",
-                                   "l_norm": l_norm})
+    method = make_method("fednl", {"option": option, "compressor": "identity", "l_norm": l_norm})
     ctx = full_context(problem)
     x = 0.3 * np.random.default_rng(seed).normal(size=problem.d)
     state = method.start(problem, x)[0]
@@ -65,13 +68,15 @@ def test_fednl_identity_is_newton_then_one_round_stale_newton(problem, option, s
     for _ in range(4):
         g, H_now = global_g_H(problem, x)
         if x_prev is None:
-            H = H_now                                                  # a Newton step
+            H = H_now  # a Newton step
         else:
-            H = global_g_H(problem, x_prev)[1]                         # one round stale
+            H = global_g_H(problem, x_prev)[1]  # one round stale
             if option == 2:
                 Hi_now, Hi_prev = local_hessians(problem, x), local_hessians(problem, x_prev)
-                H = H + sum(w[i] * np.linalg.norm(Hi_now[i] - Hi_prev[i], NORMS[l_norm])
-                            for i in range(problem.N)) * np.eye(problem.d)
+                H = H + sum(
+                    w[i] * np.linalg.norm(Hi_now[i] - Hi_prev[i], NORMS[l_norm])
+                    for i in range(problem.N)
+                ) * np.eye(problem.d)
         expected = x - np.linalg.solve(H, g)
         state, _ = method.round(ctx, state)
         scale = 1 + np.linalg.norm(x)
@@ -93,11 +98,16 @@ def test_fednl_identity_is_superlinear_with_golden_ratio_order():
     assert 1.4 <= fit.p <= 1.85, str(fit)
 
 
-@pytest.mark.parametrize("params", [
-    {"compressor": "rankR", "R": 1}, {"compressor": "topK", "Kc": 6},
-    {"compressor": "rankR", "R": 2, "option": 2}, {"compressor": "topK", "Kc": 3, "alpha": 0.5},
-    {"compressor": "identity", "init": "zero", "option": 2},
-])
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"compressor": "rankR", "R": 1},
+        {"compressor": "topK", "Kc": 6},
+        {"compressor": "rankR", "R": 2, "option": 2},
+        {"compressor": "topK", "Kc": 3, "alpha": 0.5},
+        {"compressor": "identity", "init": "zero", "option": 2},
+    ],
+)
 def test_fednl_compressed_variants_converge(params):
     problem = make_problem(3, N=4, d=5, lam=5e-2, heterogeneity=0.5)
     trace = run(problem, make_method("fednl", params), 80, drift_metrics=False)
@@ -105,6 +115,7 @@ def test_fednl_compressed_variants_converge(params):
 
 
 # --------------------------------------------------------------------------- compressors
+
 
 def random_symmetric(seed, m, d, rank=None):
     rng = np.random.default_rng(seed)
@@ -148,7 +159,7 @@ def test_top_k_keeps_the_k_largest_upper_entries_mirrored(seed, d, K):
     for Mi, Ci in zip(M, C, strict=True):
         kept = Ci[iu] != 0
         assert kept.sum() <= K
-        assert kept.sum() == min(K, len(iu[0]))            # ties have probability 0 here
+        assert kept.sum() == min(K, len(iu[0]))  # ties have probability 0 here
         np.testing.assert_array_equal(Ci[iu][kept], Mi[iu][kept])
         if (~kept).any():
             assert np.abs(Mi[iu][kept]).min() >= np.abs(Mi[iu][~kept]).max()
@@ -168,34 +179,48 @@ def test_compressors_work_on_a_single_matrix_and_zero():
 
 # --------------------------------------------------------------------------- communication
 
-@pytest.mark.parametrize("params,message", [
-    ({"compressor": "identity"}, lambda d: sym_floats(d)),
-    ({"compressor": "rankR", "R": 2}, lambda d: 2 * (d + 1)),
-    ({"compressor": "topK", "Kc": 3}, lambda d: 2 * 3),
-    ({"compressor": "topK", "Kc": 3, "option": 2}, lambda d: 2 * 3 + 1),
-    ({"compressor": "rankR", "R": 50}, lambda d: sym_floats(d)),   # capped at the triangle
-])
+
+@pytest.mark.parametrize(
+    "params,message",
+    [
+        ({"compressor": "identity"}, lambda d: sym_floats(d)),
+        ({"compressor": "rankR", "R": 2}, lambda d: 2 * (d + 1)),
+        ({"compressor": "topK", "Kc": 3}, lambda d: 2 * 3),
+        ({"compressor": "topK", "Kc": 3, "option": 2}, lambda d: 2 * 3 + 1),
+        ({"compressor": "rankR", "R": 50}, lambda d: sym_floats(d)),  # capped at the triangle
+    ],
+)
 def test_fednl_uplink_counts_gradient_message_and_initial_hessian(params, message):
     problem = make_problem(4, N=3, d=6)
     d = problem.d
     trace = run(problem, make_method("fednl", params), 2, drift_metrics=False)
     per_round = d + message(d)
-    assert trace["uplink_floats"].tolist() == [0, sym_floats(d) + per_round,
-                                               sym_floats(d) + 2 * per_round]
+    assert trace["uplink_floats"].tolist() == [
+        0,
+        sym_floats(d) + per_round,
+        sym_floats(d) + 2 * per_round,
+    ]
     assert trace["downlink_floats"].tolist() == [0, d, 2 * d]
     assert trace["local_hess_evals"].tolist() == [0, 2, 3]
-    zero = run(problem, make_method("fednl", {**params, "init": "zero", "option": 2}), 1,
-               drift_metrics=False)
+    zero = run(
+        problem,
+        make_method("fednl", {**params, "init": "zero", "option": 2}),
+        1,
+        drift_metrics=False,
+    )
     assert zero["uplink_floats"][1] == d + message(d) + (0 if params.get("option") == 2 else 1)
 
 
-@pytest.mark.parametrize("params,bits", [
-    ({"compressor": "identity"}, lambda d: 32 * sym_floats(d)),
-    ({"compressor": "rankR", "R": 2}, lambda d: 32 * 2 * d),
-    ({"compressor": "topK", "Kc": 3, "option": 2}, lambda d: 32 * 3),
-    ({"compressor": "rankR", "R": 50}, lambda d: 32 * d * d),            # R capped at d, no more
-    ({"compressor": "topK", "Kc": 10**6}, lambda d: 32 * sym_floats(d)),
-])
+@pytest.mark.parametrize(
+    "params,bits",
+    [
+        ({"compressor": "identity"}, lambda d: 32 * sym_floats(d)),
+        ({"compressor": "rankR", "R": 2}, lambda d: 32 * 2 * d),
+        ({"compressor": "topK", "Kc": 3, "option": 2}, lambda d: 32 * 3),
+        ({"compressor": "rankR", "R": 50}, lambda d: 32 * d * d),  # R capped at d, no more
+        ({"compressor": "topK", "Kc": 10**6}, lambda d: 32 * sym_floats(d)),
+    ],
+)
 def test_fednl_bits_follow_the_fednl_papers_convention(params, bits):
     """init 32 d(d+1)/2 (init = hessian), then 32 d + the compressor's cost per round and
     client (l_i of option 2 uncharged, as in the reference code); init = zero costs none."""
@@ -203,13 +228,16 @@ def test_fednl_bits_follow_the_fednl_papers_convention(params, bits):
     d = problem.d
     trace = run(problem, make_method("fednl", params), 3, drift_metrics=False)
     per_round = 32 * d + bits(d)
-    assert message_bits(params["compressor"], d, R=params.get("R", 1),
-                        Kc=params.get("Kc", 1)) == bits(d)
-    assert trace["bits"].tolist() == [0, 32 * sym_floats(d) + per_round,
-                                      32 * sym_floats(d) + 2 * per_round,
-                                      32 * sym_floats(d) + 3 * per_round]
-    zero = run(problem, make_method("fednl", {**params, "init": "zero"}), 2,
-               drift_metrics=False)
+    assert message_bits(
+        params["compressor"], d, R=params.get("R", 1), Kc=params.get("Kc", 1)
+    ) == bits(d)
+    assert trace["bits"].tolist() == [
+        0,
+        32 * sym_floats(d) + per_round,
+        32 * sym_floats(d) + 2 * per_round,
+        32 * sym_floats(d) + 3 * per_round,
+    ]
+    zero = run(problem, make_method("fednl", {**params, "init": "zero"}), 2, drift_metrics=False)
     assert zero["bits"].tolist() == [0, per_round, 2 * per_round]
 
 
@@ -230,6 +258,7 @@ def test_fednl_state_holds_every_client_hessian():
 
 # --------------------------------------------------------------------------- refusals
 
+
 def test_fednl_refuses_partial_participation():
     problem = make_problem(6, N=4, d=3)
     with pytest.raises(FedTheoryError, match="full participation"):
@@ -248,6 +277,7 @@ def test_fednl_option_1_needs_lam_positive():
 
 # --------------------------------------------------------------------------- top-K ties
 
+
 def reference_rule_top_k(M, K):
     """The reference code's top-K, written as its definition: sort the tuples (|M_ij|, i, j) of
     the upper triangle in decreasing order and keep the first K (ties -> larger (i, j))."""
@@ -261,11 +291,11 @@ def reference_rule_top_k(M, K):
 
 def test_top_k_breaks_exact_ties_towards_the_larger_index():
     """|M| has the tie 2 = |2| = |-2| = |2| at (0, 1), (0, 2), (1, 2): the larger (i, j) wins."""
-    M = np.array([[1.0, 2.0, -2.0],
-                  [2.0, 0.5, 2.0],
-                  [-2.0, 2.0, 3.0]])
-    kept = {K: {tuple(ij) for ij in np.argwhere(np.triu(top_k(M[None], K)[0]) != 0)}
-            for K in (1, 2, 3, 4, 5)}
+    M = np.array([[1.0, 2.0, -2.0], [2.0, 0.5, 2.0], [-2.0, 2.0, 3.0]])
+    kept = {
+        K: {tuple(ij) for ij in np.argwhere(np.triu(top_k(M[None], K)[0]) != 0)}
+        for K in (1, 2, 3, 4, 5)
+    }
     assert kept[1] == {(2, 2)}
     assert kept[2] == {(2, 2), (1, 2)}
     assert kept[3] == {(2, 2), (1, 2), (0, 2)}
@@ -292,6 +322,7 @@ def test_top_k_equals_the_reference_rule_on_matrices_full_of_ties(seed, d, K):
 
 # --------------------------------------------------------------------------- alpha and norms
 
+
 def learned_once(params, M, d):
     """H^1 of one client with H^0 = 0 and H(x) = M: alpha C(M), through FedNL's update."""
     method = make_method("fednl", params)
@@ -304,8 +335,11 @@ def test_alpha_rule1_for_top_k_is_one_minus_sqrt_one_minus_2k_over_d_d_plus_1():
     d, K = 4, 3
     M = random_symmetric(7, 1, d)[0]
     alpha = 1 - np.sqrt(1 - 2 * K / (d * (d + 1)))
-    np.testing.assert_allclose(learned_once({"compressor": "topK", "Kc": K, "alpha": "rule1"},
-                                            M, d), alpha * top_k(M[None], K)[0], rtol=1e-15)
+    np.testing.assert_allclose(
+        learned_once({"compressor": "topK", "Kc": K, "alpha": "rule1"}, M, d),
+        alpha * top_k(M[None], K)[0],
+        rtol=1e-15,
+    )
 
 
 def test_alpha_rule1_for_rank_r_uses_the_kept_fraction_of_this_call():
@@ -314,25 +348,33 @@ def test_alpha_rule1_for_rank_r_uses_the_kept_fraction_of_this_call():
     Q = np.linalg.qr(np.random.default_rng(3).normal(size=(3, 3)))[0]
     M = Q @ np.diag([3.0, -2.0, 1.0]) @ Q.T
     alpha = 1 - np.sqrt(1 - 9 / (14 + 1e-15))
-    np.testing.assert_allclose(learned_once({"compressor": "rankR", "R": 1, "alpha": "rule1"},
-                                            M, 3), alpha * 3 * np.outer(Q[:, 0], Q[:, 0]),
-                               atol=1e-14)
-    M2 = 2 * M                                           # the same fraction: the same alpha
-    np.testing.assert_allclose(learned_once({"compressor": "rankR", "R": 1, "alpha": "rule1"},
-                                            M2, 3), alpha * 6 * np.outer(Q[:, 0], Q[:, 0]),
-                               atol=1e-14)
+    np.testing.assert_allclose(
+        learned_once({"compressor": "rankR", "R": 1, "alpha": "rule1"}, M, 3),
+        alpha * 3 * np.outer(Q[:, 0], Q[:, 0]),
+        atol=1e-14,
+    )
+    M2 = 2 * M  # the same fraction: the same alpha
+    np.testing.assert_allclose(
+        learned_once({"compressor": "rankR", "R": 1, "alpha": "rule1"}, M2, 3),
+        alpha * 6 * np.outer(Q[:, 0], Q[:, 0]),
+        atol=1e-14,
+    )
     assert not learned_once({"compressor": "rankR", "alpha": "rule1"}, 0 * M, 3).any()
 
 
 @pytest.mark.parametrize("alpha,value", [("one", 1.0), (0.3, 0.3), ("0.25", 0.25), (1, 1.0)])
 def test_alpha_number_or_one_scales_the_compressed_difference(alpha, value):
     M = random_symmetric(8, 1, 4)[0]
-    for params in ({"compressor": "identity"}, {"compressor": "topK", "Kc": 3},
-                   {"compressor": "rankR", "R": 2}):
+    for params in (
+        {"compressor": "identity"},
+        {"compressor": "topK", "Kc": 3},
+        {"compressor": "rankR", "R": 2},
+    ):
         expected = value * compress(M[None], params["compressor"], R=2, Kc=3)[0]
-        np.testing.assert_allclose(learned_once({**params, "alpha": alpha}, M, 4), expected,
-                                   rtol=1e-14, atol=1e-15)
-    assert learned_once({"alpha": "rule1"}, M, 4).tolist() == M.tolist()   # identity: delta = 1
+        np.testing.assert_allclose(
+            learned_once({**params, "alpha": alpha}, M, 4), expected, rtol=1e-14, atol=1e-15
+        )
+    assert learned_once({"alpha": "rule1"}, M, 4).tolist() == M.tolist()  # identity: delta = 1
 
 
 @pytest.mark.parametrize("alpha", ["two", 0, -0.5, 1.5, "1.5", float("nan"), True])
@@ -345,11 +387,12 @@ def test_fednl_default_l_norm_is_spectral_and_the_two_norms_give_different_traje
     problem = make_problem(9, N=4, d=5, lam=5e-2, heterogeneity=0.5)
     params = {"option": 2, "compressor": "rankR", "R": 1}
     assert make_method("fednl", params).l_norm == "spectral"
-    fro = run(problem, make_method("fednl", {**params, "l_norm": "frobenius"}), 30,
-              drift_metrics=False)
+    fro = run(
+        problem, make_method("fednl", {**params, "l_norm": "frobenius"}), 30, drift_metrics=False
+    )
     spec = run(problem, make_method("fednl", params), 30, drift_metrics=False)
     assert fro["rel_dist"][-1] < 1e-8 and spec["rel_dist"][-1] < 1e-8
-    assert fro["dist_to_opt"][1] == spec["dist_to_opt"][1]      # round 1: l^0 = 0 in any norm
+    assert fro["dist_to_opt"][1] == spec["dist_to_opt"][1]  # round 1: l^0 = 0 in any norm
     gap = np.abs(fro["dist_to_opt"][2:6] - spec["dist_to_opt"][2:6])
     assert (gap > 1e-3 * fro["dist_to_opt"][2:6]).all()
     with pytest.raises(FedTheoryError, match="l_norm"):
@@ -358,9 +401,15 @@ def test_fednl_default_l_norm_is_spectral_and_the_two_norms_give_different_traje
 
 # --------------------------------------------------------------------------- in place
 
-@pytest.mark.parametrize("params", [{"compressor": "identity", "alpha": 0.5},
-                                    {"compressor": "topK", "Kc": 7},
-                                    {"compressor": "rankR", "R": 2, "alpha": "rule1"}])
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"compressor": "identity", "alpha": 0.5},
+        {"compressor": "topK", "Kc": 7},
+        {"compressor": "rankR", "R": 2, "alpha": "rule1"},
+    ],
+)
 @pytest.mark.parametrize("after", [False, True])
 @pytest.mark.parametrize("norm", ["frobenius", "spectral"])
 def test_blocked_in_place_learning_equals_the_dense_formula(monkeypatch, params, after, norm):
@@ -383,8 +432,8 @@ def test_blocked_in_place_learning_equals_the_dense_formula(monkeypatch, params,
             C = compress(D, params["compressor"], R=2, Kc=7)
             if params.get("alpha") == "rule1":
                 lam = np.linalg.eigvalsh(D)
-                kept = np.sort(lam ** 2, axis=1)[:, -2:].sum(axis=1)
-                a = 1 - np.sqrt(1 - kept / ((lam ** 2).sum(axis=1) + 1e-15))
+                kept = np.sort(lam**2, axis=1)[:, -2:].sum(axis=1)
+                a = 1 - np.sqrt(1 - kept / ((lam**2).sum(axis=1) + 1e-15))
                 C = a[:, None, None] * C
             else:
                 C = alpha * C
@@ -402,15 +451,20 @@ def test_a_round_consumes_its_state_and_refuses_a_replay():
     state = method.start(problem, np.zeros(4))[0]
     ctx = full_context(problem)
     new, _ = method.round(ctx, state)
-    assert new.H_local is state.H_local                  # updated in place, no copy
+    assert new.H_local is state.H_local  # updated in place, no copy
     with pytest.raises(FedTheoryError, match="already advanced"):
         method.round(ctx, state)
-    method.round(ctx, new)                               # the returned state goes on
+    method.round(ctx, new)  # the returned state goes on
 
 
-@pytest.mark.parametrize("params", [{"compressor": "topK", "Kc": 20, "option": 2},
-                                    {"compressor": "rankR", "R": 2, "option": 2},
-                                    {"compressor": "identity", "alpha": 0.5}])
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"compressor": "topK", "Kc": 20, "option": 2},
+        {"compressor": "rankR", "R": 2, "option": 2},
+        {"compressor": "identity", "alpha": 0.5},
+    ],
+)
 def test_fednl_round_makes_no_temporary_of_the_stack_size(monkeypatch, params):
     """With blocks of 2 clients, a round allocates the oracle's Hessian stack and a fraction of
     a stack more (the learning's temporaries are a few matrices per client of a block); the
@@ -438,5 +492,5 @@ def test_fednl_round_makes_no_temporary_of_the_stack_size(monkeypatch, params):
 
     oracle = peak_of(lambda: ctx.eval(state.theta, grad=True, hess=True))
     peak = peak_of(lambda: method.round(ctx, state))
-    peak -= max(oracle, stack)      # the oracle's own peak, or its output held through the round
+    peak -= max(oracle, stack)  # the oracle's own peak, or its output held through the round
     assert peak <= 0.5 * stack, f"{peak / stack:.2f} stacks above the oracle's"

@@ -53,6 +53,7 @@ def iterates(problem, method, x0, rounds, schedule=None):
 
 # --------------------------------------------------------------------------- FedNL-PP
 
+
 @settings(max_examples=20, deadline=None)
 @given(problem=problems(objectives=("logistic",)), seed=st.integers(0, 2**31 - 1))
 def test_fednl_pp_all_clients_identity_is_newton_from_the_second_step(problem, seed):
@@ -75,16 +76,21 @@ def test_fednl_pp_all_clients_identity_is_newton_from_the_second_step(problem, s
             assert np.linalg.norm(xs[k + 1] - expected) <= 1e-9 * scale, (init, k)
 
 
-@pytest.mark.parametrize("params", [{}, {"compressor": "rankR", "R": 1, "alpha": "rule1"},
-                                    {"compressor": "topK", "Kc": 4, "init": "zero"}])
+@pytest.mark.parametrize(
+    "params",
+    [
+        {},
+        {"compressor": "rankR", "R": 1, "alpha": "rule1"},
+        {"compressor": "topK", "Kc": 4, "init": "zero"},
+    ],
+)
 def test_fednl_pp_keeps_theta_star_and_reaches_it_under_partial_participation(params):
     problem = make_problem(21, N=6, d=4, lam=5e-2, heterogeneity=1.0)
     star = problem.reference.theta_star
     method = make_method("fednl_pp", params)
     xs = iterates(problem, method, star, 5, schedule=[[0, 3], [1], [2, 4, 5], [5], [0, 1]])
     assert np.abs(xs - star).max() <= 1e-12 * (1 + np.linalg.norm(star))
-    trace = run(problem, method, 300, participation=2, seed=3, target=1e-12,
-                drift_metrics=False)
+    trace = run(problem, method, 300, participation=2, seed=3, target=1e-12, drift_metrics=False)
     assert trace.status == "reached_target"
     assert not METHODS["fednl_pp"].full_participation_only
 
@@ -95,7 +101,7 @@ def test_fednl_pp_server_step_uses_every_clients_stored_state():
     problem = make_problem(22, N=5, d=3)
     method = make_method("fednl_pp", {"compressor": "rankR", "R": 1, "init": "zero"})
     state = method.start(problem, np.full(3, 0.2))[0]
-    state, _ = method.round(round_context(problem, [1, 3]), state)      # unequal client states
+    state, _ = method.round(round_context(problem, [1, 3]), state)  # unequal client states
     w = np.asarray(problem.weights)
     H, l, gt, pts = (np.array(a) for a in (state.H_local, state.l, state.g_tilde, state.w))
     x_new = np.linalg.solve(np.tensordot(w, H, axes=1) + (w @ l) * np.eye(3), w @ gt)
@@ -115,9 +121,15 @@ def test_fednl_pp_server_step_uses_every_clients_stored_state():
 
 # --------------------------------------------------------------------------- FedNL-LS
 
-@pytest.mark.parametrize("params", [{"compressor": "topK", "Kc": 3, "init": "zero"},
-                                    {"compressor": "rankR", "R": 1, "alpha": "rule1"},
-                                    {"compressor": "identity", "gamma": 0.7, "c": 0.1}])
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"compressor": "topK", "Kc": 3, "init": "zero"},
+        {"compressor": "rankR", "R": 1, "alpha": "rule1"},
+        {"compressor": "identity", "gamma": 0.7, "c": 0.1},
+    ],
+)
 def test_fednl_ls_decreases_f_every_round_by_armijo(params):
     """f(x+) <= f(x) + c t <g, p> with p = -[H^k]_mu^{-1} g and t = gamma^j; the zero
     initial Hessians make the first direction -g / lam, far too long: the search must cut it."""
@@ -129,7 +141,7 @@ def test_fednl_ls_decreases_f_every_round_by_armijo(params):
     steps = np.linalg.norm(np.diff(xs, axis=0), axis=1)
     g0 = problem.global_oracle(xs[0], value=False).g
     if params.get("init") == "zero":
-        assert steps[0] < 0.5 * np.linalg.norm(g0) / problem.lam      # the search cut t = 1
+        assert steps[0] < 0.5 * np.linalg.norm(g0) / problem.lam  # the search cut t = 1
     assert f[-1] - problem.reference.f_star < 1e-10
 
 
@@ -139,30 +151,45 @@ def test_fednl_ls_bits_charge_32_per_rejected_trial():
     state = method.start(problem, np.zeros(4))[0]
     state, info = method.round(round_context(problem), state)
     g = problem.global_oracle(np.zeros(4), value=False).g
-    t = np.linalg.norm(state.theta) / np.linalg.norm(g / problem.lam)   # p = -g / lam
+    t = np.linalg.norm(state.theta) / np.linalg.norm(g / problem.lam)  # p = -g / lam
     rejected = round(np.log(t) / np.log(0.5))
-    assert rejected >= 1 and t == pytest.approx(0.5 ** rejected)
+    assert rejected >= 1 and t == pytest.approx(0.5**rejected)
     assert info.bits == 3 * (32 * 4 + 32 * 2 + 32 * rejected)
     assert info.uplink == 3 * (4 + 2 * 2 + 1 + rejected + 1)
 
 
 # --------------------------------------------------------------------------- FedNL-CR
 
-@pytest.mark.parametrize("params", [{}, {"compressor": "rankR", "R": 2, "alpha": "rule1"},
-                                    {"compressor": "topK", "Kc": 5, "init": "zero"}])
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {},
+        {"compressor": "rankR", "R": 2, "alpha": "rule1"},
+        {"compressor": "topK", "Kc": 5, "init": "zero"},
+    ],
+)
 def test_fednl_cr_with_m_zero_is_fednl_option_2_with_the_frobenius_norm(params):
     """M = 0: h = -(H^k + l^k I)^{-1} g with l^k = sum w_i ||H_i(x^k) - H_i^k||_F, and both
     learn at the old point: the same trajectory, whatever the compressor."""
     problem = make_problem(25, N=4, d=5, lam=2e-2, heterogeneity=0.5)
     cr = iterates(problem, make_method("fednl_cr", {"M": 0.0, **params}), np.zeros(5), 8)
-    nl = iterates(problem, make_method("fednl", {"option": 2, "l_norm": "frobenius", **params}),
-                  np.zeros(5), 8)
+    nl = iterates(
+        problem,
+        make_method("fednl", {"option": 2, "l_norm": "frobenius", **params}),
+        np.zeros(5),
+        8,
+    )
     np.testing.assert_allclose(cr, nl, rtol=1e-12, atol=1e-13)
 
 
 @settings(max_examples=40, deadline=None)
-@given(seed=st.integers(0, 2**31 - 1), d=st.integers(1, 8),
-       M=st.sampled_from([1e-3, 0.1, 1.0, 30.0]), shift=st.sampled_from([-1.0, 0.0, 1e-3, 1.0]))
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    d=st.integers(1, 8),
+    M=st.sampled_from([1e-3, 0.1, 1.0, 30.0]),
+    shift=st.sampled_from([-1.0, 0.0, 1e-3, 1.0]),
+)
 def test_cubic_step_is_the_global_minimiser_of_the_cubic_model(seed, d, M, shift):
     """g + A h + (M/2) ||h|| h = 0 with A + (M/2) ||h|| I >= 0 (the global minimiser's
     characterisation), for positive definite and indefinite A; no random point does better."""
@@ -180,15 +207,16 @@ def test_cubic_step_is_the_global_minimiser_of_the_cubic_model(seed, d, M, shift
         return g @ s + 0.5 * s @ A @ s + M / 6 * np.linalg.norm(s) ** 3
 
     trials = h + rng.normal(size=(200, d)) * np.array([[1e-3], [1e-1], [1.0], [10.0]]).repeat(
-        50, axis=0)
+        50, axis=0
+    )
     assert all(model(h) <= model(s) + 1e-12 * (1 + abs(model(h))) for s in trials)
 
 
 def test_cubic_step_hard_case_and_zero_gradient():
     A = np.diag([-1.0, 2.0])
-    h = cubic_step(A, np.array([0.0, 1.0]), 2.0)       # g orthogonal to the lowest eigenvector
+    h = cubic_step(A, np.array([0.0, 1.0]), 2.0)  # g orthogonal to the lowest eigenvector
     r = np.linalg.norm(h)
-    assert r == pytest.approx(1.0) and abs(h[0]) > 0.5                 # r = -2 lambda_min / M
+    assert r == pytest.approx(1.0) and abs(h[0]) > 0.5  # r = -2 lambda_min / M
     np.testing.assert_allclose(A @ h + 0.5 * 2.0 * r * h, [0.0, -1.0], atol=1e-12)
     assert not cubic_step(np.eye(3), np.zeros(3), 1.0).any()
 
@@ -211,26 +239,41 @@ def test_fednl_cr_updates_every_client_and_converges():
 
 # --------------------------------------------------------------------------- bits
 
+
 def test_bits_column_of_the_family_follows_the_fednl_convention():
     """Per client: init 32 d(d+1)/2 (init = hessian); per round 32 d + the compressor's cost
     (+ 32 for FedNL-CR's l^k); FedNL-PP's are totals over the participants divided by N."""
     problem = make_problem(27, N=6, d=5, lam=2e-2)
     d, N = 5, 6
     init = 32 * sym_floats(d)
-    cr = run(problem, make_method("fednl_cr", {"compressor": "rankR", "R": 2}), 3,
-             drift_metrics=False)
+    cr = run(
+        problem, make_method("fednl_cr", {"compressor": "rankR", "R": 2}), 3, drift_metrics=False
+    )
     per = 32 * d + 32 * 2 * d + 32
     assert cr["bits"].tolist() == [0, init + per, init + 2 * per, init + 3 * per]
-    pp = run(problem, make_method("fednl_pp", {"compressor": "topK", "Kc": 4}), 3,
-             participation=2, seed=1, drift_metrics=False)
+    pp = run(
+        problem,
+        make_method("fednl_pp", {"compressor": "topK", "Kc": 4}),
+        3,
+        participation=2,
+        seed=1,
+        drift_metrics=False,
+    )
     per = (32 * d + 32 * 4) * 2 / N
     np.testing.assert_allclose(pp["bits"], [0, init + per, init + 2 * per, init + 3 * per])
-    pp_zero = run(problem, make_method("fednl_pp", {"init": "zero"}), 2, participation=3,
-                  seed=1, drift_metrics=False)
+    pp_zero = run(
+        problem,
+        make_method("fednl_pp", {"init": "zero"}),
+        2,
+        participation=3,
+        seed=1,
+        drift_metrics=False,
+    )
     per = (32 * d + 32 * sym_floats(d)) * 3 / N
     np.testing.assert_allclose(pp_zero["bits"], [0, per, 2 * per])
-    ls = run(problem, make_method("fednl_ls", {"compressor": "rankR", "R": 1}), 3,
-             drift_metrics=False)
+    ls = run(
+        problem, make_method("fednl_ls", {"compressor": "rankR", "R": 1}), 3, drift_metrics=False
+    )
     assert ((np.diff(ls["bits"][1:]) - (32 * d + 32 * d)) % 32 == 0).all()
 
 
@@ -244,11 +287,17 @@ def test_family_rounds_consume_their_state(name):
         method.round(round_context(problem), state)
 
 
-@pytest.mark.parametrize("name,params,fragment", [
-    ("fednl_pp", {"l_norm": "max"}, "max"), ("fednl_pp", {"alpha": "two"}, "two"),
-    ("fednl_ls", {"gamma": 1.0}, "gamma"), ("fednl_ls", {"c": 0.0}, "c must"),
-    ("fednl_cr", {"M": "big"}, "big"), ("fednl_cr", {"compressor": "randK"}, "randK"),
-])
+@pytest.mark.parametrize(
+    "name,params,fragment",
+    [
+        ("fednl_pp", {"l_norm": "max"}, "max"),
+        ("fednl_pp", {"alpha": "two"}, "two"),
+        ("fednl_ls", {"gamma": 1.0}, "gamma"),
+        ("fednl_ls", {"c": 0.0}, "c must"),
+        ("fednl_cr", {"M": "big"}, "big"),
+        ("fednl_cr", {"compressor": "randK"}, "randK"),
+    ],
+)
 def test_family_refuses_bad_hyperparameters_by_name(name, params, fragment):
     with pytest.raises(FedTheoryError, match=fragment):
         make_method(name, params)
@@ -265,6 +314,7 @@ def test_fednl_ls_needs_lam_positive():
 
 # --------------------------------------------------------------------------- the reference code
 
+
 def _fixture():
     data = np.load(FIXTURE)
     return data, json.loads(str(data["meta"]))
@@ -280,8 +330,9 @@ def _fixture_problem(cfg):
     else:
         ds = load_breast_cancer(standardize=True, intercept=True)
         X, y = ds.X[:rows], ds.y[:rows]
-    return FederatedProblem.from_dataset(X, y, contiguous(rows, cfg["clients"]),
-                                         objective="logistic", lam=cfg["lam"])
+    return FederatedProblem.from_dataset(
+        X, y, contiguous(rows, cfg["clients"]), objective="logistic", lam=cfg["lam"]
+    )
 
 
 def _params(cfg):
@@ -302,16 +353,22 @@ def _replay(key):
     for t in range(1, len(theta)):
         clients = None if schedule is None else schedule[t - 1]
         state, info = method.round(round_context(problem, clients), state)
-        if t == 1:                                        # the setup, booked with round 1
+        if t == 1:  # the setup, booked with round 1
             info = info.plus(setup)
         xs.append(np.array(state.theta))
         bits.append(info.bits / (problem.N if clients is None else len(clients)))
     return np.array(xs), np.array(bits), data, cfg, problem
 
 
-EXACT = ["fednl_opt2_rank4_rule1_zero", "fednl_pp_rank4_rule1", "fednl_cr_m0_one_client",
-         "fednl_opt2_topk_spectral", "fednl_opt1_topk_rule1", "fednl_pp_topk_zero",
-         "fednl_ls_topk_rule1_zero"]
+EXACT = [
+    "fednl_opt2_rank4_rule1_zero",
+    "fednl_pp_rank4_rule1",
+    "fednl_cr_m0_one_client",
+    "fednl_opt2_topk_spectral",
+    "fednl_opt1_topk_rule1",
+    "fednl_pp_topk_zero",
+    "fednl_ls_topk_rule1_zero",
+]
 
 
 def test_fixture_lists_every_reference_configuration():
@@ -330,12 +387,15 @@ def test_trajectory_matches_the_reference_code(key):
     err = np.linalg.norm(xs - ref, axis=1)
     assert err.max() <= 1e-12 * max(1.0, np.linalg.norm(ref[0])), err
     dist = np.linalg.norm(ref - data[f"{key}__x_opt"], axis=1)
-    assert dist[-1] < 0.1 * dist[0]                       # the trajectory goes somewhere
+    assert dist[-1] < 0.1 * dist[0]  # the trajectory goes somewhere
     init = float(data[f"{key}__init_bits"])
     per_node = bits.copy()
-    if init:                                              # reported with the first round
-        per_node[0] -= init * problem.N / (problem.N if cfg["method"] != "fednl_pp"
-                                           else len(data[f"{key}__schedule"][0]))
+    if init:  # reported with the first round
+        per_node[0] -= (
+            init
+            * problem.N
+            / (problem.N if cfg["method"] != "fednl_pp" else len(data[f"{key}__schedule"][0]))
+        )
     np.testing.assert_array_equal(per_node, data[f"{key}__round_bits"])
 
 
@@ -347,8 +407,9 @@ def test_spectral_l_norm_is_what_the_reference_uses():
     assert cfg["params"]["l_norm"] == "spectral"
     problem = _fixture_problem(cfg)
     ref = data[f"{key}__theta"]
-    fro = iterates(problem, make_method("fednl", {**_params(cfg), "l_norm": "frobenius"}),
-                   ref[0], 5)
+    fro = iterates(
+        problem, make_method("fednl", {**_params(cfg), "l_norm": "frobenius"}), ref[0], 5
+    )
     assert np.linalg.norm(fro[3] - ref[3]) > 1e-4 * np.linalg.norm(ref[3] - ref[0])
 
 

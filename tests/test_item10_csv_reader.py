@@ -16,18 +16,36 @@ from fedtheory.errors import FedTheoryError
 from fedtheory.results import load
 from fedtheory.trace import COLUMNS, Trace, _fmt, read_csv
 
-ROWS = 6000   # x 17 float columns: ~100k doubles
+ROWS = 6000  # x 17 float columns: ~100k doubles
 
 
 def _hard_doubles(n: int, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
     bits = np.frombuffer(rng.bytes(8 * n), dtype=np.float64).copy()
-    edges = np.array([5e-324, -5e-324, 2.2250738585072014e-308, 2.225073858507201e-308,
-                      1.7976931348623157e308, -1.7976931348623157e308, 0.0, -0.0, 1.0,
-                      0.1, 1 / 3, 9007199254740993.0, 123.16597182755741,
-                      9371099159.056545, 2.2602467420398052e18, 0.0006455714183435443,
-                      np.nan, np.inf, -np.inf])
-    bits[:edges.size] = edges
+    edges = np.array(
+        [
+            5e-324,
+            -5e-324,
+            2.2250738585072014e-308,
+            2.225073858507201e-308,
+            1.7976931348623157e308,
+            -1.7976931348623157e308,
+            0.0,
+            -0.0,
+            1.0,
+            0.1,
+            1 / 3,
+            9007199254740993.0,
+            123.16597182755741,
+            9371099159.056545,
+            2.2602467420398052e18,
+            0.0006455714183435443,
+            np.nan,
+            np.inf,
+            -np.inf,
+        ]
+    )
+    bits[: edges.size] = edges
     return bits
 
 
@@ -35,22 +53,28 @@ def _bits_equal(a: np.ndarray, b: np.ndarray) -> bool:
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     nan = np.isnan(a)
     # NaN is written "nan": its payload is not kept (nor was it by the old reader)
-    return bool(np.array_equal(nan, np.isnan(b))
-                and np.array_equal(a[~nan].view(np.int64), b[~nan].view(np.int64)))
+    return bool(
+        np.array_equal(nan, np.isnan(b))
+        and np.array_equal(a[~nan].view(np.int64), b[~nan].view(np.int64))
+    )
 
 
 def test_random_doubles_round_trip_bit_for_bit(tmp_path):
     values = _hard_doubles(ROWS * (len(COLUMNS) - 1), seed=17).reshape(ROWS, -1)
-    assert np.sum(np.abs(values) < 2.2250738585072014e-308) > 0      # denormals are in
-    trace = Trace(rows=[{"round": i, **dict(zip(COLUMNS[1:], map(float, values[i]),
-                                                strict=True))} for i in range(ROWS)])
+    assert np.sum(np.abs(values) < 2.2250738585072014e-308) > 0  # denormals are in
+    trace = Trace(
+        rows=[
+            {"round": i, **dict(zip(COLUMNS[1:], map(float, values[i]), strict=True))}
+            for i in range(ROWS)
+        ]
+    )
     path = trace.to_csv(tmp_path / "t.csv")
     back = read_csv(path)
     assert list(back.columns) == list(COLUMNS)
     assert back["round"].dtype == np.int64 and list(back["round"]) == list(range(ROWS))
     for j, column in enumerate(COLUMNS[1:]):
         assert back[column].dtype == np.float64
-        exact = [float(_fmt(v)) for v in values[:, j]]                # Python's parser
+        exact = [float(_fmt(v)) for v in values[:, j]]  # Python's parser
         assert _bits_equal(back[column].to_numpy(), exact), column
     # the whole-file path (results.load) gives the same bits
     loaded = load(path)
@@ -70,15 +94,18 @@ def test_a_column_of_integers_that_turns_float_after_the_first_block(tmp_path):
     assert back["bits"].iloc[-1] == 0.1 and back["bits"].iloc[n - 1] == n - 1
 
 
-@pytest.mark.parametrize("text, message", [
-    ("", "empty file"),
-    ("round,a\n0,1\n1\n", "Expected 2 columns, got 1"),
-    ("round,a\n0,1,2\n", "Expected 2 columns, got 3"),
-    ("round,a\n0,x\n", "x"),
-    ("round,a\n0,\n", "''"),                         # an empty cell is not a number
-    ("round,a\n0,NA\n", "NA"),                       # nor are pandas' NA strings
-    ("round,a,a\n0,1,2\n", "duplicated column names a"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("", "empty file"),
+        ("round,a\n0,1\n1\n", "Expected 2 columns, got 1"),
+        ("round,a\n0,1,2\n", "Expected 2 columns, got 3"),
+        ("round,a\n0,x\n", "x"),
+        ("round,a\n0,\n", "''"),  # an empty cell is not a number
+        ("round,a\n0,NA\n", "NA"),  # nor are pandas' NA strings
+        ("round,a,a\n0,1,2\n", "duplicated column names a"),
+    ],
+)
 def test_a_malformed_file_is_a_value_error(tmp_path, text, message):
     path = tmp_path / "bad.csv"
     path.write_text(text)

@@ -43,13 +43,15 @@ def test_the_dask_executor_without_dask_is_refused_in_one_line(tmp_path, no_dask
     err = capsys.readouterr().err
     assert code == 2
     assert err.count("\n") == 1 and "internal error" not in err
-    assert err.startswith("fedtheory: error: --executor dask needs Dask, which is not "
-                          "installed (no module ")
+    assert err.startswith(
+        "fedtheory: error: --executor dask needs Dask, which is not installed (no module "
+    )
     assert err.rstrip().endswith("pip install 'fedtheory[dask]'")
     assert not out.exists()
     with pytest.raises(FedTheoryError, match=r"fedtheory\[dask\]"):
-        run_sweep(_spec(tmp_path), out, progress=False, executor="dask",
-                  scheduler="tcp://127.0.0.1:8786")
+        run_sweep(
+            _spec(tmp_path), out, progress=False, executor="dask", scheduler="tcp://127.0.0.1:8786"
+        )
 
 
 def test_a_local_sweep_runs_without_dask(tmp_path, no_dask):
@@ -70,8 +72,9 @@ def test_the_local_path_never_imports_dask(tmp_path):
         loaded = sorted(m for m in sys.modules if m.split(".")[0] in ("dask", "distributed"))
         print("DASK MODULES:", loaded)
     """)
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                          cwd=tmp_path, timeout=600)
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path, timeout=600
+    )
     assert done.returncode == 0, done.stderr
     assert "DASK MODULES: []" in done.stdout
 
@@ -83,7 +86,7 @@ def test_dask_is_an_extra_that_the_test_extra_includes():
     assert not any(d.startswith(("dask", "distributed")) for d in core)
     assert extras["dask"] == ["dask[distributed]>=2024.1"]
     assert "dask[distributed]>=2024.1" in extras["test"]
-    assert any(d.startswith("sympy") for d in core)   # the claim checks (C12) import it
+    assert any(d.startswith("sympy") for d in core)  # the claim checks (C12) import it
     for name in ("constraints.txt", "constraints-min.txt"):
         pins = (ROOT / name).read_text().splitlines()
         assert any(p.startswith("dask==") for p in pins)

@@ -23,8 +23,8 @@ from fedtheory.results import load
 from fedtheory.sweep import expand, read_sweep, run_sweep
 from fedtheory.trace import TIMING
 
-FAIL_AT = 3          # the third run's file meets the full disk
-DEADLINE_S = 600     # catches a hang only (the Dask test): never a timing assertion
+FAIL_AT = 3  # the third run's file meets the full disk
+DEADLINE_S = 600  # catches a hang only (the Dask test): never a timing assertion
 
 
 def _spec(folder):
@@ -56,32 +56,38 @@ def _leftovers(out):
 
 
 def _rows(out):
-    return load(out).drop(columns=[*TIMING, "started_at"]).sort_values(
-        ["config_id", "round"], ignore_index=True)
+    return (
+        load(out)
+        .drop(columns=[*TIMING, "started_at"])
+        .sort_values(["config_id", "round"], ignore_index=True)
+    )
 
 
-def test_a_full_disk_stops_a_local_sweep_saying_how_many_runs_are_saved(tmp_path, monkeypatch,
-                                                                        capsys):
+def test_a_full_disk_stops_a_local_sweep_saying_how_many_runs_are_saved(
+    tmp_path, monkeypatch, capsys
+):
     spec, out = _spec(tmp_path), tmp_path / "out"
-    ids = [c.id for c in expand(read_sweep(spec))]        # jobs=1 runs them in this order
+    ids = [c.id for c in expand(read_sweep(spec))]  # jobs=1 runs them in this order
     _fill_disk_at(monkeypatch, FAIL_AT)
     code = main(["sweep", str(spec), "--out", str(out), "--jobs", "1"])
-    stderr = capsys.readouterr().err           # the progress bar's line, then the error's
+    stderr = capsys.readouterr().err  # the progress bar's line, then the error's
     assert code == 2 and "Traceback" not in stderr and "internal error" not in stderr
     errors = [line for line in stderr.splitlines() if line.startswith("fedtheory:")]
     assert len(errors) == 1
     err = errors[0]
     target = out / "runs" / f"{ids[FAIL_AT - 1]}.parquet"
-    assert err == (f"fedtheory: error: cannot write {target}: {os.strerror(errno.ENOSPC)}; "
-                   f"{FAIL_AT - 1} of {len(ids)} runs finished and saved; re-run the same "
-                   f"command to resume")
+    assert err == (
+        f"fedtheory: error: cannot write {target}: {os.strerror(errno.ENOSPC)}; "
+        f"{FAIL_AT - 1} of {len(ids)} runs finished and saved; re-run the same "
+        f"command to resume"
+    )
     # the runs before it are whole files; nothing half-written is left
     saved = sorted(p.stem for p in (out / "runs").iterdir())
-    assert saved == sorted(ids[:FAIL_AT - 1])
+    assert saved == sorted(ids[: FAIL_AT - 1])
     assert _leftovers(out) == []
-    assert len(load(out)) == (FAIL_AT - 1) * 4            # 4 rows a run (rounds 0..3)
+    assert len(load(out)) == (FAIL_AT - 1) * 4  # 4 rows a run (rounds 0..3)
 
-    monkeypatch.undo()                                    # space again: the same command
+    monkeypatch.undo()  # space again: the same command
     assert main(["sweep", str(spec), "--out", str(out), "--jobs", "1"]) == 0
     assert "2 run, 2 already done, 0 failed" in capsys.readouterr().out
     fresh = run_sweep(spec, tmp_path / "fresh", jobs=1, progress=False)
@@ -92,8 +98,11 @@ def test_a_full_disk_stops_a_local_sweep_saying_how_many_runs_are_saved(tmp_path
 def test_a_full_disk_at_the_first_run_says_none_is_saved(tmp_path, monkeypatch):
     spec, out = _spec(tmp_path), tmp_path / "out"
     _fill_disk_at(monkeypatch, 1)
-    with pytest.raises(WriteError, match=r"No space left on device; 0 of 4 runs finished and "
-                                         r"saved; re-run the same command to resume$"):
+    with pytest.raises(
+        WriteError,
+        match=r"No space left on device; 0 of 4 runs finished and "
+        r"saved; re-run the same command to resume$",
+    ):
         run_sweep(spec, out, jobs=1, progress=False)
     assert list((out / "runs").iterdir()) == [] and _leftovers(out) == []
 
@@ -118,11 +127,14 @@ def test_a_full_disk_stops_a_dask_sweep_saying_how_many_runs_are_saved(tmp_path,
         signal.alarm(0)
         signal.signal(signal.SIGALRM, old)
     saved = sorted(p.stem for p in (out / "runs").iterdir())
-    assert len(saved) == FAIL_AT - 1 and len(calls) == FAIL_AT   # completion order: any two
+    assert len(saved) == FAIL_AT - 1 and len(calls) == FAIL_AT  # completion order: any two
     runs = re.escape(str(out / "runs"))
-    match = re.fullmatch(rf"cannot write {runs}/([0-9a-f]{{16}})\.parquet: "
-                         rf"{os.strerror(errno.ENOSPC)}; {FAIL_AT - 1} of 4 runs finished and "
-                         rf"saved; re-run the same command to resume", str(info.value))
+    match = re.fullmatch(
+        rf"cannot write {runs}/([0-9a-f]{{16}})\.parquet: "
+        rf"{os.strerror(errno.ENOSPC)}; {FAIL_AT - 1} of 4 runs finished and "
+        rf"saved; re-run the same command to resume",
+        str(info.value),
+    )
     assert match is not None, str(info.value)
     assert match[1] not in saved and _leftovers(out) == []
     monkeypatch.undo()

@@ -24,10 +24,10 @@ def test_batched_substitutions_equal_scipy_matrix_by_matrix(m, d, seed):
     L = cholesky(_spd(rng, m, d))
     b = rng.normal(size=(m, d))
     for trans in (0, 1):
-        ref = np.stack([sl.solve_triangular(L[i], b[i], lower=True, trans=trans)
-                        for i in range(m)])
-        np.testing.assert_allclose(_solve_tri(L, b, trans), ref, rtol=1e-10,
-                                   atol=1e-12 * np.abs(ref).max())
+        ref = np.stack([sl.solve_triangular(L[i], b[i], lower=True, trans=trans) for i in range(m)])
+        np.testing.assert_allclose(
+            _solve_tri(L, b, trans), ref, rtol=1e-10, atol=1e-12 * np.abs(ref).max()
+        )
 
 
 def test_cholesky_is_lower_and_reproduces_the_matrix(backend):
@@ -84,8 +84,12 @@ def _with_free_coordinates(rng, P, fraction):
     return P
 
 
-@given(st.integers(1, 30), st.integers(1, 12), st.sampled_from([0.0, 0.3, 0.7, 1.0]),
-       st.integers(0, 2**32 - 1))
+@given(
+    st.integers(1, 30),
+    st.integers(1, 12),
+    st.sampled_from([0.0, 0.3, 0.7, 1.0]),
+    st.integers(0, 2**32 - 1),
+)
 def test_decoupled_coordinates_solve_as_the_full_factorisation_would(m, d, fraction, seed):
     rng = np.random.default_rng(seed)
     P = _with_free_coordinates(rng, _spd(rng, m, d), fraction)
@@ -99,12 +103,11 @@ def test_only_the_upper_triangle_is_read_couplings_included():
     """A coupling stored only above the diagonal, in the column of a coordinate whose row is
     empty right of the diagonal, still couples it (the matrix is read as LAPACK reads it)."""
     P = np.diag([2.0, 3.0, 4.0])
-    P[0, 2] = 1.0                      # upper only; P[2, 0] stays 0
+    P[0, 2] = 1.0  # upper only; P[2, 0] stays 0
     b = np.array([1.0, 2.0, 3.0])
     S = np.triu(P) + np.triu(P, 1).T
     np.testing.assert_allclose(spd_solve(P, b), np.linalg.solve(S, b), rtol=1e-14)
-    np.testing.assert_allclose(spd_solve(P[None], b[None])[0], np.linalg.solve(S, b),
-                               rtol=1e-14)
+    np.testing.assert_allclose(spd_solve(P[None], b[None])[0], np.linalg.solve(S, b), rtol=1e-14)
 
 
 def test_a_decoupled_coordinate_that_is_not_positive_names_the_client():

@@ -15,8 +15,7 @@ from fedtheory.testing import make_problem, problems
 
 
 def _one_round(problem, method, theta0, S, seed):
-    return run(problem, method, 1, participation=S, seed=seed, theta0=theta0,
-               drift_metrics=False)
+    return run(problem, method, 1, participation=S, seed=seed, theta0=theta0, drift_metrics=False)
 
 
 def _theta_after(problem, name, params, theta0, rounds, S=None, seed=0):
@@ -25,8 +24,9 @@ def _theta_after(problem, name, params, theta0, rounds, S=None, seed=0):
     state = method.start(problem, theta0)[0]
     rng = np.random.default_rng(seed)
     for _ in range(rounds):
-        clients = (None if S in (None, problem.N)
-                   else np.sort(rng.choice(problem.N, S, replace=False)))
+        clients = (
+            None if S in (None, problem.N) else np.sort(rng.choice(problem.N, S, replace=False))
+        )
         ctx = round_context(problem, clients, rng=rng)
         state, _ = method.round(ctx, state)
     return state.theta
@@ -48,8 +48,9 @@ def test_fedpm_k1_equals_newton(problem, eta, data):
 def test_fedpm_ridge_contracts_by_one_minus_eta_to_the_K(K, eta):
     """C6: on ridge, theta+ - theta* = (1 - eta)^K (theta - theta*) for any heterogeneity."""
     problem = make_problem(11, objective="ridge", N=6, d=5, heterogeneity=2.0)
-    trace = run(problem, make_method("fedpm", {"K": K, "eta": eta}), 12,
-                theta0=np.full(problem.d, 3.0))
+    trace = run(
+        problem, make_method("fedpm", {"K": K, "eta": eta}), 12, theta0=np.full(problem.d, 3.0)
+    )
     e = trace["dist_to_opt"]
     scale = max(1.0, np.linalg.norm(problem.reference.theta_star))
     ratios = e[1:] / e[:-1]
@@ -69,7 +70,7 @@ def test_sopm_ridge_limit_is_the_average_of_local_optima(K, eta):
     """C4 (ridge): simple mixing converges to sum_i w_i theta_i*, not to theta*."""
     problem = make_problem(5, objective="ridge", N=5, d=4, heterogeneity=2.0)
     H = problem.oracle(np.zeros(4), hess=True)
-    local_opt = np.linalg.solve(H.H, -H.g[:, :, None])[..., 0]     # g_i(0) = -H_i theta_i*
+    local_opt = np.linalg.solve(H.H, -H.g[:, :, None])[..., 0]  # g_i(0) = -H_i theta_i*
     average = problem.weights @ local_opt
     theta = _theta_after(problem, "sopm", {"K": K, "eta": eta}, np.zeros(4), 200)
     np.testing.assert_allclose(theta, average, rtol=0, atol=1e-10 * (1 + np.linalg.norm(average)))
@@ -93,11 +94,13 @@ def test_newton_converges_quadratically_on_a9a(a9a):
 def test_fedpm_mixing_start_equals_last_for_one_local_step():
     problem = make_problem(2, N=4, d=3)
     theta = np.full(3, 0.5)
-    a = _theta_after(problem, "fedpm", {"K": 1, "eta": 0.7, "mixing_preconditioner": "start"},
-                     theta, 2)
+    a = _theta_after(
+        problem, "fedpm", {"K": 1, "eta": 0.7, "mixing_preconditioner": "start"}, theta, 2
+    )
     b = _theta_after(problem, "fedpm", {"K": 1, "eta": 0.7}, theta, 2)
-    c = _theta_after(problem, "fedpm", {"K": 1, "eta": 0.7, "mixing_preconditioner": "end"},
-                     theta, 2)
+    c = _theta_after(
+        problem, "fedpm", {"K": 1, "eta": 0.7, "mixing_preconditioner": "end"}, theta, 2
+    )
     np.testing.assert_array_equal(a, b)
     assert np.linalg.norm(c - b) > 1e-8
 
@@ -141,7 +144,8 @@ def test_local_search_sopm_converges_where_a_long_fixed_step_does_not():
     """One client (no mixing bias): Armijo-damped local Newton converges from any step size."""
     problem = make_problem(9, N=1, d=4, heterogeneity=2.0)
     fixed = run(problem, make_method("sopm", {"eta": 3.0}), 30, drift_metrics=False)
-    searched = run(problem, make_method("sopm", {"eta": 3.0, "local_search": True}), 30,
-                   drift_metrics=False)
+    searched = run(
+        problem, make_method("sopm", {"eta": 3.0, "local_search": True}), 30, drift_metrics=False
+    )
     assert searched.final["grad_norm"] < 1e-8
     assert fixed.final["grad_norm"] > 1e-3 or fixed.status == "diverged"

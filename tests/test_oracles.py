@@ -115,8 +115,9 @@ def test_logistic_is_finite_and_exact_for_large_margins(z):
     s = np.exp(-np.logaddexp(0.0, z))
     np.testing.assert_allclose(o.f[0], f, rtol=1e-15)
     np.testing.assert_allclose(o.g[0, 0], -s, rtol=1e-14)
-    np.testing.assert_allclose(o.H[0, 0, 0], s * (1 - s) if abs(z) < 30 else np.exp(-abs(z)),
-                               rtol=1e-12)
+    np.testing.assert_allclose(
+        o.H[0, 0, 0], s * (1 - s) if abs(z) < 30 else np.exp(-abs(z)), rtol=1e-12
+    )
 
 
 @given(problems())
@@ -143,8 +144,9 @@ def test_sparse_input_equals_dense():
     y = np.sign(rng.normal(size=30))
     parts = [np.arange(0, 10), np.arange(10, 30)]
     dense = FederatedProblem.from_dataset(X, y, parts, objective="logistic", lam=0.1)
-    sparse = FederatedProblem.from_dataset(sp.csr_matrix(X), y, parts, objective="logistic",
-                                           lam=0.1)
+    sparse = FederatedProblem.from_dataset(
+        sp.csr_matrix(X), y, parts, objective="logistic", lam=0.1
+    )
     np.testing.assert_array_equal(dense.A, sparse.A)
     np.testing.assert_allclose(dense.reference.theta_star, sparse.reference.theta_star, rtol=0)
 

@@ -17,7 +17,7 @@ from fedtheory.problem import FederatedProblem
 from fedtheory.runner import run
 from fedtheory.testing import make_problem
 
-Z = 5.0   # tolerance in standard errors: a two-sided N(0, 1) exceeds 5 with prob. 5.7e-7
+Z = 5.0  # tolerance in standard errors: a two-sided N(0, 1) exceeds 5 with prob. 5.7e-7
 
 
 def draws(oracle, problem, theta, n, seed=0, clients=None, **what):
@@ -33,8 +33,9 @@ def test_minibatch_estimates_are_unbiased(objective):
     problem = make_problem(1, objective=objective, N=3, d=4, min_rows=2, max_rows=12)
     theta = np.random.default_rng(2).normal(size=problem.d)
     exact = problem.oracle(theta, value=True, grad=True, hess=True)
-    outs = draws(make_oracle("minibatch", b=2), problem, theta, 3000, value=True, grad=True,
-                 hess=True)
+    outs = draws(
+        make_oracle("minibatch", b=2), problem, theta, 3000, value=True, grad=True, hess=True
+    )
     for field in ("f", "g", "H"):
         x = np.stack([getattr(o, field) for o in outs])
         se = x.std(axis=0, ddof=1) / math.sqrt(len(x))
@@ -51,8 +52,16 @@ def test_minibatch_samples_only_the_clients_real_rows():
     problem = FederatedProblem.from_clients(Xs, ys, objective="logistic", lam=0.1)
     theta = rng.normal(size=3)
     exact = problem.oracle(theta, [0], value=True, grad=True, hess=True)
-    for o in draws(make_oracle("minibatch", b=5), problem, theta, 50, clients=np.array([0]),
-                   value=True, grad=True, hess=True):
+    for o in draws(
+        make_oracle("minibatch", b=5),
+        problem,
+        theta,
+        50,
+        clients=np.array([0]),
+        value=True,
+        grad=True,
+        hess=True,
+    ):
         np.testing.assert_allclose(o.f, exact.f, rtol=1e-14)
         np.testing.assert_allclose(o.g, exact.g, rtol=1e-13, atol=1e-15)
         np.testing.assert_allclose(o.H, exact.H, rtol=1e-13, atol=1e-15)
@@ -65,11 +74,17 @@ def test_minibatch_uses_the_same_rows_for_f_g_and_h_and_keeps_lam_exact():
     A, y, sizes = np.asarray(problem.A), np.asarray(problem.y), problem.sizes
     theta = np.random.default_rng(5).normal(size=3)
     oracle = ORACLES[problem.objective]
-    for o in draws(make_oracle("minibatch", b=1), problem, theta, 20, value=True, grad=True,
-                   hess=True):
+    for o in draws(
+        make_oracle("minibatch", b=1), problem, theta, 20, value=True, grad=True, hess=True
+    ):
         for i in range(problem.N):
-            rows = oracle(A[i, :sizes[i], None], y[i, :sizes[i], None],
-                          np.ones((sizes[i], 1)), problem.lam, theta)
+            rows = oracle(
+                A[i, : sizes[i], None],
+                y[i, : sizes[i], None],
+                np.ones((sizes[i], 1)),
+                problem.lam,
+                theta,
+            )
             j = int(np.argmin(np.abs(rows.g - o.g[i]).sum(axis=1)))
             np.testing.assert_allclose(o.g[i], rows.g[j], rtol=1e-13, atol=1e-15)
             np.testing.assert_allclose(o.f[i], rows.f[j], rtol=1e-13)
@@ -84,15 +99,16 @@ def test_gaussian_noise_has_the_requested_variance():
     sigma = 0.7
     theta = np.random.default_rng(7).normal(size=problem.d)
     exact = problem.oracle(theta, value=True, grad=True, hess=True)
-    outs = draws(make_oracle("gaussian", sigma=sigma), problem, theta, 400, value=True,
-                 grad=True, hess=True)
+    outs = draws(
+        make_oracle("gaussian", sigma=sigma), problem, theta, 400, value=True, grad=True, hess=True
+    )
     xi = np.stack([o.g for o in outs]) - exact.g
     k = xi.size
     chi2 = float((xi**2).sum()) * problem.d / sigma**2
     assert abs(chi2 - k) <= Z * math.sqrt(2 * k)
     se = sigma / math.sqrt(problem.d) / math.sqrt(len(outs))
     assert (np.abs(xi.mean(axis=0)) <= Z * se).all()
-    for o in outs[:5]:                                         # f and H stay exact
+    for o in outs[:5]:  # f and H stay exact
         np.testing.assert_array_equal(o.f, exact.f)
         np.testing.assert_array_equal(o.H, exact.H)
 
@@ -101,12 +117,14 @@ def test_gaussian_sigma_zero_is_exact_and_no_gradient_draws_nothing():
     problem = make_problem(8, N=3, d=4)
     theta = np.ones(4)
     rng = np.random.default_rng(0)
-    o = make_oracle("gaussian", sigma=0.0)(problem, theta, None, value=False, grad=True,
-                                          hess=False, rng=rng)
+    o = make_oracle("gaussian", sigma=0.0)(
+        problem, theta, None, value=False, grad=True, hess=False, rng=rng
+    )
     np.testing.assert_array_equal(o.g, problem.oracle(theta).g)
     state = rng.bit_generator.state
-    make_oracle("gaussian", sigma=1.0)(problem, theta, None, value=True, grad=False, hess=True,
-                                       rng=rng)
+    make_oracle("gaussian", sigma=1.0)(
+        problem, theta, None, value=True, grad=False, hess=True, rng=rng
+    )
     assert rng.bit_generator.state == state
 
 
@@ -129,16 +147,19 @@ def test_subsets_of_clients_and_per_client_points():
     clients = np.array([1, 4])
     theta = np.random.default_rng(1).normal(size=(2, 3))
     for oracle in (make_oracle("minibatch", b=2), make_oracle("gaussian", sigma=0.1)):
-        o = oracle(problem, theta, clients, value=True, grad=True, hess=True,
-                   rng=np.random.default_rng(0))
+        o = oracle(
+            problem, theta, clients, value=True, grad=True, hess=True, rng=np.random.default_rng(0)
+        )
         assert o.f.shape == (2,) and o.g.shape == (2, 3) and o.H.shape == (2, 3, 3)
 
 
 def test_runs_accept_stochastic_oracles_and_record_them():
     problem = make_problem(11, N=4, d=3)
-    for oracle, name in ((make_oracle("minibatch", b=8), "minibatch(b=8)"),
-                         (make_oracle("gaussian", sigma=0.1), "gaussian(sigma=0.1)"),
-                         ("minibatch", "minibatch(b=1)")):
+    for oracle, name in (
+        (make_oracle("minibatch", b=8), "minibatch(b=8)"),
+        (make_oracle("gaussian", sigma=0.1), "gaussian(sigma=0.1)"),
+        ("minibatch", "minibatch(b=1)"),
+    ):
         trace = run(problem, make_method("fedpac"), 3, participation=2, oracle=oracle)
         assert trace.status == "completed" and trace.meta["oracle"] == name
 
@@ -150,14 +171,22 @@ def test_oracle_registry():
     assert make_oracle(exact) is exact
 
 
-@pytest.mark.parametrize("name,options,fragment", [
-    ("minibatch", {"b": 0}, "got 0"), ("minibatch", {"b": -3}, "-3"),
-    ("minibatch", {"b": 2.5}, "2.5"), ("minibatch", {"b": True}, "True"),
-    ("gaussian", {"sigma": -0.1}, "-0.1"), ("gaussian", {"sigma": float("nan")}, "nan"),
-    ("gaussian", {"sigma": float("inf")}, "inf"), ("gaussian", {"sigma": "big"}, "big"),
-    ("minibatch", {"sigma": 1.0}, "sigma"), ("exact", {"b": 2}, "'b'"),
-    ("noisy", {}, "noisy"),
-])
+@pytest.mark.parametrize(
+    "name,options,fragment",
+    [
+        ("minibatch", {"b": 0}, "got 0"),
+        ("minibatch", {"b": -3}, "-3"),
+        ("minibatch", {"b": 2.5}, "2.5"),
+        ("minibatch", {"b": True}, "True"),
+        ("gaussian", {"sigma": -0.1}, "-0.1"),
+        ("gaussian", {"sigma": float("nan")}, "nan"),
+        ("gaussian", {"sigma": float("inf")}, "inf"),
+        ("gaussian", {"sigma": "big"}, "big"),
+        ("minibatch", {"sigma": 1.0}, "sigma"),
+        ("exact", {"b": 2}, "'b'"),
+        ("noisy", {}, "noisy"),
+    ],
+)
 def test_bad_oracle_options_are_refused_by_name(name, options, fragment):
     with pytest.raises(FedTheoryError, match=fragment):
         make_oracle(name, **options)
@@ -179,9 +208,17 @@ def test_numpy_and_cupy_see_identical_samples():
     gpu = problem.to("cupy")
     theta = np.random.default_rng(0).normal(size=3)
     for oracle in (make_oracle("minibatch", b=4), make_oracle("gaussian", sigma=0.3)):
-        a = oracle(problem, theta, None, value=True, grad=True, hess=True,
-                   rng=np.random.default_rng(5))
-        b = oracle(gpu, cupy.asarray(theta), None, value=True, grad=True, hess=True,
-                   rng=np.random.default_rng(5))
+        a = oracle(
+            problem, theta, None, value=True, grad=True, hess=True, rng=np.random.default_rng(5)
+        )
+        b = oracle(
+            gpu,
+            cupy.asarray(theta),
+            None,
+            value=True,
+            grad=True,
+            hess=True,
+            rng=np.random.default_rng(5),
+        )
         for x, y in zip(a, b, strict=True):
             np.testing.assert_allclose(cupy.asnumpy(y), x, rtol=1e-12, atol=1e-14)

@@ -32,8 +32,11 @@ def newton(problem):
 @pytest.fixture(scope="module")
 def seeds(problem):
     """4 seeds each of FedPM and SOPM under partial participation (S = 3 of 6)."""
-    return [run(problem, make_method(m, {"K": 2, "eta": 0.8}), 6, participation=3, seed=s)
-            for m in ("fedpm", "sopm") for s in range(4)]
+    return [
+        run(problem, make_method(m, {"K": 2, "eta": 0.8}), 6, participation=3, seed=s)
+        for m in ("fedpm", "sopm")
+        for s in range(4)
+    ]
 
 
 def _synthetic(e, method="synthetic"):
@@ -176,8 +179,17 @@ def test_main_plot_reads_a_trace_csv_with_its_metadata(tmp_path, newton, capsys)
 
 def _star(e, column="dist_to_opt", **meta):
     rows = [{"round": t, column: v} for t, v in enumerate(e)]
-    return Trace(rows=rows, meta={"method": "newton", "params": {}, "theta_star_norm": 2.0,
-                                  "f_star": 0.5, "L": 3.0, **meta})
+    return Trace(
+        rows=rows,
+        meta={
+            "method": "newton",
+            "params": {},
+            "theta_star_norm": 2.0,
+            "f_star": 0.5,
+            "L": 3.0,
+            **meta,
+        },
+    )
 
 
 @pytest.mark.parametrize("last", [0.0, 1e-17])
@@ -191,8 +203,8 @@ def test_an_exact_zero_at_the_float_floor_is_drawn_marked_and_floored(tmp_path, 
     assert any(t.startswith("float floor") for t in legend)
     floor = 1e3 * np.finfo(float).eps * 2.0
     y = ax.get_lines()[0].get_ydata()
-    assert np.isfinite(y).all()                       # no gap where the zero is
-    assert y[-1] == pytest.approx(floor)              # a zero or a value under the floor
+    assert np.isfinite(y).all()  # no gap where the zero is
+    assert y[-1] == pytest.approx(floor)  # a zero or a value under the floor
     if last == 0.0:
         assert any(t.startswith("exactly 0 or negative (1 points)") for t in legend)
     else:
@@ -206,7 +218,7 @@ def test_negative_subopt_at_the_floor_is_data_with_its_own_floor(tmp_path):
     y = ax.get_lines()[0].get_ydata()
     assert np.isfinite(y).all() and (y > 0).all()
     assert "exactly 0 or negative (2 points), drawn at" in " ".join(_legend(ax))
-    _, ax = metric_vs_round(_star(sub, "subopt"), column="subopt")   # automatic axis
+    _, ax = metric_vs_round(_star(sub, "subopt"), column="subopt")  # automatic axis
     assert ax.get_yscale() == "log"
     fig, ax = error_vs_round(_star(sub, "subopt"), column="subopt")
     fl = [t for t in _legend(ax) if t.startswith("float floor")]
@@ -218,8 +230,17 @@ def test_negative_subopt_at_the_floor_is_data_with_its_own_floor(tmp_path):
 
 def _with_meta(e, method="fedpm", **meta):
     rows = [{"round": t, "dist_to_opt": v} for t, v in enumerate(e)]
-    return Trace(rows=rows, meta={"method": method, "params": {"eta": 0.5}, "mu": 0.5,
-                                  "L_H": 1.0, "theta_star_norm": 1.0, **meta})
+    return Trace(
+        rows=rows,
+        meta={
+            "method": method,
+            "params": {"eta": 0.5},
+            "mu": 0.5,
+            "L_H": 1.0,
+            "theta_star_norm": 1.0,
+            **meta,
+        },
+    )
 
 
 def test_no_rate_is_printed_for_a_curve_that_stalls_at_its_own_floor():
@@ -262,11 +283,12 @@ def test_bootstrap_band_is_the_means_interval_and_reproducible():
     assert "mean of 4 runs; band: 95% bootstrap CI of the mean" in _legend(ax)
     assert ax.get_lines()[0].get_ydata()[1] == pytest.approx(0.25)
     v = ax.collections[0].get_paths()[0].vertices
-    band = v[v[:, 0] == 1, 1]                           # the band at round 1
+    band = v[v[:, 0] == 1, 1]  # the band at round 1
     assert 0.1 <= band.min() < 0.25 < band.max() <= 0.4
     _, ax2 = error_vs_round(traces, band="bootstrap")
-    np.testing.assert_array_equal(ax2.collections[0].get_paths()[0].vertices,
-                                  ax.collections[0].get_paths()[0].vertices)
+    np.testing.assert_array_equal(
+        ax2.collections[0].get_paths()[0].vertices, ax.collections[0].get_paths()[0].vertices
+    )
 
 
 def test_seeds_that_split_into_modes_are_warned_about():
@@ -283,7 +305,7 @@ def test_a_method_keeps_its_colour_in_every_figure():
     assert a[0]["color"] == b[2]["color"] and a[1]["color"] == b[0]["color"]
     many = curve_styles([f"m{i}" for i in range(20)] + ["fedpm K=1", "fedpm K=2"])
     keys = {(s["color"], s["marker"], s["ls"]) for s in many}
-    assert len(keys) == len(many)                      # more than 8 distinguishable styles
+    assert len(keys) == len(many)  # more than 8 distinguishable styles
     assert many[-1]["color"] == many[-2]["color"] and many[-1]["ls"] != many[-2]["ls"]
 
 
@@ -291,12 +313,19 @@ def test_rounds_and_bits_to_eps_table():
     from fedtheory.plot import reach_table
 
     def tr(e, bits):
-        rows = [{"round": t, "rel_dist": v, "bits": b, "uplink_floats": b / 32}
-                for t, (v, b) in enumerate(zip(e, bits, strict=True))]
+        rows = [
+            {"round": t, "rel_dist": v, "bits": b, "uplink_floats": b / 32}
+            for t, (v, b) in enumerate(zip(e, bits, strict=True))
+        ]
         return Trace(rows=rows, meta={"method": "fedpm", "params": {}})
-    table = reach_table({"fedpm": [tr([1, 1e-3, 1e-9], [0, 64, 128]),
-                                   tr([1, 1e-9, 1e-12], [0, 64, 128])],
-                         "sopm": tr([1, 0.5, 0.4], [0, 64, 128])}, 1e-8)
+
+    table = reach_table(
+        {
+            "fedpm": [tr([1, 1e-3, 1e-9], [0, 64, 128]), tr([1, 1e-9, 1e-12], [0, 64, 128])],
+            "sopm": tr([1, 0.5, 0.4], [0, 64, 128]),
+        },
+        1e-8,
+    )
     fed = table[table["label"] == "fedpm"].iloc[0]
     assert fed["round_to_eps"] == 1.5 and fed["bits_to_eps"] == 96 and fed["reached"] == "2/2"
     sopm = table[table["label"] == "sopm"].iloc[0]
@@ -329,12 +358,44 @@ def test_plot_cli_takes_several_files_and_the_api_options(tmp_path, newton, caps
     from fedtheory.cli import main
 
     out = tmp_path / "f.pdf"
-    assert main(["plot", str(a), str(b), "--fit", "order", "--bound", "quadratic",
-                 "--band", "bootstrap", "--title", "T", "--style", "paper", "--out",
-                 str(out)]) == 0
+    assert (
+        main(
+            [
+                "plot",
+                str(a),
+                str(b),
+                "--fit",
+                "order",
+                "--bound",
+                "quadratic",
+                "--band",
+                "bootstrap",
+                "--title",
+                "T",
+                "--style",
+                "paper",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert out.read_bytes()[:4] == b"%PDF"
-    assert main(["plot", str(a), "--metric", "drift", "--fit", "order", "--out",
-                 str(tmp_path / "x.png")]) == 2
+    assert (
+        main(
+            [
+                "plot",
+                str(a),
+                "--metric",
+                "drift",
+                "--fit",
+                "order",
+                "--out",
+                str(tmp_path / "x.png"),
+            ]
+        )
+        == 2
+    )
     assert "--fit and --bound apply to the error columns" in capsys.readouterr().err
 
 
@@ -361,16 +422,22 @@ def test_two_methods_in_one_figure_never_look_the_same():
     colours = [s["color"] for s in styles]
     assert len(set(colours)) == len(METHODS)
     assert len({(s["color"], s["marker"], s["ls"]) for s in styles}) == len(METHODS)
-    assert len({(s["marker"], s["ls"]) for s in styles}) == len(METHODS)   # greyscale too
+    assert len({(s["marker"], s["ls"]) for s in styles}) == len(METHODS)  # greyscale too
     again = curve_styles(list(reversed(METHODS)))
     assert [s["color"] for s in again] == colours[::-1]
     # a figure like notebook 06's: distinct methods distinct colours, FOOF on FedPM's colour
-    data = {"Newton": _method_trace("newton"), "FedPM": _method_trace("fedpm", K=1),
-            "GIANT": _method_trace("giant"), "FedNL-LS": _method_trace("fednl_ls"),
-            "FedNL-CR": _method_trace("fednl_cr"), "DANE": _method_trace("dane"),
-            "FedPM + FOOF": _method_trace("fedpm", K=1, preconditioner="foof"),
-            "GD": _method_trace("gd", eta=0.1), "SOPM": _method_trace("sopm"),
-            "FedAvg": _method_trace("fedavg", eta=0.1)}
+    data = {
+        "Newton": _method_trace("newton"),
+        "FedPM": _method_trace("fedpm", K=1),
+        "GIANT": _method_trace("giant"),
+        "FedNL-LS": _method_trace("fednl_ls"),
+        "FedNL-CR": _method_trace("fednl_cr"),
+        "DANE": _method_trace("dane"),
+        "FedPM + FOOF": _method_trace("fedpm", K=1, preconditioner="foof"),
+        "GD": _method_trace("gd", eta=0.1),
+        "SOPM": _method_trace("sopm"),
+        "FedAvg": _method_trace("fedavg", eta=0.1),
+    }
     _, ax = error_vs_round(data, floor=False)
     drawn = dict(zip(data, _curve_lines(ax, len(data)), strict=True))
     assert len(set(drawn.values())) == len(data)
@@ -397,15 +464,23 @@ def test_curves_of_one_method_differing_in_one_parameter_follow_a_colormap():
         assert marker == lines[0][1]
     assert "colour = eta\n(viridis, dark = smallest)" in _legend(ax)
     # a sweep of S (participation) and of the data split are shaded too
-    s_sweep = [Trace(rows=[{"round": t, "dist_to_opt": v} for t, v in enumerate((1, .1))],
-                     meta={"method": "fedpm", "params": {}, "participation": S})
-               for S in (2, 5, 10)]
+    s_sweep = [
+        Trace(
+            rows=[{"round": t, "dist_to_opt": v} for t, v in enumerate((1, 0.1))],
+            meta={"method": "fedpm", "params": {}, "participation": S},
+        )
+        for S in (2, 5, 10)
+    ]
     _, ax = error_vs_round(s_sweep, floor=False)
     assert len({c for c, _, _ in _curve_lines(ax, 3)}) == 3
     assert any("colour = S (participants per round)" in t for t in _legend(ax))
-    split = [Trace(rows=[{"round": t, "dist_to_opt": v} for t, v in enumerate((1, .1))],
-                   meta={"method": "sopm", "params": {}, "problem": f"phishing {a}"})
-             for a in ("iid", "alpha=10", "alpha=0.1")]
+    split = [
+        Trace(
+            rows=[{"round": t, "dist_to_opt": v} for t, v in enumerate((1, 0.1))],
+            meta={"method": "sopm", "params": {}, "problem": f"phishing {a}"},
+        )
+        for a in ("iid", "alpha=10", "alpha=0.1")
+    ]
     _, ax = error_vs_round(split, floor=False)
     assert len({c for c, _, _ in _curve_lines(ax, 3)}) == 3
     assert "colour = problem (alpha)\n(viridis, dark = first in the legend)" in _legend(ax)
@@ -427,7 +502,7 @@ def test_no_curve_is_drawn_below_its_floor():
     (marks,) = [ln for ln in ax.get_lines() if ln.get_marker() == "v"]
     np.testing.assert_array_equal(marks.get_xdata(), [3, 4, 5, 6, 7])
     assert any("below it; 5 points), drawn at" in t for t in _legend(ax))
-    assert list(tr["dist_to_opt"]) == e                # the data are not changed
+    assert list(tr["dist_to_opt"]) == e  # the data are not changed
 
 
 def test_no_legend_entry_for_a_bound_line_outside_the_axes():
@@ -448,7 +523,7 @@ def test_no_legend_entry_for_a_bound_line_outside_the_axes():
         assert "above the axes" in t or any(shown(ln) for ln in seq)
     assert not any(t == "guaranteed sequence from $e_0$" for t in entries)
     handles = ax.get_legend().legend_handles
-    for h, t in zip(handles, _legend(ax), strict=True):   # the note carries no line
+    for h, t in zip(handles, _legend(ax), strict=True):  # the note carries no line
         if t.startswith("guaranteed sequence"):
             assert h.get_linestyle() in ("None", "none", "")
     # a bound that stays on the axes keeps its plain entry and its line

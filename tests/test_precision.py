@@ -52,11 +52,15 @@ def small_problem(objective: str = "logistic", seed: int = 0) -> FederatedProble
     for i, n in enumerate((30, 50, 20, 40)):
         X = rng.normal(0.5 * i, 1.0, (n, 6))
         w = rng.normal(size=6)
-        ys.append(np.where(X @ w + rng.normal(size=n) >= 0, 1.0, -1.0)
-                  if objective == "logistic" else X @ w + 0.1 * rng.normal(size=n))
+        ys.append(
+            np.where(X @ w + rng.normal(size=n) >= 0, 1.0, -1.0)
+            if objective == "logistic"
+            else X @ w + 0.1 * rng.normal(size=n)
+        )
         Xs.append(X)
-    return FederatedProblem.from_clients(Xs, ys, objective=objective, lam=1e-2,
-                                         name=f"small_{objective}")
+    return FederatedProblem.from_clients(
+        Xs, ys, objective=objective, lam=1e-2, name=f"small_{objective}"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +79,7 @@ def _col(x: np.ndarray):
 
 def test_python_flint_is_detected_and_its_absence_is_a_clear_error(monkeypatch, logistic):
     assert python_flint_available()
-    monkeypatch.setitem(sys.modules, "flint", None)          # import flint now fails
+    monkeypatch.setitem(sys.modules, "flint", None)  # import flint now fails
     assert not python_flint_available()
     with pytest.raises(FedTheoryError, match="pip install python-flint"):
         to_precise(logistic, 256)
@@ -108,22 +112,33 @@ def test_arb_oracles_contain_float64_within_float64_rounding(objective):
             o = pp.client_oracle(i, _col(theta), value=True, grad=True, hess=True)
             pairs = [(o.f, o64.f[i], mag_f)]
             pairs += [(o.g[k, 0], o64.g[i, k], mag_g[k]) for k in range(problem.d)]
-            pairs += [(o.H[k, j], o64.H[i, k, j], mag_H[k, j])
-                      for k in range(problem.d) for j in range(problem.d)]
+            pairs += [
+                (o.H[k, j], o64.H[i, k, j], mag_H[k, j])
+                for k in range(problem.d)
+                for j in range(problem.d)
+            ]
             for ball, v64, mag in pairs:
                 assert abs(float(ball.mid()) - v64) <= float(ball.rad()) + gamma * mag
                 assert float(ball.rad()) <= 2.0**-240 * max(mag, 1e-300)
 
 
 METHODS = [
-    ("newton", {}), ("newton", {"eta": 0.5}), ("gd", {"eta": 1.0}),
-    ("fedpm", {"K": 1}), ("fedpm", {"K": 1, "eta": 0.5}),
+    ("newton", {}),
+    ("newton", {"eta": 0.5}),
+    ("gd", {"eta": 1.0}),
+    ("fedpm", {"K": 1}),
+    ("fedpm", {"K": 1, "eta": 0.5}),
     ("fedpm", {"K": 3, "eta": 0.7, "delta": 0.05}),
-    ("fedpm", {"K": 2, "mixing_preconditioner": "end"}), ("fedpm", {"server_memory": True}),
-    ("fedpm", {"K": 2, "preconditioner": "foof", "delta": 0.1}), ("sopm", {"K": 2}),
+    ("fedpm", {"K": 2, "mixing_preconditioner": "end"}),
+    ("fedpm", {"server_memory": True}),
+    ("fedpm", {"K": 2, "preconditioner": "foof", "delta": 0.1}),
+    ("sopm", {"K": 2}),
     ("sopm", {"preconditioner": "foof", "eta": 0.5}),
-    ("fednl", {}), ("fednl", {"option": 2, "l_norm": "frobenius"}), ("fednl", {"init": "zero"}),
-    ("fednl", {"alpha": 0.5}), ("giant", {"line_search": False}),
+    ("fednl", {}),
+    ("fednl", {"option": 2, "l_norm": "frobenius"}),
+    ("fednl", {"init": "zero"}),
+    ("fednl", {"alpha": 0.5}),
+    ("giant", {"line_search": False}),
 ]
 
 
@@ -143,8 +158,11 @@ def test_arb_runs_agree_with_float64_runs_above_the_float_floor(logistic, precis
     assert above.sum() >= 3
     n = min(len(tr), len(f64))
     assert n == rounds + 1
-    scales = {"dist_to_opt": scale, "subopt": max(1.0, abs(logistic.reference.f_star)),
-              "grad_norm": max(1.0, float(f64["grad_norm"][0]))}
+    scales = {
+        "dist_to_opt": scale,
+        "subopt": max(1.0, abs(logistic.reference.f_star)),
+        "grad_norm": max(1.0, float(f64["grad_norm"][0])),
+    }
     for col, unit in scales.items():
         a, b = tr[col][above], f64[col][above]
         rel = np.abs(a - b) / np.maximum(unit, np.abs(b))
@@ -171,7 +189,7 @@ def test_theta_star_radius_is_a_rigorous_and_tight_bound(logistic):
         gap = r_lo.theta_star - r_hi.theta_star
         dist = (gap.transpose() * gap)[0, 0].sqrt()
     assert dist <= r_lo.radius + r_hi.radius
-    assert dist > 0                                  # the two midpoints do differ
+    assert dist > 0  # the two midpoints do differ
     assert r_lo.radius < flint.arb(2) ** -128 and r_hi.radius < flint.arb(2) ** -512
 
 
@@ -180,6 +198,7 @@ def test_distances_account_for_the_reference_radius(logistic):
     a cruder (still valid) reference, theta~ moved by 1e-30 with radius 2e-30, the ball of
     the distance at the good theta~ must still reach down to ~0."""
     from dataclasses import replace
+
     pp = to_precise(logistic, 256)
     good = pp.reference
     with flint.ctx.workprec(256):
@@ -187,9 +206,16 @@ def test_distances_account_for_the_reference_radius(logistic):
         theta = (good.theta_star + shift).mid()
         o = pp.global_oracle(theta)
         gn2 = (o.g.transpose() * o.g)[0, 0]
-        gap = flint.arb(0).union(gn2 / (2 * pp.lam))            # [0, ||g||^2 / (2 lam)]
-        crude = replace(good, theta_star=theta, f_tilde=o.f, g_tilde=o.g, gap=gap,
-                        f_star=o.f - gap, radius=(flint.arb("1e-30") + good.radius).upper() * 2)
+        gap = flint.arb(0).union(gn2 / (2 * pp.lam))  # [0, ||g||^2 / (2 lam)]
+        crude = replace(
+            good,
+            theta_star=theta,
+            f_tilde=o.f,
+            g_tilde=o.g,
+            gap=gap,
+            f_star=o.f - gap,
+            radius=(flint.arb("1e-30") + good.radius).upper() * 2,
+        )
         pp.__dict__["reference"] = crude
         dist = pp.metrics(good.theta_star)["dist_to_opt"]
     assert dist.lower() <= good.radius and dist.upper() >= 1e-30
@@ -201,6 +227,7 @@ def test_one_round_ball_contains_the_float64_round_within_its_error_bound(logist
     theta = 0.5 * logistic.reference.theta_star
     method = make_method("newton", {})
     from fedtheory.claims import one_round
+
     t64 = one_round(logistic, method, theta)
     ref = logistic.reference
     with flint.ctx.workprec(256):
@@ -216,9 +243,13 @@ def test_fedpm_k1_is_the_newton_step_in_arb(precise, logistic):
     point give overlapping balls (they enclose the same exact number), of radius < 1e-60."""
     x = _col(0.3 * logistic.reference.theta_star)
     with flint.ctx.workprec(256):
-        outs = [ROUND_MAPS[m.name](precise, m, PreciseState(x)).theta
-                for m in (make_method("fedpm", {"K": 1, "eta": 0.7}),
-                          make_method("newton", {"eta": 0.7}))]
+        outs = [
+            ROUND_MAPS[m.name](precise, m, PreciseState(x)).theta
+            for m in (
+                make_method("fedpm", {"K": 1, "eta": 0.7}),
+                make_method("newton", {"eta": 0.7}),
+            )
+        ]
     for a, b in zip(outs[0].entries(), outs[1].entries(), strict=True):
         assert a.overlaps(b) and float(a.rad()) < 1e-60
 
@@ -236,6 +267,7 @@ def test_a_wrong_hessian_loses_the_quadratic_order(logistic, monkeypatch):
         def wrong(self, *args, **kw):
             o = oracle(self, *args, **kw)
             return o._replace(H=None if o.H is None else o.H * flint.arb("1.01"))
+
         return wrong
 
     monkeypatch.setattr(PreciseProblem, "client_oracle", scaled(PreciseProblem.client_oracle))
@@ -265,13 +297,14 @@ def test_too_large_problem_is_refused_with_its_estimated_time():
     rng = np.random.default_rng(0)
     X = rng.normal(size=(8000, 120))
     y = np.where(rng.normal(size=8000) >= 0, 1.0, -1.0)
-    problem = FederatedProblem.from_dataset(X, y, np.array_split(np.arange(8000), 8),
-                                            objective="logistic", lam=1e-3, name="big")
+    problem = FederatedProblem.from_dataset(
+        X, y, np.array_split(np.arange(8000), 8), objective="logistic", lam=1e-3, name="big"
+    )
     start = time.perf_counter()
     with pytest.raises(FedTheoryError, match=r"estimated [0-9.]+ s per round") as info:
         to_precise(problem, 256)
     assert "d = 120" in str(info.value) and "max_round_seconds" in str(info.value)
-    assert time.perf_counter() - start < 1.0          # refused before converting anything
+    assert time.perf_counter() - start < 1.0  # refused before converting anything
     with pytest.raises(FedTheoryError, match="estimated"):
         run_precise(problem, "fedpm", {"K": 1}, 3, 256)
 
@@ -289,7 +322,7 @@ def test_csv_is_a_rigorous_decimal_enclosure(precise, tmp_path):
     header = path.read_text().splitlines()[0].split(",")
     assert header[:3] == ["round", "dist_to_opt", "dist_radius"] and header[-1] == "seconds"
     mid = path.read_text().splitlines()[3].split(",")[1]
-    assert len(mid.split("e")[0].replace(".", "")) >= digits - 8    # trailing zeros trimmed
+    assert len(mid.split("e")[0].replace(".", "")) >= digits - 8  # trailing zeros trimmed
 
 
 def test_log_space_order_fit_matches_rates_and_reaches_below_float64():
@@ -297,8 +330,8 @@ def test_log_space_order_fit_matches_rates_and_reaches_below_float64():
     rng = np.random.default_rng(0)
     x = [-1.0]
     for _ in range(9):
-        x.append(2 * x[-1] + 0.3 + 0.01 * rng.normal())       # e_{t+1} = C e_t^2
-    x = np.array(x)                                          # down to about 1e-600
+        x.append(2 * x[-1] + 0.3 + 0.01 * rng.normal())  # e_{t+1} = C e_t^2
+    x = np.array(x)  # down to about 1e-600
     fit = q_order_log10(x, window=(0, x.size))
     assert abs(fit.p - 2) < 0.01
     inside = x[x > -300]
@@ -310,20 +343,23 @@ def test_log_space_order_fit_matches_rates_and_reaches_below_float64():
 def test_successive_orders_tend_to_the_golden_ratio_for_a_stale_hessian_sequence():
     x = [-1.0, -1.5]
     for _ in range(12):
-        x.append(x[-1] + x[-2] - 0.2)                        # e_{t+1} = C e_t e_{t-1}
+        x.append(x[-1] + x[-2] - 0.2)  # e_{t+1} = C e_t e_{t-1}
     q = successive_orders(x)
     assert np.isnan(q[0]) and np.isnan(q[-1])
     assert abs(q[-2] - GOLDEN) < 1e-3
 
 
-@pytest.mark.parametrize(("name", "params", "match"), [
-    ("fedpac", {}, "no arb round map"),
-    ("fednl", {"compressor": "topK", "Kc": 3}, "identity"),
-    ("fednl", {"option": 2, "l_norm": "spectral"}, "frobenius"),
-    ("fednl", {"init": "zero", "alpha": 0.5}, "alpha = 1"),
-    ("sopm", {"local_search": True}, "local_search"),
-    ("giant", {}, "line_search=False"),
-])
+@pytest.mark.parametrize(
+    ("name", "params", "match"),
+    [
+        ("fedpac", {}, "no arb round map"),
+        ("fednl", {"compressor": "topK", "Kc": 3}, "identity"),
+        ("fednl", {"option": 2, "l_norm": "spectral"}, "frobenius"),
+        ("fednl", {"init": "zero", "alpha": 0.5}, "alpha = 1"),
+        ("sopm", {"local_search": True}, "local_search"),
+        ("giant", {}, "line_search=False"),
+    ],
+)
 def test_unsupported_methods_and_options_are_refused(precise, name, params, match):
     with pytest.raises(FedTheoryError, match=match):
         run_precise(precise, name, params, 1, 256)
@@ -333,6 +369,7 @@ def test_an_option_without_an_arb_map_is_refused_not_ignored(precise, monkeypatc
     """A float64 option the arb map does not list must keep its default: here FedPM's
     ``preconditioner`` is struck from the list, and "foof" is refused while the default runs."""
     from fedtheory import precision
+
     options = {**precision.ARB_OPTIONS, "fedpm": ("K", "eta", "delta")}
     monkeypatch.setattr(precision, "ARB_OPTIONS", options)
     with pytest.raises(FedTheoryError, match="preconditioner='foof' has no arb round map"):
@@ -353,8 +390,20 @@ def test_the_cli_runs_in_precision_and_refuses_options_it_would_ignore(tmp_path,
     from fedtheory.cli import main
 
     out = tmp_path / "p.csv"
-    argv = ["run", "breast_cancer_dirichlet", "--method", "fedpm", "--param", "K=1",
-            "--precision", "256", "--rounds", "12", "--out", str(out)]
+    argv = [
+        "run",
+        "breast_cancer_dirichlet",
+        "--method",
+        "fedpm",
+        "--param",
+        "K=1",
+        "--precision",
+        "256",
+        "--rounds",
+        "12",
+        "--out",
+        str(out),
+    ]
     assert main(argv) == 0
     text = capsys.readouterr().out
     assert "in arb at 256 bits" in text

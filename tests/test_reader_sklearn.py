@@ -29,15 +29,23 @@ import fedtheory.data as data_module
 from fedtheory.data import read_libsvm
 from fedtheory.errors import FedTheoryError
 
-SETTINGS = settings(deadline=timedelta(seconds=5), max_examples=150,
-                    suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(
+    deadline=timedelta(seconds=5), max_examples=150, suppress_health_check=[HealthCheck.too_slow]
+)
 
 
 # ============================================================================ the reference
 
 
-def reference_parse(body: bytes, *, zero_based=False, rows=None, n_features=None,
-                    intercept=False, task="classification"):
+def reference_parse(
+    body: bytes,
+    *,
+    zero_based=False,
+    rows=None,
+    n_features=None,
+    intercept=False,
+    task="classification",
+):
     """A straightforward parse of a VALID LIBSVM file, written without the package's code:
     the CSR arrays (data, indices, indptr), the shape and the labels it should give."""
     text = gzip.decompress(body) if body[:2] == b"\x1f\x8b" else body
@@ -58,18 +66,30 @@ def reference_parse(body: bytes, *, zero_based=False, rows=None, n_features=None
         indptr.append(len(data))
     d = n_features if n_features is not None else max(indices, default=-1) + 1
     if intercept:  # a column of ones after the d feature columns, at the end of every row
-        rows_out = [(data[a:b] + [1.0], indices[a:b] + [d])
-                    for a, b in zip(indptr, indptr[1:], strict=False)]
+        rows_out = [
+            (data[a:b] + [1.0], indices[a:b] + [d])
+            for a, b in zip(indptr, indptr[1:], strict=False)
+        ]
         data = [v for r in rows_out for v in r[0]]
         indices = [i for r in rows_out for i in r[1]]
         indptr = [0, *np.cumsum([len(r[0]) for r in rows_out]).tolist()]
         d += 1
-    return (np.array(data, dtype=np.float64), np.array(indices), np.array(indptr),
-            (len(labels), d), np.array(labels, dtype=np.float64))
+    return (
+        np.array(data, dtype=np.float64),
+        np.array(indices),
+        np.array(indptr),
+        (len(labels), d),
+        np.array(labels, dtype=np.float64),
+    )
 
 
-VALUE_FORMATS = [repr, lambda v: f"{v:.17g}", lambda v: f"{v:g}", lambda v: f"{v:+.16e}",
-                 lambda v: str(int(v)) if float(v).is_integer() else repr(v)]
+VALUE_FORMATS = [
+    repr,
+    lambda v: f"{v:.17g}",
+    lambda v: f"{v:g}",
+    lambda v: f"{v:+.16e}",
+    lambda v: str(int(v)) if float(v).is_integer() else repr(v),
+]
 SEPARATORS = [" ", "\t", "  ", " \t", "\x0b", "\u00a0", "\x1c"]  # the last two: text only
 
 
@@ -88,9 +108,16 @@ def valid_files(draw):
         else:
             label = repr(draw(st.floats(-1e3, 1e3, allow_nan=False)))
         idx = sorted(draw(st.sets(st.integers(first, 9), max_size=6)))
-        vals = draw(st.lists(st.one_of(st.floats(allow_nan=False, allow_infinity=False),
-                                       st.sampled_from([0.0, -0.0, 1.0, 0.5, 1e-300])),
-                             min_size=len(idx), max_size=len(idx)))
+        vals = draw(
+            st.lists(
+                st.one_of(
+                    st.floats(allow_nan=False, allow_infinity=False),
+                    st.sampled_from([0.0, -0.0, 1.0, 0.5, 1e-300]),
+                ),
+                min_size=len(idx),
+                max_size=len(idx),
+            )
+        )
         fmt = draw(st.sampled_from(VALUE_FORMATS))
         sep = draw(st.sampled_from(SEPARATORS))
         tokens = [label, *(f"{i}:{fmt(v)}" for i, v in zip(idx, vals, strict=True))]
@@ -98,20 +125,27 @@ def valid_files(draw):
         if draw(st.integers(0, 4)) == 0:
             lines.append(draw(st.sampled_from(["", "# comment", "   ", "#", "\r"])))
     eol = draw(st.sampled_from(["\n", "\r\n"]))
-    text = (draw(st.sampled_from(["", "\ufeff"])) + eol.join(lines)
-            + draw(st.sampled_from([eol, ""])))
+    text = (
+        draw(st.sampled_from(["", "\ufeff"])) + eol.join(lines) + draw(st.sampled_from([eol, ""]))
+    )
     body = text.encode("utf-8")
     if draw(st.booleans()):
         body = gzip.compress(body, mtime=0)
-    kwargs = {"task": task, "zero_based": zero_based, "intercept": draw(st.booleans()),
-              "rows": draw(st.sampled_from([None, None, 1, n])),
-              "n_features": draw(st.sampled_from([None, None, 10 - first + 2]))}
+    kwargs = {
+        "task": task,
+        "zero_based": zero_based,
+        "intercept": draw(st.booleans()),
+        "rows": draw(st.sampled_from([None, None, 1, n])),
+        "n_features": draw(st.sampled_from([None, None, 10 - first + 2])),
+    }
     return body, kwargs
 
 
 def _same_bits(a: np.ndarray, b: np.ndarray) -> bool:
-    return a.shape == b.shape and np.asarray(a, np.float64).tobytes() == \
-        np.asarray(b, np.float64).tobytes()
+    return (
+        a.shape == b.shape
+        and np.asarray(a, np.float64).tobytes() == np.asarray(b, np.float64).tobytes()
+    )
 
 
 @SETTINGS
@@ -151,21 +185,39 @@ SHARED = Path(os.environ.get("FEDTHEORY_DATASETS", "/work/shared/datasets"))
 # SHA-256 of (shape, format, then dtype + bytes of X.data, X.indices, X.indptr, y) as the
 # pre-switch parser (benchmarks/bench_reader.py: old_read_libsvm) read these files.
 PRE_SWITCH = [
-    (PACKAGE / "a9a.txt.gz", {"n_features": 123},
-     "0f3a9123d887be1e1e5b65ec2a4d28038f9c4f9921a53232af4dbb55dca486d4"),
-    (PACKAGE / "a9a.txt.gz", {"rows": 32560, "n_features": 123},
-     "ecce826ef3ea551aa672317247b50b3b49219fe42a561805a78fc220f0916569"),
-    (PACKAGE / "phishing.txt.gz", {"n_features": 68},
-     "c18ee2db71eff96aa0815ec16fdb5d6dcb5a58c85b0fc3a51026cd5904623ce0"),
-    (SHARED / "w8a.txt.gz", {"n_features": 300},
-     "f5f068fa33516499cfe59e3ca033cddfa8cb420c2caa780b8aeae8f1f6b844eb"),
-    (SHARED / "w8a.txt.gz", {"rows": 49700, "n_features": 300},
-     "bae9ec2bfc5acc6a4826eddb3b0d0d865ed3cd93b44ea5e4a5dbdc838c1386a6"),
+    (
+        PACKAGE / "a9a.txt.gz",
+        {"n_features": 123},
+        "0f3a9123d887be1e1e5b65ec2a4d28038f9c4f9921a53232af4dbb55dca486d4",
+    ),
+    (
+        PACKAGE / "a9a.txt.gz",
+        {"rows": 32560, "n_features": 123},
+        "ecce826ef3ea551aa672317247b50b3b49219fe42a561805a78fc220f0916569",
+    ),
+    (
+        PACKAGE / "phishing.txt.gz",
+        {"n_features": 68},
+        "c18ee2db71eff96aa0815ec16fdb5d6dcb5a58c85b0fc3a51026cd5904623ce0",
+    ),
+    (
+        SHARED / "w8a.txt.gz",
+        {"n_features": 300},
+        "f5f068fa33516499cfe59e3ca033cddfa8cb420c2caa780b8aeae8f1f6b844eb",
+    ),
+    (
+        SHARED / "w8a.txt.gz",
+        {"rows": 49700, "n_features": 300},
+        "bae9ec2bfc5acc6a4826eddb3b0d0d865ed3cd93b44ea5e4a5dbdc838c1386a6",
+    ),
 ]
 
 
-@pytest.mark.parametrize("path, kwargs, sha", PRE_SWITCH,
-                         ids=[f"{p.name}-{k.get('rows', 'all')}" for p, k, _ in PRE_SWITCH])
+@pytest.mark.parametrize(
+    "path, kwargs, sha",
+    PRE_SWITCH,
+    ids=[f"{p.name}-{k.get('rows', 'all')}" for p, k, _ in PRE_SWITCH],
+)
 def test_real_data_are_bit_identical_to_the_pre_switch_parser(path, kwargs, sha):
     if not path.is_file():
         pytest.skip(f"{path} is not here (set FEDTHEORY_DATASETS to its folder)")
@@ -193,9 +245,9 @@ def test_shipped_data_agree_with_scikit_learn_alone():
     "line, pattern",
     [
         ("+1 qid:3 1:1", "feature index 'qid' is not a valid 64-bit integer"),  # sklearn: skipped
-        ("+1 1_0:1", "feature index '1_0' is not a valid"),                     # sklearn: 10
-        ("+1 1:1_000", "feature value '1_000' is not a valid number"),           # sklearn: 1000
-        ("1_0 1:1", "class label '1_0' is not accepted"),                      # sklearn: 10
+        ("+1 1_0:1", "feature index '1_0' is not a valid"),  # sklearn: 10
+        ("+1 1:1_000", "feature value '1_000' is not a valid number"),  # sklearn: 1000
+        ("1_0 1:1", "class label '1_0' is not accepted"),  # sklearn: 10
         ("+1 1:nan", "feature value nan is not finite"),
         ("+1 1:-inf", "feature value -inf is not finite"),
         ("+1 1:1e999", "feature value inf is not finite"),
@@ -217,10 +269,12 @@ def test_what_scikit_learn_alone_accepts_is_refused_naming_the_line(tmp_path, li
 
 @pytest.mark.parametrize(
     "body",
-    [b"\xef\xbb\xbf+1 1:1\n-1 2:3\n",            # a UTF-8 byte-order mark
-     "+1\u00a01:1\n-1\u20032:3\n".encode(),     # Unicode spaces between tokens
-     b"+1\x1c1:1\n-1\x1f2:3\n",                 # ASCII separators: spaces to str.split()
-     "+1 1:1 # caf\u00e9\n-1 2:3 # \u00fcber\n".encode()],
+    [
+        b"\xef\xbb\xbf+1 1:1\n-1 2:3\n",  # a UTF-8 byte-order mark
+        "+1\u00a01:1\n-1\u20032:3\n".encode(),  # Unicode spaces between tokens
+        b"+1\x1c1:1\n-1\x1f2:3\n",  # ASCII separators: spaces to str.split()
+        "+1 1:1 # caf\u00e9\n-1 2:3 # \u00fcber\n".encode(),
+    ],
 )
 def test_what_scikit_learn_alone_refuses_but_libsvm_reads_is_read(tmp_path, body):
     from sklearn.datasets import load_svmlight_file
@@ -242,8 +296,7 @@ def _big_file(path: Path, n: int, bad: dict[int, str]) -> None:
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
-@pytest.mark.parametrize("bad_line", ["+1 1:nan", "+1 1_0:1", "+1 \u0661:1", "2 1:1",
-                                      "+1 3:1 2:1"])
+@pytest.mark.parametrize("bad_line", ["+1 1:nan", "+1 1_0:1", "+1 \u0661:1", "2 1:1", "+1 3:1 2:1"])
 def test_a_bad_line_past_the_first_chunks_is_named_exactly(tmp_path, bad_line):
     path = tmp_path / "big.svm"
     _big_file(path, 120_000, {98_765: bad_line})

@@ -25,6 +25,7 @@ FINITE_COLUMNS = ("dist_to_opt", "rel_dist", "subopt", "grad_norm", "uplink_floa
 
 # ----------------------------------------------------------------------------- divergence
 
+
 class Step(NamedTuple):
     theta: Any
     t: int
@@ -96,7 +97,7 @@ def _kept_rows_are_clean(trace, n_rows):
 def test_a_nan_or_inf_iterate_at_round_t_ends_the_run_there_keeping_rows_before(value, at):
     problem = make_problem(4, N=3, d=3)
     trace = run(problem, BadAt(at=at, value=value), 10)
-    _kept_rows_are_clean(trace, at)                   # rows 0 .. at-1; round `at` not written
+    _kept_rows_are_clean(trace, at)  # rows 0 .. at-1; round `at` not written
     clean = run(problem, BadAt(at=99), at - 1)
     np.testing.assert_array_equal(trace["dist_to_opt"], clean["dist_to_opt"])
 
@@ -111,12 +112,11 @@ def test_an_oracle_that_returns_nan_at_round_3_ends_the_run_at_round_3():
     exact = run(problem, make_method("gd", {"eta": 0.1}), 2, oracle=make_oracle("exact"))
     np.testing.assert_array_equal(trace["dist_to_opt"], exact["dist_to_opt"])
     fedpm = run(problem, make_method("fedpm", {"K": 2}), 10, oracle=NanOracle(at=3))
-    _kept_rows_are_clean(fedpm, 2)                   # calls 1-2 are round 1, call 3 round 2
+    _kept_rows_are_clean(fedpm, 2)  # calls 1-2 are round 1, call 3 round 2
 
 
 @pytest.mark.parametrize("diverge_factor", [1e3, 1e8])
-def test_an_error_growing_past_the_bound_ends_the_run_at_the_first_round_beyond_it(
-        diverge_factor):
+def test_an_error_growing_past_the_bound_ends_the_run_at_the_first_round_beyond_it(diverge_factor):
     """Bound: diverge_factor * max(1, ||theta*||, ||theta^0 - theta*||) (runner.py docstring).
     With the error multiplied by 10 a round, the run stops at the first t with
     10^t e_0 > bound and keeps rows 0 .. t-1, the last of them within the bound."""
@@ -128,8 +128,9 @@ def test_an_error_growing_past_the_bound_ends_the_run_at_the_first_round_beyond_
     first_beyond = next(t for t in range(1, 100) if 10.0**t * e0 > bound)
     trace = run(problem, Expand(), 100, theta0=theta0, diverge_factor=diverge_factor)
     _kept_rows_are_clean(trace, first_beyond)
-    np.testing.assert_allclose(trace["dist_to_opt"], e0 * 10.0 ** np.arange(first_beyond),
-                               rtol=1e-6)
+    np.testing.assert_allclose(
+        trace["dist_to_opt"], e0 * 10.0 ** np.arange(first_beyond), rtol=1e-6
+    )
     assert trace["dist_to_opt"][-1] <= bound
 
 
@@ -140,6 +141,7 @@ def test_a_run_within_the_bound_completes():
 
 
 # ----------------------------------------------------------------------------- preconditioners
+
 
 def _rank_deficient_clients(d=4, N=4, rows=2, seed=0):
     """Ridge with lam = 0 and every client holding fewer rows than d: each client Hessian is
@@ -154,8 +156,9 @@ def _rank_deficient_clients(d=4, N=4, rows=2, seed=0):
 def test_a_singular_local_preconditioner_is_an_error_naming_the_client_and_delta(method):
     problem = _rank_deficient_clients()
     assert problem.reference.mu > 0
-    with pytest.raises(FactorizationError,
-                       match=r"preconditioner of client 0 is not positive definite.*delta > 0"):
+    with pytest.raises(
+        FactorizationError, match=r"preconditioner of client 0 is not positive definite.*delta > 0"
+    ):
         run(problem, make_method(method), 3)
 
 
@@ -170,8 +173,10 @@ def test_damping_delta_is_the_documented_way_around_a_singular_preconditioner(me
 
 # ----------------------------------------------------------------------------- conditioning
 
-def _ridge_with_condition_number(kappa: float, N: int = 2, n: int = 6, d: int = 4,
-                                 seed: int = 0) -> FederatedProblem:
+
+def _ridge_with_condition_number(
+    kappa: float, N: int = 2, n: int = 6, d: int = 4, seed: int = 0
+) -> FederatedProblem:
     """Ridge (lam = 0) whose clients share the Hessian R diag(s) R^T, s geometric from 1 down
     to 1/kappa: the global Hessian has condition number kappa (up to rounding)."""
     rng = np.random.default_rng(seed)
@@ -183,8 +188,9 @@ def _ridge_with_condition_number(kappa: float, N: int = 2, n: int = 6, d: int = 
         X = math.sqrt(n) * (Q * np.sqrt(s)) @ R.T
         Xs.append(X)
         ys.append(X @ rng.standard_normal(d))
-    return FederatedProblem.from_clients(Xs, ys, objective="ridge", lam=0.0,
-                                         name=f"kappa{kappa:.0e}")
+    return FederatedProblem.from_clients(
+        Xs, ys, objective="ridge", lam=0.0, name=f"kappa{kappa:.0e}"
+    )
 
 
 @pytest.mark.parametrize("kappa", [1e10, 1e12])
@@ -200,7 +206,7 @@ def test_an_ill_conditioned_problem_warns_with_its_kappa_and_the_accuracy_floor(
     assert problem.name in msg and "rounding, not convergence" in msg
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert problem.reference is ref                    # cached: warned once per problem
+        assert problem.reference is ref  # cached: warned once per problem
 
 
 @pytest.mark.parametrize("kappa", [1e2, KAPPA_WARN / 10])
@@ -212,9 +218,11 @@ def test_a_well_conditioned_problem_does_not_warn(kappa):
 
 def test_the_cli_prints_the_conditioning_warning_as_one_line_and_runs(tmp_path, capsys):
     spec = tmp_path / "illcond.toml"
-    spec.write_text('name = "illcond"\n[data]\nsource = "heterogeneous_quadratic"\n'
-                    'clients = 1\nd = 3\nn_per_client = 5\nmu = 1e-10\nL = 1.0\nseed = 0\n'
-                    '[objective]\nkind = "ridge"\nlam = 0.0\n')
+    spec.write_text(
+        'name = "illcond"\n[data]\nsource = "heterogeneous_quadratic"\n'
+        "clients = 1\nd = 3\nn_per_client = 5\nmu = 1e-10\nL = 1.0\nseed = 0\n"
+        '[objective]\nkind = "ridge"\nlam = 0.0\n'
+    )
     assert main(["run", str(spec), "--method", "newton", "--rounds", "2"]) == 0
     captured = capsys.readouterr()
     lines = captured.err.strip().splitlines()
@@ -228,12 +236,14 @@ def test_the_cli_prints_the_conditioning_warning_as_one_line_and_runs(tmp_path, 
 # (issue 17 item 2) The reference solver certifies theta* (finite, ||grad f|| within the
 # tolerance, mu > 0) or refuses; it never hands a made-up or NaN optimum to a run.
 
+
 def _separable_logistic(lam: float, seed: int = 0) -> FederatedProblem:
     rng = np.random.default_rng(seed)
     X = rng.standard_normal((40, 3))
-    y = np.where(X @ rng.standard_normal(3) >= 0, 1.0, -1.0)      # linearly separable
-    return FederatedProblem.from_dataset(X, y, [np.arange(20), np.arange(20, 40)],
-                                         objective="logistic", lam=lam, name="separable")
+    y = np.where(X @ rng.standard_normal(3) >= 0, 1.0, -1.0)  # linearly separable
+    return FederatedProblem.from_dataset(
+        X, y, [np.arange(20), np.arange(20, 40)], objective="logistic", lam=lam, name="separable"
+    )
 
 
 def test_separable_logistic_with_lam_zero_is_refused_naming_lam():
@@ -244,7 +254,7 @@ def test_separable_logistic_with_lam_zero_is_refused_naming_lam():
         _ = problem.reference
     assert "no minimiser" in str(exc.value) and "use lam > 0" in str(exc.value)
     with pytest.raises(FedTheoryError, match="no minimiser"):
-        run(problem, make_method("gd"), 2)                 # refused before any row is written
+        run(problem, make_method("gd"), 2)  # refused before any row is written
 
 
 def test_separable_logistic_with_lam_positive_is_certified():
@@ -257,8 +267,9 @@ def _huge_feature_problem() -> FederatedProblem:
     X = rng.standard_normal((20, 3))
     X[0, 0] = 1e300
     y = np.where(rng.random(20) < 0.5, 1.0, -1.0)
-    return FederatedProblem.from_dataset(X, y, [np.arange(10), np.arange(10, 20)],
-                                         objective="logistic", lam=1e-3, name="huge")
+    return FederatedProblem.from_dataset(
+        X, y, [np.arange(10), np.arange(10, 20)], objective="logistic", lam=1e-3, name="huge"
+    )
 
 
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")
@@ -276,9 +287,11 @@ def test_a_feature_of_1e300_is_refused_before_any_run():
 def test_a_feature_of_1e300_through_the_cli_is_one_line_and_exit_2(tmp_path, capsys):
     (tmp_path / "data.svm").write_text("+1 1:1e300 2:1\n-1 1:1 2:2\n+1 1:-1 2:1\n-1 2:-3\n")
     spec = tmp_path / "p.toml"
-    spec.write_text('name = "huge"\n[data]\nsource = "libsvm"\npath = "data.svm"\n'
-                    '[partition]\nkind = "contiguous"\nclients = 2\n'
-                    '[objective]\nkind = "logistic"\nlam = 1e-3\n')
+    spec.write_text(
+        'name = "huge"\n[data]\nsource = "libsvm"\npath = "data.svm"\n'
+        '[partition]\nkind = "contiguous"\nclients = 2\n'
+        '[objective]\nkind = "logistic"\nlam = 1e-3\n'
+    )
     out = tmp_path / "out.csv"
     assert main(["run", str(spec), "--method", "gd", "--rounds", "2", "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip()
@@ -291,12 +304,12 @@ def _independent_newton(problem: FederatedProblem) -> np.ndarray:
     """Plain Newton on sum_i w_i (1/n_i) sum_j log(1 + exp(-y a^T theta)) + lam/2 ||theta||^2,
     written from the definition, on the clients' dense rows."""
     A, y, sw = problem.A, problem.y, problem.sw
-    w = (np.asarray(problem.weights)[:, None] * sw).ravel()      # one weight per row
+    w = (np.asarray(problem.weights)[:, None] * sw).ravel()  # one weight per row
     A2, y2 = A.reshape(-1, problem.d), y.ravel()
     theta = np.zeros(problem.d)
     for _ in range(50):
         z = y2 * (A2 @ theta)
-        s = 1.0 / (1.0 + np.exp(z))                                # sigma(-z)
+        s = 1.0 / (1.0 + np.exp(z))  # sigma(-z)
         g = -(A2.T @ (w * y2 * s)) + problem.lam * theta
         H = (A2.T * (w * s * (1 - s))) @ A2 + problem.lam * np.eye(problem.d)
         theta = theta - np.linalg.solve(H, g)
@@ -314,6 +327,8 @@ def test_a_well_posed_problem_keeps_its_reference():
     assert ref.newton_iters == 7 and 0 < ref.mu <= ref.L
     np.testing.assert_allclose(ref.theta_star, _independent_newton(problem), rtol=1e-10)
     ridge = make_problem(3, objective="ridge", N=3, d=4).reference
-    np.testing.assert_allclose(ridge.theta_star, [2.7265611068958244, -2.410671634155549,
-                                                  -0.22861951818242804, -1.3469386695217445],
-                               rtol=1e-12)
+    np.testing.assert_allclose(
+        ridge.theta_star,
+        [2.7265611068958244, -2.410671634155549, -0.22861951818242804, -1.3469386695217445],
+        rtol=1e-12,
+    )

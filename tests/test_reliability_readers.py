@@ -34,9 +34,11 @@ from fedtheory.sweep import expand, read_sweep
 
 # FEDTHEORY_FUZZ_SCALE=20 multiplies the example budgets for a deeper local fuzzing run.
 _SCALE = int(os.environ.get("FEDTHEORY_FUZZ_SCALE", "1"))
-FAST = settings(deadline=timedelta(seconds=5), max_examples=150 * _SCALE,
-                suppress_health_check=[HealthCheck.too_slow,
-                                       HealthCheck.function_scoped_fixture])
+FAST = settings(
+    deadline=timedelta(seconds=5),
+    max_examples=150 * _SCALE,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
 CLI = settings(FAST, deadline=timedelta(seconds=20), max_examples=40 * _SCALE)
 
 
@@ -59,17 +61,65 @@ def _one_line_error(rc, capsys, *needles):
 
 # Label, index and value tokens: valid ones and every kind of bad one the issue lists
 # (malformed, bad or unsorted indices, huge or NaN values, foreign digits and encodings).
-LABEL = st.sampled_from(["+1", "-1", "1", "0", "2", "1.0", "-1.0", "+1e0", "nan", "inf",
-                         "abc", "-0", "1_0", "\u0661", "\ufeff+1"])
+LABEL = st.sampled_from(
+    [
+        "+1",
+        "-1",
+        "1",
+        "0",
+        "2",
+        "1.0",
+        "-1.0",
+        "+1e0",
+        "nan",
+        "inf",
+        "abc",
+        "-0",
+        "1_0",
+        "\u0661",
+        "\ufeff+1",
+    ]
+)
 INDEX = st.one_of(
     st.integers(-2, 12).map(str),
-    st.sampled_from(["99999999999999999999", "4611686018427387904", "2147483648",
-                     "2147483647", "1_0", "+3", "1.5", "0x1", "\u0661", "\uff11", "a", " "]),
+    st.sampled_from(
+        [
+            "99999999999999999999",
+            "4611686018427387904",
+            "2147483648",
+            "2147483647",
+            "1_0",
+            "+3",
+            "1.5",
+            "0x1",
+            "\u0661",
+            "\uff11",
+            "a",
+            " ",
+        ]
+    ),
 )
 VALUE = st.one_of(
     st.floats(allow_nan=True, allow_infinity=True).map(repr),
-    st.sampled_from(["1e999", "-1e999", "nan", "NaN", "inf", "-Infinity", "abc", "1_000",
-                     "0x1p3", "1e-400", "\u0661", "1,5", "--1", "1e", "."]),
+    st.sampled_from(
+        [
+            "1e999",
+            "-1e999",
+            "nan",
+            "NaN",
+            "inf",
+            "-Infinity",
+            "abc",
+            "1_000",
+            "0x1p3",
+            "1e-400",
+            "\u0661",
+            "1,5",
+            "--1",
+            "1e",
+            ".",
+        ]
+    ),
 )
 FEATURE = st.one_of(
     st.tuples(INDEX, VALUE).map(":".join),
@@ -77,9 +127,13 @@ FEATURE = st.one_of(
 )
 SEP = st.sampled_from([" ", "\t", "  ", " \t", "\x0b", "\u00a0"])
 MESSY_LINE = st.one_of(
-    st.builds(lambda label, feats, sep, tail: sep.join([label, *feats]) + tail,
-              LABEL, st.lists(FEATURE, max_size=5), SEP,
-              st.sampled_from(["", " ", " # note", "#", " \r"])),
+    st.builds(
+        lambda label, feats, sep, tail: sep.join([label, *feats]) + tail,
+        LABEL,
+        st.lists(FEATURE, max_size=5),
+        SEP,
+        st.sampled_from(["", " ", " # note", "#", " \r"]),
+    ),
     st.sampled_from(["", "   ", "# comment", "#", "\r"]),
     st.text(max_size=25),
 )
@@ -92,15 +146,18 @@ def clean_rows(draw, max_rows=8, max_index=6):
     rows = []
     for _ in range(draw(st.integers(1, max_rows))):
         idx = sorted(draw(st.sets(st.integers(1, max_index), max_size=max_index)))
-        vals = draw(st.lists(st.floats(-1e6, 1e6, allow_nan=False), min_size=len(idx),
-                             max_size=len(idx)))
+        vals = draw(
+            st.lists(st.floats(-1e6, 1e6, allow_nan=False), min_size=len(idx), max_size=len(idx))
+        )
         rows.append((draw(st.sampled_from(labels)), idx, vals))
     return rows
 
 
 def _render(rows, sep=" "):
-    return [sep.join([label, *(f"{i}:{v!r}" for i, v in zip(idx, vals, strict=True))])
-            for label, idx, vals in rows]
+    return [
+        sep.join([label, *(f"{i}:{v!r}" for i, v in zip(idx, vals, strict=True))])
+        for label, idx, vals in rows
+    ]
 
 
 @st.composite
@@ -127,7 +184,7 @@ def libsvm_bytes(draw):
         body = body[: draw(st.integers(0, len(body) - 1))]
     elif damage == "flip" and body:
         k = draw(st.integers(0, len(body) - 1))
-        body = body[:k] + bytes([body[k] ^ draw(st.integers(1, 255))]) + body[k + 1:]
+        body = body[:k] + bytes([body[k] ^ draw(st.integers(1, 255))]) + body[k + 1 :]
     return body
 
 
@@ -152,15 +209,18 @@ def _check_libsvm_error(path: Path, exc: FedTheoryError, kwargs: dict) -> None:
     if named is None or "both occur" in msg:  # file-level error, or a clash of label sets
         return
     line = _lines_of(path)[int(named.group(1)) - 1]
-    alone = path.with_name("alone_" + path.name)        # after a good line: as line 2
+    alone = path.with_name("alone_" + path.name)  # after a good line: as line 2
     alone.write_bytes(b"+1\n" + line + b"\n")
     with pytest.raises(FedTheoryError, match=re.escape(f"{alone}, line 2: ")):
         read_libsvm(alone, n_features=kwargs.get("n_features"))
 
 
 @FAST
-@given(body=libsvm_bytes(), n_features=st.sampled_from([None, None, 4, 12]),
-       rows=st.sampled_from([None, None, 1, 3]))
+@given(
+    body=libsvm_bytes(),
+    n_features=st.sampled_from([None, None, 4, 12]),
+    rows=st.sampled_from([None, None, 1, 3]),
+)
 def test_fuzzed_libsvm_is_read_or_refused_naming_file_and_line(body, n_features, rows):
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "data.svm"
@@ -178,8 +238,13 @@ def test_fuzzed_libsvm_is_read_or_refused_naming_file_and_line(body, n_features,
 
 
 @FAST
-@given(rows=clean_rows(), sep=SEP, eol=st.sampled_from(["\n", "\r\n"]),
-       compress=st.booleans(), bom=st.booleans())
+@given(
+    rows=clean_rows(),
+    sep=SEP,
+    eol=st.sampled_from(["\n", "\r\n"]),
+    compress=st.booleans(),
+    bom=st.booleans(),
+)
 def test_clean_libsvm_reads_back_every_value_exactly(rows, sep, eol, compress, bom):
     text = ("\ufeff" if bom else "") + eol.join(_render(rows, sep)) + eol
     body = text.encode()
@@ -268,28 +333,29 @@ def test_a_huge_feature_index_is_refused_before_anything_is_allocated(tmp_path, 
     _one_line_error(rc, capsys, spec, "d = 2000000", "GiB")
 
 
-
 # (issue 17 item 7) The guard counts what a run allocates and compares with available memory.
+
 
 def test_the_memory_estimate_counts_data_temporaries_and_two_hessian_stacks():
     N, n_max, d = 3, 50, 7
     data, hess = 8.0 * N * n_max * d, 8.0 * N * d * d
     assert memory_estimate(N, n_max, d) == 2 * data + 16.0 * N * n_max + 2 * hess
-    assert memory_estimate(N, n_max, d, data_bytes=1200) == 2 * 1200 + 16.0 * N * n_max \
-        + 2 * hess
+    assert memory_estimate(N, n_max, d, data_bytes=1200) == 2 * 1200 + 16.0 * N * n_max + 2 * hess
 
 
 def _small_clients(N=2, n=40, d=20):
     rng = np.random.default_rng(0)
-    return ([rng.standard_normal((n, d)) for _ in range(N)],
-            [np.where(rng.random(n) < 0.5, 1.0, -1.0) for _ in range(N)])
+    return (
+        [rng.standard_normal((n, d)) for _ in range(N)],
+        [np.where(rng.random(n) < 0.5, 1.0, -1.0) for _ in range(N)],
+    )
 
 
 @pytest.mark.parametrize("storage", ["dense", "sparse"])
 def test_the_memory_guard_compares_with_available_memory_not_the_total(monkeypatch, storage):
     Xs, ys = _small_clients()
     need = memory_estimate(2, 40, 20, None if storage == "dense" else 12 * 2 * 40 * 20)
-    monkeypatch.setattr(problem_module, "_physical_memory", lambda: 2**40)     # 1 TiB total
+    monkeypatch.setattr(problem_module, "_physical_memory", lambda: 2**40)  # 1 TiB total
     monkeypatch.setattr(problem_module, "available_memory", lambda: need * 0.9)
     with pytest.raises(FedTheoryError, match=r"GiB of memory available on this machine"):
         FederatedProblem.from_clients(Xs, ys, objective="logistic", lam=1e-3, storage=storage)
@@ -303,11 +369,12 @@ def test_the_memory_guard_falls_back_to_the_total_where_availability_is_unknown(
     monkeypatch.setattr(problem_module, "_physical_memory", lambda: 1000)
     with pytest.raises(FedTheoryError, match=r"memory total on this machine"):
         FederatedProblem.from_clients(Xs, ys, objective="logistic", lam=1e-3, storage="dense")
-    monkeypatch.setattr(problem_module, "_physical_memory", lambda: None)    # no check at all
+    monkeypatch.setattr(problem_module, "_physical_memory", lambda: None)  # no check at all
     FederatedProblem.from_clients(Xs, ys, objective="logistic", lam=1e-3, storage="dense")
 
 
 # ============================================================================ TOML writing
+
 
 def _toml_value(v) -> str:
     """A TOML literal for the values the strategies produce."""
@@ -316,8 +383,9 @@ def _toml_value(v) -> str:
     if isinstance(v, int):
         return str(v)
     if isinstance(v, float):
-        return "nan" if math.isnan(v) else ("inf" if v > 0 else "-inf") if math.isinf(v) \
-            else repr(v)
+        return (
+            "nan" if math.isnan(v) else ("inf" if v > 0 else "-inf") if math.isinf(v) else repr(v)
+        )
     if isinstance(v, str):
         return json.dumps(v, ensure_ascii=False).replace("\x7f", "\\u007f")
     if isinstance(v, date):
@@ -347,10 +415,43 @@ def _toml(spec: dict) -> str:
 # Replacement values: every TOML type, with edge cases, bounded so nothing valid runs long.
 SCALARS = st.one_of(
     st.integers(-2, 4),
-    st.sampled_from([2**63 - 1, -(2**63), 0.0, -0.5, 0.5, 1.0, 2.5, 1e300, -1e-300,
-                     math.nan, math.inf, -math.inf, True, False, date(1979, 5, 27)]),
-    st.sampled_from(["", "all", "iid", "dirichlet", "ridge", "logistic", "libsvm", "exact",
-                     "fedpm", "../../etc/passwd", "data.svm", "nope", "a\x00b", "\u00e9"]),
+    st.sampled_from(
+        [
+            2**63 - 1,
+            -(2**63),
+            0.0,
+            -0.5,
+            0.5,
+            1.0,
+            2.5,
+            1e300,
+            -1e-300,
+            math.nan,
+            math.inf,
+            -math.inf,
+            True,
+            False,
+            date(1979, 5, 27),
+        ]
+    ),
+    st.sampled_from(
+        [
+            "",
+            "all",
+            "iid",
+            "dirichlet",
+            "ridge",
+            "logistic",
+            "libsvm",
+            "exact",
+            "fedpm",
+            "../../etc/passwd",
+            "data.svm",
+            "nope",
+            "a\x00b",
+            "\u00e9",
+        ]
+    ),
     st.text(max_size=8),
 )
 VALUES = st.one_of(
@@ -363,24 +464,54 @@ VALUES = st.one_of(
 
 _BASES = {
     "libsvm": {
-        "name": "fuzz", "description": "x",
-        "data": {"source": "libsvm", "path": "data.svm", "rows": 12, "intercept": True,
-                 "n_features": 3, "task": "classification"},
-        "partition": {"kind": "dirichlet", "clients": 2, "seed": 0, "alpha": 1.0,
-                      "min_size": 1, "max_tries": 20, "bins": 2},
+        "name": "fuzz",
+        "description": "x",
+        "data": {
+            "source": "libsvm",
+            "path": "data.svm",
+            "rows": 12,
+            "intercept": True,
+            "n_features": 3,
+            "task": "classification",
+        },
+        "partition": {
+            "kind": "dirichlet",
+            "clients": 2,
+            "seed": 0,
+            "alpha": 1.0,
+            "min_size": 1,
+            "max_tries": 20,
+            "bins": 2,
+        },
         "objective": {"kind": "logistic", "lam": 0.1, "weighting": "samples"},
     },
     "quadratic": {
         "name": "fuzzq",
-        "data": {"source": "heterogeneous_quadratic", "clients": 2, "d": 2,
-                 "n_per_client": 3, "mu": 0.5, "L": 2.0, "spread": 1.0, "noise": 0.1,
-                 "seed": 0},
+        "data": {
+            "source": "heterogeneous_quadratic",
+            "clients": 2,
+            "d": 2,
+            "n_per_client": 3,
+            "mu": 0.5,
+            "L": 2.0,
+            "spread": 1.0,
+            "noise": 0.1,
+            "seed": 0,
+        },
         "objective": {"kind": "ridge", "lam": 0.0},
     },
     "synthetic": {
         "name": "fuzzs",
-        "data": {"source": "fedprox_synthetic", "alpha": 1.0, "beta": 1.0, "clients": 2,
-                 "d": 3, "sizes": "equal", "mean_size": 4, "seed": 0},
+        "data": {
+            "source": "fedprox_synthetic",
+            "alpha": 1.0,
+            "beta": 1.0,
+            "clients": 2,
+            "d": 3,
+            "sizes": "equal",
+            "mean_size": 4,
+            "seed": 0,
+        },
         "objective": {"kind": "logistic", "lam": 0.1},
     },
 }
@@ -460,11 +591,17 @@ def test_random_bytes_as_a_spec_are_refused_naming_the_file(body):
 # ============================================================================ sweep specs
 
 _SWEEP = {
-    "name": "fz", "description": "x", "problems": ["tiny.toml"], "rounds": 2,
-    "seeds": {"count": 1, "start": 0}, "participation": ["all"], "drift_metrics": False,
+    "name": "fz",
+    "description": "x",
+    "problems": ["tiny.toml"],
+    "rounds": 2,
+    "seeds": {"count": 1, "start": 0},
+    "participation": ["all"],
+    "drift_metrics": False,
     "backend": "numpy",
-    "methods": [{"name": "fedpm", "params": {"K": 1, "eta": 1.0},
-                 "oracle": {"name": "minibatch", "b": 2}}],
+    "methods": [
+        {"name": "fedpm", "params": {"K": 1, "eta": 1.0}, "oracle": {"name": "minibatch", "b": 2}}
+    ],
 }
 _TINY_PROBLEM = _toml(_BASES["quadratic"])
 
@@ -474,8 +611,9 @@ def mutated_sweep_spec(draw):
     spec = json.loads(json.dumps(_SWEEP))
     method = spec["methods"][0]
     where = draw(st.sampled_from(["top", "method", "params", "oracle"]))
-    table = {"top": spec, "method": method, "params": method["params"],
-             "oracle": method["oracle"]}[where]
+    table = {"top": spec, "method": method, "params": method["params"], "oracle": method["oracle"]}[
+        where
+    ]
     return spec, _mutate(draw, table, ["zzz", "rounds", "seed", "out", "delta"])
 
 
@@ -519,6 +657,7 @@ def test_fuzzed_sweep_spec_through_the_cli_never_shows_a_traceback(spec_key, cap
 
 # ============================================================================ the CLI's last line
 
+
 def test_a_negative_seed_is_one_line_not_a_numpy_traceback(capsys):
     rc = main(["run", "het_quadratic", "--method", "newton", "--rounds", "1", "--seed", "-1"])
     _one_line_error(rc, capsys, "--seed must be an integer >= 0, got -1")
@@ -534,8 +673,10 @@ def test_any_other_exception_is_one_line_unless_a_traceback_is_asked_for(monkeyp
     monkeypatch.delenv("FEDTHEORY_TRACEBACK", raising=False)
     assert main(["problems"]) == 2
     err = capsys.readouterr().err.strip()
-    assert err == ("fedtheory: error: internal error RuntimeError: deep inside a library (a bug: "
-                   "please report it; FEDTHEORY_TRACEBACK=1 shows the traceback)")
+    assert err == (
+        "fedtheory: error: internal error RuntimeError: deep inside a library (a bug: "
+        "please report it; FEDTHEORY_TRACEBACK=1 shows the traceback)"
+    )
     monkeypatch.setenv("FEDTHEORY_TRACEBACK", "1")
     with pytest.raises(RuntimeError, match="deep inside"):
         main(["problems"])

@@ -62,9 +62,21 @@ def _kill_half_way(spec: Path, out: Path, jobs: int, total: int) -> None:
     """Start `python -m fedtheory.cli sweep` in its own process group and SIGKILL the whole
     group once some, not all, run files exist."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "fedtheory.cli", "sweep", str(spec), "--out", str(out),
-         "--jobs", str(jobs)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        [
+            sys.executable,
+            "-m",
+            "fedtheory.cli",
+            "sweep",
+            str(spec),
+            "--out",
+            str(out),
+            "--jobs",
+            str(jobs),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     runs = out / "runs"
     deadline = time.monotonic() + 60
     try:
@@ -84,7 +96,8 @@ def _kill_half_way(spec: Path, out: Path, jobs: int, total: int) -> None:
 
 @pytest.mark.parametrize("jobs", [1, 2])
 def test_a_sweep_killed_half_way_resumes_without_recomputing_and_ends_with_one_file_each(
-        tmp_path, jobs):
+    tmp_path, jobs
+):
     spec = tmp_path / "killed.toml"
     spec.write_text(SPEC)
     ids = {c.id for c in expand(read_sweep(spec))}
@@ -100,16 +113,22 @@ def test_a_sweep_killed_half_way_resumes_without_recomputing_and_ends_with_one_f
     finished = {f.name: _fingerprint(f) for f in runs.glob("*.parquet")}
     for name in finished:
         df = pd.read_parquet(runs / name)
-        assert list(df["round"]) == list(range(ROUNDS + 1)) and df["config_id"].iloc[0] + \
-            ".parquet" == name
+        assert (
+            list(df["round"]) == list(range(ROUNDS + 1))
+            and df["config_id"].iloc[0] + ".parquet" == name
+        )
     assert load(out)["config_id"].nunique() == len(finished)
 
     summary = run_sweep(spec, out, jobs=1, progress=False)
-    assert (summary.total, summary.skipped, summary.ran, summary.failed) == \
-        (len(ids), len(finished), len(ids) - len(finished), {})
+    assert (summary.total, summary.skipped, summary.ran, summary.failed) == (
+        len(ids),
+        len(finished),
+        len(ids) - len(finished),
+        {},
+    )
     files = {f.name for f in runs.glob("*.parquet")}
-    assert files == {f"{i}.parquet" for i in ids}                 # one file per configuration
-    for name, before in finished.items():                         # none of them rewritten
+    assert files == {f"{i}.parquet" for i in ids}  # one file per configuration
+    for name, before in finished.items():  # none of them rewritten
         assert _fingerprint(runs / name) == before, name
     df = load(out)
     assert len(df) == len(ids) * (ROUNDS + 1)
@@ -119,8 +138,9 @@ def test_a_sweep_killed_half_way_resumes_without_recomputing_and_ends_with_one_f
     assert load(consolidate(out))["config_id"].nunique() == len(ids)
 
 
-def test_a_write_interrupted_by_an_exception_leaves_neither_file_nor_temporary(tmp_path,
-                                                                              monkeypatch):
+def test_a_write_interrupted_by_an_exception_leaves_neither_file_nor_temporary(
+    tmp_path, monkeypatch
+):
     df = pd.DataFrame({"round": [0, 1], "x": [1.0, 2.0]})
     target = tmp_path / "abcdef0123456789.parquet"
     write_parquet(df, target)
@@ -133,7 +153,7 @@ def test_a_write_interrupted_by_an_exception_leaves_neither_file_nor_temporary(t
     monkeypatch.setattr(pd.DataFrame, "to_parquet", half_then_die)
     with pytest.raises(KeyboardInterrupt):
         write_parquet(df.assign(x=[3.0, 4.0]), target)
-    assert _fingerprint(target) == before                         # the old whole file stays
+    assert _fingerprint(target) == before  # the old whole file stays
     assert [p.name for p in tmp_path.iterdir()] == [target.name]  # and no temporary
 
 
@@ -155,7 +175,7 @@ def test_every_file_a_sweep_writes_appears_by_os_replace_of_a_temporary(tmp_path
     out = tmp_path / "out"
     summary = run_sweep(spec, out, progress=False)
     assert summary.ran == 4 and len(summary.failed) == 4
-    spec.write_text(SPEC.replace("count = 12", "count = 2"))   # a grown sweep: spec kept aside
+    spec.write_text(SPEC.replace("count = 12", "count = 2"))  # a grown sweep: spec kept aside
     run_sweep(spec, out, progress=False)
     consolidate(out)
     written = [f for f in out.rglob("*") if f.is_file()]
@@ -166,44 +186,64 @@ def test_every_file_a_sweep_writes_appears_by_os_replace_of_a_temporary(tmp_path
         assert f in renames, f"{f} was not written by os.replace"
         src = renames[f]
         if not re.fullmatch(r"sweep\.[0-9a-f]{12}\.toml", f.name):  # kept spec: a plain move
-            assert src.parent == f.parent and src.name.startswith(f".{f.name}.") and \
-                src.name.endswith(".tmp"), (f, src)
+            assert (
+                src.parent == f.parent
+                and src.name.startswith(f".{f.name}.")
+                and src.name.endswith(".tmp")
+            ), (f, src)
 
 
 # ----------------------------------------------------------------------------- reproducibility
 
-RUN = ["run", "het_quadratic", "--method", "sopm", "--param", "K=2", "--participation", "5",
-       "--oracle", "gaussian", "--oracle-param", "sigma=0.1", "--rounds", "6"]
+RUN = [
+    "run",
+    "het_quadratic",
+    "--method",
+    "sopm",
+    "--param",
+    "K=2",
+    "--participation",
+    "5",
+    "--oracle",
+    "gaussian",
+    "--oracle-param",
+    "sigma=0.1",
+    "--rounds",
+    "6",
+]
 
 
 def _run_cli(out: Path, *extra: str, fresh: bool = False) -> None:
     argv = [*RUN, *extra, "--out", str(out)]
     if fresh:  # a new interpreter: nothing cached, nothing shared
-        subprocess.run([sys.executable, "-m", "fedtheory.cli", *argv], check=True,
-                       capture_output=True)
+        subprocess.run(
+            [sys.executable, "-m", "fedtheory.cli", *argv], check=True, capture_output=True
+        )
     else:
         assert main(argv) == 0
 
 
 def test_the_same_seed_gives_byte_identical_output_files_in_this_and_a_fresh_process(
-        tmp_path, capsys):
+    tmp_path, capsys
+):
     _run_cli(tmp_path / "a.csv", "--seed", "3", "--no-timing")
     _run_cli(tmp_path / "b.csv", "--seed", "3", "--no-timing", fresh=True)
     _run_cli(tmp_path / "c.csv", "--seed", "4", "--no-timing")
     a, b, c = (tmp_path / f"{x}.csv" for x in "abc")
     assert a.read_bytes() == b.read_bytes()
     assert a.with_suffix(".json").read_bytes() == b.with_suffix(".json").read_bytes()
-    assert a.read_bytes() != c.read_bytes()                      # the seed does matter
-    assert np.isnan(pd.read_csv(a)[list(TIMING)]).all().all()    # not measured, not zero
+    assert a.read_bytes() != c.read_bytes()  # the seed does matter
+    assert np.isnan(pd.read_csv(a)[list(TIMING)]).all().all()  # not measured, not zero
 
 
 def test_with_timing_only_the_seconds_column_differs(tmp_path, capsys):
     _run_cli(tmp_path / "a.csv", "--seed", "3")
     _run_cli(tmp_path / "b.csv", "--seed", "3")
     a, b = (pd.read_csv(tmp_path / f"{x}.csv") for x in "ab")
-    assert a["seconds"].iloc[0] == 0 and (a["seconds"].iloc[1:] > 0).all()   # measured
-    pd.testing.assert_frame_equal(a.drop(columns=list(TIMING)), b.drop(columns=list(TIMING)),
-                                  check_exact=True)
+    assert a["seconds"].iloc[0] == 0 and (a["seconds"].iloc[1:] > 0).all()  # measured
+    pd.testing.assert_frame_equal(
+        a.drop(columns=list(TIMING)), b.drop(columns=list(TIMING)), check_exact=True
+    )
 
 
 def test_run_metadata_carries_the_provenance_of_the_result(tmp_path, capsys):
@@ -211,11 +251,13 @@ def test_run_metadata_carries_the_provenance_of_the_result(tmp_path, capsys):
     _run_cli(out, "--seed", "3", "--no-timing")
     meta = json.loads(out.with_suffix(".json").read_text())
     assert meta["version"] == __version__
-    assert meta["spec_hash"] == spec_hash(load_problem("het_quadratic").spec) \
+    assert (
+        meta["spec_hash"]
+        == spec_hash(load_problem("het_quadratic").spec)
         == spec_hash(read_spec(resolve("het_quadratic")))
+    )
     assert meta["params"]["K"] == 2 and meta["seed"] == 3 and meta["participation"] == 5
-    assert (meta["backend"], meta["problem"], meta["method"]) == ("numpy", "het_quadratic",
-                                                                  "sopm")
+    assert (meta["backend"], meta["problem"], meta["method"]) == ("numpy", "het_quadratic", "sopm")
     assert meta["oracle"].startswith("gaussian") and meta["timing"] is False
     assert meta["status"] == "completed" and meta["rounds"] == 6
 
@@ -227,8 +269,10 @@ def test_the_spec_hash_covers_a_libsvm_files_bytes(tmp_path):
     data = tmp_path / "d.svm"
     data.write_text("1 1:0.5 2:1\n-1 1:0.1\n1 2:0.3\n-1 1:0.9 2:0.2\n")
     spec = tmp_path / "p.toml"
-    spec.write_text('[data]\nsource = "libsvm"\npath = "d.svm"\n[partition]\n'
-                    'kind = "contiguous"\nclients = 2\n[objective]\nkind = "logistic"\nlam = 0.1\n')
+    spec.write_text(
+        '[data]\nsource = "libsvm"\npath = "d.svm"\n[partition]\n'
+        'kind = "contiguous"\nclients = 2\n[objective]\nkind = "logistic"\nlam = 0.1\n'
+    )
     before, problem = spec_hash(read_spec(spec)), load_problem(spec)
     data.write_text("1 1:0.5 2:1\n-1 1:0.1\n1 2:0.3\n-1 1:0.9 2:0.7\n")
     assert spec_hash(read_spec(spec)) != before
@@ -250,9 +294,21 @@ def test_killing_only_the_main_process_leaves_no_process_of_the_sweep(tmp_path):
     spec.write_text(SPEC)
     out = tmp_path / "out"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "fedtheory.cli", "sweep", str(spec), "--out", str(out),
-         "--jobs", "2"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        start_new_session=True)
+        [
+            sys.executable,
+            "-m",
+            "fedtheory.cli",
+            "sweep",
+            str(spec),
+            "--out",
+            str(out),
+            "--jobs",
+            "2",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     runs = out / "runs"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None:
@@ -271,7 +327,7 @@ def test_killing_only_the_main_process_leaves_no_process_of_the_sweep(tmp_path):
     assert not survivors, "processes of the killed sweep are still running"
     frozen = {f.name for f in runs.glob("*")}
     time.sleep(1.0)
-    assert {f.name for f in runs.glob("*")} == frozen              # nobody writes any more
+    assert {f.name for f in runs.glob("*")} == frozen  # nobody writes any more
 
 
 def test_a_resumed_sweep_removes_stale_temporaries_and_a_second_sweep_is_refused(tmp_path):
@@ -285,7 +341,7 @@ def test_a_resumed_sweep_removes_stale_temporaries_and_a_second_sweep_is_refused
     stale.write_bytes(b"")
     with _exclusive(out), pytest.raises(FedTheoryError, match="another sweep is running"):
         run_sweep(spec, out, jobs=1, progress=False)
-    assert stale.exists()                                  # refused before touching anything
+    assert stale.exists()  # refused before touching anything
     run_sweep(spec, out, jobs=1, progress=False)
     assert not stale.exists()
 

@@ -62,10 +62,11 @@ def test_row_columns_and_metric_definitions():
     first, row = trace.rows[0], trace.rows[1]
     assert np.isnan(first["drift"]) and first["uplink_floats"] == 0
     ref = problem.reference
-    np.testing.assert_allclose(row["rel_dist"],
-                               row["dist_to_opt"] / max(1, np.linalg.norm(ref.theta_star)))
+    np.testing.assert_allclose(
+        row["rel_dist"], row["dist_to_opt"] / max(1, np.linalg.norm(ref.theta_star))
+    )
     assert row["uplink_floats"] == problem.d and row["local_hess_evals"] == 2
-    assert trace.rows[2]["uplink_floats"] == 2 * problem.d       # cumulative
+    assert trace.rows[2]["uplink_floats"] == 2 * problem.d  # cumulative
     assert row["drift"] > 0 and row["hess_gap"] > 0 and row["client_drift"] > 0
     assert 0 < row["rel_drift"] < 1
 
@@ -81,15 +82,20 @@ def test_drift_metrics_match_a_direct_computation():
     theta_local = theta0 - np.linalg.solve(P, g[:, :, None])[..., 0]
     theta_new = w @ theta_local
     row = trace.rows[1]
-    np.testing.assert_allclose(row["drift"], sum(w[i] * np.sum((P[i] - Pbar) ** 2)
-                                                 for i in range(3)), rtol=1e-12)
-    np.testing.assert_allclose(row["hess_gap"], row["drift"], rtol=1e-12)   # H(theta) = Pbar
-    np.testing.assert_allclose(row["grad_dissimilarity"],
-                               sum(w[i] * np.sum((g[i] - w @ g) ** 2) for i in range(3)),
-                               rtol=1e-12)
-    np.testing.assert_allclose(row["client_drift"],
-                               sum(w[i] * np.sum((theta_local[i] - theta_new) ** 2)
-                                   for i in range(3)), rtol=1e-12)
+    np.testing.assert_allclose(
+        row["drift"], sum(w[i] * np.sum((P[i] - Pbar) ** 2) for i in range(3)), rtol=1e-12
+    )
+    np.testing.assert_allclose(row["hess_gap"], row["drift"], rtol=1e-12)  # H(theta) = Pbar
+    np.testing.assert_allclose(
+        row["grad_dissimilarity"],
+        sum(w[i] * np.sum((g[i] - w @ g) ** 2) for i in range(3)),
+        rtol=1e-12,
+    )
+    np.testing.assert_allclose(
+        row["client_drift"],
+        sum(w[i] * np.sum((theta_local[i] - theta_new) ** 2) for i in range(3)),
+        rtol=1e-12,
+    )
 
 
 def test_newton_reports_nan_preconditioner_metrics():
@@ -117,12 +123,13 @@ def test_target_stops_early():
 
 
 def test_csv_round_trip_is_exact(tmp_path):
-    trace = run(make_problem(8, N=4), make_method("fedpm", {"K": 2, "eta": 0.5}), 4,
-                participation=2, seed=3)
+    trace = run(
+        make_problem(8, N=4), make_method("fedpm", {"K": 2, "eta": 0.5}), 4, participation=2, seed=3
+    )
     path = trace.to_csv(tmp_path / "t.csv")
     back = read_csv(path)
     pd.testing.assert_frame_equal(back, trace.to_frame(), check_dtype=False, rtol=0, atol=0)
-    assert [p.name for p in tmp_path.iterdir()] == ["t.csv"]          # no temporary left
+    assert [p.name for p in tmp_path.iterdir()] == ["t.csv"]  # no temporary left
     with open(path) as fh:
         assert next(csv.reader(fh)) == list(COLUMNS)
 

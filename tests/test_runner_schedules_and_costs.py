@@ -46,20 +46,24 @@ def test_a_schedule_with_varying_sizes_logs_each_rounds_participants(problem, tm
     assert step.ctx.clients.tolist() == [0, 1, 2]
     np.testing.assert_allclose(step.ctx.weights.sum(), 1.0)
     # the round with every client is full participation: the same as an unscheduled round
-    last = list(iterate(problem, make_method("newton"), rounds=3,
-                        participation=[[0, 1, 2, 3, 4, 5]] * 3))[0]
+    last = list(
+        iterate(problem, make_method("newton"), rounds=3, participation=[[0, 1, 2, 3, 4, 5]] * 3)
+    )[0]
     full = next(iter(iterate(problem, make_method("newton"), rounds=1)))
     assert last.ctx.clients is None
     np.testing.assert_array_equal(last.state.theta, full.state.theta)
 
 
-@pytest.mark.parametrize("schedule, message", [
-    ([[0, 1], [2]], "round 3 has no entry"),
-    ([[0, 1], [], [1]], "round 2 is empty"),
-    ([[0, 1], [1, 6], [1]], "round 2: client index must be in 0..5, got 6"),
-    ([[0, 1], [1, 1], [1]], "round 2: client 1 appears twice"),
-    ([[0, 1], [-1], [1]], "round 2: client index must be in 0..5, got -1"),
-])
+@pytest.mark.parametrize(
+    "schedule, message",
+    [
+        ([[0, 1], [2]], "round 3 has no entry"),
+        ([[0, 1], [], [1]], "round 2 is empty"),
+        ([[0, 1], [1, 6], [1]], "round 2: client index must be in 0..5, got 6"),
+        ([[0, 1], [1, 1], [1]], "round 2: client 1 appears twice"),
+        ([[0, 1], [-1], [1]], "round 2: client index must be in 0..5, got -1"),
+    ],
+)
 def test_a_bad_schedule_is_refused_naming_the_round(problem, schedule, message):
     with pytest.raises(FedTheoryError, match=message):
         run(problem, make_method("fedpm"), 3, participation=schedule)
@@ -77,8 +81,7 @@ def test_fednl_refuses_a_schedule_with_a_partial_round(problem):
         run(problem, make_method("fednl"), 2, participation=[list(range(6)), [0, 1]])
 
 
-def test_methods_without_preconditioners_never_evaluate_the_global_hessian(problem,
-                                                                          monkeypatch):
+def test_methods_without_preconditioners_never_evaluate_the_global_hessian(problem, monkeypatch):
     calls = {"n": 0}
     real = type(problem).global_oracle
 
@@ -126,8 +129,22 @@ def test_cli_no_drift_threads_and_schedule_reach_the_run(tmp_path, capsys):
     sched = tmp_path / "s.txt"
     sched.write_text("\n".join(["0 3 5"] * 3))
     out = tmp_path / "r.csv"
-    argv = ["run", "het_quadratic", "--method", "fedpm", "--rounds", "3", "--no-drift",
-            "--threads", "1", "--participation", str(sched), "--out", str(out), "--no-timing"]
+    argv = [
+        "run",
+        "het_quadratic",
+        "--method",
+        "fedpm",
+        "--rounds",
+        "3",
+        "--no-drift",
+        "--threads",
+        "1",
+        "--participation",
+        str(sched),
+        "--out",
+        str(out),
+        "--no-timing",
+    ]
     assert main(argv) == 0
     import pandas as pd
 
@@ -136,7 +153,7 @@ def test_cli_no_drift_threads_and_schedule_reach_the_run(tmp_path, capsys):
     meta = json.loads(out.with_suffix(".json").read_text())
     assert meta["threads"] == 1 and meta["participation"] == "schedule"
     assert {"python", "numpy", "scipy", "blas", "platform"} <= set(meta["environment"])
-    assert "date" not in meta["environment"]        # --no-timing: byte-identical reruns
+    assert "date" not in meta["environment"]  # --no-timing: byte-identical reruns
     assert main(["run", "het_quadratic", "--method", "fedpm", "--threads", "0"]) == 2
     assert "--threads must be an integer >= 1, got 0" in capsys.readouterr().err
 
@@ -144,8 +161,7 @@ def test_cli_no_drift_threads_and_schedule_reach_the_run(tmp_path, capsys):
 def test_cli_backend_cupy_is_used_or_refused_in_one_line(capsys, monkeypatch):
     """--backend cupy reaches the problem (the run prints backend=cupy) or, where CuPy or a
     GPU is missing, is one line naming the cause, exit 2: never silently NumPy."""
-    code = main(["run", "het_quadratic", "--method", "fedpm", "--rounds", "1",
-                 "--backend", "cupy"])
+    code = main(["run", "het_quadratic", "--method", "fedpm", "--rounds", "1", "--backend", "cupy"])
     out, err = capsys.readouterr()
     try:
         import cupy
@@ -189,19 +205,22 @@ def test_simple_mixing_ends_stalled_and_fedpm_completed():
     fedpm = run(problem, make_method("fedpm"), 40)
     assert sopm.status == "stalled" and sopm.meta["status"] == "stalled"
     assert fedpm.status == "completed" and fedpm["dist_to_opt"][-1] < 1e-10
-    short = run(problem, make_method("sopm"), 3)           # too few rounds to tell
+    short = run(problem, make_method("sopm"), 3)  # too few rounds to tell
     assert short.status == "completed"
 
 
-@pytest.mark.parametrize("e, status", [
-    ([1.0] * 12, "stalled"),
-    ([1.0 + 1e-2 * 0.5**t for t in range(12)], "stalled"),
-    ([1.0, 3.0] * 6, "oscillating"),
-    ([1.0, 1.001] * 6, "stalled"),                 # a 0.1 % cycle is a stall
-    ([0.5**t for t in range(12)], "completed"),     # still converging
-    ([1e-15] * 12, "completed"),                    # at theta* to the float floor
-    ([1.0] * 5, "completed"),                       # too short to tell
-])
+@pytest.mark.parametrize(
+    "e, status",
+    [
+        ([1.0] * 12, "stalled"),
+        ([1.0 + 1e-2 * 0.5**t for t in range(12)], "stalled"),
+        ([1.0, 3.0] * 6, "oscillating"),
+        ([1.0, 1.001] * 6, "stalled"),  # a 0.1 % cycle is a stall
+        ([0.5**t for t in range(12)], "completed"),  # still converging
+        ([1e-15] * 12, "completed"),  # at theta* to the float floor
+        ([1.0] * 5, "completed"),  # too short to tell
+    ],
+)
 def test_settled_status_reads_stalls_and_two_cycles(e, status):
     from fedtheory.runner.metrics import settled_status
 
@@ -213,17 +232,24 @@ def test_absurd_sizes_are_refused_before_running(problem, monkeypatch, capsys):
         make_method("fedpm", {"K": 10**9})
     import fedtheory.runner.loop as loop
 
-    monkeypatch.setattr(loop, "available_memory", lambda: 2.0**30)   # 1 GiB free
+    monkeypatch.setattr(loop, "available_memory", lambda: 2.0**30)  # 1 GiB free
     with pytest.raises(FedTheoryError, match=r"rounds = 10,000,000 .* keeps 10,000,002 rows"):
         run(problem, make_method("gd"), 10**7)
-    run(problem, make_method("gd"), 10)                      # small runs are untouched
+    run(problem, make_method("gd"), 10)  # small runs are untouched
     assert main(["run", "het_quadratic", "--method", "fedpm", "--param", "K=1000000000"]) == 2
     assert "K must be an integer in 1..100,000" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("name,params", [
-    ("fedpm", {"K": 2, "server_memory": True}), ("fednl", {}), ("fednl_pp", {}),
-    ("newton_star", {}), ("fedpac", {})])
+@pytest.mark.parametrize(
+    "name,params",
+    [
+        ("fedpm", {"K": 2, "server_memory": True}),
+        ("fednl", {}),
+        ("fednl_pp", {}),
+        ("newton_star", {}),
+        ("fedpac", {}),
+    ],
+)
 def test_the_setup_cost_comes_from_start_and_is_booked_with_round_one(problem, name, params):
     """``start`` returns the state (mathematics only) and what setting it up cost; the runner
     adds that cost to round 1's counts, and to no other round."""
@@ -240,8 +266,11 @@ def test_the_setup_cost_comes_from_start_and_is_booked_with_round_one(problem, n
     steps = list(iterate(problem, make_method(name, params), rounds=2))
     first, second = steps[0].info, steps[1].info
     assert (first.uplink, first.hess_evals, first.grad_evals, first.uplink_bits) == (
-        rounds[0].uplink + setup.uplink, rounds[0].hess_evals + setup.hess_evals,
-        rounds[0].grad_evals + setup.grad_evals, rounds[0].uplink_bits + setup.uplink_bits)
+        rounds[0].uplink + setup.uplink,
+        rounds[0].hess_evals + setup.hess_evals,
+        rounds[0].grad_evals + setup.grad_evals,
+        rounds[0].uplink_bits + setup.uplink_bits,
+    )
     assert (second.uplink, second.hess_evals) == (rounds[1].uplink, rounds[1].hess_evals)
 
 

@@ -18,8 +18,19 @@ from fedtheory.testing import make_problem
 def trajectory(problem, name, params, rounds, *, participation=None, theta0=None, seed=0):
     """theta^1 .. theta^rounds of a method, through the runner's loop."""
     method = make_method(name, params)
-    return np.array([np.asarray(s.state.theta) for s in iterate(
-        problem, method, rounds=rounds, participation=participation, seed=seed, theta0=theta0)])
+    return np.array(
+        [
+            np.asarray(s.state.theta)
+            for s in iterate(
+                problem,
+                method,
+                rounds=rounds,
+                participation=participation,
+                seed=seed,
+                theta0=theta0,
+            )
+        ]
+    )
 
 
 def schedule(N, S, rounds, seed):
@@ -40,10 +51,16 @@ def close(a, b, tol):
 
 # ----------------------------------------------------------------- FedPM with server memory
 
+
 @pytest.mark.parametrize("objective", ["logistic", "ridge"])
-@pytest.mark.parametrize("params", [{"K": 1, "eta": 1.0}, {"K": 3, "eta": 0.6},
-                                    {"K": 2, "eta": 0.8, "delta": 0.1,
-                                     "mixing_preconditioner": "end"}])
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"K": 1, "eta": 1.0},
+        {"K": 3, "eta": 0.6},
+        {"K": 2, "eta": 0.8, "delta": 0.1, "mixing_preconditioner": "end"},
+    ],
+)
 def test_fedpm_server_memory_with_every_client_is_fedpm(objective, params):
     """S = N: every pair is refreshed every round, so the memory rule is FedPM's rule."""
     problem = make_problem(21, objective=objective, N=5, d=4, heterogeneity=2.0)
@@ -76,12 +93,14 @@ def stochastic_newton(problem, theta0, sets):
 
 @pytest.mark.parametrize("objective", ["logistic", "ridge"])
 def test_fedpm_server_memory_k1_eta1_is_the_stochastic_newton_step(objective):
-    problem = make_problem(22, objective=objective, N=6, d=4, heterogeneity=2.0,
-                           weighting="samples")
+    problem = make_problem(
+        22, objective=objective, N=6, d=4, heterogeneity=2.0, weighting="samples"
+    )
     sets = schedule(problem.N, 2, 8, seed=3)
     theta0 = np.linspace(-0.5, 0.5, 4)
-    fedpm_pp = trajectory(problem, "fedpm", {"server_memory": True}, 8, participation=sets,
-                          theta0=theta0)
+    fedpm_pp = trajectory(
+        problem, "fedpm", {"server_memory": True}, 8, participation=sets, theta0=theta0
+    )
     close(fedpm_pp, stochastic_newton(problem, theta0, sets), 1e-10)
     # without memory the same rounds give another trajectory (the test can tell them apart)
     plain = trajectory(problem, "fedpm", {}, 8, participation=sets, theta0=theta0)
@@ -108,16 +127,17 @@ def fedpm_pp_reference(problem, theta0, sets, K, eta, delta):
     for S in sets:
         for i in S:
             pairs[i] = client(i, theta)
-        theta = np.linalg.solve(sum(w[i] * pairs[i][0] for i in range(problem.N)),
-                                sum(w[i] * pairs[i][1] for i in range(problem.N)))
+        theta = np.linalg.solve(
+            sum(w[i] * pairs[i][0] for i in range(problem.N)),
+            sum(w[i] * pairs[i][1] for i in range(problem.N)),
+        )
         out.append(theta)
     return np.array(out)
 
 
 @pytest.mark.parametrize("S", [2, 5])
 @pytest.mark.parametrize("K, eta, delta", [(2, 1.0, 0.0), (3, 0.6, 0.1)])
-def test_fedpm_server_memory_with_k_local_steps_matches_a_client_by_client_loop(S, K, eta,
-                                                                                 delta):
+def test_fedpm_server_memory_with_k_local_steps_matches_a_client_by_client_loop(S, K, eta, delta):
     """K > 1 pins down which preconditioner is mixed (the last local step's), with and without
     partial participation (S = N = 5 is plain FedPM)."""
     problem = make_problem(26, N=5, d=4, heterogeneity=2.0)
@@ -131,13 +151,14 @@ def test_fedpm_server_memory_with_k_local_steps_matches_a_client_by_client_loop(
 def test_fedpm_server_memory_counts_the_initial_upload_once():
     problem = make_problem(23, N=5, d=3)
     d, sym = 3, 6
-    trace = run(problem, make_method("fedpm", {"server_memory": True, "K": 2}), 3,
-                participation=2, seed=0)
+    trace = run(
+        problem, make_method("fedpm", {"server_memory": True, "K": 2}), 3, participation=2, seed=0
+    )
     up = trace["uplink_floats"] * problem.N
     assert up[1] == problem.N * (sym + d) + 2 * (sym + d)
     assert up[2] - up[1] == up[3] - up[2] == 2 * (sym + d)
     hess = trace["local_hess_evals"] * problem.N
-    assert hess[1] == 2 * problem.N + 2 * 2            # K = 2 at init (all) and in round 1
+    assert hess[1] == 2 * problem.N + 2 * 2  # K = 2 at init (all) and in round 1
 
 
 def test_fedpm_server_memory_state_is_not_shared_between_rounds():
@@ -167,6 +188,7 @@ def test_fedpm_server_memory_runs_batched_with_a_memory_per_run():
 
 # ----------------------------------------------------------------- theta* is a fixed point
 
+
 def heterogeneous(objective="logistic", seed=31):
     return make_problem(seed, objective=objective, N=6, d=5, heterogeneity=2.0, lam=1e-2)
 
@@ -181,14 +203,20 @@ def fixed_point_gap(problem, name, params, participation=None, rounds=1):
 
 
 @pytest.mark.parametrize("objective", ["logistic", "ridge"])
-@pytest.mark.parametrize("name, params, S", [
-    ("giant", {}, None), ("giant", {"line_search": False}, None),
-    ("dane", {}, None), ("dane", {"local_solver": "newton"}, None),
-    ("dane", {"eta": 0.5, "mu_d": 0.3}, None),
-    ("newton_star", {}, None),
-    ("fedpm", {"server_memory": True}, 1), ("fedpm", {"server_memory": True}, 3),
-    ("fedpm", {"server_memory": True, "eta": 0.5}, 2),
-])
+@pytest.mark.parametrize(
+    "name, params, S",
+    [
+        ("giant", {}, None),
+        ("giant", {"line_search": False}, None),
+        ("dane", {}, None),
+        ("dane", {"local_solver": "newton"}, None),
+        ("dane", {"eta": 0.5, "mu_d": 0.3}, None),
+        ("newton_star", {}, None),
+        ("fedpm", {"server_memory": True}, 1),
+        ("fedpm", {"server_memory": True}, 3),
+        ("fedpm", {"server_memory": True, "eta": 0.5}, 2),
+    ],
+)
 def test_theta_star_is_a_fixed_point(objective, name, params, S):
     """One round from theta* stays there; FedPM-PP for three rounds of partial participation
     (K = 1: v_i = P_i theta* - eta g_i(theta*) and sum_i w_i g_i(theta*) = 0 over all N)."""
@@ -218,12 +246,15 @@ def test_the_fixed_point_problems_have_a_drift_floor(objective):
 
 # ----------------------------------------------------------------- GIANT
 
+
 def giant_direction(problem, theta):
     """p = sum_i w_i H_i(theta)^{-1} g(theta), client by client (full participation)."""
     w = np.asarray(problem.weights)
     g = sum(w[i] * one_client(problem, i, theta)[1] for i in range(problem.N))
-    return sum(w[i] * np.linalg.solve(one_client(problem, i, theta, grad=False, hess=True)[2], g)
-               for i in range(problem.N)), g
+    return sum(
+        w[i] * np.linalg.solve(one_client(problem, i, theta, grad=False, hess=True)[2], g)
+        for i in range(problem.N)
+    ), g
 
 
 def test_giant_step_is_the_average_local_newton_direction_of_the_global_gradient():
@@ -257,8 +288,13 @@ def test_giant_reaches_the_float_floor_with_its_line_search():
     problem = make_problem(32, N=6, d=5, heterogeneity=2.0, lam=1e-2)
     trace = run(problem, make_method("giant"), 400, target=1e-12, drift_metrics=False)
     assert trace.status == "reached_target"
-    unstable = run(problem, make_method("giant", {"line_search": False}), 60,
-                   theta0=problem.reference.theta_star + 1e-8, drift_metrics=False)
+    unstable = run(
+        problem,
+        make_method("giant", {"line_search": False}),
+        60,
+        theta0=problem.reference.theta_star + 1e-8,
+        drift_metrics=False,
+    )
     assert unstable.final["rel_dist"] > 1e-6
 
 
@@ -272,6 +308,7 @@ def test_giant_without_line_search_is_dane_on_quadratics():
 
 
 # ----------------------------------------------------------------- DANE
+
 
 def dane_residual(problem, theta, w_local, clients, eta, mu):
     """||grad_w of client i's DANE subproblem at w_i|| / (1 + ||g_i(theta)||), per client."""
@@ -295,11 +332,11 @@ def test_dane_solves_its_local_subproblems_exactly(params, clients):
     ctx = round_context(problem, None if clients is None else np.array(clients))
     new, info = method.round(ctx, method.start(problem, theta)[0])
     ids = list(range(problem.N)) if clients is None else clients
-    res = dane_residual(problem, theta, np.asarray(info.theta_local), ids,
-                        method.eta, method.mu_d)
+    res = dane_residual(problem, theta, np.asarray(info.theta_local), ids, method.eta, method.mu_d)
     assert res.max() <= 1e-10
-    np.testing.assert_allclose(new.theta, np.asarray(ctx.weights) @ info.theta_local,
-                               rtol=0, atol=1e-14)
+    np.testing.assert_allclose(
+        new.theta, np.asarray(ctx.weights) @ info.theta_local, rtol=0, atol=1e-14
+    )
 
 
 def test_dane_with_one_client_and_eta_one_minimises_f_in_one_round():
@@ -320,13 +357,18 @@ def test_dane_ridge_closed_form_equals_inner_newton_and_the_formula(params):
     eta, mu = params.get("eta", 1.0), params.get("mu_d", 0.0)
     w = np.asarray(problem.weights)
     g = sum(w[i] * one_client(problem, i, theta0)[1] for i in range(problem.N))
-    step = sum(w[i] * np.linalg.solve(
-        one_client(problem, i, theta0, grad=False, hess=True)[2] + mu * np.eye(problem.d), g)
-        for i in range(problem.N))
+    step = sum(
+        w[i]
+        * np.linalg.solve(
+            one_client(problem, i, theta0, grad=False, hess=True)[2] + mu * np.eye(problem.d), g
+        )
+        for i in range(problem.N)
+    )
     close(auto[0], theta0 - eta * step, 1e-12)
 
 
 # ----------------------------------------------------------------- FOOF
+
 
 def foof_matrix(problem, i, delta):
     A = np.asarray(problem.A)[i, : problem.sizes[i]]
@@ -346,8 +388,9 @@ def test_foof_preconditioner_is_the_input_covariance(name, delta):
 
 
 @pytest.mark.parametrize("name", ["fedpm", "sopm"])
-@pytest.mark.parametrize("params", [{"K": 1, "eta": 1.0}, {"K": 3, "eta": 0.5},
-                                    {"K": 2, "eta": 0.7, "delta": 0.2}])
+@pytest.mark.parametrize(
+    "params", [{"K": 1, "eta": 1.0}, {"K": 3, "eta": 0.5}, {"K": 2, "eta": 0.7, "delta": 0.2}]
+)
 def test_foof_on_ridge_is_the_exact_hessian_method(name, params):
     """On ridge A_i^T A_i / n_i + lam I is the Hessian: FOOF changes nothing."""
     problem = heterogeneous("ridge")
@@ -365,14 +408,14 @@ def test_fedpm_foof_on_logistic_is_a_fixed_preconditioner_step():
     w = np.asarray(problem.weights)
     P = sum(w[i] * foof_matrix(problem, i, 0.0) for i in range(problem.N))
     g = np.asarray(problem.global_oracle(theta).g)
-    got = trajectory(problem, "fedpm", {"preconditioner": "foof", "eta": 0.9}, 1,
-                     theta0=theta)[0]
+    got = trajectory(problem, "fedpm", {"preconditioner": "foof", "eta": 0.9}, 1, theta0=theta)[0]
     close(got, theta - 0.9 * np.linalg.solve(P, g), 1e-12)
     exact = trajectory(problem, "fedpm", {"eta": 0.9}, 1, theta0=theta)[0]
     assert np.abs(exact - got).max() > 1e-3
 
 
 # ----------------------------------------------------------------- Newton-Star
+
 
 def test_newton_star_step_uses_the_hessian_at_the_solution():
     problem = heterogeneous()
@@ -394,7 +437,7 @@ def test_newton_star_converges_quadratically_near_theta_star(a9a):
     window = [t for t in range(len(e) - 1) if e[t + 1] > floor]
     assert len(window) >= 3
     c = ref.L_H / (2 * ref.mu)
-    for t in window:                       # ||x+ - theta*|| <= (L_H / 2 mu) ||x - theta*||^2
+    for t in window:  # ||x+ - theta*|| <= (L_H / 2 mu) ||x - theta*||^2
         assert e[t + 1] <= c * e[t] ** 2
     fit = q_order(e, scale=scale)
     assert 1.8 <= fit.p <= 2.2, str(fit)

@@ -22,8 +22,9 @@ from fedtheory.oracles import make_oracle
 from fedtheory.problem import SPARSE_DENSITY, FederatedProblem
 
 
-def _clients(seed: int, *, N: int, d: int, density: float, objective: str,
-             max_rows: int = 14) -> tuple[list[sp.csr_matrix], list[np.ndarray]]:
+def _clients(
+    seed: int, *, N: int, d: int, density: float, objective: str, max_rows: int = 14
+) -> tuple[list[sp.csr_matrix], list[np.ndarray]]:
     """Clients of unequal sizes with random sparse rows, about a fifth of them empty."""
     rng = np.random.default_rng(seed)
     w = rng.normal(size=d)
@@ -31,30 +32,43 @@ def _clients(seed: int, *, N: int, d: int, density: float, objective: str,
     for _ in range(N):
         n_i = int(rng.integers(1, max_rows + 1))
         X = rng.normal(size=(n_i, d)) * (rng.random((n_i, d)) < density)
-        X[rng.random(n_i) < 0.2] = 0.0                                  # empty rows
+        X[rng.random(n_i) < 0.2] = 0.0  # empty rows
         z = X @ w + 0.5 * rng.normal(size=n_i)
         ys.append(np.where(z >= 0, 1.0, -1.0) if objective == "logistic" else z)
         Xs.append(sp.csr_matrix(X))
     return Xs, ys
 
 
-def _pair(seed: int, *, N: int = 5, d: int = 7, density: float = 0.3,
-          objective: str = "logistic", lam: float = 1e-2,
-          weighting: str = "samples") -> tuple[FederatedProblem, FederatedProblem]:
+def _pair(
+    seed: int,
+    *,
+    N: int = 5,
+    d: int = 7,
+    density: float = 0.3,
+    objective: str = "logistic",
+    lam: float = 1e-2,
+    weighting: str = "samples",
+) -> tuple[FederatedProblem, FederatedProblem]:
     Xs, ys = _clients(seed, N=N, d=d, density=density, objective=objective)
     kw = dict(objective=objective, lam=lam, weighting=weighting, name=f"sparse-{seed}")
-    return (FederatedProblem.from_clients(Xs, ys, storage="sparse", **kw),
-            FederatedProblem.from_clients(Xs, ys, storage="dense", **kw))
+    return (
+        FederatedProblem.from_clients(Xs, ys, storage="sparse", **kw),
+        FederatedProblem.from_clients(Xs, ys, storage="dense", **kw),
+    )
 
 
 @st.composite
 def pairs(draw):
     """The same random sparse problem stored both ways."""
-    return _pair(draw(st.integers(0, 2**31 - 1)), N=draw(st.integers(1, 6)),
-                 d=draw(st.integers(1, 12)), density=draw(st.sampled_from([0.05, 0.2, 0.6])),
-                 objective=draw(st.sampled_from(["logistic", "ridge"])),
-                 lam=draw(st.sampled_from([1e-3, 1e-1])),
-                 weighting=draw(st.sampled_from(["samples", "uniform"])))
+    return _pair(
+        draw(st.integers(0, 2**31 - 1)),
+        N=draw(st.integers(1, 6)),
+        d=draw(st.integers(1, 12)),
+        density=draw(st.sampled_from([0.05, 0.2, 0.6])),
+        objective=draw(st.sampled_from(["logistic", "ridge"])),
+        lam=draw(st.sampled_from([1e-3, 1e-1])),
+        weighting=draw(st.sampled_from(["samples", "uniform"])),
+    )
 
 
 def _close(a, b, rel):
@@ -76,7 +90,7 @@ def test_sparse_and_dense_storage_give_the_same_oracles(pair, seed):
                 assert a is None
             else:
                 _close(a, b, 1e-12)
-    clients = rng.integers(0, sparse.N, size=2 * sparse.N)           # repeats allowed
+    clients = rng.integers(0, sparse.N, size=2 * sparse.N)  # repeats allowed
     thetas = rng.normal(size=(clients.size, sparse.d))
     a = sparse.oracle(thetas, clients, value=True, grad=True, hess=True)
     b = dense.oracle(thetas, clients, value=True, grad=True, hess=True)
@@ -103,8 +117,9 @@ def test_reference_solution_is_the_same_in_both_layouts(pair):
     sparse, dense = pair
     a, b = sparse.reference, dense.reference
     _close(a.theta_star, b.theta_star, 1e-10)
-    np.testing.assert_allclose([a.f_star, a.mu, a.L, a.L_H], [b.f_star, b.mu, b.L, b.L_H],
-                               rtol=1e-10)
+    np.testing.assert_allclose(
+        [a.f_star, a.mu, a.L, a.L_H], [b.f_star, b.mu, b.L, b.L_H], rtol=1e-10
+    )
 
 
 def _trajectory(problem, name, params, rounds, S, seed=0):
@@ -122,12 +137,18 @@ def _trajectory(problem, name, params, rounds, S, seed=0):
 
 @pytest.mark.parametrize("objective", ["logistic", "ridge"])
 @pytest.mark.parametrize("S", [None, 3])
-@pytest.mark.parametrize("name,params", [
-    ("fedpm", {"K": 1}), ("fedpm", {"K": 3, "eta": 0.7, "delta": 1e-3}),
-    ("fedpm", {"K": 2, "mixing_preconditioner": "end"}), ("newton", {"eta": 0.9}),
-    ("sopm", {"K": 2, "eta": 0.8}), ("sopm", {"K": 2, "local_search": True})])
-def test_trajectories_are_the_same_on_a_sparse_problem_stored_densely(objective, S, name,
-                                                                      params):
+@pytest.mark.parametrize(
+    "name,params",
+    [
+        ("fedpm", {"K": 1}),
+        ("fedpm", {"K": 3, "eta": 0.7, "delta": 1e-3}),
+        ("fedpm", {"K": 2, "mixing_preconditioner": "end"}),
+        ("newton", {"eta": 0.9}),
+        ("sopm", {"K": 2, "eta": 0.8}),
+        ("sopm", {"K": 2, "local_search": True}),
+    ],
+)
+def test_trajectories_are_the_same_on_a_sparse_problem_stored_densely(objective, S, name, params):
     sparse, dense = _pair(5, N=6, d=9, density=0.15, objective=objective)
     a = _trajectory(sparse, name, params, 8, S)
     b = _trajectory(dense, name, params, 8, S)
@@ -140,10 +161,12 @@ def test_minibatch_oracle_draws_the_same_rows_in_both_layouts():
     theta = np.linspace(-1, 1, 6)
     clients = np.array([4, 0, 0, 2])
     oracle = make_oracle("minibatch", b=3)
-    a = oracle(sparse, theta, clients, value=True, grad=True, hess=True,
-               rng=np.random.default_rng(1))
-    b = oracle(dense, theta, clients, value=True, grad=True, hess=True,
-               rng=np.random.default_rng(1))
+    a = oracle(
+        sparse, theta, clients, value=True, grad=True, hess=True, rng=np.random.default_rng(1)
+    )
+    b = oracle(
+        dense, theta, clients, value=True, grad=True, hess=True, rng=np.random.default_rng(1)
+    )
     for x, y in zip(a, b, strict=True):
         _close(x, y, 1e-12)
 
@@ -159,11 +182,11 @@ def test_the_sparse_array_reads_as_the_padded_dense_one():
     np.testing.assert_array_equal(A[1:3], D[1:3])
     np.testing.assert_array_equal(A[..., 0], D[..., 0])
     k = np.array([[3], [0]])
-    j = np.array([[0, 1, sparse.A.n_max - 1], [2, 0, 0]])   # the last row may be padding
+    j = np.array([[0, 1, sparse.A.n_max - 1], [2, 0, 0]])  # the last row may be padding
     np.testing.assert_array_equal(A[k, j], D[k, j])
     sel = np.array([2, 2, 0])
     np.testing.assert_array_equal(np.asarray(A[sel]), D[sel])
-    assert A[sel].X is A.X                                   # a selection shares the data
+    assert A[sel].X is A.X  # a selection shares the data
     assert A.nbytes < D.nbytes
 
 
@@ -177,8 +200,12 @@ def test_auto_storage_follows_the_measured_density():
     assert FederatedProblem.from_dataset(X * mask, y, parts, **kw).storage == "sparse"
     assert FederatedProblem.from_dataset(sp.csr_matrix(X), y, parts, **kw).storage == "dense"
     assert FederatedProblem.from_dataset(X, y, parts, storage="sparse", **kw).storage == "sparse"
-    assert FederatedProblem.from_dataset(sp.csr_matrix(X * mask), y, parts, storage="dense",
-                                         **kw).storage == "dense"
+    assert (
+        FederatedProblem.from_dataset(
+            sp.csr_matrix(X * mask), y, parts, storage="dense", **kw
+        ).storage
+        == "dense"
+    )
     with pytest.raises(FedTheoryError, match="storage must be one of"):
         FederatedProblem.from_dataset(X, y, parts, storage="csr", **kw)
 
@@ -186,16 +213,16 @@ def test_auto_storage_follows_the_measured_density():
 def test_sparse_data_with_nan_are_refused():
     X = sp.csr_matrix(np.array([[0.0, np.nan], [1.0, 0.0]]))
     with pytest.raises(FedTheoryError, match="NaN or inf"):
-        FederatedProblem.from_clients([X], [np.ones(2)], objective="logistic", lam=0.1,
-                                      storage="sparse")
+        FederatedProblem.from_clients(
+            [X], [np.ones(2)], objective="logistic", lam=0.1, storage="sparse"
+        )
 
 
 def test_constant_ridge_hessians_and_lipschitz_bound_agree():
     sparse, dense = _pair(3, objective="ridge")
     _close(sparse._H_const, dense._H_const, 1e-12)
     sparse, dense = _pair(3, objective="logistic")
-    np.testing.assert_allclose(sparse._hessian_lipschitz(), dense._hessian_lipschitz(),
-                               rtol=1e-12)
+    np.testing.assert_allclose(sparse._hessian_lipschitz(), dense._hessian_lipschitz(), rtol=1e-12)
 
 
 def test_a_sparse_problem_moves_to_a_backend_and_back(backend):
@@ -217,7 +244,7 @@ def test_dense_gram_by_dsyrk_equals_the_batched_product(m, n, d, seed):
     """v >= 0 takes the dsyrk kernel; a negative weight takes the batched product."""
     rng = np.random.default_rng(seed)
     A = rng.normal(size=(m, n, d))
-    v = rng.random((m, n)) * (rng.random((m, n)) < 0.7)                # zero rows too
+    v = rng.random((m, n)) * (rng.random((m, n)) < 0.7)  # zero rows too
     ref = np.matmul(A.transpose(0, 2, 1), A * v[:, :, None]) + 0.5 * np.eye(d)
     _close(gram(A, v, 0.5), ref, 1e-12)
     w = rng.random(m)
@@ -231,18 +258,18 @@ def test_a_kept_hessian_stack_is_never_overwritten_and_a_dropped_one_is_reused()
     """Stacks above REUSE_BYTES are recycled only once nothing refers to them."""
     from fedtheory.objectives import REUSE_BYTES
 
-    d = int(np.ceil(np.sqrt(REUSE_BYTES / 16))) + 1            # two clients: just above it
+    d = int(np.ceil(np.sqrt(REUSE_BYTES / 16))) + 1  # two clients: just above it
     X = sp.random(6, d, density=0.01, random_state=1, format="csr")
     A = ClientCSR(X, np.array([0, 3, 6]), 3)
     v = np.ones((2, 3))
     H1 = gram(A, v, 1.0)
     keep = H1[0, :5, :5].copy()
-    H2 = gram(A, 2 * v, 1.0)                                  # H1 is held: a new stack
+    H2 = gram(A, 2 * v, 1.0)  # H1 is held: a new stack
     assert H2 is not H1
     np.testing.assert_array_equal(H1[0, :5, :5], keep)
     address = H2.ctypes.data
     del H2
-    H3 = gram(A, 3 * v, 1.0)                                  # H2 was dropped: reused
+    H3 = gram(A, 3 * v, 1.0)  # H2 was dropped: reused
     assert H3.ctypes.data == address
     np.testing.assert_array_equal(H1[0, :5, :5], keep)
 
@@ -264,13 +291,26 @@ def test_a_spec_chooses_its_storage_and_a_bad_one_is_named(tmp_path):
     from fedtheory.suite import load_problem, read_spec, resolve
 
     spec = read_spec(resolve("a9a_fednl"))
-    auto = load_problem({**spec, "data": {**spec["data"], "rows": 4070}, "partition":
-                         {**spec["partition"], "clients": 10}})
-    dense = load_problem({**spec, "data": {**spec["data"], "rows": 4070, "storage": "dense"},
-                          "partition": {**spec["partition"], "clients": 10}})
+    auto = load_problem(
+        {
+            **spec,
+            "data": {**spec["data"], "rows": 4070},
+            "partition": {**spec["partition"], "clients": 10},
+        }
+    )
+    dense = load_problem(
+        {
+            **spec,
+            "data": {**spec["data"], "rows": 4070, "storage": "dense"},
+            "partition": {**spec["partition"], "clients": 10},
+        }
+    )
     assert auto.storage == "sparse" and dense.storage == "dense"
     path = tmp_path / "p.toml"
-    path.write_text(resolve("a9a_fednl").read_text().replace(
-        'source = "a9a"', 'source = "a9a"\nstorage = "diagonal"'))
+    path.write_text(
+        resolve("a9a_fednl")
+        .read_text()
+        .replace('source = "a9a"', 'source = "a9a"\nstorage = "diagonal"')
+    )
     with pytest.raises(FedTheoryError, match="storage must be one of"):
         load_problem(path)

@@ -108,39 +108,63 @@ def test_resume_runs_only_the_missing_configuration(tmp_path):
 
 
 def test_grids_and_seed_ranges_expand_to_stable_ids(tmp_path):
-    spec = _spec(tmp_path, TINY.replace("seeds = [0, 1]", "seeds = {count = 3, start = 5}")
-                 .replace("K = 2,", "K = [1, 2],")
-                 .replace("participation = [10]", 'participation = ["all", 10]'))
+    spec = _spec(
+        tmp_path,
+        TINY.replace("seeds = [0, 1]", "seeds = {count = 3, start = 5}")
+        .replace("K = 2,", "K = [1, 2],")
+        .replace("participation = [10]", 'participation = ["all", 10]'),
+    )
     configs = expand(read_sweep(spec))
     assert len(configs) == (1 + 2) * 2 * 3
     assert {c.spec["seed"] for c in configs} == {5, 6, 7}
     assert len({c.id for c in configs}) == len(configs)
     assert [c.id for c in expand(read_sweep(spec))] == [c.id for c in configs]
-    assert {c.label for c in configs} == {"newton S=all", "newton S=10", "fedpm K=1 S=all",
-                                          "fedpm K=1 S=10", "fedpm K=2 S=all", "fedpm K=2 S=10"}
+    assert {c.label for c in configs} == {
+        "newton S=all",
+        "newton S=10",
+        "fedpm K=1 S=all",
+        "fedpm K=1 S=10",
+        "fedpm K=2 S=all",
+        "fedpm K=2 S=10",
+    }
 
 
 def test_defaults_spelled_out_are_the_same_configuration(tmp_path):
     short = expand(read_sweep(_spec(tmp_path, TINY, "a.toml")))
-    long = expand(read_sweep(_spec(tmp_path, TINY.replace(
-        "params = {K = 2, eta = 0.9}", 'params = {K = 2, eta = 0.9, delta = 0.0}')
-        .replace('name = "newton"', 'name = "newton"\nparams = {eta = 1.0}'), "b.toml")))
+    long = expand(
+        read_sweep(
+            _spec(
+                tmp_path,
+                TINY.replace(
+                    "params = {K = 2, eta = 0.9}", "params = {K = 2, eta = 0.9, delta = 0.0}"
+                ).replace('name = "newton"', 'name = "newton"\nparams = {eta = 1.0}'),
+                "b.toml",
+            )
+        )
+    )
     assert [c.id for c in short] == [c.id for c in long]
 
 
-@pytest.mark.parametrize("edit, match", [
-    (("rounds = 3", "rounds = 3\nround = 3"), "unknown key 'round' in the top level"),
-    (('name = "fedpm"', 'name = "fedpm"\nparam = {K = 1}'),
-     r"unknown key 'param' in \[\[methods\]\] #2"),
-    (("seeds = [0, 1]", "seeds = {count = 2, first = 0}"), "unknown key 'first' in seeds"),
-    (("K = 2,", "Kappa = 2,"), "unknown parameter 'Kappa' for method fedpm"),
-    (('name = "newton"', 'name = "newtn"'), "'newtn'"),
-    (("participation = [10]", "participation = [0]"), "participation"),
-    (("K = 2,", "K = [],"), "K is an empty list"),
-    (("rounds = 3", "rounds = 0"), "rounds must be an integer >= 1"),
-    (('name = "fedpm"', 'name = "fedpm"\noracle = {name = "minibatch", batch = 4}'),
-     r"unknown option\(s\) \['batch'\]"),
-])
+@pytest.mark.parametrize(
+    "edit, match",
+    [
+        (("rounds = 3", "rounds = 3\nround = 3"), "unknown key 'round' in the top level"),
+        (
+            ('name = "fedpm"', 'name = "fedpm"\nparam = {K = 1}'),
+            r"unknown key 'param' in \[\[methods\]\] #2",
+        ),
+        (("seeds = [0, 1]", "seeds = {count = 2, first = 0}"), "unknown key 'first' in seeds"),
+        (("K = 2,", "Kappa = 2,"), "unknown parameter 'Kappa' for method fedpm"),
+        (('name = "newton"', 'name = "newtn"'), "'newtn'"),
+        (("participation = [10]", "participation = [0]"), "participation"),
+        (("K = 2,", "K = [],"), "K is an empty list"),
+        (("rounds = 3", "rounds = 0"), "rounds must be an integer >= 1"),
+        (
+            ('name = "fedpm"', 'name = "fedpm"\noracle = {name = "minibatch", batch = 4}'),
+            r"unknown option\(s\) \['batch'\]",
+        ),
+    ],
+)
 def test_bad_spec_is_refused_naming_the_key_and_the_file(tmp_path, edit, match):
     spec = _spec(tmp_path, TINY.replace(*edit))
     with pytest.raises(FedTheoryError, match=match) as info:
@@ -151,8 +175,12 @@ def test_bad_spec_is_refused_naming_the_key_and_the_file(tmp_path, edit, match):
 
 
 def test_a_failing_run_is_recorded_retried_and_reported(tmp_path, capsys):
-    spec = _spec(tmp_path, TINY.replace("participation = [10]", "participation = [50]")
-                 .replace("seeds = [0, 1]", "seeds = [0]"))
+    spec = _spec(
+        tmp_path,
+        TINY.replace("participation = [10]", "participation = [50]").replace(
+            "seeds = [0, 1]", "seeds = [0]"
+        ),
+    )
     assert main_sweep(str(spec), str(tmp_path / "out"), 1) == 1
     errors = sorted((tmp_path / "out" / "errors").iterdir())
     assert len(errors) == 2 and not any((tmp_path / "out" / "runs").iterdir())

@@ -114,8 +114,10 @@ def test_check_K():
     check_K(1)
     check_K(MAX_K)
     for bad in (0, MAX_K + 1, True, 2.0):
-        with refused(f"K must be an integer in 1..100,000 (each local step is a Hessian solve "
-                     f"per client), got {bad!r}"):
+        with refused(
+            f"K must be an integer in 1..100,000 (each local step is a Hessian solve "
+            f"per client), got {bad!r}"
+        ):
             check_K(bad)
 
 
@@ -131,7 +133,7 @@ def test_check_min():
         check_min(NAN, "alpha", 0, strict=True)
     with refused("rows must be >= 1 or None, got 0"):
         check_min(0, "rows", 1, note=" or None")
-    with refused(f"target must be > 0, got {np.float64(0.0)!r}"):   # show=repr
+    with refused(f"target must be > 0, got {np.float64(0.0)!r}"):  # show=repr
         check_min(np.float64(0.0), "target", 0, strict=True, show=repr)
 
 
@@ -195,7 +197,7 @@ def test_check_choice():
         check_choice(None, "mode", ["a", "b"])
     with refused("executor must be one of local, dask, got 'ray'"):
         check_choice("ray", "executor", ("local", "dask"), joined=True)
-    with refused("name must be one of x, y, got ['x']"):   # unhashable: refused, not TypeError
+    with refused("name must be one of x, y, got ['x']"):  # unhashable: refused, not TypeError
         check_choice(["x"], "name", {"x": 1, "y": 2}, joined=True)
 
 
@@ -205,8 +207,7 @@ def test_check_keys():
         check_keys(["K", "k"], ["K", "eta"], owner="method fedpm")
     with refused("unknown parameter 'K' for method newton; accepted: none"):
         check_keys(["K"], [], owner="method newton")
-    with refused("parameter 'H_init' of method fednl is now called 'init': "
-                 "pass init=... instead"):
+    with refused("parameter 'H_init' of method fednl is now called 'init': pass init=... instead"):
         check_keys(["H_init"], ["init"], owner="method fednl", renamed={"H_init": "init"})
 
 
@@ -220,28 +221,47 @@ def test_check_options():
     check_options({}, (), owner="oracle 'exact'")
     with refused("unknown option(s) ['a', 'z'] for oracle 'exact'; accepted: none"):
         check_options({"z": 1, "a": 2}, (), owner="oracle 'exact'")
-    with refused("unknown option(s) ['beta'] for partition 'dirichlet'; "
-                 "accepted: ['alpha', 'min_size']"):
-        check_options({"beta": 1}, ("alpha", "min_size"), owner="partition 'dirichlet'",
-                      listed=True)
+    with refused(
+        "unknown option(s) ['beta'] for partition 'dirichlet'; accepted: ['alpha', 'min_size']"
+    ):
+        check_options(
+            {"beta": 1}, ("alpha", "min_size"), owner="partition 'dirichlet'", listed=True
+        )
 
 
 def test_check_kinds():
-    kinds = {"rows": ("an integer >= 0",), "lam": ("a finite number",),
-             "sizes": ("a string", "a list of integers >= 0"), "flag": ("true or false",)}
-    check_kinds({"rows": 0, "lam": -1.5, "sizes": [0, 3], "flag": False, "other": None}, kinds,
-                "p.toml: [data]")
+    kinds = {
+        "rows": ("an integer >= 0",),
+        "lam": ("a finite number",),
+        "sizes": ("a string", "a list of integers >= 0"),
+        "flag": ("true or false",),
+    }
+    check_kinds(
+        {"rows": 0, "lam": -1.5, "sizes": [0, 3], "flag": False, "other": None},
+        kinds,
+        "p.toml: [data]",
+    )
     check_kinds({"sizes": "powerlaw"}, kinds, "w")
-    for key, bad, what in (("rows", -1, "an integer >= 0"), ("rows", True, "an integer >= 0"),
-                           ("rows", 1.0, "an integer >= 0"), ("lam", NAN, "a finite number"),
-                           ("lam", INF, "a finite number"), ("lam", False, "a finite number"),
-                           ("flag", 1, "true or false"),
-                           ("sizes", [], "a string or a list of integers >= 0"),
-                           ("sizes", [1, -1], "a string or a list of integers >= 0")):
+    for key, bad, what in (
+        ("rows", -1, "an integer >= 0"),
+        ("rows", True, "an integer >= 0"),
+        ("rows", 1.0, "an integer >= 0"),
+        ("lam", NAN, "a finite number"),
+        ("lam", INF, "a finite number"),
+        ("lam", False, "a finite number"),
+        ("flag", 1, "true or false"),
+        ("sizes", [], "a string or a list of integers >= 0"),
+        ("sizes", [1, -1], "a string or a list of integers >= 0"),
+    ):
         with refused(f"p.toml: [data] {key} must be {what}, got {bad!r}"):
             check_kinds({key: bad}, kinds, "p.toml: [data]")
-    assert set(KINDS) == {"a string", "true or false", "an integer >= 0", "a finite number",
-                          "a list of integers >= 0"}
+    assert set(KINDS) == {
+        "a string",
+        "true or false",
+        "an integer >= 0",
+        "a finite number",
+        "a list of integers >= 0",
+    }
 
 
 # ---- strings to values ---------------------------------------------------------------------
@@ -260,8 +280,10 @@ def test_coerce():
 
 
 def test_coerce_params():
-    assert coerce_params({"K": "2", "eta": 0.5}, {"K": 1, "eta": 1.0}, owner="method m") == \
-        {"K": 2, "eta": 0.5}
+    assert coerce_params({"K": "2", "eta": 0.5}, {"K": 1, "eta": 1.0}, owner="method m") == {
+        "K": 2,
+        "eta": 0.5,
+    }
     assert coerce_params(None, {"K": 1}, owner="method m") == {}
     with refused("unknown parameter 'k' for method m; accepted: K"):
         coerce_params({"k": "2"}, {"K": 1}, owner="method m")

@@ -41,8 +41,12 @@ def method_for(name: str):
 
 def context(problem, clients=None, seed=0):
     """The RoundContext the runner would build for participants ``clients`` (None = all)."""
-    return round_context(problem, None if clients is None else np.asarray(clients),
-                         rng=np.random.default_rng(seed), oracle=EXACT)
+    return round_context(
+        problem,
+        None if clients is None else np.asarray(clients),
+        rng=np.random.default_rng(seed),
+        oracle=EXACT,
+    )
 
 
 def rows_without_seconds(trace):
@@ -52,11 +56,14 @@ def rows_without_seconds(trace):
 def client_data(problem):
     """(X_i, y_i) of every client, without padding."""
     A, y = np.asarray(problem.A), np.asarray(problem.y)
-    return ([A[i, :n] for i, n in enumerate(problem.sizes)],
-            [y[i, :n] for i, n in enumerate(problem.sizes)])
+    return (
+        [A[i, :n] for i, n in enumerate(problem.sizes)],
+        [y[i, :n] for i, n in enumerate(problem.sizes)],
+    )
 
 
 # --------------------------------------------------------------------------- FedPAC, C7
+
 
 def reference_fedpac_clients(problem, method, state, clients):
     """FedPAC's client loop written directly from docs/algorithms.md, one client at a time:
@@ -80,21 +87,27 @@ def reference_fedpac_clients(problem, method, state, clients):
     return np.array(theta_K), np.array(d_sum)
 
 
-fedpac_params = st.fixed_dictionaries({
-    "K": st.integers(1, 3),
-    "eta": st.floats(0.2, 1.0),
-    "beta": st.sampled_from([0.0, 0.3, 0.8]),
-    "rho": st.sampled_from([0.0, 0.5, 0.9, 1.0]),
-    "delta": st.sampled_from([0.0, 0.1]),
-    "order": st.sampled_from(["update_then_use", "use_then_update"]),
-    "theta_init": st.sampled_from(["hessian", "identity"]),
-    "align": st.booleans(),
-})
+fedpac_params = st.fixed_dictionaries(
+    {
+        "K": st.integers(1, 3),
+        "eta": st.floats(0.2, 1.0),
+        "beta": st.sampled_from([0.0, 0.3, 0.8]),
+        "rho": st.sampled_from([0.0, 0.5, 0.9, 1.0]),
+        "delta": st.sampled_from([0.0, 0.1]),
+        "order": st.sampled_from(["update_then_use", "use_then_update"]),
+        "theta_init": st.sampled_from(["hessian", "identity"]),
+        "align": st.booleans(),
+    }
+)
 
 
 @settings(max_examples=25, deadline=None)
-@given(problem=problems(objectives=("logistic", "ridge"), N=(2, 6), d=(2, 6)),
-       params=fedpac_params, partial=st.booleans(), seed=st.integers(0, 2**31 - 1))
+@given(
+    problem=problems(objectives=("logistic", "ridge"), N=(2, 6), d=(2, 6)),
+    params=fedpac_params,
+    partial=st.booleans(),
+    seed=st.integers(0, 2**31 - 1),
+)
 def test_fedpac_server_trajectory_is_heavy_ball(problem, params, partial, seed):
     """C7: theta^{r+1} - theta^r = -eta (1 - beta) sum w~_i sum_k d_i^k
     + beta (theta^r - theta^{r-1}), with the d_i^k of an independent per-client loop."""
@@ -108,11 +121,13 @@ def test_fedpac_server_trajectory_is_heavy_ball(problem, params, partial, seed):
         ctx = context(problem, clients)
         theta_K, d_sum = reference_fedpac_clients(problem, method, state, clients)
         new, info = method.round(ctx, state)
-        np.testing.assert_allclose(info.theta_local, theta_K, rtol=1e-8,
-                                   atol=1e-8 * (1 + np.abs(theta_K).max()))
+        np.testing.assert_allclose(
+            info.theta_local, theta_K, rtol=1e-8, atol=1e-8 * (1 + np.abs(theta_K).max())
+        )
         step = new.theta - state.theta
-        heavy_ball = (-method.eta * (1 - method.beta) * (ctx.weights @ d_sum)
-                      + method.beta * (state.theta - prev))
+        heavy_ball = -method.eta * (1 - method.beta) * (ctx.weights @ d_sum) + method.beta * (
+            state.theta - prev
+        )
         # relative 1e-10, floored at the rounding of theta^{r+1} - theta^r itself
         scale = max(np.linalg.norm(step), np.linalg.norm(heavy_ball))
         floor = 16 * EPS * (1 + np.linalg.norm(state.theta))
@@ -133,7 +148,8 @@ def test_fedpac_k1_fixed_point_does_not_depend_on_beta(rho):
         for _ in range(3000):
             new, _ = method.round(ctx, state)
             done = np.linalg.norm(new.theta - state.theta) <= 1e-15 * (
-                1 + np.linalg.norm(new.theta))
+                1 + np.linalg.norm(new.theta)
+            )
             state = new
             if done:
                 break
@@ -145,8 +161,12 @@ def test_fedpac_k1_fixed_point_does_not_depend_on_beta(rho):
 
 
 @settings(max_examples=25, deadline=None)
-@given(problem=problems(), eta=st.floats(0.05, 1.0), partial=st.booleans(),
-       seed=st.integers(0, 2**31 - 1))
+@given(
+    problem=problems(),
+    eta=st.floats(0.05, 1.0),
+    partial=st.booleans(),
+    seed=st.integers(0, 2**31 - 1),
+)
 def test_fedpac_rho0_beta0_k1_equals_sopm_k1(problem, eta, partial, seed):
     rng = np.random.default_rng(seed)
     theta = rng.normal(size=problem.d)
@@ -163,7 +183,7 @@ def test_fedpac_counts_the_initial_hessian_upload_once():
     problem = make_problem(1, N=3, d=4)
     d, tri = 4, 4 * 5 // 2
     trace = run(problem, make_method("fedpac", {"beta": 0.5}), 2)
-    per_round = d + tri                                      # Delta_i + Theta_i^K
+    per_round = d + tri  # Delta_i + Theta_i^K
     assert trace["uplink_floats"].tolist() == [0, tri + per_round, tri + 2 * per_round]
     assert trace["downlink_floats"].tolist() == [0, 2 * d + tri, 2 * (2 * d + tri)]
     assert trace["local_hess_evals"].tolist() == [0, 2, 3]
@@ -181,9 +201,14 @@ def test_fedpac_reports_the_last_preconditioner_for_drift_metrics():
 
 # --------------------------------------------------------------------------- first order
 
+
 @settings(max_examples=25, deadline=None)
-@given(problem=problems(), eta=st.floats(0.01, 1.0), partial=st.booleans(),
-       seed=st.integers(0, 2**31 - 1))
+@given(
+    problem=problems(),
+    eta=st.floats(0.01, 1.0),
+    partial=st.booleans(),
+    seed=st.integers(0, 2**31 - 1),
+)
 def test_fedavg_k1_equals_gd(problem, eta, partial, seed):
     rng = np.random.default_rng(seed)
     theta = rng.normal(size=problem.d)
@@ -242,11 +267,11 @@ def test_first_order_methods_converge_linearly_at_the_gd_rate_on_ridge():
     for name in ("gd", "fedavg", "fedprox", "scaffold"):
         trace = run(problem, make_method(name, {"eta": 1 / ref.L}), 60, drift_metrics=False)
         e = trace["dist_to_opt"]
-        np.testing.assert_allclose(e[41:] / e[40:-1], 1 - ref.mu / ref.L, rtol=1e-3,
-                                   err_msg=name)
+        np.testing.assert_allclose(e[41:] / e[40:-1], 1 - ref.mu / ref.L, rtol=1e-3, err_msg=name)
 
 
 # --------------------------------------------------------------------------- FedSophia
+
 
 def test_fedsophia_keep_state_persists_moments_for_absent_clients():
     problem = make_problem(9, N=4, d=3)
@@ -271,11 +296,16 @@ def test_fedsophia_step_is_clipped_at_eta_rho():
 
 # --------------------------------------------------------------------------- every method
 
+
 def permuted(problem, perm):
     Xs, ys = client_data(problem)
-    return FederatedProblem.from_clients([Xs[i] for i in perm], [ys[i] for i in perm],
-                                         objective=problem.objective, lam=problem.lam,
-                                         weighting=problem.weighting)
+    return FederatedProblem.from_clients(
+        [Xs[i] for i in perm],
+        [ys[i] for i in perm],
+        objective=problem.objective,
+        lam=problem.lam,
+        weighting=problem.weighting,
+    )
 
 
 @pytest.mark.parametrize("name", sorted(METHODS))
@@ -285,8 +315,17 @@ def test_every_method_is_invariant_to_a_permutation_of_the_clients(name):
     a = run(problem, method_for(name), 4)
     b = run(other, method_for(name), 4)
     assert a.status == b.status == "completed"
-    for col in ("dist_to_opt", "subopt", "grad_norm", "uplink_floats", "local_hess_evals",
-                "drift", "hess_gap", "grad_dissimilarity", "client_drift"):
+    for col in (
+        "dist_to_opt",
+        "subopt",
+        "grad_norm",
+        "uplink_floats",
+        "local_hess_evals",
+        "drift",
+        "hess_gap",
+        "grad_dissimilarity",
+        "client_drift",
+    ):
         np.testing.assert_allclose(a[col], b[col], rtol=1e-8, atol=1e-12, err_msg=col)
 
 
@@ -318,8 +357,9 @@ def test_every_method_documents_itself(name):
     assert (__import__(cls.__module__, fromlist=["_"]).__doc__ or "").strip()
 
 
-@pytest.mark.parametrize("name", [n for n in sorted(METHODS)
-                                  if not METHODS[n].full_participation_only])
+@pytest.mark.parametrize(
+    "name", [n for n in sorted(METHODS) if not METHODS[n].full_participation_only]
+)
 def test_every_method_accepts_partial_participation(name):
     problem = make_problem(14, N=6, d=3)
     trace = run(problem, method_for(name), 5, participation=2, seed=3)
@@ -329,19 +369,32 @@ def test_every_method_accepts_partial_participation(name):
 # --------------------------------------------------------------------------- bad input
 
 BAD = [
-    ("fedpac", {"K": 0}, "0"), ("fedpac", {"eta": -1.0}, "-1.0"),
-    ("fedpac", {"beta": 1.0}, "beta"), ("fedpac", {"beta": -0.1}, "-0.1"),
-    ("fedpac", {"rho": 1.5}, "1.5"), ("fedpac", {"delta": -2.0}, "-2.0"),
-    ("fedpac", {"order": "sideways"}, "sideways"), ("fedpac", {"theta_init": "zero"}, "zero"),
+    ("fedpac", {"K": 0}, "0"),
+    ("fedpac", {"eta": -1.0}, "-1.0"),
+    ("fedpac", {"beta": 1.0}, "beta"),
+    ("fedpac", {"beta": -0.1}, "-0.1"),
+    ("fedpac", {"rho": 1.5}, "1.5"),
+    ("fedpac", {"delta": -2.0}, "-2.0"),
+    ("fedpac", {"order": "sideways"}, "sideways"),
+    ("fedpac", {"theta_init": "zero"}, "zero"),
     ("fedpac", {"align": "yes"}, "yes"),
-    ("fedsophia", {"b1": 1.0}, "b1"), ("fedsophia", {"b2": -0.5}, "-0.5"),
-    ("fedsophia", {"gamma": 0.0}, "gamma"), ("fedsophia", {"eps": -1e-3}, "-0.001"),
-    ("fedsophia", {"rho": 0.0}, "rho"), ("fedsophia", {"tau": 0}, "tau"),
-    ("fedsophia", {"keep_state": 1}, "keep_state"), ("fedsophia", {"eta": 0.0}, "eta"),
-    ("gd", {"eta": float("nan")}, "nan"), ("fedavg", {"K": 1.5}, "1.5"),
-    ("fedprox", {"mu_p": -1.0}, "mu_p"), ("scaffold", {"eta_g": 0.0}, "eta_g"),
-    ("fednl", {"option": 3}, "3"), ("fednl", {"compressor": "randK"}, "randK"),
-    ("fednl", {"R": 0}, "R"), ("fednl", {"Kc": -4}, "-4"), ("fednl", {"alpha": 1.5}, "1.5"),
+    ("fedsophia", {"b1": 1.0}, "b1"),
+    ("fedsophia", {"b2": -0.5}, "-0.5"),
+    ("fedsophia", {"gamma": 0.0}, "gamma"),
+    ("fedsophia", {"eps": -1e-3}, "-0.001"),
+    ("fedsophia", {"rho": 0.0}, "rho"),
+    ("fedsophia", {"tau": 0}, "tau"),
+    ("fedsophia", {"keep_state": 1}, "keep_state"),
+    ("fedsophia", {"eta": 0.0}, "eta"),
+    ("gd", {"eta": float("nan")}, "nan"),
+    ("fedavg", {"K": 1.5}, "1.5"),
+    ("fedprox", {"mu_p": -1.0}, "mu_p"),
+    ("scaffold", {"eta_g": 0.0}, "eta_g"),
+    ("fednl", {"option": 3}, "3"),
+    ("fednl", {"compressor": "randK"}, "randK"),
+    ("fednl", {"R": 0}, "R"),
+    ("fednl", {"Kc": -4}, "-4"),
+    ("fednl", {"alpha": 1.5}, "1.5"),
     ("fednl", {"init": "identity"}, "identity"),
 ]
 
@@ -353,8 +406,9 @@ def test_bad_hyperparameters_are_refused_by_name(name, params, fragment):
 
 
 def test_cli_strings_are_parsed_to_field_types():
-    m = make_method("fedpac", {"K": "3", "beta": "0.2", "align": "false", "order":
-                               "use_then_update"})
+    m = make_method(
+        "fedpac", {"K": "3", "beta": "0.2", "align": "false", "order": "use_then_update"}
+    )
     assert (m.K, m.beta, m.align, m.order) == (3, 0.2, False, "use_then_update")
     assert make_method("fednl", {"compressor": "topK", "Kc": "7"}).Kc == 7
 
@@ -375,6 +429,5 @@ def test_every_method_gives_the_same_trace_on_cupy(name):
     a = run(problem, method_for(name), 3, participation=S, seed=1, oracle=oracle)
     b = run(problem.to("cupy"), method_for(name), 3, participation=S, seed=1, oracle=oracle)
     assert a.status == b.status == "completed"
-    for col in ("dist_to_opt", "subopt", "grad_norm", "uplink_floats", "drift",
-                "client_drift"):
+    for col in ("dist_to_opt", "subopt", "grad_norm", "uplink_floats", "drift", "client_drift"):
         np.testing.assert_allclose(a[col], b[col], rtol=1e-7, atol=1e-12, err_msg=col)

@@ -24,14 +24,23 @@ from run_mutants import MUTANTS, REPO, load_mutants
 
 
 def fmt(text: str, filename: str) -> str:
-    out = subprocess.run(["ruff", "format", "--stdin-filename", filename, "-"], input=text,
-                         capture_output=True, text=True, cwd=REPO, check=True)
+    out = subprocess.run(
+        ["ruff", "format", "--stdin-filename", filename, "-"],
+        input=text,
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        check=True,
+    )
     return out.stdout
 
 
 def changed_block(a: list[str], b: list[str]) -> tuple[int, int, int, int]:
-    ops = [op for op in difflib.SequenceMatcher(a=a, b=b, autojunk=False).get_opcodes()
-           if op[0] != "equal"]
+    ops = [
+        op
+        for op in difflib.SequenceMatcher(a=a, b=b, autojunk=False).get_opcodes()
+        if op[0] != "equal"
+    ]
     if not ops:
         raise SystemExit("the mutation disappears under formatting")
     return ops[0][1], ops[-1][2], ops[0][3], ops[-1][4]
@@ -40,8 +49,13 @@ def changed_block(a: list[str], b: list[str]) -> tuple[int, int, int, int]:
 def refresh(mutant, before: str) -> tuple[str, str]:
     path = REPO / mutant.file
     now = path.read_text()
-    old = subprocess.run(["git", "show", f"{before}:{mutant.file}"], capture_output=True,
-                         text=True, cwd=REPO, check=True).stdout
+    old = subprocess.run(
+        ["git", "show", f"{before}:{mutant.file}"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        check=True,
+    ).stdout
     if old.count(mutant.original) != 1:
         raise SystemExit(f"{mutant.name}: its snippet is not exactly once in {before}")
     a = fmt(old, mutant.file)
@@ -74,8 +88,10 @@ def main() -> int:
             continue
         snippet, repl = refresh(m, args.before)
         print(f"{m.name}:\n  - {m.original!r}\n  + {snippet!r}\n  -> {repl!r}")
-        for key, old, new in (("original", m.original, snippet),
-                              ("replacement", m.replacement, repl)):
+        for key, old, new in (
+            ("original", m.original, snippet),
+            ("replacement", m.replacement, repl),
+        ):
             entry = f"{key} = '''{old}'''"
             if text.count(entry) != 1:
                 raise SystemExit(f"{m.name}: cannot find its {key} in {MUTANTS.name}")

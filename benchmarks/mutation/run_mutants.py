@@ -58,7 +58,7 @@ MUTANTS = HERE / "mutants.toml"
 
 #: The default selection: numerical tests and claim checks, the fastest killers first.
 DEFAULT_TESTS = (
-    "tests/test_against_reference_impl.py",      # the spec-only reference: most kills, ~5 s
+    "tests/test_against_reference_impl.py",  # the spec-only reference: most kills, ~5 s
     "tests/test_rates.py",
     "tests/test_partitions.py",
     "tests/test_oracles.py",
@@ -74,11 +74,17 @@ DEFAULT_TESTS = (
     "tests/test_reliability_numerics.py",
     "tests/test_backends.py",
     "tests/test_batch_and_logging.py",
-    "proofs_checks",                             # the claim checks (quick mode), ~2-3 min
+    "proofs_checks",  # the claim checks (quick mode), ~2-3 min
 )
 #: Not copied into the snapshot: anywhere in the tree (names), and at its top level only.
-SKIP_ANYWHERE = {".git", ".venv", ".pytest_cache", ".hypothesis", ".ruff_cache",
-                 ".ipynb_checkpoints"}
+SKIP_ANYWHERE = {
+    ".git",
+    ".venv",
+    ".pytest_cache",
+    ".hypothesis",
+    ".ruff_cache",
+    ".ipynb_checkpoints",
+}
 SKIP_TOP = {"out", "build", "dist", ".whl", ".ci"}
 
 
@@ -95,9 +101,9 @@ class Mutant:
 @dataclass
 class Result:
     name: str
-    verdict: str            # "killed", "survived", "timeout", "error"
+    verdict: str  # "killed", "survived", "timeout", "error"
     seconds: float
-    killer: str = ""        # first failing test (or the error line)
+    killer: str = ""  # first failing test (or the error line)
     description: str = ""
     tail: list[str] = field(default_factory=list)
 
@@ -108,8 +114,9 @@ def load_mutants(path: Path = MUTANTS) -> list[Mutant]:
         data = tomllib.load(fh)
     out = []
     for i, entry in enumerate(data.get("mutant", [])):
-        missing = [k for k in ("name", "file", "original", "replacement", "description")
-                   if k not in entry]
+        missing = [
+            k for k in ("name", "file", "original", "replacement", "description") if k not in entry
+        ]
         if missing:
             raise SystemExit(f"{path}: mutant #{i + 1} lacks {', '.join(missing)}")
         out.append(Mutant(**{k: entry[k] for k in Mutant.__dataclass_fields__ if k in entry}))
@@ -134,8 +141,10 @@ def validate(mutants: list[Mutant], root: Path) -> list[str]:
             continue
         n = target.read_text(encoding="utf-8").count(m.original)
         if n != 1:
-            problems.append(f"{m.name}: the original snippet occurs {n} times in {m.file} "
-                            f"(must be exactly once):\n    {m.original!r}")
+            problems.append(
+                f"{m.name}: the original snippet occurs {n} times in {m.file} "
+                f"(must be exactly once):\n    {m.original!r}"
+            )
     return problems
 
 
@@ -144,17 +153,22 @@ def snapshot(source: str, dest: Path) -> None:
     """The repository as of ``source`` ("worktree" or "head") in ``dest``; read-only on REPO."""
     dest.mkdir(parents=True)
     if source == "head":
-        archive = subprocess.run(["git", "-C", str(REPO), "archive", "HEAD"], check=True,
-                                 capture_output=True).stdout
+        archive = subprocess.run(
+            ["git", "-C", str(REPO), "archive", "HEAD"], check=True, capture_output=True
+        ).stdout
         subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
         return
+
     def skip(folder: str, names: list[str]) -> set[str]:
         top = Path(folder).resolve() == REPO
-        return {n for n in names if n in SKIP_ANYWHERE or n.endswith(".egg-info")
-                or (top and n in SKIP_TOP)}
+        return {
+            n
+            for n in names
+            if n in SKIP_ANYWHERE or n.endswith(".egg-info") or (top and n in SKIP_TOP)
+        }
 
     dest.rmdir()
-    shutil.copytree(REPO, dest, symlinks=True, ignore=skip)   # copy2: mtimes kept
+    shutil.copytree(REPO, dest, symlinks=True, ignore=skip)  # copy2: mtimes kept
 
 
 def apply(m: Mutant, root: Path) -> None:
@@ -168,20 +182,32 @@ def apply(m: Mutant, root: Path) -> None:
 # ---------------------------------------------------------------------------------- pytest
 def test_env(root: Path) -> dict[str, str]:
     env = dict(os.environ)
-    env["PYTHONPATH"] = str(root) + (os.pathsep + env["PYTHONPATH"]
-                                     if env.get("PYTHONPATH") else "")
-    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
-                "NUMBA_NUM_THREADS"):
+    env["PYTHONPATH"] = str(root) + (
+        os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else ""
+    )
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
         env[var] = "1"
     env.pop("CI", None)
     env["PYTHONDONTWRITEBYTECODE"] = "0"
     return env
 
 
-def pytest_cmd(tests: list[str], *, stop_first: bool, deselect: list[str],
-               extra: list[str]) -> list[str]:
-    cmd = ["nice", "-n", "10", sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-           "-rfE", "--no-header"]
+def pytest_cmd(
+    tests: list[str], *, stop_first: bool, deselect: list[str], extra: list[str]
+) -> list[str]:
+    cmd = [
+        "nice",
+        "-n",
+        "10",
+        sys.executable,
+        "-m",
+        "pytest",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        "-rfE",
+        "--no-header",
+    ]
     if stop_first:
         cmd.append("-x")
     for d in deselect:
@@ -197,19 +223,31 @@ def failures(output: str) -> list[str]:
     return [m.group(2) for line in output.splitlines() if (m := FAILED.match(line))]
 
 
-def run_tests(root: Path, tests: list[str], *, stop_first: bool, deselect: list[str],
-              extra: list[str], timeout: float) -> tuple[int | None, str, float]:
+def run_tests(
+    root: Path,
+    tests: list[str],
+    *,
+    stop_first: bool,
+    deselect: list[str],
+    extra: list[str],
+    timeout: float,
+) -> tuple[int | None, str, float]:
     """(pytest's exit status or None on timeout, its output, seconds)."""
     started = time.perf_counter()
-    proc = subprocess.Popen(pytest_cmd(tests, stop_first=stop_first, deselect=deselect,
-                                       extra=extra),
-                            cwd=root, env=test_env(root), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    proc = subprocess.Popen(
+        pytest_cmd(tests, stop_first=stop_first, deselect=deselect, extra=extra),
+        cwd=root,
+        env=test_env(root),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     try:
         out, _ = proc.communicate(timeout=timeout)
         rc: int | None = proc.returncode
     except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, 9)          # the test process group this runner started
+        os.killpg(proc.pid, 9)  # the test process group this runner started
         out, _ = proc.communicate()
         rc = None
     return rc, out, time.perf_counter() - started
@@ -217,9 +255,14 @@ def run_tests(root: Path, tests: list[str], *, stop_first: bool, deselect: list[
 
 def check_imports(root: Path) -> None:
     """The copy's own fedtheory must be the one imported there (not /work/main's)."""
-    out = subprocess.run([sys.executable, "-c", "import fedtheory; print(fedtheory.__file__)"],
-                         cwd=root, env=test_env(root), capture_output=True, text=True,
-                         check=True).stdout.strip()
+    out = subprocess.run(
+        [sys.executable, "-c", "import fedtheory; print(fedtheory.__file__)"],
+        cwd=root,
+        env=test_env(root),
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     if not Path(out).resolve().is_relative_to(root.resolve()):
         raise SystemExit(f"the copy at {root} imports fedtheory from {out}, not from itself")
 
@@ -232,20 +275,32 @@ def judge(m: Mutant, rc: int | None, out: str, seconds: float) -> Result:
         return Result(m.name, "survived", seconds, "", m.description)
     failed = failures(out)
     if rc in (1, 2) or failed:
-        killer = failed[0] if failed else next(
-            (ln for ln in reversed(lines) if "Error" in ln), lines[-1] if lines else "")
+        killer = (
+            failed[0]
+            if failed
+            else next((ln for ln in reversed(lines) if "Error" in ln), lines[-1] if lines else "")
+        )
         return Result(m.name, "killed", seconds, killer, m.description)
     return Result(m.name, "error", seconds, f"pytest exit {rc}", m.description, lines[-8:])
 
 
-def run_mutant(m: Mutant, snap: Path, work: Path, tests: list[str], deselect: list[str],
-               extra: list[str], timeout: float, keep: bool) -> Result:
+def run_mutant(
+    m: Mutant,
+    snap: Path,
+    work: Path,
+    tests: list[str],
+    deselect: list[str],
+    extra: list[str],
+    timeout: float,
+    keep: bool,
+) -> Result:
     root = work / m.name
     shutil.copytree(snap, root, symlinks=True)
     try:
         apply(m, root)
-        rc, out, seconds = run_tests(root, tests, stop_first=True, deselect=deselect,
-                                     extra=extra, timeout=timeout)
+        rc, out, seconds = run_tests(
+            root, tests, stop_first=True, deselect=deselect, extra=extra, timeout=timeout
+        )
         return judge(m, rc, out, seconds)
     finally:
         if not keep:
@@ -255,8 +310,10 @@ def run_mutant(m: Mutant, snap: Path, work: Path, tests: list[str], deselect: li
 # ---------------------------------------------------------------------------------- report
 def table(results: list[Result]) -> str:
     w = max([len(r.name) for r in results] + [6])
-    lines = [f"{'mutant':<{w}}  {'verdict':<8}  {'s':>6}  first failing test / description",
-             f"{'-' * w}  {'-' * 8}  {'-' * 6}  {'-' * 40}"]
+    lines = [
+        f"{'mutant':<{w}}  {'verdict':<8}  {'s':>6}  first failing test / description",
+        f"{'-' * w}  {'-' * 8}  {'-' * 6}  {'-' * 40}",
+    ]
     for r in results:
         note = r.killer if r.verdict == "killed" else r.description
         lines.append(f"{r.name:<{w}}  {r.verdict:<8}  {r.seconds:6.1f}  {note}")
@@ -270,28 +327,60 @@ def kill_rate(results: list[Result]) -> tuple[int, int]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--mutant", action="append", default=[],
-                    help="run only this mutant (repeatable); default: all")
+    ap.add_argument(
+        "--mutant",
+        action="append",
+        default=[],
+        help="run only this mutant (repeatable); default: all",
+    )
     ap.add_argument("--list", default=str(MUTANTS), help="the mutation list (TOML)")
-    ap.add_argument("--tests", nargs="+", default=list(DEFAULT_TESTS),
-                    help="test selection (paths or node ids, in the order to run them)")
-    ap.add_argument("--drop", action="append", default=[],
-                    help="remove this entry from the test selection (repeatable); e.g. "
-                         "--drop tests/test_against_reference_impl.py measures the suite "
-                         "without the reference-implementation tests")
-    ap.add_argument("--from-issue", action="store_true",
-                    help="run only the mutants marked from_issue (issue 17's named survivors)")
-    ap.add_argument("--pytest-arg", action="append", default=[],
-                    help="extra argument for pytest (repeatable), e.g. --pytest-arg=-k=fedpm")
-    ap.add_argument("--source", choices=("worktree", "head"), default="worktree",
-                    help="mutate a copy of the working tree (default) or of git HEAD")
+    ap.add_argument(
+        "--tests",
+        nargs="+",
+        default=list(DEFAULT_TESTS),
+        help="test selection (paths or node ids, in the order to run them)",
+    )
+    ap.add_argument(
+        "--drop",
+        action="append",
+        default=[],
+        help="remove this entry from the test selection (repeatable); e.g. "
+        "--drop tests/test_against_reference_impl.py measures the suite "
+        "without the reference-implementation tests",
+    )
+    ap.add_argument(
+        "--from-issue",
+        action="store_true",
+        help="run only the mutants marked from_issue (issue 17's named survivors)",
+    )
+    ap.add_argument(
+        "--pytest-arg",
+        action="append",
+        default=[],
+        help="extra argument for pytest (repeatable), e.g. --pytest-arg=-k=fedpm",
+    )
+    ap.add_argument(
+        "--source",
+        choices=("worktree", "head"),
+        default="worktree",
+        help="mutate a copy of the working tree (default) or of git HEAD",
+    )
     ap.add_argument("--jobs", type=int, default=1, help="mutants run at once (default 1)")
-    ap.add_argument("--timeout", type=float, default=1800.0,
-                    help="seconds per mutant before it counts as killed by timeout")
-    ap.add_argument("--no-baseline", action="store_true",
-                    help="skip the unmutated run (no test is deselected)")
-    ap.add_argument("--deselect", action="append", default=[],
-                    help="node id to deselect for every run (repeatable)")
+    ap.add_argument(
+        "--timeout",
+        type=float,
+        default=1800.0,
+        help="seconds per mutant before it counts as killed by timeout",
+    )
+    ap.add_argument(
+        "--no-baseline", action="store_true", help="skip the unmutated run (no test is deselected)"
+    )
+    ap.add_argument(
+        "--deselect",
+        action="append",
+        default=[],
+        help="node id to deselect for every run (repeatable)",
+    )
     ap.add_argument("--check", action="store_true", help="validate the list and stop")
     ap.add_argument("--keep", action="store_true", help="keep the mutated copies")
     ap.add_argument("--json", default=None, help="write the results here (JSON)")
@@ -318,8 +407,7 @@ def main(argv: list[str] | None = None) -> int:
         snapshot(args.source, snap)
         problems = validate(mutants, snap)
         if problems:
-            print(f"the mutation list is not usable ({len(problems)} problem(s)):",
-                  file=sys.stderr)
+            print(f"the mutation list is not usable ({len(problems)} problem(s)):", file=sys.stderr)
             for p in problems:
                 print(f"  - {p}", file=sys.stderr)
             return 2
@@ -330,26 +418,33 @@ def main(argv: list[str] | None = None) -> int:
         deselect = list(args.deselect)
         baseline_seconds = 0.0
         if not args.no_baseline:
-            rc, out, baseline_seconds = run_tests(snap, args.tests, stop_first=False,
-                                                  deselect=deselect, extra=args.pytest_arg,
-                                                  timeout=args.timeout)
+            rc, out, baseline_seconds = run_tests(
+                snap,
+                args.tests,
+                stop_first=False,
+                deselect=deselect,
+                extra=args.pytest_arg,
+                timeout=args.timeout,
+            )
             broken = failures(out)
-            print(f"# baseline: pytest exit {rc} in {baseline_seconds:.0f} s; "
-                  f"{len(broken)} failing test(s) deselected for the mutants")
+            print(
+                f"# baseline: pytest exit {rc} in {baseline_seconds:.0f} s; "
+                f"{len(broken)} failing test(s) deselected for the mutants"
+            )
             for b in broken:
                 print(f"#   deselected (fails unmutated): {b}")
             if rc not in (0, 1) or (rc == 1 and not broken):
                 print(out[-3000:], file=sys.stderr)
-                print("the baseline run did not complete: fix it before mutating",
-                      file=sys.stderr)
+                print("the baseline run did not complete: fix it before mutating", file=sys.stderr)
                 return 2
             deselect += broken
         started = time.perf_counter()
         results: list[Result] = []
 
         def one(m: Mutant) -> Result:
-            r = run_mutant(m, snap, work, args.tests, deselect, args.pytest_arg, args.timeout,
-                           args.keep)
+            r = run_mutant(
+                m, snap, work, args.tests, deselect, args.pytest_arg, args.timeout, args.keep
+            )
             print(f"# {r.name}: {r.verdict} ({r.seconds:.0f} s) {r.killer}", flush=True)
             return r
 
@@ -361,8 +456,10 @@ def main(argv: list[str] | None = None) -> int:
         survivors = [r.name for r in results if r.verdict == "survived"]
         errors = [r.name for r in results if r.verdict == "error"]
         print()
-        print(f"# kill rate: {killed}/{total} = {100 * killed / max(total, 1):.1f} % "
-              f"({time.perf_counter() - started:.0f} s; baseline {baseline_seconds:.0f} s)")
+        print(
+            f"# kill rate: {killed}/{total} = {100 * killed / max(total, 1):.1f} % "
+            f"({time.perf_counter() - started:.0f} s; baseline {baseline_seconds:.0f} s)"
+        )
         if survivors:
             print(f"# survived: {', '.join(survivors)}")
         if errors:
@@ -371,11 +468,16 @@ def main(argv: list[str] | None = None) -> int:
                 if r.verdict == "error":
                     print("\n".join(f"#   {r.name}: {ln}" for ln in r.tail))
         if args.json:
-            payload = {"command": " ".join([Path(sys.argv[0]).name, *(argv or sys.argv[1:])]),
-                       "source": args.source, "tests": args.tests, "deselected": deselect,
-                       "killed": killed, "total": total,
-                       "kill_rate": killed / max(total, 1),
-                       "results": [asdict(r) for r in results]}
+            payload = {
+                "command": " ".join([Path(sys.argv[0]).name, *(argv or sys.argv[1:])]),
+                "source": args.source,
+                "tests": args.tests,
+                "deselected": deselect,
+                "killed": killed,
+                "total": total,
+                "kill_rate": killed / max(total, 1),
+                "results": [asdict(r) for r in results],
+            }
             Path(args.json).write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
             print(f"# wrote {args.json}")
         return 0

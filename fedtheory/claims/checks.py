@@ -16,12 +16,14 @@ from ..errors import FedTheoryError, check
 def checks_dir() -> Path:
     """The folder of the check modules: inside the installed package (``fedtheory/_checks``),
     or the source tree's ``proofs_checks/`` when running from a checkout."""
-    here = Path(__file__).resolve().parents[1]   # the fedtheory package folder
+    here = Path(__file__).resolve().parents[1]  # the fedtheory package folder
     for candidate in (here / "_checks", here.parent / "proofs_checks"):
         if candidate.is_dir():
             return candidate
-    raise FedTheoryError(f"the claim checks are missing (looked in {here / '_checks'} and "
-                         f"{here.parent / 'proofs_checks'}); reinstall fedtheory")
+    raise FedTheoryError(
+        f"the claim checks are missing (looked in {here / '_checks'} and "
+        f"{here.parent / 'proofs_checks'}); reinstall fedtheory"
+    )
 
 
 def _load_module(path: Path) -> ModuleType:
@@ -60,8 +62,10 @@ def registry() -> dict[str, ModuleType]:
         if claim_id is None or not callable(getattr(module, "check", None)):
             continue
         if claim_id in found:
-            raise FedTheoryError(f"claim {claim_id} is defined twice: in {path.name} and "
-                                 f"{Path(found[claim_id].__file__).name}")
+            raise FedTheoryError(
+                f"claim {claim_id} is defined twice: in {path.name} and "
+                f"{Path(found[claim_id].__file__).name}"
+            )
         found[claim_id] = module
     return dict(sorted(found.items(), key=lambda kv: _claim_order(kv[0])))
 
@@ -85,8 +89,11 @@ def resolve_ids(claims: Sequence[str] | None) -> list[str]:
         return known
     by_upper = {c.upper(): c for c in known}
     unknown = [c for c in claims if c.strip().upper() not in by_upper]
-    check(not unknown, f"unknown claim id{'s' if len(unknown) > 1 else ''} "
-                       f"{', '.join(map(repr, unknown))}; known claims: {', '.join(known)}")
+    check(
+        not unknown,
+        f"unknown claim id{'s' if len(unknown) > 1 else ''} "
+        f"{', '.join(map(repr, unknown))}; known claims: {', '.join(known)}",
+    )
     out: list[str] = []
     for c in claims:
         cid = by_upper[c.strip().upper()]

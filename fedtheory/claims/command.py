@@ -30,30 +30,50 @@ from .report import (
 )
 
 
-def run_claim(claim_id: str, quick: bool = True,
-              problem: FederatedProblem | None = None, backend: str = "numpy") -> ClaimRecord:
+def run_claim(
+    claim_id: str,
+    quick: bool = True,
+    problem: FederatedProblem | None = None,
+    backend: str = "numpy",
+) -> ClaimRecord:
     """Run one check (with one BLAS thread) with its problems on ``backend``; a check that
     raises is recorded as a FAIL with its traceback."""
     module = load_check(claim_id)
     if problem is not None:
         ok = [c for c in claim_ids() if accepts_problem(load_check(c))]
-        check(accepts_problem(module), f"claim {module.CLAIM_ID} has no protocol for a "
-                                       f"problem of your own; claims that have: {', '.join(ok)}")
+        check(
+            accepts_problem(module),
+            f"claim {module.CLAIM_ID} has no protocol for a "
+            f"problem of your own; claims that have: {', '.join(ok)}",
+        )
     if backend != "numpy":
-        check(runs_on_gpu(module), f"claim {module.CLAIM_ID} has no GPU protocol: "
-                                   f"{getattr(module, 'GPU_WHY', '')}")
+        check(
+            runs_on_gpu(module),
+            f"claim {module.CLAIM_ID} has no GPU protocol: {getattr(module, 'GPU_WHY', '')}",
+        )
     started = time.perf_counter()
     try:
         with single_threaded_blas(), claim_backend(backend):
-            rec = (module.check(quick=quick) if problem is None
-                   else module.check(quick=quick, on=[on_backend(problem)]))
+            rec = (
+                module.check(quick=quick)
+                if problem is None
+                else module.check(quick=quick, on=[on_backend(problem)])
+            )
     except Exception as exc:  # a crashing check is a failed claim, not a crashed command
-        return record(module.CLAIM_ID, module.STATEMENT, module.SOURCE, started,
-                      measured="error", predicted="-", passed=False,
-                      details={"error": f"{type(exc).__name__}: {exc}",
-                               "traceback": traceback.format_exc()})
-    check(isinstance(rec, ClaimRecord),
-          f"check {claim_id} returned {type(rec).__name__}, not a ClaimRecord")
+        return record(
+            module.CLAIM_ID,
+            module.STATEMENT,
+            module.SOURCE,
+            started,
+            measured="error",
+            predicted="-",
+            passed=False,
+            details={"error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()},
+        )
+    check(
+        isinstance(rec, ClaimRecord),
+        f"check {claim_id} returned {type(rec).__name__}, not a ClaimRecord",
+    )
     return rec
 
 
@@ -76,10 +96,16 @@ def _private_hypothesis_home() -> Iterator[None]:
             configuration.set_hypothesis_home_dir(old)
 
 
-def main_check(claims: list[str] | None, quick: bool, json_path: str | os.PathLike | None,
-               report_path: str | os.PathLike | None, problem: str | None = None,
-               csv_path: str | os.PathLike | None = None,
-               latex_path: str | os.PathLike | None = None, backend: str = "numpy") -> int:
+def main_check(
+    claims: list[str] | None,
+    quick: bool,
+    json_path: str | os.PathLike | None,
+    report_path: str | os.PathLike | None,
+    problem: str | None = None,
+    csv_path: str | os.PathLike | None = None,
+    latex_path: str | os.PathLike | None = None,
+    backend: str = "numpy",
+) -> int:
     """``fedtheory check``: run the claims (all when ``claims`` is None or empty), print one
     table row per claim, write the records as JSON (``json_path``) and a Markdown report
     (``report_path``), both atomically. Returns 1 if any claim fails, else 0.
@@ -107,24 +133,32 @@ def main_check(claims: list[str] | None, quick: bool, json_path: str | os.PathLi
         require_gpu("--backend cupy")
         bad = [c for c in ids if not runs_on_gpu(load_check(c))]
         ok = [c for c in claim_ids() if runs_on_gpu(load_check(c))]
-        check(not bad, f"--backend cupy: claim(s) {', '.join(bad)} have no GPU protocol; "
-                       f"claims that have: {', '.join(ok)} (choose with --claim)")
+        check(
+            not bad,
+            f"--backend cupy: claim(s) {', '.join(bad)} have no GPU protocol; "
+            f"claims that have: {', '.join(ok)} (choose with --claim)",
+        )
     user_problem = None
     if problem is not None:
         from ..suite import load_problem
 
         bad = [c for c in ids if not accepts_problem(load_check(c))]
         ok = [c for c in claim_ids() if accepts_problem(load_check(c))]
-        check(not bad, f"--problem: claim(s) {', '.join(bad)} have no protocol for a problem "
-                       f"of your own; claims that have: {', '.join(ok)} (choose with --claim)")
+        check(
+            not bad,
+            f"--problem: claim(s) {', '.join(bad)} have no protocol for a problem "
+            f"of your own; claims that have: {', '.join(ok)} (choose with --claim)",
+        )
         user_problem = load_problem(problem)
     mode = "quick" if quick else "full"
     print(f"# fedtheory {__version__}: {len(ids)} claim(s), {mode} mode, backend {backend}")
     print(table_header())
     records: list[ClaimRecord] = []
     started = time.perf_counter()
-    with tqdm(ids, desc="claims", unit="claim", leave=False, file=sys.stderr) as bar, \
-            _private_hypothesis_home():
+    with (
+        tqdm(ids, desc="claims", unit="claim", leave=False, file=sys.stderr) as bar,
+        _private_hypothesis_home(),
+    ):
         for cid in bar:
             bar.set_postfix_str(cid)
             rec = run_claim(cid, quick=quick, problem=user_problem, backend=backend)
@@ -132,12 +166,22 @@ def main_check(claims: list[str] | None, quick: bool, json_path: str | os.PathLi
             tqdm.write(table_row(rec), file=sys.stdout)
     failed = [r.id for r in records if not r.passed]
     total = time.perf_counter() - started
-    print(f"# {len(records) - len(failed)} passed, {len(failed)} failed"
-          + (f" ({', '.join(failed)})" if failed else "") + f" in {total:.1f} s")
+    print(
+        f"# {len(records) - len(failed)} passed, {len(failed)} failed"
+        + (f" ({', '.join(failed)})" if failed else "")
+        + f" in {total:.1f} s"
+    )
     if json_out is not None:
-        payload = {"version": __version__, "mode": mode, "backend": backend, "seconds": total,
-                   "passed": not failed, "threads": 1, "environment": environment(),
-                   "records": [r.to_dict() for r in records]}
+        payload = {
+            "version": __version__,
+            "mode": mode,
+            "backend": backend,
+            "seconds": total,
+            "passed": not failed,
+            "threads": 1,
+            "environment": environment(),
+            "records": [r.to_dict() for r in records],
+        }
         write_text_atomic(json_out, json.dumps(payload, indent=2) + "\n")
         print(f"# wrote {json_out}")
     if csv_out is not None:

@@ -100,8 +100,14 @@ def sopm_factory(**params: Any) -> Method:
     return make_method("sopm", params)
 
 
-def one_round(problem: FederatedProblem, method: Method, theta: Any, *,
-              clients: Sequence[int] | None = None, state: Any = None) -> Any:
+def one_round(
+    problem: FederatedProblem,
+    method: Method,
+    theta: Any,
+    *,
+    clients: Sequence[int] | None = None,
+    state: Any = None,
+) -> Any:
     """theta+ of one round of ``method`` from ``theta`` (or from ``state``) with participants
     ``clients`` (None: all), weights renormalised over them as the runner does."""
     xp = problem.xp
@@ -123,8 +129,14 @@ class Limit:
     converged: bool
 
 
-def limit_point(problem: FederatedProblem, method: Method, *, theta0: Any = None,
-                max_rounds: int = 500, tol: float = 1e-13) -> Limit:
+def limit_point(
+    problem: FederatedProblem,
+    method: Method,
+    *,
+    theta0: Any = None,
+    max_rounds: int = 500,
+    tol: float = 1e-13,
+) -> Limit:
     """Iterate ``method`` (full participation, exact oracle) from ``theta0`` (default 0) until
     ||theta^{t+1} - theta^t|| <= tol * max(1, ||theta^{t+1}||), or ``max_rounds``, or a
     non-finite iterate (converged = False).
@@ -144,10 +156,18 @@ def limit_point(problem: FederatedProblem, method: Method, *, theta0: Any = None
     return Limit(to_numpy(theta), max_rounds, step, False)
 
 
-def heterogeneous_problem(dataset: str, *, clients: int, alpha: float | None, seed: int = 0,
-                          lam: float = 1e-3, rows: int | None = None, min_size: int = 2,
-                          weighting: str = "samples", objective: str = "logistic"
-                          ) -> FederatedProblem:
+def heterogeneous_problem(
+    dataset: str,
+    *,
+    clients: int,
+    alpha: float | None,
+    seed: int = 0,
+    lam: float = 1e-3,
+    rows: int | None = None,
+    min_size: int = 2,
+    weighting: str = "samples",
+    objective: str = "logistic",
+) -> FederatedProblem:
     """A logistic problem on ``dataset`` ("a9a", "phishing" or "breast_cancer"; first ``rows``
     rows for the LIBSVM ones) split over ``clients`` with Dirichlet(``alpha``) label skew
     (``alpha=None``: IID), reproducible from ``seed``. Breast cancer is standardised with an
@@ -161,8 +181,9 @@ def heterogeneous_problem(dataset: str, *, clients: int, alpha: float | None, se
     elif dataset == "breast_cancer":
         ds = data.load_breast_cancer(standardize=True, intercept=True)
     else:
-        raise FedTheoryError(f"dataset must be 'a9a', 'phishing' or 'breast_cancer', "
-                             f"got {dataset!r}")
+        raise FedTheoryError(
+            f"dataset must be 'a9a', 'phishing' or 'breast_cancer', got {dataset!r}"
+        )
     if alpha is None:
         parts = partitions.iid(ds.n, clients, seed=seed)
         split = "iid"
@@ -170,8 +191,11 @@ def heterogeneous_problem(dataset: str, *, clients: int, alpha: float | None, se
         parts = partitions.dirichlet(ds.y, clients, alpha=alpha, seed=seed, min_size=min_size)
         split = f"dirichlet{alpha:g}"
     name = f"{dataset}{'' if rows is None else rows}_{split}_N{clients}_s{seed}"
-    return on_backend(FederatedProblem.from_dataset(ds.X, ds.y, parts, objective=objective,
-                                                    lam=lam, weighting=weighting, name=name))
+    return on_backend(
+        FederatedProblem.from_dataset(
+            ds.X, ds.y, parts, objective=objective, lam=lam, weighting=weighting, name=name
+        )
+    )
 
 
 def scale_of(problem: FederatedProblem) -> float:
@@ -179,9 +203,15 @@ def scale_of(problem: FederatedProblem) -> float:
     return float(np.linalg.norm(problem.reference.theta_star))
 
 
-def sopm_limit(problem: FederatedProblem, factory: MethodFactory = sopm_factory, *,
-               K: int = 1, etas: Sequence[float] = (1.0, 0.5, 0.25), max_rounds: int = 1000,
-               tol: float = 1e-13) -> tuple[Limit, float]:
+def sopm_limit(
+    problem: FederatedProblem,
+    factory: MethodFactory = sopm_factory,
+    *,
+    K: int = 1,
+    etas: Sequence[float] = (1.0, 0.5, 0.25),
+    max_rounds: int = 1000,
+    tol: float = 1e-13,
+) -> tuple[Limit, float]:
     """The limit of ``factory(K=K, eta=eta)`` from 0, trying each eta of ``etas`` in turn until
     one converges; returns the limit and the eta that reached it.
 

@@ -38,8 +38,10 @@ class ClaimRecord:
     def summary(self) -> str:
         """One line: id, verdict, measured vs predicted, interval, seconds."""
         ci = f" {self.interval}" if self.interval else ""
-        return (f"{self.id} {self.verdict}: measured {self.measured}{ci}; predicted "
-                f"{self.predicted} ({self.seconds:.1f} s)")
+        return (
+            f"{self.id} {self.verdict}: measured {self.measured}{ci}; predicted "
+            f"{self.predicted} ({self.seconds:.1f} s)"
+        )
 
     def __str__(self) -> str:
         return self.summary()
@@ -55,25 +57,57 @@ class ClaimRecord:
 
     def to_markdown(self) -> str:
         """A Markdown section: heading with the verdict, the figures, and the details."""
-        out = [f"### {self.id}: {self.verdict}", "", self.statement, "",
-               f"*Source:* {self.source}", "",
-               "| measured | predicted | interval | seconds |", "|---|---|---|---|",
-               f"| {_md(self.measured)} | {_md(self.predicted)} | {_md(self.interval) or '-'} "
-               f"| {self.seconds:.1f} |", ""]
+        out = [
+            f"### {self.id}: {self.verdict}",
+            "",
+            self.statement,
+            "",
+            f"*Source:* {self.source}",
+            "",
+            "| measured | predicted | interval | seconds |",
+            "|---|---|---|---|",
+            f"| {_md(self.measured)} | {_md(self.predicted)} | {_md(self.interval) or '-'} "
+            f"| {self.seconds:.1f} |",
+            "",
+        ]
         if self.details:
-            out += ["<details><summary>details</summary>", "", "```json",
-                    json.dumps(jsonable(self.details), indent=2), "```", "", "</details>", ""]
+            out += [
+                "<details><summary>details</summary>",
+                "",
+                "```json",
+                json.dumps(jsonable(self.details), indent=2),
+                "```",
+                "",
+                "</details>",
+                "",
+            ]
         return "\n".join(out)
 
 
-def record(claim_id: str, statement: str, source: str, started: float, *, measured: str,
-           predicted: str, interval: str = "", passed: bool,
-           details: dict[str, Any] | None = None) -> ClaimRecord:
+def record(
+    claim_id: str,
+    statement: str,
+    source: str,
+    started: float,
+    *,
+    measured: str,
+    predicted: str,
+    interval: str = "",
+    passed: bool,
+    details: dict[str, Any] | None = None,
+) -> ClaimRecord:
     """A :class:`ClaimRecord` whose ``seconds`` run from ``started`` (``time.perf_counter()``)."""
-    return ClaimRecord(id=claim_id, statement=statement, source=source, measured=measured,
-                       predicted=predicted, interval=interval, passed=bool(passed),
-                       details=jsonable(details or {}),
-                       seconds=time.perf_counter() - started)
+    return ClaimRecord(
+        id=claim_id,
+        statement=statement,
+        source=source,
+        measured=measured,
+        predicted=predicted,
+        interval=interval,
+        passed=bool(passed),
+        details=jsonable(details or {}),
+        seconds=time.perf_counter() - started,
+    )
 
 
 def jsonable(x: Any) -> Any:

@@ -11,13 +11,20 @@ from .._version import __version__
 from .checks import claim_ids, load_check
 from .record import ClaimRecord, _md
 
-_COLUMNS = (("claim", 7), ("measured", 44), ("predicted", 36), ("interval", 28),
-            ("result", 6), ("seconds", 8))
+_COLUMNS = (
+    ("claim", 7),
+    ("measured", 44),
+    ("predicted", 36),
+    ("interval", 28),
+    ("result", 6),
+    ("seconds", 8),
+)
 
 
 def table_header() -> str:
-    return "  ".join(f"{name:<{w}}" if name != "seconds" else f"{name:>{w}}"
-                     for name, w in _COLUMNS)
+    return "  ".join(
+        f"{name:<{w}}" if name != "seconds" else f"{name:>{w}}" for name, w in _COLUMNS
+    )
 
 
 def _cell(text: str, width: int) -> str:
@@ -32,19 +39,26 @@ def table_row(rec: ClaimRecord) -> str:
     return "  ".join([*out, f"{rec.seconds:>8.1f}"])
 
 
-def render_report(records: Sequence[ClaimRecord], *, quick: bool,
-                  figures: dict[str, str] | None = None) -> str:
+def render_report(
+    records: Sequence[ClaimRecord], *, quick: bool, figures: dict[str, str] | None = None
+) -> str:
     """A Markdown report: a summary table, then one section per claim, with the claim's
     figure embedded where ``figures`` maps its id to an image path relative to the report."""
     n_pass = sum(r.passed for r in records)
     mode = "quick (CI sizes)" if quick else "full protocol"
-    out = ["# fedtheory claim checks", "",
-           f"fedtheory {__version__}, {mode}: {n_pass} of {len(records)} claims pass.", "",
-           "| claim | measured | predicted | interval | result | seconds |",
-           "|---|---|---|---|---|---|"]
+    out = [
+        "# fedtheory claim checks",
+        "",
+        f"fedtheory {__version__}, {mode}: {n_pass} of {len(records)} claims pass.",
+        "",
+        "| claim | measured | predicted | interval | result | seconds |",
+        "|---|---|---|---|---|---|",
+    ]
     for r in records:
-        out.append(f"| {r.id} | {_md(r.measured)} | {_md(r.predicted)} | "
-                   f"{_md(r.interval) or '-'} | {r.verdict} | {r.seconds:.1f} |")
+        out.append(
+            f"| {r.id} | {_md(r.measured)} | {_md(r.predicted)} | "
+            f"{_md(r.interval) or '-'} | {r.verdict} | {r.seconds:.1f} |"
+        )
     out.append("")
     for r in records:
         out.append(r.to_markdown())
@@ -58,27 +72,53 @@ def claim_table(records: Sequence[ClaimRecord]) -> Any:
     seconds (what ``fedtheory check`` prints)."""
     import pandas as pd
 
-    return pd.DataFrame([{"claim": r.id, "statement": r.statement, "measured": r.measured,
-                          "predicted": r.predicted, "interval": r.interval,
-                          "result": r.verdict, "seconds": round(r.seconds, 2)}
-                         for r in records])
+    return pd.DataFrame(
+        [
+            {
+                "claim": r.id,
+                "statement": r.statement,
+                "measured": r.measured,
+                "predicted": r.predicted,
+                "interval": r.interval,
+                "result": r.verdict,
+                "seconds": round(r.seconds, 2),
+            }
+            for r in records
+        ]
+    )
 
 
 def claim_table_latex(records: Sequence[ClaimRecord]) -> str:
     """The claim table as a LaTeX ``tabular`` (booktabs), special characters escaped."""
+
     def esc(text: str) -> str:
         out = str(text)
-        for a, b in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("$", r"\$"),
-                     ("#", r"\#"), ("_", r"\_"), ("{", r"\{"), ("}", r"\}"),
-                     ("~", r"\textasciitilde{}"), ("^", r"\textasciicircum{}")):
+        for a, b in (
+            ("\\", r"\textbackslash{}"),
+            ("&", r"\&"),
+            ("%", r"\%"),
+            ("$", r"\$"),
+            ("#", r"\#"),
+            ("_", r"\_"),
+            ("{", r"\{"),
+            ("}", r"\}"),
+            ("~", r"\textasciitilde{}"),
+            ("^", r"\textasciicircum{}"),
+        ):
             out = out.replace(a, b)
         return out
 
-    lines = [r"\begin{tabular}{lllll}", r"\toprule",
-             r"claim & measured & predicted (pass) & interval & result \\", r"\midrule"]
+    lines = [
+        r"\begin{tabular}{lllll}",
+        r"\toprule",
+        r"claim & measured & predicted (pass) & interval & result \\",
+        r"\midrule",
+    ]
     for r in records:
-        lines.append(" & ".join(esc(v) for v in (r.id, r.measured, r.predicted, r.interval,
-                                                  r.verdict)) + r" \\")
+        lines.append(
+            " & ".join(esc(v) for v in (r.id, r.measured, r.predicted, r.interval, r.verdict))
+            + r" \\"
+        )
     lines += [r"\bottomrule", r"\end{tabular}", ""]
     return "\n".join(lines)
 
@@ -100,6 +140,6 @@ def write_figures(records: Sequence[ClaimRecord], folder: Path) -> dict[str, str
         if fig is None:
             continue
         folder.mkdir(exist_ok=True)
-        save(fig, folder / f"{r.id}.png", pdf=True)   # PNG for the report, PDF for papers
+        save(fig, folder / f"{r.id}.png", pdf=True)  # PNG for the report, PDF for papers
         out[r.id] = f"{folder.name}/{r.id}.png"
     return out

@@ -19,7 +19,22 @@ from .first_order import GD, FedAvg, FedProx, Scaffold
 from .newton import Newton
 from .sopm import SOPM
 
-__all__ = ["METHODS", "Method", "RoundContext", "RoundInfo", "ServerState", "make_method",
-           "round_context",
-           "FedAvg", "FedNL", "FedPAC", "FedPM", "FedProx", "FedSophia", "GD", "Newton",
-           "SOPM", "Scaffold"]
+__all__ = [
+    "METHODS",
+    "Method",
+    "RoundContext",
+    "RoundInfo",
+    "ServerState",
+    "make_method",
+    "round_context",
+    "FedAvg",
+    "FedNL",
+    "FedPAC",
+    "FedPM",
+    "FedProx",
+    "FedSophia",
+    "GD",
+    "Newton",
+    "SOPM",
+    "Scaffold",
+]

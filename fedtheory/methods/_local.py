@@ -70,12 +70,12 @@ SUBPROBLEM_MAX_ITER = 50
 
 
 class LocalRun(NamedTuple):
-    theta: Any          # theta_i^K, (m, d)
-    P_first: Any        # P_i^0 as the curvature represents it ((m, d, d); DiagonalEMA: (m, d))
-    P_last: Any         # P_i^{K-1}
-    grad_evals: int     # totals over participants
+    theta: Any  # theta_i^K, (m, d)
+    P_first: Any  # P_i^0 as the curvature represents it ((m, d, d); DiagonalEMA: (m, d))
+    P_last: Any  # P_i^{K-1}
+    grad_evals: int  # totals over participants
     hess_evals: int
-    curvature: Any = None   # the curvature's state after step K-1 (FedPAC's Theta_i^K, ...)
+    curvature: Any = None  # the curvature's state after step K-1 (FedPAC's Theta_i^K, ...)
 
 
 class Curvature(Protocol):
@@ -108,7 +108,7 @@ def foof_preconditioners(ctx: RoundContext, delta: float) -> Any:
     Hessians on the same rows, which the problem builds once and caches, so they are computed
     once per problem, not per round. Do not modify the result in place (it may be the cache).
     """
-    gram = ctx.problem._H_const          # sum_j sw_ij a_j a_j^T + lam I, cached on the problem
+    gram = ctx.problem._H_const  # sum_j sw_ij a_j a_j^T + lam I, cached on the problem
     if ctx.clients is not None:
         gram = gram[ctx.problem.xp.asarray(ctx.clients)]
     return add_diag(gram, delta)
@@ -149,8 +149,8 @@ class Foof(ExactHessian):
 
 
 class EMAState(NamedTuple):
-    Theta: Any      # Theta_i^{k+1} after step k's update, (m, d, d)
-    P: Any          # the preconditioner of step k
+    Theta: Any  # Theta_i^{k+1} after step k's update, (m, d, d)
+    P: Any  # the preconditioner of step k
 
 
 @dataclass(frozen=True)
@@ -188,14 +188,19 @@ class HessianEMA:
         return out
 
     def direction(self, ctx: RoundContext, state: EMAState, g: Any) -> tuple[Any, Any]:
-        return spd_solve(state.P, g, labels=ctx.labels, what="FedPAC preconditioner",
-                         hint="use lam > 0 or delta > 0"), state.P
+        return spd_solve(
+            state.P,
+            g,
+            labels=ctx.labels,
+            what="FedPAC preconditioner",
+            hint="use lam > 0 or delta > 0",
+        ), state.P
 
 
 class SophiaState(NamedTuple):
-    m: Any          # first moments (m, d)
-    h: Any          # Hessian-diagonal EMAs (m, d)
-    scale: Any      # max(gamma h, eps) of the last step (m, d); None before step 0
+    m: Any  # first moments (m, d)
+    h: Any  # Hessian-diagonal EMAs (m, d)
+    scale: Any  # max(gamma h, eps) of the last step (m, d); None before step 0
 
 
 @dataclass(frozen=True)
@@ -219,8 +224,7 @@ class DiagonalEMA:
     def needs_hessian(self, k: int) -> bool:
         return k % self.tau == 0
 
-    def update(self, ctx: RoundContext, state: SophiaState, g: Any, H: Any, k: int
-               ) -> SophiaState:
+    def update(self, ctx: RoundContext, state: SophiaState, g: Any, H: Any, k: int) -> SophiaState:
         xp = ctx.problem.xp
         m = self.b1 * state.m + (1 - self.b1) * g
         h = state.h
@@ -233,15 +237,22 @@ class DiagonalEMA:
         return xp.clip(state.m / state.scale, -self.rho, self.rho), state.scale
 
 
-def local_steps(ctx: RoundContext, theta: Any, curvature: Curvature, *, K: int, eta: float,
-                correction: Callable[[Any], Any] | None = None,
-                line_search: bool = False) -> LocalRun:
+def local_steps(
+    ctx: RoundContext,
+    theta: Any,
+    curvature: Curvature,
+    *,
+    K: int,
+    eta: float,
+    correction: Callable[[Any], Any] | None = None,
+    line_search: bool = False,
+) -> LocalRun:
     """K local steps of every participant from the server's theta with the preconditioners of
     ``curvature`` (see the module docstring): theta_i^{k+1} = theta_i^k - eta_i^k p_i^k
     - c_i(theta_i^k), ``correction(x)`` (m, d) giving c_i (a displacement, None: none).
     Hessians are evaluated (and counted) only at the steps the curvature needs them."""
     xp = ctx.problem.xp
-    x = ctx.to_clients(theta)     # every client starts from the server's theta
+    x = ctx.to_clients(theta)  # every client starts from the server's theta
     state = curvature.initial(ctx)
     P_first = None
     hess_evals = 0
@@ -250,7 +261,7 @@ def local_steps(ctx: RoundContext, theta: Any, curvature: Curvature, *, K: int, 
         f, g, H = ctx.eval(x, value=line_search, grad=True, hess=hess)
         hess_evals += ctx.m if hess else 0
         state = curvature.update(ctx, state, g, H, k)
-        del H        # the curvature keeps what it needs of H_i: free the stack now
+        del H  # the curvature keeps what it needs of H_i: free the stack now
         p, P = curvature.direction(ctx, state, g)
         if x.ndim == 1:
             x = xp.broadcast_to(x, p.shape)
@@ -259,20 +270,34 @@ def local_steps(ctx: RoundContext, theta: Any, curvature: Curvature, *, K: int, 
         x = x_new if correction is None else x_new - correction(x)
         if P_first is None:
             P_first = P
-    return LocalRun(x, P_first, P, grad_evals=K * ctx.m, hess_evals=hess_evals,
-                    curvature=state)
+    return LocalRun(x, P_first, P, grad_evals=K * ctx.m, hess_evals=hess_evals, curvature=state)
 
 
-def local_newton_steps(ctx: RoundContext, theta: Any, *, K: int, eta: float, delta: float,
-                       line_search: bool = False, preconditioner: str = "hessian") -> LocalRun:
+def local_newton_steps(
+    ctx: RoundContext,
+    theta: Any,
+    *,
+    K: int,
+    eta: float,
+    delta: float,
+    line_search: bool = False,
+    preconditioner: str = "hessian",
+) -> LocalRun:
     """FedPM's and SOPM's client loop: :func:`local_steps` with P_i^k = H_i(theta_i^k) + delta I
     (``"hessian"``) or FOOF's constant P_i (``"foof"``, no Hessian evaluated)."""
     curvature = Foof(delta) if preconditioner == "foof" else ExactHessian(delta)
     return local_steps(ctx, theta, curvature, K=K, eta=eta, line_search=line_search)
 
 
-def armijo(ctx: RoundContext, x: Any, f0: Any, g: Any, p: Any, eta: float,
-           value: Callable[[Any, np.ndarray], Any] | None = None) -> Any:
+def armijo(
+    ctx: RoundContext,
+    x: Any,
+    f0: Any,
+    g: Any,
+    p: Any,
+    eta: float,
+    value: Callable[[Any, np.ndarray], Any] | None = None,
+) -> Any:
     """Per-client Armijo steps along -p: the largest eta / 2^j with
     phi_i(x_i - t p_i) <= phi_i(x_i) - 1e-4 t g_i^T p_i (batched over the clients still
     searching; at most 60 halvings).
@@ -283,8 +308,10 @@ def armijo(ctx: RoundContext, x: Any, f0: Any, g: Any, p: Any, eta: float,
     """
     xp = ctx.problem.xp
     if value is None:
+
         def value(y: Any, rows: np.ndarray) -> Any:
             return ctx.eval(y, value=True, grad=False, sub=rows).f
+
     m = x.shape[0]
     t = xp.full(m, float(eta))
     slope = xp.sum(g * p, axis=1)
@@ -299,8 +326,9 @@ def armijo(ctx: RoundContext, x: Any, f0: Any, g: Any, p: Any, eta: float,
     return t
 
 
-def backtrack(f: Callable[[float], float], f0: float, slope: float, t0: float, *,
-              gamma: float, c: float) -> tuple[float, int]:
+def backtrack(
+    f: Callable[[float], float], f0: float, slope: float, t0: float, *, gamma: float, c: float
+) -> tuple[float, int]:
     """One backtracking line search: the first t = t0 gamma^j (j = 0..59) with
     f(t) <= f0 - c t slope, ``slope`` the directional decrease (> 0 for a descent direction).
     Returns t (the last one tried if none passes) and the number of f calls."""
@@ -313,14 +341,21 @@ def backtrack(f: Callable[[float], float], f0: float, slope: float, t0: float, *
 
 
 class LocalSolve(NamedTuple):
-    w: Any              # the local minimisers, (m, d)
-    evals: np.ndarray   # gradient-and-Hessian evaluations of each participant (host ints, m)
-    iterations: int     # Newton iterations of the slowest participant
+    w: Any  # the local minimisers, (m, d)
+    evals: np.ndarray  # gradient-and-Hessian evaluations of each participant (host ints, m)
+    iterations: int  # Newton iterations of the slowest participant
 
 
-def solve_local_subproblem(ctx: RoundContext, theta: Any, c: Any, mu: float, *,
-                           at_theta: OracleOut | None = None, rtol: float = SUBPROBLEM_RTOL,
-                           max_iter: int = SUBPROBLEM_MAX_ITER) -> LocalSolve:
+def solve_local_subproblem(
+    ctx: RoundContext,
+    theta: Any,
+    c: Any,
+    mu: float,
+    *,
+    at_theta: OracleOut | None = None,
+    rtol: float = SUBPROBLEM_RTOL,
+    max_iter: int = SUBPROBLEM_MAX_ITER,
+) -> LocalSolve:
     """w_i = argmin_w phi_i(w), phi_i(w) = f_i(w) - <c_i, w> + (mu/2) ||w - theta||^2, for every
     participant (``c`` is (m, d)), by Newton's method from w = theta.
 
@@ -357,17 +392,24 @@ def solve_local_subproblem(ctx: RoundContext, theta: Any, c: Any, mu: float, *,
         evals += 1
     phi = at_theta.f - xp.sum(c * w, axis=1)
     r = at_theta.g - c
-    H = xp.array(at_theta.H, copy=True)           # updated row by row below
+    H = xp.array(at_theta.H, copy=True)  # updated row by row below
     rnorm = xp.linalg.norm(r, axis=1)
-    tol = xp.maximum(rtol * rnorm, SUBPROBLEM_FLOOR * EPS * (
-        xp.linalg.norm(at_theta.g, axis=1) + xp.linalg.norm(c, axis=1)))
+    tol = xp.maximum(
+        rtol * rnorm,
+        SUBPROBLEM_FLOOR * EPS * (xp.linalg.norm(at_theta.g, axis=1) + xp.linalg.norm(c, axis=1)),
+    )
     iterations = 0
     active = everyone[to_numpy(rnorm > tol)]
     while active.size and iterations < max_iter:
         iterations += 1
         ia = xp.asarray(active)
-        p = spd_solve(add_diag(H[ia], mu), r[ia], labels=ctx.labels[active],
-                      what="local subproblem Hessian", hint="use lam > 0 or mu_d > 0")
+        p = spd_solve(
+            add_diag(H[ia], mu),
+            r[ia],
+            labels=ctx.labels[active],
+            what="local subproblem Hessian",
+            hint="use lam > 0 or mu_d > 0",
+        )
         trial = w[ia] - p
         phi_t, r_t, H_t = objective(trial, active, True, True)
         evals[active] += 1
@@ -375,10 +417,17 @@ def solve_local_subproblem(ctx: RoundContext, theta: Any, c: Any, mu: float, *,
         ok = (phi_t <= phi[ia] - ARMIJO_C * slope) | (xp.linalg.norm(r_t, axis=1) < rnorm[ia])
         bad = np.flatnonzero(~to_numpy(ok))
         if bad.size:
-            back, ib = active[bad], xp.asarray(bad)      # ib: rows of the active arrays
-            iw = xp.asarray(back)                         # iw: rows of the full arrays
-            t = armijo(ctx, w[iw], phi[iw], r[iw], p[ib], 0.5,
-                       value=lambda y, rows, back=back: objective(y, back[rows], False, False)[0])
+            back, ib = active[bad], xp.asarray(bad)  # ib: rows of the active arrays
+            iw = xp.asarray(back)  # iw: rows of the full arrays
+            t = armijo(
+                ctx,
+                w[iw],
+                phi[iw],
+                r[iw],
+                p[ib],
+                0.5,
+                value=lambda y, rows, back=back: objective(y, back[rows], False, False)[0],
+            )
             trial[ib] = w[iw] - t[:, None] * p[ib]
             phi_t[ib], r_t[ib], H_t[ib] = objective(trial[ib], back, True, True)
             evals[back] += 1

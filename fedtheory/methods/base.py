@@ -70,11 +70,15 @@ class RoundInfo:
         bits = None
         if self.bits is not None or other.bits is not None:
             bits = _bits(self) + _bits(other)
-        return RoundInfo(uplink=self.uplink + other.uplink,
-                         downlink=self.downlink + other.downlink,
-                         grad_evals=self.grad_evals + other.grad_evals,
-                         hess_evals=self.hess_evals + other.hess_evals, P=self.P,
-                         theta_local=self.theta_local, bits=bits)
+        return RoundInfo(
+            uplink=self.uplink + other.uplink,
+            downlink=self.downlink + other.downlink,
+            grad_evals=self.grad_evals + other.grad_evals,
+            hess_evals=self.hess_evals + other.hess_evals,
+            P=self.P,
+            theta_local=self.theta_local,
+            bits=bits,
+        )
 
 
 def _bits(info: RoundInfo) -> Any:
@@ -134,8 +138,15 @@ class RoundContext:
         """Client ids of the participants, for error messages."""
         return np.arange(self.problem.N) if self.clients is None else self.clients
 
-    def eval(self, theta: Any, *, value: bool = False, grad: bool = True, hess: bool = False,
-             sub: np.ndarray | None = None) -> OracleOut:
+    def eval(
+        self,
+        theta: Any,
+        *,
+        value: bool = False,
+        grad: bool = True,
+        hess: bool = False,
+        sub: np.ndarray | None = None,
+    ) -> OracleOut:
         """Oracle of the participants (or of the participants at positions ``sub``) at
         ``theta``: one point for all of them (one run) or one row per participant."""
         clients = self.clients
@@ -145,8 +156,7 @@ class RoundContext:
         if self.batched:
             rows = np.arange(self.m) if sub is None else np.asarray(sub)
             rng = RunDraws(self.rng, rows // self.S)
-        return self.oracle(self.problem, theta, clients, value=value, grad=grad, hess=hess,
-                           rng=rng)
+        return self.oracle(self.problem, theta, clients, value=value, grad=grad, hess=hess, rng=rng)
 
     # ---- server-level arrays --------------------------------------------------------------
     def to_clients(self, x: Any) -> Any:
@@ -172,7 +182,7 @@ class RoundContext:
         xp = self.problem.xp
         if not self.batched:
             return xp.tensordot(w, x, axes=1)
-        B, S = self.runs, self.S        # one (1, S) x (S, rest) product per run
+        B, S = self.runs, self.S  # one (1, S) x (S, rest) product per run
         out = xp.matmul(w.reshape(B, 1, S), x.reshape(B, S, -1))
         return out.reshape(B, *x.shape[1:])
 
@@ -191,8 +201,7 @@ class RoundContext:
             return fn(self, *args)
         out = [fn(self.one_run(r), *(_row(a, r) for a in args)) for r in range(self.runs)]
         if isinstance(out[0], tuple):
-            return tuple(_combine([o[k] for o in out], self.problem.xp)
-                         for k in range(len(out[0])))
+            return tuple(_combine([o[k] for o in out], self.problem.xp) for k in range(len(out[0])))
         return _combine(out, self.problem.xp)
 
     def count(self, n: Any) -> Any:
@@ -206,7 +215,7 @@ class RoundContext:
     def one_run(self, r: int) -> RoundContext:
         """Run r of a batched context as the single-run context the run has alone."""
         S = self.S
-        clients = self.labels[r * S:(r + 1) * S]
+        clients = self.labels[r * S : (r + 1) * S]
         return round_context(self.problem, clients, rng=self.rng[r], oracle=self.oracle)
 
     # ---- per-client state ((N, ...) for one run, (B, N, ...) batched) ----------------------
@@ -218,8 +227,7 @@ class RoundContext:
             return self.clients
         N = self.problem.N
         rows = self.labels + np.repeat(np.arange(self.runs) * N, self.S)
-        return None if rows.size == self.runs * N and (rows == np.arange(rows.size)).all() \
-            else rows
+        return None if rows.size == self.runs * N and (rows == np.arange(rows.size)).all() else rows
 
     def flat(self, x: Any) -> Any:
         """A per-client state as rows, (N, ...) or (B * N, ...): a view of ``x``, so writing
@@ -264,8 +272,12 @@ def _combine(values: list[Any], xp: Any) -> Any:
     if first is None:
         return None
     if isinstance(first, RoundInfo):
-        return RoundInfo(**{f.name: _combine([getattr(v, f.name) for v in values], xp)
-                            for f in dataclasses.fields(first)})
+        return RoundInfo(
+            **{
+                f.name: _combine([getattr(v, f.name) for v in values], xp)
+                for f in dataclasses.fields(first)
+            }
+        )
     if isinstance(first, (int, np.integer)) and not isinstance(first, bool):
         return np.asarray([int(v) for v in values], dtype=np.int64)
     if getattr(first, "ndim", 0) >= 1:
@@ -279,8 +291,15 @@ def per_run_info(infos: list[RoundInfo]) -> RoundInfo:
     return _combine([dataclasses.replace(i, P=None, theta_local=None) for i in infos], np)
 
 
-def round_context(problem: Any, clients: Any = None, *, rng: Any = None, oracle: Any = None,
-                  runs: int = 1, batched: bool | None = None) -> RoundContext:
+def round_context(
+    problem: Any,
+    clients: Any = None,
+    *,
+    rng: Any = None,
+    oracle: Any = None,
+    runs: int = 1,
+    batched: bool | None = None,
+) -> RoundContext:
     """The one constructor of a round's context (no ``RoundContext(`` anywhere else).
 
     clients: the participants S_t as host indices (None: all N, weights w_i as they are); for
@@ -298,21 +317,27 @@ def round_context(problem: Any, clients: Any = None, *, rng: Any = None, oracle:
     else:
         xp = problem.xp
         clients = np.tile(np.arange(problem.N), runs) if clients is None else np.asarray(clients)
-        check(clients.size % runs == 0, f"{clients.size} participants do not split into "
-                                        f"{runs} runs")
+        check(
+            clients.size % runs == 0, f"{clients.size} participants do not split into {runs} runs"
+        )
         w = problem.weights[xp.asarray(clients)].reshape(runs, -1)
         w = (w / w.sum(axis=1, keepdims=True)).reshape(-1)
         if not batched and clients.size == problem.N and (np.diff(clients) == 1).all():
-            clients, w = None, problem.weights   # all clients in order: full participation
+            clients, w = None, problem.weights  # all clients in order: full participation
     if batched:
         rng = tuple(np.random.default_rng(0) for _ in range(runs)) if rng is None else tuple(rng)
-        check(len(rng) == runs, f"a batch of {runs} runs needs {runs} generators, "
-                                f"got {len(rng)}")
+        check(len(rng) == runs, f"a batch of {runs} runs needs {runs} generators, got {len(rng)}")
     elif rng is None:
         rng = np.random.default_rng(0)
-    return RoundContext(problem, clients, w, rng,
-                        make_oracle("exact") if oracle is None else oracle, runs=runs,
-                        batched=batched)
+    return RoundContext(
+        problem,
+        clients,
+        w,
+        rng,
+        make_oracle("exact") if oracle is None else oracle,
+        runs=runs,
+        batched=batched,
+    )
 
 
 class Method:
@@ -338,7 +363,7 @@ class Method:
     description: ClassVar[str] = ""
     source: ClassVar[str] = ""
     full_participation_only: ClassVar[bool] = False
-    batchable: ClassVar[bool] = False   # written with the run-axis helpers of RoundContext
+    batchable: ClassVar[bool] = False  # written with the run-axis helpers of RoundContext
     renamed: ClassVar[dict[str, str]] = {}
 
     def start(self, problem: Any, theta0: Any) -> tuple[Any, RoundInfo]:
@@ -352,8 +377,17 @@ class Method:
 
 
 #: The lifecycle names of :class:`Method` that a hyperparameter may not take.
-LIFECYCLE = ("start", "round", "params", "name", "description", "source",
-             "full_participation_only", "batchable", "renamed")
+LIFECYCLE = (
+    "start",
+    "round",
+    "params",
+    "name",
+    "description",
+    "source",
+    "full_participation_only",
+    "batchable",
+    "renamed",
+)
 
 METHODS: dict[str, type[Method]] = {}
 

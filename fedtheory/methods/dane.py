@@ -52,8 +52,10 @@ class DANE(Method):
 
     name = "dane"
     batchable = True
-    description = ("clients minimise f_i with a gradient-corrected linear term exactly, "
-                   "server averages the local minimisers")
+    description = (
+        "clients minimise f_i with a gradient-corrected linear term exactly, "
+        "server averages the local minimisers"
+    )
     source = "Shamir, Srebro, Zhang 2014 (ICML), arXiv 1312.7853"
 
     def __post_init__(self) -> None:
@@ -65,18 +67,21 @@ class DANE(Method):
         theta = state.theta
         closed_form = self.local_solver == "auto" and ctx.problem.objective == "ridge"
         o = ctx.eval(ctx.to_clients(theta), value=not closed_form, grad=True, hess=True)
-        g = ctx.to_clients(ctx.mix(o.g))                              # first exchange
+        g = ctx.to_clients(ctx.mix(o.g))  # first exchange
         d, m = ctx.problem.d, ctx.m
         if closed_form:
-            step = spd_solve(add_diag(o.H, self.mu_d),
-                             ctx.problem.xp.broadcast_to(self.eta * g, o.g.shape),
-                             labels=ctx.labels, what="local subproblem Hessian",
-                             hint="use lam > 0 or mu_d > 0")
+            step = spd_solve(
+                add_diag(o.H, self.mu_d),
+                ctx.problem.xp.broadcast_to(self.eta * g, o.g.shape),
+                labels=ctx.labels,
+                what="local subproblem Hessian",
+                hint="use lam > 0 or mu_d > 0",
+            )
             w, evals = ctx.to_clients(theta) - step, m
         else:
-            sol = solve_local_subproblem(ctx, theta, o.g - self.eta * g, self.mu_d,
-                                         at_theta=o)
-            w, evals = sol.w, ctx.count(1 + sol.evals)      # with the evaluation at theta
-        info = RoundInfo(uplink=2 * m * d, downlink=2 * m * d, grad_evals=evals,
-                         hess_evals=evals, theta_local=w)
+            sol = solve_local_subproblem(ctx, theta, o.g - self.eta * g, self.mu_d, at_theta=o)
+            w, evals = sol.w, ctx.count(1 + sol.evals)  # with the evaluation at theta
+        info = RoundInfo(
+            uplink=2 * m * d, downlink=2 * m * d, grad_evals=evals, hess_evals=evals, theta_local=w
+        )
         return ServerState(ctx.mix(w)), info

@@ -131,16 +131,16 @@ def top_k_indices(a: Any, K: int) -> Any:
         return xp.broadcast_to(xp.arange(T), (m, T))
     idx = xp.argpartition(-a, K - 1, axis=1)[:, :K]
     top = xp.take_along_axis(a, idx, axis=1)
-    kth = top[:, K - 1:K]                                           # the K-th largest value
-    need = K - (top > kth).sum(axis=1)                              # places left for ties, >= 1
+    kth = top[:, K - 1 : K]  # the K-th largest value
+    need = K - (top > kth).sum(axis=1)  # places left for ties, >= 1
     ambiguous = xp.nonzero((a == kth).sum(axis=1) > need)[0]
     out = xp.sort(idx, axis=1)
     if ambiguous.size:
         sub, k = a[ambiguous], kth[ambiguous]
         keep = sub > k
-        rows, cols = xp.nonzero(sub == k)                           # ties, row by row, in order
+        rows, cols = xp.nonzero(sub == k)  # ties, row by row, in order
         ends = xp.cumsum(xp.bincount(rows, minlength=ambiguous.size))
-        from_end = ends[rows] - xp.arange(rows.size)                # 1 for a row's last tie
+        from_end = ends[rows] - xp.arange(rows.size)  # 1 for a row's last tie
         last = from_end <= need[ambiguous][rows]
         keep[rows[last], cols[last]] = True
         out[ambiguous] = xp.nonzero(keep)[1].reshape(-1, K)
@@ -153,7 +153,7 @@ def top_k_entries(M: Any, K: int) -> tuple[Any, Any, Any]:
     xp = xp_of(M)
     d = M.shape[-1]
     iu, ju, flat = _triu(d, xp)
-    vals = M.reshape(M.shape[0], d * d)[:, flat]                   # (m, d(d+1)/2)
+    vals = M.reshape(M.shape[0], d * d)[:, flat]  # (m, d(d+1)/2)
     idx = top_k_indices(xp.abs(vals), K)
     return xp.take_along_axis(vals, idx, axis=1), iu[idx], ju[idx]
 
@@ -187,7 +187,7 @@ def _rank_r_parts(M: Any, R: int) -> tuple[Any, Any, Any]:
 def _outer_sum(lam_r: Any, V_r: Any) -> Any:
     xp = xp_of(V_r)
     C = xp.matmul(V_r * lam_r[..., None, :], xp.swapaxes(V_r, -1, -2))
-    return 0.5 * (C + xp.swapaxes(C, -1, -2))          # exactly symmetric, not just to rounding
+    return 0.5 * (C + xp.swapaxes(C, -1, -2))  # exactly symmetric, not just to rounding
 
 
 def rank_r(M: Any, R: int) -> Any:
@@ -265,9 +265,12 @@ class Current:
 
 def consume(token: Current, method: str) -> Current:
     """Mark a state as used by a round; a second round on it is refused."""
-    check(token.current, f"this {method} state was already advanced by a round (its learned "
-                         f"Hessians are updated in place): continue from the state that round "
-                         f"returned, or call start again to replay")
+    check(
+        token.current,
+        f"this {method} state was already advanced by a round (its learned "
+        f"Hessians are updated in place): continue from the state that round "
+        f"returned, or call start again to replay",
+    )
     token.current = False
     return Current()
 
@@ -290,9 +293,10 @@ class HessianLearner(Method):
         check_count(self.R, "R")
         check_count(self.Kc, "Kc")
         alpha = number_or(self.alpha, "alpha", ALPHA_RULES)
-        check(alpha in ALPHA_RULES if isinstance(alpha, str)
-              else is_real(alpha) and 0 < alpha <= 1,
-              f"alpha must be a number in (0, 1], 'one' or 'rule1', got {self.alpha!r}")
+        check(
+            alpha in ALPHA_RULES if isinstance(alpha, str) else is_real(alpha) and 0 < alpha <= 1,
+            f"alpha must be a number in (0, 1], 'one' or 'rule1', got {self.alpha!r}",
+        )
         object.__setattr__(self, "alpha", alpha)
         check_choice(self.init, "init", INITS)
 
@@ -310,8 +314,9 @@ class HessianLearner(Method):
         up, hess, bits = 0, 0, 0
         if self.init == "hessian":
             up, hess, bits = N * sym_floats(d), N, N * BITS_PER_FLOAT * sym_floats(d)
-        return RoundInfo(uplink=up + uplink, downlink=0, grad_evals=grad_evals,
-                         hess_evals=hess, bits=bits)
+        return RoundInfo(
+            uplink=up + uplink, downlink=0, grad_evals=grad_evals, hess_evals=hess, bits=bits
+        )
 
     def initial_hessians(self, H_true: Any) -> Any:
         """H_i^0 from the clients' Hessians at x^0: a copy of them, or zeros."""
@@ -330,13 +335,20 @@ class HessianLearner(Method):
         if self.alpha != "rule1":
             return float(self.alpha)
         if self.compressor == "topK":
-            delta = min(self.Kc, sym_floats(d)) / sym_floats(d)       # 2K / (d (d + 1))
+            delta = min(self.Kc, sym_floats(d)) / sym_floats(d)  # 2K / (d (d + 1))
             return 1.0 - math.sqrt(1.0 - delta)
         return 1.0 if self.compressor == "identity" else None
 
     # ---- the update ------------------------------------------------------------------------
-    def learn(self, H: Any, H_true: Any, rows: np.ndarray | None = None, *,
-              norm: str | None = None, after: bool = False) -> Any:
+    def learn(
+        self,
+        H: Any,
+        H_true: Any,
+        rows: np.ndarray | None = None,
+        *,
+        norm: str | None = None,
+        after: bool = False,
+    ) -> Any:
         """H_i <- H_i + alpha C(H_i(x) - H_i), in place in the stack H (N, d, d), for the
         clients ``rows`` (host indices; None: all N, in order) whose Hessians at x are
         ``H_true`` (m, d, d). Works in blocks of clients (no temporary of the stack's size).
@@ -366,8 +378,11 @@ class HessianLearner(Method):
         norms = None
         eig = _rank_r_parts(D, self.R) if self.compressor == "rankR" else None
         if norm is not None and not after:
-            norms = (xp.max(xp.abs(eig[0]), axis=-1) if eig is not None and norm == "spectral"
-                     else matrix_norms(D, norm))
+            norms = (
+                xp.max(xp.abs(eig[0]), axis=-1)
+                if eig is not None and norm == "spectral"
+                else matrix_norms(D, norm)
+            )
         a = self._alpha_fixed(D.shape[-1])
         if eig is None:
             step = D if a == 1.0 else a * D
@@ -391,18 +406,21 @@ class HessianLearner(Method):
         b, d = T.shape[0], T.shape[-1]
         iu, ju, flat = _triu(d, xp)
         H_flat = H.reshape(H.shape[0], d * d)
-        if isinstance(at, slice):                        # all clients, in order: a view
+        if isinstance(at, slice):  # all clients, in order: a view
             vals = T.reshape(b, d * d)[:, flat] - H_flat[at][:, flat]
             ix = xp.arange(at.start, at.stop)[:, None]
         else:
             ix = at[:, None]
             vals = T.reshape(b, d * d)[:, flat] - H_flat[ix, flat[None, :]]
-        weight = xp.where(iu == ju, 1.0, 2.0)           # an off-diagonal entry counts twice
+        weight = xp.where(iu == ju, 1.0, 2.0)  # an off-diagonal entry counts twice
         spectral = norm == "spectral"
         norms = None
         if norm is not None and not after:
-            norms = (matrix_norms(T - H[at], norm) if spectral
-                     else xp.sqrt(xp.einsum("ij,ij,j->i", vals, vals, weight)))
+            norms = (
+                matrix_norms(T - H[at], norm)
+                if spectral
+                else xp.sqrt(xp.einsum("ij,ij,j->i", vals, vals, weight))
+            )
         idx = top_k_indices(xp.abs(vals), self.Kc)
         v = xp.take_along_axis(vals, idx, axis=1)
         a = self._alpha_fixed(d)
@@ -410,7 +428,7 @@ class HessianLearner(Method):
             v = a * v
         i, j = iu[idx], ju[idx]
         r = xp.broadcast_to(ix, i.shape)
-        off = i != j                                     # mirror the off-diagonal ones
+        off = i != j  # mirror the off-diagonal ones
         H[r, i, j] += v
         H[r[off], j[off], i[off]] += v[off]
         if norm is not None and after:
@@ -423,10 +441,10 @@ class HessianLearner(Method):
 
 
 class FedNLState(NamedTuple):
-    theta: Any              # x^k (d,)
-    H_local: Any            # H_i^k of every client (N, d, d) (per run: (B, N, d, d) in a batch);
+    theta: Any  # x^k (d,)
+    H_local: Any  # H_i^k of every client (N, d, d) (per run: (B, N, d, d) in a batch);
     #                         the next round updates it in place
-    token: Current         # whether this state still holds the current H_i^k
+    token: Current  # whether this state still holds the current H_i^k
 
 
 @dataclass(frozen=True)
@@ -443,24 +461,30 @@ class OldPointLearner(HessianLearner):
         state = FedNLState(theta0, self.initial_hessians(H), Current())
         return state, self.setup(problem.N, problem.d)
 
-    def learn_at_old_point(self, ctx: RoundContext, state: FedNLState, *, value: bool = False,
-                           norm: str | None = None) -> tuple[Any, Any, Any, Current]:
+    def learn_at_old_point(
+        self, ctx: RoundContext, state: FedNLState, *, value: bool = False, norm: str | None = None
+    ) -> tuple[Any, Any, Any, Current]:
         """(oracle output at x^k, H^k, ||H_i(x^k) - H_i^k|| in ``norm`` or None, a fresh
         token); the state's H_local holds H_i^{k+1} afterwards."""
         token = consume(state.token, self.name)
         o = ctx.eval(ctx.to_clients(state.theta), value=value, grad=True, hess=True)
-        Hk = ctx.mix(ctx.take(state.H_local))            # before the update
-        norms = self.learn(ctx.flat(state.H_local), o.H, ctx.slots, norm=norm)   # in place
+        Hk = ctx.mix(ctx.take(state.H_local))  # before the update
+        norms = self.learn(ctx.flat(state.H_local), o.H, ctx.slots, norm=norm)  # in place
         return o, Hk, norms, token
 
-    def counts(self, ctx: RoundContext, state: FedNLState, *, extra_floats: int = 0,
-               extra_bits: int = 0) -> RoundInfo:
+    def counts(
+        self, ctx: RoundContext, state: FedNLState, *, extra_floats: int = 0, extra_bits: int = 0
+    ) -> RoundInfo:
         """One round's counts: g_i and the message per client (+ extras per client), x^{k+1}
         down."""
         d, m = ctx.problem.d, ctx.m
-        return RoundInfo(uplink=m * (d + self.message(d) + extra_floats), downlink=m * d,
-                         grad_evals=m, hess_evals=m,
-                         bits=m * (self.round_bits(d) + extra_bits))
+        return RoundInfo(
+            uplink=m * (d + self.message(d) + extra_floats),
+            downlink=m * d,
+            grad_evals=m,
+            hess_evals=m,
+            bits=m * (self.round_bits(d) + extra_bits),
+        )
 
 
 @register
@@ -472,31 +496,39 @@ class FedNL(OldPointLearner):
     l_norm: str = "spectral"
 
     name = "fednl"
-    description = ("Newton steps with Hessians learned by compressed differences "
-                   "H_i <- H_i + alpha C(H_i(x) - H_i)")
+    description = (
+        "Newton steps with Hessians learned by compressed differences "
+        "H_i <- H_i + alpha C(H_i(x) - H_i)"
+    )
     source = "Safaryan, Islamov, Qian, Richtarik 2022 (ICML), arXiv 2106.02969"
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        check(self.option in (1, 2) and not isinstance(self.option, bool),
-              f"option must be 1 or 2, got {self.option!r}")
+        check(
+            self.option in (1, 2) and not isinstance(self.option, bool),
+            f"option must be 1 or 2, got {self.option!r}",
+        )
         check_choice(self.l_norm, "l_norm", L_NORMS)
 
     def start(self, problem: Any, theta0: Any) -> tuple[FedNLState, RoundInfo]:
-        check(self.option != 1 or problem.lam > 0,
-              f"FedNL option 1 projects onto {{X >= mu I}} with mu = lam, but problem "
-              f"{problem.name!r} has lam = {problem.lam:g}; use option=2 or a problem with lam > 0")
+        check(
+            self.option != 1 or problem.lam > 0,
+            f"FedNL option 1 projects onto {{X >= mu I}} with mu = lam, but problem "
+            f"{problem.name!r} has lam = {problem.lam:g}; use option=2 or a problem with lam > 0",
+        )
         return super().start(problem, theta0)
 
     def round(self, ctx: RoundContext, state: FedNLState) -> tuple[FedNLState, RoundInfo]:
         option2 = self.option == 2
         o, Hk, norms, token = self.learn_at_old_point(
-            ctx, state, norm=self.l_norm if option2 else None)
+            ctx, state, norm=self.l_norm if option2 else None
+        )
         if option2:
             Hk = shift(Hk, ctx.mix(norms))
         else:
             Hk = project_mu(Hk, ctx.problem.lam)
-        step = spd_solve(Hk, ctx.mix(o.g), what="FedNL Hessian estimate",
-                         hint="use a problem with lam > 0")
+        step = spd_solve(
+            Hk, ctx.mix(o.g), what="FedNL Hessian estimate", hint="use a problem with lam > 0"
+        )
         info = self.counts(ctx, state, extra_floats=int(option2))
         return FedNLState(state.theta - step, state.H_local, token), info

@@ -97,12 +97,12 @@ def _matvec(H: Any, x: Any) -> Any:
 
 # ------------------------------------------------------------------------------- FedNL-PP
 class FedNLPPState(NamedTuple):
-    theta: Any              # x^k, the last server iterate (d,)
-    H_local: Any            # H_i of every client (N, d, d); updated in place by the next round
-    l: Any                  # l_i (N,)
-    g_tilde: Any            # g~_i (N, d)
-    w: Any                  # w_i, the last point client i saw (N, d)
-    token: Current         # whether this state still holds the current client states
+    theta: Any  # x^k, the last server iterate (d,)
+    H_local: Any  # H_i of every client (N, d, d); updated in place by the next round
+    l: Any  # l_i (N,)
+    g_tilde: Any  # g~_i (N, d)
+    w: Any  # w_i, the last point client i saw (N, d)
+    token: Current  # whether this state still holds the current client states
 
 
 @register
@@ -114,8 +114,10 @@ class FedNLPP(HessianLearner):
 
     name = "fednl_pp"
     batchable = True
-    description = ("FedNL with partial participation: the server steps from every client's "
-                   "stored (H_i, l_i, g~_i); participants refresh at the new point")
+    description = (
+        "FedNL with partial participation: the server steps from every client's "
+        "stored (H_i, l_i, g~_i); participants refresh at the new point"
+    )
     source = "Safaryan, Islamov, Qian, Richtarik 2022 (ICML), arXiv 2106.02969, Algorithm 3"
 
     def __post_init__(self) -> None:
@@ -135,24 +137,33 @@ class FedNLPP(HessianLearner):
         l = matrix_norms(o.H - H, self.l_norm)
         w = xp.array(xp.broadcast_to(theta0, (N, d)))
         state = FedNLPPState(theta0, H, l, self._refresh(H, theta0, o.g, l), w, Current())
-        setup = self.setup(N, d, uplink=N * (d + 1), grad_evals=N)     # g~_i and l_i up
-        return state, dataclasses.replace(setup, hess_evals=N)         # H_i(x^0), any init
+        setup = self.setup(N, d, uplink=N * (d + 1), grad_evals=N)  # g~_i and l_i up
+        return state, dataclasses.replace(setup, hess_evals=N)  # H_i(x^0), any init
 
     def round(self, ctx: RoundContext, state: FedNLPPState) -> tuple[FedNLPPState, RoundInfo]:
         token = consume(state.token, self.name)
         d, m = ctx.problem.d, ctx.m
         H, l, g_tilde, pts = state.H_local, state.l, state.g_tilde, state.w
         # all N clients with their weights w_i, not the participants
-        x_new = spd_solve(shift(ctx.mix_all(H), ctx.mix_all(l)), ctx.mix_all(g_tilde),
-                          what="FedNL-PP Hessian estimate", hint="use a problem with lam > 0")
+        x_new = spd_solve(
+            shift(ctx.mix_all(H), ctx.mix_all(l)),
+            ctx.mix_all(g_tilde),
+            what="FedNL-PP Hessian estimate",
+            hint="use a problem with lam > 0",
+        )
         x_seen = ctx.to_clients(x_new)
-        o = ctx.eval(x_seen, grad=True, hess=True)    # the participants, at the NEW point
+        o = ctx.eval(x_seen, grad=True, hess=True)  # the participants, at the NEW point
         l_new = self.learn(ctx.flat(H), o.H, ctx.slots, norm=self.l_norm, after=True)
         ctx.put(l, l_new, in_place=True)
         ctx.put(pts, x_seen, in_place=True)
         ctx.put(g_tilde, self._refresh(ctx.take(H), x_seen, o.g, l_new), in_place=True)
-        info = RoundInfo(uplink=m * (d + self.message(d) + 1), downlink=m * d, grad_evals=m,
-                         hess_evals=m, bits=m * self.round_bits(d))
+        info = RoundInfo(
+            uplink=m * (d + self.message(d) + 1),
+            downlink=m * d,
+            grad_evals=m,
+            hess_evals=m,
+            bits=m * self.round_bits(d),
+        )
         return FedNLPPState(x_new, H, l, g_tilde, pts, token), info
 
 
@@ -166,8 +177,10 @@ class FedNLLS(OldPointLearner):
     c: float = 0.5
 
     name = "fednl_ls"
-    description = ("FedNL option 1's direction with backtracking line search on f; Hessians "
-                   "learned at the old point")
+    description = (
+        "FedNL option 1's direction with backtracking line search on f; Hessians "
+        "learned at the old point"
+    )
     source = "Safaryan, Islamov, Qian, Richtarik 2022 (ICML), arXiv 2106.02969, FedNL-LS"
 
     def __post_init__(self) -> None:
@@ -176,24 +189,34 @@ class FedNLLS(OldPointLearner):
         check_open_unit(self.c, "c")
 
     def start(self, problem: Any, theta0: Any) -> tuple[FedNLState, RoundInfo]:
-        check(problem.lam > 0,
-              f"FedNL-LS projects onto {{X >= mu I}} with mu = lam, but problem "
-              f"{problem.name!r} has lam = {problem.lam:g}; use a problem with lam > 0")
+        check(
+            problem.lam > 0,
+            f"FedNL-LS projects onto {{X >= mu I}} with mu = lam, but problem "
+            f"{problem.name!r} has lam = {problem.lam:g}; use a problem with lam > 0",
+        )
         return super().start(problem, theta0)
 
     def round(self, ctx: RoundContext, state: FedNLState) -> tuple[FedNLState, RoundInfo]:
         o, Hk, _, token = self.learn_at_old_point(ctx, state, value=True)
         g = ctx.mix(o.g)
-        p = -spd_solve(project_mu(Hk, ctx.problem.lam), g, what="FedNL-LS Hessian estimate",
-                       hint="use a problem with lam > 0")
+        p = -spd_solve(
+            project_mu(Hk, ctx.problem.lam),
+            g,
+            what="FedNL-LS Hessian estimate",
+            hint="use a problem with lam > 0",
+        )
         x_new, trials = ctx.per_run(self.line_search, state.theta, p, g, ctx.mix(o.f))
-        info = ctx.per_run(lambda c, trials: self.counts(
-            c, state, extra_floats=1 + trials, extra_bits=BITS_PER_FLOAT * (trials - 1)), trials)
+        info = ctx.per_run(
+            lambda c, trials: self.counts(
+                c, state, extra_floats=1 + trials, extra_bits=BITS_PER_FLOAT * (trials - 1)
+            ),
+            trials,
+        )
         return FedNLState(x_new, state.H_local, token), info
 
-    def line_search(self, ctx: RoundContext, x: Any, p: Any, g: Any, f_x: Any
-                    ) -> tuple[Any, int]:
+    def line_search(self, ctx: RoundContext, x: Any, p: Any, g: Any, f_x: Any) -> tuple[Any, int]:
         """x + t p with t from backtracking on f (one run), and the number of trials."""
+
         def f(t: float) -> float:
             return float(ctx.mix(ctx.eval(x + t * p, value=True, grad=False).f))
 
@@ -223,14 +246,14 @@ def cubic_step(A: Any, g: Any, M: float) -> Any:
             s = np.where(c == 0, 0.0, c / (lam + 0.5 * M * r))
         return float(np.linalg.norm(s)) - r
 
-    if gap(r_lo) <= 0:                     # hard case, or g = 0
+    if gap(r_lo) <= 0:  # hard case, or g = 0
         s = np.zeros_like(c)
         free = lam + 0.5 * M * r_lo > 0
         s[free] = -c[free] / (lam[free] + 0.5 * M * r_lo)
         s[np.flatnonzero(~free)[:1]] = math.sqrt(max(r_lo * r_lo - float(s @ s), 0.0))
         return xp.asarray(Q @ s)
     r_a, step = r_lo, 1e-15 * max(1.0, r_lo)
-    while not math.isfinite(gap(r_a)):     # a pole at r_lo: start just above it
+    while not math.isfinite(gap(r_a)):  # a pole at r_lo: start just above it
         r_a, step = r_lo + step, 2.0 * step
     r_b = max(2.0 * r_a, 1.0)
     while gap(r_b) > 0:
@@ -248,15 +271,19 @@ class FedNLCR(OldPointLearner):
     l_norm: str = "frobenius"
 
     name = "fednl_cr"
-    description = ("FedNL with a cubic-regularised step on the learned Hessian plus l^k I; "
-                   "every client learns its Hessian at the old point")
+    description = (
+        "FedNL with a cubic-regularised step on the learned Hessian plus l^k I; "
+        "every client learns its Hessian at the old point"
+    )
     source = "Safaryan, Islamov, Qian, Richtarik 2022 (ICML), arXiv 2106.02969, FedNL-CR"
 
     def __post_init__(self) -> None:
         super().__post_init__()
         M = number_or(self.M, "M", ("L_H",))
-        check(M == "L_H" or (is_real(M) and M >= 0),
-              f"M must be a number >= 0 or 'L_H', got {self.M!r}")
+        check(
+            M == "L_H" or (is_real(M) and M >= 0),
+            f"M must be a number >= 0 or 'L_H', got {self.M!r}",
+        )
         object.__setattr__(self, "M", M)
         check_choice(self.l_norm, "l_norm", L_NORMS)
 
@@ -267,7 +294,7 @@ class FedNLCR(OldPointLearner):
         o, Hk, norms, token = self.learn_at_old_point(ctx, state, norm=self.l_norm)
         A = shift(Hk, ctx.mix(norms))
         M = self.cubic_constant(ctx.problem)
-        h = ctx.per_run(lambda c, A, g: cubic_step(A, g, M), A, ctx.mix(o.g))   # on the host
+        h = ctx.per_run(lambda c, A, g: cubic_step(A, g, M), A, ctx.mix(o.g))  # on the host
         info = self.counts(ctx, state, extra_floats=1, extra_bits=BITS_PER_FLOAT)
         return FedNLState(state.theta + h, state.H_local, token), info
 

@@ -62,9 +62,9 @@ THETA_INITS = ("hessian", "identity")
 
 
 class FedPACState(NamedTuple):
-    theta: Any              # server model (d,)
-    Theta: Any              # server curvature state (d, d); None when align=False
-    gG: Any                 # global direction -Delta / (K eta) of the previous round (d,)
+    theta: Any  # server model (d,)
+    Theta: Any  # server curvature state (d, d); None when align=False
+    gG: Any  # global direction -Delta / (K eta) of the previous round (d,)
 
 
 @register
@@ -81,8 +81,10 @@ class FedPAC(Method):
 
     name = "fedpac"
     batchable = True
-    description = ("local Newton-type steps with an aligned curvature EMA, corrected by the "
-                   "last global direction")
+    description = (
+        "local Newton-type steps with an aligned curvature EMA, corrected by the "
+        "last global direction"
+    )
     source = "Liu et al. 2026, arXiv 2602.19271"
 
     def __post_init__(self) -> None:
@@ -100,8 +102,7 @@ class FedPAC(Method):
         Theta, setup = None, NO_SETUP
         if self.align and self.theta_init == "hessian":
             Theta = problem.global_oracle(theta0, value=False, grad=False, hess=True).H
-            setup = RoundInfo(uplink=N * sym_floats(d), downlink=0, grad_evals=0,
-                              hess_evals=N)
+            setup = RoundInfo(uplink=N * sym_floats(d), downlink=0, grad_evals=0, hess_evals=N)
         elif self.align:
             Theta = xp.eye(d)
         return FedPACState(theta0, Theta, xp.zeros(d)), setup
@@ -109,19 +110,29 @@ class FedPAC(Method):
     def round(self, ctx: RoundContext, state: FedPACState) -> tuple[FedPACState, RoundInfo]:
         d, m = ctx.problem.d, ctx.m
         shift = self.eta * self.beta * ctx.to_clients(state.gG)
-        Theta0 = None                                    # align=False: Theta_i^0 = H_i(theta)
+        Theta0 = None  # align=False: Theta_i^0 = H_i(theta)
         if self.align:
             Theta0 = ctx.problem.xp.broadcast_to(ctx.to_clients(state.Theta), (m, d, d))
         curvature = HessianEMA(self.rho, self.delta, self.order == "update_then_use", Theta0)
-        loc = local_steps(ctx, state.theta, curvature, K=self.K,
-                          eta=self.eta * (1 - self.beta), correction=lambda x: shift)
+        loc = local_steps(
+            ctx,
+            state.theta,
+            curvature,
+            K=self.K,
+            eta=self.eta * (1 - self.beta),
+            correction=lambda x: shift,
+        )
         x, Th = loc.theta, loc.curvature.Theta
         Delta = ctx.mix(x - ctx.to_clients(state.theta))
         Theta = ctx.mix(Th) if self.align else None
         mat = sym_floats(d) if self.align else 0
-        info = RoundInfo(uplink=m * (d + mat),
-                         downlink=m * (d + (d if self.beta > 0 else 0) + mat),
-                         grad_evals=loc.grad_evals, hess_evals=loc.hess_evals, P=loc.P_last,
-                         theta_local=x)
+        info = RoundInfo(
+            uplink=m * (d + mat),
+            downlink=m * (d + (d if self.beta > 0 else 0) + mat),
+            grad_evals=loc.grad_evals,
+            hess_evals=loc.hess_evals,
+            P=loc.P_last,
+            theta_local=x,
+        )
         new = FedPACState(state.theta + Delta, Theta, -Delta / (self.K * self.eta))
         return new, info

@@ -57,9 +57,9 @@ MIXING = ("last", "start", "end")
 class MemoryState(NamedTuple):
     """FedPM-PP's server state: theta and every client's last pair (P_i, v_i)."""
 
-    theta: Any              # (d,)
-    P: Any                  # (N, d, d)
-    v: Any                  # (N, d)
+    theta: Any  # (d,)
+    P: Any  # (N, d, d)
+    v: Any  # (N, d)
 
 
 @register
@@ -75,8 +75,10 @@ class FedPM(Method):
     name = "fedpm"
     batchable = True
     description = "local Newton steps, server mixes local iterates through their preconditioners"
-    source = ("Ishii et al. 2025, arXiv 2511.09100; server memory: Stochastic Newton, Kovalev, "
-              "Mishchenko, Richtarik 2019, arXiv 1912.01597")
+    source = (
+        "Ishii et al. 2025, arXiv 2511.09100; server memory: Stochastic Newton, Kovalev, "
+        "Mishchenko, Richtarik 2019, arXiv 1912.01597"
+    )
 
     def __post_init__(self) -> None:
         check_K(self.K)
@@ -89,35 +91,51 @@ class FedPM(Method):
     def start(self, problem: Any, theta0: Any) -> tuple[ServerState | MemoryState, RoundInfo]:
         if not self.server_memory:
             return ServerState(theta0), NO_SETUP
-        ctx = round_context(problem)          # every client, exact oracle
+        ctx = round_context(problem)  # every client, exact oracle
         loc, P, hess = self._clients(ctx, theta0)
         d, N = problem.d, problem.N
-        setup = RoundInfo(uplink=N * (sym_floats(d) + d), downlink=0,
-                          grad_evals=loc.grad_evals, hess_evals=hess)
+        setup = RoundInfo(
+            uplink=N * (sym_floats(d) + d), downlink=0, grad_evals=loc.grad_evals, hess_evals=hess
+        )
         return MemoryState(theta0, P, self._v(ctx, P, loc)), setup
 
-    def round(self, ctx: RoundContext, state: ServerState | MemoryState
-              ) -> tuple[ServerState | MemoryState, RoundInfo]:
+    def round(
+        self, ctx: RoundContext, state: ServerState | MemoryState
+    ) -> tuple[ServerState | MemoryState, RoundInfo]:
         loc, P_mix, hess_evals = self._clients(ctx, state.theta)
         v = self._v(ctx, P_mix, loc)
         d, m = ctx.problem.d, ctx.m
-        info = RoundInfo(uplink=m * (d + sym_floats(d)), downlink=m * d,
-                         grad_evals=loc.grad_evals, hess_evals=hess_evals, P=loc.P_last,
-                         theta_local=loc.theta)
+        info = RoundInfo(
+            uplink=m * (d + sym_floats(d)),
+            downlink=m * d,
+            grad_evals=loc.grad_evals,
+            hess_evals=hess_evals,
+            P=loc.P_last,
+            theta_local=loc.theta,
+        )
         if not self.server_memory:
-            theta = spd_solve(ctx.mix(P_mix), ctx.mix(v), what="mixed preconditioner",
-                              hint="use lam > 0 or delta > 0")
+            theta = spd_solve(
+                ctx.mix(P_mix),
+                ctx.mix(v),
+                what="mixed preconditioner",
+                hint="use lam > 0 or delta > 0",
+            )
             return ServerState(theta), info
-        P_all, v_all = ctx.put(state.P, P_mix), ctx.put(state.v, v)   # the state stays pure
-        theta = spd_solve(ctx.mix_all(P_all), ctx.mix_all(v_all),    # w_i, all N clients
-                          what="mixed preconditioner", hint="use lam > 0 or delta > 0")
+        P_all, v_all = ctx.put(state.P, P_mix), ctx.put(state.v, v)  # the state stays pure
+        theta = spd_solve(
+            ctx.mix_all(P_all),
+            ctx.mix_all(v_all),  # w_i, all N clients
+            what="mixed preconditioner",
+            hint="use lam > 0 or delta > 0",
+        )
         return MemoryState(theta, P_all, v_all), info
 
     def _clients(self, ctx: RoundContext, theta: Any) -> tuple[LocalRun, Any, int]:
         """The client loop and the preconditioner each participant uploads (with the Hessian
         evaluations both cost)."""
-        loc = local_newton_steps(ctx, theta, K=self.K, eta=self.eta, delta=self.delta,
-                                 preconditioner=self.preconditioner)
+        loc = local_newton_steps(
+            ctx, theta, K=self.K, eta=self.eta, delta=self.delta, preconditioner=self.preconditioner
+        )
         if self.preconditioner == "foof" or self.mixing_preconditioner == "last":
             return loc, loc.P_last, loc.hess_evals
         if self.mixing_preconditioner == "start":

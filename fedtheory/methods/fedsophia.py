@@ -41,9 +41,9 @@ from .base import NO_SETUP, Method, RoundContext, RoundInfo, register
 
 
 class FedSophiaState(NamedTuple):
-    theta: Any      # server model (d,)
-    m: Any          # per-client first moments (N, d); None unless keep_state
-    h: Any          # per-client Hessian-diagonal EMAs (N, d); None unless keep_state
+    theta: Any  # server model (d,)
+    m: Any  # per-client first moments (N, d); None unless keep_state
+    h: Any  # per-client Hessian-diagonal EMAs (N, d); None unless keep_state
 
 
 @register
@@ -61,10 +61,14 @@ class FedSophia(Method):
 
     name = "fedsophia"
     batchable = True
-    description = ("K local Sophia steps (clipped m / max(gamma h, eps), h an EMA of the exact "
-                   "Hessian diagonal), server averages")
-    source = ("Sophia: Liu et al. 2023, arXiv 2305.14342; federated use as in Liu et al. 2026, "
-              "arXiv 2602.19271")
+    description = (
+        "K local Sophia steps (clipped m / max(gamma h, eps), h an EMA of the exact "
+        "Hessian diagonal), server averages"
+    )
+    source = (
+        "Sophia: Liu et al. 2023, arXiv 2305.14342; federated use as in Liu et al. 2026, "
+        "arXiv 2602.19271"
+    )
 
     def __post_init__(self) -> None:
         check_K(self.K)
@@ -83,8 +87,7 @@ class FedSophia(Method):
         xp, N, d = problem.xp, problem.N, problem.d
         return FedSophiaState(theta0, xp.zeros((N, d)), xp.zeros((N, d))), NO_SETUP
 
-    def round(self, ctx: RoundContext, state: FedSophiaState
-              ) -> tuple[FedSophiaState, RoundInfo]:
+    def round(self, ctx: RoundContext, state: FedSophiaState) -> tuple[FedSophiaState, RoundInfo]:
         xp, d, mm = ctx.problem.xp, ctx.problem.d, ctx.m
         if self.keep_state:
             m, h = ctx.take(state.m), ctx.take(state.h)
@@ -96,6 +99,12 @@ class FedSophia(Method):
         if self.keep_state:
             new_m, new_h = ctx.put(state.m, loc.curvature.m), ctx.put(state.h, loc.curvature.h)
         P = loc.P_last[:, :, None] * xp.eye(d)
-        info = RoundInfo(uplink=mm * d, downlink=mm * d, grad_evals=loc.grad_evals,
-                         hess_evals=loc.hess_evals, P=P, theta_local=loc.theta)
+        info = RoundInfo(
+            uplink=mm * d,
+            downlink=mm * d,
+            grad_evals=loc.grad_evals,
+            hess_evals=loc.hess_evals,
+            P=P,
+            theta_local=loc.theta,
+        )
         return FedSophiaState(ctx.mix(loc.theta), new_m, new_h), info

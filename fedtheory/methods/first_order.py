@@ -41,8 +41,14 @@ from .base import NO_SETUP, Method, RoundContext, RoundInfo, ServerState, regist
 DEFAULT_ETA = 0.5
 
 
-def local_gd(ctx: RoundContext, theta: Any, *, K: int, eta: float,
-             correction: Callable[[Any], Any] | None = None) -> tuple[Any, int]:
+def local_gd(
+    ctx: RoundContext,
+    theta: Any,
+    *,
+    K: int,
+    eta: float,
+    correction: Callable[[Any], Any] | None = None,
+) -> tuple[Any, int]:
     """K local gradient steps of every participant from theta: returns theta_i^K (m, d) and
     the number of gradient evaluations. ``correction(x)`` (m, d) is added to the gradients."""
     xp = ctx.problem.xp
@@ -55,11 +61,17 @@ def local_gd(ctx: RoundContext, theta: Any, *, K: int, eta: float,
     return x, K * ctx.m
 
 
-def _info(ctx: RoundContext, grad_evals: int, theta_local: Any = None,
-          vectors: int = 1) -> RoundInfo:
+def _info(
+    ctx: RoundContext, grad_evals: int, theta_local: Any = None, vectors: int = 1
+) -> RoundInfo:
     d, m = ctx.problem.d, ctx.m
-    return RoundInfo(uplink=vectors * m * d, downlink=vectors * m * d, grad_evals=grad_evals,
-                     hess_evals=0, theta_local=theta_local)
+    return RoundInfo(
+        uplink=vectors * m * d,
+        downlink=vectors * m * d,
+        grad_evals=grad_evals,
+        hess_evals=0,
+        theta_local=theta_local,
+    )
 
 
 @register
@@ -119,15 +131,20 @@ class FedProx(Method):
 
     def round(self, ctx: RoundContext, state: ServerState) -> tuple[ServerState, RoundInfo]:
         theta = state.theta
-        x, evals = local_gd(ctx, theta, K=self.K, eta=self.eta,
-                            correction=lambda x: self.mu_p * (x - ctx.to_clients(theta)))
+        x, evals = local_gd(
+            ctx,
+            theta,
+            K=self.K,
+            eta=self.eta,
+            correction=lambda x: self.mu_p * (x - ctx.to_clients(theta)),
+        )
         return ServerState(ctx.mix(x)), _info(ctx, evals, x)
 
 
 class ScaffoldState(NamedTuple):
-    theta: Any      # server model (d,)
-    c: Any          # server control variate c = sum_i w_i c_i (d,)
-    c_local: Any    # client control variates c_i (N, d), kept for clients that sit out
+    theta: Any  # server model (d,)
+    c: Any  # server control variate c = sum_i w_i c_i (d,)
+    c_local: Any  # client control variates c_i (N, d), kept for clients that sit out
 
 
 @register
@@ -153,13 +170,12 @@ class Scaffold(Method):
         return zeros, NO_SETUP
 
     def round(self, ctx: RoundContext, state: ScaffoldState) -> tuple[ScaffoldState, RoundInfo]:
-        theta, c = ctx.to_clients(state.theta), ctx.to_clients(state.c)   # as clients see them
+        theta, c = ctx.to_clients(state.theta), ctx.to_clients(state.c)  # as clients see them
         c_i = ctx.take(state.c_local)
         shift = c - c_i
-        x, evals = local_gd(ctx, state.theta, K=self.K, eta=self.eta,
-                            correction=lambda x: shift)
+        x, evals = local_gd(ctx, state.theta, K=self.K, eta=self.eta, correction=lambda x: shift)
         c_i_new = c_i - c + (theta - x) / (self.K * self.eta)
-        c_new = state.c + ctx.sum_w(c_i_new - c_i)       # w_i, not renormalised
+        c_new = state.c + ctx.sum_w(c_i_new - c_i)  # w_i, not renormalised
         c_local = ctx.put(state.c_local, c_i_new)
         theta_new = state.theta + self.eta_g * ctx.mix(x - theta)
         return ScaffoldState(theta_new, c_new, c_local), _info(ctx, evals, x, vectors=2)

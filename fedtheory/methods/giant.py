@@ -47,8 +47,8 @@ ROUNDING = 1e3 * float(np.finfo(np.float64).eps)
 
 
 class GIANTState(NamedTuple):
-    theta: Any      # (d,)
-    step: Any       # the step of the last line search (eta before the first; one per run in
+    theta: Any  # (d,)
+    step: Any  # the step of the last line search (eta before the first; one per run in
     #                 a batch)
 
 
@@ -60,8 +60,10 @@ class GIANT(Method):
 
     name = "giant"
     batchable = True
-    description = ("server steps along the average of local Newton directions H_i^{-1} g "
-                   "for the global gradient g")
+    description = (
+        "server steps along the average of local Newton directions H_i^{-1} g "
+        "for the global gradient g"
+    )
     source = "Wang, Roosta, Xu, Mahoney 2018 (NeurIPS), arXiv 1709.03528"
 
     def __post_init__(self) -> None:
@@ -73,16 +75,22 @@ class GIANT(Method):
 
     def round(self, ctx: RoundContext, state: GIANTState) -> tuple[GIANTState, RoundInfo]:
         o = ctx.eval(ctx.to_clients(state.theta), value=self.line_search, grad=True, hess=True)
-        g = ctx.mix(o.g)                                              # first exchange
-        p_i = spd_solve(o.H, ctx.problem.xp.broadcast_to(ctx.to_clients(g), o.g.shape),
-                        labels=ctx.labels, what="local Hessian", hint="use lam > 0")
-        p = ctx.mix(p_i)                                              # second exchange
+        g = ctx.mix(o.g)  # first exchange
+        p_i = spd_solve(
+            o.H,
+            ctx.problem.xp.broadcast_to(ctx.to_clients(g), o.g.shape),
+            labels=ctx.labels,
+            what="local Hessian",
+            hint="use lam > 0",
+        )
+        p = ctx.mix(p_i)  # second exchange
         f = ctx.mix(o.f) if self.line_search else None
         theta, t, info = ctx.per_run(self.server_step, state.theta, g, p, f, state.step)
         return GIANTState(theta, t), info
 
-    def server_step(self, ctx: RoundContext, theta: Any, g: Any, p: Any, f_theta: Any,
-                    last_step: Any) -> tuple[Any, float, RoundInfo]:
+    def server_step(
+        self, ctx: RoundContext, theta: Any, g: Any, p: Any, f_theta: Any, last_step: Any
+    ) -> tuple[Any, float, RoundInfo]:
         """theta - t p with t fixed or from the line search (one run), t and the round's
         counts."""
         d, m = ctx.problem.d, ctx.m
@@ -90,10 +98,11 @@ class GIANT(Method):
         t = float(self.eta)
         if self.line_search:
             f0, slope = float(f_theta), float(g @ p)
-            up += m                                                   # f_i(theta)
-            if self.eta * slope <= ROUNDING * abs(f0):                # unresolvable: reuse
+            up += m  # f_i(theta)
+            if self.eta * slope <= ROUNDING * abs(f0):  # unresolvable: reuse
                 t = float(last_step)
             else:
+
                 def f(step: float) -> float:
                     return float(ctx.mix(ctx.eval(theta - step * p, value=True, grad=False).f))
 

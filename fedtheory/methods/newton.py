@@ -46,17 +46,15 @@ class Newton(Method):
 
     def round(self, ctx: RoundContext, state: ServerState) -> tuple[ServerState, RoundInfo]:
         o = ctx.eval(ctx.to_clients(state.theta), grad=True, hess=True)
-        step = spd_solve(ctx.mix(o.H), ctx.mix(o.g), what="global Hessian",
-                         hint="use lam > 0")
+        step = spd_solve(ctx.mix(o.H), ctx.mix(o.g), what="global Hessian", hint="use lam > 0")
         d, m = ctx.problem.d, ctx.m
-        info = RoundInfo(uplink=m * (d + sym_floats(d)), downlink=m * d, grad_evals=m,
-                         hess_evals=m)
+        info = RoundInfo(uplink=m * (d + sym_floats(d)), downlink=m * d, grad_evals=m, hess_evals=m)
         return ServerState(state.theta - self.eta * step), info
 
 
 class NewtonStarState(NamedTuple):
-    theta: Any              # x (d,)
-    H_star: Any             # H_i(theta*) of every client (N, d, d)
+    theta: Any  # x (d,)
+    H_star: Any  # H_i(theta*) of every client (N, d, d)
 
 
 @register
@@ -67,19 +65,19 @@ class NewtonStar(Method):
     name = "newton_star"
     batchable = True
     description = "Newton steps with the global Hessian at the solution, H(theta*)^{-1} g(x)"
-    source = ("Islamov, Qian, Richtarik 2021 (Newton Learn), arXiv 2102.07158; a theoretical "
-              "baseline of the FedNL papers")
+    source = (
+        "Islamov, Qian, Richtarik 2021 (Newton Learn), arXiv 2102.07158; a theoretical "
+        "baseline of the FedNL papers"
+    )
 
     def start(self, problem: Any, theta0: Any) -> tuple[NewtonStarState, RoundInfo]:
         xp, N = problem.xp, problem.N
         theta_star = xp.asarray(problem.reference.theta_star)
         H = problem.oracle(theta_star, grad=False, hess=True).H
-        setup = RoundInfo(uplink=N * sym_floats(problem.d), downlink=0, grad_evals=0,
-                          hess_evals=N)
+        setup = RoundInfo(uplink=N * sym_floats(problem.d), downlink=0, grad_evals=0, hess_evals=N)
         return NewtonStarState(theta0, xp.array(H, copy=True)), setup
 
-    def round(self, ctx: RoundContext, state: NewtonStarState
-              ) -> tuple[NewtonStarState, RoundInfo]:
+    def round(self, ctx: RoundContext, state: NewtonStarState) -> tuple[NewtonStarState, RoundInfo]:
         H_star = ctx.take(state.H_star)
         g = ctx.mix(ctx.eval(ctx.to_clients(state.theta), grad=True).g)
         step = spd_solve(ctx.mix(H_star), g, what="global Hessian at theta*", hint="use lam > 0")

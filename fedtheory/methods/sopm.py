@@ -33,8 +33,9 @@ class SOPM(Method):
     name = "sopm"
     batchable = True
     description = "local Newton steps, server averages the local iterates (LocalNewton family)"
-    source = ("LocalNewton, Gupta et al. 2021 (arXiv 2105.07320); the simple-mixing baseline "
-              "of FedPM")
+    source = (
+        "LocalNewton, Gupta et al. 2021 (arXiv 2105.07320); the simple-mixing baseline of FedPM"
+    )
 
     def __post_init__(self) -> None:
         check_K(self.K)
@@ -44,10 +45,22 @@ class SOPM(Method):
         check_preconditioner(self.preconditioner)
 
     def round(self, ctx: RoundContext, state: ServerState) -> tuple[ServerState, RoundInfo]:
-        loc = local_newton_steps(ctx, state.theta, K=self.K, eta=self.eta, delta=self.delta,
-                                 line_search=self.local_search,
-                                 preconditioner=self.preconditioner)
+        loc = local_newton_steps(
+            ctx,
+            state.theta,
+            K=self.K,
+            eta=self.eta,
+            delta=self.delta,
+            line_search=self.local_search,
+            preconditioner=self.preconditioner,
+        )
         d, m = ctx.problem.d, ctx.m
-        info = RoundInfo(uplink=m * d, downlink=m * d, grad_evals=loc.grad_evals,
-                         hess_evals=loc.hess_evals, P=loc.P_last, theta_local=loc.theta)
+        info = RoundInfo(
+            uplink=m * d,
+            downlink=m * d,
+            grad_evals=loc.grad_evals,
+            hess_evals=loc.hess_evals,
+            P=loc.P_last,
+            theta_local=loc.theta,
+        )
         return ServerState(ctx.mix(loc.theta)), info

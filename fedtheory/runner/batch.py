@@ -29,11 +29,22 @@ from . import metrics
 from .loop import _progress, check_common, check_seed, participants, start, timed_round
 
 
-def run_batch(problem: FederatedProblem, method: Method, rounds: int, *, seeds: list[int],
-              participation: int | None = None, theta0: Any = None, oracle: Any = "exact",
-              target: float | None = None, diverge_factor: float = 1e8, log_every: int = 1,
-              chunk_bytes: float = 2**28, progress: bool = False,
-              threads: int | None = DEFAULT_THREADS) -> list[Trace]:
+def run_batch(
+    problem: FederatedProblem,
+    method: Method,
+    rounds: int,
+    *,
+    seeds: list[int],
+    participation: int | None = None,
+    theta0: Any = None,
+    oracle: Any = "exact",
+    target: float | None = None,
+    diverge_factor: float = 1e8,
+    log_every: int = 1,
+    chunk_bytes: float = 2**28,
+    progress: bool = False,
+    threads: int | None = DEFAULT_THREADS,
+) -> list[Trace]:
     """Run one configuration for many seeds as ONE batched computation; a Trace per seed.
 
     All B * S participants of a round go through the oracle and the solves together; server
@@ -48,23 +59,52 @@ def run_batch(problem: FederatedProblem, method: Method, rounds: int, *, seeds: 
     """
     check_common(rounds, target, log_every)
     who = participants(problem, method, participation, rounds)
-    check(who.schedule is None, "run_batch draws participants per seed; a participation "
-                                "schedule runs with run()")
-    check(method.batchable, f"method {method.name} cannot run batched (it was not written "
-                            f"for a run axis); use run() per seed")
+    check(
+        who.schedule is None,
+        "run_batch draws participants per seed; a participation schedule runs with run()",
+    )
+    check(
+        method.batchable,
+        f"method {method.name} cannot run batched (it was not written "
+        f"for a run axis); use run() per seed",
+    )
     seeds = [check_seed(s) for s in seeds]
     check(len(seeds) >= 1, "seeds must list at least one seed")
     oracle = make_oracle(oracle)
     check_threads(threads)
     with blas_threads(threads):
-        return _run_batch(problem, method, rounds, seeds, who, theta0, oracle, target,
-                          diverge_factor, log_every, chunk_bytes, progress, threads)
+        return _run_batch(
+            problem,
+            method,
+            rounds,
+            seeds,
+            who,
+            theta0,
+            oracle,
+            target,
+            diverge_factor,
+            log_every,
+            chunk_bytes,
+            progress,
+            threads,
+        )
 
 
-def _run_batch(problem: FederatedProblem, method: Method, rounds: int, seeds: list[int],
-               who: Any, theta0: Any, oracle: Any, target: float | None,
-               diverge_factor: float, log_every: int, chunk_bytes: float, progress: bool,
-               threads: int | None) -> list[Trace]:
+def _run_batch(
+    problem: FederatedProblem,
+    method: Method,
+    rounds: int,
+    seeds: list[int],
+    who: Any,
+    theta0: Any,
+    oracle: Any,
+    target: float | None,
+    diverge_factor: float,
+    log_every: int,
+    chunk_bytes: float,
+    progress: bool,
+    threads: int | None,
+) -> list[Trace]:
     N, xp, S = problem.N, problem.xp, who.S
     ref = problem.reference
     theta = start(problem, theta0)
@@ -74,21 +114,24 @@ def _run_batch(problem: FederatedProblem, method: Method, rounds: int, seeds: li
     alive = list(range(len(seeds)))
     states, setups = zip(*(method.start(problem, theta) for _ in seeds), strict=True)
     state = _stack(list(states), xp)
-    setup = per_run_info(list(setups))       # each run's own setup cost, booked with round 1
-    totals = {key: np.zeros(len(seeds)) for key in metrics.new_totals()}   # per run
+    setup = per_run_info(list(setups))  # each run's own setup cost, booked with round 1
+    totals = {key: np.zeros(len(seeds)) for key in metrics.new_totals()}  # per run
     seconds = 0.0
-    traces = [Trace(meta=metrics.meta(problem, method, rounds, S, s, oracle, threads))
-              for s in seeds]
+    traces = [
+        Trace(meta=metrics.meta(problem, method, rounds, S, s, oracle, threads)) for s in seeds
+    ]
     for b, p in enumerate(metrics.points_batch(problem, state.theta, chunk_bytes)):
-        traces[b].rows.append(metrics.row(0, p, ref, scale, 0, _of_run(totals, b), N, 0.0,
-                                          math.nan))
+        traces[b].rows.append(
+            metrics.row(0, p, ref, scale, 0, _of_run(totals, b), N, 0.0, math.nan)
+        )
     bar = _progress(rounds, f"{method.name} x {len(seeds)} seeds") if progress else None
     for t in range(1, rounds + 1):
         B = len(alive)
-        draws = [who.draw(t, rngs[b]) for b in alive]        # participation first, per run
+        draws = [who.draw(t, rngs[b]) for b in alive]  # participation first, per run
         clients = np.concatenate([np.arange(N) if c is None else c for c in draws])
-        ctx = round_context(problem, clients, rng=[rngs[b] for b in alive], oracle=oracle,
-                            runs=B, batched=True)
+        ctx = round_context(
+            problem, clients, rng=[rngs[b] for b in alive], oracle=oracle, runs=B, batched=True
+        )
         state, info, sec = timed_round(method, ctx, state)
         seconds += sec
         if t == 1:
@@ -99,9 +142,13 @@ def _run_batch(problem: FederatedProblem, method: Method, rounds: int, seeds: li
         if not (t % log_every == 0 or t == rounds):
             continue
         points = metrics.points_batch(problem, state.theta, chunk_bytes)
-        keep = [j for j, (b, p) in enumerate(zip(alive, points, strict=True))
-                if _log_row(traces[b], t, p, ref, scale, S, _of_run(totals, b), N, seconds,
-                            bound, target)]
+        keep = [
+            j
+            for j, (b, p) in enumerate(zip(alive, points, strict=True))
+            if _log_row(
+                traces[b], t, p, ref, scale, S, _of_run(totals, b), N, seconds, bound, target
+            )
+        ]
         if len(keep) < B:
             alive = [alive[j] for j in keep]
             if not alive:
@@ -116,9 +163,19 @@ def _run_batch(problem: FederatedProblem, method: Method, rounds: int, seeds: li
     return traces
 
 
-def _log_row(trace: Trace, t: int, p: Any, ref: Any, scale: float, S: int,
-             totals: dict[str, float], N: int, seconds: float, bound: float,
-             target: float | None) -> bool:
+def _log_row(
+    trace: Trace,
+    t: int,
+    p: Any,
+    ref: Any,
+    scale: float,
+    S: int,
+    totals: dict[str, float],
+    N: int,
+    seconds: float,
+    bound: float,
+    target: float | None,
+) -> bool:
     """Log round t of one run; False when the run leaves the batch (diverged: no row; or it
     reached the target: its last row)."""
     if not (math.isfinite(p.dist) and math.isfinite(p.f) and p.dist <= bound):
@@ -153,8 +210,10 @@ def _stack(states: list[Any], xp: Any) -> Any:
     for name in first._fields:
         values = [getattr(s, name) for s in states]
         if values[0] is None or isinstance(values[0], (int, float, str, bool)):
-            check(all(v == values[0] for v in values),
-                  f"cannot batch states whose field {name!r} differs between runs")
+            check(
+                all(v == values[0] for v in values),
+                f"cannot batch states whose field {name!r} differs between runs",
+            )
             fields[name] = values[0]
         elif hasattr(values[0], "shape"):
             fields[name] = xp.ascontiguousarray(xp.stack(values))
@@ -166,8 +225,10 @@ def _stack(states: list[Any], xp: Any) -> Any:
 def _take(state: Any, keep: np.ndarray, B: int, xp: Any) -> Any:
     """The runs ``keep`` (host indices) of a batched state (array fields with a leading run
     axis of size B, on the backend or, for per-run server scalars, on the host)."""
+
     def sel(v: Any) -> Any:
         if not (hasattr(v, "shape") and v.ndim >= 1 and v.shape[0] == B):
             return v
         return v[keep] if isinstance(v, np.ndarray) else v[xp.asarray(keep)]
+
     return type(state)(*(sel(v) for v in state))

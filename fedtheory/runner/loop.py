@@ -50,9 +50,17 @@ class Step:
     seconds: float
 
 
-def iterate(problem: FederatedProblem, method: Method, *, rounds: int | None = None,
-            participation: Any = None, seed: int = 0, theta0: Any = None,
-            oracle: Any = "exact", state: Any = None) -> Iterator[Step]:
+def iterate(
+    problem: FederatedProblem,
+    method: Method,
+    *,
+    rounds: int | None = None,
+    participation: Any = None,
+    seed: int = 0,
+    theta0: Any = None,
+    oracle: Any = "exact",
+    state: Any = None,
+) -> Iterator[Step]:
     """The rounds of ``method`` on ``problem``, one :class:`Step` each (forever when
     ``rounds`` is None, which needs seeded or full participation).
 
@@ -64,8 +72,10 @@ def iterate(problem: FederatedProblem, method: Method, *, rounds: int | None = N
     ``info`` is round 1's plus the setup's (none when ``state`` is given).
     """
     seed = check_seed(seed)
-    check(rounds is not None or not isinstance(participation, (list, tuple, str)),
-          "a participation schedule needs a number of rounds")
+    check(
+        rounds is not None or not isinstance(participation, (list, tuple, str)),
+        "a participation schedule needs a number of rounds",
+    )
     who = participants(problem, method, participation, rounds or 0)
     oracle = make_oracle(oracle)
     rng = np.random.default_rng(seed)
@@ -83,11 +93,22 @@ def iterate(problem: FederatedProblem, method: Method, *, rounds: int | None = N
         yield Step(t, ctx, before, state, info, seconds)
 
 
-def run(problem: FederatedProblem, method: Method, rounds: int, *,
-        participation: Any = None, seed: int = 0, theta0: Any = None,
-        oracle: Any = "exact", target: float | None = None, drift_metrics: bool = True,
-        diverge_factor: float = 1e8, log_every: int = 1, progress: bool = False,
-        threads: int | None = DEFAULT_THREADS) -> Trace:
+def run(
+    problem: FederatedProblem,
+    method: Method,
+    rounds: int,
+    *,
+    participation: Any = None,
+    seed: int = 0,
+    theta0: Any = None,
+    oracle: Any = "exact",
+    target: float | None = None,
+    drift_metrics: bool = True,
+    diverge_factor: float = 1e8,
+    log_every: int = 1,
+    progress: bool = False,
+    threads: int | None = DEFAULT_THREADS,
+) -> Trace:
     """Run ``method`` on ``problem`` for up to ``rounds`` rounds and return its :class:`Trace`.
 
     participation: S, the number of clients per round (None or N: all of them), or an explicit
@@ -102,18 +123,42 @@ def run(problem: FederatedProblem, method: Method, rounds: int, *,
         rounds; see :mod:`fedtheory.threads`); None leaves BLAS as it is.
     """
     check_common(rounds, target, log_every)
-    who = participants(problem, method, participation, rounds)   # a schedule file read once
+    who = participants(problem, method, participation, rounds)  # a schedule file read once
     check_seed(seed)
     check_threads(threads)
     with blas_threads(threads):
-        return _run(problem, method, rounds, who, seed, theta0, oracle, target,
-                    drift_metrics, diverge_factor, log_every, progress, threads)
+        return _run(
+            problem,
+            method,
+            rounds,
+            who,
+            seed,
+            theta0,
+            oracle,
+            target,
+            drift_metrics,
+            diverge_factor,
+            log_every,
+            progress,
+            threads,
+        )
 
 
-def _run(problem: FederatedProblem, method: Method, rounds: int, who: Participation, seed: int,
-         theta0: Any, oracle: Any, target: float | None, drift_metrics: bool,
-         diverge_factor: float, log_every: int, progress: bool,
-         threads: int | None) -> Trace:
+def _run(
+    problem: FederatedProblem,
+    method: Method,
+    rounds: int,
+    who: Participation,
+    seed: int,
+    theta0: Any,
+    oracle: Any,
+    target: float | None,
+    drift_metrics: bool,
+    diverge_factor: float,
+    log_every: int,
+    progress: bool,
+    threads: int | None,
+) -> Trace:
     N, xp = problem.N, problem.xp
     oracle = make_oracle(oracle)
     ref = problem.reference
@@ -123,15 +168,17 @@ def _run(problem: FederatedProblem, method: Method, rounds: int, who: Participat
     totals = metrics.new_totals()
     seconds = metric_seconds = 0.0
     clock = time.perf_counter()
-    point = metrics.Point(problem, theta)       # metrics at the last logged iterate
+    point = metrics.Point(problem, theta)  # metrics at the last logged iterate
     point_round = 0
     metric_seconds += time.perf_counter() - clock
     rows = [metrics.row(0, point, ref, scale, 0, totals, N, 0.0, metric_seconds)]
-    trace = Trace(rows=rows, meta=metrics.meta(problem, method, rounds, who.describe(), seed,
-                                               oracle, threads))
+    trace = Trace(
+        rows=rows, meta=metrics.meta(problem, method, rounds, who.describe(), seed, oracle, threads)
+    )
     bar = _progress(rounds, f"{method.name} on {problem.name}") if progress else None
-    steps = iterate(problem, method, rounds=rounds, participation=who, seed=seed,
-                    theta0=theta, oracle=oracle)
+    steps = iterate(
+        problem, method, rounds=rounds, participation=who, seed=seed, theta0=theta, oracle=oracle
+    )
     for step in steps:
         t = step.t
         seconds += step.seconds
@@ -142,7 +189,7 @@ def _run(problem: FederatedProblem, method: Method, rounds: int, who: Participat
             continue
         clock = time.perf_counter()
         dist = float(xp.linalg.norm(step.state.theta - xp.asarray(ref.theta_star)))
-        if not (math.isfinite(dist) and dist <= bound):      # before any metric of a bad iterate
+        if not (math.isfinite(dist) and dist <= bound):  # before any metric of a bad iterate
             trace.status = "diverged"
             break
         new_point = metrics.Point(problem, step.state.theta)
@@ -150,12 +197,12 @@ def _run(problem: FederatedProblem, method: Method, rounds: int, who: Participat
             trace.status = "diverged"
             break
         if drift_metrics:
-            start_point = (point if point_round == t - 1
-                           else metrics.Point(problem, step.before.theta))
+            start_point = (
+                point if point_round == t - 1 else metrics.Point(problem, step.before.theta)
+            )
             extra = metrics.drift(step.ctx, step.info, start_point, step.state.theta)
         metric_seconds += time.perf_counter() - clock
-        r = metrics.row(t, new_point, ref, scale, who.size(t), totals, N, seconds,
-                        metric_seconds)
+        r = metrics.row(t, new_point, ref, scale, who.size(t), totals, N, seconds, metric_seconds)
         if drift_metrics:
             r.update(extra)
         trace.rows.append(r)
@@ -183,15 +230,21 @@ def timed_round(method: Method, ctx: RoundContext, state: Any) -> tuple[Any, Rou
     return state, info, time.perf_counter() - clock
 
 
-def participants(problem: FederatedProblem, method: Method, participation: Any,
-                 rounds: int) -> Participation:
+def participants(
+    problem: FederatedProblem, method: Method, participation: Any, rounds: int
+) -> Participation:
     """The run's :class:`Participation` (``participation`` as :func:`run` takes it, or one
     already built), refused when ``method`` needs every client."""
-    who = (participation if isinstance(participation, Participation)
-           else Participation(problem.N, participation, rounds))
-    check(not (method.full_participation_only and not who.full_every_round),
-          f"method {method.name} needs full participation (S = N = {problem.N}), got "
-          f"S = {who.describe()}")
+    who = (
+        participation
+        if isinstance(participation, Participation)
+        else Participation(problem.N, participation, rounds)
+    )
+    check(
+        not (method.full_participation_only and not who.full_every_round),
+        f"method {method.name} needs full participation (S = N = {problem.N}), got "
+        f"S = {who.describe()}",
+    )
     return who
 
 
@@ -206,10 +259,12 @@ def check_common(rounds: Any, target: Any, log_every: Any) -> None:
     check_count(log_every, "log_every")
     rows = rounds // log_every + 2
     need, free = rows * ROW_BYTES, available_memory()
-    check(free is None or need <= free / 2,
-          f"rounds = {rounds:,} with log_every = {log_every} keeps {rows:,} rows "
-          f"(~{need / 2**30:.2g} GiB), more than half of the {(free or 0) / 2**30:.2g} GiB "
-          f"available; log fewer rounds (log_every) or run fewer rounds")
+    check(
+        free is None or need <= free / 2,
+        f"rounds = {rounds:,} with log_every = {log_every} keeps {rows:,} rows "
+        f"(~{need / 2**30:.2g} GiB), more than half of the {(free or 0) / 2**30:.2g} GiB "
+        f"available; log fewer rounds (log_every) or run fewer rounds",
+    )
 
 
 def start(problem: FederatedProblem, theta0: Any) -> Any:

@@ -34,8 +34,13 @@ from ..methods.base import Method, RoundContext, RoundInfo
 
 NAN = float("nan")
 #: (totals key, RoundInfo attribute) of the cumulative count columns
-COUNTS = (("up", "uplink"), ("down", "downlink"), ("grad", "grad_evals"), ("hess", "hess_evals"),
-          ("bits", "uplink_bits"))
+COUNTS = (
+    ("up", "uplink"),
+    ("down", "downlink"),
+    ("grad", "grad_evals"),
+    ("hess", "hess_evals"),
+    ("bits", "uplink_bits"),
+)
 
 
 def new_totals() -> dict[str, float]:
@@ -66,24 +71,41 @@ class Point:
     @property
     def H(self) -> Any:
         if self._H is None:
-            self._H = self.problem.global_oracle(self.theta, value=False, grad=False,
-                                                 hess=True).H
+            self._H = self.problem.global_oracle(self.theta, value=False, grad=False, hess=True).H
         return self._H
 
 
-def row(t: int, point: Any, ref: Any, scale: float, S: int, totals: dict, N: int,
-        seconds: float, metric_seconds: float) -> dict[str, float]:
+def row(
+    t: int,
+    point: Any,
+    ref: Any,
+    scale: float,
+    S: int,
+    totals: dict,
+    N: int,
+    seconds: float,
+    metric_seconds: float,
+) -> dict[str, float]:
     """One tidy row; ``point`` has ``dist``, ``f`` and ``grad_norm`` attributes."""
     dist = point.dist
     return {
-        "round": t, "dist_to_opt": dist, "rel_dist": dist / scale,
-        "subopt": point.f - ref.f_star, "grad_norm": point.grad_norm,
-        "participants": S, "uplink_floats": totals["up"] / N,
-        "downlink_floats": totals["down"] / N, "bits": totals["bits"] / N,
+        "round": t,
+        "dist_to_opt": dist,
+        "rel_dist": dist / scale,
+        "subopt": point.f - ref.f_star,
+        "grad_norm": point.grad_norm,
+        "participants": S,
+        "uplink_floats": totals["up"] / N,
+        "downlink_floats": totals["down"] / N,
+        "bits": totals["bits"] / N,
         "local_grad_evals": totals["grad"] / N,
-        "local_hess_evals": totals["hess"] / N, "seconds": seconds,
+        "local_hess_evals": totals["hess"] / N,
+        "seconds": seconds,
         "metric_seconds": metric_seconds,
-        "drift": NAN, "rel_drift": NAN, "hess_gap": NAN, "grad_dissimilarity": NAN,
+        "drift": NAN,
+        "rel_drift": NAN,
+        "hess_gap": NAN,
+        "grad_dissimilarity": NAN,
         "client_drift": NAN,
     }
 
@@ -99,8 +121,11 @@ def drift(ctx: RoundContext, info: RoundInfo, start: Point, theta_new: Any) -> d
         P = info.P
         Pbar = ctx.mix(P)
         d = weighted_sq_dist(P, Pbar, w)
-        out.update(drift=d, rel_drift=d / float(xp.sum(Pbar * Pbar)),
-                   hess_gap=weighted_sq_dist(P, start.H, w))
+        out.update(
+            drift=d,
+            rel_drift=d / float(xp.sum(Pbar * Pbar)),
+            hess_gap=weighted_sq_dist(P, start.H, w),
+        )
     if info.theta_local is not None:
         out["client_drift"] = float(w @ xp.sum((info.theta_local - theta_new) ** 2, axis=1))
     return out
@@ -123,17 +148,21 @@ def settled_status(dist: Any, scale: float) -> str:
     e = np.asarray(dist, dtype=float)
     floor = 1e3 * np.finfo(float).eps * max(1.0, scale)
     w = STALL_WINDOW
-    if e.size < 2 * w + 2 or not np.isfinite(e[-2 * w - 2:]).all() or e[-1] <= floor:
+    if e.size < 2 * w + 2 or not np.isfinite(e[-2 * w - 2 :]).all() or e[-1] <= floor:
         return "completed"
 
     def settled(x: np.ndarray) -> bool:
         return bool((np.abs(np.diff(x)) <= STALL_CHANGE * np.abs(x[1:])).all())
 
-    if settled(e[-w - 1:]):
+    if settled(e[-w - 1 :]):
         return "stalled"
-    even, odd = e[-2 * w - 2::2], e[-2 * w - 1::2]
-    if settled(even) and settled(odd) and abs(even[-1] - odd[-1]) > CYCLE_GAP * max(
-            even[-1], odd[-1]) and min(even[-1], odd[-1]) > floor:
+    even, odd = e[-2 * w - 2 :: 2], e[-2 * w - 1 :: 2]
+    if (
+        settled(even)
+        and settled(odd)
+        and abs(even[-1] - odd[-1]) > CYCLE_GAP * max(even[-1], odd[-1])
+        and min(even[-1], odd[-1]) > floor
+    ):
         return "oscillating"
     return "completed"
 
@@ -146,8 +175,8 @@ def weighted_sq_dist(P: Any, Q: Any, w: Any, block_bytes: int = 2**25) -> float:
     block = max(1, block_bytes // (P.shape[-1] * P.shape[-2] * P.itemsize))
     total = 0.0
     for lo in range(0, P.shape[0], block):
-        D = P[lo:lo + block] - Q
-        total += float(w[lo:lo + block] @ xp.sum(D * D, axis=(1, 2)))
+        D = P[lo : lo + block] - Q
+        total += float(w[lo : lo + block] @ xp.sum(D * D, axis=(1, 2)))
     return total
 
 
@@ -160,7 +189,7 @@ def points_batch(problem: Any, thetas: Any, chunk_bytes: float) -> list[SimpleNa
     theta_star = xp.asarray(problem.reference.theta_star)
     f_all, g_all = [], []
     for lo in range(0, B, step):
-        th = thetas[lo:lo + step]
+        th = thetas[lo : lo + step]
         b = th.shape[0]
         if b == 1:
             o = problem.oracle(th[0], value=True, grad=True)
@@ -174,22 +203,44 @@ def points_batch(problem: Any, thetas: Any, chunk_bytes: float) -> list[SimpleNa
     g = xp.concatenate(g_all)
     gnorm = to_numpy(xp.linalg.norm(g, axis=1))
     dist = to_numpy(xp.linalg.norm(thetas - theta_star, axis=1))
-    return [SimpleNamespace(f=float(f[b]), grad_norm=float(gnorm[b]), dist=float(dist[b]))
-            for b in range(B)]
+    return [
+        SimpleNamespace(f=float(f[b]), grad_norm=float(gnorm[b]), dist=float(dist[b]))
+        for b in range(B)
+    ]
 
 
-def meta(problem: Any, method: Method, rounds: int, S: int | str, seed: int, oracle: Any,
-         threads: int | None) -> dict[str, Any]:
+def meta(
+    problem: Any,
+    method: Method,
+    rounds: int,
+    S: int | str,
+    seed: int,
+    oracle: Any,
+    threads: int | None,
+) -> dict[str, Any]:
     """The run's metadata: what ran, on what, and the reference solution it is measured
     against (the environment is :func:`environment`, added to result files)."""
     ref = problem.reference
     return {
-        "problem": problem.name, "method": method.name, "params": method.params(),
-        "rounds": rounds, "participation": S, "N": problem.N, "d": problem.d, "seed": seed,
-        "oracle": getattr(oracle, "name", repr(oracle)), "backend": problem.backend,
-        "threads": threads, "version": __version__, "mu": ref.mu, "L": ref.L, "L_H": ref.L_H,
-        "f_star": ref.f_star, "theta_star_norm": float(np.linalg.norm(ref.theta_star)),
-        "grad_norm_star": ref.grad_norm, "spec_hash": (problem.spec or {}).get("_hash"),
+        "problem": problem.name,
+        "method": method.name,
+        "params": method.params(),
+        "rounds": rounds,
+        "participation": S,
+        "N": problem.N,
+        "d": problem.d,
+        "seed": seed,
+        "oracle": getattr(oracle, "name", repr(oracle)),
+        "backend": problem.backend,
+        "threads": threads,
+        "version": __version__,
+        "mu": ref.mu,
+        "L": ref.L,
+        "L_H": ref.L_H,
+        "f_star": ref.f_star,
+        "theta_star_norm": float(np.linalg.norm(ref.theta_star)),
+        "grad_norm_star": ref.grad_norm,
+        "spec_hash": (problem.spec or {}).get("_hash"),
     }
 
 
@@ -200,11 +251,21 @@ def environment(*, with_date: bool = True) -> dict[str, Any]:
     import scipy
     from threadpoolctl import threadpool_info
 
-    blas = sorted({f"{p.get('internal_api')} {p.get('version')}" for p in threadpool_info()
-                   if p.get("user_api") == "blas"})
-    env = {"python": sys.version.split()[0], "platform": platform.platform(),
-           "numpy": np.__version__, "scipy": scipy.__version__, "blas": blas,
-           "git_commit": _git_commit()}
+    blas = sorted(
+        {
+            f"{p.get('internal_api')} {p.get('version')}"
+            for p in threadpool_info()
+            if p.get("user_api") == "blas"
+        }
+    )
+    env = {
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "numpy": np.__version__,
+        "scipy": scipy.__version__,
+        "blas": blas,
+        "git_commit": _git_commit(),
+    }
     if with_date:
         env["date"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     return env
@@ -216,8 +277,13 @@ def _git_commit() -> str | None:
     if not (root / ".git").exists():
         return None
     try:
-        out = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True,
-                             text=True, timeout=5, check=False)
+        out = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip() or None

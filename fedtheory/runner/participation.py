@@ -34,21 +34,24 @@ class Participation:
             return
         if isinstance(participation, (str, os.PathLike)):
             participation = read_schedule(participation)
-        check(isinstance(participation, Sequence) and not isinstance(participation, str),
-              f"participation must be None, an integer S or a schedule (a list of client-index "
-              f"lists, or a file), got {participation!r}")
+        check(
+            isinstance(participation, Sequence) and not isinstance(participation, str),
+            f"participation must be None, an integer S or a schedule (a list of client-index "
+            f"lists, or a file), got {participation!r}",
+        )
         self.S = None
         self.schedule = [_round(N, t, c) for t, c in enumerate(participation, start=1)]
-        check(rounds <= len(self.schedule),
-              f"participation schedule: the run has {rounds} rounds but the schedule only "
-              f"{len(self.schedule)}: round {len(self.schedule) + 1} has no entry")
+        check(
+            rounds <= len(self.schedule),
+            f"participation schedule: the run has {rounds} rounds but the schedule only "
+            f"{len(self.schedule)}: round {len(self.schedule) + 1} has no entry",
+        )
 
     def draw(self, t: int, rng: np.random.Generator) -> np.ndarray | None:
         """Round t's participants (sorted host indices), or None for all N."""
         if self.schedule is not None:
             return self.schedule[t - 1]
-        return None if self.S == self.N else np.sort(rng.choice(self.N, size=self.S,
-                                                                 replace=False))
+        return None if self.S == self.N else np.sort(rng.choice(self.N, size=self.S, replace=False))
 
     def size(self, t: int) -> int:
         """How many clients take part in round t."""
@@ -84,26 +87,31 @@ def read_schedule(path: str | os.PathLike) -> list[list[int]]:
             continue
         tokens = [tok for tok in re.split(r"[,\s]+", body) if tok]
         for tok in tokens:
-            check(tok.isascii() and tok.isdigit(),
-                  f"participation schedule {str(p)!r}, round {len(out) + 1}: client index must "
-                  f"be an integer >= 0, got {tok!r}")
+            check(
+                tok.isascii() and tok.isdigit(),
+                f"participation schedule {str(p)!r}, round {len(out) + 1}: client index must "
+                f"be an integer >= 0, got {tok!r}",
+            )
         out.append([int(tok) for tok in tokens])
     check(len(out) >= 1, f"participation schedule {str(p)!r} lists no round")
     return out
 
 
 def _round(N: int, t: int, clients: Any) -> np.ndarray | None:
-    check(isinstance(clients, (Sequence, np.ndarray)) and not isinstance(clients, str),
-          f"participation schedule, round {t}: expected a list of client indices, "
-          f"got {clients!r}")
+    check(
+        isinstance(clients, (Sequence, np.ndarray)) and not isinstance(clients, str),
+        f"participation schedule, round {t}: expected a list of client indices, got {clients!r}",
+    )
     check(len(clients) >= 1, f"participation schedule, round {t} is empty")
     for c in clients:
-        check(is_int(c) and 0 <= c < N,
-              f"participation schedule, round {t}: client index must be in 0..{N - 1}, "
-              f"got {c!r}")
+        check(
+            is_int(c) and 0 <= c < N,
+            f"participation schedule, round {t}: client index must be in 0..{N - 1}, got {c!r}",
+        )
     c = np.sort(np.asarray(clients, dtype=np.int64))
     dup = c[1:][c[1:] == c[:-1]]
     if dup.size:
-        raise FedTheoryError(f"participation schedule, round {t}: client {int(dup[0])} "
-                             f"appears twice")
+        raise FedTheoryError(
+            f"participation schedule, round {t}: client {int(dup[0])} appears twice"
+        )
     return None if c.size == N else c
