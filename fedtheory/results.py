@@ -56,26 +56,9 @@ PROVENANCE = (
 RESULTS_FILE = "results.parquet"
 RUNS_DIR = "runs"
 
-_META_KEYS = (
-    "version",
-    "problem",
-    "method",
-    "participation",
-    "seed",
-    "backend",
-    "oracle",
-    "status",
-    "rounds",
-    "N",
-    "d",
-    "mu",
-    "L",
-    "L_H",
-    "f_star",
-    "theta_star_norm",
-    "precision_bits",
-    "threads",
-)
+#: The provenance columns read from a single run's metadata (``params`` and ``label`` are
+#: added from the run itself).
+_META_KEYS = tuple(k for k in PROVENANCE if k not in ("params", "label"))
 
 
 def params_json(params: Mapping[str, Any]) -> str:
