@@ -47,3 +47,16 @@ def require_gpu(what: str) -> None:
 
 def is_cupy(x: Any) -> bool:
     return type(x).__module__.startswith("cupy")
+
+
+#: Bytes of one block of a stack of matrices that a blocked loop (Hessian EMA, drift metrics)
+#: computes at once, per backend: small on the host, where the peak-memory target leaves one
+#: copy of the data for temporaries (issue 14) and a 2 MiB block still amortises the Python
+#: loop; large on a GPU, where every block costs kernel launches.
+HOST_BLOCK_BYTES = 2**21
+DEVICE_BLOCK_BYTES = 2**26
+
+
+def block_bytes(x: Any) -> int:
+    """The block size of blocked stack loops for the backend of ``x``."""
+    return HOST_BLOCK_BYTES if xp_of(x) is np else DEVICE_BLOCK_BYTES

@@ -394,3 +394,141 @@ def spd_solve_stack(P, b, x):  # noqa: C901 - one compiled loop; helpers cost ca
             for a in range(cnt):
                 xk[j, idx[a]] = rhs[j * cnt + a]
     return -1
+
+
+# ---- FedNL's top-K Hessian learning, one client at a time -----------------------------------
+@nb.njit(cache=True, nogil=True)
+def _kth_largest(mag, K, scratch):
+    """The K-th largest value of mag (1 <= K <= mag.size), by quickselect on ``scratch``."""
+    T = mag.shape[0]
+    for t in range(T):
+        scratch[t] = mag[t]
+    lo, hi, want = 0, T - 1, T - K  # position of the K-th largest in ascending order
+    while lo < hi:
+        p = scratch[(lo + hi) >> 1]  # Hoare partition around the middle value
+        a, b = lo, hi
+        while a <= b:
+            while scratch[a] < p:
+                a += 1
+            while scratch[b] > p:
+                b -= 1
+            if a <= b:
+                scratch[a], scratch[b] = scratch[b], scratch[a]
+                a += 1
+                b -= 1
+        if want <= b:
+            hi = b
+        elif want >= a:
+            lo = a
+        else:
+            return scratch[want]
+    return scratch[want]
+
+
+@nb.njit(cache=True, nogil=True)
+def _frobenius_norm(vals, start, d):
+    """Frobenius norm of the symmetric matrix whose upper triangle is ``vals`` (row major,
+    row i from ``start[i]``): an off-diagonal entry counts twice."""
+    acc = 0.0
+    for i in range(d):
+        s = start[i]
+        acc += vals[s] * vals[s]
+        for t in range(s + 1, s + d - i):
+            acc += 2.0 * (vals[t] * vals[t])
+    return np.sqrt(acc)
+
+
+@nb.njit(cache=True, nogil=True)
+def _spectral_norm(vals, start, d, used, idx, sub):
+    """max |eigenvalue| of the symmetric d x d matrix whose upper triangle is ``vals`` (row
+    major, row i from ``start[i]``), from the principal block of its coordinates with a
+    non-zero entry: a coordinate whose row and column are zero only adds the eigenvalue 0.
+    NaN if an entry is NaN."""
+    used[:] = False
+    for i in range(d):
+        s = start[i]
+        for j in range(i, d):
+            v = vals[s + j - i]
+            if v != v:
+                return np.nan
+            if v != 0.0:
+                used[i] = True
+                used[j] = True
+    n = 0
+    for i in range(d):
+        if used[i]:
+            idx[n] = i
+            n += 1
+    if n == 0:
+        return 0.0
+    S = sub[: n * n].reshape(n, n)
+    for a in range(n):
+        i = idx[a]
+        for b in range(a, n):
+            v = vals[start[i] + idx[b] - i]
+            S[a, b] = v
+            S[b, a] = v
+    lam = np.linalg.eigvalsh(S)
+    return max(abs(lam[0]), abs(lam[n - 1]))
+
+
+@nb.njit(cache=True, nogil=True)
+def topk_learn(H, T, rows, K, alpha, norm_kind, norms):  # noqa: C901 - one compiled loop
+    """FedNL's top-K learning, in place: for k < m, client slot r = rows[k] of the stack H
+    (N, d, d) gets H[r] += alpha C(T[k] - H[r]), C = the K entries of largest magnitude of the
+    upper triangle (diagonal included), mirrored; exact ties in magnitude go to the LARGER
+    position in row-major order (the order of (i, j)), and a NaN counts as the largest
+    magnitude (it reaches H[r] instead of being dropped). ``alpha`` = 1 adds the values
+    themselves (no product). ``norm_kind``: 0 none, 1 / 2 Frobenius norm of the difference
+    before / after the update, 3 / 4 its spectral norm before / after, written to norms[k].
+    Temporaries: a few vectors of d(d+1)/2 and one d x d buffer (spectral only)."""
+    m, d = T.shape[0], T.shape[1]
+    tri = d * (d + 1) // 2
+    start = np.empty(d, dtype=np.int64)
+    s = 0
+    for i in range(d):
+        start[i] = s
+        s += d - i
+    vals = np.empty(tri)
+    mag = np.empty(tri)
+    scratch = np.empty(tri)
+    used = np.empty(d, dtype=np.bool_)
+    idx = np.empty(d, dtype=np.int64)
+    sub = np.empty(d * d if norm_kind >= 3 else 1)
+    K = min(K, tri)
+    for k in range(m):
+        Hr, Tk = H[rows[k]], T[k]
+        for i in range(_U(d)):
+            s = _U(start[i]) - i
+            for j in range(i, _U(d)):
+                v = Tk[i, j] - Hr[i, j]
+                vals[s + j] = v
+                mag[s + j] = np.inf if v != v else abs(v)
+        if norm_kind == 1:
+            norms[k] = _frobenius_norm(vals, start, d)
+        elif norm_kind == 3:
+            norms[k] = _spectral_norm(vals, start, d, used, idx, sub)
+        kth = _kth_largest(mag, K, scratch) if K < tri else -1.0
+        greater, equal = 0, 0
+        for t in range(_U(tri)):
+            greater += mag[t] > kth
+            equal += mag[t] == kth
+        skip = equal - (K - greater)  # the first ties in (i, j) order are left out
+        for i in range(_U(d)):
+            s = _U(start[i]) - i
+            for j in range(i, _U(d)):
+                a = mag[s + j]
+                if a < kth:
+                    continue
+                if a == kth and skip > 0:
+                    skip -= 1
+                    continue
+                v = vals[s + j] if alpha == 1.0 else alpha * vals[s + j]
+                Hr[i, j] += v
+                if i != j:
+                    Hr[j, i] += v
+                vals[s + j] -= v
+        if norm_kind == 2:
+            norms[k] = _frobenius_norm(vals, start, d)
+        elif norm_kind == 4:
+            norms[k] = _spectral_norm(vals, start, d, used, idx, sub)

@@ -494,3 +494,69 @@ def test_fednl_round_makes_no_temporary_of_the_stack_size(monkeypatch, params):
     peak = peak_of(lambda: method.round(ctx, state))
     peak -= max(oracle, stack)  # the oracle's own peak, or its output held through the round
     assert peak <= 0.5 * stack, f"{peak / stack:.2f} stacks above the oracle's"
+
+
+# ------------------------------------------------------------ compiled top-K learning (NumPy)
+def _tied_pair(seed, N, d, zero_coords):
+    """H and T with many exact ties in |T - H| (small integers) and coordinates where both
+    agree, so the difference has zero rows and columns there."""
+    rng = np.random.default_rng(seed)
+    H = rng.integers(-3, 4, size=(N, d, d)).astype(float)
+    T = rng.integers(-3, 4, size=(N, d, d)).astype(float)
+    H, T = H + H.transpose(0, 2, 1), T + T.transpose(0, 2, 1)
+    for i in zero_coords:
+        T[:, i, :], T[:, :, i] = H[:, i, :], H[:, :, i]
+    return H, T
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    seed=st.integers(0, 2**31),
+    N=st.integers(1, 5),
+    d=st.integers(1, 9),
+    Kc=st.integers(1, 50),
+    alpha=st.sampled_from(["one", 0.5, "rule1"]),
+    norm=st.sampled_from([None, "frobenius", "spectral"]),
+    after=st.booleans(),
+    subset=st.booleans(),
+    n_zero=st.integers(0, 4),
+)
+def test_compiled_top_k_learning_equals_the_array_path(
+    seed, N, d, Kc, alpha, norm, after, subset, n_zero
+):
+    """The NumPy path (one compiled loop, kernels.topk_learn) selects exactly the entries the
+    array path (CuPy's, top_k_indices) selects, ties included, so H is bit-identical; the
+    norms agree to rounding, the spectral one although it is taken on the block of the
+    coordinates where the difference is non-zero (here, the ones not zeroed)."""
+    method = make_method("fednl", {"compressor": "topK", "Kc": Kc, "alpha": alpha})
+    H0, T = _tied_pair(seed, N, d, range(min(n_zero, d - 1)))
+    rows = np.random.default_rng(seed).permutation(N)[: max(1, N - 1)] if subset else None
+    m = N if rows is None else rows.size
+    H_kernel, H_array = H0.copy(), H0.copy()
+    got = method.learn(H_kernel, T[:m], rows, norm=norm, after=after)
+    at = slice(0, m) if rows is None else rows
+    want = method._learn_top_k(H_array, T[:m], at, norm, after)
+    np.testing.assert_array_equal(H_kernel, H_array)
+    if norm is None:
+        assert got is None
+    else:
+        np.testing.assert_allclose(got, want, rtol=1e-13, atol=1e-13)
+
+
+def test_compiled_top_k_learning_propagates_nan_and_takes_the_larger_ties():
+    """A NaN difference counts as the largest magnitude (it reaches H_i, never dropped); of
+    tied magnitudes the larger (i, j) positions are kept; K past the triangle keeps all."""
+    method = make_method("fednl", {"compressor": "topK", "Kc": 2})
+    H = np.zeros((1, 3, 3))
+    T = np.ones((1, 3, 3))  # six tied entries; keep (2, 2) and (1, 2)
+    method.learn(H, T, None)
+    expected = np.zeros((3, 3))
+    expected[2, 2] = expected[1, 2] = expected[2, 1] = 1.0
+    np.testing.assert_array_equal(H[0], expected)
+    T[0, 0, 1] = T[0, 1, 0] = np.nan
+    norms = method.learn(H, T, None, norm="spectral")
+    assert np.isnan(H[0, 0, 1]) and np.isnan(H[0, 1, 0]) and np.isnan(norms[0])
+    every = make_method("fednl", {"compressor": "topK", "Kc": 100})
+    H = np.zeros((1, 3, 3))
+    every.learn(H, np.full((1, 3, 3), 2.0), None)
+    np.testing.assert_array_equal(H[0], np.full((3, 3), 2.0))

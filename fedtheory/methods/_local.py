@@ -36,7 +36,7 @@ from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 
-from .._backend import to_numpy, xp_of
+from .._backend import block_bytes, to_numpy, xp_of
 from ..linalg import add_diag, spd_solve
 from ..objectives import OracleOut
 from ..validate import check_choice
@@ -50,17 +50,18 @@ EPS = float(np.finfo(np.float64).eps)
 #: DANE's inner solve: relative gradient tolerance (docs/algorithms.md#dane), the rounding
 #: allowance of the residual (in units of eps times the size of its cancelling terms) and the
 #: iteration cap.
-#: A block of a stack computed at once: at most BLOCK_BYTES and 1 / BLOCK_FRACTION of the stack.
-BLOCK_BYTES = 2**23
+#: A block of a stack computed at once: at most 1 / BLOCK_FRACTION of the stack and
+#: ``_backend.block_bytes`` (2 MiB on the host).
 BLOCK_FRACTION = 8
 
 
 def client_blocks(stack: Any) -> list[tuple[int, int]]:
     """(lo, hi) ranges over the leading axis of ``stack`` (m, d, d) whose matrices take at most
-    BLOCK_BYTES and 1 / BLOCK_FRACTION of the stack's bytes (at least one matrix each)."""
+    ``block_bytes(stack)`` and 1 / BLOCK_FRACTION of the stack's bytes (at least one matrix
+    each)."""
     m = stack.shape[0]
     per = max(1, stack.nbytes // max(1, m))
-    step = max(1, min(BLOCK_BYTES, stack.nbytes // BLOCK_FRACTION) // per)
+    step = max(1, min(block_bytes(stack), stack.nbytes // BLOCK_FRACTION) // per)
     return [(lo, min(m, lo + step)) for lo in range(0, m, step)]
 
 
@@ -184,7 +185,9 @@ class HessianEMA:
         out = xp.empty_like(H)
         Th = xp.broadcast_to(Th, H.shape)
         for lo, hi in client_blocks(H):
-            out[lo:hi] = self.rho * Th[lo:hi] + (1 - self.rho) * H[lo:hi]
+            o = out[lo:hi]
+            xp.multiply(Th[lo:hi], self.rho, out=o)  # the same bits as rho Th + (1 - rho) H
+            o += (1 - self.rho) * H[lo:hi]
         return out
 
     def direction(self, ctx: RoundContext, state: EMAState, g: Any) -> tuple[Any, Any]:

@@ -54,14 +54,21 @@ floats, uplink only, per client; ``init="hessian"`` costs 32 d(d+1)/2 once; ever
 32 d + the compressor's cost: identity 32 d(d+1)/2, rank-R 32 R d, top-K 32 Kc (values only,
 no cap at the triangle). FedNL charges nothing for option 2's l_i, as the reference code.
 
-Memory (the hot path, issue 14): the learned Hessians are updated IN PLACE, in blocks of clients
-of 8 MB of matrices, so a round makes no temporary of the size of the (N, d, d) stack; top-K
-works on the upper triangles alone (the d x d difference is formed only for a spectral norm),
-keeps (values, indices) and adds them at the selected entries. A round therefore consumes its
-input state: the state it returns shares the Hessian buffer, and calling ``round`` again on the
-consumed state raises an error instead of silently using Hessians already advanced (a
-deliberate exception to the methods' pure-state convention, for the memory target; call
-``start`` again to replay a round).
+Memory and speed (the hot path, issue 14): the learned Hessians are updated IN PLACE, so a round
+makes no temporary of the size of the (N, d, d) stack. On NumPy, top-K runs as one compiled
+loop over the clients (:func:`fedtheory.kernels.topk_learn`): each client's upper-triangle
+difference, a quickselect of the K-th largest magnitude, the additions at the selected entries
+and l_i, with temporaries of one client's size; a spectral l_i is computed on the principal
+block of the coordinates where the difference is non-zero (exact: the other coordinates only
+add the eigenvalue 0). Elsewhere (CuPy, and the identity and rank-R compressors) the update
+runs in blocks of clients of at most 8 MB of matrices; top-K there works on the upper
+triangles alone (the d x d difference is formed only for a spectral norm), keeps (values,
+indices) and adds them at the selected entries. In the compiled loop a NaN in a difference
+counts as the largest magnitude (it reaches H_i instead of being dropped). A round therefore
+consumes its input state: the state it returns shares the Hessian buffer, and calling
+``round`` again on the consumed state raises an error instead of silently using Hessians
+already advanced (a deliberate exception to the methods' pure-state convention, for the
+memory target; call ``start`` again to replay a round).
 
 Choices the spec leaves open, made here:
 
@@ -90,6 +97,7 @@ import numpy as np
 
 from .._backend import xp_of
 from ..errors import check
+from ..kernels import topk_learn
 from ..linalg import add_diag, spd_solve, sym_floats
 from ..validate import check_choice, check_count, is_real, number_or
 from .base import Method, RoundContext, RoundInfo, register
@@ -359,6 +367,8 @@ class HessianLearner(Method):
         """
         xp = xp_of(H)
         m, d = H_true.shape[0], H_true.shape[-1]
+        if self.compressor == "topK" and xp is np:
+            return self._learn_top_k_compiled(H, H_true, rows, norm, after)
         norms = None if norm is None else xp.empty(m)
         block = max(1, min(BLOCK_BYTES, H.nbytes // BLOCK_FRACTION) // (d * d * H.itemsize))
         for lo in range(0, m, block):
@@ -369,6 +379,26 @@ class HessianLearner(Method):
             if norm is not None:
                 norms[lo:hi] = out
         return norms
+
+    def _learn_top_k_compiled(
+        self, H: np.ndarray, T: np.ndarray, rows: np.ndarray | None, norm: str | None, after: bool
+    ) -> np.ndarray | None:
+        """The top-K update on NumPy: one compiled loop over the clients
+        (:func:`fedtheory.kernels.topk_learn`) that forms each client's upper-triangle difference,
+        selects, adds in place and takes the norm, with temporaries of one client's size. The
+        spectral norm is computed on the principal block of the coordinates where the difference
+        has a non-zero entry (the others only add the eigenvalue 0): with ``init="hessian"``
+        that is the features the client's rows use (w8a: 146 of 300, median)."""
+        m = T.shape[0]
+        rows = np.arange(m) if rows is None else np.asarray(rows, dtype=np.int64)
+        kind = 0 if norm is None else (1 if norm == "frobenius" else 3) + int(after)
+        norms = np.empty(m)
+        check(
+            H.flags.c_contiguous and T.flags.c_contiguous,
+            "FedNL's learned and evaluated Hessian stacks must be C-contiguous",
+        )
+        topk_learn(H, T, rows, self.Kc, self._alpha_fixed(T.shape[-1]), kind, norms)
+        return None if norm is None else norms
 
     def _learn_dense(self, H: Any, T: Any, at: Any, norm: str | None, after: bool) -> Any:
         """The identity and rank-R update of the clients ``at`` (Hessians T at x), through the

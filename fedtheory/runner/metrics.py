@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from .._backend import to_numpy, xp_of
+from .._backend import block_bytes, to_numpy, xp_of
 from .._version import __version__
 from ..methods.base import Method, RoundContext, RoundInfo
 
@@ -167,17 +167,19 @@ def settled_status(dist: Any, scale: float) -> str:
     return "completed"
 
 
-def weighted_sq_dist(P: Any, Q: Any, w: Any, block_bytes: int = 2**25) -> float:
-    """sum_i w_i ||P_i - Q||_F^2, in blocks of clients of at most ``block_bytes`` and at most
-    a quarter of the stack each, so no temporary of the size of the (m, d, d) stack is made."""
+def weighted_sq_dist(P: Any, Q: Any, w: Any) -> float:
+    """sum_i w_i ||P_i - Q||_F^2, in blocks of clients of at most ``_backend.block_bytes`` (2 MiB
+    on the host) and at most a quarter of the stack each, so no temporary of the size of the
+    (m, d, d) stack is made. The weighted sum is taken once over the m squared distances, so
+    the result does not depend on the block size."""
     xp = xp_of(P)
-    block_bytes = min(block_bytes, P.nbytes // 4)
-    block = max(1, block_bytes // (P.shape[-1] * P.shape[-2] * P.itemsize))
-    total = 0.0
-    for lo in range(0, P.shape[0], block):
+    m, size = P.shape[0], P.shape[-1] * P.shape[-2] * P.itemsize
+    block = max(1, min(block_bytes(P), P.nbytes // 4) // size)
+    sq = xp.empty(m)
+    for lo in range(0, m, block):
         D = P[lo : lo + block] - Q
-        total += float(w[lo : lo + block] @ xp.sum(D * D, axis=(1, 2)))
-    return total
+        sq[lo : lo + block] = xp.sum(D * D, axis=(1, 2))
+    return float(w @ sq)
 
 
 def points_batch(problem: Any, thetas: Any, chunk_bytes: float) -> list[SimpleNamespace]:
