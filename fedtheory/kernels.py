@@ -44,6 +44,9 @@ def _external(module: str, name: str, nargs: int) -> types.ExternalFunction:
 _dsyrk = _external("blas", "dsyrk", 10)  # uplo trans n k alpha a lda beta c ldc
 _dpotrf = _external("lapack", "dpotrf", 5)  # uplo n a lda info
 _dpotrs = _external("lapack", "dpotrs", 8)  # uplo n nrhs a lda b ldb info
+_dsytrd = _external("lapack", "dsytrd", 10)  # uplo n a lda d e tau work lwork info
+# range order n vl vu il iu abstol d e m nsplit w iblock isplit work iwork info
+_dstebz = _external("lapack", "dstebz", 18)
 
 _U = np.uint64  # unsigned indices: no negative-index wraparound in the inner loops
 _BLOCK = 32  # tile of the blocked lower -> upper copy
@@ -439,11 +442,43 @@ def _frobenius_norm(vals, start, d):
 
 
 @nb.njit(cache=True, nogil=True)
+def _extreme_eigenvalues(S, n, work):
+    """(smallest, largest) eigenvalue of the symmetric n x n matrix S (overwritten), from
+    LAPACK's tridiagonal reduction ``dsytrd`` and bisection ``dstebz`` for the two extreme
+    eigenvalues alone, to full accuracy (abstol = twice the underflow threshold, as LAPACK
+    advises): all n eigenvalues (``dsyevd``'s ``dsterf``) cost as much again as the
+    reduction. ``work`` holds at least 64 n + 7 n floats."""
+    N = np.array([n], dtype=np.int32)
+    info = np.zeros(1, dtype=np.int32)
+    diag, off, tau = work[:n], work[n : 2 * n], work[2 * n : 3 * n]
+    lwork = np.array([64 * n], dtype=np.int32)
+    uplo = np.array([ord("L")], dtype=np.uint8)
+    _dsytrd(uplo.ctypes, N.ctypes, S.ctypes, N.ctypes, diag.ctypes, off.ctypes, tau.ctypes,
+            work[3 * n : 67 * n].ctypes, lwork.ctypes, info.ctypes)  # fmt: skip
+    rng, order = np.array([ord("I")], dtype=np.uint8), np.array([ord("E")], dtype=np.uint8)
+    vl, vu = np.zeros(1), np.zeros(1)
+    abstol = np.array([2.0 * np.finfo(np.float64).tiny])
+    m, nsplit = np.zeros(1, dtype=np.int32), np.zeros(1, dtype=np.int32)
+    w = np.empty(n)
+    iblock, isplit = np.empty(n, dtype=np.int32), np.empty(n, dtype=np.int32)
+    iwork = np.empty(3 * n, dtype=np.int32)
+    out = np.empty(2)
+    for k in range(2):
+        at = np.array([1 if k == 0 else n], dtype=np.int32)
+        _dstebz(rng.ctypes, order.ctypes, N.ctypes, vl.ctypes, vu.ctypes, at.ctypes, at.ctypes,
+                abstol.ctypes, diag.ctypes, off.ctypes, m.ctypes, nsplit.ctypes, w.ctypes,
+                iblock.ctypes, isplit.ctypes, work[67 * n : 71 * n].ctypes, iwork.ctypes,
+                info.ctypes)  # fmt: skip
+        out[k] = w[0]
+    return out[0], out[1]
+
+
+@nb.njit(cache=True, nogil=True)
 def _spectral_norm(vals, start, d, used, idx, sub):
     """max |eigenvalue| of the symmetric d x d matrix whose upper triangle is ``vals`` (row
     major, row i from ``start[i]``), from the principal block of its coordinates with a
     non-zero entry: a coordinate whose row and column are zero only adds the eigenvalue 0.
-    NaN if an entry is NaN."""
+    NaN if an entry is NaN. ``sub`` holds at least d * d + 71 d floats."""
     used[:] = False
     for i in range(d):
         s = start[i]
@@ -468,8 +503,8 @@ def _spectral_norm(vals, start, d, used, idx, sub):
             v = vals[start[i] + idx[b] - i]
             S[a, b] = v
             S[b, a] = v
-    lam = np.linalg.eigvalsh(S)
-    return max(abs(lam[0]), abs(lam[n - 1]))
+    lo, hi = _extreme_eigenvalues(S, n, sub[n * n : n * n + 71 * n])
+    return max(abs(lo), abs(hi))
 
 
 @nb.njit(cache=True, nogil=True)
@@ -494,7 +529,7 @@ def topk_learn(H, T, rows, K, alpha, norm_kind, norms):  # noqa: C901 - one comp
     scratch = np.empty(tri)
     used = np.empty(d, dtype=np.bool_)
     idx = np.empty(d, dtype=np.int64)
-    sub = np.empty(d * d if norm_kind >= 3 else 1)
+    sub = np.empty(d * d + 71 * d if norm_kind >= 3 else 1)
     K = min(K, tri)
     for k in range(m):
         Hr, Tk = H[rows[k]], T[k]
