@@ -37,6 +37,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from ._types import Array
+from .draws import integers_rows
 from .errors import check
 from .objectives import ORACLES, OracleOut
 from .validate import check_count, check_nonneg, check_options
@@ -86,10 +87,16 @@ def draw(
     if not isinstance(rng, RunDraws):
         return sample(rng, slice(None))
     out = None
+    # each run's rows in increasing order (a stable sort of the rows by run, split at the
+    # runs' counts): one pass instead of one comparison of every row per run
+    runs = np.asarray(rng.runs, dtype=np.int64)
+    order = np.argsort(runs, kind="stable")
+    counts = np.bincount(runs, minlength=len(rng.generators))
+    ends = np.cumsum(counts)
     for r, gen in enumerate(rng.generators):
-        rows = np.flatnonzero(rng.runs == r)
-        if rows.size == 0:
+        if counts[r] == 0:
             continue
+        rows = order[ends[r] - counts[r] : ends[r]]
         part = sample(gen, rows)
         if out is None:
             out = np.empty((n, *part.shape[1:]), dtype=part.dtype)
@@ -153,7 +160,10 @@ class Minibatch:
             n = problem.sizes[sel[at]]
             return gen.integers(0, n[:, None], size=(len(n), self.b))
 
-        rows = draw(rng, sample, len(sel))
+        if isinstance(rng, RunDraws):  # every run's rows in one compiled call, the same bits
+            rows = integers_rows(rng.generators, rng.runs, problem.sizes[sel], self.b)
+        else:
+            rows = draw(rng, sample, len(sel))
         ci, ri = xp.asarray(sel[:, None]), xp.asarray(rows)
         A, y = problem.A[ci, ri], problem.y[ci, ri]  # (m, b, d), (m, b)
         sw = xp.full(y.shape, 1.0 / self.b)

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from ..draws import choice_sorted
 from ..errors import check
 from ..methods.base import Method, per_run_info, round_context
 from ..oracles import make_oracle
@@ -27,6 +28,7 @@ from ..threads import DEFAULT_THREADS, blas_threads, check_threads
 from ..trace import Trace
 from . import metrics
 from .loop import _progress, check_common, check_seed, participants, start, timed_round
+from .participation import Participation
 
 
 def run_batch(
@@ -127,10 +129,16 @@ def _run_batch(
             metrics.row(0, p, ref, scale, 0, _of_run(totals, b), N, 0.0, math.nan)
         )
     bar = _progress(rounds, f"{method.name} x {len(seeds)} seeds") if progress else None
+    compiled_draw = type(who) is Participation and who.schedule is None and S < N
     for t in range(1, rounds + 1):
         B = len(alive)
-        draws = [who.draw(t, rngs[b]) for b in alive]  # participation first, per run
-        clients = np.concatenate([np.arange(N) if c is None else c for c in draws])
+        # participation first, per run; a seeded draw of S < N clients (Participation.draw's
+        # sorted choice) is made for all runs in one compiled call, bit for bit the same
+        if compiled_draw:
+            clients = choice_sorted([rngs[b] for b in alive], N, S).reshape(-1)
+        else:
+            draws = [who.draw(t, rngs[b]) for b in alive]
+            clients = np.concatenate([np.arange(N) if c is None else c for c in draws])
         ctx = round_context(
             problem, clients, rng=[rngs[b] for b in alive], oracle=oracle, runs=B, batched=True
         )
