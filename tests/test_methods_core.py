@@ -149,3 +149,29 @@ def test_local_search_sopm_converges_where_a_long_fixed_step_does_not():
     )
     assert searched.final["grad_norm"] < 1e-8
     assert fixed.final["grad_norm"] > 1e-3 or fixed.status == "diverged"
+
+
+@pytest.mark.parametrize("objective", ["logistic", "ridge"])
+@pytest.mark.parametrize("clients", [None, [4, 1, 6]])
+def test_mixed_hessian_equals_the_mix_of_the_client_hessians(objective, clients):
+    """ctx.eval(..., mixed_hess=True) returns sum_i w~_i H_i with the weights renormalised
+    over the participants, whether built without the stack (one run, exact logistic oracle) or
+    as the mix of the stack (ridge, a batch of runs)."""
+    problem = make_problem(31, N=8, d=5, objective=objective)
+    theta = np.linspace(-0.3, 0.4, 5)
+    sel = None if clients is None else np.array(clients)
+    ctx = round_context(problem, sel)
+    want = ctx.mix(ctx.eval(theta, hess=True).H)
+    got = ctx.eval(theta, hess=True, mixed_hess=True)
+    assert got.H.shape == (5, 5)
+    np.testing.assert_allclose(got.H, want, rtol=1e-13, atol=1e-15)
+    np.testing.assert_array_equal(got.g, ctx.eval(theta).g)
+    runs = [np.random.default_rng(0), np.random.default_rng(1)]
+    both = np.arange(8) if sel is None else np.concatenate([sel, sel])
+    if sel is None:
+        both = np.concatenate([both, both])
+    batch = round_context(problem, both, rng=runs, runs=2, batched=True)
+    H = batch.eval(np.stack([theta] * both.size), hess=True, mixed_hess=True).H
+    assert H.shape == (2, 5, 5)
+    np.testing.assert_allclose(H[0], want, rtol=1e-13, atol=1e-15)
+    np.testing.assert_allclose(H[1], want, rtol=1e-13, atol=1e-15)

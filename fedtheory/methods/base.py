@@ -25,7 +25,7 @@ import numpy as np
 
 from ..errors import check
 from ..objectives import OracleOut
-from ..oracles import RunDraws, make_oracle
+from ..oracles import Exact, RunDraws, make_oracle
 from ..validate import coerce_params
 
 
@@ -146,17 +146,35 @@ class RoundContext:
         grad: bool = True,
         hess: bool = False,
         sub: np.ndarray | None = None,
+        mixed_hess: bool = False,
     ) -> OracleOut:
         """Oracle of the participants (or of the participants at positions ``sub``) at
-        ``theta``: one point for all of them (one run) or one row per participant."""
+        ``theta``: one point for all of them (one run) or one row per participant.
+
+        ``mixed_hess``: H is returned mixed, ``mix(H_i)`` = sum_i w~_i H_i over each run's
+        participants, for a method that only needs that sum. The exact oracle of one run
+        builds it without the (m, d, d) stack of client Hessians (weights folded into the
+        Gram product; not for ridge, whose constant client Hessians are cached and mixed)."""
+        check(not (mixed_hess and sub is not None), "mixed_hess mixes all the participants")
         clients = self.clients
         rng = self.rng
         if sub is not None:
             clients = self.labels[sub]
+        if (
+            mixed_hess
+            and hess
+            and not self.batched
+            and isinstance(self.oracle, Exact)
+            and self.problem.objective != "ridge"
+        ):
+            return self.problem.oracle(
+                theta, clients, value=value, grad=grad, hess=True, hess_weights=self.weights
+            )
         if self.batched:
             rows = np.arange(self.m) if sub is None else np.asarray(sub)
             rng = RunDraws(self.rng, rows // self.S)
-        return self.oracle(self.problem, theta, clients, value=value, grad=grad, hess=hess, rng=rng)
+        o = self.oracle(self.problem, theta, clients, value=value, grad=grad, hess=hess, rng=rng)
+        return o._replace(H=self.mix(o.H)) if mixed_hess and hess else o
 
     # ---- server-level arrays --------------------------------------------------------------
     def to_clients(self, x: Any) -> Any:

@@ -45,8 +45,8 @@ class Newton(Method):
         check_eta(self.eta)
 
     def round(self, ctx: RoundContext, state: ServerState) -> tuple[ServerState, RoundInfo]:
-        o = ctx.eval(ctx.to_clients(state.theta), grad=True, hess=True)
-        step = spd_solve(ctx.mix(o.H), ctx.mix(o.g), what="global Hessian", hint="use lam > 0")
+        o = ctx.eval(ctx.to_clients(state.theta), grad=True, hess=True, mixed_hess=True)
+        step = spd_solve(o.H, ctx.mix(o.g), what="global Hessian", hint="use lam > 0")
         d, m = ctx.problem.d, ctx.m
         info = RoundInfo(uplink=m * (d + sym_floats(d)), downlink=m * d, grad_evals=m, hess_evals=m)
         return ServerState(state.theta - self.eta * step), info
