@@ -567,3 +567,22 @@ def topk_learn(H, T, rows, K, alpha, norm_kind, norms):  # noqa: C901 - one comp
             norms[k] = _frobenius_norm(vals, start, d)
         elif norm_kind == 4:
             norms[k] = _spectral_norm(vals, start, d, used, idx, sub)
+
+
+# ---- FedPM's server inputs in one pass over the stack ------------------------------------------
+@nb.njit(cache=True, nogil=True, fastmath={"reassoc", "nsz", "contract"})
+def mix_and_apply(P, x, w, S, v):
+    """S = sum_k w[k] P[k] (d, d) and v[k] = P[k] x[k] (m, d) in one pass over the stack P
+    (m, d, d): each row of P[k] is read once, for both (two BLAS calls read the stack twice)."""
+    m, d = _U(P.shape[0]), _U(P.shape[1])
+    S[:, :] = 0.0
+    for k in range(m):
+        wk, xk = w[k], x[k]
+        for i in range(d):
+            row, Si = P[k, i], S[i]
+            acc = 0.0
+            for j in range(d):
+                p = row[j]
+                Si[j] += wk * p
+                acc += p * xk[j]
+            v[k, i] = acc

@@ -23,6 +23,7 @@ from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 
+from .. import kernels
 from ..errors import check
 from ..objectives import OracleOut
 from ..oracles import Exact, RunDraws, make_oracle
@@ -187,6 +188,25 @@ class RoundContext:
     def mix(self, x: Any) -> Any:
         """sum_i w~_i x_i over the participants of each run (leading axis)."""
         return self._weighted(self.weights, x)
+
+    def mix_apply(self, P: Any, x: Any) -> tuple[Any, Any]:
+        """(mix(P), P_i x_i): the mixed matrix of a stack P (m, d, d) and every participant's
+        product with its own row of x (m, d). On NumPy, one run: one compiled pass over the
+        stack (:func:`fedtheory.kernels.mix_and_apply`) instead of two."""
+        xp = self.problem.xp
+        if (
+            not self.batched
+            and xp is np
+            and P.ndim == 3
+            and P.dtype == np.float64
+            and P.flags.c_contiguous
+            and x.shape == P.shape[:2]
+        ):
+            S, v = np.empty(P.shape[1:]), np.empty(x.shape)
+            w = np.ascontiguousarray(self.weights, dtype=np.float64)
+            kernels.mix_and_apply(P, np.ascontiguousarray(x, dtype=np.float64), w, S, v)
+            return S, v
+        return self.mix(P), xp.matmul(P, x[..., None])[..., 0]
 
     def sum_w(self, x: Any) -> Any:
         """sum_i w_i x_i over the participants of each run, with the problem's weights w_i

@@ -103,7 +103,6 @@ class FedPM(Method):
         self, ctx: RoundContext, state: ServerState | MemoryState
     ) -> tuple[ServerState | MemoryState, RoundInfo]:
         loc, P_mix, hess_evals = self._clients(ctx, state.theta)
-        v = self._v(ctx, P_mix, loc)
         d, m = ctx.problem.d, ctx.m
         info = RoundInfo(
             uplink=m * (d + sym_floats(d)),
@@ -114,13 +113,15 @@ class FedPM(Method):
             theta_local=loc.theta,
         )
         if not self.server_memory:
+            P_bar, v = ctx.mix_apply(P_mix, loc.theta)  # sum w~_i P_i and v_i = P_i theta_i
             theta = spd_solve(
-                ctx.mix(P_mix),
+                P_bar,
                 ctx.mix(v),
                 what="mixed preconditioner",
                 hint="use lam > 0 or delta > 0",
             )
             return ServerState(theta), info
+        v = self._v(ctx, P_mix, loc)
         P_all, v_all = ctx.put(state.P, P_mix), ctx.put(state.v, v)  # the state stays pure
         theta = spd_solve(
             ctx.mix_all(P_all),
