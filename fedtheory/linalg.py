@@ -13,7 +13,9 @@ batched potrf and cuBLAS's batched trsm.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 import numpy as np
@@ -54,10 +56,50 @@ def cholesky(
     second temporary copy). Raises FactorizationError naming the first matrix that is not
     positive definite: ``labels[k]`` (a client id) for a stack of shape (m, d, d).
     """
+    pending = _PENDING.get()
+    if pending is not None and not _lapack_ready(P) and xp_of(P) is not np:
+        L, info = _cupy_batched_cholesky(P if P.ndim > 2 else P[None], check=False, info=True)
+        pending.append((info, P.ndim, labels, what, hint))
+        return L if P.ndim > 2 else L[0]
     try:
         return _library_cholesky(P)
     except _NotPositiveDefinite as exc:
         _raise(P.ndim, exc.index, labels, what, hint)
+
+
+#: The factorisation statuses left on the device by :class:`DeferredChecks` (None: check at
+#: once).
+_PENDING: ContextVar[list[tuple[Any, ...]] | None] = ContextVar("fedtheory_pending", default=None)
+
+
+class DeferredChecks:
+    """Factorisation checks on a GPU without a device synchronisation per factorisation.
+
+    Inside ``with checks.active():`` a CuPy Cholesky factorisation leaves its status (cuSOLVER's
+    info array) on the device instead of reading it back; :meth:`check` reads back every
+    pending status at once and raises the :class:`~fedtheory.errors.FactorizationError` the
+    first failed one would have raised, naming the client. The runner activates this around
+    each round and checks at every device synchronisation (each logged round), so rounds in
+    between need no host round trip (issue 15). NumPy factorisations raise at once, as always.
+    """
+
+    def __init__(self) -> None:
+        self.pending: list[tuple[Any, ...]] = []
+
+    @contextmanager
+    def active(self) -> Iterator[None]:
+        token = _PENDING.set(self.pending)
+        try:
+            yield
+        finally:
+            _PENDING.reset(token)
+
+    def check(self) -> None:
+        pending, self.pending[:] = list(self.pending), []
+        for info, ndim, labels, what, hint in pending:
+            bad = xp_of(info).flatnonzero(info)
+            if bad.size:
+                _raise(ndim, int(bad[0]), labels, what, hint)
 
 
 def _raise(ndim: int, index: int, labels: Sequence[Any] | None, what: str, hint: str) -> None:
@@ -104,9 +146,10 @@ def _library_cholesky(P: Array) -> Array:
     return _cupy_batched_cholesky(P)
 
 
-def _cupy_batched_cholesky(P: Array, check: bool = True) -> Array:
+def _cupy_batched_cholesky(P: Array, check: bool = True, info: bool = False) -> Array:
     """``check=False`` skips the info check (and its device sync): for the benchmark that
-    measures what the check costs, never for results."""
+    measures what the check costs, and for :class:`DeferredChecks`, which also asks for the
+    info array (``info=True``: returns (factors, info))."""
     import cupy
     from cupy.cuda import device
     from cupy_backends.cuda.libs import cublas, cusolver
@@ -116,7 +159,7 @@ def _cupy_batched_cholesky(P: Array, check: bool = True) -> Array:
     batch = x.size // (n * n)
     step = n * n * x.itemsize
     ptrs = cupy.arange(x.data.ptr, x.data.ptr + step * batch, step, dtype=cupy.uintp)
-    info = cupy.empty(batch, dtype=cupy.int32)
+    status = cupy.empty(batch, dtype=cupy.int32)
     # column-major UPPER of a C-ordered matrix is its row-major LOWER triangle
     cusolver.dpotrfBatched(
         device.get_cusolver_handle(),
@@ -124,15 +167,15 @@ def _cupy_batched_cholesky(P: Array, check: bool = True) -> Array:
         n,
         ptrs.data.ptr,
         n,
-        info.data.ptr,
+        status.data.ptr,
         batch,
     )
     if check:
-        bad = cupy.flatnonzero(info)  # a device sync on a few bytes, to raise if needed
+        bad = cupy.flatnonzero(status)  # a device sync on a few bytes, to raise if needed
         if bad.size:
             raise _NotPositiveDefinite(int(bad[0]))
     x *= cupy.tri(n, dtype=x.dtype)  # zero the upper triangle in place
-    return x
+    return (x, status) if info else x
 
 
 def cho_solve(L: Array, b: Array) -> Array:

@@ -136,3 +136,46 @@ def test_the_factorisation_leaves_its_input_alone():
     cholesky(P)
     spd_solve(P, rng.normal(size=(5, 4)))
     np.testing.assert_array_equal(P, keep)
+
+
+def test_deferred_checks_raise_at_the_check_naming_the_client(backend):
+    """Inside DeferredChecks.active() a CuPy factorisation leaves its status on the device and
+    check() raises the error naming the client (NumPy raises at once, as without it); a 2-d
+    factor from the deferred path equals the immediate one."""
+    from fedtheory.linalg import DeferredChecks
+
+    rng = np.random.default_rng(5)
+    P = _spd(rng, 12, 4)
+    P[9] -= 100 * np.eye(4)
+    good = _spd(rng, 1, 5)[0]
+    labels = np.arange(40, 52)
+    if backend == "cupy":
+        import cupy
+
+        P, good = cupy.asarray(P), cupy.asarray(good)
+    checks = DeferredChecks()
+    if backend == "numpy":
+        with checks.active(), pytest.raises(FactorizationError, match="client 49 is not"):
+            cholesky(P, labels=labels)
+        return
+    with checks.active():
+        cholesky(P, labels=labels)  # no error yet: the status stays on the device
+        L = cholesky(good)
+    np.testing.assert_allclose(cupy.asnumpy(L), cupy.asnumpy(cholesky(good)), rtol=1e-12)
+    with pytest.raises(FactorizationError, match="client 49 is not positive definite"):
+        checks.check()
+    checks.check()  # checked once: nothing pending any more
+
+
+def test_a_run_logging_every_k_rounds_still_names_the_client(backend):
+    """With log_every = 4 a GPU run synchronises only at logged rounds; a singular client
+    Hessian is still an error naming the client, raised by the run."""
+    from fedtheory import make_method, run
+    from fedtheory.problem import FederatedProblem
+
+    rng = np.random.default_rng(0)
+    Xs = [rng.normal(size=(6, 3)), rng.normal(size=(1, 3)), rng.normal(size=(6, 3))]
+    ys = [rng.normal(size=len(X)) for X in Xs]
+    problem = FederatedProblem.from_clients(Xs, ys, objective="ridge", lam=0.0).to(backend)
+    with pytest.raises(FactorizationError, match="client 1 is not positive definite"):
+        run(problem, make_method("fedpm"), 10, log_every=4)

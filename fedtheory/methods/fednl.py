@@ -60,10 +60,13 @@ loop over the clients (:func:`fedtheory.kernels.topk_learn`): each client's uppe
 difference, a quickselect of the K-th largest magnitude, the additions at the selected entries
 and l_i, with temporaries of one client's size; a spectral l_i is computed on the principal
 block of the coordinates where the difference is non-zero (exact: the other coordinates only
-add the eigenvalue 0). Elsewhere (CuPy, and the identity and rank-R compressors) the update
-runs in blocks of clients of at most 8 MB of matrices; top-K there works on the upper
-triangles alone (the d x d difference is formed only for a spectral norm), keeps (values,
-indices) and adds them at the selected entries. In the compiled loop a NaN in a difference
+add the eigenvalue 0). On CuPy, top-K with no norm or the Frobenius norm is one fused kernel
+launch (:func:`fedtheory.cuda_kernels.topk_learn`: one thread block per client, a radix select
+of the K-th largest magnitude, the same selection and bits). Elsewhere (CuPy with the spectral
+norm, and the identity and rank-R compressors) the update runs in blocks of clients of at
+most 8 MB of matrices; top-K there works on the upper triangles alone (the d x d difference
+is formed only for a spectral norm), keeps (values, indices) and adds them at the selected
+entries. In the compiled loop a NaN in a difference
 counts as the largest magnitude (it reaches H_i instead of being dropped). A round therefore
 consumes its input state: the state it returns shares the Hessian buffer, and calling
 ``round`` again on the consumed state raises an error instead of silently using Hessians
@@ -256,8 +259,10 @@ def shift(H: Any, l: Any) -> Any:
     """H + l I: one matrix and a number, or a stack (B, d, d) and one l per matrix (a batch of
     runs, each with its own l)."""
     xp = xp_of(H)
-    if np.ndim(l) == 0:
+    if np.ndim(l) == 0 and xp is np:
         return add_diag(H, float(l))
+    if np.ndim(l) == 0:  # a device scalar: no read-back (the same bits as add_diag)
+        return H + l * xp.eye(H.shape[-1], dtype=H.dtype)
     return H + xp.asarray(l)[:, None, None] * xp.eye(H.shape[-1], dtype=H.dtype)
 
 
@@ -359,7 +364,9 @@ class HessianLearner(Method):
     ) -> Any:
         """H_i <- H_i + alpha C(H_i(x) - H_i), in place in the stack H (N, d, d), for the
         clients ``rows`` (host indices; None: all N, in order) whose Hessians at x are
-        ``H_true`` (m, d, d). Works in blocks of clients (no temporary of the stack's size).
+        ``H_true`` (m, d, d). Works in blocks of clients (no temporary of the stack's size);
+        top-K runs as one compiled loop on NumPy and, unless the norm is spectral, as one
+        fused kernel launch on CuPy (:func:`fedtheory.cuda_kernels.topk_learn`).
 
         Returns ||H_i(x) - H_i|| in ``norm`` ("frobenius" or "spectral"; None: no norms), (m,),
         of the difference before the update (``after=False``, FedNL's l_i^k) or after it
@@ -369,6 +376,33 @@ class HessianLearner(Method):
         m, d = H_true.shape[0], H_true.shape[-1]
         if self.compressor == "topK" and xp is np:
             return self._learn_top_k_compiled(H, H_true, rows, norm, after)
+        if self.compressor == "topK" and norm != "spectral" and xp.__name__ == "cupy":
+            # One fused kernel launch for all the clients (fedtheory.cuda_kernels, imported here
+            # only: the NumPy path never loads CuPy); a spectral norm takes the array path.
+            from .. import cuda_kernels
+            from .._backend import is_cupy
+
+            check(H.flags.c_contiguous, "FedNL's learned Hessian stack must be C-contiguous")
+            if rows is not None and not is_cupy(rows):  # host indices, checked on the host
+                rows = np.asarray(rows, dtype=np.int64)
+                check(
+                    rows.shape == (m,) and (m == 0 or 0 <= rows.min() <= rows.max() < H.shape[0]),
+                    f"rows must be {m} indices into the {H.shape[0]} learned Hessians",
+                )
+            if rows is not None:
+                rows = xp.asarray(rows, dtype=xp.int64)
+            norms = None if norm is None else xp.empty(m)
+            kind = 0 if norm is None else 1 + int(after)
+            cuda_kernels.topk_learn(
+                H,
+                xp.ascontiguousarray(H_true),
+                rows,
+                self.Kc,
+                self._alpha_fixed(d),
+                kind,
+                norms,
+            )
+            return norms
         norms = None if norm is None else xp.empty(m)
         block = max(1, min(BLOCK_BYTES, H.nbytes // BLOCK_FRACTION) // (d * d * H.itemsize))
         for lo in range(0, m, block):

@@ -21,6 +21,7 @@ import numpy as np
 
 from ..draws import choice_sorted
 from ..errors import check
+from ..linalg import DeferredChecks
 from ..methods.base import Method, per_run_info, round_context
 from ..oracles import make_oracle
 from ..problem import FederatedProblem
@@ -130,6 +131,7 @@ def _run_batch(
         )
     bar = _progress(rounds, f"{method.name} x {len(seeds)} seeds") if progress else None
     compiled_draw = type(who) is Participation and who.schedule is None and S < N
+    checks = DeferredChecks()
     for t in range(1, rounds + 1):
         B = len(alive)
         # participation first, per run; a seeded draw of S < N clients (Participation.draw's
@@ -142,7 +144,8 @@ def _run_batch(
         ctx = round_context(
             problem, clients, rng=[rngs[b] for b in alive], oracle=oracle, runs=B, batched=True
         )
-        state, info, sec = timed_round(method, ctx, state)
+        sync = t % log_every == 0 or t == rounds  # on a GPU: no host round trip in between
+        state, info, sec = timed_round(method, ctx, state, checks=checks, sync=sync)
         seconds += sec
         if t == 1:
             _add_counts(totals, setup, alive)

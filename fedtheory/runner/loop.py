@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import check
+from ..linalg import DeferredChecks
 from ..methods.base import Method, RoundContext, RoundInfo, round_context
 from ..oracles import make_oracle
 from ..problem import FederatedProblem
@@ -60,9 +61,19 @@ def iterate(
     theta0: Any = None,
     oracle: Any = "exact",
     state: Any = None,
+    sync_every: int = 1,
 ) -> Iterator[Step]:
     """The rounds of ``method`` on ``problem``, one :class:`Step` each (forever when
     ``rounds`` is None, which needs seeded or full participation).
+
+    On a GPU the device is synchronised after every ``sync_every``-th round (and the last), and
+    the factorisations of the rounds since the previous synchronisation are checked then
+    (a FactorizationError naming the client is raised at that round, up to ``sync_every - 1``
+    rounds after the failed factorisation): the rounds in between run without a host round
+    trip. A synchronised step's ``seconds`` include the device time of the rounds since the
+    previous synchronisation, the others' the host's dispatch alone, so cumulative sums of
+    ``seconds`` are exact at synchronised rounds. :func:`run` synchronises at its logged
+    rounds. On NumPy ``sync_every`` changes nothing.
 
     participation: None (all), S, or a schedule (see :mod:`.participation`); seed: the run's
     one generator (participation draws and stochastic oracles); theta0: the start (default 0);
@@ -72,6 +83,7 @@ def iterate(
     ``info`` is round 1's plus the setup's (none when ``state`` is given).
     """
     seed = check_seed(seed)
+    check_count(sync_every, "sync_every")
     check(
         rounds is not None or not isinstance(participation, (list, tuple, str)),
         "a participation schedule needs a number of rounds",
@@ -83,11 +95,13 @@ def iterate(
     if state is None:
         state, setup = method.start(problem, start(problem, theta0))
     t = 0
+    checks = DeferredChecks()
     while rounds is None or t < rounds:
         t += 1
         ctx = round_context(problem, who.draw(t, rng), rng=rng, oracle=oracle)
         before = state
-        state, info, seconds = timed_round(method, ctx, state)
+        sync = t % sync_every == 0 or t == rounds
+        state, info, seconds = timed_round(method, ctx, state, checks=checks, sync=sync)
         if setup is not None:
             info, setup = info.plus(setup), None
         yield Step(t, ctx, before, state, info, seconds)
@@ -177,7 +191,14 @@ def _run(
     )
     bar = _progress(rounds, f"{method.name} on {problem.name}") if progress else None
     steps = iterate(
-        problem, method, rounds=rounds, participation=who, seed=seed, theta0=theta, oracle=oracle
+        problem,
+        method,
+        rounds=rounds,
+        participation=who,
+        seed=seed,
+        theta0=theta,
+        oracle=oracle,
+        sync_every=log_every,
     )
     for step in steps:
         t = step.t
@@ -220,13 +241,32 @@ def _run(
     return trace
 
 
-def timed_round(method: Method, ctx: RoundContext, state: Any) -> tuple[Any, RoundInfo, float]:
-    """One round map and its wall time (with a device sync on a GPU)."""
+def timed_round(
+    method: Method,
+    ctx: RoundContext,
+    state: Any,
+    *,
+    checks: DeferredChecks | None = None,
+    sync: bool = True,
+) -> tuple[Any, RoundInfo, float]:
+    """One round map and its wall time.
+
+    On a GPU: with ``checks``, the round's factorisations leave their status on the device
+    (:class:`~fedtheory.linalg.DeferredChecks`); with ``sync`` the device is synchronised after
+    the round and every pending status checked (raising the FactorizationError that names the
+    client), so the time includes the device's work since the last synchronisation. Without
+    ``sync`` the time is the host's dispatch alone and the round needs no host round trip."""
     xp = ctx.problem.xp
     clock = time.perf_counter()
-    state, info = method.round(ctx, state)
-    if xp is not np:
+    if checks is not None and xp is not np:
+        with checks.active():
+            state, info = method.round(ctx, state)
+    else:
+        state, info = method.round(ctx, state)
+    if xp is not np and sync:
         xp.cuda.Device().synchronize()
+        if checks is not None:
+            checks.check()
     return state, info, time.perf_counter() - clock
 
 

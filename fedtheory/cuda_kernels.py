@@ -1,0 +1,423 @@
+"""Fused CUDA kernels of the hot path on CuPy (issue 15, item 1).
+
+Imported only from CuPy code paths (it imports CuPy at its top): the NumPy path never loads it.
+
+``topk_learn`` is FedNL's top-K Hessian learning (:func:`fedtheory.kernels.topk_learn`, the
+Numba kernel of the NumPy path, with its semantics) as ONE kernel launch, one thread block per
+client, with no host synchronisation:
+
+1. the upper-triangle difference D = T[k] - H[r] (d(d+1)/2 entries, row-major) is written to a
+   scratch buffer, its Frobenius norm (an off-diagonal entry counts twice) reduced if asked,
+   and the histogram of the top 11 bits of the magnitudes' bit patterns counted;
+2. the K-th largest magnitude is found by a radix select over the IEEE bit patterns of |D_ij|
+   (non-negative doubles order like their bit patterns as unsigned integers; a NaN counts as
+   +inf): digits of 11, 11, 11, 11, 11 and 8 bits from the top, one shared-memory histogram
+   of the entries that match the digits chosen so far per pass. It stops early once the bin
+   holding the K-th largest holds exactly the entries still to be taken (then all of them
+   are taken and no tie is split), and after the first pass when that bin holds only exact
+   zeros (the K-th largest is 0: on the w8a split with K = 8d, a third to a half of the
+   clients' differences have fewer than K non-zeros);
+3. one pass adds the selected entries (and their mirrors) to H[r]: every entry above the K-th
+   largest, and of the entries equal to it the LAST ones in row-major order (the first
+   ``equal - (K - greater)`` are skipped, counted by a block-wide prefix sum in position
+   order); then the Frobenius norm of the residual if asked.
+
+Each entry of H gets one addition, the same one the Numba kernel makes (the products and sums
+are rounded one by one: no fused multiply-add), so H is bit-identical to the NumPy path; the
+norms are block reductions and agree with the NumPy path to rounding. Rows must be distinct (a
+FedNL round's participants are): blocks of the same slot would race.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import cupy
+import numpy as np
+
+#: Threads per block (a multiple of 32, at most 1024) and entries each thread loads per step.
+THREADS = 512
+UNROLL = 4
+#: Blocks per multiprocessor the register budget leaves room for (w8a: 142 clients, 132 SMs).
+MIN_BLOCKS = 2
+
+_SOURCE = r"""
+typedef unsigned long long u64;
+typedef long long i64;
+
+#define FULL_MASK 0xffffffffu
+#define NO_DIGIT 0xffffffffu
+#define INF_BITS 0x7ff0000000000000ULL
+#define TOP_BINS 2048
+
+/* |v| as its IEEE bit pattern: non-negative doubles order like these integers; NaN: +inf. */
+__device__ __forceinline__ u64 mag_key(double v) {
+    return v != v ? INF_BITS : ((u64)__double_as_longlong(v) & 0x7fffffffffffffffULL);
+}
+
+/* Position of entry (i, i) in the row-major upper triangle of a d x d matrix. */
+__device__ __forceinline__ i64 row_start(i64 i, i64 d) { return i * d - i * (i - 1) / 2; }
+
+/* The row of position t of the row-major upper triangle (from the quadratic, then exact). */
+__device__ __forceinline__ int tri_row(i64 t, int d) {
+    const double b = 2.0 * d + 1.0;
+    const double disc = b * b - 8.0 * (double)t;
+    int i = (int)((b - sqrt(disc > 0.0 ? disc : 0.0)) * 0.5);
+    if (i < 0) i = 0;
+    if (i > d - 1) i = d - 1;
+    while (i > 0 && row_start(i, d) > t) --i;
+    while (i < d - 1 && row_start(i + 1, d) <= t) ++i;
+    return i;
+}
+
+/* Adds the warp's digits to hist (NO_DIGIT: this lane counts nothing), one shared atomic per
+   distinct digit: at once when the warp's entries share one digit (the many equal magnitudes
+   of sparse data), else by matching lanes. Every lane of the warp calls it. */
+__device__ __forceinline__ void count_digit(unsigned* hist, unsigned digit, int lane) {
+    const unsigned want = __ballot_sync(FULL_MASK, digit != NO_DIGIT);
+    if (want == 0u) return;
+    const int first = __ffs(want) - 1;
+    const unsigned d0 = __shfl_sync(FULL_MASK, digit, first);
+    if (__all_sync(FULL_MASK, digit == NO_DIGIT || digit == d0)) {
+        if (lane == first) atomicAdd(&hist[d0], __popc(want));
+        return;
+    }
+    const unsigned peers = __match_any_sync(FULL_MASK, digit);
+    if (digit != NO_DIGIT && lane == __ffs(peers) - 1) atomicAdd(&hist[digit], __popc(peers));
+}
+
+__device__ __forceinline__ unsigned warp_inclusive_scan(unsigned x, int lane) {
+    for (int o = 1; o < 32; o <<= 1) {
+        const unsigned y = __shfl_up_sync(FULL_MASK, x, o);
+        if (lane >= o) x += y;
+    }
+    return x;
+}
+
+/* Exclusive prefix sum of x over the block in thread order; *total: the block's sum. Every
+   thread of the block calls it. */
+__device__ unsigned block_exclusive_scan(unsigned x, unsigned* ws, unsigned* total) {
+    const int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    const unsigned inc = warp_inclusive_scan(x, lane);
+    if (lane == 31) ws[w] = inc;
+    __syncthreads();
+    if (w == 0) {
+        unsigned s = lane < nw ? ws[lane] : 0u;
+        s = warp_inclusive_scan(s, lane);
+        if (lane < nw) ws[lane] = s;
+    }
+    __syncthreads();
+    const unsigned before = w > 0 ? ws[w - 1] : 0u;
+    *total = ws[nw - 1];
+    __syncthreads();
+    return before + inc - x;
+}
+
+/* Sum of x over the block, in a fixed order; valid in thread 0. Every thread calls it. */
+__device__ double block_sum(double x, double* ws) {
+    const int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    for (int o = 16; o > 0; o >>= 1) x = __dadd_rn(x, __shfl_down_sync(FULL_MASK, x, o));
+    if (lane == 0) ws[w] = x;
+    __syncthreads();
+    double s = 0.0;
+    if (w == 0) {
+        s = lane < nw ? ws[lane] : 0.0;
+        for (int o = 16; o > 0; o >>= 1) s = __dadd_rn(s, __shfl_down_sync(FULL_MASK, s, o));
+    }
+    __syncthreads();
+    return s;
+}
+
+/* The bin of hist[0 : nbins] that holds the need-th largest entry (counting from the top):
+   its index, the count of the bins above it and its own count, to the shared *out[0:3]. Each
+   thread sums a run of bins, the runs in decreasing bin order, so that an exclusive scan in
+   thread order gives the count above each run. Every thread calls it. */
+__device__ void find_bin(const unsigned* hist, int nbins, i64 need, unsigned* ws,
+                         unsigned* out) {
+    const int nt = blockDim.x, tid = threadIdx.x;
+    const int per = (nbins + nt - 1) / nt;
+    int hi = nbins - tid * per, lo = hi - per;
+    if (hi < 0) hi = 0;
+    if (lo < 0) lo = 0;
+    unsigned local = 0;
+    for (int c = lo; c < hi; ++c) local += hist[c];
+    unsigned total;
+    unsigned above = block_exclusive_scan(local, ws, &total);
+    for (int c = hi - 1; c >= lo; --c) {
+        const unsigned h = hist[c];
+        if ((i64)above < need && (i64)above + (i64)h >= need) {
+            out[0] = (unsigned)c;
+            out[1] = above;
+            out[2] = h;
+        }
+        above += h;
+    }
+    __syncthreads();
+}
+
+extern "C" __global__ void __launch_bounds__(FEDNL_NT, FEDNL_MIN_BLOCKS)
+fednl_topk_learn(double* __restrict__ H, const double* __restrict__ T,
+                 const i64* __restrict__ rows, const int identity, const int d, const i64 K,
+                 const double alpha, const int alpha_one, const int norm_kind,
+                 double* __restrict__ norms, double* __restrict__ scratch) {
+    __shared__ unsigned hist[TOP_BINS];
+    __shared__ unsigned uws[32];
+    __shared__ double dws[32];
+    __shared__ unsigned found[3];
+    __shared__ unsigned zeros;
+
+    const int tid = threadIdx.x, lane = tid & 31, nt = blockDim.x;
+    const i64 k = blockIdx.x;
+    const i64 r = identity ? k : rows[k];
+    const i64 dd = (i64)d * d, tri = (i64)d * (d + 1) / 2;
+    double* Hr = H + r * dd;
+    const double* Tk = T + k * dd;
+    double* vals = scratch + k * tri;
+    /* Steps of the loops over the triangle: position (s + u) * nt + tid, the same count of
+       steps in every thread (the warp-wide calls need every lane). */
+    const i64 steps = (tri + nt - 1) / nt;
+
+    for (int b = tid; b < TOP_BINS; b += nt) hist[b] = 0u;
+    if (tid == 0) zeros = 0u;
+    __syncthreads();
+
+    /* 1. the difference, its norm (norm_kind 1) and the histogram of the top 11 bits. */
+    double acc = 0.0;
+    for (i64 s = 0; s < steps; s += FEDNL_UNROLL) {
+        double v[FEDNL_UNROLL];
+        int ii[FEDNL_UNROLL], jj[FEDNL_UNROLL];
+#pragma unroll
+        for (int u = 0; u < FEDNL_UNROLL; ++u) {
+            const i64 t = (s + u) * nt + tid;
+            ii[u] = -1;
+            if (t < tri) {
+                const int i = tri_row(t, d);
+                ii[u] = i;
+                jj[u] = i + (int)(t - row_start(i, d));
+            }
+        }
+#pragma unroll
+        for (int u = 0; u < FEDNL_UNROLL; ++u) {
+            if (ii[u] >= 0) {
+                const i64 at = (i64)ii[u] * d + jj[u];
+                v[u] = Tk[at] - Hr[at];
+            }
+        }
+#pragma unroll
+        for (int u = 0; u < FEDNL_UNROLL; ++u) {
+            unsigned digit = NO_DIGIT;
+            if (ii[u] >= 0) {
+                vals[(s + u) * nt + tid] = v[u];
+                if (norm_kind == 1) {
+                    const double sq = __dmul_rn(v[u], v[u]);
+                    acc = __dadd_rn(acc, ii[u] == jj[u] ? sq : __dmul_rn(2.0, sq));
+                }
+                digit = (unsigned)(mag_key(v[u]) >> 52);
+            }
+            count_digit(hist, digit, lane);
+            const unsigned z = __ballot_sync(FULL_MASK, digit != NO_DIGIT && v[u] == 0.0);
+            if (lane == 0 && z != 0u) atomicAdd(&zeros, __popc(z));
+        }
+    }
+    if (norm_kind == 1) {
+        const double total = block_sum(acc, dws);
+        if (tid == 0) norms[k] = sqrt(total);
+    }
+    __syncthreads();
+
+    /* 2. the K-th largest magnitude: entries with key > lo are taken, and of those with
+       key == lo all but the first `skip` in position order. */
+    i64 need = K < tri ? K : tri;
+    u64 lo = 0ULL;
+    i64 skip = 0;
+    if (need < tri) {
+        u64 prefix = 0ULL;
+        int shift = 52, width = 11;
+        for (int pass = 0;; ++pass) {
+            const int high = shift + width;
+            if (pass > 0) {
+                for (int b = tid; b < TOP_BINS; b += nt) hist[b] = 0u;
+                __syncthreads();
+                const u64 dmask = (1ULL << width) - 1ULL;
+                for (i64 s = 0; s < steps; s += FEDNL_UNROLL) {
+                    double v[FEDNL_UNROLL];
+#pragma unroll
+                    for (int u = 0; u < FEDNL_UNROLL; ++u) {
+                        const i64 t = (s + u) * nt + tid;
+                        v[u] = t < tri ? vals[t] : 0.0;
+                    }
+#pragma unroll
+                    for (int u = 0; u < FEDNL_UNROLL; ++u) {
+                        const i64 t = (s + u) * nt + tid;
+                        unsigned digit = NO_DIGIT;
+                        const u64 key = mag_key(v[u]);
+                        if (t < tri && ((key ^ prefix) >> high) == 0ULL)
+                            digit = (unsigned)((key >> shift) & dmask);
+                        count_digit(hist, digit, lane);
+                    }
+                }
+                __syncthreads();
+            }
+            find_bin(hist, 1 << width, need, uws, found);
+            const unsigned bin = found[0], above = found[1], count = found[2];
+            prefix |= (u64)bin << shift;
+            need -= (i64)above;
+            if ((i64)count == need) {  /* the whole bin is taken: no tie to split */
+                lo = prefix;
+                break;
+            }
+            if (shift == 0 || (pass == 0 && bin == 0u && count == zeros)) {
+                /* lo is the K-th largest itself (after the last digit; or 0 when the bin of
+                   the smallest exponent holds only zeros, the ties of sparse data) */
+                lo = prefix;
+                skip = (i64)count - need;
+                break;
+            }
+            width = shift < 11 ? shift : 11;
+            shift -= width;
+            __syncthreads();
+        }
+    }
+    __syncthreads();
+
+    /* 3. the additions at the selected entries and mirrors; the residual's norm (kind 2). */
+    double acc2 = 0.0;
+    i64 ties = 0;  /* entries equal to lo at earlier positions */
+    for (i64 s = 0; s < steps; s += FEDNL_UNROLL) {
+        double v[FEDNL_UNROLL];
+#pragma unroll
+        for (int u = 0; u < FEDNL_UNROLL; ++u) {
+            const i64 t = (s + u) * nt + tid;
+            v[u] = t < tri ? vals[t] : 0.0;
+        }
+#pragma unroll
+        for (int u = 0; u < FEDNL_UNROLL; ++u) {
+            const i64 t = (s + u) * nt + tid;
+            const bool ok = t < tri;
+            const u64 key = mag_key(v[u]);
+            const bool tie = ok && key == lo;
+            bool take = ok && key > lo;
+            if (skip > 0) {
+                unsigned total;
+                const unsigned before = block_exclusive_scan(tie ? 1u : 0u, uws, &total);
+                take = take || (tie && ties + (i64)before >= skip);
+                ties += (i64)total;
+            } else {
+                take = take || tie;
+            }
+            if (ok && (take || norm_kind == 2)) {
+                const int i = tri_row(t, d);
+                const int j = i + (int)(t - row_start(i, d));
+                double res = v[u];
+                if (take) {
+                    const double a = alpha_one ? v[u] : __dmul_rn(alpha, v[u]);
+                    const i64 at = (i64)i * d + j;
+                    Hr[at] = __dadd_rn(Hr[at], a);
+                    if (i != j) {
+                        const i64 ta = (i64)j * d + i;
+                        Hr[ta] = __dadd_rn(Hr[ta], a);
+                    }
+                    res = __dsub_rn(v[u], a);
+                }
+                if (norm_kind == 2) {
+                    const double sq = __dmul_rn(res, res);
+                    acc2 = __dadd_rn(acc2, i == j ? sq : __dmul_rn(2.0, sq));
+                }
+            }
+        }
+    }
+    if (norm_kind == 2) {
+        const double total = block_sum(acc2, dws);
+        if (tid == 0) norms[k] = sqrt(total);
+    }
+}
+"""
+
+
+@functools.cache
+def _kernel(threads: int, unroll: int, min_blocks: int) -> Any:
+    """The kernel for a launch shape (compiled by CuPy on first use, cached on disk)."""
+    return cupy.RawKernel(
+        _SOURCE,
+        "fednl_topk_learn",
+        options=(
+            "--fmad=false",
+            f"-DFEDNL_NT={threads}",
+            f"-DFEDNL_MIN_BLOCKS={min_blocks}",
+            f"-DFEDNL_UNROLL={unroll}",
+        ),
+    )
+
+
+def _float64_stack(x: Any, name: str) -> None:
+    if not isinstance(x, cupy.ndarray) or x.dtype != cupy.float64 or not x.flags.c_contiguous:
+        raise ValueError(f"{name} must be a C-contiguous float64 CuPy array")
+
+
+def topk_learn(H: Any, T: Any, rows: Any, K: int, alpha: float, norm_kind: int, norms: Any) -> None:
+    """FedNL's top-K learning on the GPU, in place, as :func:`fedtheory.kernels.topk_learn`
+    (whose semantics it has): for k < m, client slot r = rows[k] of the stack H (N, d, d) gets
+    H[r] += alpha C(T[k] - H[r]), C = the K entries of largest magnitude of the upper
+    triangle (diagonal included), mirrored, exact ties going to the larger (i, j) in row-major
+    order, a NaN counting as the largest magnitude; ``alpha`` = 1 adds the values themselves.
+    ``rows``: distinct device indices (m,) int64, or None for 0..m-1. ``norm_kind``: 0 none,
+    1 / 2 the Frobenius norm of the difference before / after the update, written to
+    ``norms`` (m,) float64 (None with kind 0). One kernel launch, no host synchronisation.
+    """
+    if norm_kind not in (0, 1, 2):
+        raise ValueError(
+            f"norm_kind must be 0, 1 or 2 on the GPU (no spectral norm), got {norm_kind!r}"
+        )
+    _float64_stack(H, "H")
+    _float64_stack(T, "T")
+    if H.ndim != 3 or T.ndim != 3 or H.shape[1:] != T.shape[1:] or H.shape[1] != H.shape[2]:
+        raise ValueError(f"H (N, d, d) and T (m, d, d) do not match: {H.shape}, {T.shape}")
+    m, d = T.shape[0], T.shape[1]
+    tri = d * (d + 1) // 2
+    if tri >= 2**31:
+        raise ValueError(f"d = {d} is too large for the top-K kernel")
+    identity = rows is None
+    if identity:
+        if m > H.shape[0]:
+            raise ValueError(f"{m} clients but only {H.shape[0]} learned Hessians")
+        rows = cupy.empty(0, dtype=cupy.int64)
+    elif not (
+        isinstance(rows, cupy.ndarray)
+        and rows.dtype == cupy.int64
+        and rows.shape == (m,)
+        and rows.flags.c_contiguous
+    ):
+        raise ValueError(f"rows must be a CuPy int64 array of shape ({m},)")
+    if norm_kind:
+        if not (
+            isinstance(norms, cupy.ndarray)
+            and norms.dtype == cupy.float64
+            and norms.shape == (m,)
+            and norms.flags.c_contiguous
+        ):
+            raise ValueError(f"norms must be a CuPy float64 array of shape ({m},)")
+    else:
+        norms = cupy.empty(0, dtype=cupy.float64)
+    if K < 1:
+        raise ValueError(f"K must be at least 1, got {K}")
+    if m == 0 or d == 0:
+        return
+    scratch = cupy.empty(m * tri, dtype=cupy.float64)
+    _kernel(THREADS, UNROLL, MIN_BLOCKS)(
+        (m,),
+        (THREADS,),
+        (
+            H,
+            T,
+            rows,
+            np.int32(identity),
+            np.int32(d),
+            np.int64(min(K, tri)),
+            np.float64(alpha),
+            np.int32(alpha == 1.0),
+            np.int32(norm_kind),
+            norms,
+            scratch,
+        ),
+    )

@@ -1,0 +1,204 @@
+"""The fused CUDA kernel of FedNL's top-K learning (fedtheory.cuda_kernels) against the NumPy
+path's compiled kernel: the same selected entries (ties and NaN included), so the learned
+Hessians are bit-identical, and the same norms to rounding; a whole FedNL run on the GPU equals
+the run on NumPy. Skipped without CuPy or a CUDA device."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from fedtheory import make_method, run
+from fedtheory.testing import make_problem
+from fedtheory.trace import TIMING
+
+cupy = pytest.importorskip("cupy")
+try:
+    _devices = cupy.cuda.runtime.getDeviceCount()
+except Exception:  # no driver or no device
+    _devices = 0
+if not _devices:
+    pytest.skip("no CUDA device", allow_module_level=True)
+
+from fedtheory import cuda_kernels  # noqa: E402 (imports CuPy: only once a GPU is known)
+
+pytestmark = pytest.mark.gpu
+ALPHAS = ("one", 0.5, "rule1")
+
+
+def _tied_case(rng, N, d):
+    """H and T of small integers (exact ties in |T - H| everywhere, zeros among them), some
+    matrices symmetric and some not, with coordinates where T and H agree (zero rows and
+    columns of the difference) and, now and then, differences of +-1e-3 off the integers or
+    subnormal ones."""
+    low, high = [(-3, 4), (-1, 2), (-40, 41)][rng.integers(3)]
+    H = rng.integers(low, high, size=(N, d, d)).astype(float)
+    T = rng.integers(low, high, size=(N, d, d)).astype(float)
+    if rng.random() < 0.5:
+        H, T = H + H.transpose(0, 2, 1), T + T.transpose(0, 2, 1)
+    for i in rng.permutation(d)[: rng.integers(0, max(1, d // 3))]:
+        T[:, i, :], T[:, :, i] = H[:, i, :], H[:, :, i]
+    if rng.random() < 0.3:
+        T += 1e-3 * rng.choice([-1.0, 0.0, 1.0], size=T.shape)
+    if rng.random() < 0.3:  # subnormal differences beside the zeros (the same exponent)
+        tiny = rng.random(T.shape) < 0.05
+        H[tiny] = 0.0
+        T[tiny] = rng.choice([5e-324, -1e-310, 2.5e-308, 0.0], size=int(tiny.sum()))
+    return H, T
+
+
+def _cases(n, seed):
+    """n random cases (N, d, Kc, alpha, norm, after, rows) and one with d = 300."""
+    rng = np.random.default_rng(seed)
+    for c in range(n + 1):
+        N = int(rng.integers(1, 7))
+        d = 300 if c == n else int(rng.integers(1, 41))
+        tri = d * (d + 1) // 2
+        Kc = int(rng.integers(1, tri + 3)) if c != n else 8 * d
+        alpha = ALPHAS[rng.integers(3)]
+        norm = [None, "frobenius"][rng.integers(2)]
+        after = bool(rng.integers(2))
+        rows = None if rng.random() < 0.5 else rng.permutation(N)[: rng.integers(1, N + 1)]
+        yield rng, N, d, Kc, alpha, norm, after, rows
+
+
+def _learn_both(method, H0, T, rows, norm, after, device_rows=False):
+    """method.learn on NumPy and on CuPy from the same H0: (H host, norms host, H GPU as host
+    array, norms GPU as host array or None)."""
+    m = T.shape[0] if rows is None else rows.size
+    T = np.ascontiguousarray(T[:m])
+    H_host = H0.copy()
+    n_host = method.learn(H_host, T, rows, norm=norm, after=after)
+    H_gpu = cupy.asarray(H0)
+    g_rows = cupy.asarray(rows) if device_rows and rows is not None else rows
+    n_gpu = method.learn(H_gpu, cupy.asarray(T), g_rows, norm=norm, after=after)
+    return H_host, n_host, cupy.asnumpy(H_gpu), None if n_gpu is None else cupy.asnumpy(n_gpu)
+
+
+def test_the_fused_kernel_equals_the_numpy_kernel_bit_for_bit(monkeypatch):
+    """Many random cases with many exact ties (integer matrices), Kc from 1 past the triangle,
+    alpha 1, 0.5 and rule 1, rows None or a permuted subset (host or device indices), norms
+    none / before / after: H bit-identical, norms to 1e-13; every GPU call is one call of the
+    fused kernel."""
+    calls = []
+    fused = cuda_kernels.topk_learn
+    monkeypatch.setattr(cuda_kernels, "topk_learn", lambda *a: calls.append(a[3]) or fused(*a))
+    n = 0
+    for rng, N, d, Kc, alpha, norm, after, rows in _cases(160, seed=15):
+        method = make_method("fednl", {"compressor": "topK", "Kc": Kc, "alpha": alpha})
+        H0, T = _tied_case(rng, N, d)
+        device_rows = bool(rng.integers(2))
+        Hh, nh, Hg, ng = _learn_both(method, H0, T, rows, norm, after, device_rows)
+        where = (N, d, Kc, alpha, norm, after, rows)
+        np.testing.assert_array_equal(Hg, Hh, err_msg=str(where))
+        if norm is None:
+            assert nh is None and ng is None
+        else:
+            np.testing.assert_allclose(ng, nh, rtol=1e-13, atol=0, err_msg=str(where))
+        n += 1
+    assert len(calls) == n
+
+
+def test_ties_go_to_the_larger_positions_and_nan_propagates():
+    """Six tied entries and K = 2 keep (2, 2) and (1, 2); a NaN difference counts as the
+    largest magnitude and reaches H (and the norms), as on the host; K past the triangle
+    keeps every entry."""
+    method = make_method("fednl", {"compressor": "topK", "Kc": 2})
+    H = cupy.zeros((1, 3, 3))
+    method.learn(H, cupy.ones((1, 3, 3)), None)
+    expected = np.zeros((3, 3))
+    expected[2, 2] = expected[1, 2] = expected[2, 1] = 1.0
+    np.testing.assert_array_equal(cupy.asnumpy(H[0]), expected)
+
+    rng = np.random.default_rng(3)
+    H0, T = _tied_case(rng, 4, 9)
+    T[1, 0, 5] = np.nan
+    T[2, 3, 3] = np.nan
+    T[3, 7, 2] = np.inf
+    for norm, after in ((None, False), ("frobenius", False), ("frobenius", True)):
+        for Kc in (1, 3, 17, 45, 50):
+            m = make_method("fednl", {"compressor": "topK", "Kc": Kc, "alpha": 0.5})
+            Hh, nh, Hg, ng = _learn_both(m, H0, T, None, norm, after)
+            assert np.isnan(Hg[1, 0, 5]) and np.isnan(Hg[1, 5, 0]) and np.isnan(Hg[2, 3, 3])
+            np.testing.assert_array_equal(Hg, Hh)  # NaN where the host has NaN
+            if norm is not None:
+                assert np.isnan(ng[1]) and np.isnan(ng[2])
+                np.testing.assert_allclose(ng, nh, rtol=1e-13, atol=0)
+
+    every = make_method("fednl", {"compressor": "topK", "Kc": 100})
+    H = cupy.zeros((1, 3, 3))
+    every.learn(H, cupy.full((1, 3, 3), 2.0), None)
+    np.testing.assert_array_equal(cupy.asnumpy(H[0]), np.full((3, 3), 2.0))
+
+
+def test_every_k_on_normal_subnormal_and_zero_magnitudes():
+    """One difference of normal, subnormal (the exponent of 0, so the first digit of the
+    select does not tell them apart) and zero entries, every K: the K-th largest among the
+    normal ones, the subnormal ones and the zeros."""
+    d = 10
+    D = np.zeros((d, d))
+    iu, ju = np.triu_indices(d)
+    pos = np.random.default_rng(5).permutation(iu.size)
+    D[iu[pos[:5]], ju[pos[:5]]] = [1.0, -2.0, 1.0, 3e-300, -1.0]
+    D[iu[pos[5:11]], ju[pos[5:11]]] = [5e-324, -1e-323, 1e-310, -2e-310, 1e-310, 2.2e-308]
+    H0 = np.arange(2.0 * d * d).reshape(2, d, d)
+    H0[:, iu[pos[5:11]], ju[pos[5:11]]] = 0.0  # else the subnormal ones vanish in T - H0
+    T = H0 + np.stack([D, D.T])
+    assert (T - H0)[0, iu[pos[10]], ju[pos[10]]] == 2.2e-308
+    for Kc in range(1, iu.size + 2):
+        method = make_method("fednl", {"compressor": "topK", "Kc": Kc, "alpha": 0.5})
+        Hh, nh, Hg, ng = _learn_both(method, H0, T, None, "frobenius", True)
+        np.testing.assert_array_equal(Hg, Hh, err_msg=f"Kc = {Kc}")
+        np.testing.assert_allclose(ng, nh, rtol=1e-13, atol=0)
+
+
+def test_the_kernel_refuses_what_it_does_not_compute():
+    H, T = cupy.zeros((2, 3, 3)), cupy.zeros((2, 3, 3))
+    with pytest.raises(ValueError, match="norm_kind"):
+        cuda_kernels.topk_learn(H, T, None, 2, 1.0, 3, cupy.empty(2))
+    with pytest.raises(ValueError, match="float64"):
+        cuda_kernels.topk_learn(H.astype(cupy.float32), T, None, 2, 1.0, 0, None)
+    with pytest.raises(ValueError, match="rows"):
+        cuda_kernels.topk_learn(H, T, cupy.arange(2, dtype=cupy.int32), 2, 1.0, 0, None)
+
+
+def test_a_spectral_norm_on_the_gpu_keeps_the_array_path(monkeypatch):
+    """l^k in the spectral norm needs an eigenvalue problem: the array path, not the kernel."""
+    monkeypatch.setattr(cuda_kernels, "topk_learn", lambda *a: pytest.fail("kernel called"))
+    rng = np.random.default_rng(4)
+    H0, T = _tied_case(rng, 3, 6)
+    T = T + T.transpose(0, 2, 1)
+    H0 = H0 + H0.transpose(0, 2, 1)
+    method = make_method("fednl", {"compressor": "topK", "Kc": 5})
+    Hh, nh, Hg, ng = _learn_both(method, H0, T, None, "spectral", False)
+    np.testing.assert_array_equal(Hg, Hh)
+    np.testing.assert_allclose(ng, nh, rtol=1e-12)
+
+
+@pytest.mark.parametrize(
+    "name,params",
+    [
+        ("fednl", {"option": 2, "compressor": "topK", "Kc": 12, "l_norm": "frobenius"}),
+        (
+            "fednl",
+            {"option": 2, "compressor": "topK", "Kc": 7, "alpha": "rule1", "l_norm": "frobenius"},
+        ),
+        ("fednl_pp", {"compressor": "topK", "Kc": 9, "l_norm": "frobenius"}),
+    ],
+)
+def test_a_fednl_run_on_the_gpu_equals_the_run_on_numpy(name, params):
+    """A whole run (the fused kernel every round) logs the rows of the NumPy run to 1e-10."""
+    host = make_problem(21, N=6, d=8)
+    method = make_method(name, params)
+    S = None if method.full_participation_only else 3
+    a = run(host, method, 12, participation=S, drift_metrics=False)
+    b = run(host.to("cupy"), method, 12, participation=S, drift_metrics=False)
+    assert b.meta["backend"] == "cupy" and a.status == b.status
+    assert len(a.rows) == len(b.rows) == 13
+    for ra, rb in zip(a.rows, b.rows, strict=True):
+        for c in ra:
+            if c in TIMING or (isinstance(ra[c], float) and math.isnan(ra[c])):
+                continue
+            assert abs(rb[c] - ra[c]) <= 1e-10 * abs(ra[c]) + 1e-13, (ra["round"], c, ra[c], rb[c])
