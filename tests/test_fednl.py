@@ -560,3 +560,14 @@ def test_compiled_top_k_learning_propagates_nan_and_takes_the_larger_ties():
     H = np.zeros((1, 3, 3))
     every.learn(H, np.full((1, 3, 3), 2.0), None)
     np.testing.assert_array_equal(H[0], np.full((3, 3), 2.0))
+
+
+def test_compiled_top_k_learning_refuses_rows_outside_the_stack():
+    """The compiled loop does not check its indices, so learn does: no write outside H."""
+    method = make_method("fednl", {"compressor": "topK", "Kc": 2})
+    H, T = np.zeros((3, 2, 2)), np.ones((2, 2, 2))
+    with pytest.raises(FedTheoryError, match="rows must be 2 indices into the 3"):
+        method.learn(H, T, np.array([0, 3]))
+    with pytest.raises(FedTheoryError, match="rows must be 2 indices into the 3"):
+        method.learn(H, T, np.array([-1, 0]))
+    np.testing.assert_array_equal(H, 0.0)

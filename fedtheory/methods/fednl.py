@@ -431,6 +431,10 @@ class HessianLearner(Method):
             H.flags.c_contiguous and T.flags.c_contiguous,
             "FedNL's learned and evaluated Hessian stacks must be C-contiguous",
         )
+        check(  # the compiled loop does not check its indices
+            rows.shape == (m,) and (m == 0 or 0 <= rows.min() <= rows.max() < H.shape[0]),
+            f"rows must be {m} indices into the {H.shape[0]} learned Hessians",
+        )
         topk_learn(H, T, rows, self.Kc, self._alpha_fixed(T.shape[-1]), kind, norms)
         return None if norm is None else norms
 
