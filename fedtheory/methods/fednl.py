@@ -267,6 +267,17 @@ def shift(H: Any, l: Any) -> Any:
 
 
 # ------------------------------------------------------------------------- Hessian learning
+def _checked_rows(rows: Any, m: int, N: int) -> np.ndarray:
+    """Host client slots as int64, refused unless they are m indices into the N learned
+    Hessians (the compiled loop and the CUDA kernel do not check their indices)."""
+    rows = np.asarray(rows, dtype=np.int64)
+    check(
+        rows.shape == (m,) and (m == 0 or 0 <= rows.min() <= rows.max() < N),
+        f"rows must be {m} indices into the {N} learned Hessians",
+    )
+    return rows
+
+
 class Current:
     """Whether a state still holds the current learned Hessians (they are updated in place)."""
 
@@ -384,11 +395,7 @@ class HessianLearner(Method):
 
             check(H.flags.c_contiguous, "FedNL's learned Hessian stack must be C-contiguous")
             if rows is not None and not is_cupy(rows):  # host indices, checked on the host
-                rows = np.asarray(rows, dtype=np.int64)
-                check(
-                    rows.shape == (m,) and (m == 0 or 0 <= rows.min() <= rows.max() < H.shape[0]),
-                    f"rows must be {m} indices into the {H.shape[0]} learned Hessians",
-                )
+                rows = _checked_rows(rows, m, H.shape[0])
             if rows is not None:
                 rows = xp.asarray(rows, dtype=xp.int64)
             norms = None if norm is None else xp.empty(m)
@@ -424,16 +431,12 @@ class HessianLearner(Method):
         has a non-zero entry (the others only add the eigenvalue 0): with ``init="hessian"``
         that is the features the client's rows use (w8a: 146 of 300, median)."""
         m = T.shape[0]
-        rows = np.arange(m) if rows is None else np.asarray(rows, dtype=np.int64)
+        rows = np.arange(m) if rows is None else _checked_rows(rows, m, H.shape[0])
         kind = 0 if norm is None else (1 if norm == "frobenius" else 3) + int(after)
         norms = np.empty(m)
         check(
             H.flags.c_contiguous and T.flags.c_contiguous,
             "FedNL's learned and evaluated Hessian stacks must be C-contiguous",
-        )
-        check(  # the compiled loop does not check its indices
-            rows.shape == (m,) and (m == 0 or 0 <= rows.min() <= rows.max() < H.shape[0]),
-            f"rows must be {m} indices into the {H.shape[0]} learned Hessians",
         )
         topk_learn(H, T, rows, self.Kc, self._alpha_fixed(T.shape[-1]), kind, norms)
         return None if norm is None else norms
