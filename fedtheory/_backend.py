@@ -49,6 +49,25 @@ def is_cupy(x: Any) -> bool:
     return type(x).__module__.startswith("cupy")
 
 
+def matmul(a: Any, b: Any) -> Any:
+    """``a @ b`` on either backend. Float64 CuPy arrays go through :mod:`fedtheory.gpu_blas`
+    (cuBLAS called directly, so that the product can be recorded in a CUDA graph); everything
+    else through the arrays' own ``matmul``."""
+    if is_cupy(a) and is_cupy(b) and a.dtype == b.dtype == np.float64:
+        from . import gpu_blas
+
+        return gpu_blas.matmul(a, b)
+    return xp_of(a, b).matmul(a, b)
+
+
+def weighted_sum(w: Any, x: Any) -> Any:
+    """sum_i w_i x_i over the leading axis of ``x`` (NumPy: ``tensordot``; CuPy: one
+    :func:`matmul`)."""
+    if is_cupy(x):
+        return matmul(w, x.reshape(x.shape[0], -1)).reshape(x.shape[1:])
+    return np.tensordot(w, x, axes=1)
+
+
 #: Bytes of one block of a stack of matrices that a blocked loop (Hessian EMA, drift metrics)
 #: computes at once, per backend: small on the host, where the peak-memory target leaves one
 #: copy of the data for temporaries (issue 14) and a 2 MiB block still amortises the Python

@@ -135,14 +135,8 @@ def _library_cholesky(P: Array) -> Array:
             raise _NotPositiveDefinite(
                 _failing_index(P.reshape(-1, *P.shape[-2:])) if P.ndim > 2 else 0
             ) from None
-    if P.ndim == 2:
-        import cupyx
-
-        try:
-            with cupyx.errstate(linalg="raise"):
-                return xp.linalg.cholesky(P)
-        except np.linalg.LinAlgError:
-            raise _NotPositiveDefinite(0) from None
+    if P.ndim == 2:  # cuSOLVER through fedtheory.gpu_blas, as the stacks (recordable)
+        return _cupy_batched_cholesky(P[None])[0]
     return _cupy_batched_cholesky(P)
 
 
@@ -151,25 +145,12 @@ def _cupy_batched_cholesky(P: Array, check: bool = True, info: bool = False) -> 
     measures what the check costs, and for :class:`DeferredChecks`, which also asks for the
     info array (``info=True``: returns (factors, info))."""
     import cupy
-    from cupy.cuda import device
-    from cupy_backends.cuda.libs import cublas, cusolver
+
+    from . import gpu_blas
 
     x = cupy.array(P, dtype=cupy.float64, order="C", copy=True)
     n = x.shape[-1]
-    batch = x.size // (n * n)
-    step = n * n * x.itemsize
-    ptrs = cupy.arange(x.data.ptr, x.data.ptr + step * batch, step, dtype=cupy.uintp)
-    status = cupy.empty(batch, dtype=cupy.int32)
-    # column-major UPPER of a C-ordered matrix is its row-major LOWER triangle
-    cusolver.dpotrfBatched(
-        device.get_cusolver_handle(),
-        cublas.CUBLAS_FILL_MODE_UPPER,
-        n,
-        ptrs.data.ptr,
-        n,
-        status.data.ptr,
-        batch,
-    )
+    status = gpu_blas.potrf_batched(x.reshape(-1, n, n))  # cuSOLVER, no host round trip
     if check:
         bad = cupy.flatnonzero(status)  # a device sync on a few bytes, to raise if needed
         if bad.size:
@@ -211,6 +192,13 @@ def _solve_tri(L: Array, b: Array, trans: int) -> Array:
     over the d columns instead, each step batched over the stack.
     """
     xp = xp_of(L, b)
+    if xp is not np and _trsm_ready(L, b):
+        from . import gpu_blas
+
+        n = L.shape[-1]
+        stack = L.ndim > 2
+        x = gpu_blas.trsm(L.reshape(-1, n, n) if stack else L, b.reshape(-1, n), trans)
+        return x.reshape(b.shape)
     if xp is not np:
         from cupyx.scipy.linalg import solve_triangular
 
@@ -235,6 +223,18 @@ def _solve_tri(L: Array, b: Array, trans: int) -> Array:
                 b[..., i] - np.einsum("...j,...j->...", L[..., i + 1 :, i], x[..., i + 1 :])
             ) / L[..., i, i]
     return x
+
+
+def _trsm_ready(L: Array, b: Array) -> bool:
+    """CuPy float64 factors that :func:`fedtheory.gpu_blas.trsm` takes as they are: one
+    C-contiguous matrix with right-hand sides (..., d), or a C-contiguous stack with one
+    right-hand side per matrix."""
+    if not (L.dtype == b.dtype == np.float64 and L.flags.c_contiguous and L.ndim >= 2):
+        return False
+    d = L.shape[-1]
+    if L.shape[-2] != d or b.shape[-1] != d:
+        return False
+    return L.ndim == 2 or b.shape[:-1] == L.shape[:-2]
 
 
 def spd_solve(

@@ -31,7 +31,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from . import kernels
-from ._backend import xp_of
+from ._backend import matmul, xp_of
 from ._types import Array, ArrayModule
 
 
@@ -227,8 +227,8 @@ def margins(A: Array | ClientCSR, theta: Array) -> Array:
             A.data, A.indices, A.indptr, A.row_start, A.clients, A.n_max, _theta_rows(theta)
         )
     if theta.ndim == 1:
-        return A @ theta
-    return (A @ theta[:, :, None])[..., 0]
+        return matmul(A, theta)
+    return matmul(A, theta[:, :, None])[..., 0]
 
 
 def rmatvec(A: Array | ClientCSR, u: Array) -> Array:
@@ -243,7 +243,7 @@ def rmatvec(A: Array | ClientCSR, u: Array) -> Array:
             np.ascontiguousarray(u, dtype=np.float64),
             A.shape[2],
         )
-    return (A.transpose(0, 2, 1) @ u[:, :, None])[..., 0]
+    return matmul(A.transpose(0, 2, 1), u[:, :, None])[..., 0]
 
 
 def gram(A: Array | ClientCSR, v: Array, lam: float, hess_weights: Array | None = None) -> Array:
@@ -260,7 +260,8 @@ def gram(A: Array | ClientCSR, v: Array, lam: float, hess_weights: Array | None 
     m, _, d = A.shape
     if hess_weights is not None:
         v = v * hess_weights[:, None]
-        lam = lam * float(hess_weights.sum())
+        # lam sum_i w_i: a device scalar on a GPU (no read-back inside a round)
+        lam = lam * hess_weights.sum() if lam else 0.0
     if _is_sparse(A):
         v = np.ascontiguousarray(v, dtype=np.float64)
         if hess_weights is None:
@@ -279,15 +280,14 @@ def gram(A: Array | ClientCSR, v: Array, lam: float, hess_weights: Array | None 
             H = np.empty((d, d))
             kernels.dense_gram_sum(A, v, lam, H)
         return H
-    xp = xp_of(A)
     if hess_weights is None:
-        H = xp.matmul(A.transpose(0, 2, 1), A * v[:, :, None])
+        H = matmul(A.transpose(0, 2, 1), A * v[:, :, None])
         diag = H.reshape(H.shape[0], -1)[:, :: d + 1]
     else:
         flat = A.reshape(-1, d)
-        H = flat.T @ (flat * v.reshape(-1, 1))
+        H = matmul(flat.T, flat * v.reshape(-1, 1))
         diag = H.reshape(-1)[:: d + 1]
-    if lam:
+    if not isinstance(lam, float) or lam:
         diag += lam
     return H
 

@@ -24,6 +24,7 @@ from typing import Any, ClassVar, NamedTuple
 import numpy as np
 
 from .. import kernels
+from .._backend import matmul, weighted_sum
 from ..errors import check
 from ..objectives import OracleOut
 from ..oracles import Exact, RunDraws, make_oracle
@@ -206,7 +207,7 @@ class RoundContext:
             w = np.ascontiguousarray(self.weights, dtype=np.float64)
             kernels.mix_and_apply(P, np.ascontiguousarray(x, dtype=np.float64), w, S, v)
             return S, v
-        return self.mix(P), xp.matmul(P, x[..., None])[..., 0]
+        return self.mix(P), matmul(P, x[..., None])[..., 0]
 
     def sum_w(self, x: Any) -> Any:
         """sum_i w_i x_i over the participants of each run, with the problem's weights w_i
@@ -217,11 +218,10 @@ class RoundContext:
         return self._weighted(w, x)
 
     def _weighted(self, w: Any, x: Any) -> Any:
-        xp = self.problem.xp
         if not self.batched:
-            return xp.tensordot(w, x, axes=1)
+            return weighted_sum(w, x)
         B, S = self.runs, self.S  # one (1, S) x (S, rest) product per run
-        out = xp.matmul(w.reshape(B, 1, S), x.reshape(B, S, -1))
+        out = matmul(w.reshape(B, 1, S), x.reshape(B, S, -1))
         return out.reshape(B, *x.shape[1:])
 
     def per_run(self, fn: Callable[..., Any], *args: Any) -> Any:
@@ -292,10 +292,10 @@ class RoundContext:
     def mix_all(self, x: Any) -> Any:
         """sum_i w_i x_i of a per-client state over ALL N clients, with the problem's weights
         w_i (not renormalised), per run."""
-        xp, w = self.problem.xp, self.problem.weights
+        w = self.problem.weights
         if not self.batched:
-            return xp.tensordot(w, x, axes=1)
-        out = xp.matmul(w[None, None, :], x.reshape(x.shape[0], x.shape[1], -1))
+            return weighted_sum(w, x)
+        out = matmul(w[None, None, :], x.reshape(x.shape[0], x.shape[1], -1))
         return out.reshape(x.shape[0], *x.shape[2:])
 
 

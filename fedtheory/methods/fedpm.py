@@ -46,6 +46,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+from .._backend import matmul
 from ..linalg import add_diag, spd_solve, sym_floats
 from ..validate import check_bool, check_choice, check_eta, check_K, check_nonneg
 from ._local import LocalRun, check_preconditioner, local_newton_steps
@@ -147,4 +148,4 @@ class FedPM(Method):
     @staticmethod
     def _v(ctx: RoundContext, P: Any, loc: LocalRun) -> Any:
         """v_i = P_i theta_i^K, one row per participant."""
-        return ctx.problem.xp.matmul(P, loc.theta[:, :, None])[..., 0]
+        return matmul(P, loc.theta[:, :, None])[..., 0]

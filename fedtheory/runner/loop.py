@@ -34,6 +34,7 @@ from ..resources import available_memory
 from ..threads import DEFAULT_THREADS, blas_threads, check_threads
 from ..trace import Trace
 from ..validate import check_count, check_int, check_min, check_seed
+from . import graph as replay_graph
 from . import metrics
 from .participation import Participation
 
@@ -49,6 +50,7 @@ class Step:
     state: Any
     info: RoundInfo
     seconds: float
+    graph: str = ""  # "replayed", or why the round could not be recorded (:mod:`.graph`)
 
 
 def iterate(
@@ -62,6 +64,7 @@ def iterate(
     oracle: Any = "exact",
     state: Any = None,
     sync_every: int = 1,
+    graph: bool | None = False,
 ) -> Iterator[Step]:
     """The rounds of ``method`` on ``problem``, one :class:`Step` each (forever when
     ``rounds`` is None, which needs seeded or full participation).
@@ -81,6 +84,14 @@ def iterate(
 
     The cost of ``method.start`` (its RoundInfo) is booked with round 1: the first step's
     ``info`` is round 1's plus the setup's (none when ``state`` is given).
+
+    graph (GPU only, :mod:`.graph`): True records round 2 as a CUDA graph and replays it for
+    every later round (refused with the reason when the run cannot be replayed); None tries
+    to and, where it cannot, runs every round as usual, the step of round 2 saying why in its
+    ``graph`` field; False (the default) never records. Replayed steps (``graph ==
+    "replayed"``) all share the same state buffers: a step's ``state`` and ``before`` are
+    valid until the next step is taken (copy what you keep), and ``info`` is the recorded
+    round's. Round 1's state is not among those buffers.
     """
     seed = check_seed(seed)
     check_count(sync_every, "sync_every")
@@ -91,20 +102,42 @@ def iterate(
     who = participants(problem, method, participation, rounds or 0)
     oracle = make_oracle(oracle)
     rng = np.random.default_rng(seed)
+    why = (
+        replay_graph.reason_not(problem, method, who, oracle, rounds) if graph is not False else ""
+    )
+    replay_graph.require(why, graph)
     setup = None
     if state is None:
         state, setup = method.start(problem, start(problem, theta0))
     t = 0
     checks = DeferredChecks()
+    replay = None
     while rounds is None or t < rounds:
         t += 1
-        ctx = round_context(problem, who.draw(t, rng), rng=rng, oracle=oracle)
-        before = state
         sync = t % sync_every == 0 or t == rounds
+        note, recording = "", 0.0
+        if replay is None:
+            ctx = round_context(problem, who.draw(t, rng), rng=rng, oracle=oracle)
+            if t == 2 and graph is not False and not why:
+                clock = time.perf_counter()
+                try:
+                    replay = replay_graph.Replay(method, ctx, replay_graph.own_theta(state))
+                except replay_graph.NotRecordable as exc:
+                    replay_graph.require(str(exc), graph)
+                    why = note = str(exc)
+                recording = time.perf_counter() - clock  # booked with round 2
+        if replay is not None:
+            seconds = recording + replay.run(sync)
+            if sync:
+                checks.check()  # round 1's factorisations, when round 1 was not synchronised
+            yield Step(t, ctx, replay.before, replay.state, replay.info, seconds, "replayed")
+            continue
+        before = state
         state, info, seconds = timed_round(method, ctx, state, checks=checks, sync=sync)
+        seconds += recording
         if setup is not None:
             info, setup = info.plus(setup), None
-        yield Step(t, ctx, before, state, info, seconds)
+        yield Step(t, ctx, before, state, info, seconds, note)
 
 
 def run(
@@ -122,6 +155,7 @@ def run(
     log_every: int = 1,
     progress: bool = False,
     threads: int | None = DEFAULT_THREADS,
+    graph: bool | None = None,
 ) -> Trace:
     """Run ``method`` on ``problem`` for up to ``rounds`` rounds and return its :class:`Trace`.
 
@@ -135,11 +169,19 @@ def run(
     log_every: log (and check) only every k-th round and the last.
     threads: BLAS threads during the run (default 1, measured fastest on small and mid-sized
         rounds; see :mod:`fedtheory.threads`); None leaves BLAS as it is.
+    graph: on a GPU, replay rounds 2.. as one recorded CUDA graph (:mod:`.graph`): None (the
+        default) where the run allows it, True required (refused with the reason otherwise),
+        False never. The results are the same bits either way; ``trace.meta["graph"]`` says
+        what happened ("replayed" or why not).
     """
     check_common(rounds, target, log_every)
     who = participants(problem, method, participation, rounds)  # a schedule file read once
     check_seed(seed)
     check_threads(threads)
+    check(
+        graph is None or isinstance(graph, bool),
+        f"graph must be None, True or False, got {graph!r}",
+    )
     with blas_threads(threads):
         return _run(
             problem,
@@ -155,6 +197,7 @@ def run(
             log_every,
             progress,
             threads,
+            graph,
         )
 
 
@@ -172,6 +215,7 @@ def _run(
     log_every: int,
     progress: bool,
     threads: int | None,
+    graph: bool | None,
 ) -> Trace:
     N, xp = problem.N, problem.xp
     oracle = make_oracle(oracle)
@@ -199,9 +243,12 @@ def _run(
         theta0=theta,
         oracle=oracle,
         sync_every=log_every,
+        graph=graph,
     )
+    trace.meta["graph"] = replay_graph.describe(problem, method, who, oracle, rounds, graph)
     for step in steps:
         t = step.t
+        trace.meta["graph"] = step.graph or trace.meta["graph"]  # "replayed" or why not
         seconds += step.seconds
         metrics.add_counts(totals, step.info, 1)
         if bar is not None:
@@ -213,7 +260,8 @@ def _run(
         if not (math.isfinite(dist) and dist <= bound):  # before any metric of a bad iterate
             trace.status = "diverged"
             break
-        new_point = metrics.Point(problem, step.state.theta)
+        # a copy: a replayed state's buffers change with the next round (:mod:`.graph`)
+        new_point = metrics.Point(problem, step.state.theta.copy())
         if not math.isfinite(new_point.f):
             trace.status = "diverged"
             break

@@ -1,0 +1,182 @@
+"""Rounds replayed as a CUDA graph (fedtheory.runner.graph): a replayed run is the unrecorded
+run bit for bit, on every method that can be recorded; a failed factorisation inside a
+replayed round still raises the error naming the client; runs that cannot be replayed say why,
+and ``graph=True`` refuses them. The GPU tests skip without CuPy and a CUDA device."""
+
+from __future__ import annotations
+
+import types
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import numpy as np
+import pytest
+
+from fedtheory import make_method, run
+from fedtheory.errors import FactorizationError, FedTheoryError
+from fedtheory.linalg import spd_solve
+from fedtheory.methods.base import METHODS, NO_SETUP, Method, ServerState
+from fedtheory.oracles import make_oracle
+from fedtheory.runner import graph as replay_graph
+from fedtheory.runner.loop import iterate
+from fedtheory.runner.participation import Participation
+from fedtheory.testing import make_problem
+from fedtheory.trace import TIMING
+
+
+def _needs_gpu():
+    from conftest import _gpu_available
+
+    if not _gpu_available():
+        pytest.skip("no CUDA GPU with CuPy on this machine")
+
+
+# ------------------------------------------------------------------------------ any machine
+def test_graph_true_is_refused_on_numpy_with_the_reason():
+    problem = make_problem(0, N=4, d=3)
+    with pytest.raises(FedTheoryError, match="graph=True but .* the problem is on NumPy"):
+        run(problem, make_method("newton"), 4, graph=True)
+    assert run(problem, make_method("newton"), 4).meta["graph"] is None  # not applicable
+
+
+@pytest.mark.parametrize("bad", ["yes", 1, 0.0])
+def test_graph_takes_none_true_or_false(bad):
+    with pytest.raises(FedTheoryError, match="graph must be None, True or False"):
+        run(make_problem(0, N=4, d=3), make_method("newton"), 3, graph=bad)
+
+
+def test_the_reasons_a_run_cannot_be_replayed():
+    gpu = types.SimpleNamespace(xp=object())  # stands for a problem on CuPy
+    method = make_method("fedpm")
+    exact, full = make_oracle("exact"), Participation(8, None, 10)
+    assert replay_graph.reason_not(gpu, method, full, exact, 10) == ""
+    assert replay_graph.reason_not(gpu, method, full, exact, None) == ""
+    assert "partial participation" in replay_graph.reason_not(
+        gpu, method, Participation(8, 3, 10), exact, 10
+    )
+    assert "'minibatch(b=2)' oracle" in replay_graph.reason_not(
+        gpu, method, full, make_oracle("minibatch", b=2), 10
+    )
+    assert "2 rounds" in replay_graph.reason_not(gpu, method, full, exact, 2)
+    described = replay_graph.describe(gpu, method, full, exact, 10, False)
+    assert described == "off (graph=False)"
+
+
+# ------------------------------------------------------------------------------------- GPU
+#: Every method, full participation, default hyperparameters but a few that change the code
+#: path (FedNL's options and norms, local steps).
+CASES = [(name, {}) for name in sorted(METHODS)] + [
+    ("fednl", {"option": 2, "compressor": "topK", "Kc": 12, "l_norm": "frobenius"}),
+    ("fednl", {"option": 2, "compressor": "topK", "Kc": 12, "l_norm": "spectral"}),
+    ("fednl", {"option": 1, "compressor": "rankR", "R": 2}),
+    ("fedpm", {"K": 2, "mixing_preconditioner": "end"}),
+    ("fedpm", {"server_memory": True}),
+]
+#: Methods whose rounds must be recorded (the GPU benchmark's FedNL and FedPM among them).
+MUST_REPLAY = {"fednl", "fedpm", "newton", "gd"}
+
+
+def _rows_equal(a, b):
+    assert len(a) == len(b) and a.status == b.status
+    for ra, rb in zip(a.rows, b.rows, strict=True):
+        for k, v in ra.items():
+            if k in TIMING:
+                continue
+            same = v == rb[k] or (isinstance(v, float) and np.isnan(v) and np.isnan(rb[k]))
+            assert same, (k, ra["round"], v, rb[k])
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("log_every", [1, 3])
+def test_a_replayed_run_is_the_unrecorded_run_bit_for_bit(log_every):
+    _needs_gpu()
+    problem = make_problem(7, N=6, d=5, heterogeneity=1.0).to("cupy")
+    replayed, reasons = set(), {}
+    for name, params in CASES:
+        method = make_method(name, params)
+        plain = run(problem, method, 9, graph=False, log_every=log_every)
+        assert plain.meta["graph"] == "off (graph=False)"
+        tried = run(problem, method, 9, log_every=log_every)
+        _rows_equal(plain, tried)
+        if tried.meta["graph"] == "replayed":
+            replayed.add(name)
+            _rows_equal(plain, run(problem, method, 9, graph=True, log_every=log_every))
+        else:
+            reasons[(name, str(params))] = tried.meta["graph"]
+            assert "could not be recorded" in tried.meta["graph"] or "state" in tried.meta["graph"]
+    assert MUST_REPLAY <= replayed, reasons
+    print("replayed:", sorted(replayed), "not:", reasons)
+
+
+class _DrainState(NamedTuple):
+    theta: Any
+    P: Any
+
+
+@dataclass(frozen=True)
+class _Drain(Method):
+    """Toy method: each round solves with every client's P_i (the state's stack) and shrinks
+    P_i by c_i I, so client 2's P_i stops being positive definite at round 4."""
+
+    name = "draining"
+
+    def start(self, problem, theta0):
+        P = problem.xp.broadcast_to(
+            4.0 * problem.xp.eye(problem.d), (problem.N, problem.d, problem.d)
+        )
+        return _DrainState(theta0, P.copy()), NO_SETUP
+
+    def round(self, ctx, state):
+        xp, d = ctx.problem.xp, ctx.problem.d
+        x = spd_solve(
+            state.P, xp.ones((ctx.m, d)), labels=ctx.labels, what="drained matrix", hint="toy"
+        )
+        c = xp.full(ctx.m, 0.5)
+        c[2] = 1.0  # 4 - t reaches 0 at round 4
+        P = state.P - c[:, None, None] * xp.eye(d)
+        return _DrainState(state.theta + x.mean(axis=0), P), NO_SETUP
+
+
+@pytest.mark.gpu
+def test_a_failed_factorisation_in_a_replayed_round_names_the_client():
+    _needs_gpu()
+    problem = make_problem(3, N=4, d=3).to("cupy")
+    for graph in (False, True):
+        with pytest.raises(FactorizationError, match="drained matrix of client 2"):
+            for _ in iterate(problem, _Drain(), rounds=8, graph=graph, sync_every=8):
+                pass
+    steps = iterate(problem, _Drain(), rounds=3, graph=True)  # rounds 1-3 are fine
+    assert [s.graph for s in steps] == ["", "replayed", "replayed"]
+
+
+@pytest.mark.gpu
+def test_a_round_that_reads_the_device_cannot_be_recorded():
+    _needs_gpu()
+
+    @dataclass(frozen=True)
+    class Reads(Method):
+        name = "reads"
+
+        def round(self, ctx, state):
+            g = ctx.eval(ctx.to_clients(state.theta)).g
+            step = 0.1 if float(abs(g).max()) < 1e9 else 0.0  # a host round trip
+            return ServerState(state.theta - step * ctx.mix(g)), NO_SETUP
+
+    problem = make_problem(3, N=4, d=3).to("cupy")
+    tr = run(problem, Reads(), 5)
+    assert tr.meta["graph"].startswith("the reads round could not be recorded")
+    _rows_equal(run(problem, Reads(), 5, graph=False), tr)
+    with pytest.raises(FedTheoryError, match="graph=True but .* could not be recorded"):
+        run(problem, Reads(), 5, graph=True)
+
+
+@pytest.mark.gpu
+def test_round_one_state_is_not_among_the_replayed_buffers():
+    _needs_gpu()
+    problem = make_problem(3, N=4, d=3).to("cupy")
+    steps = iterate(problem, make_method("newton", {"eta": 0.5}), rounds=5, graph=True)
+    first = next(steps)
+    kept = first.state.theta.copy()
+    rest = list(steps)
+    assert [s.graph for s in rest] == ["replayed"] * 4
+    assert bool((first.state.theta == kept).all())
