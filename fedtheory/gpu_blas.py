@@ -8,9 +8,9 @@ module holds its own cuBLAS and cuSOLVER handles, set on CuPy's current stream b
 call, with a cuBLAS workspace of its own (cuBLAS's advice for graphs), and offers the few
 operations the hot path needs:
 
-- :func:`matmul`: NumPy's ``matmul`` for float64 arrays (1-D operands promoted as NumPy does,
-  leading batch axes equal on both sides or absent on one), one ``cublasDgemmStridedBatched``
-  call; a transposed view is passed to cuBLAS as a transposed operand, not copied;
+- :func:`matmul`: NumPy's ``matmul`` for float64 arrays (1-D operands promoted and batch axes
+  broadcast as NumPy does), one ``cublasDgemmStridedBatched`` call; a transposed view is passed
+  to cuBLAS as a transposed operand and a batch axis of length 1 as a stride of 0, not copied;
 - :func:`potrf_batched`: ``cusolverDnDpotrfBatched`` on a stack factored in place, its status
   left on the device;
 - :func:`trsm`: a triangular solve with one or many matrices (``cublasDtrsm`` /
@@ -156,8 +156,8 @@ def _as_batched(x: Any, B: int) -> tuple[Any, bool, int, int]:
 
 
 def matmul(a: Any, b: Any) -> Any:
-    """``a @ b`` for float64 CuPy arrays (NumPy's rules for 1-D operands; leading batch axes
-    equal on both sides or present on one side only), by one strided batched cuBLAS product."""
+    """``a @ b`` for float64 CuPy arrays (NumPy's rules for 1-D operands and for broadcasting
+    the leading batch axes), by one strided batched cuBLAS product."""
     import cupy
 
     a = a if a.dtype == cupy.float64 else a.astype(cupy.float64)
@@ -170,8 +170,13 @@ def matmul(a: Any, b: Any) -> Any:
     if k != k2:
         raise ValueError(f"matmul: shapes {a.shape} and {b.shape} do not align")
     ba, bb = A.shape[:-2], Bm.shape[:-2]
-    if ba and bb and ba != bb:
-        raise ValueError(f"matmul: batch shapes {ba} and {bb} differ")
+    if ba and bb and ba != bb:  # NumPy's broadcasting of the batch axes (stride-0 views)
+        try:
+            batch = cupy.broadcast_shapes(ba, bb)
+        except ValueError:
+            raise ValueError(f"matmul: batch shapes {ba} and {bb} do not broadcast") from None
+        A, Bm = cupy.broadcast_to(A, (*batch, m, k)), cupy.broadcast_to(Bm, (*batch, k, n))
+        ba = bb = batch
     batch = ba or bb
     nb = 1
     for s in batch:

@@ -42,6 +42,8 @@ CASES = [
     (lambda: _r(3, 1, 6), lambda: _r(3, 6, 4)),  # rows of length 1
     (lambda: _r(0, 4, 3), lambda: _r(0, 3, 2)),
     (lambda: _r(4, 0), lambda: _r(0, 3)),  # k = 0: zeros
+    (lambda: _r(1, 3, 6), lambda: _r(4, 6, 2)),  # batch axes broadcast
+    (lambda: _r(2, 1, 3, 6), lambda: _r(4, 6, 2)),
     (lambda: _r(8, 6)[::2], lambda: _r(6, 3)),  # rows with a stride
     (lambda: _r(6, 8)[:, ::2], lambda: _r(4, 3)),  # columns with a stride: copied
 ]
@@ -59,7 +61,7 @@ def test_matmul_equals_cupy(case):
 def test_matmul_refuses_shapes_that_do_not_align():
     with pytest.raises(ValueError, match="do not align"):
         gpu_blas.matmul(_r(3, 4), _r(5, 2))
-    with pytest.raises(ValueError, match="batch shapes"):
+    with pytest.raises(ValueError, match="do not broadcast"):
         gpu_blas.matmul(_r(2, 3, 4), _r(3, 4, 2))
 
 

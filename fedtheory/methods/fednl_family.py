@@ -70,7 +70,7 @@ from typing import Any, NamedTuple
 import numpy as np
 from scipy.optimize import brentq
 
-from .._backend import to_numpy, xp_of
+from .._backend import matmul, to_numpy, xp_of
 from ..errors import check
 from ..linalg import spd_solve
 from ..validate import check_choice, check_open_unit, is_real, number_or
@@ -92,7 +92,7 @@ from .fednl import (
 
 def _matvec(H: Any, x: Any) -> Any:
     """H_i x_i for stacks H (m, d, d) and x (m, d)."""
-    return (H @ x[..., None])[..., 0]
+    return matmul(H, x[..., None])[..., 0]
 
 
 # ------------------------------------------------------------------------------- FedNL-PP
