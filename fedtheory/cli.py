@@ -115,6 +115,10 @@ def _theta0(text: str | None, problem: FederatedProblem) -> np.ndarray | None:
     return x
 
 
+#: ``fedtheory run --graph`` -> ``run(..., graph=...)``
+GRAPH_CHOICES = {"auto": None, "on": True, "off": False}
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     out = _check_out(args.out)
     if args.precision is not None:
@@ -141,12 +145,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         threads=args.threads,
         theta0=theta0,
         diverge_factor=args.diverge_factor,
+        graph=GRAPH_CHOICES[args.graph],
     )
     print(f"# {problem!r}")
     params = ", ".join(f"{k}={v}" for k, v in method.params().items())
     print(
         f"# method {method.name}({params}), S = {trace.meta['participation']}, "
         f"oracle {trace.meta['oracle']}, seed {args.seed}, status {trace.status}"
+        + (f", CUDA graph: {trace.meta['graph']}" if trace.meta.get("graph") else "")
     )
     print(trace.table())
     if out is not None:
@@ -177,6 +183,7 @@ def _run_precise(args: argparse.Namespace, out: Path | None) -> int:
             ("--oracle", args.oracle != "exact"),
             ("--oracle-param", bool(args.oracle_param)),
             ("--backend cupy", args.backend != "numpy"),
+            ("--graph", args.graph != "auto"),
             ("--log-every", args.log_every != 1),
             ("--no-drift", args.no_drift),
             ("--theta0", args.theta0 != "zeros"),
@@ -282,6 +289,13 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("numpy", "cupy"),
         default="numpy",
         help="array backend (cupy: on the GPU, needs the gpu extra)",
+    )
+    r.add_argument(
+        "--graph",
+        choices=tuple(GRAPH_CHOICES),
+        default="auto",
+        help="on the GPU, record round 2 as a CUDA graph and replay it (same bits): auto "
+        "where the run allows it, on (refused with the reason otherwise), off",
     )
     r.add_argument(
         "--log-every",

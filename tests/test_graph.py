@@ -180,3 +180,20 @@ def test_round_one_state_is_not_among_the_replayed_buffers():
     rest = list(steps)
     assert [s.graph for s in rest] == ["replayed"] * 4
     assert bool((first.state.theta == kept).all())
+
+
+def test_the_cli_graph_option_reaches_the_run(tmp_path, capsys):
+    """--graph on is handed to run: on NumPy it is refused with run's reason (exit 2, nothing
+    written); off and auto run."""
+    from fedtheory.cli import main
+
+    out = tmp_path / "r.csv"
+    argv = ["run", "het_quadratic", "--method", "newton", "--rounds", "3", "--out", str(out)]
+    assert main([*argv, "--graph", "on"]) == 2
+    err = capsys.readouterr().err
+    assert "graph=True but this run cannot be replayed: the problem is on NumPy" in err
+    assert not out.exists()
+    assert main([*argv, "--graph", "off"]) == 0 and out.exists()
+    assert main(["run", "het_quadratic", "--method", "newton", "--rounds", "3"]) == 0
+    with pytest.raises(SystemExit):
+        main([*argv, "--graph", "maybe"])
