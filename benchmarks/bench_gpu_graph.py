@@ -60,8 +60,9 @@ def replay_ms(problem: Any, method: Any, launches: int = 200) -> float:
     state, _ = method.start(problem, cupy.zeros(problem.d))
     ctx = round_context(problem)
     state, _ = method.round(ctx, state)  # compiles, as round 1 of a run
-    rec = replay_graph.Replay(method, ctx, replay_graph.own_theta(state))
+    rec = replay_graph.Replay(method, ctx, replay_graph.own_state(state))
     rec.run(True)
+    rec.check()
     start, end = cupy.cuda.Event(), cupy.cuda.Event()
     start.record()
     for _ in range(launches):

@@ -76,10 +76,12 @@ def _cublas() -> tuple[ctypes.CDLL, ctypes.c_void_p]:
     if dev not in handles:
         h = ctypes.c_void_p()
         _check(lib.cublasCreate_v2(ctypes.byref(h)), "cublasCreate")
-        work = cupy.empty(WORKSPACE_BYTES, dtype=cupy.uint8)
+        # its own allocation, not the current allocator's: a first call inside a graph
+        # recording would otherwise take it from the recording's pool, freed with the graph
+        work = cupy.cuda.Memory(WORKSPACE_BYTES)
         _check(
             lib.cublasSetWorkspace_v2(
-                h, ctypes.c_void_p(work.data.ptr), ctypes.c_size_t(work.size)
+                h, ctypes.c_void_p(work.ptr), ctypes.c_size_t(WORKSPACE_BYTES)
             ),
             "cublasSetWorkspace",
         )

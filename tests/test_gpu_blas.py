@@ -45,6 +45,9 @@ CASES = [
     (lambda: _r(1, 3, 6), lambda: _r(4, 6, 2)),  # batch axes broadcast
     (lambda: _r(2, 1, 3, 6), lambda: _r(4, 6, 2)),
     (lambda: _r(8, 6)[::2], lambda: _r(6, 3)),  # rows with a stride
+    (lambda: _r(5, 6)[::-1], lambda: _r(6, 3)),  # a negative stride: copied
+    (lambda: _r(4, 5, 5), lambda: cupy.broadcast_to(_r(5), (4, 5))[..., None]),  # stride 0
+    (lambda: cupy.broadcast_to(_r(3, 6), (4, 3, 6)), lambda: _r(4, 6, 2)),  # batch stride 0
     (lambda: _r(6, 8)[:, ::2], lambda: _r(4, 3)),  # columns with a stride: copied
 ]
 

@@ -116,7 +116,7 @@ class _DrainState(NamedTuple):
 @dataclass(frozen=True)
 class _Drain(Method):
     """Toy method: each round solves with every client's P_i (the state's stack) and shrinks
-    P_i by c_i I, so client 2's P_i stops being positive definite at round 4."""
+    P_i by c_i I: client 2's P_i is (5 - t) I at round t, singular at round 5."""
 
     name = "draining"
 
@@ -132,7 +132,7 @@ class _Drain(Method):
             state.P, xp.ones((ctx.m, d)), labels=ctx.labels, what="drained matrix", hint="toy"
         )
         c = xp.full(ctx.m, 0.5)
-        c[2] = 1.0  # 4 - t reaches 0 at round 4
+        c[2] = 1.0  # client 2: P = (5 - t) I at round t
         P = state.P - c[:, None, None] * xp.eye(d)
         return _DrainState(state.theta + x.mean(axis=0), P), NO_SETUP
 
@@ -171,15 +171,27 @@ def test_a_round_that_reads_the_device_cannot_be_recorded():
 
 
 @pytest.mark.gpu
-def test_round_one_state_is_not_among_the_replayed_buffers():
+@pytest.mark.parametrize(
+    "name,params", [("newton", {"eta": 0.5}), ("fedpm", {"server_memory": True})]
+)
+def test_round_one_state_is_not_among_the_replayed_buffers(name, params):
+    """Round 1's arrays (theta, and FedPM-PP's P_i and v_i) keep their values while later
+    rounds are replayed; the last step's arrays stay readable after the iterator is done."""
     _needs_gpu()
     problem = make_problem(3, N=4, d=3).to("cupy")
-    steps = iterate(problem, make_method("newton", {"eta": 0.5}), rounds=5, graph=True)
+    method = make_method(name, params)
+    plain = [s.state.theta.copy() for s in iterate(problem, method, rounds=5, graph=False)]
+    steps = iterate(problem, method, rounds=5, graph=True)
     first = next(steps)
-    kept = first.state.theta.copy()
-    rest = list(steps)
+    kept = [v.copy() for v in first.state if hasattr(v, "shape")]
+    rest = list(steps)  # the iterator is exhausted: only the steps keep the recording
     assert [s.graph for s in rest] == ["replayed"] * 4
-    assert bool((first.state.theta == kept).all())
+    now = [v for v in first.state if hasattr(v, "shape")]
+    assert all(bool((a == b).all()) for a, b in zip(kept, now, strict=True))
+    last = rest[-1]
+    assert bool((last.before.theta == plain[3]).all()) and bool(
+        (last.state.theta == plain[4]).all()
+    )
 
 
 def test_the_cli_graph_option_reaches_the_run(tmp_path, capsys):

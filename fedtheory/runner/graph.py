@@ -105,11 +105,16 @@ class NotRecordable(FedTheoryError):
 class Replay:
     """One round of ``method`` recorded as a CUDA graph on the buffers of ``state``.
 
-    Recording does not run the round: after it, :meth:`launch` runs one round (the state's
-    arrays then hold the next state) and :attr:`state` is the state to read, always the same
-    buffers. :attr:`before` is that state with theta replaced by a copy of theta taken at the
-    start of the replayed round (the drift metrics need theta^{t-1}). Raises
-    :class:`NotRecordable` (nothing changed) when the round cannot be recorded.
+    Recording does not run the round: after it, :meth:`run` runs one round (the state's arrays
+    then hold the next state) and :attr:`state` is the state to read, always the same buffers.
+    :attr:`before` is that state with theta replaced by a copy of theta taken at the start of
+    the replayed round (the drift metrics need theta^{t-1}); its other arrays are the current
+    buffers. Raises :class:`NotRecordable` (nothing changed: tokens restored, no graph kept)
+    when the round cannot be recorded.
+
+    The graph's buffers (the round's temporaries, :attr:`before`'s theta, the arrays of
+    :attr:`info`) live in the recording's own memory pool, which lives as long as this object:
+    keep a reference to it while those arrays are read (:class:`.loop.Step` does).
     """
 
     def __init__(self, method: Method, ctx: RoundContext, state: Any) -> None:
@@ -123,10 +128,10 @@ class Replay:
             )
         tokens = [v for v in fields if isinstance(v, Current)]
         marks = [t.current for t in tokens]
+        cached = set(vars(ctx.problem))
         self.pool = cupy.cuda.MemoryPool()  # the graph's buffers, never lent to other arrays
         stream = cupy.cuda.Stream(non_blocking=True)
         checks = DeferredChecks()
-        graph = None
         try:
             with cupy.cuda.using_allocator(self.pool.malloc), stream:
                 stream.begin_capture()
@@ -135,15 +140,22 @@ class Replay:
                     with checks.active():
                         new, info = method.round(ctx, state)
                     self._copy_back(method, state, new)
-                    self.statuses = [
+                    statuses = [
                         (self._sticky(cupy, entry[0]), *entry[1:]) for entry in checks.pending
                     ]
-                finally:
-                    graph = self._end(stream)
+                except BaseException:
+                    _abandon(stream)  # end the capture; the round's own error is the reason
+                    raise
+                graph = stream.end_capture()  # an invalidated capture raises here
+            if not set(vars(ctx.problem)) <= cached:  # filled by kernels never run
+                raise NotRecordable(
+                    f"the {method.name} round built a cache on the problem while it was recorded"
+                )
+            for status in statuses:
+                status[0].fill(0)  # outside the graph: set once, OR-ed into by every replay
+            graph.upload(cupy.cuda.get_current_stream())
         except Exception as exc:
-            for token, mark in zip(
-                tokens, marks, strict=True
-            ):  # the recorded round consumed nothing
+            for token, mark in zip(tokens, marks, strict=True):  # the round consumed nothing
                 token.current = mark
             if isinstance(exc, NotRecordable):
                 raise
@@ -151,20 +163,13 @@ class Replay:
             raise NotRecordable(
                 f"the {method.name} round could not be recorded ({type(exc).__name__}: {first})"
             ) from None
-        for status in self.statuses:
-            status[0].fill(0)  # outside the graph: set once, OR-ed into by every replay
         self.graph = graph
+        self.statuses = statuses
         self.info: RoundInfo = info
         self.state = type(new)(
             *(old if _is_array(old) else v for old, v in zip(state, new, strict=True))
         )
         self.before = self.state._replace(theta=theta_before)
-        self.graph.upload(cupy.cuda.Stream.null)
-
-    @staticmethod
-    def _end(stream: Any) -> Any:
-        """End the capture; an invalidated capture raises here (NotRecordable upstream)."""
-        return stream.end_capture()
 
     @staticmethod
     def _copy_back(method: Method, state: Any, new: Any) -> None:
@@ -208,17 +213,16 @@ class Replay:
         return acc
 
     def run(self, sync: bool) -> float:
-        """One replayed round, queued on the default stream, and its wall time; with ``sync``
-        the device is synchronised and every failed factorisation so far raised
-        (:meth:`check`), and the time includes the device's work since the last
-        synchronisation (as :func:`.loop.timed_round`)."""
+        """One replayed round, queued on the current stream (as every other kernel of the
+        run), and its wall time; with ``sync`` the device is synchronised, and the time
+        includes the device's work since the last synchronisation (as
+        :func:`.loop.timed_round`). The caller then reads the statuses (:meth:`check`)."""
         import cupy
 
         clock = time.perf_counter()
-        self.graph.launch(cupy.cuda.Stream.null)
+        self.graph.launch(cupy.cuda.get_current_stream())
         if sync:
             cupy.cuda.Device().synchronize()
-            self.check()
         return time.perf_counter() - clock
 
     def check(self) -> None:
@@ -243,14 +247,25 @@ def describe(
     return reason_not(problem, method, who, oracle, rounds) or None
 
 
-def own_theta(state: Any) -> Any:
-    """``state`` with a copy of its theta, so the recording's buffers do not include the
-    theta of a state the caller may keep (round 1's)."""
-    return (
-        state._replace(theta=state.theta.copy())
-        if _fields(state) and _is_array(getattr(state, "theta", None))
-        else state
-    )
+def own_state(state: Any) -> Any:
+    """``state`` with copies of its arrays, so the buffers that every replay overwrites are
+    not those of a state the caller may keep (round 1's). A state with a
+    :class:`~fedtheory.methods.fednl.Current` token is updated in place by its method anyway
+    (the FedNL family: the next round consumes it); only its theta is copied."""
+    fields = _fields(state)
+    if not fields:
+        return state
+    if any(isinstance(v, Current) for v in fields):
+        return state._replace(theta=state.theta.copy()) if _is_array(state.theta) else state
+    return type(state)(*(v.copy() if _is_array(v) else v for v in fields))
+
+
+def _abandon(stream: Any) -> None:
+    """End a capture that failed half-way, ignoring the error an invalidated capture gives."""
+    try:
+        stream.end_capture()
+    except Exception:  # the capture was invalidated by the error being raised
+        pass
 
 
 def require(reason: str, graph: bool | None) -> None:

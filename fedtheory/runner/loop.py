@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -42,7 +42,13 @@ from .participation import Participation
 @dataclass(frozen=True)
 class Step:
     """One round of :func:`iterate`: its number t, the context it ran in, the state before
-    and after it, what the method reported and the round map's wall time (s)."""
+    and after it, what the method reported and the round map's wall time (s).
+
+    A replayed round (``graph == "replayed"``, :mod:`.graph`): ``state`` is the replay's
+    buffers, overwritten by the next round, and ``before`` is that state with theta copied
+    before the round (its other arrays are the current buffers); ``info`` is the recorded
+    round's, its arrays rewritten by every replay. ``owner`` keeps the recording (and the
+    memory its arrays live in) alive as long as the step is referenced."""
 
     t: int
     ctx: RoundContext
@@ -51,6 +57,7 @@ class Step:
     info: RoundInfo
     seconds: float
     graph: str = ""  # "replayed", or why the round could not be recorded (:mod:`.graph`)
+    owner: Any = field(default=None, repr=False, compare=False)
 
 
 def iterate(
@@ -87,14 +94,19 @@ def iterate(
 
     graph (GPU only, :mod:`.graph`): True records round 2 as a CUDA graph and replays it for
     every later round (refused with the reason when the run cannot be replayed); None tries
-    to and, where it cannot, runs every round as usual, the step of round 2 saying why in its
-    ``graph`` field; False (the default) never records. Replayed steps (``graph ==
-    "replayed"``) all share the same state buffers: a step's ``state`` and ``before`` are
-    valid until the next step is taken (copy what you keep), and ``info`` is the recorded
-    round's. Round 1's state is not among those buffers.
+    to and, where it cannot, runs every round as usual (when the recording itself failed, the
+    step of round 2 says why in its ``graph`` field; :func:`.graph.reason_not` gives the
+    reasons known before the run); False (the default) never records. Replayed steps
+    (``graph == "replayed"``) all share the same state buffers: a step's ``state`` and
+    ``before`` are valid until the next step is taken (copy what you keep); see
+    :class:`Step`. Round 1's state is not among those buffers (the recording works on a copy).
     """
     seed = check_seed(seed)
     check_count(sync_every, "sync_every")
+    check(
+        graph is None or isinstance(graph, bool),
+        f"graph must be None, True or False, got {graph!r}",
+    )
     check(
         rounds is not None or not isinstance(participation, (list, tuple, str)),
         "a participation schedule needs a number of rounds",
@@ -121,16 +133,19 @@ def iterate(
             if t == 2 and graph is not False and not why:
                 clock = time.perf_counter()
                 try:
-                    replay = replay_graph.Replay(method, ctx, replay_graph.own_theta(state))
+                    replay = replay_graph.Replay(method, ctx, replay_graph.own_state(state))
                 except replay_graph.NotRecordable as exc:
                     replay_graph.require(str(exc), graph)
                     why = note = str(exc)
                 recording = time.perf_counter() - clock  # booked with round 2
         if replay is not None:
             seconds = recording + replay.run(sync)
-            if sync:
-                checks.check()  # round 1's factorisations, when round 1 was not synchronised
-            yield Step(t, ctx, replay.before, replay.state, replay.info, seconds, "replayed")
+            if sync:  # round 1's factorisations first (when round 1 was not synchronised)
+                checks.check()
+                replay.check()
+            yield Step(
+                t, ctx, replay.before, replay.state, replay.info, seconds, "replayed", replay
+            )
             continue
         before = state
         state, info, seconds = timed_round(method, ctx, state, checks=checks, sync=sync)
