@@ -421,3 +421,105 @@ def topk_learn(H: Any, T: Any, rows: Any, K: int, alpha: float, norm_kind: int, 
             scratch,
         ),
     )
+
+
+# --------------------------------------------------------------- batched SPD solve, one launch
+_CHOL_SOURCE = r"""
+/* x_m = P_m^{-1} b_m for a stack of SPD matrices P (B, n, n), row-major, one thread block per
+   matrix: P_m is copied to shared memory, factored there (right-looking Cholesky of the lower
+   triangle), and the two triangular solves run there; status[m] = 0, or k + 1 when the k-th
+   pivot is not positive (or NaN), as LAPACK's potrf reports it (x_m is then not written). */
+extern "C" __global__ void chol_solve(const double* __restrict__ P,
+                                      const double* __restrict__ b,
+                                      double* __restrict__ x,
+                                      int* __restrict__ status,
+                                      const int n) {
+    extern __shared__ double A[];  /* n * n, then y (n) */
+    double* y = A + (long long)n * n;
+    __shared__ int bad;
+    const int m = blockIdx.x;
+    const int tid = threadIdx.y * blockDim.x + threadIdx.x;
+    const int nt = blockDim.x * blockDim.y;
+    const double* Pm = P + (long long)m * n * n;
+    for (int i = tid; i < n * n; i += nt) A[i] = Pm[i];
+    for (int i = tid; i < n; i += nt) y[i] = b[(long long)m * n + i];
+    if (tid == 0) bad = 0;
+    __syncthreads();
+    for (int k = 0; k < n; ++k) {
+        if (tid == 0) {
+            const double a = A[k * n + k];
+            if (!(a > 0.0)) bad = k + 1;
+            else A[k * n + k] = sqrt(a);
+        }
+        __syncthreads();
+        if (bad) break;
+        const double dkk = A[k * n + k];
+        for (int i = k + 1 + tid; i < n; i += nt) A[i * n + k] = A[i * n + k] / dkk;
+        __syncthreads();
+        for (int i = k + 1 + threadIdx.y; i < n; i += blockDim.y) {
+            const double aik = A[i * n + k];
+            for (int j = k + 1 + threadIdx.x; j <= i; j += blockDim.x)
+                A[i * n + j] = A[i * n + j] - aik * A[j * n + k];
+        }
+        __syncthreads();
+    }
+    if (tid == 0) status[m] = bad;
+    if (bad) return;
+    /* L y = b: column by column */
+    for (int k = 0; k < n; ++k) {
+        if (tid == 0) y[k] = y[k] / A[k * n + k];
+        __syncthreads();
+        const double yk = y[k];
+        for (int i = k + 1 + tid; i < n; i += nt) y[i] = y[i] - A[i * n + k] * yk;
+        __syncthreads();
+    }
+    /* L^T x = y: row k of L is column k of L^T */
+    for (int k = n - 1; k >= 0; --k) {
+        if (tid == 0) y[k] = y[k] / A[k * n + k];
+        __syncthreads();
+        const double yk = y[k];
+        for (int i = tid; i < k; i += nt) y[i] = y[i] - A[k * n + i] * yk;
+        __syncthreads();
+    }
+    for (int i = tid; i < n; i += nt) x[(long long)m * n + i] = y[i];
+}
+"""
+#: Threads per block of the solve kernel (columns x rows of the trailing update).
+CHOL_BLOCK = (32, 8)
+
+
+@functools.cache
+def _chol_kernel(smem: int) -> Any:
+    kernel = cupy.RawKernel(_CHOL_SOURCE, "chol_solve")
+    kernel.max_dynamic_shared_size_bytes = smem
+    return kernel
+
+
+@functools.cache
+def _shared_limit(device: int) -> int:
+    return int(cupy.cuda.Device(device).attributes["MaxSharedMemoryPerBlockOptin"])
+
+
+def chol_solve_fits(n: int) -> bool:
+    """Whether an n x n matrix (and its right-hand side) fits one block's shared memory
+    (n <= 167 on an H100 / H200, 227 KiB)."""
+    return 0 < n and (n * n + n) * 8 <= _shared_limit(cupy.cuda.Device().id)
+
+
+def chol_solve(P: Any, b: Any) -> tuple[Any, Any]:
+    """x = P_m^{-1} b_m for every matrix of a float64 stack P (B, n, n) (its lower triangle is
+    read) and b (B, n), in ONE kernel launch (:data:`_CHOL_SOURCE`): returns (x, status),
+    status (B,) int32 on the device, 0 where the factorisation succeeded, else the 1-based
+    index of the failed pivot (x undefined there). Needs :func:`chol_solve_fits`."""
+    _float64_stack(P, "P")
+    B, n = P.shape[0], P.shape[-1]
+    if P.ndim != 3 or P.shape[1] != n or b.shape != (B, n):
+        raise ValueError(f"P (B, n, n) and b (B, n) do not match: {P.shape}, {b.shape}")
+    b = cupy.ascontiguousarray(b, dtype=cupy.float64)
+    x = cupy.empty((B, n), dtype=cupy.float64)
+    status = cupy.zeros(B, dtype=cupy.int32)
+    if B == 0 or n == 0:
+        return x, status
+    smem = (n * n + n) * 8
+    _chol_kernel(smem)((B,), CHOL_BLOCK, (P, b, x, status, np.int32(n)), shared_mem=smem)
+    return x, status
