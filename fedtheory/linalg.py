@@ -256,9 +256,6 @@ def spd_solve(
     """
     stacked = _stacked(P, b)
     if stacked is None:
-        fused = _fused_gpu_solve(P, b, labels, what, hint)
-        if fused is not None:
-            return fused
         return cho_solve(cholesky(P, labels=labels, what=what, hint=hint), b)
     Ps, bs = stacked
     x = np.empty(bs.shape)
@@ -266,32 +263,6 @@ def spd_solve(
     if bad >= 0:
         _raise(P.ndim, bad, labels, what, hint)
     return x.reshape(np.shape(b))
-
-
-def _fused_gpu_solve(
-    P: Array, b: Array, labels: Sequence[Any] | None, what: str, hint: str
-) -> Array | None:
-    """CuPy float64 stacks (m, d, d) with one right-hand side each whose matrices fit one
-    block's shared memory: factor and solve in one kernel launch
-    (:func:`fedtheory.cuda_kernels.chol_solve`), the status checked as :func:`cholesky`
-    checks it (deferred inside :class:`DeferredChecks`); None for anything else."""
-    if xp_of(P, b) is np or P.ndim != 3 or b.shape != P.shape[:2]:
-        return None
-    if not (P.dtype == b.dtype == np.float64):
-        return None
-    from . import cuda_kernels
-
-    if not cuda_kernels.chol_solve_fits(P.shape[-1]):
-        return None
-    x, status = cuda_kernels.chol_solve(xp_of(P).ascontiguousarray(P), b)
-    pending = _PENDING.get()
-    if pending is not None:
-        pending.append((status, 3, labels, what, hint))
-        return x
-    bad = xp_of(status).flatnonzero(status)  # a device sync on a few bytes
-    if bad.size:
-        _raise(3, int(bad[0]), labels, what, hint)
-    return x
 
 
 def add_diag(P: Array, c: float) -> Array:

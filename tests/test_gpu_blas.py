@@ -106,39 +106,3 @@ def test_a_recorded_product_replays_on_new_inputs():
     graph.launch(cupy.cuda.Stream.null)
     cupy.cuda.Device().synchronize()
     np.testing.assert_allclose(cupy.asnumpy(out), cupy.asnumpy(a @ b), rtol=1e-13)
-
-
-@pytest.mark.parametrize("n", [1, 2, 7, 33, 123, 160])
-def test_fused_cholesky_solve_equals_the_library_solve(n):
-    """fedtheory.cuda_kernels.chol_solve (factor and both solves in one block's shared
-    memory) against cuSOLVER's factorisation and cuBLAS's solves; a matrix that is not
-    positive definite gets the 1-based index of its failed pivot, the others are solved."""
-    from fedtheory import cuda_kernels
-
-    rng = np.random.default_rng(n)
-    M = rng.normal(size=(6, n, n))
-    P = cupy.asarray(M @ M.transpose(0, 2, 1) / n + np.eye(n))
-    b = cupy.asarray(rng.normal(size=(6, n)))
-    P[4] = cupy.eye(n)
-    P[4, n - 1, n - 1] = -1.0  # the last pivot fails
-    x, status = cuda_kernels.chol_solve(P, b)
-    assert cupy.asnumpy(status).tolist() == [0, 0, 0, 0, n, 0]
-    good = [0, 1, 2, 3, 5]
-    L = P[good].copy()
-    assert not cupy.asnumpy(gpu_blas.potrf_batched(L)).any()
-    L *= cupy.tri(n)
-    want = gpu_blas.trsm(L, gpu_blas.trsm(L, b[good], 0), 1)
-    np.testing.assert_allclose(cupy.asnumpy(x[good]), cupy.asnumpy(want), rtol=1e-10, atol=1e-12)
-    assert cuda_kernels.chol_solve_fits(160) and not cuda_kernels.chol_solve_fits(300)
-
-
-def test_spd_solve_uses_the_fused_kernel_and_names_the_client():
-    from fedtheory.errors import FactorizationError
-    from fedtheory.linalg import spd_solve
-
-    P = cupy.stack([cupy.eye(5) * 2.0] * 4)
-    b = cupy.ones((4, 5))
-    np.testing.assert_allclose(cupy.asnumpy(spd_solve(P, b)), 0.5)
-    P[2, 3, 3] = 0.0
-    with pytest.raises(FactorizationError, match="client 12 is not positive definite"):
-        spd_solve(P, b, labels=[10, 11, 12, 13])
