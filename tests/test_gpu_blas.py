@@ -9,13 +9,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-cupy = pytest.importorskip("cupy")
-try:
-    _devices = cupy.cuda.runtime.getDeviceCount()
-except Exception:  # no driver or no device
-    _devices = 0
-if not _devices:
-    pytest.skip("no CUDA device", allow_module_level=True)
+from conftest import _gpu_available
+
+if not _gpu_available():
+    pytest.skip("no CUDA GPU with CuPy on this machine", allow_module_level=True)
+import cupy  # noqa: E402
 
 from fedtheory import gpu_blas  # noqa: E402
 
