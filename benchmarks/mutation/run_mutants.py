@@ -75,6 +75,7 @@ DEFAULT_TESTS = (
     "tests/test_backends.py",
     "tests/test_batch_and_logging.py",
     "tests/test_graph.py",
+    "tests/test_gpu_blas_layout.py",
     "proofs_checks",  # the claim checks (quick mode), ~2-3 min
 )
 #: Not copied into the snapshot: anywhere in the tree (names), and at its top level only.
