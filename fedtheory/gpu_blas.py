@@ -24,6 +24,7 @@ version is CuPy's.
 from __future__ import annotations
 
 import ctypes
+import math
 import threading
 from typing import Any
 
@@ -137,7 +138,7 @@ def _layout(x: Any) -> tuple[Any, bool, int, int] | None:
     return x, major, ld, sb
 
 
-def _as_batched(x: Any, B: int) -> tuple[Any, bool, int, int]:
+def _as_batched(x: Any) -> tuple[Any, bool, int, int]:
     """x (r, c) or (..., r, c) as cuBLAS operand data: (array, row_major, ld, batch_stride);
     batch stride 0 for a 2-D operand (shared by the whole batch)."""
     import cupy
@@ -180,17 +181,15 @@ def matmul(a: Any, b: Any) -> Any:
         A, Bm = cupy.broadcast_to(A, (*batch, m, k)), cupy.broadcast_to(Bm, (*batch, k, n))
         ba = bb = batch
     batch = ba or bb
-    nb = 1
-    for s in batch:
-        nb *= s
+    nb = math.prod(batch)
     out = cupy.empty((*batch, m, n), dtype=cupy.float64)
     if out.size and k == 0:
         out.fill(0)
     elif out.size:
         A = A.reshape(-1, m, k) if len(ba) > 1 else A
         Bm = Bm.reshape(-1, k, n) if len(bb) > 1 else Bm
-        xa, ra, lda, sa = _as_batched(A, nb)
-        xb, rb, ldb, sbb = _as_batched(Bm, nb)
+        xa, ra, lda, sa = _as_batched(A)
+        xb, rb, ldb, sbb = _as_batched(Bm)
         # row-major C (m x n) is column-major C^T (n x m) = B^T A^T
         lib, h = _cublas()
         _check(
