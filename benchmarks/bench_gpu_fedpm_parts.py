@@ -3,9 +3,9 @@ replayed FedPM round still misses its target).
 
     python benchmarks/bench_gpu_fedpm_parts.py [--out FILE.json]
 
-For the shapes of the w8a FedNL split (142 clients x 350 rows, d = 300) and of a9a_fednl
-(80 x 407, d = 123), on random data of those shapes (rows 5 % non-zero, stored dense; SPD
-matrices M M^T / d + I), each part recorded alone as a CUDA graph and replayed 50 times
+For the shapes of the w8a FedNL split (142 clients x 350 rows, d = 300), of a9a_fednl
+(80 x 407, d = 123) and 64 x 250, d = 200 (inside the fused kernel's range), on random data
+of those shapes (rows 5 % non-zero, stored dense; SPD matrices M M^T / d + I), each part recorded alone as a CUDA graph and replayed 50 times
 between two CUDA events (ms per replay):
 
 - ``gram``: the client Hessian products A_i^T (v_i * A_i), one strided batched cuBLAS product;
@@ -17,7 +17,13 @@ between two CUDA events (ms per replay):
   client) of the local Newton step;
 - ``potrs``: cuSOLVER's batched ``potrsBatched`` instead of the two solves (its result is
   checked against them: ``potrs_diff``);
-- ``apply_mix``: P_i theta_i for every client and the weighted sum of the stack.
+- ``apply_mix``: P_i theta_i for every client and the weighted sum of the stack;
+- ``fused_T`` (T = 256, 512, 1024 threads per block): factor and solve in one shared-memory
+  kernel launch (:func:`fedtheory.cuda_kernels.chol_solve`, what ``spd_solve`` takes where the
+  matrix fits; "nan" where it does not), against ``potrf`` + ``copy`` + ``trsm2``; its result
+  is checked against theirs (``fused_diff``, largest relative difference);
+- ``server_lib`` / ``server_fused``: the server's one d x d solve, cuSOLVER + cuBLAS (copy,
+  potrf, both trsm) against the fused kernel.
 """
 
 from __future__ import annotations
@@ -32,6 +38,8 @@ import numpy as np
 
 from bench_round import machine
 from fedtheory import gpu_blas
+
+FUSED_THREADS = (256, 512, 1024)
 
 
 def replay_ms(fn: Any, reps: int = 50) -> float:
@@ -116,6 +124,29 @@ def parts(N: int, n: int, d: int, rng: np.random.Generator) -> dict[str, float]:
 
     out["potrs"] = replay_ms(potrs)
     out["potrs_diff"] = float(abs(sol - ref).max())
+    from fedtheory import cuda_kernels
+
+    fits = cuda_kernels.chol_solve_fits(d)
+    default = cuda_kernels.CHOL_THREADS
+    for threads in FUSED_THREADS:
+        cuda_kernels.CHOL_THREADS = threads
+        out[f"fused_{threads}"] = (
+            replay_ms(lambda: cuda_kernels.chol_solve(P, b)) if fits else float("nan")
+        )
+    cuda_kernels.CHOL_THREADS = default
+    if fits:
+        fx, fstatus = cuda_kernels.chol_solve(P, b)
+        assert not cupy.asnumpy(fstatus).any()
+        out["fused_diff"] = float(abs(fx - ref).max() / abs(ref).max())
+    x1, P1, b1 = x[:1].copy(), P[:1].copy(), b[:1].copy()
+
+    def server_lib() -> Any:
+        cupy.copyto(x1, P1)
+        gpu_blas.potrf_batched(x1)
+        return gpu_blas.trsm(x1[0], gpu_blas.trsm(x1[0], b1[0], 0), 1)
+
+    out["server_lib"] = replay_ms(server_lib)
+    out["server_fused"] = replay_ms(lambda: cuda_kernels.chol_solve(P1, b1)) if fits else np.nan
     w = cupy.full(N, 1.0 / N)
     out["apply_mix"] = replay_ms(
         lambda: (gpu_blas.matmul(P, b[..., None]), gpu_blas.matmul(w, P.reshape(N, -1)))
@@ -130,9 +161,10 @@ def main(argv: list[str] | None = None) -> dict:
     rng = np.random.default_rng(0)
     res = {
         "machine": machine("cupy"),
-        "parts": [parts(*s, rng) for s in ((142, 350, 300), (80, 407, 123))],
+        "parts": [parts(*s, rng) for s in ((142, 350, 300), (80, 407, 123), (64, 250, 200))],
     }
     keys = ("gram", "copy", "potrf", "potrf_loop", "trsm2", "potrs", "apply_mix")
+    keys += tuple(f"fused_{t}" for t in FUSED_THREADS) + ("server_lib", "server_fused")
     print(f"device ms per replay, {res['machine'].get('gpu')}")
     print(f"{'N x n, d':<14}" + "".join(f"{k:>11}" for k in keys) + "   potrs_diff")
     for p in res["parts"]:

@@ -421,3 +421,136 @@ def topk_learn(H: Any, T: Any, rows: Any, K: int, alpha: float, norm_kind: int, 
             scratch,
         ),
     )
+
+
+# --------------------------------------------------------------- batched SPD solve, one launch
+_CHOL_SOURCE = r"""
+/* x_m = P_m^{-1} b_m for a stack of symmetric positive definite matrices P (B, n, n),
+   row-major (the UPPER triangle is read), one thread block per matrix, in shared memory.
+
+   The upper triangle U (packed by rows, n (n + 1) / 2 doubles) and b are copied to shared
+   memory. Gaussian elimination without pivoting, b carried along (right-looking, the pivot
+   rows left unscaled):
+
+       for k:  U[r][c] -= U[k][r] U[k][c] / U[k][k]   (k < r <= c),   y[r] -= U[k][r] y[k] / U[k][k]
+
+   one block barrier per column. For an SPD matrix this is P = L D L^T with L unit lower,
+   U[k][c] = D_k L[c][k] and y = D L^T x, so one back substitution remains,
+   x_k = (y_k - sum_{c > k} U[k][c] x_c) / U[k][k], done by the first warp. A pivot U[k][k]
+   that is not positive (or NaN) is where LAPACK's potrf stops: status[m] = k + 1 (x_m is not
+   written), else 0. */
+extern "C" __global__ void chol_solve(const double* __restrict__ P,
+                                      const double* __restrict__ b,
+                                      double* __restrict__ x,
+                                      int* __restrict__ status,
+                                      const int n) {
+    extern __shared__ double U[];  /* packed upper triangle, then y (n) */
+    const long long npack = (long long)n * (n + 1) / 2;
+    double* y = U + npack;
+    const int m = blockIdx.x;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
+    const double* Pm = P + (long long)m * n * n;
+    for (int r = warp; r < n; r += nwarps) {
+        double* row = U + (long long)r * n - (long long)r * (r - 1) / 2 - r;  /* row[c], c >= r */
+        for (int c = r + lane; c < n; c += 32) row[c] = Pm[(long long)r * n + c];
+    }
+    for (int i = threadIdx.x; i < n; i += blockDim.x) y[i] = b[(long long)m * n + i];
+    __syncthreads();
+    int bad = 0;
+    for (int k = 0; k < n; ++k) {
+        const double* rk = U + (long long)k * n - (long long)k * (k - 1) / 2 - k;
+        const double akk = rk[k];
+        if (!(akk > 0.0)) { bad = k + 1; break; }  /* every thread reads the same pivot */
+        const double yk = y[k] / akk;
+        for (int r = k + 1 + warp; r < n; r += nwarps) {
+            const double f = rk[r] / akk;
+            double* row = U + (long long)r * n - (long long)r * (r - 1) / 2 - r;
+            for (int c = r + lane; c < n; c += 32) row[c] -= f * rk[c];
+            if (lane == 0) y[r] -= rk[r] * yk;
+        }
+        __syncthreads();
+    }
+    if (threadIdx.x == 0) status[m] = bad;
+    if (bad || warp != 0) return;
+    for (int k = n - 1; k >= 0; --k) {
+        const double* rk = U + (long long)k * n - (long long)k * (k - 1) / 2 - k;
+        double s = 0.0;
+        for (int c = k + 1 + lane; c < n; c += 32) s += rk[c] * y[c];
+        for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
+        const double xk = (y[k] - s) / rk[k];
+        __syncwarp();
+        if (lane == 0) y[k] = xk;
+        __syncwarp();
+    }
+    for (int i = lane; i < n; i += 32) x[(long long)m * n + i] = y[i];
+}
+"""
+#: Threads per block of :func:`chol_solve` (a multiple of 32).
+CHOL_THREADS = 512
+
+
+@functools.cache
+def _chol_kernel(device: int) -> Any:
+    """The solve kernel, its dynamic shared memory allowed up to the device's opt-in limit
+    ONCE: CuPy shares one compiled function among kernels of the same source, so the attribute
+    must not be lowered for a smaller matrix after a larger one was launched."""
+    kernel = cupy.RawKernel(_CHOL_SOURCE, "chol_solve")
+    kernel.max_dynamic_shared_size_bytes = _shared_limit(device)
+    return kernel
+
+
+@functools.cache
+def _shared_limit(device: int) -> int:
+    return int(cupy.cuda.Device(device).attributes["MaxSharedMemoryPerBlockOptin"])
+
+
+def _chol_smem(n: int) -> int:
+    return (n * (n + 1) // 2 + n) * 8
+
+
+def chol_solve_fits(n: int) -> bool:
+    """Whether the packed upper triangle of an n x n matrix and its right-hand side fit one
+    block's shared memory (n <= 238 on an H100 / H200, 227 KiB)."""
+    return 0 < n and _chol_smem(n) <= _shared_limit(cupy.cuda.Device().id)
+
+
+def chol_solve(P: Any, b: Any) -> tuple[Any, Any]:
+    """x_m = P_m^{-1} b_m for every matrix of a C-contiguous float64 stack P (B, n, n) (its
+    upper triangle is read) and b (B, n), in ONE kernel launch (:data:`_CHOL_SOURCE`): returns
+    (x, status), status (B,) int32 on the device, 0 where the factorisation succeeded, else
+    the 1-based index of the failed pivot (x undefined there). Needs :func:`chol_solve_fits`."""
+    _float64_stack(P, "P")
+    if P.ndim != 3 or P.shape[1] != P.shape[2] or b.shape != P.shape[:2]:
+        raise ValueError(f"P (B, n, n) and b (B, n) do not match: {P.shape}, {b.shape}")
+    B, n = P.shape[0], P.shape[-1]
+    if not chol_solve_fits(n) and n:
+        raise ValueError(f"n = {n} does not fit one block's shared memory")
+    b = cupy.ascontiguousarray(b, dtype=cupy.float64)
+    x = cupy.empty((B, n), dtype=cupy.float64)
+    status = cupy.zeros(B, dtype=cupy.int32)
+    if B == 0 or n == 0:
+        return x, status
+    kernel = _chol_kernel(cupy.cuda.Device().id)
+    kernel((B,), (CHOL_THREADS,), (P, b, x, status, np.int32(n)), shared_mem=_chol_smem(n))
+    return x, status
+
+
+# --------------------------------------------------------------- logistic terms, one launch
+#: The elementwise chain of :func:`fedtheory.objectives.logistic` as one kernel: from margins
+#: z, labels y and row weights sw, the loss l = log(1 + exp(-t)) (t = y z), the gradient weights
+#: sw y sigmoid(-t) and the Hessian weights sw sigmoid(-t) sigmoid(t), with the NumPy path's
+#: formulas (l = max(-t, 0) + log1p(exp(-|t|)), sigmoid(-t) = exp(-(l + t)),
+#: sigmoid(t) = exp(-l)).
+logistic_terms = cupy.ElementwiseKernel(
+    "float64 z, float64 y, float64 sw",
+    "float64 loss, float64 gw, float64 hw",
+    """
+    const double t = y * z;
+    const double l = fmax(-t, 0.0) + log1p(exp(-fabs(t)));
+    const double s = exp(-(l + t));
+    loss = l;
+    gw = sw * y * s;
+    hw = sw * s * exp(-l);
+    """,
+    "fedtheory_logistic_terms",
+)

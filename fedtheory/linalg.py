@@ -7,7 +7,9 @@ raises :class:`~fedtheory.errors.FactorizationError` naming the client, never Na
 NumPy (float64): LAPACK's ``dpotrf`` / ``dpotrs`` called per matrix from one compiled loop
 (:mod:`fedtheory.kernels`), with no copy of the stack in or out of LAPACK's layout:
 :func:`spd_solve` factors each matrix on one d x d buffer right before its solve (no stack of
-factors at all), :func:`cholesky` factors its one output copy in place. CuPy: cuSOLVER's
+factors at all), :func:`cholesky` factors its one output copy in place. CuPy: :func:`spd_solve`
+factors and solves matrices of up to ~238 rows in one shared-memory kernel launch
+(:func:`fedtheory.cuda_kernels.chol_solve`); larger ones, and :func:`cholesky`, use cuSOLVER's
 batched potrf and cuBLAS's batched trsm.
 """
 
@@ -256,6 +258,9 @@ def spd_solve(
     """
     stacked = _stacked(P, b)
     if stacked is None:
+        fused = _fused_gpu_solve(P, b, labels, what, hint)
+        if fused is not None:
+            return fused
         return cho_solve(cholesky(P, labels=labels, what=what, hint=hint), b)
     Ps, bs = stacked
     x = np.empty(bs.shape)
@@ -263,6 +268,36 @@ def spd_solve(
     if bad >= 0:
         _raise(P.ndim, bad, labels, what, hint)
     return x.reshape(np.shape(b))
+
+
+def _fused_gpu_solve(
+    P: Array, b: Array, labels: Sequence[Any] | None, what: str, hint: str
+) -> Array | None:
+    """CuPy float64: a stack (m, d, d) with one right-hand side per matrix (m, d), or one
+    matrix (d, d) with b (d,), whose matrices fit one block's shared memory, factored and
+    solved in ONE kernel launch (:func:`fedtheory.cuda_kernels.chol_solve`), the status checked
+    as :func:`cholesky` checks it (left on the device inside :class:`DeferredChecks`). None for
+    anything else (the cuSOLVER / cuBLAS path)."""
+    if xp_of(P, b) is np or not (P.dtype == b.dtype == np.float64):
+        return None
+    if not (P.ndim in (2, 3) and P.shape[-1] == P.shape[-2] and b.shape == P.shape[:-1]):
+        return None
+    from . import cuda_kernels
+
+    if not cuda_kernels.chol_solve_fits(P.shape[-1]):
+        return None
+    xp = xp_of(P)
+    x, status = cuda_kernels.chol_solve(
+        xp.ascontiguousarray(P.reshape(-1, *P.shape[-2:])), b.reshape(-1, b.shape[-1])
+    )
+    pending = _PENDING.get()
+    if pending is not None:
+        pending.append((status, P.ndim, labels, what, hint))
+    else:
+        bad = xp.flatnonzero(status)  # a device sync on a few bytes
+        if bad.size:
+            _raise(P.ndim, int(bad[0]), labels, what, hint)
+    return x.reshape(b.shape)
 
 
 def add_diag(P: Array, c: float) -> Array:

@@ -312,11 +312,7 @@ def logistic(
     """L2-regularised logistic loss, labels in {-1, +1}. With ``hess_weights`` the Hessian
     returned is sum_i w_i H_i (d, d) (see :func:`gram`)."""
     xp = xp_of(y, theta)
-    t = y * margins(A, theta)  # y_j a_j^T theta
-    # log(1 + exp(-t)), never overflows; NumPy's logaddexp(0, -t) is the same up to an ulp
-    # but not vectorised (0.62 ms against 0.20 ms for a9a's 32,560 margins)
-    loss = xp.maximum(-t, 0.0) + xp.log1p(xp.exp(-xp.abs(t)))
-    s = xp.exp(-(loss + t))  # sigmoid(-t) = 1 / (1 + exp(t))
+    loss, grad_w, hess_w = _logistic_terms(margins(A, theta), y, sw, xp)
     f = g = H = None
     m = A.shape[0]
     if value or grad:
@@ -324,15 +320,26 @@ def logistic(
     if value:
         f = xp.sum(sw * loss, axis=1) + r_val
     if grad:
-        g = r_grad - rmatvec(A, sw * y * s)
+        g = r_grad - rmatvec(A, grad_w)
     if hess:
-        H = gram(
-            A,
-            sw * s * xp.exp(-loss),
-            lam,  # s (1 - s), 1 - s = exp(-loss)
-            hess_weights,
-        )
+        H = gram(A, hess_w, lam, hess_weights)
     return OracleOut(f, g, H)
+
+
+def _logistic_terms(z: Array, y: Array, sw: Array, xp: ArrayModule) -> tuple[Array, Array, Array]:
+    """From margins z: the losses log(1 + exp(-t)), t = y z, and the row weights of the
+    gradient, sw y sigmoid(-t), and of the Hessian, sw sigmoid(-t) sigmoid(t). On a GPU one
+    fused kernel (:data:`fedtheory.cuda_kernels.logistic_terms`, the same formulas)."""
+    if xp is not np:
+        from . import cuda_kernels
+
+        return cuda_kernels.logistic_terms(z, y, sw)
+    t = y * z  # y_j a_j^T theta
+    # log(1 + exp(-t)), never overflows; NumPy's logaddexp(0, -t) is the same up to an ulp
+    # but not vectorised (0.62 ms against 0.20 ms for a9a's 32,560 margins)
+    loss = np.maximum(-t, 0.0) + np.log1p(np.exp(-np.abs(t)))
+    s = np.exp(-(loss + t))  # sigmoid(-t) = 1 / (1 + exp(t))
+    return loss, sw * y * s, sw * s * np.exp(-loss)  # s (1 - s), 1 - s = exp(-loss)
 
 
 def ridge(

@@ -202,3 +202,98 @@ def test_a_fednl_run_on_the_gpu_equals_the_run_on_numpy(name, params):
             if c in TIMING or (isinstance(ra[c], float) and math.isnan(ra[c])):
                 continue
             assert abs(rb[c] - ra[c]) <= 1e-10 * abs(ra[c]) + 1e-13, (ra["round"], c, ra[c], rb[c])
+
+
+# ------------------------------------------------------------------ fused SPD solve
+def _spd_stack(rng, B, n):
+    M = rng.normal(size=(B, n, n))
+    return M @ M.transpose(0, 2, 1) / n + np.eye(n)
+
+
+@pytest.mark.parametrize("n", [1, 2, 7, 33, 123, 200])
+def test_the_fused_solve_equals_numpy_and_reports_the_failed_pivot(n):
+    """cuda_kernels.chol_solve (factor and solve in one block's shared memory) against NumPy's
+    solve; a matrix that is not positive definite gets the 1-based index of its failed pivot
+    (LAPACK's convention: the first leading minor that is not positive), the others are
+    solved; a NaN stops the factorisation at its pivot."""
+    rng = np.random.default_rng(n)
+    P = _spd_stack(rng, 7, n)
+    b = rng.normal(size=(7, n))
+    P[4] = np.eye(n)
+    P[4, n - 1, n - 1] = -1.0  # the last pivot fails
+    if n > 2:
+        P[6, 1, 1] = np.nan  # the second pivot is NaN
+    x, status = cuda_kernels.chol_solve(cupy.asarray(P), cupy.asarray(b))
+    want_status = [0, 0, 0, 0, n, 0, 2 if n > 2 else 0]
+    assert cupy.asnumpy(status).tolist() == want_status
+    good = [k for k in range(7) if want_status[k] == 0]
+    want = np.linalg.solve(P[good], b[good][..., None])[..., 0]
+    np.testing.assert_allclose(cupy.asnumpy(x)[good], want, rtol=1e-10, atol=1e-12)
+
+
+def test_the_fused_solve_reads_the_upper_triangle_and_any_size_order():
+    """Only the upper triangle is read (the lower may hold anything); matrices of a larger,
+    a smaller, then the larger size again solve (the kernel's shared-memory limit is set
+    once, not lowered by a smaller launch); sizes past the limit are refused."""
+    rng = np.random.default_rng(3)
+    for n in (200, 5, 200, 64):
+        P = _spd_stack(rng, 3, n)
+        b = rng.normal(size=(3, n))
+        garbage = np.tril(rng.normal(size=(3, n, n)), -1) * 1e3
+        x, status = cuda_kernels.chol_solve(cupy.asarray(np.triu(P) + garbage), cupy.asarray(b))
+        assert not cupy.asnumpy(status).any()
+        want = np.linalg.solve(P, b[..., None])[..., 0]
+        np.testing.assert_allclose(cupy.asnumpy(x), want, rtol=1e-10, atol=1e-12)
+    assert cuda_kernels.chol_solve_fits(200) and not cuda_kernels.chol_solve_fits(300)
+    with pytest.raises(ValueError, match="does not fit"):
+        cuda_kernels.chol_solve(cupy.eye(300)[None], cupy.ones((1, 300)))
+
+
+def test_spd_solve_takes_the_fused_kernel_and_names_the_client(monkeypatch):
+    """linalg.spd_solve on CuPy stacks (and one matrix with one right-hand side) goes through
+    the fused kernel where it fits; a failure names the client, at once or deferred."""
+    from fedtheory import linalg
+    from fedtheory.errors import FactorizationError
+
+    calls = []
+    real = cuda_kernels.chol_solve
+
+    def spy(P, b):
+        calls.append(P.shape)
+        return real(P, b)
+
+    monkeypatch.setattr(cuda_kernels, "chol_solve", spy)
+    rng = np.random.default_rng(5)
+    P = cupy.asarray(_spd_stack(rng, 4, 9))
+    b = cupy.asarray(rng.normal(size=(4, 9)))
+    want = np.linalg.solve(cupy.asnumpy(P), cupy.asnumpy(b)[..., None])[..., 0]
+    np.testing.assert_allclose(cupy.asnumpy(linalg.spd_solve(P, b)), want, rtol=1e-10)
+    np.testing.assert_allclose(cupy.asnumpy(linalg.spd_solve(P[1], b[1])), want[1], rtol=1e-10)
+    assert calls == [(4, 9, 9), (1, 9, 9)]
+    P[2, 3, 3] = 0.0
+    P[2, 3, :3] = P[2, :3, 3] = 0.0
+    with pytest.raises(FactorizationError, match="client 12 is not positive definite"):
+        linalg.spd_solve(P, b, labels=[10, 11, 12, 13])
+    checks = linalg.DeferredChecks()
+    with checks.active():
+        linalg.spd_solve(P, b, labels=[10, 11, 12, 13])
+    with pytest.raises(FactorizationError, match="client 12 is not positive definite"):
+        checks.check()
+    with pytest.raises(FactorizationError, match="the mixed preconditioner is not positive"):
+        linalg.spd_solve(P[2], b[2], what="mixed preconditioner")
+
+
+def test_the_fused_logistic_terms_equal_the_numpy_formulas():
+    """One kernel for the logistic chain: the same losses and weights as the NumPy path, for
+    margins up to |z| = 1e3 (no overflow) and padded rows (sw = 0)."""
+    from fedtheory.objectives import _logistic_terms
+
+    rng = np.random.default_rng(0)
+    z = np.concatenate([rng.normal(scale=5, size=400), [1e3, -1e3, 0.0, 40.0, -40.0]])
+    y = rng.choice([-1.0, 1.0], size=z.size)
+    sw = rng.random(z.size) * (rng.random(z.size) > 0.1)
+    want = _logistic_terms(z, y, sw, np)
+    got = _logistic_terms(cupy.asarray(z), cupy.asarray(y), cupy.asarray(sw), cupy)
+    for g, w in zip(got, want, strict=True):
+        assert np.isfinite(cupy.asnumpy(g)).all()
+        np.testing.assert_allclose(cupy.asnumpy(g), w, rtol=1e-14, atol=1e-300)
