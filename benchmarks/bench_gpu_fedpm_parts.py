@@ -5,8 +5,8 @@ replayed FedPM round still misses its target).
 
 For the shapes of the w8a FedNL split (142 clients x 350 rows, d = 300), of a9a_fednl
 (80 x 407, d = 123) and 64 x 250, d = 200 (inside the fused kernel's range), on random data
-of those shapes (rows 5 % non-zero, stored dense; SPD matrices M M^T / d + I), each part recorded alone as a CUDA graph and replayed 50 times
-between two CUDA events (ms per replay):
+of those shapes (rows 5 % non-zero, stored dense; SPD matrices M M^T / d + I), each part
+recorded alone as a CUDA graph and replayed 50 times between two CUDA events (ms per replay):
 
 - ``gram``: the client Hessian products A_i^T (v_i * A_i), one strided batched cuBLAS product;
 - ``potrf``: cuSOLVER's batched Cholesky factorisation of the stack (minus ``copy``, the copy

@@ -429,51 +429,113 @@ _CHOL_SOURCE = r"""
    row-major (the UPPER triangle is read), one thread block per matrix, in shared memory.
 
    The upper triangle U (packed by rows, n (n + 1) / 2 doubles) and b are copied to shared
-   memory. Gaussian elimination without pivoting, b carried along (right-looking, the pivot
-   rows left unscaled):
+   memory. Gaussian elimination without pivoting, b carried along, the pivot rows left
+   unscaled:
 
-       for k:  U[r][c] -= U[k][r] U[k][c] / U[k][k]   (k < r <= c),   y[r] -= U[k][r] y[k] / U[k][k]
+       for k:  U[r][c] -= (U[k][r] / U[k][k]) U[k][c]  (k < r <= c),
+               y[r]    -= (U[k][r] / U[k][k]) y[k]
 
-   one block barrier per column. For an SPD matrix this is P = L D L^T with L unit lower,
-   U[k][c] = D_k L[c][k] and y = D L^T x, so one back substitution remains,
-   x_k = (y_k - sum_{c > k} U[k][c] x_c) / U[k][k], done by the first warp. A pivot U[k][k]
-   that is not positive (or NaN) is where LAPACK's potrf stops: status[m] = k + 1 (x_m is not
-   written), else 0. */
+   For an SPD matrix this is P = L D L^T (L unit lower, U[k][c] = D_k L[c][k], y = D L^T x),
+   so one back substitution remains, x_k = (y_k - sum_{c > k} U[k][c] x_c) / U[k][k] (the
+   first warp). Blocked by panels of NB rows: the panel's rows are eliminated column by
+   column (one barrier per column, work ~NB n), then the trailing triangle gets the panel's
+   NB updates at once, each thread a TILE x TILE register tile (one barrier per panel).
+
+   A pivot U[k][k] that is not positive (or NaN) is where LAPACK's potrf stops:
+   status[m] = k + 1 and x_m is not written; else status[m] = 0. */
+#define NB 8
+#define TILE 4
+
+__device__ __forceinline__ double* packed_row(double* U, int r, int n) {
+    return U + (long long)r * n - (long long)r * (r + 1) / 2;  /* [c] = U[r][c], c >= r */
+}
+
 extern "C" __global__ void chol_solve(const double* __restrict__ P,
                                       const double* __restrict__ b,
                                       double* __restrict__ x,
                                       int* __restrict__ status,
                                       const int n) {
-    extern __shared__ double U[];  /* packed upper triangle, then y (n) */
-    const long long npack = (long long)n * (n + 1) / 2;
-    double* y = U + npack;
-    const int m = blockIdx.x;
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
+    extern __shared__ double U[];  /* packed upper triangle, then y (n), then NB inverses */
+    double* y = U + (long long)n * (n + 1) / 2;
+    double* inv = y + n;
+    const int m = blockIdx.x, tid = threadIdx.x, nt = blockDim.x;
+    const int lane = tid & 31, warp = tid >> 5, nwarps = nt >> 5;
     const double* Pm = P + (long long)m * n * n;
     for (int r = warp; r < n; r += nwarps) {
-        double* row = U + (long long)r * n - (long long)r * (r - 1) / 2 - r;  /* row[c], c >= r */
+        double* row = packed_row(U, r, n);
         for (int c = r + lane; c < n; c += 32) row[c] = Pm[(long long)r * n + c];
     }
-    for (int i = threadIdx.x; i < n; i += blockDim.x) y[i] = b[(long long)m * n + i];
+    for (int i = tid; i < n; i += nt) y[i] = b[(long long)m * n + i];
     __syncthreads();
     int bad = 0;
-    for (int k = 0; k < n; ++k) {
-        const double* rk = U + (long long)k * n - (long long)k * (k - 1) / 2 - k;
-        const double akk = rk[k];
-        if (!(akk > 0.0)) { bad = k + 1; break; }  /* every thread reads the same pivot */
-        const double yk = y[k] / akk;
-        for (int r = k + 1 + warp; r < n; r += nwarps) {
-            const double f = rk[r] / akk;
-            double* row = U + (long long)r * n - (long long)r * (r - 1) / 2 - r;
-            for (int c = r + lane; c < n; c += 32) row[c] -= f * rk[c];
-            if (lane == 0) y[r] -= rk[r] * yk;
+    for (int k0 = 0; k0 < n && !bad; k0 += NB) {
+        const int k1 = min(k0 + NB, n);
+        /* the panel: rows k0..k1-1, all their columns */
+        for (int k = k0; k < k1; ++k) {
+            const double* rk = packed_row(U, k, n);
+            const double akk = rk[k];
+            if (!(akk > 0.0)) { bad = k + 1; break; }  /* every thread reads the same pivot */
+            const double s = 1.0 / akk;
+            if (tid == 0) inv[k - k0] = s;
+            const int rows = k1 - k - 1;
+            for (int t = tid; t < rows * n; t += nt) {
+                const int r = k + 1 + t / n, c = t - (t / n) * n;
+                if (c >= r) packed_row(U, r, n)[c] -= rk[r] * s * rk[c];
+            }
+            if (tid < rows) y[k + 1 + tid] -= rk[k + 1 + tid] * s * y[k];
+            __syncthreads();
+        }
+        if (bad) break;
+        /* the trailing triangle, rows and columns k1..n-1: NB updates at once */
+        const int T = n - k1;
+        if (T <= 0) break;
+        const int tiles = (T + TILE - 1) / TILE;
+        for (int t = tid; t < tiles * tiles; t += nt) {
+            const int ti = t / tiles, tj = t - ti * tiles;
+            if (tj < ti) continue;
+            const int r0 = k1 + ti * TILE, c0 = k1 + tj * TILE;
+            double acc[TILE][TILE];
+#pragma unroll
+            for (int i = 0; i < TILE; ++i)
+#pragma unroll
+                for (int j = 0; j < TILE; ++j) acc[i][j] = 0.0;
+            for (int k = k0; k < k1; ++k) {
+                const double* rk = packed_row(U, k, n);
+                const double s = inv[k - k0];
+                double a[TILE], bb[TILE];
+#pragma unroll
+                for (int i = 0; i < TILE; ++i) {
+                    a[i] = r0 + i < n ? rk[r0 + i] * s : 0.0;
+                    bb[i] = c0 + i < n ? rk[c0 + i] : 0.0;
+                }
+#pragma unroll
+                for (int i = 0; i < TILE; ++i)
+#pragma unroll
+                    for (int j = 0; j < TILE; ++j) acc[i][j] += a[i] * bb[j];
+            }
+#pragma unroll
+            for (int i = 0; i < TILE; ++i) {
+                const int r = r0 + i;
+                if (r >= n) break;
+                double* row = packed_row(U, r, n);
+#pragma unroll
+                for (int j = 0; j < TILE; ++j) {
+                    const int c = c0 + j;
+                    if (c >= r && c < n) row[c] -= acc[i][j];
+                }
+            }
+        }
+        for (int r = k1 + tid; r < n; r += nt) {
+            double s = 0.0;
+            for (int k = k0; k < k1; ++k) s += packed_row(U, k, n)[r] * inv[k - k0] * y[k];
+            y[r] -= s;
         }
         __syncthreads();
     }
-    if (threadIdx.x == 0) status[m] = bad;
+    if (tid == 0) status[m] = bad;
     if (bad || warp != 0) return;
     for (int k = n - 1; k >= 0; --k) {
-        const double* rk = U + (long long)k * n - (long long)k * (k - 1) / 2 - k;
+        const double* rk = packed_row(U, k, n);
         double s = 0.0;
         for (int c = k + 1 + lane; c < n; c += 32) s += rk[c] * y[c];
         for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
@@ -504,13 +566,17 @@ def _shared_limit(device: int) -> int:
     return int(cupy.cuda.Device(device).attributes["MaxSharedMemoryPerBlockOptin"])
 
 
+#: Rows per panel of :data:`_CHOL_SOURCE` (its ``NB``).
+CHOL_PANEL = 8
+
+
 def _chol_smem(n: int) -> int:
-    return (n * (n + 1) // 2 + n) * 8
+    return (n * (n + 1) // 2 + n + CHOL_PANEL) * 8
 
 
 def chol_solve_fits(n: int) -> bool:
     """Whether the packed upper triangle of an n x n matrix and its right-hand side fit one
-    block's shared memory (n <= 238 on an H100 / H200, 227 KiB)."""
+    block's shared memory (n <= 239 on an H100 / H200, 227 KiB)."""
     return 0 < n and _chol_smem(n) <= _shared_limit(cupy.cuda.Device().id)
 
 
