@@ -547,8 +547,20 @@ extern "C" __global__ void chol_solve(const double* __restrict__ P,
     for (int i = lane; i < n; i += 32) x[(long long)m * n + i] = y[i];
 }
 """
-#: Threads per block of :func:`chol_solve` (a multiple of 32).
+#: Rows per panel of :data:`_CHOL_SOURCE` (its ``NB``).
+CHOL_PANEL = 8
+
+
+#: Most threads per block of :func:`chol_solve` (a multiple of 32); a small matrix gets
+#: fewer (:func:`_chol_threads`), so that more of its blocks share a multiprocessor.
 CHOL_THREADS = 512
+
+
+def _chol_threads(n: int) -> int:
+    """Threads for an n x n matrix: one per register tile of the first trailing update (the
+    largest), in whole warps, between 64 and :data:`CHOL_THREADS`."""
+    tiles = (max(n - CHOL_PANEL, 1) + 3) // 4
+    return max(64, min(CHOL_THREADS, 32 * -(-tiles * tiles // 32)))
 
 
 @functools.cache
@@ -564,10 +576,6 @@ def _chol_kernel(device: int) -> Any:
 @functools.cache
 def _shared_limit(device: int) -> int:
     return int(cupy.cuda.Device(device).attributes["MaxSharedMemoryPerBlockOptin"])
-
-
-#: Rows per panel of :data:`_CHOL_SOURCE` (its ``NB``).
-CHOL_PANEL = 8
 
 
 def _chol_smem(n: int) -> int:
@@ -597,7 +605,8 @@ def chol_solve(P: Any, b: Any) -> tuple[Any, Any]:
     if B == 0 or n == 0:
         return x, status
     kernel = _chol_kernel(cupy.cuda.Device().id)
-    kernel((B,), (CHOL_THREADS,), (P, b, x, status, np.int32(n)), shared_mem=_chol_smem(n))
+    threads = _chol_threads(n)
+    kernel((B,), (threads,), (P, b, x, status, np.int32(n)), shared_mem=_chol_smem(n))
     return x, status
 
 
