@@ -18,7 +18,7 @@ recorded alone as a CUDA graph and replayed 50 times between two CUDA events (ms
 - ``potrs``: cuSOLVER's batched ``potrsBatched`` instead of the two solves (its result is
   checked against them: ``potrs_diff``);
 - ``apply_mix``: P_i theta_i for every client and the weighted sum of the stack;
-- ``fused_T`` (T = 256, 512, 1024 threads per block): factor and solve in one shared-memory
+- ``fused_T`` (T = 256, 512: the most threads per block): factor and solve in one shared-memory
   kernel launch (:func:`fedtheory.cuda_kernels.chol_solve`, what ``spd_solve`` takes where the
   matrix fits; "nan" where it does not), against ``potrf`` + ``copy`` + ``trsm2``; its result
   is checked against theirs (``fused_diff``, largest relative difference);
@@ -39,7 +39,7 @@ import numpy as np
 from bench_round import machine
 from fedtheory import gpu_blas
 
-FUSED_THREADS = (256, 512, 1024)
+FUSED_THREADS = (256, 512)
 
 
 def replay_ms(fn: Any, reps: int = 50) -> float:

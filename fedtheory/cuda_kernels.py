@@ -436,18 +436,23 @@ _CHOL_SOURCE = r"""
                y[r]    -= (U[k][r] / U[k][k]) y[k]
 
    For an SPD matrix this is P = L D L^T (L unit lower, U[k][c] = D_k L[c][k], y = D L^T x),
-   so one back substitution remains, x_k = (y_k - sum_{c > k} U[k][c] x_c) / U[k][k] (the
-   first warp). Blocked by panels of NB rows: the panel's rows are eliminated column by
-   column (one barrier per column, work ~NB n), then the trailing triangle gets the panel's
-   NB updates at once, each thread a TILE x TILE register tile (one barrier per panel).
+   so one back substitution remains, x_k = (y_k - sum_{c > k} U[k][c] x_c) / U[k][k].
+
+   Blocked for latency (a block's steps are sequential): panels of NB rows are eliminated
+   column by column (a thread per column, one barrier per column), then the trailing triangle
+   gets the panel's NB updates at once, each thread a TILE x TILE register tile (one barrier
+   per panel); the back substitution goes by blocks of 32 rows, the rows' products with the
+   solved part by one warp per row, the 32 x 32 triangle by one warp in registers (shuffles).
+   The pivots' reciprocals are kept (inv), so no division waits on the back substitution.
 
    A pivot U[k][k] that is not positive (or NaN) is where LAPACK's potrf stops:
    status[m] = k + 1 and x_m is not written; else status[m] = 0. */
 #define NB 8
 #define TILE 4
+#define FULL 0xffffffffu
 
 __device__ __forceinline__ double* packed_row(double* U, int r, int n) {
-    return U + (long long)r * n - (long long)r * (r + 1) / 2;  /* [c] = U[r][c], c >= r */
+    return U + (r * n - r * (r + 1) / 2);  /* [c] = U[r][c], c >= r (n <= 238: no overflow) */
 }
 
 extern "C" __global__ void chol_solve(const double* __restrict__ P,
@@ -455,34 +460,40 @@ extern "C" __global__ void chol_solve(const double* __restrict__ P,
                                       double* __restrict__ x,
                                       int* __restrict__ status,
                                       const int n) {
-    extern __shared__ double U[];  /* packed upper triangle, then y (n), then NB inverses */
-    double* y = U + (long long)n * (n + 1) / 2;
+    extern __shared__ double U[];  /* packed upper triangle, then y (n), then inv (n) */
+    double* y = U + n * (n + 1) / 2;
     double* inv = y + n;
     const int m = blockIdx.x, tid = threadIdx.x, nt = blockDim.x;
     const int lane = tid & 31, warp = tid >> 5, nwarps = nt >> 5;
     const double* Pm = P + (long long)m * n * n;
-    for (int r = warp; r < n; r += nwarps) {
-        double* row = packed_row(U, r, n);
-        for (int c = r + lane; c < n; c += 32) row[c] = Pm[(long long)r * n + c];
+    const int nn = n * n;
+    for (int base = tid; base < nn; base += 4 * nt) {  /* four loads in flight per thread */
+        double v[4];
+#pragma unroll
+        for (int u = 0; u < 4; ++u) v[u] = base + u * nt < nn ? Pm[base + u * nt] : 0.0;
+#pragma unroll
+        for (int u = 0; u < 4; ++u) {
+            const int t = base + u * nt, r = t / n, c = t - r * n;
+            if (t < nn && c >= r) packed_row(U, r, n)[c] = v[u];
+        }
     }
     for (int i = tid; i < n; i += nt) y[i] = b[(long long)m * n + i];
     __syncthreads();
     int bad = 0;
     for (int k0 = 0; k0 < n && !bad; k0 += NB) {
         const int k1 = min(k0 + NB, n);
-        /* the panel: rows k0..k1-1, all their columns */
+        /* the panel: rows k0..k1-1, all their columns; thread c owns column c */
         for (int k = k0; k < k1; ++k) {
             const double* rk = packed_row(U, k, n);
             const double akk = rk[k];
             if (!(akk > 0.0)) { bad = k + 1; break; }  /* every thread reads the same pivot */
             const double s = 1.0 / akk;
-            if (tid == 0) inv[k - k0] = s;
-            const int rows = k1 - k - 1;
-            for (int t = tid; t < rows * n; t += nt) {
-                const int r = k + 1 + t / n, c = t - (t / n) * n;
-                if (c >= r) packed_row(U, r, n)[c] -= rk[r] * s * rk[c];
+            if (tid == 0) inv[k] = s;
+            for (int c = k + 1 + tid; c < n; c += nt) {
+                const double f = rk[c] * s;
+                for (int r = k + 1; r < k1 && r <= c; ++r) packed_row(U, r, n)[c] -= rk[r] * f;
             }
-            if (tid < rows) y[k + 1 + tid] -= rk[k + 1 + tid] * s * y[k];
+            if (tid < k1 - k - 1) y[k + 1 + tid] -= rk[k + 1 + tid] * s * y[k];
             __syncthreads();
         }
         if (bad) break;
@@ -501,7 +512,7 @@ extern "C" __global__ void chol_solve(const double* __restrict__ P,
                 for (int j = 0; j < TILE; ++j) acc[i][j] = 0.0;
             for (int k = k0; k < k1; ++k) {
                 const double* rk = packed_row(U, k, n);
-                const double s = inv[k - k0];
+                const double s = inv[k];
                 double a[TILE], bb[TILE];
 #pragma unroll
                 for (int i = 0; i < TILE; ++i) {
@@ -527,24 +538,38 @@ extern "C" __global__ void chol_solve(const double* __restrict__ P,
         }
         for (int r = k1 + tid; r < n; r += nt) {
             double s = 0.0;
-            for (int k = k0; k < k1; ++k) s += packed_row(U, k, n)[r] * inv[k - k0] * y[k];
+            for (int k = k0; k < k1; ++k) s += packed_row(U, k, n)[r] * inv[k] * y[k];
             y[r] -= s;
         }
         __syncthreads();
     }
     if (tid == 0) status[m] = bad;
-    if (bad || warp != 0) return;
-    for (int k = n - 1; k >= 0; --k) {
-        const double* rk = packed_row(U, k, n);
-        double s = 0.0;
-        for (int c = k + 1 + lane; c < n; c += 32) s += rk[c] * y[c];
-        for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
-        const double xk = (y[k] - s) / rk[k];
-        __syncwarp();
-        if (lane == 0) y[k] = xk;
-        __syncwarp();
+    if (bad) return;
+    /* back substitution, 32 rows at a time from the bottom; y[c] becomes x_c */
+    for (int j1 = n; j1 > 0; j1 -= 32) {
+        const int j0 = max(j1 - 32, 0), len = j1 - j0;
+        if (j1 < n) {
+            for (int r = j0 + warp; r < j1; r += nwarps) {
+                const double* row = packed_row(U, r, n);
+                double s = 0.0;
+                for (int c = j1 + lane; c < n; c += 32) s += row[c] * y[c];
+                for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(FULL, s, o);
+                if (lane == 0) y[r] -= s;
+            }
+            __syncthreads();
+        }
+        if (warp == 0) {
+            double yl = lane < len ? y[j0 + lane] : 0.0;
+            for (int k = len - 1; k >= 0; --k) {
+                const double xk = __shfl_sync(FULL, yl, k) * inv[j0 + k];
+                if (lane == k) yl = xk;
+                else if (lane < k) yl -= packed_row(U, j0 + lane, n)[j0 + k] * xk;
+            }
+            if (lane < len) y[j0 + lane] = yl;
+        }
+        __syncthreads();
     }
-    for (int i = lane; i < n; i += 32) x[(long long)m * n + i] = y[i];
+    for (int i = tid; i < n; i += nt) x[(long long)m * n + i] = y[i];
 }
 """
 #: Rows per panel of :data:`_CHOL_SOURCE` (its ``NB``).
@@ -579,12 +604,12 @@ def _shared_limit(device: int) -> int:
 
 
 def _chol_smem(n: int) -> int:
-    return (n * (n + 1) // 2 + n + CHOL_PANEL) * 8
+    return (n * (n + 1) // 2 + 2 * n) * 8
 
 
 def chol_solve_fits(n: int) -> bool:
     """Whether the packed upper triangle of an n x n matrix and its right-hand side fit one
-    block's shared memory (n <= 239 on an H100 / H200, 227 KiB)."""
+    block's shared memory (n <= 238 on an H100 / H200, 227 KiB)."""
     return 0 < n and _chol_smem(n) <= _shared_limit(cupy.cuda.Device().id)
 
 

@@ -8,7 +8,7 @@ NumPy (float64): LAPACK's ``dpotrf`` / ``dpotrs`` called per matrix from one com
 (:mod:`fedtheory.kernels`), with no copy of the stack in or out of LAPACK's layout:
 :func:`spd_solve` factors each matrix on one d x d buffer right before its solve (no stack of
 factors at all), :func:`cholesky` factors its one output copy in place. CuPy:
-:func:`spd_solve` factors and solves matrices of up to 239 rows (an H100 or H200) in one
+:func:`spd_solve` factors and solves matrices of up to 238 rows (an H100 or H200) in one
 shared-memory kernel launch (:func:`fedtheory.cuda_kernels.chol_solve`); larger ones, and
 :func:`cholesky`, use cuSOLVER's batched potrf and cuBLAS's batched trsm.
 """
