@@ -438,15 +438,17 @@ _CHOL_SOURCE = r"""
    For an SPD matrix this is P = L D L^T (L unit lower, U[k][c] = D_k L[c][k], y = D L^T x),
    so one back substitution remains, x_k = (y_k - sum_{c > k} U[k][c] x_c) / U[k][k].
 
-   Blocked for latency (a block's steps are sequential): panels of NB rows are eliminated
-   column by column (a thread per column, one barrier per column), then the trailing triangle
-   gets the panel's NB updates at once, each thread a TILE x TILE register tile (one barrier
-   per panel); the back substitution goes by blocks of 32 rows, the rows' products with the
-   solved part by one warp per row, the 32 x 32 triangle by one warp in registers (shuffles).
-   The pivots' reciprocals are kept (inv), so no division waits on the back substitution.
+   The steps are sequential, so the kernel is built for latency. Panels of NB rows: the first
+   warp eliminates the panel in registers (lane l holds columns l, l + 32, ..., G of them; the
+   pivots and multipliers move by shuffles, no barrier), then every thread updates the trailing
+   triangle with the panel's NB rows at once, a TILE x TILE register tile each (two barriers
+   per panel). The back substitution goes by blocks of 32 rows from the bottom: the rows'
+   products with the solved part one warp per row, the 32 x 32 triangle by the first warp in
+   registers. The pivots' reciprocals are kept (inv).
 
    A pivot U[k][k] that is not positive (or NaN) is where LAPACK's potrf stops:
-   status[m] = k + 1 and x_m is not written; else status[m] = 0. */
+   status[m] = k + 1 and x_m is not written; else status[m] = 0.
+   Compiled per G = ceil(n / 32) (-DG=...), at most MAXT threads per block (-DMAXT=...). */
 #define NB 8
 #define TILE 4
 #define FULL 0xffffffffu
@@ -455,14 +457,24 @@ __device__ __forceinline__ double* packed_row(double* U, int r, int n) {
     return U + (r * n - r * (r + 1) / 2);  /* [c] = U[r][c], c >= r (n <= 238: no overflow) */
 }
 
-extern "C" __global__ void chol_solve(const double* __restrict__ P,
+/* v[g] for a g known only at run time, without indexing a register array dynamically. */
+__device__ __forceinline__ double pick(const double (&v)[G], int g) {
+    double out = 0.0;
+#pragma unroll
+    for (int h = 0; h < G; ++h)
+        if (h == g) out = v[h];
+    return out;
+}
+
+extern "C" __global__ void __launch_bounds__(MAXT) chol_solve(const double* __restrict__ P,
                                       const double* __restrict__ b,
                                       double* __restrict__ x,
                                       int* __restrict__ status,
                                       const int n) {
-    extern __shared__ double U[];  /* packed upper triangle, then y (n), then inv (n) */
+    extern __shared__ double U[];  /* packed upper triangle, y (n), inv (n), a status */
     double* y = U + n * (n + 1) / 2;
     double* inv = y + n;
+    int& bad_s = *(int*)(inv + n);
     const int m = blockIdx.x, tid = threadIdx.x, nt = blockDim.x;
     const int lane = tid & 31, warp = tid >> 5, nwarps = nt >> 5;
     const double* Pm = P + (long long)m * n * n;
@@ -478,25 +490,58 @@ extern "C" __global__ void chol_solve(const double* __restrict__ P,
         }
     }
     for (int i = tid; i < n; i += nt) y[i] = b[(long long)m * n + i];
+    if (tid == 0) bad_s = 0;
     __syncthreads();
-    int bad = 0;
-    for (int k0 = 0; k0 < n && !bad; k0 += NB) {
+    for (int k0 = 0; k0 < n; k0 += NB) {
         const int k1 = min(k0 + NB, n);
-        /* the panel: rows k0..k1-1, all their columns; thread c owns column c */
-        for (int k = k0; k < k1; ++k) {
-            const double* rk = packed_row(U, k, n);
-            const double akk = rk[k];
-            if (!(akk > 0.0)) { bad = k + 1; break; }  /* every thread reads the same pivot */
-            const double s = 1.0 / akk;
-            if (tid == 0) inv[k] = s;
-            for (int c = k + 1 + tid; c < n; c += nt) {
-                const double f = rk[c] * s;
-                for (int r = k + 1; r < k1 && r <= c; ++r) packed_row(U, r, n)[c] -= rk[r] * f;
+        if (warp == 0) {  /* the panel, rows k0..k1-1, in registers */
+            double R[NB][G];
+#pragma unroll
+            for (int rr = 0; rr < NB; ++rr) {
+                const int r = k0 + rr;
+#pragma unroll
+                for (int g = 0; g < G; ++g) {
+                    const int c = 32 * g + lane;
+                    R[rr][g] = r < k1 && c >= r && c < n ? packed_row(U, r, n)[c] : 0.0;
+                }
             }
-            if (tid < k1 - k - 1) y[k + 1 + tid] -= rk[k + 1 + tid] * s * y[k];
-            __syncthreads();
+            double yl = lane < k1 - k0 ? y[k0 + lane] : 0.0;  /* y of row k0 + lane */
+            int bad = 0;
+#pragma unroll
+            for (int kk = 0; kk < NB; ++kk) {
+                const int k = k0 + kk;
+                if (k >= k1) break;
+                /* row k at the panel's columns (a panel lies in one group of 32) */
+                const double rk_panel = pick(R[kk], k0 >> 5);
+                const double akk = __shfl_sync(FULL, rk_panel, k & 31);
+                if (!(akk > 0.0)) { bad = k + 1; break; }  /* the same in every lane */
+                const double s = 1.0 / akk;
+                const double yk = __shfl_sync(FULL, yl, kk) * s;
+                const double ml = __shfl_sync(FULL, rk_panel, (k0 + lane) & 31);  /* U[k][k0+l] */
+                if (lane > kk && lane < k1 - k0) yl -= ml * yk;
+#pragma unroll
+                for (int rr = kk + 1; rr < NB; ++rr) {
+                    const double f = __shfl_sync(FULL, rk_panel, (k0 + rr) & 31) * s;
+#pragma unroll
+                    for (int g = 0; g < G; ++g)
+                        if (32 * g + lane >= k0 + rr) R[rr][g] -= f * R[kk][g];
+                }
+                if (lane == 0) inv[k] = s;
+            }
+#pragma unroll
+            for (int rr = 0; rr < NB; ++rr) {
+                const int r = k0 + rr;
+#pragma unroll
+                for (int g = 0; g < G; ++g) {
+                    const int c = 32 * g + lane;
+                    if (r < k1 && c >= r && c < n) packed_row(U, r, n)[c] = R[rr][g];
+                }
+            }
+            if (lane < k1 - k0) y[k0 + lane] = yl;
+            if (lane == 0 && bad) bad_s = bad;
         }
-        if (bad) break;
+        __syncthreads();
+        if (bad_s) break;  /* read by every thread after the barrier */
         /* the trailing triangle, rows and columns k1..n-1: NB updates at once */
         const int T = n - k1;
         if (T <= 0) break;
@@ -543,6 +588,7 @@ extern "C" __global__ void chol_solve(const double* __restrict__ P,
         }
         __syncthreads();
     }
+    const int bad = bad_s;
     if (tid == 0) status[m] = bad;
     if (bad) return;
     /* back substitution, 32 rows at a time from the bottom; y[c] becomes x_c */
@@ -585,15 +631,30 @@ def _chol_threads(n: int) -> int:
     """Threads for an n x n matrix: one per register tile of the first trailing update (the
     largest), in whole warps, between 64 and :data:`CHOL_THREADS`."""
     tiles = (max(n - CHOL_PANEL, 1) + 3) // 4
-    return max(64, min(CHOL_THREADS, 32 * -(-tiles * tiles // 32)))
+    most = _chol_max_threads(_chol_groups(n))
+    return max(64, min(most, 32 * -(-tiles * tiles // 32)))
+
+
+def _chol_groups(n: int) -> int:
+    """Columns per lane of the panel warp, G = ceil(n / 32)."""
+    return max(1, -(-n // 32))
+
+
+def _chol_max_threads(groups: int) -> int:
+    """The most threads per block the kernel of ``groups`` columns per lane is built for: its
+    panel registers (8 x G doubles) leave room for 512 threads up to G = 4, for 256 above."""
+    return CHOL_THREADS if groups <= 4 else min(CHOL_THREADS, 256)
 
 
 @functools.cache
-def _chol_kernel(device: int) -> Any:
-    """The solve kernel, its dynamic shared memory allowed up to the device's opt-in limit
-    ONCE: CuPy shares one compiled function among kernels of the same source, so the attribute
-    must not be lowered for a smaller matrix after a larger one was launched."""
-    kernel = cupy.RawKernel(_CHOL_SOURCE, "chol_solve")
+def _chol_kernel(device: int, groups: int, max_threads: int) -> Any:
+    """The solve kernel for ``groups`` columns per lane and at most ``max_threads`` threads per
+    block, its dynamic shared memory allowed up
+    to the device's opt-in limit ONCE: CuPy shares one compiled function among kernels of the
+    same source and options, so the attribute must not be lowered for a smaller matrix after a
+    larger one was launched."""
+    options = (f"-DG={groups}", f"-DMAXT={max_threads}")
+    kernel = cupy.RawKernel(_CHOL_SOURCE, "chol_solve", options=options)
     kernel.max_dynamic_shared_size_bytes = _shared_limit(device)
     return kernel
 
@@ -604,7 +665,7 @@ def _shared_limit(device: int) -> int:
 
 
 def _chol_smem(n: int) -> int:
-    return (n * (n + 1) // 2 + 2 * n) * 8
+    return (n * (n + 1) // 2 + 2 * n + 1) * 8
 
 
 def chol_solve_fits(n: int) -> bool:
@@ -629,7 +690,8 @@ def chol_solve(P: Any, b: Any) -> tuple[Any, Any]:
     status = cupy.zeros(B, dtype=cupy.int32)
     if B == 0 or n == 0:
         return x, status
-    kernel = _chol_kernel(cupy.cuda.Device().id)
+    groups = _chol_groups(n)
+    kernel = _chol_kernel(cupy.cuda.Device().id, groups, _chol_max_threads(groups))
     threads = _chol_threads(n)
     kernel((B,), (threads,), (P, b, x, status, np.int32(n)), shared_mem=_chol_smem(n))
     return x, status
