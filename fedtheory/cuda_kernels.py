@@ -440,11 +440,12 @@ _CHOL_SOURCE = r"""
 
    The steps are sequential, so the kernel is built for latency. Panels of NB rows: the first
    warp eliminates the panel in registers (lane l holds columns l, l + 32, ..., G of them; the
-   pivots and multipliers move by shuffles, no barrier), then every thread updates the trailing
-   triangle with the panel's NB rows at once, a TILE x TILE register tile each (two barriers
-   per panel). The back substitution goes by blocks of 32 rows from the bottom: the rows'
-   products with the solved part one warp per row, the 32 x 32 triangle by the first warp in
-   registers. The pivots' reciprocals are kept (inv).
+   pivots and multipliers move by shuffles, no barrier), then every warp updates the trailing
+   triangle with the panel's NB rows at once, by warp tiles of TILE rows x 32 TILE columns, a
+   TILE x TILE register tile per thread (two barriers per panel). The back substitution goes
+   by blocks of 32 rows from the bottom: the rows' products with the solved part one warp per
+   row, the 32 x 32 triangle by the first warp in registers. The pivots' reciprocals are kept
+   (inv).
 
    A pivot U[k][k] that is not positive (or NaN) is where LAPACK's potrf stops:
    status[m] = k + 1 and x_m is not written; else status[m] = 0.
@@ -508,13 +509,13 @@ extern "C" __global__ void __launch_bounds__(MAXT) chol_solve(const double* __re
             double yl = lane < k1 - k0 ? y[k0 + lane] : 0.0;  /* y of row k0 + lane */
             int bad = 0;
 #pragma unroll
-            for (int kk = 0; kk < NB; ++kk) {
+            for (int kk = 0; kk < NB; ++kk) {  /* unrolled whole: R is never indexed at run time */
                 const int k = k0 + kk;
-                if (k >= k1) break;
                 /* row k at the panel's columns (a panel lies in one group of 32) */
                 const double rk_panel = pick(R[kk], k0 >> 5);
                 const double akk = __shfl_sync(FULL, rk_panel, k & 31);
-                if (!(akk > 0.0)) { bad = k + 1; break; }  /* the same in every lane */
+                if (k < k1 && bad == 0 && !(akk > 0.0)) bad = k + 1;  /* the same in every lane */
+                if (k >= k1 || bad != 0) continue;
                 const double s = 1.0 / akk;
                 const double yk = __shfl_sync(FULL, yl, kk) * s;
                 const double ml = __shfl_sync(FULL, rk_panel, (k0 + lane) & 31);  /* U[k][k0+l] */
@@ -545,11 +546,12 @@ extern "C" __global__ void __launch_bounds__(MAXT) chol_solve(const double* __re
         /* the trailing triangle, rows and columns k1..n-1: NB updates at once */
         const int T = n - k1;
         if (T <= 0) break;
-        const int tiles = (T + TILE - 1) / TILE;
-        for (int t = tid; t < tiles * tiles; t += nt) {
-            const int ti = t / tiles, tj = t - ti * tiles;
-            if (tj < ti) continue;
-            const int r0 = k1 + ti * TILE, c0 = k1 + tj * TILE;
+        const int RT = (T + TILE - 1) / TILE, CT = (T + 32 * TILE - 1) / (32 * TILE);
+        for (int wt = warp; wt < RT * CT; wt += nwarps) {
+            /* a warp tile: rows r0..r0+TILE-1 (the same for the warp: their multipliers are
+               broadcast), columns cb + lane + 32 j (consecutive lanes, no bank conflict) */
+            const int ti = wt / CT, r0 = k1 + ti * TILE, cb = k1 + (wt - ti * CT) * 32 * TILE;
+            if (cb + 32 * TILE - 1 < r0) continue;  /* wholly below the diagonal */
             double acc[TILE][TILE];
 #pragma unroll
             for (int i = 0; i < TILE; ++i)
@@ -562,7 +564,8 @@ extern "C" __global__ void __launch_bounds__(MAXT) chol_solve(const double* __re
 #pragma unroll
                 for (int i = 0; i < TILE; ++i) {
                     a[i] = r0 + i < n ? rk[r0 + i] * s : 0.0;
-                    bb[i] = c0 + i < n ? rk[c0 + i] : 0.0;
+                    const int c = cb + lane + 32 * i;
+                    bb[i] = c < n ? rk[c] : 0.0;
                 }
 #pragma unroll
                 for (int i = 0; i < TILE; ++i)
@@ -576,7 +579,7 @@ extern "C" __global__ void __launch_bounds__(MAXT) chol_solve(const double* __re
                 double* row = packed_row(U, r, n);
 #pragma unroll
                 for (int j = 0; j < TILE; ++j) {
-                    const int c = c0 + j;
+                    const int c = cb + lane + 32 * j;
                     if (c >= r && c < n) row[c] -= acc[i][j];
                 }
             }
@@ -628,11 +631,11 @@ CHOL_THREADS = 512
 
 
 def _chol_threads(n: int) -> int:
-    """Threads for an n x n matrix: one per register tile of the first trailing update (the
-    largest), in whole warps, between 64 and :data:`CHOL_THREADS`."""
-    tiles = (max(n - CHOL_PANEL, 1) + 3) // 4
-    most = _chol_max_threads(_chol_groups(n))
-    return max(64, min(most, 32 * -(-tiles * tiles // 32)))
+    """Threads for an n x n matrix: a warp per warp tile (4 rows x 128 columns) of the first
+    trailing update (the largest), between 64 and the kernel's most."""
+    T = max(n - CHOL_PANEL, 1)
+    warps = -(-T // 4) * -(-T // 128)
+    return max(64, min(_chol_max_threads(_chol_groups(n)), 32 * warps))
 
 
 def _chol_groups(n: int) -> int:
