@@ -523,9 +523,10 @@ extern "C" __global__ void __launch_bounds__(MAXT) chol_solve(const double* __re
 #pragma unroll
                 for (int rr = kk + 1; rr < NB; ++rr) {
                     const double f = __shfl_sync(FULL, rk_panel, (k0 + rr) & 31) * s;
+                    /* every column: those left of the diagonal hold garbage, never read
+                       (multipliers come from columns > k) nor stored */
 #pragma unroll
-                    for (int g = 0; g < G; ++g)
-                        if (32 * g + lane >= k0 + rr) R[rr][g] -= f * R[kk][g];
+                    for (int g = 0; g < G; ++g) R[rr][g] -= f * R[kk][g];
                 }
                 if (lane == 0) inv[k] = s;
             }
