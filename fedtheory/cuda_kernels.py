@@ -438,11 +438,13 @@ _CHOL_SOURCE = r"""
    For an SPD matrix this is P = L D L^T (L unit lower, U[k][c] = D_k L[c][k], y = D L^T x),
    so one back substitution remains, x_k = (y_k - sum_{c > k} U[k][c] x_c) / U[k][k].
 
-   The steps are sequential, so the kernel is built for latency. Panels of NB rows: the first
-   warp eliminates the panel in registers (lane l holds columns l, l + 32, ..., G of them; the
-   pivots and multipliers move by shuffles, no barrier), then every warp updates the trailing
-   triangle with the panel's NB rows at once, by warp tiles of TILE rows x 32 TILE columns, a
-   TILE x TILE register tile per thread (two barriers per panel). The back substitution goes
+   The steps are sequential, so the kernel is built for latency. Panels of NB rows: one warp
+   eliminates a panel in registers (lane l holds columns l, l + 32, ..., G of them; the pivots
+   and multipliers move by shuffles, no barrier); the other rows get the panel's NB updates at
+   once, by warp tiles of TILE rows x 32 TILE columns (a TILE x TILE register tile per
+   thread). With look-ahead: once panel p is eliminated, every warp first updates the NEXT
+   panel's rows with it; then the first warp eliminates that next panel while the other warps
+   update the remaining rows with panel p (two barriers per panel). The back substitution goes
    by blocks of 32 rows from the bottom: the rows' products with the solved part one warp per
    row, the 32 x 32 triangle by the first warp in registers. The pivots' reciprocals are kept
    (inv).
@@ -467,11 +469,112 @@ __device__ __forceinline__ double pick(const double (&v)[G], int g) {
     return out;
 }
 
+/* One warp eliminates rows k0..k1-1 (they have every earlier panel's updates): returns the
+   1-based index of a pivot that is not positive, or 0. */
+__device__ int eliminate_panel(double* U, double* y, double* inv, int n, int k0, int k1,
+                               int lane) {
+    double R[NB][G];
+#pragma unroll
+    for (int rr = 0; rr < NB; ++rr) {
+        const int r = k0 + rr;
+#pragma unroll
+        for (int g = 0; g < G; ++g) {
+            const int c = 32 * g + lane;
+            R[rr][g] = r < k1 && c >= r && c < n ? packed_row(U, r, n)[c] : 0.0;
+        }
+    }
+    double yl = lane < k1 - k0 ? y[k0 + lane] : 0.0;  /* y of row k0 + lane */
+    int bad = 0;
+#pragma unroll
+    for (int kk = 0; kk < NB; ++kk) {  /* unrolled whole: R is never indexed at run time */
+        const int k = k0 + kk;
+        /* row k at the panel's columns (a panel lies in one group of 32) */
+        const double rk_panel = pick(R[kk], k0 >> 5);
+        const double akk = __shfl_sync(FULL, rk_panel, k & 31);
+        if (k < k1 && bad == 0 && !(akk > 0.0)) bad = k + 1;  /* the same in every lane */
+        if (k >= k1 || bad != 0) continue;
+        const double s = 1.0 / akk;
+        const double yk = __shfl_sync(FULL, yl, kk) * s;
+        const double ml = __shfl_sync(FULL, rk_panel, (k0 + lane) & 31);  /* U[k][k0 + l] */
+        if (lane > kk && lane < k1 - k0) yl -= ml * yk;
+#pragma unroll
+        for (int rr = kk + 1; rr < NB; ++rr) {
+            const double f = __shfl_sync(FULL, rk_panel, (k0 + rr) & 31) * s;
+            /* every column: those left of the diagonal hold garbage, never read (multipliers
+               come from columns > k) nor stored */
+#pragma unroll
+            for (int g = 0; g < G; ++g) R[rr][g] -= f * R[kk][g];
+        }
+        if (lane == 0) inv[k] = s;
+    }
+#pragma unroll
+    for (int rr = 0; rr < NB; ++rr) {
+        const int r = k0 + rr;
+#pragma unroll
+        for (int g = 0; g < G; ++g) {
+            const int c = 32 * g + lane;
+            if (r < k1 && c >= r && c < n) packed_row(U, r, n)[c] = R[rr][g];
+        }
+    }
+    if (lane < k1 - k0) y[k0 + lane] = yl;
+    return bad;
+}
+
+/* Rows lo..hi-1 (all their columns c >= r) and their y get the updates of the eliminated
+   panel k0..k1-1, by warps w0, w0 + stride, ... (warp = this warp's index, t = its thread
+   index among the stride warps, for y). */
+__device__ void update_rows(double* U, double* y, const double* inv, int n, int k0, int k1,
+                            int lo, int hi, int warp, int w0, int stride, int lane) {
+    const int RT = (hi - lo + TILE - 1) / TILE, CT = (n - lo + 32 * TILE - 1) / (32 * TILE);
+    for (int wt = warp - w0; wt < RT * CT; wt += stride) {
+        /* a warp tile: rows r0..r0+TILE-1 (the same for the warp: their multipliers are
+           broadcast), columns cb + lane + 32 j (consecutive lanes, no bank conflict) */
+        const int ti = wt / CT, r0 = lo + ti * TILE, cb = lo + (wt - ti * CT) * 32 * TILE;
+        if (cb + 32 * TILE - 1 < r0) continue;  /* wholly below the diagonal */
+        double acc[TILE][TILE];
+#pragma unroll
+        for (int i = 0; i < TILE; ++i)
+#pragma unroll
+            for (int j = 0; j < TILE; ++j) acc[i][j] = 0.0;
+        for (int k = k0; k < k1; ++k) {
+            const double* rk = packed_row(U, k, n);
+            const double s = inv[k];
+            double a[TILE], bb[TILE];
+#pragma unroll
+            for (int i = 0; i < TILE; ++i) {
+                a[i] = r0 + i < hi ? rk[r0 + i] * s : 0.0;
+                const int c = cb + lane + 32 * i;
+                bb[i] = c < n ? rk[c] : 0.0;
+            }
+#pragma unroll
+            for (int i = 0; i < TILE; ++i)
+#pragma unroll
+                for (int j = 0; j < TILE; ++j) acc[i][j] += a[i] * bb[j];
+        }
+#pragma unroll
+        for (int i = 0; i < TILE; ++i) {
+            const int r = r0 + i;
+            if (r >= hi) break;
+            double* row = packed_row(U, r, n);
+#pragma unroll
+            for (int j = 0; j < TILE; ++j) {
+                const int c = cb + lane + 32 * j;
+                if (c >= r && c < n) row[c] -= acc[i][j];
+            }
+        }
+    }
+    for (int r = lo + 32 * (warp - w0) + lane; r < hi; r += 32 * stride) {
+        double s = 0.0;
+        for (int k = k0; k < k1; ++k) s += packed_row(U, k, n)[r] * inv[k] * y[k];
+        y[r] -= s;
+    }
+}
+
 extern "C" __global__ void __launch_bounds__(MAXT) chol_solve(const double* __restrict__ P,
-                                      const double* __restrict__ b,
-                                      double* __restrict__ x,
-                                      int* __restrict__ status,
-                                      const int n) {
+                                                              const double* __restrict__ b,
+                                                              double* __restrict__ x,
+                                                              int* __restrict__ status,
+                                                              const int n) {
     extern __shared__ double U[];  /* packed upper triangle, y (n), inv (n), a status */
     double* y = U + n * (n + 1) / 2;
     double* inv = y + n;
@@ -491,104 +594,22 @@ extern "C" __global__ void __launch_bounds__(MAXT) chol_solve(const double* __re
         }
     }
     for (int i = tid; i < n; i += nt) y[i] = b[(long long)m * n + i];
-    if (tid == 0) bad_s = 0;
     __syncthreads();
-    for (int k0 = 0; k0 < n; k0 += NB) {
-        const int k1 = min(k0 + NB, n);
-        if (warp == 0) {  /* the panel, rows k0..k1-1, in registers */
-            double R[NB][G];
-#pragma unroll
-            for (int rr = 0; rr < NB; ++rr) {
-                const int r = k0 + rr;
-#pragma unroll
-                for (int g = 0; g < G; ++g) {
-                    const int c = 32 * g + lane;
-                    R[rr][g] = r < k1 && c >= r && c < n ? packed_row(U, r, n)[c] : 0.0;
-                }
-            }
-            double yl = lane < k1 - k0 ? y[k0 + lane] : 0.0;  /* y of row k0 + lane */
-            int bad = 0;
-#pragma unroll
-            for (int kk = 0; kk < NB; ++kk) {  /* unrolled whole: R is never indexed at run time */
-                const int k = k0 + kk;
-                /* row k at the panel's columns (a panel lies in one group of 32) */
-                const double rk_panel = pick(R[kk], k0 >> 5);
-                const double akk = __shfl_sync(FULL, rk_panel, k & 31);
-                if (k < k1 && bad == 0 && !(akk > 0.0)) bad = k + 1;  /* the same in every lane */
-                if (k >= k1 || bad != 0) continue;
-                const double s = 1.0 / akk;
-                const double yk = __shfl_sync(FULL, yl, kk) * s;
-                const double ml = __shfl_sync(FULL, rk_panel, (k0 + lane) & 31);  /* U[k][k0+l] */
-                if (lane > kk && lane < k1 - k0) yl -= ml * yk;
-#pragma unroll
-                for (int rr = kk + 1; rr < NB; ++rr) {
-                    const double f = __shfl_sync(FULL, rk_panel, (k0 + rr) & 31) * s;
-                    /* every column: those left of the diagonal hold garbage, never read
-                       (multipliers come from columns > k) nor stored */
-#pragma unroll
-                    for (int g = 0; g < G; ++g) R[rr][g] -= f * R[kk][g];
-                }
-                if (lane == 0) inv[k] = s;
-            }
-#pragma unroll
-            for (int rr = 0; rr < NB; ++rr) {
-                const int r = k0 + rr;
-#pragma unroll
-                for (int g = 0; g < G; ++g) {
-                    const int c = 32 * g + lane;
-                    if (r < k1 && c >= r && c < n) packed_row(U, r, n)[c] = R[rr][g];
-                }
-            }
-            if (lane < k1 - k0) y[k0 + lane] = yl;
-            if (lane == 0 && bad) bad_s = bad;
-        }
+    if (warp == 0) {
+        const int bad = eliminate_panel(U, y, inv, n, 0, min(NB, n), lane);
+        if (lane == 0) bad_s = bad;
+    }
+    __syncthreads();
+    for (int k0 = 0; !bad_s && k0 + NB < n; k0 += NB) {  /* bad_s: read after a barrier */
+        const int k1 = k0 + NB, k2 = min(k1 + NB, n);
+        /* the next panel's rows first, by every warp */
+        update_rows(U, y, inv, n, k0, k1, k1, k2, warp, 0, nwarps, lane);
         __syncthreads();
-        if (bad_s) break;  /* read by every thread after the barrier */
-        /* the trailing triangle, rows and columns k1..n-1: NB updates at once */
-        const int T = n - k1;
-        if (T <= 0) break;
-        const int RT = (T + TILE - 1) / TILE, CT = (T + 32 * TILE - 1) / (32 * TILE);
-        for (int wt = warp; wt < RT * CT; wt += nwarps) {
-            /* a warp tile: rows r0..r0+TILE-1 (the same for the warp: their multipliers are
-               broadcast), columns cb + lane + 32 j (consecutive lanes, no bank conflict) */
-            const int ti = wt / CT, r0 = k1 + ti * TILE, cb = k1 + (wt - ti * CT) * 32 * TILE;
-            if (cb + 32 * TILE - 1 < r0) continue;  /* wholly below the diagonal */
-            double acc[TILE][TILE];
-#pragma unroll
-            for (int i = 0; i < TILE; ++i)
-#pragma unroll
-                for (int j = 0; j < TILE; ++j) acc[i][j] = 0.0;
-            for (int k = k0; k < k1; ++k) {
-                const double* rk = packed_row(U, k, n);
-                const double s = inv[k];
-                double a[TILE], bb[TILE];
-#pragma unroll
-                for (int i = 0; i < TILE; ++i) {
-                    a[i] = r0 + i < n ? rk[r0 + i] * s : 0.0;
-                    const int c = cb + lane + 32 * i;
-                    bb[i] = c < n ? rk[c] : 0.0;
-                }
-#pragma unroll
-                for (int i = 0; i < TILE; ++i)
-#pragma unroll
-                    for (int j = 0; j < TILE; ++j) acc[i][j] += a[i] * bb[j];
-            }
-#pragma unroll
-            for (int i = 0; i < TILE; ++i) {
-                const int r = r0 + i;
-                if (r >= n) break;
-                double* row = packed_row(U, r, n);
-#pragma unroll
-                for (int j = 0; j < TILE; ++j) {
-                    const int c = cb + lane + 32 * j;
-                    if (c >= r && c < n) row[c] -= acc[i][j];
-                }
-            }
-        }
-        for (int r = k1 + tid; r < n; r += nt) {
-            double s = 0.0;
-            for (int k = k0; k < k1; ++k) s += packed_row(U, k, n)[r] * inv[k] * y[k];
-            y[r] -= s;
+        if (warp == 0) {  /* look-ahead: the next panel while the others update the rest */
+            const int bad = eliminate_panel(U, y, inv, n, k1, k2, lane);
+            if (lane == 0 && bad) bad_s = bad;
+        } else if (k2 < n) {
+            update_rows(U, y, inv, n, k0, k1, k2, n, warp, 1, nwarps - 1, lane);
         }
         __syncthreads();
     }
