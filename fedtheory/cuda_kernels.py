@@ -521,10 +521,10 @@ __device__ int eliminate_panel(double* U, double* y, double* inv, int n, int k0,
 }
 
 /* Rows lo..hi-1 (all their columns c >= r) and their y get the updates of the eliminated
-   panel k0..k1-1, by warps w0, w0 + stride, ... (warp = this warp's index, t = its thread
-   index among the stride warps, for y). */
-__device__ void update_rows(double* U, double* y, const double* inv, int n, int k0, int k1,
-                            int lo, int hi, int warp, int w0, int stride, int lane) {
+   FULL panel k0..k0+NB-1 (its loops unrolled), by warps w0, w0 + stride, ... (warp: this
+   warp's index). */
+__device__ void update_rows(double* U, double* y, const double* inv, int n, int k0, int lo,
+                            int hi, int warp, int w0, int stride, int lane) {
     const int RT = (hi - lo + TILE - 1) / TILE, CT = (n - lo + 32 * TILE - 1) / (32 * TILE);
     for (int wt = warp - w0; wt < RT * CT; wt += stride) {
         /* a warp tile: rows r0..r0+TILE-1 (the same for the warp: their multipliers are
@@ -536,7 +536,9 @@ __device__ void update_rows(double* U, double* y, const double* inv, int n, int 
         for (int i = 0; i < TILE; ++i)
 #pragma unroll
             for (int j = 0; j < TILE; ++j) acc[i][j] = 0.0;
-        for (int k = k0; k < k1; ++k) {
+#pragma unroll
+        for (int kk = 0; kk < NB; ++kk) {  /* a full panel: unrolled, its loads in flight */
+            const int k = k0 + kk;
             const double* rk = packed_row(U, k, n);
             const double s = inv[k];
             double a[TILE], bb[TILE];
@@ -565,7 +567,8 @@ __device__ void update_rows(double* U, double* y, const double* inv, int n, int 
     }
     for (int r = lo + 32 * (warp - w0) + lane; r < hi; r += 32 * stride) {
         double s = 0.0;
-        for (int k = k0; k < k1; ++k) s += packed_row(U, k, n)[r] * inv[k] * y[k];
+#pragma unroll
+        for (int k = k0; k < k0 + NB; ++k) s += packed_row(U, k, n)[r] * inv[k] * y[k];
         y[r] -= s;
     }
 }
@@ -603,13 +606,13 @@ extern "C" __global__ void __launch_bounds__(MAXT) chol_solve(const double* __re
     for (int k0 = 0; !bad_s && k0 + NB < n; k0 += NB) {  /* bad_s: read after a barrier */
         const int k1 = k0 + NB, k2 = min(k1 + NB, n);
         /* the next panel's rows first, by every warp */
-        update_rows(U, y, inv, n, k0, k1, k1, k2, warp, 0, nwarps, lane);
+        update_rows(U, y, inv, n, k0, k1, k2, warp, 0, nwarps, lane);
         __syncthreads();
         if (warp == 0) {  /* look-ahead: the next panel while the others update the rest */
             const int bad = eliminate_panel(U, y, inv, n, k1, k2, lane);
             if (lane == 0 && bad) bad_s = bad;
         } else if (k2 < n) {
-            update_rows(U, y, inv, n, k0, k1, k2, n, warp, 1, nwarps - 1, lane);
+            update_rows(U, y, inv, n, k0, k2, n, warp, 1, nwarps - 1, lane);
         }
         __syncthreads();
     }
