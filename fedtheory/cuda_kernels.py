@@ -442,9 +442,9 @@ _CHOL_SOURCE = r"""
    eliminates a panel in registers (lane l holds columns l, l + 32, ..., G of them; the pivots
    and multipliers move by shuffles, no barrier); the other rows get the panel's NB updates at
    once, by warp tiles of TILE rows x 32 TILE columns (a TILE x TILE register tile per
-   thread). With look-ahead: once panel p is eliminated, the first warp updates the NEXT
-   panel's rows with it and eliminates that panel, while the other warps update the remaining
-   rows with panel p (one barrier per panel). The back substitution goes
+   thread). With look-ahead: once panel p is eliminated, every warp first updates the NEXT
+   panel's rows with it; then the first warp eliminates that next panel while the other warps
+   update the remaining rows with panel p (two barriers per panel). The back substitution goes
    by blocks of 32 rows from the bottom: the rows' products with the solved part one warp per
    row, the 32 x 32 triangle by the first warp in registers. The pivots' reciprocals are kept
    (inv).
@@ -605,8 +605,10 @@ extern "C" __global__ void __launch_bounds__(MAXT) chol_solve(const double* __re
     __syncthreads();
     for (int k0 = 0; !bad_s && k0 + NB < n; k0 += NB) {  /* bad_s: read after a barrier */
         const int k1 = k0 + NB, k2 = min(k1 + NB, n);
+        /* the next panel's rows first, by every warp */
+        update_rows(U, y, inv, n, k0, k1, k2, warp, 0, nwarps, lane);
+        __syncthreads();
         if (warp == 0) {  /* look-ahead: the next panel while the others update the rest */
-            update_rows(U, y, inv, n, k0, k1, k2, 0, 0, 1, lane);
             const int bad = eliminate_panel(U, y, inv, n, k1, k2, lane);
             if (lane == 0 && bad) bad_s = bad;
         } else if (k2 < n) {
