@@ -314,3 +314,66 @@ def test_a_spec_chooses_its_storage_and_a_bad_one_is_named(tmp_path):
     )
     with pytest.raises(FedTheoryError, match="storage must be one of"):
         load_problem(path)
+
+
+def _gram_one_product_at_a_time(X, row_start, clients, v, lam, summed=False):
+    """The compiled sparse Gram kernel's arithmetic, written out: for each client's rows in
+    order, each pair (a, b <= a) of a row's non-zeros adds (v_j x_a) x_b to the lower entry
+    (col_a, col_b), one product at a time; then the lower triangle is mirrored and lam added.
+    ``summed``: every client into one matrix (csr_gram_sum), shape (1, d, d)."""
+    d = X.shape[1]
+    out = np.zeros((1 if summed else len(clients), d, d))
+    for k, c in enumerate(clients):
+        H = out[0 if summed else k]
+        for j, r in enumerate(range(row_start[c], row_start[c + 1])):
+            lo, hi = X.indptr[r], X.indptr[r + 1]
+            cols, vals = X.indices[lo:hi], X.data[lo:hi]
+            for a in range(hi - lo):
+                wa = v[k, j] * vals[a]
+                for b in range(a + 1):
+                    H[cols[a], cols[b]] += wa * vals[b]
+    for H in out:
+        H[...] = np.tril(H) + np.tril(H, -1).T
+        H[np.diag_indices(d)] += lam
+    return out
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    binary=st.sampled_from(["binary", "real", "mixed"]),
+    duplicates=st.booleans(),
+)
+def test_the_sparse_gram_kernel_adds_every_product_in_row_order(seed, binary, duplicates):
+    """csr_gram and csr_gram_sum equal, bit for bit, one product at a time in row order: the
+    kernel's packed triangle, its two-at-a-time loop and its binary-row path (rows of 1.0,
+    as a9a and w8a) change no rounding, with repeated columns in a row (a CSR with
+    duplicates), empty rows, zero weights and unequal client sizes."""
+    from fedtheory import kernels
+
+    rng = np.random.default_rng(seed)
+    d, sizes = int(rng.integers(1, 12)), rng.integers(0, 6, size=int(rng.integers(1, 5)))
+    row_start = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+    rows = []
+    for _ in range(int(row_start[-1])):
+        k = int(rng.integers(0, d + 1))
+        cols = np.sort(rng.choice(d, size=k, replace=duplicates))
+        vals = rng.normal(size=k)
+        if binary == "binary" or (binary == "mixed" and rng.random() < 0.5):
+            vals = np.ones(k)
+        rows.append((cols, vals))
+    indptr = np.concatenate([[0], np.cumsum([len(c) for c, _ in rows])]).astype(np.int64)
+    indices = np.concatenate([c for c, _ in rows] + [np.zeros(0)]).astype(np.int32)
+    data = np.concatenate([v for _, v in rows] + [np.zeros(0)])
+    X = sp.csr_matrix((data, indices, indptr), shape=(len(rows), d))  # duplicates kept as they are
+    clients = rng.permutation(len(sizes)).astype(np.int64)
+    v = rng.random((len(clients), max(1, int(sizes.max())))) * (rng.random() < 0.9)
+    lam = float(rng.choice([0.0, 1e-3]))
+    want = _gram_one_product_at_a_time(X, row_start, clients, v, lam)
+    got = np.empty_like(want)
+    kernels.csr_gram(data, indices, indptr, row_start, clients, v, lam, got)
+    np.testing.assert_array_equal(got, want)
+    total = np.empty((d, d))
+    kernels.csr_gram_sum(data, indices, indptr, row_start, clients, v, lam, total)
+    want_sum = _gram_one_product_at_a_time(X, row_start, clients, v, lam, summed=True)[0]
+    np.testing.assert_array_equal(total, want_sum)
