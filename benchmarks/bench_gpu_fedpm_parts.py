@@ -166,11 +166,11 @@ def main(argv: list[str] | None = None) -> dict:
     keys = ("gram", "copy", "potrf", "potrf_loop", "trsm2", "potrs", "apply_mix")
     keys += tuple(f"fused_{t}" for t in FUSED_THREADS) + ("server_lib", "server_fused")
     print(f"device ms per replay, {res['machine'].get('gpu')}")
-    print(f"{'N x n, d':<14}" + "".join(f"{k:>11}" for k in keys) + "   potrs_diff")
+    print(f"{'N x n, d':<14}" + "".join(f"{k:>13}" for k in keys) + "   potrs_diff")
     for p in res["parts"]:
         print(
             f"{p['N']} x {p['n']}, {p['d']:<4}".ljust(14)
-            + "".join(f"{p[k]:>11.3f}" for k in keys)
+            + "".join(f"{p[k]:>13.3f}" for k in keys)
             + f"   {p['potrs_diff']:.1e}"
         )
     if args.out:
