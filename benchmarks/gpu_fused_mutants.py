@@ -1,0 +1,86 @@
+"""Show that the GPU tests of the fused kernels fail on deliberately broken kernels.
+
+    python benchmarks/gpu_fused_mutants.py          (on a GPU machine, repository root)
+
+Each mutant is one textual change to ``fedtheory/cuda_kernels.py`` or ``fedtheory/linalg.py``;
+the file is changed, the fused-kernel tests of ``tests/test_cuda_kernels.py`` run in a fresh
+process, and the file is restored. A mutant is "killed" when the tests fail. Prints one line
+per mutant; exits 1 if any mutant survives.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+TESTS = ["tests/test_cuda_kernels.py", "-k", "fused or spd_solve or logistic"]
+MUTANTS = [
+    (
+        "status_off_by_one",
+        "fedtheory/cuda_kernels.py",
+        "bad = k + 1;  /* the same in every lane */",
+        "bad = k;  /* the same in every lane */",
+    ),
+    (
+        "no_look_ahead_update",
+        "fedtheory/cuda_kernels.py",
+        "        update_rows(U, y, inv, n, k0, k1, k2, warp, 0, nwarps, lane);\n",
+        "",
+    ),
+    (
+        "back_substitution_rounding",
+        "fedtheory/cuda_kernels.py",
+        "const double xk = __shfl_sync(FULL, yl, k) * inv[j0 + k];",
+        "const double xk = __shfl_sync(FULL, yl, k) * inv[j0 + k] * (1.0 + 1e-9);",
+    ),
+    (
+        "trailing_tile_skips_a_column",
+        "fedtheory/cuda_kernels.py",
+        "if (c >= r && c < n) row[c] -= acc[i][j];",
+        "if (c >= r && c < n - 1) row[c] -= acc[i][j];",
+    ),
+    (
+        "logistic_hessian_weight",
+        "fedtheory/cuda_kernels.py",
+        "hw = sw * s * exp(-l);",
+        "hw = sw * s * s;",
+    ),
+    (
+        "fused_status_not_deferred",
+        "fedtheory/linalg.py",
+        "        pending.append((status, P.ndim, labels, what, hint))\n",
+        "        pass\n",
+    ),
+]
+
+
+def main() -> int:
+    survived = 0
+    for name, rel, old, new in MUTANTS:
+        path = ROOT / rel
+        text = path.read_text()
+        if text.count(old) != 1:
+            print(f"{name}: the text to change is not found once in {rel}")
+            survived += 1
+            continue
+        try:
+            path.write_text(text.replace(old, new))
+            proc = subprocess.run(
+                [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *TESTS],
+                cwd=ROOT,
+                capture_output=True,
+                text=True,
+            )
+        finally:
+            path.write_text(text)
+        last = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else ""
+        killed = proc.returncode != 0
+        survived += not killed
+        print(f"{name:32} {'killed' if killed else 'SURVIVED'}   {last}", flush=True)
+    return 1 if survived else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
