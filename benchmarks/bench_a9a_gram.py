@@ -47,19 +47,6 @@ _U = np.uint64
 
 # ---- the kernel before the packed triangle (fedtheory/kernels.py, issue 14) ----------------
 @nb.njit(cache=True, nogil=True)
-def _old_mirror_lower(H, lam):
-    d, B = _U(H.shape[0]), _U(32)
-    for p0 in range(_U(0), d, B):
-        p1 = min(p0 + B, d)
-        for q0 in range(_U(0), p1, B):
-            for p in range(p0, p1):
-                for q in range(q0, min(q0 + B, p)):
-                    H[q, p] = H[p, q]
-    for p in range(d):
-        H[p, p] += lam
-
-
-@nb.njit(cache=True, nogil=True)
 def _old_csr_accumulate(H, data, indices, indptr, c, row_start, v_row, cols, vals):
     d = _U(H.shape[0])
     Hf = H.reshape(H.size)
@@ -88,7 +75,7 @@ def old_csr_gram(data, indices, indptr, row_start, clients, v, lam, out):
         H = out[k]
         H[:, :] = 0.0
         _old_csr_accumulate(H, data, indices, indptr, _U(clients[k]), row_start, v[k], cols, vals)
-        _old_mirror_lower(H, lam)
+        kernels._mirror_lower(H, lam)  # unchanged, still the dense path's
 
 
 @nb.njit(cache=True, nogil=True)
@@ -98,7 +85,7 @@ def old_csr_gram_sum(data, indices, indptr, row_start, clients, v, lam, out):
     out[:, :] = 0.0
     for k in range(clients.shape[0]):
         _old_csr_accumulate(out, data, indices, indptr, _U(clients[k]), row_start, v[k], cols, vals)
-    _old_mirror_lower(out, lam)
+    kernels._mirror_lower(out, lam)
 
 
 # ---- one run ----------------------------------------------------------------------------------
