@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numba as nb
@@ -130,15 +131,21 @@ def one_run(repeat: int, rng: np.random.Generator) -> dict:
         "solve": lambda: kernels.spd_solve_stack(H_new, b, x),
         "mix": lambda: kernels.mix_and_apply(H_new, theta, w, S, Pv),
     }
-    rounds = {"round_old": old_round, "round_new": step, "matmul": mm}
+    return timed(parts, {"round_old": old_round, "round_new": step}, mm, repeat)
+
+
+def timed(parts: dict, rounds: dict, mm: Callable[[], None], repeat: int) -> dict:
+    """Median CPU seconds of each part (``repeat`` calls, old and new interleaved, after one
+    warm-up) and of each round, every round right after the matmul ``mm`` (its cache state,
+    as in ``bench_peers.py``), old and new first in turn; the rounds apart from the parts (a
+    round right after them ran ~1.5 ms slower). ratio_old / ratio_new = round / matmul."""
+    rounds = {**rounds, "matmul": mm}
     times = {k: [] for k in (*parts, *rounds)}
     for fn in (*parts.values(), *rounds.values()):
         fn()
-    for _ in range(repeat):
-        for k, fn in parts.items():
-            times[k].append(cpu_seconds(fn)[0])
-    # the rounds apart from the parts (a round right after them ran ~1.5 ms slower), each
-    # right after a matmul, old and new first in turn
+    for i in range(repeat):
+        for k in list(parts)[:: 1 if i % 2 else -1]:
+            times[k].append(cpu_seconds(parts[k])[0])
     for i in range(repeat):
         for k in ("round_old", "round_new")[:: 1 if i % 2 else -1]:
             times["matmul"].append(cpu_seconds(mm)[0])
@@ -149,8 +156,17 @@ def one_run(repeat: int, rng: np.random.Generator) -> dict:
     return out
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def _row(label: str, figures: dict) -> str:
+    return f"{label:<4}" + "".join(
+        f"{v:>13.2f}" if k.startswith("ratio") else f"{v * 1e3:>13.3f}" for k, v in figures.items()
+    )
+
+
+def interleaved_main(one_run: Callable[[int, np.random.Generator], dict], doc: str) -> None:
+    """The command line of this benchmark and of ``bench_a9a_fused.py``: ``--runs`` runs of
+    ``one_run(repeat, rng)`` with one BLAS thread, a row of figures per run (ms; ratios as
+    they are), their medians, and ``--json``."""
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--repeat", type=int, default=15)
     ap.add_argument("--json", help="write every run's figures to this file")
@@ -163,22 +179,10 @@ def main() -> None:
             runs.append(one_run(args.repeat, rng))
             if r == 0:
                 print("run " + "".join(f"{k:>13}" for k in runs[0]))
-            print(
-                f"{r + 1:<4}"
-                + "".join(
-                    f"{v:>13.2f}" if k.startswith("ratio") else f"{v * 1e3:>13.3f}"
-                    for k, v in runs[-1].items()
-                ),
-                flush=True,
-            )
+            print(_row(str(r + 1), runs[-1]), flush=True)
     med = {k: float(np.median([run[k] for run in runs])) for k in runs[0]}
-    print(
-        "med "
-        + "".join(
-            f"{v:>13.2f}" if k.startswith("ratio") else f"{v * 1e3:>13.3f}" for k, v in med.items()
-        )
-    )
-    print("(ms, CPU; ratio = round / matmul of equal dense flops)")
+    print(_row("med", med))
+    print("(ms, CPU; median over the repeats, then over the runs; ratio = round / matmul)")
     if args.json:
         Path(args.json).write_text(
             json.dumps({"argv": sys.argv, "runs": runs, "median": med}, indent=1)
@@ -186,4 +190,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    interleaved_main(one_run, __doc__)
