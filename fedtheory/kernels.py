@@ -575,11 +575,8 @@ def spd_solve_stack(P, b, x):  # noqa: C901 - one compiled loop; helpers cost ca
 
 # ---- FedNL's top-K Hessian learning, one client at a time -----------------------------------
 @nb.njit(cache=True, nogil=True)
-def _kth_largest(mag, K, scratch):
-    """The K-th largest value of mag (1 <= K <= mag.size), by quickselect on ``scratch``."""
-    T = mag.shape[0]
-    for t in range(T):
-        scratch[t] = mag[t]
+def _kth_largest(scratch, T, K):
+    """The K-th largest value of scratch[:T] (1 <= K <= T), by quickselect in place."""
     lo, hi, want = 0, T - 1, T - K  # position of the K-th largest in ascending order
     while lo < hi:
         p = scratch[(lo + hi) >> 1]  # Hoare partition around the middle value
@@ -690,7 +687,7 @@ def topk_learn(H, T, rows, K, alpha, norm_kind, norms):  # noqa: C901 - one comp
     magnitude (it reaches H[r] instead of being dropped). ``alpha`` = 1 adds the values
     themselves (no product). ``norm_kind``: 0 none, 1 / 2 Frobenius norm of the difference
     before / after the update, 3 / 4 its spectral norm before / after, written to norms[k].
-    Temporaries: a few vectors of d(d+1)/2 and one d x d buffer (spectral only)."""
+    Temporaries: two vectors of d(d+1)/2 and one d x d buffer (spectral only)."""
     m, d = T.shape[0], T.shape[1]
     tri = d * (d + 1) // 2
     start = np.empty(d, dtype=np.int64)
@@ -699,7 +696,6 @@ def topk_learn(H, T, rows, K, alpha, norm_kind, norms):  # noqa: C901 - one comp
         start[i] = s
         s += d - i
     vals = np.empty(tri)
-    mag = np.empty(tri)
     scratch = np.empty(tri)
     used = np.empty(d, dtype=np.bool_)
     idx = np.empty(d, dtype=np.int64)
@@ -707,26 +703,40 @@ def topk_learn(H, T, rows, K, alpha, norm_kind, norms):  # noqa: C901 - one comp
     K = min(K, tri)
     for k in range(m):
         Hr, Tk = H[rows[k]], T[k]
+        npos = 0  # the non-zero magnitudes, gathered in scratch for the selection
         for i in range(_U(d)):
             s = _U(start[i]) - i
             for j in range(i, _U(d)):
                 v = Tk[i, j] - Hr[i, j]
                 vals[s + j] = v
-                mag[s + j] = np.inf if v != v else abs(v)
+                a = np.inf if v != v else abs(v)
+                if a > 0.0:
+                    scratch[npos] = a
+                    npos += 1
         if norm_kind == 1:
             norms[k] = _frobenius_norm(vals, start, d)
         elif norm_kind == 3:
             norms[k] = _spectral_norm(vals, start, d, used, idx, sub)
-        kth = _kth_largest(mag, K, scratch) if K < tri else -1.0
-        greater, equal = 0, 0
-        for t in range(_U(tri)):
-            greater += mag[t] > kth
-            equal += mag[t] == kth
+        # the K-th largest magnitude: -1 when every entry is kept; 0 when fewer than K are
+        # non-zero (sparse data: a third to a half of the w8a clients' differences); else the
+        # K-th largest of the non-zero ones alone (the same value, from a shorter list)
+        # and how many magnitudes lie above it and at it
+        if K >= tri:
+            kth, greater, equal = -1.0, tri, 0
+        elif npos < K:
+            kth, greater, equal = 0.0, npos, tri - npos
+        else:
+            kth = _kth_largest(scratch, npos, K)
+            greater, equal = 0, 0
+            for t in range(npos):  # the others are 0 < kth (scratch is permuted: counts only)
+                greater += scratch[t] > kth
+                equal += scratch[t] == kth
         skip = equal - (K - greater)  # the first ties in (i, j) order are left out
         for i in range(_U(d)):
             s = _U(start[i]) - i
             for j in range(i, _U(d)):
-                a = mag[s + j]
+                w = vals[s + j]
+                a = np.inf if w != w else abs(w)  # the magnitude again: no array of them
                 if a < kth:
                     continue
                 if a == kth and skip > 0:
