@@ -449,6 +449,9 @@ _CHOL_SOURCE = r"""
    row, the 32 x 32 triangle by the first warp in registers. The pivots' reciprocals are kept
    (inv).
 
+   At least two warps per block: the first eliminates the next panel while the others update
+   the remaining rows (with one warp those rows would miss the panel's update).
+
    A pivot U[k][k] that is not positive (or NaN) is where LAPACK's potrf stops:
    status[m] = k + 1 and x_m is not written; else status[m] = 0.
    Compiled per G = ceil(n / 32) (-DG=...), at most MAXT threads per block (-DMAXT=...). */
@@ -657,7 +660,8 @@ CHOL_THREADS = 512
 
 def _chol_threads(n: int) -> int:
     """Threads for an n x n matrix: a warp per warp tile (4 rows x 128 columns) of the first
-    trailing update (the largest), between 64 and the kernel's most."""
+    trailing update (the largest), between 64 (the kernel needs two warps at least) and the
+    kernel's most."""
     T = max(n - CHOL_PANEL, 1)
     warps = -(-T // 4) * -(-T // 128)
     return max(64, min(_chol_max_threads(_chol_groups(n)), 32 * warps))

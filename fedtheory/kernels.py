@@ -172,7 +172,10 @@ def _real_row(T, w, cols, vals, offs, nnz, repeats):
 @nb.njit(cache=True, nogil=True)
 def _csr_accumulate(T, data, indices, indptr, c, row_start, v_row, cols, vals, offs):
     """T += sum_j v_row[j] a_j a_j^T over client c's rows, on the packed lower triangle T
-    (entry (p, q), q <= p, at p (p + 1) / 2 + q: half a d x d matrix, mostly in L1).
+    (entry (p, q), q <= p, at p (p + 1) / 2 + q: half a d x d matrix, mostly in L1). Column
+    indices must be sorted within each row (:class:`~fedtheory.objectives.ClientCSR` sorts
+    them): a pair (a, b <= a) then has cols[b] <= cols[a], inside the row of T it addresses
+    (unsorted, it would write past that row, unchecked).
     ``cols`` (uint64), ``vals`` and ``offs`` (uint64; where the row of each column starts in T)
     hold one row's non-zeros while it is added (:func:`_real_row`). Two non-zeros a, a + 1 of
     a row are added at once, sharing the loads of the (column, value) pairs b <= a; binary
@@ -251,7 +254,8 @@ def csr_logistic(  # noqa: C901 - one compiled loop; helpers cost calls in numba
     over each client's rows. For row j of client c = clients[k]: the margin z = a_j^T theta_k
     (the loop of :func:`csr_margins`), the logistic terms, then, with the row's non-zeros still
     in cache, the gradient (the loop of :func:`csr_rmatvec`) and the Gram products (the packed
-    triangle of :func:`csr_gram`), with those kernels' arithmetic in their order.
+    triangle of :func:`csr_gram`), with those kernels' arithmetic in their order. Column indices
+    must be sorted within each row, as for :func:`_csr_accumulate`.
 
     The terms are those of :func:`fedtheory.objectives._logistic_terms` from one exp and one
     division: with t = y z, e = exp(-|t|) and r = 1 / (1 + e), s = sigmoid(-t) and 1 - s =

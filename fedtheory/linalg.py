@@ -254,7 +254,11 @@ def spd_solve(
     (P is left alone, no stack of factors is formed; P's upper triangle is read), and a
     coordinate coupled to no other (a feature none of a client's rows uses) is solved alone,
     x_j = b_j / P_jj, so only the coupled block is factored
-    (:func:`fedtheory.kernels.spd_solve_stack`).
+    (:func:`fedtheory.kernels.spd_solve_stack`). CuPy float64: matrices of up to 238 rows (an
+    H100 or H200) in one fused kernel launch, which reads the upper triangle too
+    (:func:`fedtheory.cuda_kernels.chol_solve`); larger ones by cuSOLVER and cuBLAS, which read
+    the lower triangle. P is meant to be symmetric; a GPU Hessian product is symmetric only to
+    rounding, so the triangle read matters at that level.
     """
     stacked = _stacked(P, b)
     if stacked is None:

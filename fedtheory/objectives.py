@@ -316,8 +316,9 @@ def logistic(
     (:func:`fedtheory.kernels.csr_logistic`: margin, logistic terms, gradient and Gram
     products per row, with the arithmetic of the unfused kernels). Its terms come from one
     scalar libm exp and a division per row, :func:`_logistic_terms`' from NumPy's vectorised
-    exp and log1p: they agree to a few ulps, far below the 1e-12 relative to which both
-    layouts agree."""
+    exp and log1p: they agree to a few ulps (sigmoid(-t) to about |t| ulps), far below the
+    1e-12 relative to which both layouts agree. A non-finite margin gives NaN value and
+    gradient on both paths; its row's Hessian weight is 0 here (NaN there)."""
     if _is_sparse(A):
         return _logistic_sparse(A, y, sw, lam, theta, value, grad, hess, hess_weights)
     xp = xp_of(y, theta)

@@ -210,33 +210,39 @@ def _spd_stack(rng, B, n):
     return M @ M.transpose(0, 2, 1) / n + np.eye(n)
 
 
-@pytest.mark.parametrize("n", [1, 2, 7, 33, 123, 200])
+@pytest.mark.parametrize("n", [1, 2, 7, 8, 9, 32, 33, 64, 123, 200, 238])
 def test_the_fused_solve_equals_numpy_and_reports_the_failed_pivot(n):
     """cuda_kernels.chol_solve (factor and solve in one block's shared memory) against NumPy's
     solve; a matrix that is not positive definite gets the 1-based index of its failed pivot
     (LAPACK's convention: the first leading minor that is not positive), the others are
     solved; a NaN stops the factorisation at its pivot."""
+    if not cuda_kernels.chol_solve_fits(n):
+        pytest.skip(f"n = {n} does not fit this device's shared memory")
     rng = np.random.default_rng(n)
-    P = _spd_stack(rng, 7, n)
-    b = rng.normal(size=(7, n))
+    P = _spd_stack(rng, 8, n)
+    b = rng.normal(size=(8, n))
     P[4] = np.eye(n)
     P[4, n - 1, n - 1] = -1.0  # the last pivot fails
     if n > 2:
         P[6, 1, 1] = np.nan  # the second pivot is NaN
+    if n > 20:  # two pivots fail, in different panels: the first one is reported
+        P[7] = np.eye(n)
+        P[7, 10, 10] = P[7, 20, 20] = -1.0
     x, status = cuda_kernels.chol_solve(cupy.asarray(P), cupy.asarray(b))
-    want_status = [0, 0, 0, 0, n, 0, 2 if n > 2 else 0]
+    want_status = [0, 0, 0, 0, n, 0, 2 if n > 2 else 0, 11 if n > 20 else 0]
     assert cupy.asnumpy(status).tolist() == want_status
-    good = [k for k in range(7) if want_status[k] == 0]
+    good = [k for k in range(8) if want_status[k] == 0]
     want = np.linalg.solve(P[good], b[good][..., None])[..., 0]
     np.testing.assert_allclose(cupy.asnumpy(x)[good], want, rtol=1e-10, atol=1e-12)
 
 
 def test_the_fused_solve_reads_the_upper_triangle_and_any_size_order():
     """Only the upper triangle is read (the lower may hold anything); matrices of a larger,
-    a smaller, then the larger size again solve (the kernel's shared-memory limit is set
-    once, not lowered by a smaller launch); sizes past the limit are refused."""
+    a smaller, then the larger size again solve, with the same compiled kernel (7 columns per
+    lane for 193 to 224 rows: its shared-memory limit is set once, not lowered by a smaller
+    launch) and with others; sizes past the limit are refused."""
     rng = np.random.default_rng(3)
-    for n in (200, 5, 200, 64):
+    for n in (200, 193, 200, 5, 64):
         P = _spd_stack(rng, 3, n)
         b = rng.normal(size=(3, n))
         garbage = np.tril(rng.normal(size=(3, n, n)), -1) * 1e3

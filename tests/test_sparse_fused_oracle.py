@@ -4,9 +4,11 @@ For sparse data :func:`fedtheory.objectives.logistic` makes one compiled pass ov
 client's rows (margin, logistic terms, gradient and Gram products per row). Here it is checked
 against the unfused kernels it replaces (``margins`` + ``_logistic_terms`` + ``rmatvec`` +
 ``gram``) on random clients: unequal sizes (empty clients included), empty rows, binary and
-real values, repeated clients, margins up to |z| = 1e3, every combination of the flags and the
-weighted-sum Hessian. The two compute the logistic terms by different formulas (one exp and a
-division against NumPy's four transcendental calls) and may differ by a few ulps per row.
+real values, repeated clients, rows with repeated columns (a CSR with duplicates: the kernels'
+one-non-zero-at-a-time path), rows and clients of weight 0, margins up to |z| = 1e3, every
+combination of the flags and the weighted-sum Hessian. The two compute the logistic terms by
+different formulas (one exp and a division against NumPy's four transcendental calls) and may
+differ by a few ulps per row (sigmoid(-t) by about |t| ulps).
 """
 
 from __future__ import annotations
@@ -64,16 +66,26 @@ def problems(draw):
         if draw(st.booleans())
         else None
     )
-    A = ClientCSR(sp.csr_matrix(X), row_start, n_max, clients)
+    csr = sp.csr_matrix(X)
+    if draw(st.booleans()):  # a CSR with duplicates: entries split in two at the same column
+        split = rng.random(csr.nnz) < 0.3
+        data = np.concatenate([np.where(split, csr.data / 2, csr.data), csr.data[split] / 2])
+        cols = np.concatenate([csr.indices, csr.indices[split]])
+        rows = np.concatenate([np.repeat(np.arange(n), np.diff(csr.indptr))] * 2)
+        rows = np.concatenate([rows[: csr.nnz], rows[csr.nnz :][split]])
+        order = np.lexsort((cols, rows))
+        indptr = np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=n))])
+        csr = sp.csr_matrix((data[order], cols[order], indptr), shape=(n, d))
+    A = ClientCSR(csr, row_start, n_max, clients)
     m = A.shape[0]
     y, sw = np.zeros((m, n_max)), np.zeros((m, n_max))
     for k, n_k in enumerate(A.sizes):
         y[k, :n_k] = rng.choice([-1.0, 1.0], size=n_k)
-        sw[k, :n_k] = 1.0 / max(n_k, 1)
+        sw[k, :n_k] = (1.0 / max(n_k, 1)) * (rng.random(n_k) > 0.1)  # some rows weigh 0
     scale = draw(st.sampled_from([0.0, 0.1, 3.0, 100.0, 1e3]))  # margins up to |z| ~ 1e3
     theta = scale * rng.normal(size=(m, d) if draw(st.booleans()) else d)
     lam = draw(st.sampled_from([0.0, 1e-3, 0.1]))
-    hess_weights = rng.random(m) / m
+    hess_weights = rng.random(m) / m * (rng.random(m) > 0.2)  # some clients weigh 0
     return A, y, sw, lam, theta, hess_weights
 
 
