@@ -653,13 +653,14 @@ def _spectral_norm(vals, start, d, used, idx, sub):
     """max |eigenvalue| of the symmetric d x d matrix whose upper triangle is ``vals`` (row
     major, row i from ``start[i]``), from the principal block of its coordinates with a
     non-zero entry: a coordinate whose row and column are zero only adds the eigenvalue 0.
-    NaN if an entry is NaN. ``sub`` holds at least d * d + 71 d floats."""
+    NaN if an entry is NaN or infinite (as LAPACK's eigvalsh on the whole matrix gives).
+    ``sub`` holds at least d * d + 71 d floats."""
     used[:] = False
     for i in range(d):
         s = start[i]
         for j in range(i, d):
             v = vals[s + j - i]
-            if v != v:
+            if not (v - v == 0.0):  # NaN or +-inf (inf - inf is NaN)
                 return np.nan
             if v != 0.0:
                 used[i] = True

@@ -556,6 +556,12 @@ def test_compiled_top_k_learning_propagates_nan_and_takes_the_larger_ties():
     T[0, 0, 1] = T[0, 1, 0] = np.nan
     norms = method.learn(H, T, None, norm="spectral")
     assert np.isnan(H[0, 0, 1]) and np.isnan(H[0, 1, 0]) and np.isnan(norms[0])
+    # an infinite difference: the spectral norm is NaN (it was a number read from
+    # uninitialised memory; NumPy's eigvalsh of such a matrix returns NaN or does not converge)
+    H, T = np.zeros((1, 3, 3)), np.ones((1, 3, 3))
+    T[0, 0, 2] = T[0, 2, 0] = np.inf
+    norms = method.learn(H, T, None, norm="spectral")
+    assert np.isnan(norms[0])
     every = make_method("fednl", {"compressor": "topK", "Kc": 100})
     H = np.zeros((1, 3, 3))
     every.learn(H, np.full((1, 3, 3), 2.0), None)
