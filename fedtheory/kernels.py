@@ -172,10 +172,12 @@ def _real_row(T, w, cols, vals, offs, nnz, repeats):
 @nb.njit(cache=True, nogil=True)
 def _csr_accumulate(T, data, indices, indptr, c, row_start, v_row, cols, vals, offs):
     """T += sum_j v_row[j] a_j a_j^T over client c's rows, on the packed lower triangle T
-    (entry (p, q), q <= p, at p (p + 1) / 2 + q: half a d x d matrix, mostly in L1). Column
-    indices must be sorted within each row (:class:`~fedtheory.objectives.ClientCSR` sorts
-    them): a pair (a, b <= a) then has cols[b] <= cols[a], inside the row of T it addresses
-    (unsorted, it would write past that row, unchecked).
+    (entry (p, q), q <= p, at p (p + 1) / 2 + q: half a d x d matrix, mostly in L1). The
+    CSR must be canonical (:class:`~fedtheory.objectives.ClientCSR` makes it so): column
+    indices sorted within each row, so that a pair (a, b <= a) has cols[b] <= cols[a], inside
+    the row of T it addresses (unsorted, it would write past that row, unchecked), and no
+    column repeated (a pair of repeats would add x_a x_b to a diagonal entry once, not twice).
+    Rows with repeats are still added in a fixed order, one non-zero at a time.
     ``cols`` (uint64), ``vals`` and ``offs`` (uint64; where the row of each column starts in T)
     hold one row's non-zeros while it is added (:func:`_real_row`). Two non-zeros a, a + 1 of
     a row are added at once, sharing the loads of the (column, value) pairs b <= a; binary
@@ -222,12 +224,26 @@ def _unpack_lower(T, lam, H):
 
 
 @nb.njit(cache=True, nogil=True)
+def _row_buffers(indptr, row_start, clients):
+    """(cols, vals, offs): buffers for one row's non-zeros, as long as the longest row of the
+    selected clients. Not d: a CSR with repeated columns can have more non-zeros in a row than
+    columns (Numba does not check bounds; a buffer of d was written past, corrupting the
+    heap)."""
+    longest = 0
+    for k in range(clients.shape[0]):
+        c = clients[k]
+        for r in range(row_start[c], row_start[c + 1]):
+            longest = max(longest, indptr[r + 1] - indptr[r])
+    return np.empty(longest, dtype=np.uint64), np.empty(longest), np.empty(longest, dtype=np.uint64)
+
+
+@nb.njit(cache=True, nogil=True)
 def csr_gram(data, indices, indptr, row_start, clients, v, lam, out):
     """out[k] = A_c^T diag(v[k]) A_c + lam I for c = clients[k]; out (m, d, d) is overwritten.
     Each client's products go into one packed triangle in cache, then out[k] is written once,
     both triangles (zeroing out[k], adding into it and mirroring were three passes over it)."""
     d = out.shape[1]
-    cols, vals, offs = np.empty(d, dtype=np.uint64), np.empty(d), np.empty(d, dtype=np.uint64)
+    cols, vals, offs = _row_buffers(indptr, row_start, clients)
     T = np.empty(d * (d + 1) // 2)
     for k in range(clients.shape[0]):
         T[:] = 0.0
@@ -239,7 +255,7 @@ def csr_gram(data, indices, indptr, row_start, clients, v, lam, out):
 def csr_gram_sum(data, indices, indptr, row_start, clients, v, lam, out):
     """out = sum_k A_c^T diag(v[k]) A_c + lam I (client weights folded into v); out (d, d)."""
     d = out.shape[0]
-    cols, vals, offs = np.empty(d, dtype=np.uint64), np.empty(d), np.empty(d, dtype=np.uint64)
+    cols, vals, offs = _row_buffers(indptr, row_start, clients)
     T = np.zeros(d * (d + 1) // 2)
     for k in range(clients.shape[0]):
         _csr_accumulate(T, data, indices, indptr, _U(clients[k]), row_start, v[k], cols, vals, offs)
@@ -254,8 +270,8 @@ def csr_logistic(  # noqa: C901 - one compiled loop; helpers cost calls in numba
     over each client's rows. For row j of client c = clients[k]: the margin z = a_j^T theta_k
     (the loop of :func:`csr_margins`), the logistic terms, then, with the row's non-zeros still
     in cache, the gradient (the loop of :func:`csr_rmatvec`) and the Gram products (the packed
-    triangle of :func:`csr_gram`), with those kernels' arithmetic in their order. Column indices
-    must be sorted within each row, as for :func:`_csr_accumulate`.
+    triangle of :func:`csr_gram`), with those kernels' arithmetic in their order. The CSR must
+    be canonical, as for :func:`_csr_accumulate`.
 
     The terms are those of :func:`fedtheory.objectives._logistic_terms` from one exp and one
     division: with t = y z, e = exp(-|t|) and r = 1 / (1 + e), s = sigmoid(-t) and 1 - s =
@@ -275,7 +291,7 @@ def csr_logistic(  # noqa: C901 - one compiled loop; helpers cost calls in numba
     value, grad, hess, summed = flags[0], flags[1], flags[2], flags[3]
     m, d = clients.shape[0], theta.shape[1]
     shared = theta.shape[0] == 1
-    cols, vals, offs = np.empty(d, dtype=np.uint64), np.empty(d), np.empty(d, dtype=np.uint64)
+    cols, vals, offs = _row_buffers(indptr, row_start, clients)
     T = np.zeros(d * (d + 1) // 2 if hess else 0)
     acc_g = np.empty(d if grad else 0)
     for k in range(m):

@@ -67,8 +67,9 @@ class Objective(Protocol):
 class ClientCSR:
     """Rows of N clients in one CSR matrix, read as the padded array (m, n_max, d).
 
-    ``X`` (n, d) holds every client's rows, client c's at ``row_start[c]:row_start[c + 1]``
-    (column indices sorted within each row); ``clients`` (m,) selects and orders the clients
+    ``X`` (n, d) holds every client's rows, client c's at ``row_start[c]:row_start[c + 1]``,
+    stored canonically (column indices sorted within each row, a repeated column's entries
+    summed: the compiled kernels need it); ``clients`` (m,) selects and orders the clients
     this object stands for (repeats allowed; all N by default). Selecting clients
     (``A[clients]``) shares ``X``; any other indexing, ``numpy.asarray(A)`` and
     :meth:`toarray` return dense padded NumPy arrays (zeros on padding), as the dense layout
@@ -83,8 +84,9 @@ class ClientCSR:
         self, X: sp.csr_matrix, row_start: np.ndarray, n_max: int, clients: np.ndarray | None = None
     ) -> None:
         X = sp.csr_matrix(X, dtype=np.float64)
-        if not X.has_sorted_indices:
-            X = X.sorted_indices()
+        if not X.has_canonical_format:  # sorted columns, each at most once per row
+            X = X.copy()  # the caller's matrix is left as it is
+            X.sum_duplicates()  # the compiled kernels need it (repeats would be mis-mirrored)
         self.X = X
         self.data = np.ascontiguousarray(X.data, dtype=np.float64)
         self.indices = np.ascontiguousarray(X.indices, dtype=np.int32)

@@ -120,3 +120,68 @@ def test_the_fused_oracle_on_one_client_by_hand():
     np.testing.assert_allclose(o.f, [f], rtol=1e-14)
     np.testing.assert_allclose(o.g, [g], rtol=1e-14)
     np.testing.assert_allclose(o.H, [H], rtol=1e-14)
+
+
+def _repeated_columns(n=4, d=3):
+    """A CSR whose rows hold every column twice (2d non-zeros in a row of d columns)."""
+    cols = np.tile(np.repeat(np.arange(d), 2), n)
+    data = np.linspace(0.5, 1.5, cols.size)
+    indptr = np.arange(0, cols.size + 1, 2 * d)
+    return sp.csr_matrix((data, cols, indptr), shape=(n, d))
+
+
+def test_a_matrix_with_repeated_columns_is_read_as_their_sum():
+    """ClientCSR stores its matrix canonically (a repeated column's entries summed, as SciPy
+    reads such a matrix): the oracle equals that of the summed matrix, and the caller's
+    matrix is left alone. (The compiled kernels would mirror a pair of repeats onto the
+    diagonal once instead of twice.)"""
+    dup = _repeated_columns()
+    before = dup.copy()
+    plain = dup.copy()
+    plain.sum_duplicates()
+    rs = np.array([0, 2, 4])
+    y, sw = np.array([[1.0, -1.0], [-1.0, 1.0]]), np.full((2, 2), 0.5)
+    theta = np.array([0.3, -0.2, 0.1])
+    kw = dict(value=True, grad=True, hess=True)
+    got = logistic(ClientCSR(dup, rs, 2), y, sw, 0.1, theta, **kw)
+    want = logistic(ClientCSR(plain, rs, 2), y, sw, 0.1, theta, **kw)
+    for a, b in zip(got, want, strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert dup.nnz == before.nnz and np.array_equal(dup.data, before.data)
+
+
+def test_the_sparse_kernels_stay_in_bounds_on_rows_longer_than_d(tmp_path):
+    """Called directly on a CSR with repeated columns (more non-zeros in a row than columns),
+    the sparse kernels must not write past their row buffers (Numba checks no bounds: a
+    buffer of d entries was written past, corrupting the heap). Run with Numba's bounds
+    checks on, in a fresh process and cache."""
+    import os
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent(
+        """
+        import numpy as np, scipy.sparse as sp
+        from fedtheory import kernels
+        d, n = 3, 4
+        cols = np.tile(np.repeat(np.arange(d), 2), n).astype(np.int32)
+        data = np.linspace(0.5, 1.5, cols.size)
+        indptr = np.arange(0, cols.size + 1, 2 * d).astype(np.int64)
+        rs, clients = np.array([0, 2, 4], dtype=np.int64), np.arange(2, dtype=np.int64)
+        v = np.full((2, 2), 0.5)
+        kernels.csr_gram(data, cols, indptr, rs, clients, v, 0.1, np.empty((2, d, d)))
+        kernels.csr_gram_sum(data, cols, indptr, rs, clients, v, 0.1, np.empty((d, d)))
+        kernels.csr_logistic(
+            data, cols, indptr, rs, clients, np.full((1, d), 0.1), np.ones((2, 2)), v, 0.1,
+            np.ones(2), 0.1, (True, True, True, False), np.zeros((2, 2)), np.empty((2, d)),
+            np.empty((2, d, d)),
+        )
+        print("ok")
+        """
+    )
+    env = {**os.environ, "NUMBA_BOUNDSCHECK": "1", "NUMBA_CACHE_DIR": str(tmp_path)}
+    out = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=600
+    )
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
