@@ -71,6 +71,7 @@ DEFAULT_TESTS = (
     "tests/test_fednl_family.py",
     "tests/test_second_round_methods.py",
     "tests/test_sparse_path.py",
+    "tests/test_sparse_fused_oracle.py",
     "tests/test_reliability_numerics.py",
     "tests/test_backends.py",
     "tests/test_batch_and_logging.py",
