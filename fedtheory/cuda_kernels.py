@@ -709,11 +709,16 @@ def chol_solve_fits(n: int) -> bool:
     return 0 < n and _chol_smem(n) <= _shared_limit(cupy.cuda.Device().id)
 
 
-def chol_solve(P: Any, b: Any) -> tuple[Any, Any]:
+def chol_solve(P: Any, b: Any, kind: str | None = None) -> tuple[Any, Any]:
     """x_m = P_m^{-1} b_m for every matrix of a C-contiguous float64 stack P (B, n, n) (its
-    upper triangle is read) and b (B, n), in ONE kernel launch (:data:`_CHOL_SOURCE`): returns
-    (x, status), status (B,) int32 on the device, 0 where the factorisation succeeded, else
-    the 1-based index of the failed pivot (x undefined there). Needs :func:`chol_solve_fits`."""
+    upper triangle is read) and b (B, n), in ONE kernel launch: returns (x, status), status
+    (B,) int32 on the device, 0 where the factorisation succeeded, else the 1-based index of
+    the failed pivot (x undefined there). Needs :func:`chol_solve_fits`.
+
+    ``kind``: "block" (one thread block per matrix, :data:`_CHOL_SOURCE`), "warp" (one warp
+    per matrix, :data:`_CHOL_WARP_SOURCE`, n <= :data:`CHOL_WARP_MAX`) or None: the warp
+    kernel up to that size (64,000 matrices of n = 50: 16.9 ms as blocks, H200; see
+    BENCHMARKS.md, "Seventh session"), else the block kernel."""
     _float64_stack(P, "P")
     if P.ndim != 3 or P.shape[1] != P.shape[2] or b.shape != P.shape[:2]:
         raise ValueError(f"P (B, n, n) and b (B, n) do not match: {P.shape}, {b.shape}")
@@ -725,11 +730,149 @@ def chol_solve(P: Any, b: Any) -> tuple[Any, Any]:
     status = cupy.zeros(B, dtype=cupy.int32)
     if B == 0 or n == 0:
         return x, status
+    if kind is None:
+        kind = "warp" if n <= CHOL_WARP_MAX else "block"
+    if kind == "warp":
+        if n > CHOL_WARP_MAX:
+            raise ValueError(f"the warp kernel solves n <= {CHOL_WARP_MAX}, got n = {n}")
+        _chol_solve_warp(P, b, x, status)
+        return x, status
+    if kind != "block":
+        raise ValueError(f"kind must be None, 'warp' or 'block', got {kind!r}")
     groups = _chol_groups(n)
     kernel = _chol_kernel(cupy.cuda.Device().id, groups, _chol_max_threads(groups))
     threads = _chol_threads(n)
     kernel((B,), (threads,), (P, b, x, status, np.int32(n)), shared_mem=_chol_smem(n))
     return x, status
+
+
+# ------------------------------------------------- batched SPD solve, one warp per small matrix
+_CHOL_WARP_SOURCE = r"""
+/* The same solve as chol_solve (the same elimination: no pivoting, pivot rows unscaled, b
+   carried along, one back substitution; the same status) for stacks of SMALL matrices,
+   n <= 32 G: one WARP per matrix, WARPS matrices per block, no block barrier.
+
+   A block kernel spends most of a small matrix's time in barriers and idle threads (n = 50:
+   64,000 matrices took 16.9 ms, H200). Here each warp holds its matrix's packed upper
+   triangle in its own part of shared memory and its right-hand side in registers (lane l
+   holds rows l, l + 32, ...). Pivot k: the lanes own the columns c = l + 32 g; each lane
+   keeps U[k][c] in a register and updates its columns of the rows k < r <= c, the
+   multiplier U[k][r] / U[k][k] read by every lane at once (a broadcast). Compiled per
+   G = ceil(n / 32) (-DG=...) and WARPS (-DWARPS=...). */
+#define FULL 0xffffffffu
+
+__device__ __forceinline__ double* packed_row(double* U, int r, int n) {
+    return U + (r * n - r * (r + 1) / 2);  /* [c] = U[r][c], c >= r */
+}
+
+__device__ __forceinline__ double pick(const double (&v)[G], int g) {
+    double out = 0.0;
+#pragma unroll
+    for (int h = 0; h < G; ++h)
+        if (h == g) out = v[h];
+    return out;
+}
+
+extern "C" __global__ void __launch_bounds__(32 * WARPS) chol_solve_warp(
+        const double* __restrict__ P, const double* __restrict__ b, double* __restrict__ x,
+        int* __restrict__ status, const int n, const long long B) {
+    extern __shared__ double smem[];
+    const int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
+    const long long m = (long long)blockIdx.x * WARPS + w;
+    if (m >= B) return;  /* the whole warp: nothing below synchronises the block */
+    const int tri = n * (n + 1) / 2;
+    double* U = smem + (long long)w * (tri + n);
+    double* inv = U + tri;
+    const double* Pm = P + m * n * n;
+    for (int r0 = 0; r0 < n; r0 += 4) {  /* the upper triangle, four rows' loads in flight */
+        double v[4][G];
+#pragma unroll
+        for (int i = 0; i < 4; ++i)
+#pragma unroll
+            for (int g = 0; g < G; ++g) {
+                const int r = r0 + i, c = r + lane + 32 * g;
+                v[i][g] = r < n && c < n ? Pm[r * n + c] : 0.0;
+            }
+#pragma unroll
+        for (int i = 0; i < 4; ++i)
+#pragma unroll
+            for (int g = 0; g < G; ++g) {
+                const int r = r0 + i, c = r + lane + 32 * g;
+                if (r < n && c < n) packed_row(U, r, n)[c] = v[i][g];
+            }
+    }
+    double yr[G];  /* y of rows lane + 32 g */
+#pragma unroll
+    for (int g = 0; g < G; ++g) yr[g] = lane + 32 * g < n ? b[m * n + lane + 32 * g] : 0.0;
+    __syncwarp();
+    int bad = 0;
+    for (int k = 0; k < n; ++k) {
+        const double* Uk = packed_row(U, k, n);
+        const double akk = Uk[k];
+        if (!(akk > 0.0)) {  /* the same in every lane */
+            bad = k + 1;
+            break;
+        }
+        const double s = 1.0 / akk;
+        if (lane == 0) inv[k] = s;
+        const double yk = __shfl_sync(FULL, pick(yr, k >> 5), k & 31);
+        double ukc[G];
+#pragma unroll
+        for (int g = 0; g < G; ++g) {
+            const int c = lane + 32 * g;
+            ukc[g] = c > k && c < n ? Uk[c] : 0.0;
+            if (c > k && c < n) yr[g] -= ukc[g] * s * yk;
+        }
+#pragma unroll
+        for (int g = 0; g < G; ++g) {  /* chunk g's columns reach row 32 g + 31 at most */
+            const int c = lane + 32 * g, last = min(n - 1, 32 * g + 31);
+            for (int r = k + 1; r <= last; ++r) {
+                const double f = Uk[r] * s;
+                if (c >= r && c < n) packed_row(U, r, n)[c] -= f * ukc[g];
+            }
+        }
+        __syncwarp();
+    }
+    if (lane == 0) status[m] = bad;
+    if (bad) return;
+    for (int k = n - 1; k >= 0; --k) {  /* back substitution; yr becomes x */
+        const double xk = __shfl_sync(FULL, pick(yr, k >> 5), k & 31) * inv[k];
+#pragma unroll
+        for (int g = 0; g < G; ++g) {
+            const int r = lane + 32 * g;
+            if (r == k) yr[g] = xk;
+            else if (r < k) yr[g] -= packed_row(U, r, n)[k] * xk;
+        }
+    }
+#pragma unroll
+    for (int g = 0; g < G; ++g)
+        if (lane + 32 * g < n) x[m * n + lane + 32 * g] = yr[g];
+}
+"""
+#: Largest n solved one warp per matrix (:data:`_CHOL_WARP_SOURCE`); larger n get a block.
+CHOL_WARP_MAX = 64
+#: Matrices (warps) per block of the warp kernel.
+CHOL_WARPS = 4
+
+
+@functools.cache
+def _chol_warp_kernel(device: int, groups: int) -> Any:
+    """The warp kernel for ``groups`` columns per lane, its dynamic shared memory allowed up to
+    the device's opt-in limit once (as :func:`_chol_kernel`)."""
+    options = (f"-DG={groups}", f"-DWARPS={CHOL_WARPS}")
+    kernel = cupy.RawKernel(_CHOL_WARP_SOURCE, "chol_solve_warp", options=options)
+    kernel.max_dynamic_shared_size_bytes = _shared_limit(device)
+    return kernel
+
+
+def _chol_solve_warp(P: Any, b: Any, x: Any, status: Any) -> None:
+    B, n = P.shape[0], P.shape[-1]
+    kernel = _chol_warp_kernel(cupy.cuda.Device().id, _chol_groups(n))
+    smem = CHOL_WARPS * (n * (n + 1) // 2 + n) * 8
+    blocks = -(-B // CHOL_WARPS)
+    kernel(
+        (blocks,), (32 * CHOL_WARPS,), (P, b, x, status, np.int32(n), np.int64(B)), shared_mem=smem
+    )
 
 
 # --------------------------------------------------------------- logistic terms, one launch

@@ -73,6 +73,87 @@ class RunDraws:
     runs: np.ndarray
 
 
+class DrawTape:
+    """The host draws of a round recorded as a CUDA graph (:mod:`fedtheory.runner.graph`).
+
+    A recorded round cannot draw on the host: its kernels are recorded once and replayed. So
+    while it is recorded, each stochastic oracle call asks the tape (:func:`host_draws`) for a
+    device buffer of its draws' shape and records kernels that read it; before every replay
+    :meth:`draw` makes the round's draws on the host, call by call in the recorded order from
+    the run's generators (the same draws, in the same order, as the unrecorded round) and
+    copies them into those buffers. Outside a recording (``recording`` False) a call draws at
+    once, as without a tape.
+
+    ``rng``: the run's generator, or a batch's sequence of generators; ``clients``: the device
+    buffer of the round's participants (None: all N clients, every round).
+    """
+
+    def __init__(self, problem: Any, rng: Any, clients: Any) -> None:
+        self.problem, self.rng, self.clients = problem, rng, clients
+        self.entries: list[tuple[Callable[[np.ndarray], np.ndarray], Any, bool]] = []
+        self.host_clients: np.ndarray | None = None
+        self.recording = False
+
+    def later(
+        self, clients: Any, fn: Callable[[np.ndarray], np.ndarray], shape: tuple, dtype: Any
+    ) -> Any:
+        """The device array of ``fn(host participants)``: drawn now (not recording) or before
+        each replay into a buffer of its own (recording)."""
+        check(
+            clients is None or clients is self.clients,
+            "a recorded round draws only for the round's participants",
+        )
+        sel = self._selected(clients)
+        if not self.recording:
+            return self.problem.xp.asarray(fn(sel))
+        import cupy  # a recording is on CuPy
+
+        # the default pool, not the recording's: there the buffer could share memory with a
+        # temporary freed earlier in the round, which every replay would write over it
+        nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
+        out = cupy.ndarray(shape, dtype, cupy.get_default_memory_pool().malloc(nbytes))
+        self.entries.append((fn, out, clients is None))
+        return out
+
+    def _selected(self, clients: Any) -> np.ndarray:
+        if clients is None or self.host_clients is None:
+            return np.arange(self.problem.N)
+        return self.host_clients
+
+    def draw(self, host_clients: np.ndarray | None) -> None:
+        """Round's draws (participants ``host_clients``, None: all) into the recorded buffers."""
+        self.host_clients = host_clients
+        for fn, out, every in self.entries:
+            host = fn(np.arange(self.problem.N) if every else self._selected(self.clients))
+            out.set(np.ascontiguousarray(host, dtype=out.dtype))
+
+
+@dataclass(frozen=True)
+class Deferred:
+    """What an oracle receives as ``rng`` in a context drawing through a :class:`DrawTape`:
+    the tape and the generator object it would have received otherwise (a Generator, or a
+    batched call's :class:`RunDraws`)."""
+
+    tape: DrawTape
+    rng: Any
+
+
+def host_draws(
+    problem: Any,
+    clients: Array | None,
+    rng: Any,
+    fn: Callable[[np.ndarray, Any], np.ndarray],
+    shape: tuple,
+    dtype: Any,
+) -> Any:
+    """``fn(selected host client indices, rng)`` on the problem's backend: the one way an oracle
+    draws, so that a recorded round (``rng`` a :class:`Deferred`) draws before each replay."""
+    if isinstance(rng, Deferred):
+        inner = rng.rng
+        return rng.tape.later(clients, lambda sel: fn(sel, inner), shape, dtype)
+    return problem.xp.asarray(fn(_selected(problem, clients), rng))
+
+
 def draw(
     rng: np.random.Generator | RunDraws,
     sample: Callable[[np.random.Generator, Array], Array],
@@ -154,17 +235,20 @@ class Minibatch:
         rng: np.random.Generator | RunDraws,
     ) -> OracleOut:
         xp = problem.xp
-        sel = _selected(problem, clients)
 
-        def sample(gen: np.random.Generator, at: Array) -> np.ndarray:
-            n = problem.sizes[sel[at]]
-            return gen.integers(0, n[:, None], size=(len(n), self.b))
+        def rows_of(sel: np.ndarray, rng: Any) -> np.ndarray:
+            if isinstance(rng, RunDraws):  # every run's rows in one compiled call, same bits
+                return integers_rows(rng.generators, rng.runs, problem.sizes[sel], self.b)
 
-        if isinstance(rng, RunDraws):  # every run's rows in one compiled call, the same bits
-            rows = integers_rows(rng.generators, rng.runs, problem.sizes[sel], self.b)
-        else:
-            rows = draw(rng, sample, len(sel))
-        ci, ri = xp.asarray(sel[:, None]), xp.asarray(rows)
+            def sample(gen: np.random.Generator, at: Array) -> np.ndarray:
+                n = problem.sizes[sel[at]]
+                return gen.integers(0, n[:, None], size=(len(n), self.b))
+
+            return draw(rng, sample, len(sel))
+
+        m = problem.N if clients is None else len(clients)
+        ri = host_draws(problem, clients, rng, rows_of, (m, self.b), np.int64)
+        ci = xp.arange(problem.N)[:, None] if clients is None else xp.asarray(clients)[:, None]
         A, y = problem.A[ci, ri], problem.y[ci, ri]  # (m, b, d), (m, b)
         sw = xp.full(y.shape, 1.0 / self.b)
         return ORACLES[problem.objective](
@@ -204,8 +288,11 @@ class Gaussian:
         def sample(gen: np.random.Generator, at: Array) -> np.ndarray:
             return gen.standard_normal((np.arange(shape[0])[at].size, *shape[1:]))
 
-        noise = draw(rng, sample, shape[0]) * (self.sigma / math.sqrt(problem.d))
-        return out._replace(g=out.g + problem.xp.asarray(noise))
+        def noise_of(sel: np.ndarray, rng: Any) -> np.ndarray:
+            return draw(rng, sample, shape[0]) * (self.sigma / math.sqrt(problem.d))
+
+        noise = host_draws(problem, clients, rng, noise_of, shape, np.float64)
+        return out._replace(g=out.g + noise)
 
 
 ORACLE_MODELS: dict[str, type] = {"exact": Exact, "minibatch": Minibatch, "gaussian": Gaussian}

@@ -210,12 +210,16 @@ def _spd_stack(rng, B, n):
     return M @ M.transpose(0, 2, 1) / n + np.eye(n)
 
 
-@pytest.mark.parametrize("n", [1, 2, 7, 8, 9, 32, 33, 64, 123, 200, 238])
-def test_the_fused_solve_equals_numpy_and_reports_the_failed_pivot(n):
-    """cuda_kernels.chol_solve (factor and solve in one block's shared memory) against NumPy's
-    solve; a matrix that is not positive definite gets the 1-based index of its failed pivot
-    (LAPACK's convention: the first leading minor that is not positive), the others are
-    solved; a NaN stops the factorisation at its pivot."""
+@pytest.mark.parametrize(
+    ("n", "kind"),
+    [(n, "block") for n in (1, 2, 7, 8, 9, 32, 33, 64, 123, 200, 238)]
+    + [(n, "warp") for n in (1, 2, 7, 31, 32, 33, 50, 63, 64)],
+)
+def test_the_fused_solve_equals_numpy_and_reports_the_failed_pivot(n, kind):
+    """cuda_kernels.chol_solve (factor and solve in one block's shared memory, or one warp's
+    part of it) against NumPy's solve; a matrix that is not positive definite gets the
+    1-based index of its failed pivot (LAPACK's convention: the first leading minor that is
+    not positive), the others are solved; a NaN stops the factorisation at its pivot."""
     if not cuda_kernels.chol_solve_fits(n):
         pytest.skip(f"n = {n} does not fit this device's shared memory")
     rng = np.random.default_rng(n)
@@ -228,7 +232,7 @@ def test_the_fused_solve_equals_numpy_and_reports_the_failed_pivot(n):
     if n > 20:  # two pivots fail, in different panels: the first one is reported
         P[7] = np.eye(n)
         P[7, 10, 10] = P[7, 20, 20] = -1.0
-    x, status = cuda_kernels.chol_solve(cupy.asarray(P), cupy.asarray(b))
+    x, status = cuda_kernels.chol_solve(cupy.asarray(P), cupy.asarray(b), kind=kind)
     want_status = [0, 0, 0, 0, n, 0, 2 if n > 2 else 0, 11 if n > 20 else 0]
     assert cupy.asnumpy(status).tolist() == want_status
     good = [k for k in range(8) if want_status[k] == 0]
@@ -253,6 +257,33 @@ def test_the_fused_solve_reads_the_upper_triangle_and_any_size_order():
     assert cuda_kernels.chol_solve_fits(200) and not cuda_kernels.chol_solve_fits(300)
     with pytest.raises(ValueError, match="does not fit"):
         cuda_kernels.chol_solve(cupy.eye(300)[None], cupy.ones((1, 300)))
+
+
+def test_the_warp_solve_of_a_large_stack_matches_the_block_solve():
+    """Many small matrices (a batched sweep's 1,001 clients, not a multiple of the warps per
+    block): the warp kernel, picked by default for n <= CHOL_WARP_MAX, solves each as the
+    block kernel does, and reports each failed pivot at its own matrix; larger n are refused
+    by the warp kernel."""
+    rng = np.random.default_rng(11)
+    n, B = 50, 1001
+    P = _spd_stack(rng, B, n)
+    b = rng.normal(size=(B, n))
+    bad = {3: 1, 500: 17, 1000: 50}  # matrix -> failed pivot (1-based)
+    for m, k in bad.items():
+        P[m, k - 1, k - 1] = -1.0
+    want_status = np.zeros(B, dtype=np.int32)
+    for m, k in bad.items():
+        want_status[m] = k
+    xw, sw = cuda_kernels.chol_solve(cupy.asarray(P), cupy.asarray(b))
+    xb, sb = cuda_kernels.chol_solve(cupy.asarray(P), cupy.asarray(b), kind="block")
+    np.testing.assert_array_equal(cupy.asnumpy(sw), want_status)
+    np.testing.assert_array_equal(cupy.asnumpy(sb), want_status)
+    ok = want_status == 0
+    np.testing.assert_allclose(cupy.asnumpy(xw)[ok], cupy.asnumpy(xb)[ok], rtol=1e-11)
+    want = np.linalg.solve(P[ok], b[ok][..., None])[..., 0]
+    np.testing.assert_allclose(cupy.asnumpy(xw)[ok], want, rtol=1e-10, atol=1e-12)
+    with pytest.raises(ValueError, match="warp kernel solves n <= 64"):
+        cuda_kernels.chol_solve(cupy.eye(65)[None], cupy.ones((1, 65)), kind="warp")
 
 
 def test_spd_solve_takes_the_fused_kernel_and_names_the_client(monkeypatch):

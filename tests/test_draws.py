@@ -219,6 +219,30 @@ def test_integers_rows_equal_each_runs_integers(b):
         _assert_same_next_draws(ours, theirs)
 
 
+@pytest.mark.parametrize("twice", [False, True])
+def test_integers_rows_on_threads_equal_each_runs_integers(monkeypatch, twice):
+    """A call large enough for threads (the threshold lowered to 1): runs interleaved in
+    any order, each run's rows drawn in order from its own generator; a generator listed
+    twice falls back to the serial loop (two threads would share its state)."""
+    from fedtheory import draws
+
+    monkeypatch.setattr(draws, "PARALLEL_DRAWS", 1)
+    pick = np.random.default_rng(12)
+    B = len(SEEDS)
+    runs = pick.integers(0, B - 1, size=300)  # interleaved; the last run has no row
+    high = np.asarray(HIGHS, dtype=np.int64)[pick.integers(0, len(HIGHS), size=runs.size)]
+    ours, theirs = _pair(SEEDS)
+    want = None
+    if twice:  # the serial loop: rows in their order, each from its run's generator
+        ours[1], theirs[1] = ours[0], theirs[0]
+        want = np.stack([theirs[r].integers(0, h, size=3) for r, h in zip(runs, high)])
+    else:
+        want = _numpy_rows(theirs, runs, high, 3)
+    assert_array_equal(integers_rows(ours, runs, high, 3), want)
+    _assert_same_generators(ours, theirs)
+    _assert_same_next_draws(ours, theirs)
+
+
 def test_integers_rows_bad_input_is_refused():
     gens = [np.random.default_rng(0)]
     with pytest.raises(FedTheoryError, match="high must be >= 1"):

@@ -51,12 +51,16 @@ def test_the_reasons_a_run_cannot_be_replayed():
     exact, full = make_oracle("exact"), Participation(8, None, 10)
     assert replay_graph.reason_not(gpu, method, full, exact, 10) == ""
     assert replay_graph.reason_not(gpu, method, full, exact, None) == ""
-    assert "partial participation" in replay_graph.reason_not(
-        gpu, method, Participation(8, 3, 10), exact, 10
-    )
-    assert "'minibatch(b=2)' oracle" in replay_graph.reason_not(
-        gpu, method, full, make_oracle("minibatch", b=2), 10
-    )
+    # seeded partial participation and stochastic oracles are recorded (their draws are
+    # copied into the recorded buffers before each replay); a schedule may change S
+    assert replay_graph.reason_not(gpu, method, Participation(8, 3, 10), exact, 10) == ""
+    minibatch = make_oracle("minibatch", b=2)
+    assert replay_graph.reason_not(gpu, method, full, minibatch, 10) == ""
+    schedule = Participation(8, [[0, 1], [2, 3, 4]] * 5, 10)
+    assert "schedule" in replay_graph.reason_not(gpu, method, schedule, exact, 10)
+    assert not replay_graph.needs_inputs(full, exact)
+    assert replay_graph.needs_inputs(full, minibatch)
+    assert replay_graph.needs_inputs(Participation(8, 3, 10), exact)
     assert "2 rounds" in replay_graph.reason_not(gpu, method, full, exact, 2)
     described = replay_graph.describe(gpu, method, full, exact, 10, False)
     assert described == "off (graph=False)"
@@ -209,3 +213,130 @@ def test_the_cli_graph_option_reaches_the_run(tmp_path, capsys):
     assert main(["run", "het_quadratic", "--method", "newton", "--rounds", "3"]) == 0
     with pytest.raises(SystemExit):
         main([*argv, "--graph", "maybe"])
+
+
+# ------------------------------------- partial participation and stochastic oracles (GPU)
+#: (participation, oracle) pairs whose rounds change from round to round: the participants
+#: and the draws are made on the host and copied into the recorded buffers.
+VARYING = [
+    (3, make_oracle("exact")),
+    (None, make_oracle("minibatch", b=2)),
+    (3, make_oracle("minibatch", b=2)),
+    (3, make_oracle("gaussian", sigma=0.1)),
+]
+#: Methods whose varying rounds must be recorded, one run and batched.
+MUST_REPLAY_VARYING = {"fedpac", "scaffold", "fedpm", "gd", "fedavg"}
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("S,oracle", VARYING, ids=lambda v: str(getattr(v, "name", v)))
+def test_a_replayed_run_with_draws_is_the_unrecorded_run_bit_for_bit(S, oracle):
+    """Partial participation and stochastic oracles: the replayed run (its participants and
+    draws copied into the recorded buffers) equals the unrecorded run bit for bit, for every
+    method that accepts the participation."""
+    _needs_gpu()
+    problem = make_problem(7, N=6, d=5, heterogeneity=1.0).to("cupy")
+    replayed, reasons = set(), {}
+    for name, params in CASES:
+        method = make_method(name, params)
+        if S is not None and method.full_participation_only:
+            continue
+        kw = dict(participation=S, oracle=oracle, seed=4, log_every=3)
+        plain = run(problem, method, 8, graph=False, **kw)
+        tried = run(problem, method, 8, **kw)
+        _rows_equal(plain, tried)
+        if tried.meta["graph"] == "replayed":
+            replayed.add(name)
+        else:
+            reasons[(name, str(params))] = tried.meta["graph"]
+    assert MUST_REPLAY_VARYING <= replayed, reasons
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("S,oracle", VARYING, ids=lambda v: str(getattr(v, "name", v)))
+def test_a_replayed_batch_is_the_unrecorded_batch_bit_for_bit(S, oracle):
+    """run_batch records a round of the whole batch and replays it: every run's rows equal
+    the unrecorded batch's bit for bit, also after runs leave the batch (a target that some
+    runs reach first: the rest are recorded again)."""
+    from fedtheory.runner import run_batch
+
+    _needs_gpu()
+    problem = make_problem(7, N=6, d=5, heterogeneity=1.0).to("cupy")
+    replayed, reasons = set(), {}
+    for name, params in CASES:
+        method = make_method(name, params)
+        if not method.batchable or (S is not None and method.full_participation_only):
+            continue
+        kw = dict(seeds=[3, 1, 4, 1, 5], participation=S, oracle=oracle, log_every=2)
+        plain = run_batch(problem, method, 9, graph=False, **kw)
+        tried = run_batch(problem, method, 9, **kw)
+        for a, b in zip(plain, tried, strict=True):
+            _rows_equal(a, b)
+        if tried[0].meta["graph"] == "replayed":
+            replayed.add(name)
+        else:
+            reasons[(name, str(params))] = tried[0].meta["graph"]
+    assert MUST_REPLAY_VARYING <= replayed, reasons
+    # runs leaving the batch at different rounds
+    method = make_method("fedpac")
+    finals = [t.final["rel_dist"] for t in run_batch(problem, method, 9, graph=False, **kw)]
+    target = float(np.median(finals))
+    kw["target"] = target
+    plain = run_batch(problem, method, 9, graph=False, **kw)
+    tried = run_batch(problem, method, 9, graph=True, **kw)
+    assert {t.status for t in plain} == {"reached_target", "completed"}
+    for a, b in zip(plain, tried, strict=True):
+        _rows_equal(a, b)
+
+
+class _Own(NamedTuple):
+    theta: Any
+    P: Any  # per-client matrices (N, d, d), or (B, N, d, d) batched
+
+
+@dataclass(frozen=True)
+class _DrainSome(Method):
+    """Toy method with per-client state: each round solves with the participants' P_i and
+    shrinks them, client 2's by I and the others' by I / 4: client 2's P_i (4 I at first) is
+    singular at its fourth participation."""
+
+    name = "draining-some"
+    batchable = True
+
+    def start(self, problem, theta0):
+        xp, d = problem.xp, problem.d
+        P = xp.ascontiguousarray(xp.broadcast_to(4.0 * xp.eye(d), (problem.N, d, d)))
+        return _Own(theta0, P), NO_SETUP
+
+    def round(self, ctx, state):
+        xp, d = ctx.problem.xp, ctx.problem.d
+        P_i = ctx.take(state.P)
+        x = spd_solve(P_i, xp.ones((ctx.m, d)), labels=ctx.labels, what="drained matrix", hint="")
+        c = xp.where(xp.asarray(ctx.labels) == 2, 1.0, 0.25)
+        P = ctx.put(state.P, P_i - c[:, None, None] * xp.eye(d))
+        return _Own(state.theta + ctx.mix(x), P), NO_SETUP
+
+
+@pytest.mark.gpu
+def test_a_failed_factorisation_in_a_replayed_round_with_draws_names_the_client():
+    """Partial participation: the failing client is named from the round it failed in (the
+    participants' buffer holds a later round's by then), one run and batched, as unrecorded."""
+    from fedtheory.runner import run_batch
+
+    _needs_gpu()
+    problem = make_problem(3, N=4, d=3).to("cupy")
+    for graph in (False, None):
+        with pytest.raises(FactorizationError, match="drained matrix of client 2 "):
+            run(problem, _DrainSome(), 30, participation=2, log_every=30, graph=graph)
+        with pytest.raises(FactorizationError, match="drained matrix of client 2 "):
+            run_batch(
+                problem,
+                _DrainSome(),
+                30,
+                seeds=[0, 1, 2],
+                participation=2,
+                log_every=30,
+                graph=graph,
+            )
+    ok = run(problem, _DrainSome(), 3, participation=2, seed=0)  # < 4 participations
+    assert ok.meta["graph"] == "replayed"

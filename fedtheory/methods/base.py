@@ -27,7 +27,7 @@ from .. import kernels
 from .._backend import matmul, weighted_sum
 from ..errors import check
 from ..objectives import OracleOut
-from ..oracles import Exact, RunDraws, make_oracle
+from ..oracles import Deferred, DrawTape, Exact, RunDraws, make_oracle
 from ..validate import coerce_params
 
 
@@ -172,9 +172,14 @@ class RoundContext:
             return self.problem.oracle(
                 theta, clients, value=value, grad=grad, hess=True, hess_weights=self.weights
             )
+        tape = rng if isinstance(rng, DrawTape) else None
+        if tape is not None:
+            rng = tape.rng
         if self.batched:
             rows = np.arange(self.m) if sub is None else np.asarray(sub)
-            rng = RunDraws(self.rng, rows // self.S)
+            rng = RunDraws(rng, rows // self.S)
+        if tape is not None:  # a round recorded as a CUDA graph draws through the tape
+            rng = Deferred(tape, rng)
         o = self.oracle(self.problem, theta, clients, value=value, grad=grad, hess=hess, rng=rng)
         return o._replace(H=self.mix(o.H)) if mixed_hess and hess else o
 
@@ -253,8 +258,15 @@ class RoundContext:
     def one_run(self, r: int) -> RoundContext:
         """Run r of a batched context as the single-run context the run has alone."""
         S = self.S
-        clients = self.labels[r * S : (r + 1) * S]
-        return round_context(self.problem, clients, rng=self.rng[r], oracle=self.oracle)
+        rng, labels = self.rng, self.labels
+        if isinstance(rng, DrawTape):  # the runner's device participants (runner.graph)
+            check(not rng.recording, "a per-run step (host reads) cannot be recorded")
+            labels = rng.host_clients
+            if labels is None:
+                labels = np.tile(np.arange(self.problem.N), self.runs)
+            rng = rng.rng
+        clients = labels[r * S : (r + 1) * S]
+        return round_context(self.problem, clients, rng=rng[r], oracle=self.oracle)
 
     # ---- per-client state ((N, ...) for one run, (B, N, ...) batched) ----------------------
     @property
@@ -263,7 +275,9 @@ class RoundContext:
         ids for one run, b*N + id for run b of a batch; None: every row, in order."""
         if not self.batched:
             return self.clients
-        N = self.problem.N
+        N, xp = self.problem.N, self.problem.xp
+        if on_device(self.clients, xp):  # a recorded round's participants: no host test
+            return self.clients + xp.repeat(xp.arange(self.runs) * N, self.S)
         rows = self.labels + np.repeat(np.arange(self.runs) * N, self.S)
         return None if rows.size == self.runs * N and (rows == np.arange(rows.size)).all() else rows
 
@@ -297,6 +311,12 @@ class RoundContext:
             return weighted_sum(w, x)
         out = matmul(w[None, None, :], x.reshape(x.shape[0], x.shape[1], -1))
         return out.reshape(x.shape[0], *x.shape[2:])
+
+
+def on_device(clients: Any, xp: Any) -> bool:
+    """Whether ``clients`` are participants held on a GPU (a recorded round's buffer, see
+    :mod:`fedtheory.runner.graph`) rather than host indices."""
+    return clients is not None and xp is not np and not isinstance(clients, (np.ndarray, list))
 
 
 def _row(a: Any, r: int) -> Any:
@@ -342,15 +362,24 @@ def round_context(
 
     clients: the participants S_t as host indices (None: all N, weights w_i as they are); for
         a batch of ``runs = B`` runs (``batched``, default ``runs > 1``) the B runs'
-        participants run-major (B groups of S; None: all N clients in every run).
+        participants run-major (B groups of S; None: all N clients in every run). A CuPy
+        array (the buffer a recorded round reads, :mod:`fedtheory.runner.graph`) is kept
+        as it is and the weights computed from it on the device, with no host step.
     The weights are renormalised over each run's participants, w~_i = w_i / sum_{j in S_t} w_j
     (docs/algorithms.md, "Notation"). rng: the run's generator (default: a fresh one seeded 0);
-    batched, the sequence of the B runs' generators (default: fresh ones seeded 0).
+    batched, the sequence of the B runs' generators (default: fresh ones seeded 0); or a
+    :class:`~fedtheory.oracles.DrawTape` holding either (a recorded round's draws).
     oracle: an oracle object (default: the exact one).
     """
     batched = runs > 1 if batched is None else batched
     check(batched or runs == 1, "a context of several runs is a batched one")
-    if clients is None and not batched:
+    if on_device(clients, problem.xp):  # a recorded round's participants (runner.graph)
+        check(
+            clients.size % runs == 0, f"{clients.size} participants do not split into {runs} runs"
+        )
+        w = problem.weights[clients].reshape(runs, -1)
+        w = (w / w.sum(axis=1, keepdims=True)).reshape(-1)
+    elif clients is None and not batched:
         w = problem.weights
     else:
         xp = problem.xp
@@ -363,8 +392,11 @@ def round_context(
         if not batched and clients.size == problem.N and (np.diff(clients) == 1).all():
             clients, w = None, problem.weights  # all clients in order: full participation
     if batched:
-        rng = tuple(np.random.default_rng(0) for _ in range(runs)) if rng is None else tuple(rng)
-        check(len(rng) == runs, f"a batch of {runs} runs needs {runs} generators, got {len(rng)}")
+        rng = tuple(np.random.default_rng(0) for _ in range(runs)) if rng is None else rng
+        gens = rng.rng if isinstance(rng, DrawTape) else rng
+        check(len(gens) == runs, f"a batch of {runs} runs needs {runs} generators, got {len(gens)}")
+        if not isinstance(rng, DrawTape):
+            rng = tuple(rng)
     elif rng is None:
         rng = np.random.default_rng(0)
     return RoundContext(

@@ -27,6 +27,7 @@ from ..oracles import make_oracle
 from ..problem import FederatedProblem
 from ..threads import DEFAULT_THREADS, blas_threads, check_threads
 from ..trace import Trace
+from . import graph as replay_graph
 from . import metrics
 from .loop import _progress, check_common, check_seed, participants, start, timed_round
 from .participation import Participation
@@ -47,6 +48,7 @@ def run_batch(
     chunk_bytes: float = 2**28,
     progress: bool = False,
     threads: int | None = DEFAULT_THREADS,
+    graph: bool | None = None,
 ) -> list[Trace]:
     """Run one configuration for many seeds as ONE batched computation; a Trace per seed.
 
@@ -59,8 +61,18 @@ def run_batch(
     evaluated for all runs at once, in chunks of runs whose gathered data stay under
     ``chunk_bytes``. A run that diverges or reaches ``target`` leaves the batch; the others go
     on.
+
+    ``graph`` (GPU only, as for :func:`run`): None (the default) records a round of the batch
+    as a CUDA graph and replays it for the rounds after (participants and oracle draws made on
+    the host as without it, copied into the recorded buffers before each replay; the batch
+    recorded again after runs leave it); True requires it (refused with the reason where it
+    cannot be); False never. Each trace's ``meta["graph"]`` says what happened.
     """
     check_common(rounds, target, log_every)
+    check(
+        graph is None or isinstance(graph, bool),
+        f"graph must be None, True or False, got {graph!r}",
+    )
     who = participants(problem, method, participation, rounds)
     check(
         who.schedule is None,
@@ -90,6 +102,7 @@ def run_batch(
             chunk_bytes,
             progress,
             threads,
+            graph,
         )
 
 
@@ -107,8 +120,15 @@ def _run_batch(
     chunk_bytes: float,
     progress: bool,
     threads: int | None,
+    graph: bool | None,
 ) -> list[Trace]:
     N, xp, S = problem.N, problem.xp, who.S
+    graph_reason = (
+        replay_graph.reason_not(problem, method, who, oracle, rounds)
+        if graph is not False
+        else "off (graph=False)"
+    )
+    replay_graph.require(graph_reason if graph is not False else "", graph)
     ref = problem.reference
     theta = start(problem, theta0)
     scale = max(1.0, float(np.linalg.norm(ref.theta_star)))
@@ -132,20 +152,19 @@ def _run_batch(
     bar = _progress(rounds, f"{method.name} x {len(seeds)} seeds") if progress else None
     compiled_draw = type(who) is Participation and who.schedule is None and S < N
     checks = DeferredChecks()
+    engine = _Rounds(problem, method, oracle, S, graph_reason, graph, checks)
     for t in range(1, rounds + 1):
         B = len(alive)
+        gens = [rngs[b] for b in alive]
         # participation first, per run; a seeded draw of S < N clients (Participation.draw's
         # sorted choice) is made for all runs in one compiled call, bit for bit the same
         if compiled_draw:
-            clients = choice_sorted([rngs[b] for b in alive], N, S).reshape(-1)
+            clients = choice_sorted(gens, N, S).reshape(-1)
         else:
-            draws = [who.draw(t, rngs[b]) for b in alive]
+            draws = [who.draw(t, g) for g in gens]
             clients = np.concatenate([np.arange(N) if c is None else c for c in draws])
-        ctx = round_context(
-            problem, clients, rng=[rngs[b] for b in alive], oracle=oracle, runs=B, batched=True
-        )
         sync = t % log_every == 0 or t == rounds  # on a GPU: no host round trip in between
-        state, info, sec = timed_round(method, ctx, state, checks=checks, sync=sync)
+        state, info, sec = engine.round(t, rounds - t, clients, gens, state, sync)
         seconds += sec
         if t == 1:
             _add_counts(totals, setup, alive)
@@ -167,13 +186,89 @@ def _run_batch(
             if not alive:
                 break
             state = _take(state, np.asarray(keep), B, xp)
+            engine.drop()  # recorded for B runs: the rest are recorded anew
     if bar is not None:
         bar.close()
     for tr in traces:
+        tr.meta["graph"] = engine.describe()
         if tr.status == "completed":
             tr.status = metrics.settled_status(tr["dist_to_opt"], scale)
         tr.meta["status"] = tr.status
     return traces
+
+
+class _Rounds:
+    """The batch's rounds: as usual, or (GPU, :mod:`.graph`) on device buffers of the
+    participants and draws (:class:`.graph.Inputs`) from the round before the recording, then
+    recorded once and replayed; after runs leave (:meth:`drop`), recorded again."""
+
+    def __init__(
+        self,
+        problem: FederatedProblem,
+        method: Method,
+        oracle: Any,
+        S: int,
+        why: str,
+        graph: bool | None,
+        checks: DeferredChecks,
+    ) -> None:
+        self.problem, self.method, self.oracle, self.S = problem, method, oracle, S
+        self.why, self.graph, self.checks = why, graph, checks
+        self.replay: Any = None
+        self.inputs: Any = None
+        self.replayed = False
+
+    def round(
+        self, t: int, left: int, clients: np.ndarray, gens: list[Any], state: Any, sync: bool
+    ) -> tuple[Any, Any, float]:
+        """Round t (``left`` rounds after it) of the alive runs (their generators ``gens``):
+        (state, info, seconds)."""
+        if not self.why and self.inputs is None and left >= 1:
+            self.inputs = replay_graph.Inputs(
+                self.problem, self.oracle, gens, len(gens), self.S, True
+            )
+        inputs = self.inputs
+        if inputs is not None:
+            inputs.load(t, clients)
+        recording = 0.0
+        if inputs is not None and self.replay is None and inputs.warm:
+            self.replay, note, recording = replay_graph.record(
+                self.method, None, state, inputs, self.graph, t, clients
+            )
+            if self.replay is None:
+                self.why, self.inputs = note, None
+        if self.replay is not None:
+            self.replayed = True
+            seconds = recording + self.replay.run(sync)
+            if sync:
+                self.checks.check()
+                self.replay.check()
+            return self.replay.state, self.replay.info, seconds
+        inputs = self.inputs
+        ctx = (
+            inputs.context()
+            if inputs is not None
+            else round_context(
+                self.problem, clients, rng=gens, oracle=self.oracle, runs=len(gens), batched=True
+            )
+        )
+        # synchronised when on the buffers: a failure is named by the participants held
+        # there, which the next round overwrites
+        state, info, seconds = timed_round(
+            self.method, ctx, state, checks=self.checks, sync=sync or inputs is not None
+        )
+        if inputs is not None:
+            inputs.warm = True
+        return state, info, seconds + recording
+
+    def drop(self) -> None:
+        self.replay = self.inputs = None
+
+    def describe(self) -> str | None:
+        """The traces' ``meta["graph"]``: None on NumPy, "replayed", or why not."""
+        if self.problem.xp is np:
+            return None
+        return "replayed" if self.replayed else self.why or "not recorded"
 
 
 def _log_row(

@@ -10,8 +10,13 @@ decides whether a run qualifies and :class:`Replay` does the recording.
 A run qualifies (:func:`reason_not`) when
 
 - the problem is on CuPy;
-- every client takes part in every round and the oracle is the exact one (a replayed round
-  draws nothing, so the host generator must have nothing to draw);
+- every round has the same number of participants (full participation or a seeded S; an
+  explicit schedule may change the size from round to round). What changes from round to
+  round is read from device buffers the graph was recorded on (:class:`Inputs`): the
+  participants (drawn on the host, as an unrecorded round draws them, and copied in before
+  each replay) and a stochastic oracle's draws (a :class:`~fedtheory.oracles.DrawTape`:
+  each call's draws made on the host, call by call in the recorded order, from the same
+  generators). The participants' weights and slots are computed inside the graph;
 - the method state is a NamedTuple of arrays, None and :class:`~fedtheory.methods.fednl.Current`
   tokens, and the recorded round returns one of the same type with arrays of the same shapes
   where the input had arrays (the round's outputs are copied into the input's buffers at the
@@ -30,11 +35,14 @@ What a replay keeps exact:
   share memory with a temporary of an earlier step of the round;
 - failed factorisations: each factorisation status the round leaves on the device
   (:class:`~fedtheory.linalg.DeferredChecks`) is OR-ed, inside the graph, into a status of its
-  own that no replay resets; :meth:`Replay.check` reads them back at each synchronisation and
-  raises the FactorizationError naming the client, as an unrecorded round would;
+  own that no replay resets (with :class:`Inputs`: the number of the first round that failed
+  there and the client it named, kept per position); :meth:`Replay.check` reads them back at
+  each synchronisation and raises the FactorizationError naming the client of the earliest
+  failure, as an unrecorded round would;
 - counts: the recorded round's RoundInfo (its arrays, such as FedPM's P_i, are the graph's own
-  buffers, rewritten by every replay) stands for every replayed round: with full participation
-  and the exact oracle the counts do not change from round to round.
+  buffers, rewritten by every replay) stands for every replayed round: a recordable round's
+  counts depend only on the number of participants and the hyperparameters (a count read from
+  the device would be a host round trip, which cannot be recorded).
 
 Bits: a replay runs the same kernels on the same buffers as the recorded round would, so a
 replayed run equals the unrecorded run bit for bit (tests/test_graph.py, on a GPU).
@@ -42,6 +50,7 @@ replayed run equals the unrecorded run bit for bit (tests/test_graph.py, on a GP
 
 from __future__ import annotations
 
+import functools
 import time
 from typing import Any
 
@@ -49,9 +58,9 @@ import numpy as np
 
 from ..errors import FedTheoryError, check
 from ..linalg import DeferredChecks, _raise
-from ..methods.base import Method, RoundContext, RoundInfo
+from ..methods.base import Method, RoundContext, RoundInfo, round_context
 from ..methods.fednl import Current
-from ..oracles import Exact
+from ..oracles import DrawTape
 
 #: Rounds a run needs for a recording to pay: round 1 runs as usual (it compiles the kernels
 #: and books the method's setup), round 2 is recorded, rounds 2.. are replayed.
@@ -63,10 +72,8 @@ def reason_not(problem: Any, method: Method, who: Any, oracle: Any, rounds: int 
     docstring); ``who`` is the run's Participation."""
     if problem.xp is np:
         return "the problem is on NumPy"
-    if not who.full_every_round:
-        return "partial participation draws clients on the host every round"
-    if not isinstance(oracle, Exact):
-        return f"the {getattr(oracle, 'name', oracle)!r} oracle draws on the host every round"
+    if who.schedule is not None and not who.full_every_round:
+        return "a participation schedule (its rounds may differ in size)"
     if rounds is not None and rounds < MIN_ROUNDS:
         return f"{rounds} rounds (a recording pays from {MIN_ROUNDS} rounds)"
     return ""
@@ -102,6 +109,62 @@ class NotRecordable(FedTheoryError):
     """The round cannot be recorded as a graph (the message says why)."""
 
 
+def needs_inputs(who: Any, oracle: Any) -> bool:
+    """Whether a recorded round of this run reads per-round :class:`Inputs` (participants
+    that change, or an oracle that draws), or nothing but the state."""
+    return not who.full_every_round or getattr(oracle, "name", "exact") != "exact"
+
+
+class Inputs:
+    """What a replayed round reads that changes from round to round.
+
+    ``buffer`` holds the participants (run-major for a batch: ``runs * S`` client ids) and,
+    last, the round's number; :meth:`load` copies round t's in (one host-to-device copy)
+    and makes the round's oracle draws into the tape's buffers (:class:`DrawTape`).
+    :meth:`context` is the round's context on these buffers (its weights and slots computed
+    on the device, inside the recording). ``S`` None: every client in every round (one run;
+    ``clients`` is then None). Also used, not recording, for the round before the recording,
+    so that its kernels are compiled before the capture.
+    """
+
+    def __init__(
+        self, problem: Any, oracle: Any, rng: Any, runs: int, S: int | None, batched: bool
+    ) -> None:
+        import cupy
+
+        self.problem, self.oracle, self.runs, self.batched = problem, oracle, runs, batched
+        m = 0 if S is None else runs * S
+        self.buffer = cupy.zeros(m + 1, dtype=cupy.int64)  # outside any recording's pool
+        self.clients = None if S is None else self.buffer[:m]
+        self.round_no = self.buffer[m:]
+        self.tape = DrawTape(problem, rng, self.clients)
+        self.warm = False  # a round has run on these buffers (its kernels are compiled)
+
+    def context(self) -> RoundContext:
+        return round_context(
+            self.problem,
+            self.clients,
+            rng=self.tape,
+            oracle=self.oracle,
+            runs=self.runs,
+            batched=self.batched,
+        )
+
+    def load(self, t: int, clients: np.ndarray | None) -> None:
+        """Round t's participants (host ids, None: all) and oracle draws into the buffers."""
+        host = np.empty(self.buffer.size, dtype=np.int64)
+        if self.clients is not None:
+            check(
+                clients is not None and clients.size == self.clients.size,
+                f"round {t} has {0 if clients is None else clients.size} participants, the "
+                f"recorded round {self.clients.size}",
+            )
+            host[:-1] = clients
+        host[-1] = t
+        self.buffer.set(host)
+        self.tape.draw(clients)
+
+
 class Replay:
     """One round of ``method`` recorded as a CUDA graph on the buffers of ``state``.
 
@@ -117,7 +180,9 @@ class Replay:
     keep a reference to it while those arrays are read (:class:`.loop.Step` does).
     """
 
-    def __init__(self, method: Method, ctx: RoundContext, state: Any) -> None:
+    def __init__(
+        self, method: Method, ctx: RoundContext | None, state: Any, inputs: Inputs | None = None
+    ) -> None:
         import cupy
 
         fields = _fields(state)
@@ -128,7 +193,9 @@ class Replay:
             )
         tokens = [v for v in fields if isinstance(v, Current)]
         marks = [t.current for t in tokens]
-        cached = set(vars(ctx.problem))
+        problem = inputs.problem if inputs is not None else ctx.problem  # type: ignore[union-attr]
+        cached = set(vars(problem))
+        self.inputs = inputs
         self.pool = cupy.cuda.MemoryPool()  # the graph's buffers, never lent to other arrays
         stream = cupy.cuda.Stream(non_blocking=True)
         checks = DeferredChecks()
@@ -136,25 +203,32 @@ class Replay:
             with cupy.cuda.using_allocator(self.pool.malloc), stream:
                 stream.begin_capture()
                 try:
+                    if inputs is not None:  # the context on the buffers, built in the graph
+                        inputs.tape.recording = True
+                        ctx = inputs.context()
                     theta_before = state.theta.copy()
                     with checks.active():
                         new, info = method.round(ctx, state)
                     self._copy_back(method, state, new)
-                    statuses = [
-                        (self._sticky(cupy, entry[0]), *entry[1:]) for entry in checks.pending
-                    ]
+                    statuses = [self._status(cupy, *entry) for entry in checks.pending]
                 except BaseException:
                     _abandon(stream)  # end the capture; the round's own error is the reason
                     raise
+                finally:
+                    if inputs is not None:
+                        inputs.tape.recording = False
                 graph = stream.end_capture()  # an invalidated capture raises here
-            if not set(vars(ctx.problem)) <= cached:  # filled by kernels never run
+            if not set(vars(problem)) <= cached:  # filled by kernels never run
                 raise NotRecordable(
                     f"the {method.name} round built a cache on the problem while it was recorded"
                 )
             for status in statuses:
-                status[0].fill(0)  # outside the graph: set once, OR-ed into by every replay
+                for acc in status[0]:
+                    acc.fill(0)  # outside the graph: set once, written by every replay
             graph.upload(cupy.cuda.get_current_stream())
         except Exception as exc:
+            if inputs is not None:
+                inputs.tape.entries.clear()
             for token, mark in zip(tokens, marks, strict=True):  # the round consumed nothing
                 token.current = mark
             if isinstance(exc, NotRecordable):
@@ -164,6 +238,7 @@ class Replay:
                 f"the {method.name} round could not be recorded ({type(exc).__name__}: {first})"
             ) from None
         self.graph = graph
+        self.ctx: RoundContext = ctx  # type: ignore[assignment]
         self.statuses = statuses
         self.info: RoundInfo = info
         self.state = type(new)(
@@ -202,15 +277,23 @@ class Replay:
         for _, old, v in pairs:
             cupy.copyto(old, v)
 
-    @staticmethod
-    def _sticky(cupy: Any, info: Any) -> Any:
-        """A status of the graph's own that every replay ORs ``info`` into. It is allocated
-        from the default pool, not the recording's: there it could take the place of a
-        temporary freed earlier in the round, which every replay would write into again."""
-        mem = cupy.get_default_memory_pool().malloc(info.nbytes)  # not written while recording
-        acc = cupy.ndarray(info.shape, info.dtype, mem)
-        cupy.bitwise_or(acc, info, out=acc)
-        return acc
+    def _status(
+        self, cupy: Any, info: Any, ndim: int, labels: Any, what: str, hint: str
+    ) -> tuple[Any, ...]:
+        """The statuses of the graph's own that every replay writes ``info`` into (inside
+        the recording): without :class:`Inputs`, one OR-ed with ``info``; with them, the
+        number of the first round that failed at each position and the client named there
+        (``labels`` on the device, or positions into host ``labels``)."""
+        if self.inputs is None:
+            acc = _persistent(cupy, info.shape, info.dtype)
+            cupy.bitwise_or(acc, info, out=acc)
+            return ((acc,), ndim, labels, what, hint)
+        first = _persistent(cupy, info.shape, cupy.int64)
+        named = _persistent(cupy, info.shape, cupy.int64)
+        device_labels = _is_array(labels) and labels.shape == info.shape
+        who = labels if device_labels else cupy.arange(info.size, dtype=cupy.int64)
+        _first_failure()(info, self.inputs.round_no, who.reshape(info.shape), first, named)
+        return ((first, named), ndim, None if device_labels else labels, what, hint)
 
     def run(self, sync: bool) -> float:
         """One replayed round, queued on the current stream (as every other kernel of the
@@ -228,10 +311,69 @@ class Replay:
     def check(self) -> None:
         """After a synchronisation: raise the FactorizationError of the first failed
         factorisation of any replayed round so far, naming the client."""
-        for acc, ndim, labels, what, hint in self.statuses:
-            bad = acc.ravel().nonzero()[0]
+        if self.inputs is None:
+            for (acc,), ndim, labels, what, hint in self.statuses:
+                bad = acc.ravel().nonzero()[0]
+                if bad.size:
+                    _raise(ndim, int(bad[0]), labels, what, hint)
+            return
+        worst = None  # (round, order of the factorisation in the round, position)
+        for order, ((first, _), *_rest) in enumerate(self.statuses):
+            rounds = first.ravel().get()
+            bad = rounds.nonzero()[0]
             if bad.size:
-                _raise(ndim, int(bad[0]), labels, what, hint)
+                pos = int(bad[np.argmin(rounds[bad])])  # the lowest position of that round
+                worst = min(worst or (np.inf, 0, 0), (int(rounds[pos]), order, pos))
+        if worst is not None:
+            _, order, pos = worst
+            (_, named), ndim, labels, what, hint = self.statuses[order]
+            who = int(named.ravel()[pos].get())
+            _raise(ndim, who if labels is None else pos, labels, what, hint)
+
+
+def record(
+    method: Method,
+    ctx: RoundContext | None,
+    state: Any,
+    inputs: Inputs | None,
+    graph: bool | None,
+    t: int,
+    clients: np.ndarray | None,
+) -> tuple[Replay | None, str, float]:
+    """Record round t on a copy of ``state`` (:func:`own_state`): (the replay, "", seconds),
+    or (None, why not, seconds); ``graph=True`` raises instead. With ``inputs``, round t's
+    draws are then made into the recorded buffers (the recording made none)."""
+    clock = time.perf_counter()
+    try:
+        replay = Replay(method, ctx, own_state(state), inputs)
+    except NotRecordable as exc:
+        require(str(exc), graph)
+        return None, str(exc), time.perf_counter() - clock
+    if inputs is not None:
+        inputs.load(t, clients)
+    return replay, "", time.perf_counter() - clock
+
+
+def _persistent(cupy: Any, shape: tuple, dtype: Any) -> Any:
+    """A device array allocated from the default pool, not the recording's: there it could
+    take the place of a temporary freed earlier in the round, which every replay would write
+    into again. Not written while recording."""
+    nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    return cupy.ndarray(shape, dtype, cupy.get_default_memory_pool().malloc(nbytes))
+
+
+@functools.cache
+def _first_failure() -> Any:
+    """(info, round, who) -> (first, named): where a factorisation failed (info != 0) and no
+    earlier replay failed there, the round's number and the client named at that position."""
+    import cupy
+
+    return cupy.ElementwiseKernel(
+        "T info, raw int64 t, int64 who",
+        "int64 first, int64 named",
+        "if (first == 0 && info != 0) { first = t[0]; named = who; }",
+        "fedtheory_first_failure",
+    )
 
 
 def describe(

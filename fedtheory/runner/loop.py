@@ -123,21 +123,32 @@ def iterate(
         state, setup = method.start(problem, start(problem, theta0))
     t = 0
     checks = DeferredChecks()
-    replay = None
+    replay = inputs = None
+    if graph is not False and not why and replay_graph.needs_inputs(who, oracle):
+        # what changes between rounds, read from device buffers from round 1 on (so that
+        # round 1 compiles every kernel the recording of round 2 will use)
+        inputs = replay_graph.Inputs(
+            problem, oracle, rng, 1, who.S if who.S != problem.N else None, False
+        )
     while rounds is None or t < rounds:
         t += 1
         sync = t % sync_every == 0 or t == rounds
         note, recording = "", 0.0
+        clients = who.draw(t, rng)
+        if inputs is not None:
+            inputs.load(t, clients)  # after the recording's draws of the round it replays
         if replay is None:
-            ctx = round_context(problem, who.draw(t, rng), rng=rng, oracle=oracle)
-            if t == 2 and graph is not False and not why:
-                clock = time.perf_counter()
-                try:
-                    replay = replay_graph.Replay(method, ctx, replay_graph.own_state(state))
-                except replay_graph.NotRecordable as exc:
-                    replay_graph.require(str(exc), graph)
-                    why = note = str(exc)
-                recording = time.perf_counter() - clock  # booked with round 2
+            ctx = _context(problem, clients, rng, oracle, inputs)
+            if t == 2 and graph is not False and not why:  # its time booked with round 2
+                replay, note, recording = replay_graph.record(
+                    method, ctx, state, inputs, graph, t, clients
+                )
+                why = note
+                if replay is None:  # round 2 and the rest run as usual
+                    inputs = None
+                    ctx = _context(problem, clients, rng, oracle, inputs)
+                else:
+                    ctx = replay.ctx
         if replay is not None:
             seconds = recording + replay.run(sync)
             if sync:  # round 1's factorisations first (when round 1 was not synchronised)
@@ -148,7 +159,10 @@ def iterate(
             )
             continue
         before = state
-        state, info, seconds = timed_round(method, ctx, state, checks=checks, sync=sync)
+        # synchronised when on the buffers: a failure is named by the participants held there
+        state, info, seconds = timed_round(
+            method, ctx, state, checks=checks, sync=sync or inputs is not None
+        )
         seconds += recording
         if setup is not None:
             info, setup = info.plus(setup), None
@@ -302,6 +316,15 @@ def _run(
         trace.status = metrics.settled_status(trace["dist_to_opt"], scale)
     trace.meta["status"] = trace.status
     return trace
+
+
+def _context(
+    problem: FederatedProblem, clients: Any, rng: Any, oracle: Any, inputs: Any
+) -> RoundContext:
+    """The round's context: on the buffers of ``inputs`` (:class:`.graph.Inputs`) or as usual."""
+    if inputs is not None:
+        return inputs.context()
+    return round_context(problem, clients, rng=rng, oracle=oracle)
 
 
 def timed_round(
