@@ -235,7 +235,7 @@ def test_integers_rows_on_threads_equal_each_runs_integers(monkeypatch, twice):
     want = None
     if twice:  # the serial loop: rows in their order, each from its run's generator
         ours[1], theirs[1] = ours[0], theirs[0]
-        want = np.stack([theirs[r].integers(0, h, size=3) for r, h in zip(runs, high)])
+        want = np.stack([theirs[r].integers(0, h, size=3) for r, h in zip(runs, high, strict=True)])
     else:
         want = _numpy_rows(theirs, runs, high, 3)
     assert_array_equal(integers_rows(ours, runs, high, 3), want)

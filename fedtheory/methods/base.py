@@ -175,6 +175,14 @@ class RoundContext:
         tape = rng if isinstance(rng, DrawTape) else None
         if tape is not None:
             rng = tape.rng
+            if not tape.recording:  # on the runner's buffers, not recorded: draw as usual
+                host = tape.host_clients
+                clients = host if sub is None or host is None else host[sub]
+                if host is None and sub is not None:
+                    clients = np.arange(self.problem.N)[sub]
+                tape = None
+            else:
+                check(sub is None, "a recorded round evaluates all its participants at once")
         if self.batched:
             rows = np.arange(self.m) if sub is None else np.asarray(sub)
             rng = RunDraws(rng, rows // self.S)
