@@ -755,11 +755,14 @@ _CHOL_WARP_SOURCE = r"""
    A block kernel spends most of a small matrix's time in barriers and idle threads (n = 50:
    64,000 matrices took 16.9 ms, H200). Here each warp holds its matrix's packed upper
    triangle in its own part of shared memory and its right-hand side in registers (lane l
-   holds rows l, l + 32, ...). Pivot k: the lanes own the columns c = l + 32 g; each lane
-   keeps U[k][c] in a register and updates its columns of the rows k < r <= c, the
-   multiplier U[k][r] / U[k][k] read by every lane at once (a broadcast). Compiled per
+   holds rows l, l + 32, ...); the lanes own the columns c = l + 32 g. Panels of NB pivots:
+   the panel's rows are eliminated among themselves pivot by pivot; then every row below
+   gets the panel's NB updates at once (the panel's U[k][c] in registers, the multipliers
+   U[k][r] / U[k][k] read by every lane at once), one read and one write of each entry per
+   panel instead of per pivot (shared memory's bandwidth bounds this kernel). Compiled per
    G = ceil(n / 32) (-DG=...) and WARPS (-DWARPS=...). */
 #define FULL 0xffffffffu
+#define NB 8
 
 __device__ __forceinline__ double* packed_row(double* U, int r, int n) {
     return U + (r * n - r * (r + 1) / 2);  /* [c] = U[r][c], c >= r */
@@ -806,29 +809,60 @@ extern "C" __global__ void __launch_bounds__(32 * WARPS) chol_solve_warp(
     for (int g = 0; g < G; ++g) yr[g] = lane + 32 * g < n ? b[m * n + lane + 32 * g] : 0.0;
     __syncwarp();
     int bad = 0;
-    for (int k = 0; k < n; ++k) {
-        const double* Uk = packed_row(U, k, n);
-        const double akk = Uk[k];
-        if (!(akk > 0.0)) {  /* the same in every lane */
-            bad = k + 1;
-            break;
-        }
-        const double s = 1.0 / akk;
-        if (lane == 0) inv[k] = s;
-        const double yk = __shfl_sync(FULL, pick(yr, k >> 5), k & 31);
-        double ukc[G];
+    for (int k0 = 0; k0 < n && !bad; k0 += NB) {
+        const int k1 = min(k0 + NB, n);
+        /* the panel: its rows eliminated among themselves, pivot by pivot (and y, all rows) */
+        for (int k = k0; k < k1; ++k) {
+            const double* Uk = packed_row(U, k, n);
+            const double akk = Uk[k];
+            if (!(akk > 0.0)) {  /* the same in every lane */
+                bad = k + 1;
+                break;
+            }
+            const double s = 1.0 / akk;
+            if (lane == 0) inv[k] = s;
+            const double yk = __shfl_sync(FULL, pick(yr, k >> 5), k & 31);
 #pragma unroll
-        for (int g = 0; g < G; ++g) {
-            const int c = lane + 32 * g;
-            ukc[g] = c > k && c < n ? Uk[c] : 0.0;
-            if (c > k && c < n) yr[g] -= ukc[g] * s * yk;
-        }
-#pragma unroll
-        for (int g = 0; g < G; ++g) {  /* chunk g's columns reach row 32 g + 31 at most */
-            const int c = lane + 32 * g, last = min(n - 1, 32 * g + 31);
-            for (int r = k + 1; r <= last; ++r) {
+            for (int g = 0; g < G; ++g) {
+                const int c = lane + 32 * g;
+                if (c > k && c < n) yr[g] -= Uk[c] * s * yk;
+            }
+            for (int r = k + 1; r < k1; ++r) {
                 const double f = Uk[r] * s;
-                if (c >= r && c < n) packed_row(U, r, n)[c] -= f * ukc[g];
+                double* Ur = packed_row(U, r, n);
+#pragma unroll
+                for (int g = 0; g < G; ++g) {
+                    const int c = lane + 32 * g;
+                    if (c >= r && c < n) Ur[c] -= f * Uk[c];
+                }
+            }
+            __syncwarp();
+        }
+        if (bad) break;
+        /* the rows below: the panel's NB updates at once, U[k][c] of the panel in registers,
+           one read and one write of each entry */
+        double pk[NB][G];
+#pragma unroll
+        for (int j = 0; j < NB; ++j)
+#pragma unroll
+            for (int g = 0; g < G; ++g) {
+                const int c = lane + 32 * g;
+                pk[j][g] = k0 + j < k1 && c < n ? packed_row(U, k0 + j, n)[c] : 0.0;
+            }
+        for (int r = k1; r < n; ++r) {
+            double f[NB];
+#pragma unroll
+            for (int j = 0; j < NB; ++j)
+                f[j] = k0 + j < k1 ? packed_row(U, k0 + j, n)[r] * inv[k0 + j] : 0.0;
+            double* Ur = packed_row(U, r, n);
+#pragma unroll
+            for (int g = 0; g < G; ++g) {
+                const int c = lane + 32 * g;
+                if (32 * g + 31 < r) continue;  /* the whole chunk left of the diagonal */
+                double acc = 0.0;
+#pragma unroll
+                for (int j = 0; j < NB; ++j) acc += f[j] * pk[j][g];
+                if (c >= r && c < n) Ur[c] -= acc;
             }
         }
         __syncwarp();

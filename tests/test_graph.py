@@ -277,14 +277,15 @@ def test_a_replayed_batch_is_the_unrecorded_batch_bit_for_bit(S, oracle):
         else:
             reasons[(name, str(params))] = tried[0].meta["graph"]
     assert MUST_REPLAY_VARYING <= replayed, reasons
-    # runs leaving the batch at different rounds
+    # runs leaving the batch at different rounds: a target that some runs reach (each run's
+    # best logged error, the median over the runs)
     method = make_method("fedpac")
-    finals = [t.final["rel_dist"] for t in run_batch(problem, method, 9, graph=False, **kw)]
-    target = float(np.median(finals))
-    kw["target"] = target
+    plain = run_batch(problem, method, 9, graph=False, **kw)
+    kw["target"] = float(np.median([min(t["rel_dist"]) for t in plain]))
     plain = run_batch(problem, method, 9, graph=False, **kw)
     tried = run_batch(problem, method, 9, graph=True, **kw)
-    assert {t.status for t in plain} == {"reached_target", "completed"}
+    statuses = {t.status for t in plain}
+    assert "reached_target" in statuses and len(statuses) > 1, statuses
     for a, b in zip(plain, tried, strict=True):
         _rows_equal(a, b)
 
