@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import ctypes
 from collections.abc import Sequence
+from typing import Any
 
 import llvmlite.binding as _llvm
 import numba as nb
@@ -260,10 +261,26 @@ def _integers_rows_parallel(
 PARALLEL_DRAWS = 1 << 16
 
 
+#: The last generators whose states were looked up, and their states: a batch asks for the
+#: same generators every round (1.4 us per generator to look up; 1000 seeds: 1.4 ms a round).
+#: Holding the generators keeps their states alive at those addresses.
+_LAST: list[Any] = [(), None]
+
+
 def _states(generators: Sequence[np.random.Generator]) -> np.ndarray:
     """The state addresses (uint64) of PCG64 generators; an error names any other. A PCG64
     object (the exact class) draws through its module's C functions, the ones compiled in
     here: its C constructor sets them and nothing in Python can change them."""
+    last, states = _LAST
+    if len(last) == len(generators) and all(a is b for a, b in zip(last, generators, strict=True)):
+        return states
+    states = _lookup_states(generators)
+    states.flags.writeable = False
+    _LAST[:] = [tuple(generators), states]
+    return states
+
+
+def _lookup_states(generators: Sequence[np.random.Generator]) -> np.ndarray:
     bgs = [g.bit_generator if isinstance(g, np.random.Generator) else None for g in generators]
     for b, bg in enumerate(bgs):
         if type(bg) is not np.random.PCG64:

@@ -142,9 +142,8 @@ def _run_batch(
     setup = per_run_info([first_setup] * len(seeds))  # booked with round 1
     totals = {key: np.zeros(len(seeds)) for key in metrics.new_totals()}  # per run
     seconds = 0.0
-    traces = [
-        Trace(meta=metrics.meta(problem, method, rounds, S, s, oracle, threads)) for s in seeds
-    ]
+    common = metrics.meta(problem, method, rounds, S, seeds[0], oracle, threads)
+    traces = [Trace(meta=_with_seed(common, s)) for s in seeds]
     for b, p in enumerate(metrics.points_batch(problem, state.theta, chunk_bytes)):
         traces[b].rows.append(
             metrics.row(0, p, ref, scale, 0, _of_run(totals, b), N, 0.0, math.nan)
@@ -300,9 +299,19 @@ def _log_row(
 def _add_counts(totals: dict[str, Any], info: Any, alive: list[int]) -> None:
     """Add a batched round's counts to each alive run's totals: an integer count is the total
     over the runs (the same for each), an array holds each run's own (see RoundInfo)."""
+    every = len(alive) == len(next(iter(totals.values())))
+    rows = slice(None) if every else np.asarray(alive)  # all runs: no index array per count
     for key, field in metrics.COUNTS:
         value = getattr(info, field)
-        totals[key][alive] += value if np.ndim(value) else value / len(alive)
+        totals[key][rows] += value if np.ndim(value) else value / len(alive)
+
+
+def _with_seed(meta: dict[str, Any], seed: int) -> dict[str, Any]:
+    """A run's metadata from another run's of the batch (the same but for the seed; its
+    nested dicts copied, so that no two traces share one)."""
+    out = {k: dict(v) if isinstance(v, dict) else v for k, v in meta.items()}
+    out["seed"] = seed
+    return out
 
 
 def _of_run(totals: dict[str, Any], b: int) -> dict[str, float]:
