@@ -2,9 +2,10 @@
 
     python benchmarks/gpu_fused_mutants.py          (on a GPU machine, repository root)
 
-Each mutant is one textual change to ``fedtheory/cuda_kernels.py`` or ``fedtheory/linalg.py``;
-the file is changed, the fused-kernel tests of ``tests/test_cuda_kernels.py`` run in a fresh
-process, and the file is restored. A mutant is "killed" when the tests fail. Prints one line
+Each mutant is one textual change to a file of the GPU path (the fused kernels, the deferred
+status, the recorded rounds' draws and failure naming); the file is changed, the mutant's tests
+(by default the fused-kernel tests of ``tests/test_cuda_kernels.py``) run in a fresh process,
+and the file is restored. A mutant is "killed" when the tests fail. Prints one line
 per mutant; exits 1 if any mutant survives.
 """
 
@@ -53,12 +54,38 @@ MUTANTS = [
         "        pending.append((status, P.ndim, labels, what, hint))\n",
         "        pass\n",
     ),
+    (
+        "warp_panel_update_drops_a_pivot",
+        "fedtheory/cuda_kernels.py",
+        "for (int j = 0; j < NB; ++j) acc += f[j] * pk[j][g];",
+        "for (int j = 0; j < NB - 1; ++j) acc += f[j] * pk[j][g];",
+    ),
+    (
+        "warp_status_off_by_one",
+        "fedtheory/cuda_kernels.py",
+        "                bad = k + 1;\n                break;",
+        "                bad = k;\n                break;",
+    ),
+    (
+        "replay_names_the_round_not_the_client",
+        "fedtheory/runner/graph.py",
+        "{ first = t[0]; named = who; }",
+        "{ first = t[0]; named = t[0]; }",
+        ["tests/test_graph.py", "-k", "with_draws_names_the_client"],
+    ),
+    (
+        "replay_draws_not_copied_in",
+        "fedtheory/oracles.py",
+        "            out.set(np.ascontiguousarray(host, dtype=out.dtype))\n",
+        "            pass\n",
+        ["tests/test_graph.py", "-x", "-k", "a_replayed_run_with_draws"],
+    ),
 ]
 
 
 def main() -> int:
     survived = 0
-    for name, rel, old, new in MUTANTS:
+    for name, rel, old, new, *tests in MUTANTS:
         path = ROOT / rel
         text = path.read_text()
         if text.count(old) != 1:
@@ -68,7 +95,15 @@ def main() -> int:
         try:
             path.write_text(text.replace(old, new))
             proc = subprocess.run(
-                [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *TESTS],
+                [
+                    sys.executable,
+                    "-m",
+                    "pytest",
+                    "-q",
+                    "-p",
+                    "no:cacheprovider",
+                    *(tests or [TESTS])[0],
+                ],
                 cwd=ROOT,
                 capture_output=True,
                 text=True,
