@@ -67,6 +67,13 @@ MUTANTS = [
         "                bad = k;\n                break;",
     ),
     (
+        "ema_contracted_to_fma",
+        "fedtheory/cuda_kernels.py",
+        '"out = __dadd_rn(__dmul_rn(th, rho), __dmul_rn(rest, h));",',
+        '"out = th * rho + rest * h;",',
+        ["tests/test_cuda_kernels.py", "-k", "curvature_average"],
+    ),
+    (
         "replay_names_the_round_not_the_client",
         "fedtheory/runner/graph.py",
         "{ first = t[0]; named = who; }",

@@ -928,3 +928,23 @@ logistic_terms = cupy.ElementwiseKernel(
     """,
     "fedtheory_logistic_terms",
 )
+
+
+# --------------------------------------------------------------- FedPAC's curvature average
+_ema = cupy.ElementwiseKernel(
+    "float64 th, float64 h, float64 rho, float64 rest",
+    "float64 out",
+    "out = __dadd_rn(__dmul_rn(th, rho), __dmul_rn(rest, h));",
+    "fedtheory_ema",
+)
+
+
+def ema(Th: Any, H: Any, rho: float) -> Any:
+    """rho Theta + (1 - rho) H for a CuPy stack H (Theta: the same stack or anything that
+    broadcasts to it), in one pass into a new stack: each product and the sum rounded as the
+    NumPy path rounds them (``__dmul_rn`` / ``__dadd_rn``: no fused multiply-add), so the
+    result is the same bits. :meth:`fedtheory.methods._local.HessianEMA.ema` on CuPy; a
+    batched FedPAC round at S = 64 made 61 launches of it (2.6 ms of 12, H200)."""
+    out = cupy.empty(H.shape, dtype=cupy.float64)
+    _ema(Th, H, float(rho), float(1 - rho), out)
+    return out
