@@ -49,6 +49,10 @@ CASES = [
     ("scaffold", {"K": 2, "eta": 0.2, "eta_g": 0.5}, "ridge"),
     ("fedpac", {"K": 2, "beta": 0.3, "rho": 0.5}, "logistic"),
     ("fedpac", {"K": 2, "align": False, "order": "use_then_update", "delta": 0.1}, "logistic"),
+    # the server's Theta, one per run, as each participant's Theta^0: broadcast in the average,
+    # repeated where it is a preconditioner itself (use_then_update; rho = 1)
+    ("fedpac", {"K": 2, "order": "use_then_update", "rho": 0.7}, "logistic"),
+    ("fedpac", {"K": 1, "rho": 1.0, "theta_init": "identity", "delta": 0.1}, "logistic"),
     ("fedpm", {"K": 2}, "logistic"),
     ("fedpm", {"K": 2, "server_memory": True}, "logistic"),
     ("fedpm", {"mixing_preconditioner": "end", "eta": 0.8}, "logistic"),

@@ -160,12 +160,18 @@ class HessianEMA:
     Theta_i^0 = ``Theta0`` (one row per participant; None: Theta_i^0 = H_i(theta), the step-0
     Hessian); P = Theta_i^{k+1} + delta I (``use_new``) or Theta_i^k + delta I; p = P^{-1} g.
     rho = 1 keeps Theta fixed and evaluates no Hessian (but the step-0 one that Theta0 = None
-    needs)."""
+    needs).
+
+    ``runs`` > 0 (a batched round of that many runs): ``Theta0`` holds one matrix per RUN,
+    (runs, d, d), the same for the run's participants; it is broadcast to them inside the
+    first average (no (m, d, d) copy of it; the same values), or repeated where it is itself a
+    preconditioner (rho = 1, or not ``use_new``)."""
 
     rho: float
     delta: float
     use_new: bool
     Theta0: Any = None
+    runs: int = 0
 
     def initial(self, ctx: RoundContext) -> Any:
         return EMAState(self.Theta0, None)
@@ -175,24 +181,34 @@ class HessianEMA:
 
     def update(self, ctx: RoundContext, state: EMAState, g: Any, H: Any, k: int) -> EMAState:
         Th = H if state.Theta is None else state.Theta
+        if (self.rho == 1 or not self.use_new) and self._per_run(Th, ctx.m):
+            Th = ctx.to_clients(Th)  # Th is (part of) a preconditioner itself: one per client
         Th_new = Th if self.rho == 1 else self.ema(Th, H)
         return EMAState(Th_new, add_diag(Th_new if self.use_new else Th, self.delta))
 
+    def _per_run(self, Th: Any, m: int) -> bool:
+        """Whether ``Th`` is a Theta0 of one matrix per run for m participants (``runs``)."""
+        return bool(self.runs) and Th.ndim == 3 and Th.shape[0] == self.runs != m
+
     def ema(self, Th: Any, H: Any) -> Any:
-        """rho Theta + (1 - rho) H for the stack H (m, d, d) (Theta: the same stack or one
-        matrix), written block by block into one new stack: no temporary of the stack's size."""
+        """rho Theta + (1 - rho) H for the stack H (m, d, d) (Theta: the same stack, one
+        matrix, or one per run), written block by block into one new stack: no temporary of
+        the stack's size."""
         xp = xp_of(H)
+        shape = H.shape
+        if self._per_run(Th, shape[0]):  # runs x S participants: each run's matrix broadcast
+            Th, H = Th[:, None], H.reshape(self.runs, -1, *H.shape[1:])
         if xp is not np:  # one fused pass, the same roundings (no multiply-add contraction)
             from ..cuda_kernels import ema
 
-            return ema(Th, H, self.rho)
+            return ema(Th, H, self.rho).reshape(shape)
         out = xp.empty_like(H)
         Th = xp.broadcast_to(Th, H.shape)
         for lo, hi in client_blocks(H):
             o = out[lo:hi]
             xp.multiply(Th[lo:hi], self.rho, out=o)  # the same bits as rho Th + (1 - rho) H
             o += (1 - self.rho) * H[lo:hi]
-        return out
+        return out.reshape(shape)
 
     def direction(self, ctx: RoundContext, state: EMAState, g: Any) -> tuple[Any, Any]:
         return spd_solve(

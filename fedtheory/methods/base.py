@@ -381,24 +381,22 @@ def round_context(
     """
     batched = runs > 1 if batched is None else batched
     check(batched or runs == 1, "a context of several runs is a batched one")
-    if on_device(clients, problem.xp):  # a recorded round's participants (runner.graph)
-        check(
-            clients.size % runs == 0, f"{clients.size} participants do not split into {runs} runs"
-        )
-        w = problem.weights[clients].reshape(runs, -1)
-        w = (w / w.sum(axis=1, keepdims=True)).reshape(-1)
-    elif clients is None and not batched:
+    if clients is None and not batched:
         w = problem.weights
     else:
         xp = problem.xp
-        clients = np.tile(np.arange(problem.N), runs) if clients is None else np.asarray(clients)
+        if not on_device(clients, xp):  # else a recorded round's participants (runner.graph)
+            clients = (
+                np.tile(np.arange(problem.N), runs) if clients is None else np.asarray(clients)
+            )
         check(
             clients.size % runs == 0, f"{clients.size} participants do not split into {runs} runs"
         )
         w = problem.weights[xp.asarray(clients)].reshape(runs, -1)
         w = (w / w.sum(axis=1, keepdims=True)).reshape(-1)
-        if not batched and clients.size == problem.N and (np.diff(clients) == 1).all():
-            clients, w = None, problem.weights  # all clients in order: full participation
+        if isinstance(clients, np.ndarray) and not batched and clients.size == problem.N:
+            if (np.diff(clients) == 1).all():  # all clients in order: full participation
+                clients, w = None, problem.weights
     if batched:
         rng = tuple(np.random.default_rng(0) for _ in range(runs)) if rng is None else rng
         gens = rng.rng if isinstance(rng, DrawTape) else rng

@@ -110,10 +110,12 @@ class FedPAC(Method):
     def round(self, ctx: RoundContext, state: FedPACState) -> tuple[FedPACState, RoundInfo]:
         d, m = ctx.problem.d, ctx.m
         shift = self.eta * self.beta * ctx.to_clients(state.gG)
-        Theta0 = None  # align=False: Theta_i^0 = H_i(theta)
-        if self.align:
-            Theta0 = ctx.problem.xp.broadcast_to(ctx.to_clients(state.Theta), (m, d, d))
-        curvature = HessianEMA(self.rho, self.delta, self.order == "update_then_use", Theta0)
+        Theta0, runs = None, 0  # align=False: Theta_i^0 = H_i(theta)
+        if self.align and ctx.batched:  # one per run, broadcast by the curvature (no copy)
+            Theta0, runs = state.Theta, ctx.runs
+        elif self.align:
+            Theta0 = ctx.problem.xp.broadcast_to(state.Theta, (m, d, d))
+        curvature = HessianEMA(self.rho, self.delta, self.order == "update_then_use", Theta0, runs)
         loc = local_steps(
             ctx,
             state.theta,
