@@ -716,9 +716,10 @@ def chol_solve(P: Any, b: Any, kind: str | None = None) -> tuple[Any, Any]:
     the failed pivot (x undefined there). Needs :func:`chol_solve_fits`.
 
     ``kind``: "block" (one thread block per matrix, :data:`_CHOL_SOURCE`), "warp" (one warp
-    per matrix, :data:`_CHOL_WARP_SOURCE`, n <= :data:`CHOL_WARP_MAX`) or None: the warp
-    kernel up to that size (64,000 matrices of n = 50: 16.9 ms as blocks, H200; see
-    BENCHMARKS.md, "Seventh session"), else the block kernel."""
+    per matrix, :data:`_CHOL_WARP_SOURCE`, n <= :data:`CHOL_WARP_MAX` where its blocks fit
+    shared memory) or None: the warp kernel where it applies, else the block kernel
+    (64,000 matrices of n = 50: 16.9 ms as blocks, 2.9 ms as warps, H200; BENCHMARKS.md,
+    "Seventh session")."""
     _float64_stack(P, "P")
     if P.ndim != 3 or P.shape[1] != P.shape[2] or b.shape != P.shape[:2]:
         raise ValueError(f"P (B, n, n) and b (B, n) do not match: {P.shape}, {b.shape}")
@@ -731,10 +732,13 @@ def chol_solve(P: Any, b: Any, kind: str | None = None) -> tuple[Any, Any]:
     if B == 0 or n == 0:
         return x, status
     if kind is None:
-        kind = "warp" if n <= CHOL_WARP_MAX else "block"
+        kind = "warp" if _chol_warp_fits(n) else "block"
     if kind == "warp":
-        if n > CHOL_WARP_MAX:
-            raise ValueError(f"the warp kernel solves n <= {CHOL_WARP_MAX}, got n = {n}")
+        if not _chol_warp_fits(n):
+            raise ValueError(
+                f"the warp kernel solves n <= {CHOL_WARP_MAX} whose {CHOL_WARPS} matrices per "
+                f"block fit shared memory, got n = {n}"
+            )
         _chol_solve_warp(P, b, x, status)
         return x, status
     if kind != "block":
@@ -899,10 +903,20 @@ def _chol_warp_kernel(device: int, groups: int) -> Any:
     return kernel
 
 
+def _chol_warp_smem(n: int) -> int:
+    return CHOL_WARPS * (n * (n + 1) // 2 + n) * 8
+
+
+def _chol_warp_fits(n: int) -> bool:
+    """n <= CHOL_WARP_MAX and the warp kernel's block (CHOL_WARPS matrices) fits the device's
+    shared memory (68.6 KB at n = 64: not on a GPU of 48 or 64 KiB per block)."""
+    return n <= CHOL_WARP_MAX and _chol_warp_smem(n) <= _shared_limit(cupy.cuda.Device().id)
+
+
 def _chol_solve_warp(P: Any, b: Any, x: Any, status: Any) -> None:
     B, n = P.shape[0], P.shape[-1]
     kernel = _chol_warp_kernel(cupy.cuda.Device().id, _chol_groups(n))
-    smem = CHOL_WARPS * (n * (n + 1) // 2 + n) * 8
+    smem = _chol_warp_smem(n)
     blocks = -(-B // CHOL_WARPS)
     kernel(
         (blocks,), (32 * CHOL_WARPS,), (P, b, x, status, np.int32(n), np.int64(B)), shared_mem=smem

@@ -20,10 +20,10 @@ in the generator's state and ``next_uint32`` keeps it there).
   S entries. Every bounded integer is ``random_bounded_uint64`` (Lemire's method on
   ``next_uint32`` for a range below 2**32, on ``next_uint64`` above it).
 - :func:`integers_rows`: ``g.integers(0, high[:, None], size=(m, b))`` for the rows of each
-  run, the rows of a minibatch oracle (:class:`fedtheory.oracles.Minibatch`). A large call
-  (:data:`PARALLEL_DRAWS` draws or more, distinct generators) spreads the runs over Numba's
-  threads (all cores, ``NUMBA_NUM_THREADS``): each generator still makes its own draws in
-  order, so the numbers and final states are the same.
+  run, the rows of a minibatch oracle (:class:`fedtheory.oracles.Minibatch`).
+
+Both look the generators' state addresses up once per list of generators (a batch asks for
+the same ones every round).
 
 The algorithms were read in NumPy's source (``numpy/random/_generator.pyx``,
 ``_bounded_integers.pyx.in``, ``src/distributions/distributions.c``) and are the same, line for
@@ -237,30 +237,6 @@ def _integers_rows(states: np.ndarray, runs: np.ndarray, high: np.ndarray, b: in
     return out
 
 
-@nb.njit(cache=True, nogil=True, parallel=True)
-def _integers_rows_parallel(
-    states: np.ndarray, order: np.ndarray, starts: np.ndarray, high: np.ndarray, b: int
-) -> np.ndarray:
-    """:func:`_integers_rows` with the runs spread over threads: run r's rows are
-    ``order[starts[r]:starts[r + 1]]`` (in their order), drawn from ITS generator only, so
-    each generator makes the same draws in the same order as in the serial loop."""
-    n = order.shape[0]
-    out = np.empty((n, b), dtype=np.int64)
-    for r in nb.prange(starts.shape[0] - 1):
-        state = states[r]
-        for p in range(starts[r], starts[r + 1]):
-            j = order[p]
-            rng = _U(high[j] - 1)
-            for k in range(b):
-                out[j, k] = _bounded(state, rng)
-    return out
-
-
-#: Draws in one :func:`integers_rows` call from which the runs are spread over threads (a
-#: batched minibatch oracle of 1000 runs x 64 clients x 8 rows: 512,000).
-PARALLEL_DRAWS = 1 << 16
-
-
 #: The last generators whose states were looked up, and their states: a batch asks for the
 #: same generators every round (1.4 us per generator to look up; 1000 seeds: 1.4 ms a round).
 #: Holding the generators keeps their states alive at those addresses.
@@ -346,11 +322,4 @@ def integers_rows(
         f"runs must index the {len(generators)} generators",
     )
     check(runs.size == 0 or high.min() >= 1, "every high must be >= 1 (high = 0 is an empty range)")
-    states = _states(generators)
-    if runs.size * b >= PARALLEL_DRAWS and np.unique(states).size == states.size:
-        # distinct generators: each run's rows on one thread, in order (the same draws)
-        order = np.argsort(runs, kind="stable")
-        starts = np.zeros(len(generators) + 1, dtype=np.int64)
-        np.cumsum(np.bincount(runs, minlength=len(generators)), out=starts[1:])
-        return _integers_rows_parallel(states, order, starts, high, int(b))
-    return _integers_rows(states, runs, high, int(b))
+    return _integers_rows(_states(generators), runs, high, int(b))

@@ -190,6 +190,11 @@ class Exact:
     """The exact oracle (the default)."""
 
     name = "exact"
+    #: Whether the oracle draws (from the run's generator). An oracle that marks itself
+    #: ``recordable`` draws only through :func:`host_draws`, so a round using it can be
+    #: recorded as a CUDA graph (:mod:`fedtheory.runner.graph`); any other is never recorded.
+    draws = False
+    recordable = True
 
     def __call__(
         self,
@@ -215,6 +220,8 @@ class Minibatch:
     """b rows per client and call, drawn uniformly with replacement among the client's rows."""
 
     b: int = 1
+    draws = True
+    recordable = True  # draws only through host_draws
 
     def __post_init__(self) -> None:
         check_count(self.b, "minibatch size b")
@@ -261,6 +268,8 @@ class Gaussian:
     """Exact oracle plus N(0, sigma^2 I / d) noise on every client's gradient."""
 
     sigma: float = 0.0
+    draws = True
+    recordable = True  # draws only through host_draws
 
     def __post_init__(self) -> None:
         check_nonneg(self.sigma, "gaussian oracle sigma")

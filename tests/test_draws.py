@@ -219,30 +219,6 @@ def test_integers_rows_equal_each_runs_integers(b):
         _assert_same_next_draws(ours, theirs)
 
 
-@pytest.mark.parametrize("twice", [False, True])
-def test_integers_rows_on_threads_equal_each_runs_integers(monkeypatch, twice):
-    """A call large enough for threads (the threshold lowered to 1): runs interleaved in
-    any order, each run's rows drawn in order from its own generator; a generator listed
-    twice falls back to the serial loop (two threads would share its state)."""
-    from fedtheory import draws
-
-    monkeypatch.setattr(draws, "PARALLEL_DRAWS", 1)
-    pick = np.random.default_rng(12)
-    B = len(SEEDS)
-    runs = pick.integers(0, B - 1, size=300)  # interleaved; the last run has no row
-    high = np.asarray(HIGHS, dtype=np.int64)[pick.integers(0, len(HIGHS), size=runs.size)]
-    ours, theirs = _pair(SEEDS)
-    want = None
-    if twice:  # the serial loop: rows in their order, each from its run's generator
-        ours[1], theirs[1] = ours[0], theirs[0]
-        want = np.stack([theirs[r].integers(0, h, size=3) for r, h in zip(runs, high, strict=True)])
-    else:
-        want = _numpy_rows(theirs, runs, high, 3)
-    assert_array_equal(integers_rows(ours, runs, high, 3), want)
-    _assert_same_generators(ours, theirs)
-    _assert_same_next_draws(ours, theirs)
-
-
 def test_integers_rows_bad_input_is_refused():
     gens = [np.random.default_rng(0)]
     with pytest.raises(FedTheoryError, match="high must be >= 1"):
@@ -358,3 +334,18 @@ def test_run_batch_with_every_client_draws_nothing(monkeypatch):
     batch = run_batch(problem, method, 3, seeds=[1, 2], participation=5)
     for trace, s in zip(batch, [1, 2], strict=True):
         _assert_same_trace(trace, run(problem, method, 3, seed=s, drift_metrics=False))
+
+
+def test_the_state_lookup_follows_the_generators_asked_for():
+    """The state addresses are looked up once per list of generators: a second call with the
+    same generators draws on from where they are; a list of the same length but other
+    generators draws from those (never from the previous list's states)."""
+    ours_a, theirs_a = _pair(SEEDS)
+    ours_b, theirs_b = _pair([s + 100 for s in SEEDS])
+    runs = np.arange(len(SEEDS))
+    high = np.full(len(SEEDS), 1000, dtype=np.int64)
+    for ours, theirs in ((ours_a, theirs_a), (ours_a, theirs_a), (ours_b, theirs_b)):
+        got = integers_rows(list(ours), runs, high, 2)
+        assert_array_equal(got, _numpy_rows(theirs, runs, high, 2))
+    _assert_same_generators(ours_a, theirs_a)
+    _assert_same_generators(ours_b, theirs_b)

@@ -62,6 +62,12 @@ def test_the_reasons_a_run_cannot_be_replayed():
     assert replay_graph.needs_inputs(full, minibatch)
     assert replay_graph.needs_inputs(Participation(8, 3, 10), exact)
     assert "2 rounds" in replay_graph.reason_not(gpu, method, full, exact, 2)
+
+    def own(problem, theta, clients, *, value, grad, hess, rng):  # may draw from rng directly
+        return problem.oracle(theta, clients, value=value, grad=grad, hess=hess)
+
+    assert "recordable" in replay_graph.reason_not(gpu, method, full, own, 10)
+    assert replay_graph.needs_inputs(full, own)  # not known to draw nothing
     described = replay_graph.describe(gpu, method, full, exact, 10, False)
     assert described == "off (graph=False)"
 

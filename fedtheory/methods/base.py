@@ -324,7 +324,7 @@ class RoundContext:
 def on_device(clients: Any, xp: Any) -> bool:
     """Whether ``clients`` are participants held on a GPU (a recorded round's buffer, see
     :mod:`fedtheory.runner.graph`) rather than host indices."""
-    return clients is not None and xp is not np and not isinstance(clients, (np.ndarray, list))
+    return xp is not np and type(clients).__module__.startswith("cupy")
 
 
 def _row(a: Any, r: int) -> Any:

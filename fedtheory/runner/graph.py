@@ -74,6 +74,12 @@ def reason_not(problem: Any, method: Method, who: Any, oracle: Any, rounds: int 
         return "the problem is on NumPy"
     if who.schedule is not None and not who.full_every_round:
         return "a participation schedule (its rounds may differ in size)"
+    if not getattr(oracle, "recordable", False):
+        name = getattr(oracle, "name", oracle)
+        return (
+            f"the {name!r} oracle does not say it draws only through oracles.host_draws "
+            "(recordable = True)"
+        )
     if rounds is not None and rounds < MIN_ROUNDS:
         return f"{rounds} rounds (a recording pays from {MIN_ROUNDS} rounds)"
     return ""
@@ -112,7 +118,7 @@ class NotRecordable(FedTheoryError):
 def needs_inputs(who: Any, oracle: Any) -> bool:
     """Whether a recorded round of this run reads per-round :class:`Inputs` (participants
     that change, or an oracle that draws), or nothing but the state."""
-    return not who.full_every_round or getattr(oracle, "name", "exact") != "exact"
+    return not who.full_every_round or bool(getattr(oracle, "draws", True))
 
 
 class Inputs:

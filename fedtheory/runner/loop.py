@@ -100,6 +100,10 @@ def iterate(
     (``graph == "replayed"``) all share the same state buffers: a step's ``state`` and
     ``before`` are valid until the next step is taken (copy what you keep); see
     :class:`Step`. Round 1's state is not among those buffers (the recording works on a copy).
+    With partial participation or a stochastic oracle, round 1 already runs on the recording's
+    participants buffer (:class:`.graph.Inputs`, so that its kernels are compiled before the
+    capture): the ``ctx`` of round 1 and of every replayed step reads that buffer, valid until
+    the next step, and round 1 is synchronised (a failed factorisation raises there).
     """
     seed = check_seed(seed)
     check_count(sync_every, "sync_every")
