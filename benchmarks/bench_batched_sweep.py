@@ -24,7 +24,7 @@ dies out for every S (the timings do not depend on lam).
 For each S in --S (participants per round):
   batched      one ``run_batch(problem, fedpac, rounds, seeds=range(seeds), participation=S,
                log_every=rounds)`` on --backend: total wall seconds (metrics at rounds 0 and
-               `rounds` included), after a 2-seed, 2-round warm-up;
+               `rounds` included), after a 2-seed, 4-round warm-up (recorded rounds included);
   one-by-one   ``run(problem, fedpac, rounds, seed=s, participation=S, drift_metrics=False,
                log_every=rounds)`` on NumPy for s in range(cpu_seeds): measured total wall
                seconds, and that total extrapolated linearly to all seeds (x seeds/cpu_seeds);
@@ -156,9 +156,11 @@ def bench_S(
 ) -> dict:
     xp = problem.xp
     oracle = args.oracle_obj
-    run_batch(
-        problem, method, 2, seeds=[0, 1], participation=S, oracle=oracle, log_every=2
-    )  # warm-up
+    # warm-up: 4 rounds, so that the recorded path (a round on the device buffers, the
+    # recording, replays) compiles its kernels too; with 2 rounds nothing is recorded and the
+    # first timed S paid for that compilation (session 7: S = 1 rose from 0.36 to 0.57 s as
+    # kernels were added, while S = 8 fell)
+    run_batch(problem, method, 4, seeds=[0, 1], participation=S, oracle=oracle, log_every=2)
     _sync(xp)
     start = time.perf_counter()
     batched = run_batch(
