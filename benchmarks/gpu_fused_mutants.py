@@ -17,6 +17,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 TESTS = ["tests/test_cuda_kernels.py", "-k", "fused or spd_solve or logistic"]
+PYTEST = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
 MUTANTS = [
     (
         "status_off_by_one",
@@ -102,15 +103,7 @@ def main() -> int:
         try:
             path.write_text(text.replace(old, new))
             proc = subprocess.run(
-                [
-                    sys.executable,
-                    "-m",
-                    "pytest",
-                    "-q",
-                    "-p",
-                    "no:cacheprovider",
-                    *(tests or [TESTS])[0],
-                ],
+                [*PYTEST, *(tests or [TESTS])[0]],
                 cwd=ROOT,
                 capture_output=True,
                 text=True,
