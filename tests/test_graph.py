@@ -58,6 +58,11 @@ def test_the_reasons_a_run_cannot_be_replayed():
     assert replay_graph.reason_not(gpu, method, full, minibatch, 10) == ""
     schedule = Participation(8, [[0, 1], [2, 3, 4]] * 5, 10)
     assert "schedule" in replay_graph.reason_not(gpu, method, schedule, exact, 10)
+
+    class Growing(Participation):  # a subclass may change S from round to round
+        pass
+
+    assert "Growing" in replay_graph.reason_not(gpu, method, Growing(8, 3, 10), exact, 10)
     assert not replay_graph.needs_inputs(full, exact)
     assert replay_graph.needs_inputs(full, minibatch)
     assert replay_graph.needs_inputs(Participation(8, 3, 10), exact)

@@ -61,6 +61,7 @@ from ..linalg import DeferredChecks, _raise
 from ..methods.base import Method, RoundContext, RoundInfo, round_context
 from ..methods.fednl import Current
 from ..oracles import DrawTape
+from .participation import Participation
 
 #: Rounds a run needs for a recording to pay: round 1 runs as usual (it compiles the kernels
 #: and books the method's setup), round 2 is recorded, rounds 2.. are replayed.
@@ -74,6 +75,8 @@ def reason_not(problem: Any, method: Method, who: Any, oracle: Any, rounds: int 
         return "the problem is on NumPy"
     if who.schedule is not None and not who.full_every_round:
         return "a participation schedule (its rounds may differ in size)"
+    if type(who) is not Participation and not who.full_every_round:
+        return f"participation by a {type(who).__name__} (its rounds may differ in size)"
     if not getattr(oracle, "recordable", False):
         name = getattr(oracle, "name", oracle)
         return (
