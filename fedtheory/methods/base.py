@@ -160,6 +160,9 @@ class RoundContext:
         check(not (mixed_hess and sub is not None), "mixed_hess mixes all the participants")
         clients = self.clients
         rng = self.rng
+        tape = rng if isinstance(rng, DrawTape) else None
+        if tape is not None and tape.recording:
+            check(sub is None, "a recorded round evaluates all its participants at once")
         if sub is not None:
             clients = self.labels[sub]
         if (
@@ -172,7 +175,6 @@ class RoundContext:
             return self.problem.oracle(
                 theta, clients, value=value, grad=grad, hess=True, hess_weights=self.weights
             )
-        tape = rng if isinstance(rng, DrawTape) else None
         if tape is not None:
             rng = tape.rng
             if not tape.recording:  # on the runner's buffers, not recorded: draw as usual
@@ -181,8 +183,6 @@ class RoundContext:
                 if host is None and sub is not None:
                     clients = np.arange(self.problem.N)[sub]
                 tape = None
-            else:
-                check(sub is None, "a recorded round evaluates all its participants at once")
         if self.batched:
             rows = np.arange(self.m) if sub is None else np.asarray(sub)
             rng = RunDraws(rng, rows // self.S)
