@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_a9a_gram import interleaved_main, timed  # noqa: E402
+from bench_a9a_gram import interleaved_main, swapped, timed  # noqa: E402
 from bench_peers import a9a, flops, matmul_runner, round_runner  # noqa: E402
 
 from fedtheory import objectives  # noqa: E402
@@ -73,11 +73,8 @@ def one_run(repeat: int, rng: np.random.Generator) -> dict:
     step = round_runner(problem, "fedpm")
 
     def old_round() -> None:
-        objectives._logistic_sparse = old_logistic_sparse
-        try:
+        with swapped(objectives, "_logistic_sparse", old_logistic_sparse):
             step()
-        finally:
-            objectives._logistic_sparse = _fused
 
     _, mm = matmul_runner(flops("fedpm", problem))
     parts = {

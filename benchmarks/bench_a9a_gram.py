@@ -31,8 +31,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numba as nb
 import numpy as np
@@ -115,12 +117,8 @@ def one_run(repeat: int, rng: np.random.Generator) -> dict:
     step = round_runner(problem, "fedpm")
 
     def old_round() -> None:
-        saved = kernels.csr_gram
-        kernels.csr_gram = old_csr_gram
-        try:
+        with swapped(kernels, "csr_gram", old_csr_gram):
             step()
-        finally:
-            kernels.csr_gram = saved
 
     _, mm = matmul_runner(flops("fedpm", problem))
     parts = {
@@ -132,6 +130,18 @@ def one_run(repeat: int, rng: np.random.Generator) -> dict:
         "mix": lambda: kernels.mix_and_apply(H_new, theta, w, S, Pv),
     }
     return timed(parts, {"round_old": old_round, "round_new": step}, mm, repeat)
+
+
+@contextmanager
+def swapped(module: Any, name: str, value: Any) -> Iterator[None]:
+    """``module.name`` is ``value`` inside the block (the old implementation of a round's
+    kernel, for the side-by-side timing), and what it was again after it."""
+    saved = getattr(module, name)
+    setattr(module, name, value)
+    try:
+        yield
+    finally:
+        setattr(module, name, saved)
 
 
 def timed(parts: dict, rounds: dict, mm: Callable[[], None], repeat: int) -> dict:

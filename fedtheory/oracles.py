@@ -103,9 +103,8 @@ class DrawTape:
             clients is None or clients is self.clients,
             "a recorded round draws only for the round's participants",
         )
-        sel = self._selected(clients)
         if not self.recording:
-            return self.problem.xp.asarray(fn(sel))
+            return self.problem.xp.asarray(fn(self._selected(clients)))
         import cupy  # a recording is on CuPy
 
         # the default pool, not the recording's: there the buffer could share memory with a

@@ -128,7 +128,7 @@ def _run_batch(
         if graph is not False
         else "off (graph=False)"
     )
-    replay_graph.require(graph_reason if graph is not False else "", graph)
+    replay_graph.require(graph_reason, graph)
     ref = problem.reference
     theta = start(problem, theta0)
     scale = max(1.0, float(np.linalg.norm(ref.theta_star)))
