@@ -24,7 +24,8 @@ dies out for every S (the timings do not depend on lam).
 For each S in --S (participants per round):
   batched      one ``run_batch(problem, fedpac, rounds, seeds=range(seeds), participation=S,
                log_every=rounds)`` on --backend: total wall seconds (metrics at rounds 0 and
-               `rounds` included), after a 2-seed, 4-round warm-up (recorded rounds included);
+               `rounds` included), after a 4-round warm-up of the same seeds (recorded
+               rounds included);
   one-by-one   ``run(problem, fedpac, rounds, seed=s, participation=S, drift_metrics=False,
                log_every=rounds)`` on NumPy for s in range(cpu_seeds): measured total wall
                seconds, and that total extrapolated linearly to all seeds (x seeds/cpu_seeds);
@@ -156,18 +157,22 @@ def bench_S(
 ) -> dict:
     xp = problem.xp
     oracle = args.oracle_obj
-    # warm-up: 4 rounds, so that the recorded path (a round on the device buffers, the
-    # recording, replays) compiles its kernels too; with 2 rounds nothing is recorded and the
-    # first timed S paid for that compilation (session 7: S = 1 rose from 0.36 to 0.57 s as
-    # kernels were added, while S = 8 fell)
-    run_batch(problem, method, 4, seeds=[0, 1], participation=S, oracle=oracle, log_every=2)
+    # warm-up: 4 rounds of the same batch (every seed), so that the recorded path (a round on
+    # the device buffers, the recording, replays) compiles its kernels too, for the batch's
+    # own sizes (CuPy compiles a reduction per block size, which follows the array sizes).
+    # With 2 rounds of 2 seeds the first timed S paid for compiling (session 7: S = 1 rose
+    # from 0.36 to 0.57 s as kernels were added; session 8: the first 1000-seed batch of 5
+    # rounds took 0.29 s, the next one of 205 rounds 0.11 s). On a machine that has run the
+    # benchmark once, CuPy's disk cache holds the kernels anyway.
+    seeds = range(args.seeds)
+    run_batch(problem, method, 4, seeds=seeds, participation=S, oracle=oracle, log_every=2)
     _sync(xp)
     start = time.perf_counter()
     batched = run_batch(
         problem,
         method,
         args.rounds,
-        seeds=range(args.seeds),
+        seeds=seeds,
         participation=S,
         oracle=oracle,
         log_every=args.rounds,

@@ -88,6 +88,34 @@ MUTANTS = [
         "            pass\n",
         ["tests/test_graph.py", "-x", "-k", "a_replayed_run_with_draws"],
     ),
+    (
+        "device_pcg_drops_the_buffered_half",
+        "fedtheory/device_draws.py",
+        "    g.has = 1;\n",
+        "    g.has = 0;\n",
+        ["tests/test_device_draws.py", "-x"],
+    ),
+    (
+        "device_choice_skips_a_shuffle_draw",
+        "fedtheory/device_draws.py",
+        "for (long long i = S - 1; i >= 1; i--) {  // _shuffle_int(S, first=1)",
+        "for (long long i = S - 1; i >= 2; i--) {  // _shuffle_int(S, first=1)",
+        ["tests/test_device_draws.py", "-x"],
+    ),
+    (
+        "device_rows_do_not_store_the_state",
+        "fedtheory/device_draws.py",
+        "    pcg_store(states + 6 * r, g);\n",
+        "",
+        ["tests/test_device_draws.py", "-x"],
+    ),
+    (
+        "batch_drop_keeps_device_states",
+        "fedtheory/runner/batch.py",
+        "            self.inputs.device.to_host(self.gens)\n",
+        "            pass\n",
+        ["tests/test_graph.py", "-x", "-k", "a_replayed_batch"],
+    ),
 ]
 
 

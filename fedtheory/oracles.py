@@ -93,18 +93,31 @@ class DrawTape:
         self.entries: list[tuple[Callable[[np.ndarray], np.ndarray], Any, bool]] = []
         self.host_clients: np.ndarray | None = None
         self.recording = False
+        #: the batch's generators on the device (a :class:`fedtheory.device_draws.
+        #: DeviceGenerators`) when a recorded round draws there instead (then no entry is kept)
+        self.device: Any = None
 
     def later(
-        self, clients: Any, fn: Callable[[np.ndarray], np.ndarray], shape: tuple, dtype: Any
+        self,
+        clients: Any,
+        fn: Callable[[np.ndarray], np.ndarray],
+        shape: tuple,
+        dtype: Any,
+        device: Callable[[Any, Any], Any] | None = None,
     ) -> Any:
         """The device array of ``fn(host participants)``: drawn now (not recording) or before
-        each replay into a buffer of its own (recording)."""
+        each replay into a buffer of its own (recording); or, recording with the generators
+        on the device (:attr:`device`), ``device(generators, participants)`` drawn there,
+        inside the recorded round."""
         check(
             clients is None or clients is self.clients,
             "a recorded round draws only for the round's participants",
         )
         if not self.recording:
             return self.problem.xp.asarray(fn(self._selected(clients)))
+        if self.device is not None:
+            check(device is not None, "this oracle's draws cannot be made on the device")
+            return device(self.device, self.clients)
         import cupy  # a recording is on CuPy
 
         # the default pool, not the recording's: there the buffer could share memory with a
@@ -144,12 +157,16 @@ def host_draws(
     fn: Callable[[np.ndarray, Any], np.ndarray],
     shape: tuple,
     dtype: Any,
+    device: Callable[[Any, Any], Any] | None = None,
 ) -> Any:
     """``fn(selected host client indices, rng)`` on the problem's backend: the one way an oracle
-    draws, so that a recorded round (``rng`` a :class:`Deferred`) draws before each replay."""
+    draws, so that a recorded round (``rng`` a :class:`Deferred`) draws before each replay.
+    ``device(generators, participants)``: the same draws made on the device by a batch's
+    :class:`~fedtheory.device_draws.DeviceGenerators` (an oracle that gives it sets
+    ``device_draws = True``)."""
     if isinstance(rng, Deferred):
         inner = rng.rng
-        return rng.tape.later(clients, lambda sel: fn(sel, inner), shape, dtype)
+        return rng.tape.later(clients, lambda sel: fn(sel, inner), shape, dtype, device)
     return problem.xp.asarray(fn(_selected(problem, clients), rng))
 
 
@@ -194,6 +211,9 @@ class Exact:
     #: recorded as a CUDA graph (:mod:`fedtheory.runner.graph`); any other is never recorded.
     draws = False
     recordable = True
+    #: Whether a batch on the GPU may make the oracle's draws on the device (through
+    #: :func:`host_draws`'s ``device``, the same numbers as the host's; none here).
+    device_draws = True
 
     def __call__(
         self,
@@ -221,6 +241,7 @@ class Minibatch:
     b: int = 1
     draws = True
     recordable = True  # draws only through host_draws
+    device_draws = True  # and can make them on the device (device_draws.integers_rows)
 
     def __post_init__(self) -> None:
         check_count(self.b, "minibatch size b")
@@ -253,7 +274,15 @@ class Minibatch:
             return draw(rng, sample, len(sel))
 
         m = problem.N if clients is None else len(clients)
-        ri = host_draws(problem, clients, rng, rows_of, (m, self.b), np.int64)
+        ri = host_draws(
+            problem,
+            clients,
+            rng,
+            rows_of,
+            (m, self.b),
+            np.int64,
+            device=lambda gens, c: gens.integers_rows(c, self.b),
+        )
         ci = xp.arange(problem.N)[:, None] if clients is None else xp.asarray(clients)[:, None]
         A, y = problem.A[ci, ri], problem.y[ci, ri]  # (m, b, d), (m, b)
         sw = xp.full(y.shape, 1.0 / self.b)
@@ -269,6 +298,7 @@ class Gaussian:
     sigma: float = 0.0
     draws = True
     recordable = True  # draws only through host_draws
+    device_draws = False  # NumPy's normals (ziggurat) are drawn on the host
 
     def __post_init__(self) -> None:
         check_nonneg(self.sigma, "gaussian oracle sigma")

@@ -15,6 +15,7 @@ trials in each run).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -149,21 +150,15 @@ def _run_batch(
             metrics.row(0, p, ref, scale, 0, _of_run(totals, b), N, 0.0, math.nan)
         )
     bar = _progress(rounds, f"{method.name} x {len(seeds)} seeds") if progress else None
-    compiled_draw = type(who) is Participation and who.schedule is None and S < N
     checks = DeferredChecks()
-    engine = _Rounds(problem, method, oracle, S, graph_reason, graph, checks)
+    engine = _Rounds(problem, method, oracle, who, graph_reason, graph, checks)
+    gens = tuple(rngs)  # the alive runs' generators: one tuple until runs leave (draws.py
+    # recognises it by identity, round after round)
+    draw = _drawer(who, N)
     for t in range(1, rounds + 1):
         B = len(alive)
-        gens = [rngs[b] for b in alive]
-        # participation first, per run; a seeded draw of S < N clients (Participation.draw's
-        # sorted choice) is made for all runs in one compiled call, bit for bit the same
-        if compiled_draw:
-            clients = choice_sorted(gens, N, S).reshape(-1)
-        else:
-            draws = [who.draw(t, g) for g in gens]
-            clients = np.concatenate([np.arange(N) if c is None else c for c in draws])
         sync = t % log_every == 0 or t == rounds  # on a GPU: no host round trip in between
-        state, info, sec = engine.round(t, rounds - t, clients, gens, state, sync)
+        state, info, sec = engine.round(t, rounds - t, draw, gens, state, sync)
         seconds += sec
         if t == 1:
             _add_counts(totals, setup, alive)
@@ -181,11 +176,12 @@ def _run_batch(
             )
         ]
         if len(keep) < B:
+            engine.drop()  # recorded for B runs: the rest are recorded anew
             alive = [alive[j] for j in keep]
             if not alive:
                 break
+            gens = tuple(rngs[b] for b in alive)
             state = _take(state, np.asarray(keep), B, xp)
-            engine.drop()  # recorded for B runs: the rest are recorded anew
     if bar is not None:
         bar.close()
     for tr in traces:
@@ -199,43 +195,64 @@ def _run_batch(
 class _Rounds:
     """The batch's rounds: as usual, or (GPU, :mod:`.graph`) on device buffers of the
     participants and draws (:class:`.graph.Inputs`) from the round before the recording, then
-    recorded once and replayed; after runs leave (:meth:`drop`), recorded again."""
+    recorded once and replayed; after runs leave (:meth:`drop`), recorded again.
+
+    Where it can (:func:`.graph.device_draws_reason`), a recorded round makes its draws on the
+    device (:mod:`fedtheory.device_draws`): the generators' states after the round before the
+    recording are copied there, and every replay draws its participants and its oracle's rows
+    there, the same numbers as the host's; when runs leave, the states are copied back into
+    the generators, whose next rounds draw on the host again until the next recording. The
+    unrecorded rounds always draw on the host."""
 
     def __init__(
         self,
         problem: FederatedProblem,
         method: Method,
         oracle: Any,
-        S: int,
+        who: Participation,
         why: str,
         graph: bool | None,
         checks: DeferredChecks,
     ) -> None:
-        self.problem, self.method, self.oracle, self.S = problem, method, oracle, S
+        self.problem, self.method, self.oracle, self.S = problem, method, oracle, who.S
         self.why, self.graph, self.checks = why, graph, checks
+        self.device_why = why or replay_graph.device_draws_reason(problem, who, oracle)
         self.replay: Any = None
         self.inputs: Any = None
+        self.gens: tuple[Any, ...] = ()
         self.replayed = False
+        self.drew_on_device = False
 
     def round(
-        self, t: int, left: int, clients: np.ndarray, gens: list[Any], state: Any, sync: bool
+        self,
+        t: int,
+        left: int,
+        draw: Callable[[int, tuple[Any, ...]], np.ndarray],
+        gens: tuple[Any, ...],
+        state: Any,
+        sync: bool,
     ) -> tuple[Any, Any, float]:
-        """Round t (``left`` rounds after it) of the alive runs (their generators ``gens``):
-        (state, info, seconds)."""
+        """Round t (``left`` rounds after it) of the alive runs (their generators ``gens``;
+        ``draw(t, gens)`` draws their participants on the host): (state, info, seconds)."""
+        self.gens = gens
+        drawn: list[np.ndarray] = []
+
+        def clients() -> np.ndarray:  # drawn once, and only when the round needs them
+            if not drawn:
+                drawn.append(draw(t, gens))
+            return drawn[0]
+
         if not self.why and self.inputs is None and left >= 1:
             self.inputs = replay_graph.Inputs(
                 self.problem, self.oracle, gens, len(gens), self.S, True
             )
         inputs = self.inputs
-        if inputs is not None:
-            inputs.load(t, clients)
         recording = 0.0
         if inputs is not None and self.replay is None and inputs.warm:
-            self.replay, note, recording = replay_graph.record(
-                self.method, None, state, inputs, self.graph, t, clients
-            )
-            if self.replay is None:
-                self.why, self.inputs = note, None
+            recording = self._record(t, clients, state)
+            inputs = self.inputs
+        elif self.replay is not None and inputs.device is None:
+            inputs.load(t, clients())
         if self.replay is not None:
             self.replayed = True
             seconds = recording + self.replay.run(sync)
@@ -243,14 +260,13 @@ class _Rounds:
                 self.checks.check()
                 self.replay.check()
             return self.replay.state, self.replay.info, seconds
-        inputs = self.inputs
-        ctx = (
-            inputs.context()
-            if inputs is not None
-            else round_context(
-                self.problem, clients, rng=gens, oracle=self.oracle, runs=len(gens), batched=True
+        if inputs is not None:
+            inputs.load(t, clients())
+            ctx = inputs.context()
+        else:
+            ctx = round_context(
+                self.problem, clients(), rng=gens, oracle=self.oracle, runs=len(gens), batched=True
             )
-        )
         # synchronised when on the buffers: a failure is named by the participants held
         # there, which the next round overwrites
         state, info, seconds = timed_round(
@@ -260,14 +276,58 @@ class _Rounds:
             inputs.warm = True
         return state, info, seconds + recording
 
+    def _record(self, t: int, clients: Callable[[], np.ndarray], state: Any) -> float:
+        """Record round t (seconds taken): with the draws on the device, from the generators'
+        states now; else round t's host draws loaded into the buffers. A failed recording
+        leaves the generators as they were (a recording runs nothing) and drops the buffers:
+        round t then runs unrecorded."""
+        inputs = self.inputs
+        host = None
+        if self.device_why:
+            host = clients()
+            inputs.load(t, host)
+        else:
+            inputs.draw_on_device(self.gens, self.S)
+        self.replay, note, seconds = replay_graph.record(
+            self.method, None, state, inputs, self.graph, t, host
+        )
+        if self.replay is None:
+            self.why, self.inputs = note, None
+        elif inputs.device is not None:
+            self.drew_on_device = True
+        return seconds
+
     def drop(self) -> None:
+        """Runs leave: the recording is dropped, and the generators take back the states of
+        draws made on the device."""
+        if self.replay is not None and self.inputs.device is not None:
+            self.inputs.device.to_host(self.gens)
         self.replay = self.inputs = None
 
     def describe(self) -> str | None:
-        """The traces' ``meta["graph"]``: None on NumPy, "replayed", or why not."""
+        """The traces' ``meta["graph"]``: None on NumPy, "replayed" ("replayed, draws on the
+        device" when the replays drew there), or why not."""
         if self.problem.xp is np:
             return None
-        return "replayed" if self.replayed else self.why or "not recorded"
+        if self.replayed:
+            return "replayed, draws on the device" if self.drew_on_device else "replayed"
+        return self.why or "not recorded"
+
+
+def _drawer(who: Participation, N: int) -> Callable[[int, tuple[Any, ...]], np.ndarray]:
+    """``draw(t, gens)``: round t's participants of every run (host, run-major), drawn first
+    in the round. A seeded draw of S < N clients (Participation.draw's sorted choice) is made
+    for all runs in one compiled call, bit for bit the same. Not called for a round whose
+    participants are drawn on the device (a recorded round, :mod:`fedtheory.device_draws`)."""
+    S = who.S
+    if type(who) is Participation and who.schedule is None and S < N:
+        return lambda t, gens: choice_sorted(gens, N, S).reshape(-1)
+
+    def draw(t: int, gens: tuple[Any, ...]) -> np.ndarray:
+        draws = [who.draw(t, g) for g in gens]
+        return np.concatenate([np.arange(N) if c is None else c for c in draws])
+
+    return draw
 
 
 def _log_row(

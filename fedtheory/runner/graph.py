@@ -118,6 +118,20 @@ class NotRecordable(FedTheoryError):
     """The round cannot be recorded as a graph (the message says why)."""
 
 
+def device_draws_reason(problem: Any, who: Any, oracle: Any) -> str:
+    """Why a batch's recorded rounds cannot draw on the device (:mod:`fedtheory.device_draws`),
+    or "" when they can: seeded participation and an oracle that can."""
+    if problem.xp is np:
+        return "the problem is on NumPy"
+    if type(who) is not Participation or who.schedule is not None:
+        return "participation other than a seeded S"
+    if not getattr(oracle, "device_draws", False):
+        return f"the {getattr(oracle, 'name', oracle)!r} oracle draws on the host"
+    from ..device_draws import supported
+
+    return supported(problem.N, who.S, np.asarray(problem.sizes))
+
+
 def needs_inputs(who: Any, oracle: Any) -> bool:
     """Whether a recorded round of this run reads per-round :class:`Inputs` (participants
     that change, or an oracle that draws), or nothing but the state."""
@@ -148,6 +162,26 @@ class Inputs:
         self.round_no = self.buffer[m:]
         self.tape = DrawTape(problem, rng, self.clients)
         self.warm = False  # a round has run on these buffers (its kernels are compiled)
+        self.device: Any = None  # the generators on the device (draw_on_device)
+
+    def draw_on_device(self, generators: Any, S: int) -> None:
+        """From the next recording on, the rounds draw on the device: the participants and
+        the oracle's draws from ``generators``' states copied there now
+        (:class:`fedtheory.device_draws.DeviceGenerators`), inside the recorded round."""
+        from ..device_draws import DeviceGenerators
+
+        self.device = DeviceGenerators(generators, self.problem.N, S, self.problem.sizes)
+        self.tape.device = self.device
+
+    def recorded_context(self) -> RoundContext:
+        """The context of a round being recorded (its draws through the tape); with the draws
+        on the device, the round's participants are drawn into the buffer first and its
+        number counted on (both recorded)."""
+        self.tape.recording = True
+        if self.device is not None:
+            self.device.participants(self.clients)
+            self.round_no += 1
+        return self.context()
 
     def context(self) -> RoundContext:
         return round_context(
@@ -213,8 +247,7 @@ class Replay:
                 stream.begin_capture()
                 try:
                     if inputs is not None:  # the context on the buffers, built in the graph
-                        inputs.tape.recording = True
-                        ctx = inputs.context()
+                        ctx = inputs.recorded_context()
                     theta_before = state.theta.copy()
                     with checks.active():
                         new, info = method.round(ctx, state)
@@ -351,14 +384,15 @@ def record(
 ) -> tuple[Replay | None, str, float]:
     """Record round t on a copy of ``state`` (:func:`own_state`): (the replay, "", seconds),
     or (None, why not, seconds); ``graph=True`` raises instead. With ``inputs``, round t's
-    draws are then made into the recorded buffers (the recording made none)."""
+    draws are then made into the recorded buffers (the recording made none); with the draws on
+    the device (:meth:`Inputs.draw_on_device`) the replays make them."""
     clock = time.perf_counter()
     try:
         replay = Replay(method, ctx, own_state(state), inputs)
     except NotRecordable as exc:
         require(str(exc), graph)
         return None, str(exc), time.perf_counter() - clock
-    if inputs is not None:
+    if inputs is not None and inputs.device is None:
         inputs.load(t, clients)
     return replay, "", time.perf_counter() - clock
 
