@@ -349,3 +349,19 @@ def test_the_state_lookup_follows_the_generators_asked_for():
         assert_array_equal(got, _numpy_rows(theirs, runs, high, 2))
     _assert_same_generators(ours_a, theirs_a)
     _assert_same_generators(ours_b, theirs_b)
+    # a tuple is recognised by identity; another tuple of other generators is not mistaken
+    # for it, nor a tuple of the same generators after a list
+    tup_a, tup_b = tuple(ours_a), tuple(ours_b)
+    for ours, theirs in ((tup_a, theirs_a), (tup_a, theirs_a), (tup_b, theirs_b)):
+        got = integers_rows(ours, runs, high, 3)
+        assert_array_equal(got, _numpy_rows(theirs, runs, high, 3))
+    _assert_same_generators(ours_a, theirs_a)
+    _assert_same_generators(ours_b, theirs_b)
+
+
+def test_the_state_address_is_the_ctypes_interfaces():
+    """The state pointer read from the capsule is the one NumPy's ctypes interface gives."""
+    from fedtheory.draws import _state_address
+
+    for g in _pair(SEEDS)[0]:
+        assert _state_address(g.bit_generator) == g.bit_generator.ctypes.state_address

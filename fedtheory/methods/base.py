@@ -354,6 +354,8 @@ def _combine(values: list[Any], xp: Any) -> Any:
 def per_run_info(infos: list[RoundInfo]) -> RoundInfo:
     """The RoundInfos of B runs, each alone, as one batched RoundInfo whose counts are each
     run's own (host arrays (B,)); preconditioners and local iterates are dropped."""
+    if all(i is infos[0] for i in infos):  # one RoundInfo for every run (run_batch's setup)
+        return _combine([dataclasses.replace(infos[0], P=None, theta_local=None)] * len(infos), np)
     return _combine([dataclasses.replace(i, P=None, theta_local=None) for i in infos], np)
 
 
