@@ -116,6 +116,20 @@ MUTANTS = [
         "            pass\n",
         ["tests/test_graph.py", "-x", "-k", "a_replayed_batch"],
     ),
+    (
+        "minibatch_kernel_drops_the_regulariser",
+        "fedtheory/cuda_kernels.py",
+        "g[p * d + j] = lam * th[j] - acc;",
+        "g[p * d + j] = -acc;",
+        ["tests/test_oracles_stochastic.py", "-x", "-k", "fused"],
+    ),
+    (
+        "minibatch_kernel_skips_the_last_row",
+        "fedtheory/cuda_kernels.py",
+        "for (long long k = 0; k < b; k++) acc += gw[k] * A[(base + rows[k]) * d + j];",
+        "for (long long k = 0; k + 1 < b; k++) acc += gw[k] * A[(base + rows[k]) * d + j];",
+        ["tests/test_oracles_stochastic.py", "-x", "-k", "fused"],
+    ),
 ]
 
 

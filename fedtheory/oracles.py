@@ -284,6 +284,14 @@ class Minibatch:
             device=lambda gens, c: gens.integers_rows(c, self.b),
         )
         ci = xp.arange(problem.N)[:, None] if clients is None else xp.asarray(clients)[:, None]
+        if xp is not np and not hess and problem.objective == "logistic":
+            from . import cuda_kernels  # f and g in one kernel, the rows read in place
+
+            if cuda_kernels.minibatch_fits(problem.A, self.b):
+                f, g = cuda_kernels.minibatch_logistic(
+                    problem.A, problem.y, ci, ri, theta, problem.lam, value, grad
+                )
+                return OracleOut(f, g, None)
         A, y = problem.A[ci, ri], problem.y[ci, ri]  # (m, b, d), (m, b)
         sw = xp.full(y.shape, 1.0 / self.b)
         return ORACLES[problem.objective](

@@ -222,3 +222,34 @@ def test_numpy_and_cupy_see_identical_samples():
         )
         for x, y in zip(a, b, strict=True):
             np.testing.assert_allclose(cupy.asnumpy(y), x, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("d,b", [(3, 1), (50, 8), (70, 40)])
+def test_the_fused_minibatch_oracle_on_cupy_equals_numpys(d, b):
+    """Without a Hessian, the logistic minibatch oracle on CuPy is one kernel reading the
+    sampled rows in place (cuda_kernels.minibatch_logistic): its f and g equal NumPy's
+    gathered computation to rounding, for one theta and for one theta per participant, each
+    output alone and both."""
+    cupy = pytest.importorskip("cupy")
+    try:
+        cupy.cuda.runtime.getDeviceCount()
+    except Exception:
+        pytest.skip("no CUDA device")
+    from fedtheory import cuda_kernels
+
+    problem = make_problem(12, N=5, d=d, heterogeneity=1.0)
+    gpu = problem.to("cupy")
+    assert cuda_kernels.minibatch_fits(gpu.A, b)
+    oracle = make_oracle("minibatch", b=b)
+    gen = np.random.default_rng(1)
+    clients = np.array([0, 2, 3, 4])
+    for theta in (gen.normal(size=d), gen.normal(size=(len(clients), d))):
+        for value, grad in ((True, True), (True, False), (False, True)):
+            kw = dict(value=value, grad=grad, hess=False)
+            a = oracle(problem, theta, clients, rng=np.random.default_rng(5), **kw)
+            c = oracle(gpu, cupy.asarray(theta), clients, rng=np.random.default_rng(5), **kw)
+            assert c.H is None and (c.f is None) != value and (c.g is None) != grad
+            for x, y in zip(a, c, strict=True):
+                if x is not None:  # O(1) terms, at most 40 + d of them: rounding < 1e-14
+                    np.testing.assert_allclose(cupy.asnumpy(y), x, rtol=1e-13, atol=1e-14)
