@@ -976,7 +976,11 @@ __device__ __forceinline__ double warp_sum(double v) {
 // one warp per participant p: its b sampled rows (client ci[p], rows ri[p, :]) of A
 // (N, n_max, d) read in place; the margins, the logistic terms of _logistic_terms with row
 // weight sw, and then f[p] = sum_k sw loss_k + lam/2 |theta_p|^2 and
-// g[p] = lam theta_p - sum_k gw_k a_k. gw in shared memory (b per warp).
+// g[p] = lam theta_p - sum_k gw_k a_k. Rows go in chunks of CH: the lanes' partial dot
+// products of a chunk's rows (independent loads in flight), CH warp sums, then lane q
+// computes the logistic terms of the chunk's row q (each row's exp / log1p once, not on
+// every lane). gw in shared memory (b per warp) for the gradient pass.
+#define CH 8
 extern "C" __global__ void minibatch_logistic(
     const double* __restrict__ A, const double* __restrict__ y,
     const long long* __restrict__ ci, const long long* __restrict__ ri,
@@ -994,25 +998,44 @@ extern "C" __global__ void minibatch_logistic(
     const double* th = theta + p * theta_stride;
     const long long base = ci[p] * n_max;
     const long long* rows = ri + p * b;
-    double loss_sum = 0.0;
-    for (long long k = 0; k < b; k++) {
-        const long long r = base + rows[k];
-        const double* a = A + r * d;
+    double loss_part = 0.0;
+    for (long long c = 0; c < b; c += CH) {
+        const int cnt = (int)(b - c < CH ? b - c : CH);
+        const double* a[CH];
+        double part[CH];
+#pragma unroll
+        for (int q = 0; q < CH; q++) {
+            a[q] = A + (base + rows[c + (q < cnt ? q : 0)]) * d;
+            part[q] = 0.0;
+        }
+        for (long long j = lane; j < d; j += 32) {
+            const double tj = th[j];
+#pragma unroll
+            for (int q = 0; q < CH; q++)
+                if (q < cnt) part[q] += a[q][j] * tj;
+        }
         double z = 0.0;
-        for (long long j = lane; j < d; j += 32) z += a[j] * th[j];
-        z = warp_sum(z);
-        const double yk = y[r];
-        const double t = yk * z;
-        const double l = fmax(-t, 0.0) + log1p(exp(-fabs(t)));
-        const double s = exp(-(l + t));
-        loss_sum += sw * l;
-        if (lane == 0) gw[k] = sw * yk * s;
+#pragma unroll
+        for (int q = 0; q < CH; q++) {
+            const double s = warp_sum(part[q]);
+            if (lane == q) z = s;
+        }
+        if (lane < cnt) {
+            const long long r = base + rows[c + lane];
+            const double yk = y[r];
+            const double t = yk * z;
+            const double l = fmax(-t, 0.0) + log1p(exp(-fabs(t)));
+            const double s = exp(-(l + t));
+            loss_part += sw * l;
+            gw[c + lane] = sw * yk * s;
+        }
     }
     __syncwarp();
     if (want_value) {
         double q = 0.0;
         for (long long j = lane; j < d; j += 32) q += th[j] * th[j];
         q = warp_sum(q);
+        const double loss_sum = warp_sum(loss_part);
         if (lane == 0) f[p] = loss_sum + 0.5 * lam * q;
     }
     if (want_grad) {

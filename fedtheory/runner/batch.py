@@ -141,7 +141,7 @@ def _run_batch(
     first, first_setup = method.start(problem, theta)
     state = _stack([first] * len(seeds), xp)
     setup = per_run_info([first_setup] * len(seeds))  # booked with round 1
-    totals = {key: np.zeros(len(seeds)) for key in metrics.new_totals()}  # per run
+    totals = np.zeros((len(metrics.COUNTS), len(seeds)))  # per count (metrics.COUNTS), per run
     seconds = 0.0
     common = metrics.meta(problem, method, rounds, S, seeds[0], oracle, threads)
     traces = [Trace(meta=_with_seed(common, s)) for s in seeds]
@@ -356,14 +356,16 @@ def _log_row(
     return True
 
 
-def _add_counts(totals: dict[str, Any], info: Any, alive: list[int]) -> None:
+def _add_counts(totals: np.ndarray, info: Any, alive: list[int]) -> None:
     """Add a batched round's counts to each alive run's totals: an integer count is the total
     over the runs (the same for each), an array holds each run's own (see RoundInfo)."""
-    every = len(alive) == len(next(iter(totals.values())))
-    rows = slice(None) if every else np.asarray(alive)  # all runs: no index array per count
-    for key, field in metrics.COUNTS:
-        value = getattr(info, field)
-        totals[key][rows] += value if np.ndim(value) else value / len(alive)
+    rows = slice(None) if len(alive) == totals.shape[1] else np.asarray(alive)
+    values = [getattr(info, field) for _, field in metrics.COUNTS]
+    if not any(np.ndim(v) for v in values):  # one addition for every count (a replayed round)
+        totals[:, rows] += (np.array(values, dtype=np.float64) / len(alive))[:, None]
+        return
+    for k, value in enumerate(values):
+        totals[k, rows] += value if np.ndim(value) else value / len(alive)
 
 
 def _with_seed(meta: dict[str, Any], seed: int) -> dict[str, Any]:
@@ -374,8 +376,8 @@ def _with_seed(meta: dict[str, Any], seed: int) -> dict[str, Any]:
     return out
 
 
-def _of_run(totals: dict[str, Any], b: int) -> dict[str, float]:
-    return {key: float(v[b]) for key, v in totals.items()}
+def _of_run(totals: np.ndarray, b: int) -> dict[str, float]:
+    return {key: float(v) for (key, _), v in zip(metrics.COUNTS, totals[:, b], strict=True)}
 
 
 def _stack(states: list[Any], xp: Any) -> Any:
