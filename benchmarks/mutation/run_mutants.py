@@ -77,6 +77,7 @@ DEFAULT_TESTS = (
     "tests/test_batch_and_logging.py",
     "tests/test_batch_every_method.py",
     "tests/test_draws.py",
+    "tests/test_metrics_batch.py",
     "tests/test_graph.py",
     "tests/test_gpu_blas_layout.py",
     "proofs_checks",  # the claim checks (quick mode), ~2-3 min
