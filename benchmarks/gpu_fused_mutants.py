@@ -126,6 +126,13 @@ MUTANTS = [
     (
         "minibatch_kernel_skips_the_last_row",
         "fedtheory/cuda_kernels.py",
+        "            const double gq = __shfl_sync(FULL, mine, q);",
+        "            const double gq = q + 1 < cnt ? __shfl_sync(FULL, mine, q) : 0.0;",
+        ["tests/test_oracles_stochastic.py", "-x", "-k", "fused"],
+    ),
+    (
+        "minibatch_kernel_tail_columns_skip_the_last_row",
+        "fedtheory/cuda_kernels.py",
         "for (long long k = 0; k < b; k++) acc += gw[k] * A[(base + rows[k]) * d + j];",
         "for (long long k = 0; k + 1 < b; k++) acc += gw[k] * A[(base + rows[k]) * d + j];",
         ["tests/test_oracles_stochastic.py", "-x", "-k", "fused"],

@@ -979,8 +979,12 @@ __device__ __forceinline__ double warp_sum(double v) {
 // g[p] = lam theta_p - sum_k gw_k a_k. Rows go in chunks of CH: the lanes' partial dot
 // products of a chunk's rows (independent loads in flight), CH warp sums, then lane q
 // computes the logistic terms of the chunk's row q (each row's exp / log1p once, not on
-// every lane). gw in shared memory (b per warp) for the gradient pass.
+// every lane) and the chunk's gw are broadcast to add gw_q a_q to the gradient. The first
+// 32 RC columns of the chunk's rows stay in registers between the two (each entry of A is
+// read once for d <= 32 RC); the columns after them are read again in a last pass, with the
+// gw of every row kept in shared memory (b per warp).
 #define CH 8
+#define RC 2
 extern "C" __global__ void minibatch_logistic(
     const double* __restrict__ A, const double* __restrict__ y,
     const long long* __restrict__ ci, const long long* __restrict__ ri,
@@ -999,16 +1003,30 @@ extern "C" __global__ void minibatch_logistic(
     const long long base = ci[p] * n_max;
     const long long* rows = ri + p * b;
     double loss_part = 0.0;
+    double gacc[RC];
+#pragma unroll
+    for (int r = 0; r < RC; r++) gacc[r] = 0.0;
     for (long long c = 0; c < b; c += CH) {
         const int cnt = (int)(b - c < CH ? b - c : CH);
         const double* a[CH];
         double part[CH];
+        double v[CH][RC];
 #pragma unroll
         for (int q = 0; q < CH; q++) {
             a[q] = A + (base + rows[c + (q < cnt ? q : 0)]) * d;
             part[q] = 0.0;
         }
-        for (long long j = lane; j < d; j += 32) {
+#pragma unroll
+        for (int r = 0; r < RC; r++) {
+            const long long j = lane + 32 * r;
+            const double tj = j < d ? th[j] : 0.0;
+#pragma unroll
+            for (int q = 0; q < CH; q++) {
+                v[q][r] = (j < d && q < cnt) ? a[q][j] : 0.0;
+                part[q] += v[q][r] * tj;
+            }
+        }
+        for (long long j = lane + 32 * RC; j < d; j += 32) {
             const double tj = th[j];
 #pragma unroll
             for (int q = 0; q < CH; q++)
@@ -1020,6 +1038,7 @@ extern "C" __global__ void minibatch_logistic(
             const double s = warp_sum(part[q]);
             if (lane == q) z = s;
         }
+        double mine = 0.0;
         if (lane < cnt) {
             const long long r = base + rows[c + lane];
             const double yk = y[r];
@@ -1027,7 +1046,14 @@ extern "C" __global__ void minibatch_logistic(
             const double l = fmax(-t, 0.0) + log1p(exp(-fabs(t)));
             const double s = exp(-(l + t));
             loss_part += sw * l;
-            gw[c + lane] = sw * yk * s;
+            mine = sw * yk * s;
+            gw[c + lane] = mine;
+        }
+#pragma unroll
+        for (int q = 0; q < CH; q++) {
+            const double gq = __shfl_sync(FULL, mine, q);
+#pragma unroll
+            for (int r = 0; r < RC; r++) gacc[r] += gq * v[q][r];
         }
     }
     __syncwarp();
@@ -1039,7 +1065,12 @@ extern "C" __global__ void minibatch_logistic(
         if (lane == 0) f[p] = loss_sum + 0.5 * lam * q;
     }
     if (want_grad) {
-        for (long long j = lane; j < d; j += 32) {
+#pragma unroll
+        for (int r = 0; r < RC; r++) {
+            const long long j = lane + 32 * r;
+            if (j < d) g[p * d + j] = lam * th[j] - gacc[r];
+        }
+        for (long long j = lane + 32 * RC; j < d; j += 32) {
             double acc = 0.0;
             for (long long k = 0; k < b; k++) acc += gw[k] * A[(base + rows[k]) * d + j];
             g[p * d + j] = lam * th[j] - acc;

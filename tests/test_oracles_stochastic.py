@@ -225,7 +225,7 @@ def test_numpy_and_cupy_see_identical_samples():
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("d,b", [(3, 1), (50, 8), (70, 40)])
+@pytest.mark.parametrize("d,b", [(3, 1), (20, 11), (50, 8), (70, 40)])
 def test_the_fused_minibatch_oracle_on_cupy_equals_numpys(d, b):
     """Without a Hessian, the logistic minibatch oracle on CuPy is one kernel reading the
     sampled rows in place (cuda_kernels.minibatch_logistic): its f and g equal NumPy's
