@@ -144,11 +144,11 @@ def _run_batch(
     totals = np.zeros((len(metrics.COUNTS), len(seeds)))  # per count (metrics.COUNTS), per run
     seconds = 0.0
     common = metrics.meta(problem, method, rounds, S, seeds[0], oracle, threads)
-    traces = [Trace(meta=_with_seed(common, s)) for s in seeds]
+    nested = [k for k, v in common.items() if isinstance(v, dict)]
+    traces = [Trace(meta=_with_seed(common, nested, s)) for s in seeds]
+    counts = _per_run(totals)
     for b, p in enumerate(metrics.points_batch(problem, state.theta, chunk_bytes)):
-        traces[b].rows.append(
-            metrics.row(0, p, ref, scale, 0, _of_run(totals, b), N, 0.0, math.nan)
-        )
+        traces[b].rows.append(metrics.row(0, p, ref, scale, 0, counts[b], N, 0.0, math.nan))
     bar = _progress(rounds, f"{method.name} x {len(seeds)} seeds") if progress else None
     checks = DeferredChecks()
     engine = _Rounds(problem, method, oracle, who, graph_reason, graph, checks)
@@ -168,12 +168,11 @@ def _run_batch(
         if not (t % log_every == 0 or t == rounds):
             continue
         points = metrics.points_batch(problem, state.theta, chunk_bytes)
+        counts = _per_run(totals)
         keep = [
             j
             for j, (b, p) in enumerate(zip(alive, points, strict=True))
-            if _log_row(
-                traces[b], t, p, ref, scale, S, _of_run(totals, b), N, seconds, bound, target
-            )
+            if _log_row(traces[b], t, p, ref, scale, S, counts[b], N, seconds, bound, target)
         ]
         if len(keep) < B:
             engine.drop()  # recorded for B runs: the rest are recorded anew
@@ -184,9 +183,11 @@ def _run_batch(
             state = _take(state, np.asarray(keep), B, xp)
     if bar is not None:
         bar.close()
+    graph_meta = engine.describe()
+    settles = 2 * metrics.STALL_WINDOW + 2  # fewer logged rows: "completed" (settled_status)
     for tr in traces:
-        tr.meta["graph"] = engine.describe()
-        if tr.status == "completed":
+        tr.meta["graph"] = graph_meta
+        if tr.status == "completed" and len(tr.rows) >= settles:
             tr.status = metrics.settled_status(tr["dist_to_opt"], scale)
         tr.meta["status"] = tr.status
     return traces
@@ -368,16 +369,20 @@ def _add_counts(totals: np.ndarray, info: Any, alive: list[int]) -> None:
         totals[k, rows] += value if np.ndim(value) else value / len(alive)
 
 
-def _with_seed(meta: dict[str, Any], seed: int) -> dict[str, Any]:
+def _with_seed(meta: dict[str, Any], nested: list[str], seed: int) -> dict[str, Any]:
     """A run's metadata from another run's of the batch (the same but for the seed; its
-    nested dicts copied, so that no two traces share one)."""
-    out = {k: dict(v) if isinstance(v, dict) else v for k, v in meta.items()}
+    nested dicts, the keys ``nested``, copied, so that no two traces share one)."""
+    out = meta.copy()
+    for k in nested:
+        out[k] = dict(meta[k])
     out["seed"] = seed
     return out
 
 
-def _of_run(totals: np.ndarray, b: int) -> dict[str, float]:
-    return {key: float(v) for (key, _), v in zip(metrics.COUNTS, totals[:, b], strict=True)}
+def _per_run(totals: np.ndarray) -> list[dict[str, float]]:
+    """Each run's totals as the dict a row takes (metrics.COUNTS' keys)."""
+    keys = [key for key, _ in metrics.COUNTS]
+    return [dict(zip(keys, column, strict=True)) for column in totals.T.tolist()]
 
 
 def _stack(states: list[Any], xp: Any) -> Any:
