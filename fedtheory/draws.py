@@ -242,7 +242,7 @@ def _integers_rows(states: np.ndarray, runs: np.ndarray, high: np.ndarray, b: in
 #: Holding the generators keeps their states alive at those addresses. A batch passes one
 #: tuple round after round, recognised by identity (comparing 1000 generators one by one took
 #: 0.17 ms a call, a third of a batched S = 1 round's host time on the GPU machine).
-_LAST: list[Any] = [(), None]
+_LAST: list[Any] = [None, None]
 
 
 def _states(generators: Sequence[np.random.Generator]) -> np.ndarray:
@@ -252,7 +252,8 @@ def _states(generators: Sequence[np.random.Generator]) -> np.ndarray:
     last, states = _LAST
     if generators is last:  # the same tuple (immutable): a batch's, round after round
         return states
-    if len(last) == len(generators) and all(a is b for a, b in zip(last, generators, strict=True)):
+    same = last is not None and len(last) == len(generators)
+    if same and all(a is b for a, b in zip(last, generators, strict=True)):
         if isinstance(generators, tuple):
             _LAST[0] = generators  # its next call is answered by identity
         return states

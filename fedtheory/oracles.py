@@ -117,6 +117,10 @@ class DrawTape:
             return self.problem.xp.asarray(fn(self._selected(clients)))
         if self.device is not None:
             check(device is not None, "this oracle's draws cannot be made on the device")
+            check(
+                clients is not None and shape[0] == clients.size,
+                "draws on the device are made for the round's participants, one row each",
+            )
             return device(self.device, self.clients)
         import cupy  # a recording is on CuPy
 
@@ -287,7 +291,10 @@ class Minibatch:
         if xp is not np and not hess and problem.objective == "logistic":
             from . import cuda_kernels  # f and g in one kernel, the rows read in place
 
-            if cuda_kernels.minibatch_fits(problem.A, self.b):
+            if cuda_kernels.minibatch_fits(problem.A, self.b) and theta.shape in (
+                (problem.d,),
+                (m, problem.d),
+            ):
                 f, g = cuda_kernels.minibatch_logistic(
                     problem.A, problem.y, ci, ri, theta, problem.lam, value, grad
                 )

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from fedtheory.draws import choice_sorted, integers_rows
+from fedtheory.trace import TIMING
 
 pytestmark = pytest.mark.gpu
 
@@ -53,6 +54,48 @@ def test_participants_are_numpy_sorted_choice_and_leave_its_states(N, S):
         np.testing.assert_array_equal(out.get(), want)
     gd.to_host(dev)
     assert _states(dev) == _states(host)
+
+
+def test_many_blocks_of_generators():
+    """300 generators: three blocks of threads, the last one partly empty."""
+    cupy = _cupy()
+    from fedtheory.device_draws import DeviceGenerators
+
+    seeds = list(range(300))
+    host, dev = _gens(seeds), _gens(seeds)
+    N, S, sizes = 20, 4, np.arange(1, 21)
+    gd = DeviceGenerators(dev, N, S, sizes)
+    clients = cupy.empty(len(seeds) * S, dtype=cupy.int64)
+    c = choice_sorted(host, N, S).reshape(-1)
+    gd.participants(clients)
+    np.testing.assert_array_equal(clients.get(), c)
+    runs = np.repeat(np.arange(len(seeds)), S)
+    np.testing.assert_array_equal(
+        gd.integers_rows(clients, 3).get(), integers_rows(host, runs, sizes[c], 3)
+    )
+    gd.to_host(dev)
+    assert _states(dev) == _states(host)
+
+
+def test_full_participation_batch_with_the_exact_oracle_draws_nothing():
+    """S = N and the exact oracle: the replayed batch equals the unrecorded one and says it
+    replayed, without "draws on the device" (there are none)."""
+    _cupy()
+    from fedtheory import make_method
+    from fedtheory.runner import run_batch
+    from fedtheory.testing import make_problem
+
+    problem = make_problem(7, N=4, d=3).to("cupy")
+    kw = dict(seeds=[1, 2, 3], participation=None, log_every=3)
+    plain = run_batch(problem, make_method("fedpac"), 7, graph=False, **kw)
+    tried = run_batch(problem, make_method("fedpac"), 7, **kw)
+    assert tried[0].meta["graph"] == "replayed"
+    for a, b in zip(plain, tried, strict=True):
+        assert len(a.rows) == len(b.rows) == 4  # rounds 0, 3, 6, 7
+        for ra, rb in zip(a.rows, b.rows, strict=True):
+            assert {k: v for k, v in ra.items() if k not in TIMING} == {
+                k: v for k, v in rb.items() if k not in TIMING
+            }
 
 
 def test_rows_are_numpy_integers_per_run_and_interleave_with_the_participants():

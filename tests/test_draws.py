@@ -148,6 +148,7 @@ def test_a_generator_listed_twice_draws_twice_in_list_order():
 
 def test_no_generator_gives_an_empty_batch():
     assert choice_sorted([], 10, 3).shape == (0, 3)
+    assert choice_sorted((), 10, 3).shape == (0, 3)  # the empty tuple: one object in CPython
 
 
 @pytest.mark.parametrize(

@@ -243,13 +243,16 @@ def test_the_fused_minibatch_oracle_on_cupy_equals_numpys(d, b):
     assert cuda_kernels.minibatch_fits(gpu.A, b)
     oracle = make_oracle("minibatch", b=b)
     gen = np.random.default_rng(1)
-    clients = np.array([0, 2, 3, 4])
-    for theta in (gen.normal(size=d), gen.normal(size=(len(clients), d))):
-        for value, grad in ((True, True), (True, False), (False, True)):
-            kw = dict(value=value, grad=grad, hess=False)
-            a = oracle(problem, theta, clients, rng=np.random.default_rng(5), **kw)
-            c = oracle(gpu, cupy.asarray(theta), clients, rng=np.random.default_rng(5), **kw)
-            assert c.H is None and (c.f is None) != value and (c.g is None) != grad
-            for x, y in zip(a, c, strict=True):
-                if x is not None:  # O(1) terms, at most 40 + d of them: rounding < 1e-14
-                    np.testing.assert_allclose(cupy.asnumpy(y), x, rtol=1e-13, atol=1e-14)
+    # 4 participants (whole blocks of 4 warps), 5 = every client (clients None), 3 (a block
+    # with idle warps)
+    for clients in (np.array([0, 2, 3, 4]), None, np.array([1, 3, 4])):
+        m = problem.N if clients is None else len(clients)
+        for theta in (gen.normal(size=d), gen.normal(size=(m, d))):
+            for value, grad in ((True, True), (True, False), (False, True)):
+                kw = dict(value=value, grad=grad, hess=False)
+                a = oracle(problem, theta, clients, rng=np.random.default_rng(5), **kw)
+                c = oracle(gpu, cupy.asarray(theta), clients, rng=np.random.default_rng(5), **kw)
+                assert c.H is None and (c.f is None) != value and (c.g is None) != grad
+                for x, y in zip(a, c, strict=True):
+                    if x is not None:  # O(1) terms, at most 40 + d of them: rounding < 1e-14
+                        np.testing.assert_allclose(cupy.asnumpy(y), x, rtol=1e-13, atol=1e-14)

@@ -67,7 +67,9 @@ def run_batch(
     as a CUDA graph and replays it for the rounds after (participants and oracle draws made on
     the host as without it, copied into the recorded buffers before each replay; the batch
     recorded again after runs leave it); True requires it (refused with the reason where it
-    cannot be); False never. Each trace's ``meta["graph"]`` says what happened.
+    cannot be); False never. Each trace's ``meta["graph"]`` says what happened: None (NumPy),
+    "replayed", "replayed, draws on the device" (the replays drew the participants and the
+    minibatch rows on the GPU, :mod:`fedtheory.device_draws`: the same numbers), or why not.
     """
     check_common(rounds, target, log_every)
     check(
@@ -184,10 +186,9 @@ def _run_batch(
     if bar is not None:
         bar.close()
     graph_meta = engine.describe()
-    settles = 2 * metrics.STALL_WINDOW + 2  # fewer logged rows: "completed" (settled_status)
     for tr in traces:
         tr.meta["graph"] = graph_meta
-        if tr.status == "completed" and len(tr.rows) >= settles:
+        if tr.status == "completed" and len(tr.rows) >= metrics.SETTLE_ROWS:
             tr.status = metrics.settled_status(tr["dist_to_opt"], scale)
         tr.meta["status"] = tr.status
     return traces
@@ -284,18 +285,24 @@ class _Rounds:
         round t then runs unrecorded."""
         inputs = self.inputs
         host = None
+        if not self.device_why:
+            try:  # compiling the draw kernels, device memory for the states
+                inputs.draw_on_device(self.gens, self.S)
+            except Exception as exc:  # the host draws then, as without it
+                first = " ".join(str(exc).split())[:200]
+                self.device_why = f"draws on the device failed ({type(exc).__name__}: {first})"
         if self.device_why:
             host = clients()
             inputs.load(t, host)
-        else:
-            inputs.draw_on_device(self.gens, self.S)
         self.replay, note, seconds = replay_graph.record(
             self.method, None, state, inputs, self.graph, t, host
         )
         if self.replay is None:
             self.why, self.inputs = note, None
-        elif inputs.device is not None:
-            self.drew_on_device = True
+        elif inputs.device is not None:  # "draws on the device" where there are draws
+            self.drew_on_device = self.S < self.problem.N or bool(
+                getattr(self.oracle, "draws", True)
+            )
         return seconds
 
     def drop(self) -> None:

@@ -133,6 +133,8 @@ def drift(ctx: RoundContext, info: RoundInfo, start: Point, theta_new: Any) -> d
 
 #: the last STALL_WINDOW logged steps decide "stalled" / "oscillating" (see settled_status)
 STALL_WINDOW, STALL_CHANGE, CYCLE_GAP = 5, 1e-3, 1e-2
+#: a run with fewer logged rows is "completed" (settled_status needs both parities' windows)
+SETTLE_ROWS = 2 * STALL_WINDOW + 2
 
 
 def settled_status(dist: Any, scale: float) -> str:
@@ -148,7 +150,7 @@ def settled_status(dist: Any, scale: float) -> str:
     e = np.asarray(dist, dtype=float)
     floor = 1e3 * np.finfo(float).eps * max(1.0, scale)
     w = STALL_WINDOW
-    if e.size < 2 * w + 2 or not np.isfinite(e[-2 * w - 2 :]).all() or e[-1] <= floor:
+    if e.size < SETTLE_ROWS or not np.isfinite(e[-2 * w - 2 :]).all() or e[-1] <= floor:
         return "completed"
 
     def settled(x: np.ndarray) -> bool:
@@ -228,7 +230,8 @@ def _global_many(problem: Any, thetas: Any, chunk_bytes: float) -> tuple[Any, An
     regulariser added once with weight sum_i w_i. The same objective as the per-client
     oracle's, summed in another order (agrees to rounding), and no per-run copy of the data
     (a batch of 1000 runs of N = 64 clients of 64 rows gathered 1.6 GB for it). Chunks of
-    runs keep the (rows x runs) temporaries under about ``chunk_bytes``."""
+    runs keep the (rows x runs) temporaries (margins, the logistic terms and their products)
+    under about ``chunk_bytes``."""
     from ..objectives import ClientCSR, _logistic_terms
 
     A = problem.A
@@ -240,7 +243,7 @@ def _global_many(problem: Any, thetas: Any, chunk_bytes: float) -> tuple[Any, An
     ws = (problem.weights[:, None] * problem.sw).reshape(-1, 1)
     y = problem.y.reshape(-1, 1)
     lam, wsum = problem.lam, problem.weights.sum()
-    step = max(1, int(chunk_bytes // (N * n_max * 8 * 4)))  # about 4 (rows x runs) arrays
+    step = max(1, int(chunk_bytes // (N * n_max * 8 * 8)))  # about 8 (rows x runs) arrays
     f_all, g_all = [], []
     for lo in range(0, thetas.shape[0], step):
         th = thetas[lo : lo + step]
