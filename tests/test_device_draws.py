@@ -93,9 +93,9 @@ def test_full_participation_batch_with_the_exact_oracle_draws_nothing():
     for a, b in zip(plain, tried, strict=True):
         assert len(a.rows) == len(b.rows) == 4  # rounds 0, 3, 6, 7
         for ra, rb in zip(a.rows, b.rows, strict=True):
-            assert {k: v for k, v in ra.items() if k not in TIMING} == {
-                k: v for k, v in rb.items() if k not in TIMING
-            }
+            for k, v in ra.items():  # bit for bit; the drift columns are NaN in a batch
+                if k not in TIMING:
+                    assert v == rb[k] or (np.isnan(v) and np.isnan(rb[k])), (k, v, rb[k])
 
 
 def test_rows_are_numpy_integers_per_run_and_interleave_with_the_participants():
