@@ -55,6 +55,16 @@ def _gpu_available() -> bool:
         return False
 
 
+@pytest.fixture
+def cupy_gpu():
+    """CuPy, for a test that needs a GPU; the test skips where CuPy or a GPU is missing."""
+    if not _gpu_available():
+        pytest.skip("no CUDA GPU with CuPy on this machine")
+    import cupy
+
+    return cupy
+
+
 @pytest.fixture(params=["numpy", pytest.param("cupy", marks=pytest.mark.gpu)])
 def backend(request):
     """Parametrises a test over NumPy and, where a GPU and CuPy exist, CuPy."""

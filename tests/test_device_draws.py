@@ -12,15 +12,6 @@ from fedtheory.trace import TIMING
 pytestmark = pytest.mark.gpu
 
 
-def _cupy():
-    cupy = pytest.importorskip("cupy")
-    try:
-        cupy.cuda.runtime.getDeviceCount()
-    except Exception:  # noqa: BLE001  (no driver or no device)
-        pytest.skip("no GPU")
-    return cupy
-
-
 def _gens(seeds, burn=0):
     """Generators, each advanced by a few draws of its own (so that some hold a buffered
     32-bit half: has_uint32 = 1)."""
@@ -38,8 +29,8 @@ def _states(gens):
     "N,S",
     [(1, 1), (6, 1), (6, 3), (6, 5), (6, 6), (64, 8), (64, 63), (500, 200), (10000, 300)],
 )
-def test_participants_are_numpy_sorted_choice_and_leave_its_states(N, S):
-    cupy = _cupy()
+def test_participants_are_numpy_sorted_choice_and_leave_its_states(N, S, cupy_gpu):
+    cupy = cupy_gpu
     from fedtheory.device_draws import DeviceGenerators
 
     seeds = list(range(11))
@@ -56,9 +47,9 @@ def test_participants_are_numpy_sorted_choice_and_leave_its_states(N, S):
     assert _states(dev) == _states(host)
 
 
-def test_many_blocks_of_generators():
+def test_many_blocks_of_generators(cupy_gpu):
     """300 generators: three blocks of threads, the last one partly empty."""
-    cupy = _cupy()
+    cupy = cupy_gpu
     from fedtheory.device_draws import DeviceGenerators
 
     seeds = list(range(300))
@@ -77,10 +68,9 @@ def test_many_blocks_of_generators():
     assert _states(dev) == _states(host)
 
 
-def test_full_participation_batch_with_the_exact_oracle_draws_nothing():
+def test_full_participation_batch_with_the_exact_oracle_draws_nothing(cupy_gpu):
     """S = N and the exact oracle: the replayed batch equals the unrecorded one and says it
     replayed, without "draws on the device" (there are none)."""
-    _cupy()
     from fedtheory import make_method
     from fedtheory.runner import run_batch
     from fedtheory.testing import make_problem
@@ -98,10 +88,10 @@ def test_full_participation_batch_with_the_exact_oracle_draws_nothing():
                     assert v == rb[k] or (np.isnan(v) and np.isnan(rb[k])), (k, v, rb[k])
 
 
-def test_rows_are_numpy_integers_per_run_and_interleave_with_the_participants():
+def test_rows_are_numpy_integers_per_run_and_interleave_with_the_participants(cupy_gpu):
     """A round's order: participants, then each oracle call's rows (run-major, per run in
     order); ranges from 1 (no draw) to just below 2**32."""
-    cupy = _cupy()
+    cupy = cupy_gpu
     from fedtheory.device_draws import DeviceGenerators
 
     N, S, b = 7, 3, 4
@@ -127,8 +117,7 @@ def test_rows_are_numpy_integers_per_run_and_interleave_with_the_participants():
     )
 
 
-def test_what_is_not_drawn_on_the_device_is_said():
-    _cupy()
+def test_what_is_not_drawn_on_the_device_is_said(cupy_gpu):
     from fedtheory.device_draws import DeviceGenerators, supported
     from fedtheory.errors import FedTheoryError
 

@@ -198,12 +198,8 @@ def test_options_with_an_oracle_object_are_refused():
 
 
 @pytest.mark.gpu
-def test_numpy_and_cupy_see_identical_samples():
-    cupy = pytest.importorskip("cupy")
-    try:
-        cupy.cuda.runtime.getDeviceCount()
-    except Exception:
-        pytest.skip("no CUDA device")
+def test_numpy_and_cupy_see_identical_samples(cupy_gpu):
+    cupy = cupy_gpu
     problem = make_problem(12, N=4, d=3)
     gpu = problem.to("cupy")
     theta = np.random.default_rng(0).normal(size=3)
@@ -226,16 +222,12 @@ def test_numpy_and_cupy_see_identical_samples():
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("d,b", [(3, 1), (20, 11), (50, 8), (70, 40)])
-def test_the_fused_minibatch_oracle_on_cupy_equals_numpys(d, b):
+def test_the_fused_minibatch_oracle_on_cupy_equals_numpys(d, b, cupy_gpu):
     """Without a Hessian, the logistic minibatch oracle on CuPy is one kernel reading the
     sampled rows in place (cuda_kernels.minibatch_logistic): its f and g equal NumPy's
     gathered computation to rounding, for one theta and for one theta per participant, each
     output alone and both."""
-    cupy = pytest.importorskip("cupy")
-    try:
-        cupy.cuda.runtime.getDeviceCount()
-    except Exception:
-        pytest.skip("no CUDA device")
+    cupy = cupy_gpu
     from fedtheory import cuda_kernels
 
     problem = make_problem(12, N=5, d=d, heterogeneity=1.0)

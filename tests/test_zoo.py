@@ -415,14 +415,9 @@ def test_cli_strings_are_parsed_to_field_types():
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("name", sorted(METHODS))
-def test_every_method_gives_the_same_trace_on_cupy(name):
+def test_every_method_gives_the_same_trace_on_cupy(name, cupy_gpu):
     """Same seed, same participants and minibatch rows (drawn on the host): NumPy and CuPy
     traces agree to rounding."""
-    cupy = pytest.importorskip("cupy")
-    try:
-        cupy.cuda.runtime.getDeviceCount()
-    except Exception:
-        pytest.skip("no CUDA device")
     problem = make_problem(15, N=5, d=4, lam=0.05)
     S = None if METHODS[name].full_participation_only else 3
     oracle = make_oracle("minibatch", b=4)
