@@ -64,12 +64,13 @@ def run_batch(
     on.
 
     ``graph`` (GPU only, as for :func:`run`): None (the default) records a round of the batch
-    as a CUDA graph and replays it for the rounds after (participants and oracle draws made on
-    the host as without it, copied into the recorded buffers before each replay; the batch
-    recorded again after runs leave it); True requires it (refused with the reason where it
-    cannot be); False never. Each trace's ``meta["graph"]`` says what happened: None (NumPy),
-    "replayed", "replayed, draws on the device" (the replays drew the participants and the
-    minibatch rows on the GPU, :mod:`fedtheory.device_draws`: the same numbers), or why not.
+    as a CUDA graph and replays it for the rounds after (participants and oracle draws made by
+    each replay on the device, the same numbers, where :mod:`fedtheory.device_draws` can;
+    else on the host as without it and copied into the recorded buffers before each replay;
+    the batch recorded again after runs leave it); True requires it (refused with the reason
+    where it cannot be); False never. Each trace's ``meta["graph"]`` says what happened:
+    None (NumPy), "replayed", "replayed, draws on the device" (the replays drew the
+    participants and the minibatch rows on the GPU: the same numbers), or why not.
     """
     check_common(rounds, target, log_every)
     check(
