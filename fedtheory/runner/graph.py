@@ -162,7 +162,6 @@ class Inputs:
         self.round_no = self.buffer[m:]
         self.tape = DrawTape(problem, rng, self.clients)
         self.warm = False  # a round has run on these buffers (its kernels are compiled)
-        self.device: Any = None  # the generators on the device (draw_on_device)
 
     def draw_on_device(self, generators: Any, S: int) -> None:
         """From the next recording on, the rounds draw on the device: the participants and
@@ -170,8 +169,12 @@ class Inputs:
         (:class:`fedtheory.device_draws.DeviceGenerators`), inside the recorded round."""
         from ..device_draws import DeviceGenerators
 
-        self.device = DeviceGenerators(generators, self.problem.N, S, self.problem.sizes)
-        self.tape.device = self.device
+        self.tape.device = DeviceGenerators(generators, self.problem.N, S, self.problem.sizes)
+
+    @property
+    def device(self) -> Any:
+        """The generators on the device (the tape's), or None: the host draws."""
+        return self.tape.device
 
     def recorded_context(self) -> RoundContext:
         """The context of a round being recorded (its draws through the tape); with the draws
